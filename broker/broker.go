@@ -1,0 +1,112 @@
+package broker
+
+import (
+	"context"
+	"errors"
+)
+
+// Handler receives one message from a subscription.
+//
+// Calls for one subscription are serial: the backend does not call the
+// handler again until it has returned, so a handler that blocks holds back
+// that subscription (which is how a busy queue-group member takes less work on
+// brokers that let it). ctx is the subscription's context: it is cancelled when
+// the subscription ends, and a blocked handler should return when it is.
+//
+// data belongs to the handler: the backend does not reuse it, so the handler
+// may keep it, or slices of it, after returning.
+type Handler func(ctx context.Context, data []byte)
+
+// Broker is one connection to a message broker. Every method is safe for
+// concurrent use.
+//
+// Subjects are dot-separated tokens (see Subject). A backend maps them onto
+// its own concepts: NATS subjects, RabbitMQ routing keys, Kafka topics.
+type Broker interface {
+	// Publish sends data to every fan-out subscriber of subject and to one
+	// member of each queue group subscribed to it. It returns once the backend
+	// has taken the message (buffered or written); delivery is at most once.
+	// The caller may reuse data as soon as Publish returns. Cancelling ctx
+	// abandons a publish that is waiting for the connection. Publish returns
+	// ErrTooLarge for a message over the broker's size limit and ErrClosed
+	// after Close.
+	Publish(ctx context.Context, subject string, data []byte) error
+
+	// Subscribe delivers every message published to subject to h (fan-out).
+	// It returns once the subscription is active: a message published after
+	// Subscribe returns reaches h. The subscription lasts until ctx is
+	// cancelled, Unsubscribe is called, or the Broker is closed.
+	Subscribe(ctx context.Context, subject string, h Handler) (Subscription, error)
+
+	// QueueSubscribe is Subscribe for a queue group: each message published
+	// to subject goes to one member of group.
+	QueueSubscribe(ctx context.Context, subject, group string, h Handler) (Subscription, error)
+
+	// Close ends every subscription, waits for running handlers to return and
+	// closes the connection. Messages published before Close are flushed on a
+	// best-effort basis. Close is idempotent.
+	Close() error
+}
+
+// Subscription is an active subscription.
+type Subscription interface {
+	// Unsubscribe stops delivery, cancels the context passed to the handler
+	// and returns after a running handler call has returned. It is
+	// idempotent and safe for concurrent use.
+	Unsubscribe() error
+}
+
+// Returner is implemented by backends whose broker hands back a message that
+// reached no subscriber: NATS answers "no responders", RabbitMQ returns
+// mandatory messages it could not route. The ambassador uses it to fail a
+// call at once instead of at its deadline; on other backends the discovery
+// registry gives the same answer.
+type Returner interface {
+	// PublishReturnable is Publish for a message tagged with token. If the
+	// broker finds no subscriber for it, the backend calls returned(token)
+	// once, soon after, on a goroutine of its own; returned must not block.
+	// returned must be the same function on every call to one Broker.
+	PublishReturnable(ctx context.Context, subject string, data []byte, token uint64, returned func(token uint64)) error
+}
+
+// SizeLimiter is implemented by backends that know the largest message the
+// broker accepts. Larger payloads must be split by the caller; the data path
+// streams bodies in frames no larger than this.
+type SizeLimiter interface {
+	// MaxMessageBytes returns the largest message Publish accepts.
+	MaxMessageBytes() int
+}
+
+// DefaultMaxMessageBytes is the size limit assumed for a backend that is not
+// a SizeLimiter: 1 MiB, the default of NATS and Kafka.
+const DefaultMaxMessageBytes = 1 << 20
+
+// MaxMessageBytes returns b's message size limit, or DefaultMaxMessageBytes.
+func MaxMessageBytes(b Broker) int {
+	if l, ok := b.(SizeLimiter); ok {
+		if n := l.MaxMessageBytes(); n > 0 {
+			return n
+		}
+	}
+	return DefaultMaxMessageBytes
+}
+
+var (
+	// ErrClosed is returned by operations on a closed Broker. The caller
+	// should stop using it; it never recovers.
+	ErrClosed = errors.New("broker closed")
+
+	// ErrTooLarge is returned by Publish for a message above the broker's
+	// size limit. Retrying the same message cannot succeed; split it.
+	ErrTooLarge = errors.New("message too large for broker")
+
+	// ErrNoResponders reports that nobody is subscribed to the subject of a
+	// request. Retrying on the same subject fails the same way until a
+	// subscriber appears.
+	ErrNoResponders = errors.New("no responders")
+
+	// ErrDisconnected is returned by Publish while the connection to the
+	// broker is down and the backend cannot buffer the message. The backend
+	// keeps reconnecting; a later Publish may succeed.
+	ErrDisconnected = errors.New("broker disconnected")
+)
