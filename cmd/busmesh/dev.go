@@ -1,0 +1,117 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	bnats "github.com/busmesh/busmesh/broker/nats"
+	"github.com/busmesh/busmesh/internal/config"
+	"github.com/busmesh/busmesh/internal/telemetry"
+)
+
+const devService = "demo"
+
+func newDevCmd() *cobra.Command {
+	var httpAddr, serviceAddr, adminAddr, logLevel string
+	cmd := &cobra.Command{
+		Use:   "dev",
+		Short: "Run a whole mesh in one process: broker, demo service, adapter, ambassador",
+		Long: `Run a mesh on the embedded NATS broker, with a built-in demo service behind an
+adapter and an ambassador in front, and print a curl command to call the
+service through the broker. Other sidecars can join the printed broker URL.
+
+If a preferred port is taken, a free one is used; the printed commands
+always name the ports in use.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			logger, err := telemetry.NewLogger(os.Stderr, logLevel, "text")
+			if err != nil {
+				return usageError{err}
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+
+			srv, err := bnats.StartServer("127.0.0.1:0")
+			if err != nil {
+				return err
+			}
+			defer srv.Shutdown()
+
+			demoLn, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				return err
+			}
+			demo := &http.Server{Handler: demoHandler("dev"), ReadHeaderTimeout: 10 * time.Second}
+			go demo.Serve(demoLn)
+			defer demo.Close()
+
+			cfg := config.Default()
+			cfg.ID = "dev"
+			cfg.Broker = srv.URL()
+			cfg.Admin = freeOr(adminAddr)
+			cfg.Log.Level = logLevel
+			cfg.Ambassador = &config.Ambassador{
+				Service:      "dev",
+				HTTP:         freeOr(httpAddr),
+				Upstreams:    map[string]string{devService: freeOr(serviceAddr)},
+				Timeout:      config.Duration(config.DefaultTimeout),
+				MaxBodyBytes: config.DefaultMaxBodyBytes,
+			}
+			cfg.Adapter = &config.Adapter{
+				Service:      devService,
+				Target:       "http://" + demoLn.Addr().String(),
+				Concurrency:  config.DefaultConcurrency,
+				MaxBodyBytes: config.DefaultMaxBodyBytes,
+			}
+			cfg.Normalize()
+			if err := cfg.Validate(); err != nil {
+				return usageError{err}
+			}
+			sc, err := startSidecar(ctx, cfg, logger)
+			if err != nil {
+				return err
+			}
+			addrs := sc.ambassador.Addrs()
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "busmesh dev: a mesh on the embedded NATS broker at %s\n", srv.URL())
+			fmt.Fprintf(out, "  demo service  http://%s (behind adapter %q)\n", demoLn.Addr(), devService)
+			fmt.Fprintf(out, "  ambassador    %s (shared port: the Host header names the service)\n", addrs[0])
+			fmt.Fprintf(out, "                %s (service %s)\n", addrs[1], devService)
+			fmt.Fprintf(out, "  admin         http://%s/metrics\n\n", sc.admin.Addr())
+			fmt.Fprintf(out, "Call the demo service through the broker:\n")
+			fmt.Fprintf(out, "  curl -H 'Host: %s' http://%s/hello\n", devService, addrs[0])
+			fmt.Fprintf(out, "  curl http://%s/echo -d 'any body'\n\n", addrs[1])
+			fmt.Fprintf(out, "Other sidecars join with: broker: %s\nPress Ctrl-C to stop.\n", srv.URL())
+			<-ctx.Done()
+			return sc.shutdown()
+		},
+	}
+	cmd.Flags().StringVar(&httpAddr, "http", "127.0.0.1:15001", "ambassador shared HTTP port")
+	cmd.Flags().StringVar(&serviceAddr, "service-port", "127.0.0.1:15080", "ambassador port of the demo service")
+	cmd.Flags().StringVar(&adminAddr, "admin", "127.0.0.1:15000", "admin port")
+	cmd.Flags().StringVar(&logLevel, "log-level", "warn", "log level: debug, info, warn, error")
+	return cmd
+}
+
+// freeOr returns addr if it can be listened on now, else a free loopback
+// port: the dev mesh starts even when a preferred port is taken.
+func freeOr(addr string) string {
+	ln, err := net.Listen("tcp", addr)
+	if err == nil {
+		ln.Close()
+		return addr
+	}
+	ln, err = net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return addr
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}

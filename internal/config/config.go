@@ -1,0 +1,144 @@
+package config
+
+import (
+	"cmp"
+	"fmt"
+	"math"
+	"os"
+	"slices"
+	"time"
+)
+
+// Config is one sidecar's configuration file. A sidecar runs an ambassador,
+// an adapter, or both, as the file's sections say.
+type Config struct {
+	// ID names this sidecar on the bus (its inbox is busmesh.inbox.<id>).
+	// Keep it stable across restarts. Default: <host>-<first listen port>.
+	ID string `yaml:"id"`
+	// Broker is the broker URL: embedded, nats://host:4222,
+	// amqp://user:pass@host:5672/vhost, kafka://host:9092. Switching brokers
+	// changes this line only.
+	Broker string `yaml:"broker"`
+	// Admin is the admin listener (/metrics, /healthz, /readyz); empty turns
+	// it off.
+	Admin string `yaml:"admin"`
+	// Log configures logging.
+	Log Log `yaml:"log"`
+	// Ambassador, when present, takes calls from local applications.
+	Ambassador *Ambassador `yaml:"ambassador"`
+	// Adapter, when present, serves a local application to the mesh.
+	Adapter *Adapter `yaml:"adapter"`
+}
+
+// Log configures the sidecar's log/slog output on stderr.
+type Log struct {
+	// Level is debug, info, warn or error.
+	Level string `yaml:"level"`
+	// Format is json or text.
+	Format string `yaml:"format"`
+}
+
+// Ambassador is the client side: local ports that carry calls to services.
+type Ambassador struct {
+	// Service is the identity of the application calling through this
+	// ambassador (the source service of its calls).
+	Service string `yaml:"service"`
+	// HTTP is the shared HTTP port; the service is named by the Host header
+	// ("orders" or "orders.mesh"). Empty turns it off.
+	HTTP string `yaml:"http"`
+	// Upstreams gives services their own local port: a legacy app that
+	// called http://orders-host:8080 now calls this address.
+	Upstreams map[string]string `yaml:"upstreams"`
+	// Timeout is the deadline of a call without X-Busmesh-Timeout.
+	Timeout Duration `yaml:"timeout"`
+	// MaxBodyBytes bounds request and response bodies; larger requests get
+	// 413.
+	MaxBodyBytes ByteSize `yaml:"max_body_bytes"`
+}
+
+// Adapter is the server side: it takes the service's calls off the bus and
+// makes them to the local application.
+type Adapter struct {
+	// Service is the name the application is called by.
+	Service string `yaml:"service"`
+	// Instance names this instance of the service. Default: the sidecar ID.
+	Instance string `yaml:"instance"`
+	// Version is the application's version, for version-aware routing.
+	Version string `yaml:"version"`
+	// Target is the local application: http://127.0.0.1:8080.
+	Target string `yaml:"target"`
+	// Concurrency bounds the calls in flight to the application; more wait
+	// on the broker.
+	Concurrency int `yaml:"concurrency"`
+	// MaxBodyBytes bounds request and response bodies.
+	MaxBodyBytes ByteSize `yaml:"max_body_bytes"`
+}
+
+// Defaults.
+const (
+	DefaultTimeout      = 30 * time.Second
+	DefaultMaxBodyBytes = 4 << 20
+	DefaultConcurrency  = 128
+	DefaultBroker       = "embedded"
+)
+
+// Default returns a Config with every default set and no sections.
+func Default() *Config {
+	return &Config{
+		Broker: DefaultBroker,
+		Log:    Log{Level: "info", Format: "json"},
+	}
+}
+
+// setDefaults is called on a section when the file creates it, before its
+// keys are decoded.
+type defaulter interface{ setDefaults() }
+
+func (a *Ambassador) setDefaults() {
+	a.Timeout = Duration(DefaultTimeout)
+	a.MaxBodyBytes = DefaultMaxBodyBytes
+}
+
+func (a *Adapter) setDefaults() {
+	a.Concurrency = DefaultConcurrency
+	a.MaxBodyBytes = DefaultMaxBodyBytes
+}
+
+// Load reads a config file in the fixed order: defaults, the file,
+// BUSMESH_* environment overrides, Normalize, Validate. The error lists
+// every problem, each with its key, value and what is allowed.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return Parse(path, data, os.LookupEnv)
+}
+
+// Parse is Load for a file already read; name labels errors and lookupEnv
+// supplies the overrides (os.LookupEnv, or a map in tests).
+func Parse(name string, data []byte, lookupEnv func(string) (string, bool)) (*Config, error) {
+	c := Default()
+	errs := &Error{File: name, lines: map[string]int{}}
+	// Every stage runs even after problems, so the error lists them all; a
+	// value that failed to decode keeps its (valid) default.
+	decodeYAML(data, c, errs)
+	applyEnv(c, lookupEnv, errs)
+	c.Normalize()
+	c.validate(errs)
+	if len(errs.Problems) > 0 {
+		// In file order; problems with no line (overrides, derived keys) last.
+		slices.SortStableFunc(errs.Problems, func(a, b Problem) int {
+			return cmp.Compare(lineOrder(a.Line), lineOrder(b.Line))
+		})
+		return nil, errs
+	}
+	return c, nil
+}
+
+func lineOrder(line int) int {
+	if line == 0 {
+		return math.MaxInt
+	}
+	return line
+}

@@ -1,0 +1,180 @@
+package config
+
+import (
+	"net"
+	"net/url"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/busmesh/busmesh/broker"
+)
+
+// Normalize fills the defaults that depend on other keys: the sidecar ID
+// and the adapter's instance name.
+func (c *Config) Normalize() {
+	if c.ID == "" {
+		c.ID = defaultID(c)
+	}
+	if c.Adapter != nil && c.Adapter.Instance == "" {
+		c.Adapter.Instance = c.ID
+	}
+}
+
+// defaultID is the host name and the port of the first listener, so that it
+// is unique on a machine and stable across restarts.
+func defaultID(c *Config) string {
+	host, _ := os.Hostname()
+	host = sanitizeToken(strings.Split(host, ".")[0])
+	if host == "" {
+		host = "sidecar"
+	}
+	var addrs []string
+	if c.Ambassador != nil {
+		addrs = append(addrs, c.Ambassador.HTTP)
+		services := make([]string, 0, len(c.Ambassador.Upstreams))
+		for s := range c.Ambassador.Upstreams {
+			services = append(services, s)
+		}
+		slices.Sort(services)
+		for _, s := range services {
+			addrs = append(addrs, c.Ambassador.Upstreams[s])
+		}
+	}
+	addrs = append(addrs, c.Admin)
+	for _, a := range addrs {
+		if _, port, err := net.SplitHostPort(a); err == nil && port != "0" && port != "" {
+			return host + "-" + port
+		}
+	}
+	if c.Adapter != nil && c.Adapter.Service != "" {
+		// No fixed port: the process id keeps two such sidecars apart.
+		return sanitizeToken(c.Adapter.Service) + "-" + host + "-" + strconv.Itoa(os.Getpid())
+	}
+	return host + "-" + strconv.Itoa(os.Getpid())
+}
+
+func sanitizeToken(s string) string {
+	b := []byte(s)
+	for i, ch := range b {
+		if !(ch >= 'a' && ch <= 'z' || ch >= 'A' && ch <= 'Z' || ch >= '0' && ch <= '9' || ch == '-' || ch == '_') {
+			b[i] = '-'
+		}
+	}
+	return string(b)
+}
+
+// Validate reports every problem in c; it returns nil or an *Error.
+func (c *Config) Validate() error {
+	errs := &Error{File: "(config)", lines: map[string]int{}}
+	c.validate(errs)
+	if len(errs.Problems) > 0 {
+		return errs
+	}
+	return nil
+}
+
+func (c *Config) validate(errs *Error) {
+	if err := broker.ValidToken(c.ID); err != nil {
+		errs.add("id", 0, "%v", err)
+	}
+	if _, err := broker.ParseURL(c.Broker); err != nil {
+		errs.add("broker", 0, "%v", err)
+	}
+	listeners := map[string]string{} // address -> key, to catch two keys on one port
+	checkAddr(errs, listeners, "admin", c.Admin, true)
+	if !slices.Contains([]string{"debug", "info", "warn", "error"}, c.Log.Level) {
+		errs.add("log.level", 0, "%q is not a level (allowed: debug, info, warn, error)", c.Log.Level)
+	}
+	if c.Log.Format != "json" && c.Log.Format != "text" {
+		errs.add("log.format", 0, "%q is not a format (allowed: json, text)", c.Log.Format)
+	}
+	if c.Ambassador == nil && c.Adapter == nil {
+		errs.add("(top level)", 0, "no ambassador or adapter section: a sidecar needs at least one")
+	}
+	if a := c.Ambassador; a != nil {
+		if a.Service != "" {
+			if err := broker.ValidToken(a.Service); err != nil {
+				errs.add("ambassador.service", 0, "%v", err)
+			}
+		}
+		if a.HTTP == "" && len(a.Upstreams) == 0 {
+			errs.add("ambassador", 0, "no listener: set ambassador.http (shared port) or ambassador.upstreams (a port per service)")
+		}
+		checkAddr(errs, listeners, "ambassador.http", a.HTTP, true)
+		for _, svc := range sortedMapKeys(a.Upstreams) {
+			key := "ambassador.upstreams." + svc
+			if err := broker.ValidToken(svc); err != nil {
+				errs.add(key, 0, "service name %v", err)
+			}
+			checkAddr(errs, listeners, key, a.Upstreams[svc], false)
+		}
+		if a.Timeout <= 0 {
+			errs.add("ambassador.timeout", 0, "%q must be positive (example: \"30s\")", a.Timeout.D().String())
+		}
+		if a.MaxBodyBytes <= 0 {
+			errs.add("ambassador.max_body_bytes", 0, "%d must be positive (example: \"4MiB\")", a.MaxBodyBytes)
+		}
+	}
+	if a := c.Adapter; a != nil {
+		if err := broker.ValidToken(a.Service); err != nil {
+			errs.add("adapter.service", 0, "%v (the service name, example: orders)", err)
+		}
+		if err := broker.ValidToken(a.Instance); err != nil {
+			errs.add("adapter.instance", 0, "%v", err)
+		}
+		checkTarget(errs, a.Target)
+		if a.Concurrency < 1 {
+			errs.add("adapter.concurrency", 0, "%d must be at least 1", a.Concurrency)
+		}
+		if a.MaxBodyBytes <= 0 {
+			errs.add("adapter.max_body_bytes", 0, "%d must be positive (example: \"4MiB\")", a.MaxBodyBytes)
+		}
+	}
+}
+
+func checkAddr(errs *Error, seen map[string]string, key, addr string, optional bool) {
+	if addr == "" {
+		if !optional {
+			errs.add(key, 0, "empty address (example: 127.0.0.1:9001)")
+		}
+		return
+	}
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		errs.add(key, 0, "%q is not host:port (example: 127.0.0.1:9001)", addr)
+		return
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		errs.add(key, 0, "%q has no valid port (0-65535)", addr)
+		return
+	}
+	if port != "0" {
+		if other, dup := seen[addr]; dup {
+			errs.add(key, 0, "%q is also %s: each listener needs its own port", addr, other)
+		}
+		seen[addr] = key
+	}
+}
+
+func checkTarget(errs *Error, target string) {
+	const key = "adapter.target"
+	u, err := url.Parse(target)
+	if target == "" || err != nil || u.Host == "" {
+		errs.add(key, 0, "%q is not an application URL (example: http://127.0.0.1:8080)", target)
+		return
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		errs.add(key, 0, "%q has scheme %q (allowed: http, https)", target, u.Scheme)
+	}
+}
+
+func sortedMapKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
