@@ -23,9 +23,14 @@ func InstanceSubject(service, instance string) string {
 	return servicePrefix + service + "." + instance
 }
 
-// InboxSubject is a sidecar's own subject: replies and stream frames for the
-// calls it started or serves.
+// InboxSubject is an ambassador's own subject: answers and stream frames
+// for the calls it started.
 func InboxSubject(sidecar string) string { return inboxPrefix + sidecar }
+
+// AdapterInboxSubject is an adapter's own subject: stream frames and
+// cancels for the calls it serves. It differs from InboxSubject so that one
+// sidecar can run both.
+func AdapterInboxSubject(sidecar string) string { return inboxPrefix + sidecar + ".adapter" }
 
 // CancelSubject carries cancellations of calls to a service whose serving
 // instance the caller does not know yet (fan-out to all its adapters).

@@ -222,7 +222,9 @@ func (c *Conn) subscribe(ctx context.Context, subject, group string, h broker.Ha
 	}
 	if err == nil {
 		// The subscription is active once the server has seen it.
-		err = c.nc.FlushWithContext(ctx)
+		fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err = c.nc.FlushWithContext(fctx)
+		cancel()
 	}
 	if err != nil {
 		s.Unsubscribe()

@@ -1,6 +1,3 @@
-// Package telemetry holds what both sidecars share for observability: the
-// log attribute keys, the Prometheus metrics and the logger set-up. See
-// DESIGN.md, "Mesh features" (traffic monitoring).
 package telemetry
 
 // Log attribute keys. Every package logs with these, so one query finds an

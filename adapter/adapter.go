@@ -1,0 +1,284 @@
+package adapter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/busmesh/busmesh/broker"
+	"github.com/busmesh/busmesh/internal/config"
+	"github.com/busmesh/busmesh/internal/envelope"
+	"github.com/busmesh/busmesh/internal/stream"
+	"github.com/busmesh/busmesh/internal/telemetry"
+)
+
+// Options configure an Adapter.
+type Options struct {
+	Config  *config.Adapter
+	Sidecar string // this sidecar's ID, which names its inbox
+	Broker  broker.Broker
+	Logger  *slog.Logger // nil discards
+	Metrics *telemetry.Metrics
+}
+
+// Adapter takes a service's calls off the broker and makes them to the
+// local application.
+type Adapter struct {
+	cfg      *config.Adapter
+	sidecar  string
+	inbox    string // broker.AdapterInboxSubject: frames of the calls it serves
+	broker   broker.Broker
+	logger   *slog.Logger
+	metrics  *telemetry.Metrics
+	limiter  telemetry.Limiter
+	inflight prometheus.Gauge
+	target   string // scheme://host[/base] of the application, no trailing slash
+	client   *http.Client
+	maxMsg   int
+	chunk    int
+
+	// slots bounds the calls in flight; a full adapter stops taking calls
+	// off the broker until one ends.
+	slots   chan struct{}
+	running sync.WaitGroup
+
+	mu    sync.Mutex
+	calls map[callKey]*serverCall
+	subs  []broker.Subscription // inbox and cancel subjects
+	queue broker.Subscription   // the service subject
+}
+
+// callKey names a call: ids are unique per calling sidecar only.
+type callKey struct {
+	source string
+	id     uint64
+}
+
+// serverCall is a call being served.
+type serverCall struct {
+	cancel  context.CancelFunc
+	inbound *stream.Inbound // the rest of the request body, when streamed
+	window  *stream.Window  // credit for response frames, once streaming
+}
+
+// New returns an Adapter; Start subscribes it.
+func New(o Options) (*Adapter, error) {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Metrics == nil {
+		o.Metrics = telemetry.NewMetrics()
+	}
+	u, err := url.Parse(o.Config.Target)
+	if err != nil {
+		return nil, fmt.Errorf("adapter target %q: %w", o.Config.Target, err)
+	}
+	maxMsg := broker.MaxMessageBytes(o.Broker)
+	a := &Adapter{
+		cfg:      o.Config,
+		sidecar:  o.Sidecar,
+		inbox:    broker.AdapterInboxSubject(o.Sidecar),
+		broker:   o.Broker,
+		logger:   o.Logger.With(telemetry.KeyComponent, "adapter", telemetry.KeyService, o.Config.Service),
+		metrics:  o.Metrics,
+		limiter:  telemetry.Limiter{Interval: time.Second},
+		inflight: o.Metrics.AdapterInflight.WithLabelValues(o.Config.Service),
+		target:   u.Scheme + "://" + u.Host + strings.TrimSuffix(u.Path, "/"),
+		client:   newClient(o.Config.Concurrency),
+		maxMsg:   maxMsg,
+		chunk:    stream.ChunkSize(maxMsg),
+		slots:    make(chan struct{}, o.Config.Concurrency),
+		calls:    map[callKey]*serverCall{},
+	}
+	return a, nil
+}
+
+// newClient is the HTTP client of the local application: no proxy from the
+// environment, no redirects followed and no transparent decompression,
+// because the adapter passes the application's answers through as they are.
+func newClient(concurrency int) *http.Client {
+	return &http.Client{
+		Transport: &http.Transport{
+			DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			MaxIdleConns:        concurrency,
+			MaxIdleConnsPerHost: concurrency,
+			IdleConnTimeout:     90 * time.Second,
+			DisableCompression:  true,
+		},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
+
+// Start subscribes to the adapter's inbox and the service's cancel subject,
+// then joins the service's queue group: from then on it takes calls.
+func (a *Adapter) Start(ctx context.Context) error {
+	inbox, err := a.broker.Subscribe(ctx, a.inbox, a.handleFrame)
+	if err != nil {
+		return fmt.Errorf("adapter inbox: %w", err)
+	}
+	cancels, err := a.broker.Subscribe(ctx, broker.CancelSubject(a.cfg.Service), a.handleFrame)
+	if err != nil {
+		inbox.Unsubscribe()
+		return fmt.Errorf("adapter cancel subject: %w", err)
+	}
+	subject := broker.ServiceSubject(a.cfg.Service)
+	queue, err := a.broker.QueueSubscribe(ctx, subject, a.cfg.Service, a.handleRequest)
+	if err != nil {
+		inbox.Unsubscribe()
+		cancels.Unsubscribe()
+		return fmt.Errorf("adapter subscribe %s: %w", subject, err)
+	}
+	a.mu.Lock()
+	a.subs = []broker.Subscription{inbox, cancels}
+	a.queue = queue
+	a.mu.Unlock()
+	a.logger.Info("serving", telemetry.KeySubject, subject, telemetry.KeyInstance, a.cfg.Instance, "target", a.target)
+	return nil
+}
+
+// Shutdown drains: it leaves the queue group so no new call arrives, waits
+// for the calls in flight to finish (until ctx ends, when it cancels them),
+// then unsubscribes the rest.
+func (a *Adapter) Shutdown(ctx context.Context) error {
+	a.mu.Lock()
+	queue, subs := a.queue, a.subs
+	a.queue, a.subs = nil, nil
+	a.mu.Unlock()
+	var errs []error
+	if queue != nil {
+		errs = append(errs, queue.Unsubscribe())
+	}
+	done := make(chan struct{})
+	go func() { a.running.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		a.mu.Lock()
+		for _, c := range a.calls {
+			c.cancel()
+		}
+		a.mu.Unlock()
+		<-done
+		errs = append(errs, fmt.Errorf("drain: %w", ctx.Err()))
+	}
+	for _, s := range subs {
+		errs = append(errs, s.Unsubscribe())
+	}
+	a.client.CloseIdleConnections()
+	return errors.Join(errs...)
+}
+
+// handleRequest takes one call off the service subject. It blocks while the
+// adapter is at its concurrency limit, so the broker holds the rest.
+func (a *Adapter) handleRequest(ctx context.Context, data []byte) {
+	kind, msg, err := envelope.Unwrap(data)
+	if err != nil {
+		a.reject("malformed", len(data), err)
+		return
+	}
+	if kind != envelope.KindRequest {
+		a.reject("unexpected-kind", len(data), fmt.Errorf("a %s on the service subject", kind))
+		return
+	}
+	req := new(envelope.Request)
+	if err := req.Unmarshal(msg); err != nil {
+		a.reject("malformed", len(data), err)
+		return
+	}
+	switch {
+	case req.Service != a.cfg.Service:
+		a.reject("wrong-service", len(data), fmt.Errorf("request for service %q", req.Service))
+		return
+	case req.ReplyTo == "" || req.Source == "":
+		a.reject("malformed", len(data), errors.New("request without reply_to or source"))
+		return
+	case req.Deadline != 0 && time.Now().UnixNano() >= req.Deadline:
+		// The caller has given up: serving it would be wasted work.
+		a.reject("expired", len(data), errors.New("deadline passed before the call was taken"))
+		return
+	}
+	select {
+	case a.slots <- struct{}{}:
+	case <-ctx.Done():
+		return
+	}
+	a.running.Add(1)
+	go func() {
+		defer func() {
+			<-a.slots
+			a.running.Done()
+		}()
+		a.serveHTTP(req)
+	}()
+}
+
+// handleFrame takes a frame for a call being served: more request body,
+// window updates, or a cancel (on the inbox or the service's cancel subject).
+func (a *Adapter) handleFrame(_ context.Context, data []byte) {
+	kind, msg, err := envelope.Unwrap(data)
+	if err != nil {
+		a.reject("malformed", len(data), err)
+		return
+	}
+	if kind != envelope.KindFrame {
+		a.reject("unexpected-kind", len(data), fmt.Errorf("a %s on the inbox", kind))
+		return
+	}
+	var f envelope.Frame
+	if err := f.Unmarshal(msg); err != nil {
+		a.reject("malformed", len(data), err)
+		return
+	}
+	a.mu.Lock()
+	c := a.calls[callKey{f.Source, f.ID}]
+	a.mu.Unlock()
+	if c == nil {
+		return // finished already, or served by another instance (cancels fan out)
+	}
+	switch {
+	case f.Cancel:
+		if c.inbound != nil {
+			c.inbound.Fail(errors.New("cancelled by the caller: " + f.Error))
+		}
+		c.cancel()
+	case f.Seq > 0 && c.inbound != nil:
+		c.inbound.Push(&f)
+	}
+	if f.WindowUpdate > 0 {
+		a.mu.Lock()
+		w := c.window
+		a.mu.Unlock()
+		if w != nil {
+			w.Grant(int64(f.WindowUpdate))
+		}
+	}
+}
+
+func (a *Adapter) register(k callKey, c *serverCall) {
+	a.mu.Lock()
+	a.calls[k] = c
+	a.mu.Unlock()
+}
+
+func (a *Adapter) unregister(k callKey) {
+	a.mu.Lock()
+	delete(a.calls, k)
+	a.mu.Unlock()
+}
+
+func (a *Adapter) reject(reason string, size int, err error) {
+	a.metrics.EnvelopesRejected.WithLabelValues("adapter", reason).Inc()
+	if ok, suppressed := a.limiter.Allow(); ok {
+		a.logger.Warn("envelope rejected", telemetry.KeyReason, reason, telemetry.KeyBytes, size,
+			telemetry.KeyErr, err, "suppressed", suppressed)
+	}
+}

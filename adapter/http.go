@@ -1,0 +1,204 @@
+package adapter
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/busmesh/busmesh/internal/envelope"
+	"github.com/busmesh/busmesh/internal/stream"
+	"github.com/busmesh/busmesh/internal/telemetry"
+)
+
+// The X-Busmesh-Error reasons the adapter gives.
+const (
+	ReasonAppUnreachable   = "app-unreachable"
+	ReasonTimeout          = "timeout"
+	ReasonResponseTooLarge = "response-too-large"
+	ReasonBadRequest       = "bad-request"
+)
+
+// serveHTTP makes one call to the application and sends the answer back.
+func (a *Adapter) serveHTTP(req *envelope.Request) {
+	start := time.Now()
+	ctx, cancel := context.Background(), context.CancelFunc(func() {})
+	if dl, ok := req.DeadlineTime(); ok {
+		ctx, cancel = context.WithDeadline(ctx, dl)
+	} else {
+		ctx, cancel = context.WithCancel(ctx)
+	}
+	defer cancel()
+	a.inflight.Inc()
+	defer a.inflight.Dec()
+
+	key := callKey{req.Source, req.ID}
+	sc := &serverCall{cancel: cancel}
+	if req.More {
+		sc.inbound = stream.NewInbound(stream.DefaultWindow)
+	}
+	a.register(key, sc)
+	defer a.unregister(key)
+
+	var body io.Reader = http.NoBody
+	contentLength := int64(len(req.Body))
+	if req.More {
+		// Accept the call: the caller sends the rest of the body here.
+		accept := envelope.Frame{ID: req.ID, ReplyTo: a.inbox, WindowUpdate: stream.DefaultWindow, Instance: a.cfg.Instance}
+		if err := stream.Publish(ctx, a.broker, req.ReplyTo, &accept); err != nil {
+			a.logger.Debug("accept not sent", telemetry.KeyErr, err)
+			return
+		}
+		body = io.MultiReader(bytes.NewReader(req.Body), &inboundReader{ctx: ctx, in: sc.inbound, a: a, peer: req.ReplyTo, id: req.ID})
+		contentLength = -1
+		for i := 0; i+1 < len(req.Headers); i += 2 {
+			if http.CanonicalHeaderKey(req.Headers[i]) == "Content-Length" {
+				if n, err := strconv.ParseInt(req.Headers[i+1], 10, 64); err == nil {
+					contentLength = n
+				}
+			}
+		}
+	} else if len(req.Body) > 0 {
+		body = bytes.NewReader(req.Body)
+	}
+
+	httpReq, err := http.NewRequestWithContext(ctx, req.Method, a.target+req.Path, body)
+	if err != nil {
+		a.answerError(ctx, req, http.StatusBadRequest, ReasonBadRequest, err.Error(), start)
+		return
+	}
+	httpReq.ContentLength = contentLength
+	envelope.SetHTTPHeader(httpReq.Header, req.Headers)
+	if req.Host != "" {
+		httpReq.Header.Set("X-Forwarded-Host", req.Host)
+	}
+
+	resp, err := a.client.Do(httpReq)
+	if err != nil {
+		switch {
+		case errors.Is(ctx.Err(), context.DeadlineExceeded):
+			a.answerError(context.Background(), req, http.StatusGatewayTimeout, ReasonTimeout,
+				"the application did not answer before the deadline", start)
+		case ctx.Err() != nil:
+			// Cancelled by the caller: nobody is waiting for an answer.
+			a.count(499, start)
+		default:
+			a.answerError(ctx, req, http.StatusBadGateway, ReasonAppUnreachable, err.Error(), start)
+		}
+		return
+	}
+	defer resp.Body.Close()
+	a.forward(ctx, req, resp, sc, start)
+}
+
+// forward sends the application's response to the caller: in the response
+// message if it fits, else streamed in frames under the caller's window.
+func (a *Adapter) forward(ctx context.Context, req *envelope.Request, resp *http.Response, sc *serverCall, start time.Time) {
+	limit := int64(a.cfg.MaxBodyBytes)
+	if resp.ContentLength > limit {
+		a.answerError(ctx, req, http.StatusBadGateway, ReasonResponseTooLarge,
+			fmt.Sprintf("response body of %d bytes is over max_body_bytes (%d)", resp.ContentLength, limit), start)
+		return
+	}
+	out := envelope.Response{
+		ID:       req.ID,
+		Status:   int32(resp.StatusCode),
+		Instance: a.cfg.Instance,
+	}
+	out.Headers = envelope.AppendHTTPHeader(make([]string, 0, 2*len(resp.Header)), resp.Header)
+	room := min(a.maxMsg-out.EncodedSize()-stream.Slack, stream.MaxInline)
+	if room < 0 {
+		a.answerError(ctx, req, http.StatusBadGateway, ReasonResponseTooLarge, "response headers do not fit a broker message", start)
+		return
+	}
+	buf := stream.GetBuffer()
+	defer stream.PutBuffer(buf)
+	first, more, err := stream.ReadFirst(resp.Body, buf, room, resp.ContentLength)
+	if err != nil {
+		a.answerError(ctx, req, http.StatusBadGateway, ReasonAppUnreachable, "read response body: "+err.Error(), start)
+		return
+	}
+	out.Body, out.More = first, more
+	if !more {
+		out.Trailers = envelope.AppendHTTPHeader(nil, resp.Trailer)
+	} else {
+		out.ReplyTo = a.inbox
+		w := stream.NewWindow(int64(req.Window))
+		a.mu.Lock()
+		sc.window = w
+		a.mu.Unlock()
+	}
+	if err := stream.Publish(ctx, a.broker, req.ReplyTo, &out); err != nil {
+		a.logger.Debug("response not sent", telemetry.KeySubject, req.ReplyTo, telemetry.KeyErr, err)
+		return
+	}
+	a.count(resp.StatusCode, start)
+	if !more {
+		return
+	}
+	s := stream.Sender{Broker: a.broker, Subject: req.ReplyTo, ID: req.ID, Window: sc.window}
+	chunk := make([]byte, a.chunk)
+	trailers := func() []string { return envelope.AppendHTTPHeader(nil, resp.Trailer) }
+	if _, err := s.Copy(ctx, resp.Body, chunk, false, int64(len(first)), limit, trailers); err != nil && ctx.Err() == nil {
+		reason := ReasonAppUnreachable
+		if errors.Is(err, stream.ErrTooLarge) {
+			reason = ReasonResponseTooLarge
+		}
+		a.logger.Debug("response stream failed", telemetry.KeyErr, err)
+		_ = stream.Cancel(ctx, a.broker, req.ReplyTo, req.ID, "", reason)
+	}
+}
+
+// answerError answers a call on the mesh's behalf.
+func (a *Adapter) answerError(ctx context.Context, req *envelope.Request, status int, reason, detail string, start time.Time) {
+	out := envelope.Response{
+		ID:       req.ID,
+		Status:   int32(status),
+		Instance: a.cfg.Instance,
+		Error:    reason,
+		Headers:  []string{"Content-Type", "text/plain; charset=utf-8"},
+		Body:     []byte("busmesh: " + reason + ": " + detail + "\n"),
+	}
+	if err := stream.Publish(ctx, a.broker, req.ReplyTo, &out); err != nil {
+		a.logger.Debug("error response not sent", telemetry.KeyErr, err)
+	}
+	a.logger.Debug("call answered by the mesh", telemetry.KeyStatus, status, telemetry.KeyReason, reason, "detail", detail)
+	a.count(status, start)
+}
+
+func (a *Adapter) count(status int, start time.Time) {
+	a.metrics.AdapterRequests.WithLabelValues(a.cfg.Service, telemetry.Code(status)).Inc()
+	a.metrics.AdapterDuration.WithLabelValues(a.cfg.Service).Observe(time.Since(start).Seconds())
+}
+
+// inboundReader is the streamed rest of a request body, as an io.Reader
+// for the application's request; it grants the caller credit as the
+// application reads.
+type inboundReader struct {
+	ctx  context.Context
+	in   *stream.Inbound
+	a    *Adapter
+	peer string
+	id   uint64
+	rest []byte
+}
+
+func (r *inboundReader) Read(p []byte) (int, error) {
+	for len(r.rest) == 0 {
+		chunk, grant, err := r.in.Next(r.ctx)
+		if grant > 0 {
+			_ = stream.Grant(r.ctx, r.a.broker, r.peer, r.id, "", grant)
+		}
+		if err != nil {
+			return 0, err
+		}
+		r.rest = chunk.Data
+	}
+	n := copy(p, r.rest)
+	r.rest = r.rest[n:]
+	return n, nil
+}

@@ -1,0 +1,160 @@
+package ambassador
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/busmesh/busmesh/broker"
+	"github.com/busmesh/busmesh/internal/config"
+	"github.com/busmesh/busmesh/internal/stream"
+	"github.com/busmesh/busmesh/internal/telemetry"
+)
+
+// Options configure an Ambassador.
+type Options struct {
+	Config  *config.Ambassador
+	Sidecar string // this sidecar's ID: its inbox is busmesh.inbox.<Sidecar>
+	Broker  broker.Broker
+	Logger  *slog.Logger // nil discards
+	Metrics *telemetry.Metrics
+}
+
+// Ambassador takes HTTP calls from local applications and carries them over
+// the broker to the services' adapters.
+type Ambassador struct {
+	cfg     *config.Ambassador
+	sidecar string
+	broker  broker.Broker
+	logger  *slog.Logger
+	metrics *telemetry.Metrics
+	inbox   *Inbox
+	maxMsg  int // the broker's message size limit
+	chunk   int // body frame size
+	routes  routeCache
+
+	mu        sync.Mutex
+	servers   []*http.Server
+	listeners []net.Listener
+	wg        sync.WaitGroup
+}
+
+// New subscribes the ambassador's inbox. Call Start to open its ports.
+func New(ctx context.Context, o Options) (*Ambassador, error) {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Metrics == nil {
+		o.Metrics = telemetry.NewMetrics()
+	}
+	logger := o.Logger.With(telemetry.KeyComponent, "ambassador")
+	in, err := newInbox(ctx, o.Broker, o.Sidecar, logger, o.Metrics)
+	if err != nil {
+		return nil, fmt.Errorf("ambassador inbox: %w", err)
+	}
+	maxMsg := broker.MaxMessageBytes(o.Broker)
+	return &Ambassador{
+		cfg:     o.Config,
+		sidecar: o.Sidecar,
+		broker:  o.Broker,
+		logger:  logger,
+		metrics: o.Metrics,
+		inbox:   in,
+		maxMsg:  maxMsg,
+		chunk:   stream.ChunkSize(maxMsg),
+		routes:  routeCache{m: map[string]route{}},
+	}, nil
+}
+
+// Start opens the shared port and the per-service ports and serves them in
+// the background. If one cannot be opened, none stays open.
+func (a *Ambassador) Start() error {
+	type port struct {
+		addr    string
+		service string // "" routes by Host
+	}
+	var ports []port
+	if a.cfg.HTTP != "" {
+		ports = append(ports, port{a.cfg.HTTP, ""})
+	}
+	services := make([]string, 0, len(a.cfg.Upstreams))
+	for s := range a.cfg.Upstreams {
+		services = append(services, s)
+	}
+	slices.Sort(services)
+	for _, s := range services {
+		ports = append(ports, port{a.cfg.Upstreams[s], s})
+	}
+	var lns []net.Listener
+	for _, p := range ports {
+		ln, err := net.Listen("tcp", p.addr)
+		if err != nil {
+			for _, l := range lns {
+				l.Close()
+			}
+			return fmt.Errorf("ambassador listen %s: %w", p.addr, err)
+		}
+		lns = append(lns, ln)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for i, ln := range lns {
+		srv := &http.Server{
+			Handler:           a.Handler(ports[i].service),
+			ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout:       2 * time.Minute,
+			ErrorLog:          slog.NewLogLogger(a.logger.Handler(), slog.LevelDebug),
+		}
+		a.servers = append(a.servers, srv)
+		a.listeners = append(a.listeners, ln)
+		a.logger.Info("listening", telemetry.KeyAddr, ln.Addr().String(), telemetry.KeyService, ports[i].service)
+		a.wg.Go(func() {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				a.logger.Error("http server stopped", telemetry.KeyAddr, ln.Addr().String(), telemetry.KeyErr, err)
+			}
+		})
+	}
+	return nil
+}
+
+// Addrs returns the addresses the ambassador listens on, the shared port
+// first, then the per-service ports by service name.
+func (a *Ambassador) Addrs() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	addrs := make([]string, len(a.listeners))
+	for i, l := range a.listeners {
+		addrs[i] = l.Addr().String()
+	}
+	return addrs
+}
+
+// Shutdown stops accepting calls, waits for those in flight (until ctx
+// ends), then closes the inbox.
+func (a *Ambassador) Shutdown(ctx context.Context) error {
+	a.mu.Lock()
+	servers := a.servers
+	a.mu.Unlock()
+	var errs []error
+	for _, s := range servers {
+		if err := s.Shutdown(ctx); err != nil {
+			errs = append(errs, err)
+			s.Close()
+		}
+	}
+	a.wg.Wait()
+	if err := a.inbox.close(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// Pending returns the number of calls waiting for an answer: zero when the
+// ambassador is idle, whatever happened to earlier calls.
+func (a *Ambassador) Pending() int { return a.inbox.pending() }

@@ -1,0 +1,32 @@
+package main
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"time"
+)
+
+// demoHandler is the dev mode's built-in service: it says hello with what
+// it received, and echoes bodies on /echo.
+func demoHandler(instance string) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/echo", func(w http.ResponseWriter, r *http.Request) {
+		if ct := r.Header.Get("Content-Type"); ct != "" {
+			w.Header().Set("Content-Type", ct)
+		}
+		io.Copy(w, r.Body)
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]any{
+			"message":  "hello from the demo service, through the mesh",
+			"instance": instance,
+			"method":   r.Method,
+			"path":     r.URL.Path,
+			"query":    r.URL.RawQuery,
+			"time":     time.Now().UTC().Format(time.RFC3339Nano),
+		})
+	})
+	return mux
+}

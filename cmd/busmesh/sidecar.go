@@ -1,0 +1,149 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/busmesh/busmesh/adapter"
+	"github.com/busmesh/busmesh/ambassador"
+	"github.com/busmesh/busmesh/broker"
+	"github.com/busmesh/busmesh/internal/admin"
+	"github.com/busmesh/busmesh/internal/config"
+	"github.com/busmesh/busmesh/internal/telemetry"
+)
+
+// drainTimeout bounds a shutdown: calls in flight get this long to finish.
+const drainTimeout = 30 * time.Second
+
+func newSidecarCmd() *cobra.Command {
+	var file string
+	cmd := &cobra.Command{
+		Use:   "sidecar --config FILE",
+		Short: "Run the ambassador and/or adapter a config file describes",
+		Long: `Run a sidecar. The config file's ambassador section opens local ports that
+carry calls to services; its adapter section serves a local application to
+the mesh. BUSMESH_* environment variables override single keys, for example
+BUSMESH_BROKER=amqp://guest:guest@127.0.0.1:5672/ switches the broker.
+
+SIGINT or SIGTERM drains: no new calls are taken, calls in flight get up to
+30s to finish.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if file == "" {
+				return usageError{errors.New("busmesh sidecar: --config FILE is required")}
+			}
+			cfg, err := config.Load(file)
+			if err != nil {
+				return usageError{err}
+			}
+			logger, err := telemetry.NewLogger(os.Stderr, cfg.Log.Level, cfg.Log.Format)
+			if err != nil {
+				return usageError{err}
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			sc, err := startSidecar(ctx, cfg, logger)
+			if err != nil {
+				return err
+			}
+			<-ctx.Done()
+			logger.Info("shutting down", telemetry.KeyReason, context.Cause(ctx))
+			return sc.shutdown()
+		},
+	}
+	cmd.Flags().StringVarP(&file, "config", "c", "", "sidecar config file (YAML)")
+	return cmd
+}
+
+// sidecar is a running sidecar: broker connection, admin port, ambassador
+// and adapter, as configured.
+type sidecar struct {
+	cfg        *config.Config
+	logger     *slog.Logger
+	broker     broker.Broker
+	admin      *admin.Server
+	ambassador *ambassador.Ambassador
+	adapter    *adapter.Adapter
+}
+
+// startSidecar starts what cfg describes. On error, what was started is
+// stopped again.
+func startSidecar(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *sidecar, err error) {
+	logger = logger.With(telemetry.KeySidecar, cfg.ID)
+	sc := &sidecar{cfg: cfg, logger: logger}
+	defer func() {
+		if err != nil {
+			sc.shutdown()
+		}
+	}()
+	metrics := telemetry.NewMetrics()
+	if cfg.Admin != "" {
+		if sc.admin, err = admin.Start(cfg.Admin, metrics, logger); err != nil {
+			return nil, err
+		}
+	}
+	openCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if sc.broker, err = broker.Open(openCtx, cfg.Broker, logger); err != nil {
+		return nil, err
+	}
+	logger.Info("broker connected", telemetry.KeyBroker, broker.Redact(cfg.Broker))
+	if cfg.Adapter != nil {
+		sc.adapter, err = adapter.New(adapter.Options{Config: cfg.Adapter, Sidecar: cfg.ID, Broker: sc.broker, Logger: logger, Metrics: metrics})
+		if err != nil {
+			return nil, err
+		}
+		if err = sc.adapter.Start(ctx); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.Ambassador != nil {
+		sc.ambassador, err = ambassador.New(ctx, ambassador.Options{Config: cfg.Ambassador, Sidecar: cfg.ID, Broker: sc.broker, Logger: logger, Metrics: metrics})
+		if err != nil {
+			return nil, err
+		}
+		if err = sc.ambassador.Start(); err != nil {
+			return nil, err
+		}
+	}
+	if sc.admin != nil {
+		sc.admin.SetReady(true)
+	}
+	return sc, nil
+}
+
+// shutdown drains the ambassador and adapter, then closes the broker and
+// the admin port.
+func (sc *sidecar) shutdown() error {
+	ctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
+	defer cancel()
+	if sc.admin != nil {
+		sc.admin.SetReady(false)
+	}
+	var errs []error
+	if sc.ambassador != nil {
+		errs = append(errs, sc.ambassador.Shutdown(ctx))
+	}
+	if sc.adapter != nil {
+		errs = append(errs, sc.adapter.Shutdown(ctx))
+	}
+	if sc.broker != nil {
+		errs = append(errs, sc.broker.Close())
+	}
+	if sc.admin != nil {
+		errs = append(errs, sc.admin.Shutdown(ctx))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	sc.logger.Info("stopped")
+	return nil
+}

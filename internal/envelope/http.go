@@ -1,0 +1,73 @@
+package envelope
+
+import (
+	"net/http"
+	"net/textproto"
+	"strings"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+// hopByHop are the headers of one HTTP connection, not of the message
+// (RFC 9110, section 7.6.1); a proxy does not forward them.
+var hopByHop = map[string]bool{
+	"Connection":          true,
+	"Proxy-Connection":    true,
+	"Keep-Alive":          true,
+	"Proxy-Authenticate":  true,
+	"Proxy-Authorization": true,
+	"Te":                  true,
+	"Trailer":             true,
+	"Transfer-Encoding":   true,
+	"Upgrade":             true,
+}
+
+// MeshHeaderPrefix starts the headers busmesh reads and writes itself
+// (X-Busmesh-Timeout, X-Busmesh-Error, X-Busmesh-Instance). They are not
+// forwarded from callers to applications.
+const MeshHeaderPrefix = "X-Busmesh-"
+
+// AppendHTTPHeader appends h to a flat header list, leaving out hop-by-hop
+// headers, those named by Connection, and busmesh's own.
+func AppendHTTPHeader(list []string, h http.Header) []string {
+	conn := h["Connection"]
+	for name, values := range h {
+		if hopByHop[name] || strings.HasPrefix(name, MeshHeaderPrefix) || (len(conn) > 0 && listedIn(conn, name)) {
+			continue
+		}
+		for _, v := range values {
+			list = append(list, name, v)
+		}
+	}
+	return list
+}
+
+// listedIn reports whether name is among the comma-separated tokens of a
+// Connection header.
+func listedIn(conn []string, name string) bool {
+	for _, v := range conn {
+		for tok := range strings.SplitSeq(v, ",") {
+			if textproto.CanonicalMIMEHeaderKey(strings.TrimSpace(tok)) == name {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// SetHTTPHeader adds a flat header list to h. It leaves out entries that
+// are not valid HTTP (a name with a space, a value with a line break), so an
+// envelope from the bus cannot split a message, and hop-by-hop headers.
+func SetHTTPHeader(h http.Header, list []string) {
+	for i := 0; i+1 < len(list); i += 2 {
+		name, value := list[i], list[i+1]
+		if !httpguts.ValidHeaderFieldName(name) || !httpguts.ValidHeaderFieldValue(value) {
+			continue
+		}
+		name = textproto.CanonicalMIMEHeaderKey(name) // no allocation when already canonical
+		if hopByHop[name] {
+			continue
+		}
+		h[name] = append(h[name], value)
+	}
+}

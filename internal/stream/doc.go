@@ -1,0 +1,10 @@
+// Package stream carries a call's body or gRPC messages over the bus when
+// they do not fit in its first message: frames numbered per direction,
+// reordered on arrival, and credit-based flow control in bytes (as HTTP/2
+// does) so that a slow reader holds a window's worth of memory, not a whole
+// stream. Both sidecars use it: the ambassador for request bodies it sends
+// and response bodies it receives, the adapter the other way round.
+//
+// Publishing an envelope (Publish) lives here too, with the pooled encode
+// buffers of the data path. See DESIGN.md, "Envelope".
+package stream

@@ -1,0 +1,165 @@
+package stream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/busmesh/busmesh/internal/envelope"
+)
+
+// ErrFlowControl is the error of a stream whose sender ignored the window
+// or sent a frame twice; the stream is abandoned, as HTTP/2 does.
+var ErrFlowControl = errors.New("stream flow-control violation")
+
+// Chunk is the data of one frame.
+type Chunk struct {
+	Data []byte
+	// Partial: the gRPC message continues in the next chunk.
+	Partial bool
+}
+
+// Inbound is the receiving side of one direction of a stream: it puts
+// frames back in order, buffers what the consumer has not read (bounded by
+// the window it granted) and says when to grant more credit. Push is called
+// by the inbox dispatcher and never blocks; Next by the consumer.
+type Inbound struct {
+	window int64
+
+	mu       sync.Mutex
+	next     uint32 // seq of the frame Next returns next
+	ready    []queued
+	early    map[uint32]queued // frames that arrived ahead of next
+	buffered int64             // credit held by ready and early
+	unacked  int64             // credit consumed but not yet granted back
+	trailers []string
+	err      error // set once: io.EOF after the end frame, or why the stream failed
+	signal   chan struct{}
+}
+
+type queued struct {
+	chunk    Chunk
+	end      bool
+	trailers []string
+}
+
+// NewInbound returns an Inbound that granted the sender window bytes.
+func NewInbound(window int64) *Inbound {
+	return &Inbound{window: window, next: 1, signal: make(chan struct{}, 1)}
+}
+
+// Push queues a data or end frame (Seq > 0). f's slices must stay valid: the
+// frame's message buffer belongs to the stream from now on.
+func (q *Inbound) Push(f *envelope.Frame) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.err != nil || f.Seq < q.next {
+		return // ended or failed stream, or a duplicate
+	}
+	item := queued{chunk: Chunk{Data: f.Data, Partial: f.Partial}, end: f.End, trailers: f.Trailers}
+	cost := Cost(len(f.Data))
+	if q.buffered+cost > 2*q.window+Cost(0) && len(q.ready)+len(q.early) > 0 {
+		q.failLocked(fmt.Errorf("%w: %d bytes buffered, window %d", ErrFlowControl, q.buffered+cost, q.window))
+		return
+	}
+	q.buffered += cost
+	if f.Seq == q.next+uint32(len(q.ready)) {
+		q.ready = append(q.ready, item)
+		// Frames that arrived early may now be in order.
+		for {
+			n := q.next + uint32(len(q.ready))
+			e, ok := q.early[n]
+			if !ok {
+				break
+			}
+			delete(q.early, n)
+			q.ready = append(q.ready, e)
+		}
+	} else {
+		if q.early == nil {
+			q.early = map[uint32]queued{}
+		}
+		if _, dup := q.early[f.Seq]; dup {
+			q.buffered -= cost
+			return
+		}
+		q.early[f.Seq] = item
+	}
+	q.notify()
+}
+
+// Fail ends the stream with err, dropping what is queued: Next returns err
+// from now on. For a cancel from the peer, or a local timeout.
+func (q *Inbound) Fail(err error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.failLocked(err)
+}
+
+func (q *Inbound) failLocked(err error) {
+	if q.err == nil {
+		q.err = err
+		q.ready, q.early = nil, nil
+		q.notify()
+	}
+}
+
+func (q *Inbound) notify() {
+	select {
+	case q.signal <- struct{}{}:
+	default:
+	}
+}
+
+// Next returns the next chunk, waiting for it. After the end frame it
+// returns io.EOF (see Trailers). grant is credit the caller should now send
+// back to the sender in a window update (0 most of the time).
+func (q *Inbound) Next(ctx context.Context) (c Chunk, grant int64, err error) {
+	for {
+		q.mu.Lock()
+		if len(q.ready) > 0 {
+			item := q.ready[0]
+			q.ready[0] = queued{}
+			q.ready = q.ready[1:]
+			q.next++
+			cost := Cost(len(item.chunk.Data))
+			q.buffered -= cost
+			q.unacked += cost
+			if item.end {
+				q.trailers = item.trailers
+				q.err = io.EOF
+				q.unacked = 0 // nothing more to receive: no credit to return
+			}
+			// Grant in quarters of the window: few updates, no stall.
+			if q.unacked >= q.window/4 {
+				grant, q.unacked = q.unacked, 0
+			}
+			q.mu.Unlock()
+			if item.end && len(item.chunk.Data) == 0 {
+				return Chunk{}, grant, io.EOF
+			}
+			return item.chunk, grant, nil
+		}
+		if q.err != nil {
+			err := q.err
+			q.mu.Unlock()
+			return Chunk{}, 0, err
+		}
+		q.mu.Unlock()
+		select {
+		case <-q.signal:
+		case <-ctx.Done():
+			return Chunk{}, 0, ctx.Err()
+		}
+	}
+}
+
+// Trailers returns the trailers of the end frame, after Next returned
+// io.EOF.
+func (q *Inbound) Trailers() []string {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.trailers
+}

@@ -1,0 +1,87 @@
+package stream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/busmesh/busmesh/broker"
+	"github.com/busmesh/busmesh/internal/envelope"
+)
+
+// ErrTooLarge is returned by Copy when the body exceeds its limit.
+var ErrTooLarge = errors.New("body exceeds max_body_bytes")
+
+// Sender sends the frames of one direction of a call, numbering them and
+// respecting the receiver's window. It is not safe for concurrent use.
+type Sender struct {
+	Broker  broker.Broker
+	Subject string // the receiver's inbox
+	ID      uint64
+	Source  string // the caller's sidecar id, on frames the caller sends
+	Window  *Window
+
+	seq uint32
+}
+
+// Send sends one data frame (end marks the last, with trailers).
+func (s *Sender) Send(ctx context.Context, data []byte, partial, end bool, trailers []string) error {
+	if err := s.Window.Take(ctx, Cost(len(data))); err != nil {
+		return err
+	}
+	s.seq++
+	f := envelope.Frame{ID: s.ID, Seq: s.seq, Data: data, Partial: partial, End: end, Trailers: trailers, Source: s.Source}
+	return Publish(ctx, s.Broker, s.Subject, &f)
+}
+
+// Copy sends what it reads from r as data frames of at most len(buf) bytes,
+// the last one marked end (with trailers(), if trailers is set), until r is
+// exhausted. With fill, it fills buf before sending (for a body of known
+// length); without, it sends each read as it comes, so a streaming response
+// is not held back. sent counts the bytes before it, for limit: more than
+// limit bytes in all fails with ErrTooLarge before they are sent.
+func (s *Sender) Copy(ctx context.Context, r io.Reader, buf []byte, fill bool, sent, limit int64, trailers func() []string) (int64, error) {
+	for {
+		var n int
+		var err error
+		if fill {
+			n, err = io.ReadFull(r, buf)
+			if err == io.ErrUnexpectedEOF {
+				err = io.EOF
+			}
+		} else {
+			n, err = r.Read(buf)
+		}
+		sent += int64(n)
+		if sent > limit {
+			return sent, ErrTooLarge
+		}
+		switch {
+		case err == io.EOF:
+			var t []string
+			if trailers != nil {
+				t = trailers()
+			}
+			return sent, s.Send(ctx, buf[:n], false, true, t)
+		case err != nil:
+			return sent, fmt.Errorf("read body: %w", err)
+		case n > 0:
+			if err := s.Send(ctx, buf[:n], false, false, nil); err != nil {
+				return sent, err
+			}
+		}
+	}
+}
+
+// Cancel tells the other side of call id to stop, with a reason.
+func Cancel(ctx context.Context, b broker.Broker, subject string, id uint64, source, reason string) error {
+	f := envelope.Frame{ID: id, Cancel: true, Error: reason, Source: source}
+	return Publish(ctx, b, subject, &f)
+}
+
+// Grant sends a window update for call id.
+func Grant(ctx context.Context, b broker.Broker, subject string, id uint64, source string, n int64) error {
+	f := envelope.Frame{ID: id, WindowUpdate: uint32(min(n, 1<<31)), Source: source}
+	return Publish(ctx, b, subject, &f)
+}
