@@ -1,0 +1,250 @@
+// Package e2e holds end-to-end suites: they build the busmesh binary once,
+// start real sidecar processes from YAML files next to real applications,
+// and call them with real clients, over each broker.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/busmesh/busmesh/broker/brokertest"
+)
+
+// binary is the busmesh binary built by TestMain.
+var binary string
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	flag.Parse()
+	if testing.Short() {
+		fmt.Println("e2e: skipped under -short")
+		return 0
+	}
+	dir, err := os.MkdirTemp("", "busmesh-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	binary = filepath.Join(dir, "busmesh")
+	args := []string{"build", "-o", binary}
+	if raceEnabled {
+		// The sidecars run with the race detector too: real traffic through
+		// real processes is where data races show.
+		args = append(args, "-race")
+	}
+	cmd := exec.Command("go", append(args, "../../cmd/busmesh")...)
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	if err := cmd.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: build busmesh:", err)
+		return 1
+	}
+	return m.Run()
+}
+
+// brokerCase is one broker the suites run over: only the URL differs.
+type brokerCase struct {
+	name string
+	url  string
+}
+
+// brokers returns the brokers to run over, failing (in CI) or skipping
+// where one is not reachable.
+func brokers(t *testing.T) []brokerCase {
+	t.Helper()
+	nats := envOr("BUSMESH_TEST_NATS", "127.0.0.1:4222")
+	return []brokerCase{
+		{"nats", "nats://" + nats},
+	}
+}
+
+func requireBroker(t *testing.T, b brokerCase) {
+	t.Helper()
+	switch b.name {
+	case "nats":
+		brokertest.Require(t, "nats-server", strings.TrimPrefix(b.url, "nats://"),
+			"start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- -a 127.0.0.1 -p 4222 -js")
+	}
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+// freePort returns a loopback address nobody listens on now.
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// sidecar is a running `busmesh sidecar` process.
+type sidecar struct {
+	t     *testing.T
+	name  string
+	cmd   *exec.Cmd
+	admin string
+	log   *syncBuffer
+	done  chan struct{}
+}
+
+var placeholder = regexp.MustCompile(`\{\{(\w+)\}\}`)
+
+// startSidecar writes a config from a template, filling {{name}} from vars,
+// starts the sidecar and waits until its admin port says ready. The config
+// must set admin: {{admin}}.
+func startSidecar(t *testing.T, name, template string, vars map[string]string) *sidecar {
+	t.Helper()
+	vars["admin"] = freePort(t)
+	text := placeholder.ReplaceAllStringFunc(template, func(m string) string {
+		key := m[2 : len(m)-2]
+		v, ok := vars[key]
+		if !ok {
+			t.Fatalf("config template %s: no value for %s", name, m)
+		}
+		return v
+	})
+	file := filepath.Join(t.TempDir(), name+".yaml")
+	if err := os.WriteFile(file, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := &sidecar{t: t, name: name, admin: vars["admin"], log: &syncBuffer{}, done: make(chan struct{})}
+	s.cmd = exec.Command(binary, "sidecar", "--config", file)
+	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { s.cmd.Wait(); close(s.done) }()
+	t.Cleanup(func() {
+		s.stop(syscall.SIGTERM)
+		if t.Failed() {
+			t.Logf("--- %s log ---\n%s", name, s.log.String())
+		}
+	})
+	s.waitReady(15 * time.Second)
+	return s
+}
+
+func (s *sidecar) waitReady(d time.Duration) {
+	s.t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		resp, err := http.Get("http://" + s.admin + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		select {
+		case <-s.done:
+			s.t.Fatalf("sidecar %s exited at start: %v\n%s", s.name, s.cmd.ProcessState, s.log.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("sidecar %s not ready after %v\n%s", s.name, d, s.log.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// stop signals the process and waits for it to exit (killing it after 15s).
+func (s *sidecar) stop(sig os.Signal) {
+	select {
+	case <-s.done:
+		return
+	default:
+	}
+	s.cmd.Process.Signal(sig)
+	select {
+	case <-s.done:
+	case <-time.After(15 * time.Second):
+		s.t.Errorf("sidecar %s did not exit within 15s of %v; killing it", s.name, sig)
+		s.cmd.Process.Kill()
+		<-s.done
+	}
+}
+
+// metric returns the value of one sample on the sidecar's /metrics, 0 if
+// absent. series is the name with labels, as Prometheus prints it.
+func (s *sidecar) metric(series string) float64 {
+	s.t.Helper()
+	resp, err := http.Get("http://" + s.admin + "/metrics")
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for line := range strings.SplitSeq(string(body), "\n") {
+		if rest, ok := strings.CutPrefix(line, series+" "); ok {
+			v, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
+			if err != nil {
+				s.t.Fatalf("metric %s: %v", series, err)
+			}
+			return v
+		}
+	}
+	return 0
+}
+
+// syncBuffer is a bytes.Buffer safe for the process's writes and the
+// test's reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+func testCtx(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(t.Context(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// eventually retries cond until it holds or d passes.
+func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
