@@ -393,4 +393,3 @@ func testStoppedApp(t *testing.T, b brokerCase) {
 		t.Errorf("status %d, X-Busmesh-Error %q, body %q; want 502 app-unreachable", resp.StatusCode, resp.Header.Get("X-Busmesh-Error"), body)
 	}
 }
-
