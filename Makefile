@@ -38,7 +38,7 @@ proto:
 	protoc -I proto \
 		--plugin=protoc-gen-go="$$($(GO) tool -n protoc-gen-go)" \
 		--go_out=. --go_opt=module=github.com/busmesh/busmesh \
-		proto/busmesh/v1/envelope.proto
+		proto/busmesh/v1/envelope.proto proto/busmesh/v1/discovery.proto
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/... ./ambassador/... ./adapter/...

@@ -16,6 +16,7 @@ import (
 
 	"github.com/busmesh/busmesh/broker"
 	"github.com/busmesh/busmesh/internal/config"
+	"github.com/busmesh/busmesh/internal/discovery"
 	"github.com/busmesh/busmesh/internal/envelope"
 	"github.com/busmesh/busmesh/internal/stream"
 	"github.com/busmesh/busmesh/internal/telemetry"
@@ -28,6 +29,8 @@ type Options struct {
 	Broker  broker.Broker
 	Logger  *slog.Logger // nil discards
 	Metrics *telemetry.Metrics
+	// Announce is the discovery announcement interval (default 2s).
+	Announce time.Duration
 }
 
 // Adapter takes a service's calls off the broker and makes them to the
@@ -45,6 +48,7 @@ type Adapter struct {
 	client   *http.Client
 	maxMsg   int
 	chunk    int
+	announce *discovery.Announcer
 
 	// slots bounds the calls in flight; a full adapter stops taking calls
 	// off the broker until one ends.
@@ -83,6 +87,9 @@ func New(o Options) (*Adapter, error) {
 		return nil, fmt.Errorf("adapter target %q: %w", o.Config.Target, err)
 	}
 	maxMsg := broker.MaxMessageBytes(o.Broker)
+	if o.Announce <= 0 {
+		o.Announce = config.DefaultInterval
+	}
 	a := &Adapter{
 		cfg:      o.Config,
 		sidecar:  o.Sidecar,
@@ -99,6 +106,15 @@ func New(o Options) (*Adapter, error) {
 		slots:    make(chan struct{}, o.Config.Concurrency),
 		calls:    map[callKey]*serverCall{},
 	}
+	a.announce = discovery.NewAnnouncer(o.Broker, discovery.Self{
+		Service:     o.Config.Service,
+		Instance:    o.Config.Instance,
+		Version:     o.Config.Version,
+		Zone:        o.Config.Zone,
+		Labels:      o.Config.Labels,
+		Sidecar:     o.Sidecar,
+		Concurrency: o.Config.Concurrency,
+	}, o.Announce, a.readings, a.logger)
 	return a, nil
 }
 
@@ -141,6 +157,11 @@ func (a *Adapter) Start(ctx context.Context) error {
 	a.subs = []broker.Subscription{inbox, cancels}
 	a.queue = queue
 	a.mu.Unlock()
+	// Announce once calls can be taken, so no caller is sent here early.
+	if err := a.announce.Start(ctx, true); err != nil {
+		a.Shutdown(context.Background())
+		return err
+	}
 	a.logger.Info("serving", telemetry.KeySubject, subject, telemetry.KeyInstance, a.cfg.Instance, "target", a.target)
 	return nil
 }
@@ -154,6 +175,11 @@ func (a *Adapter) Shutdown(ctx context.Context) error {
 	a.queue, a.subs = nil, nil
 	a.mu.Unlock()
 	var errs []error
+	// Goodbye first: ambassadors stop choosing this instance before it
+	// stops taking calls.
+	if queue != nil {
+		errs = append(errs, a.announce.Stop(ctx))
+	}
 	if queue != nil {
 		errs = append(errs, queue.Unsubscribe())
 	}
@@ -262,6 +288,9 @@ func (a *Adapter) handleFrame(_ context.Context, data []byte) {
 		}
 	}
 }
+
+// readings are the load figures announced with the instance.
+func (a *Adapter) readings() (int, time.Duration) { return len(a.slots), 0 }
 
 func (a *Adapter) register(k callKey, c *serverCall) {
 	a.mu.Lock()

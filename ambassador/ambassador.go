@@ -13,6 +13,7 @@ import (
 
 	"github.com/busmesh/busmesh/broker"
 	"github.com/busmesh/busmesh/internal/config"
+	"github.com/busmesh/busmesh/internal/discovery"
 	"github.com/busmesh/busmesh/internal/stream"
 	"github.com/busmesh/busmesh/internal/telemetry"
 )
@@ -24,6 +25,9 @@ type Options struct {
 	Broker  broker.Broker
 	Logger  *slog.Logger // nil discards
 	Metrics *telemetry.Metrics
+	// Registry is the mesh as discovery sees it: a call to a service with
+	// no healthy instance is answered at once, without publishing.
+	Registry *discovery.Registry
 }
 
 // Ambassador takes HTTP calls from local applications and carries them over
@@ -34,6 +38,7 @@ type Ambassador struct {
 	broker  broker.Broker
 	logger  *slog.Logger
 	metrics *telemetry.Metrics
+	reg     *discovery.Registry
 	inbox   *Inbox
 	maxMsg  int // the broker's message size limit
 	chunk   int // body frame size
@@ -65,6 +70,7 @@ func New(ctx context.Context, o Options) (*Ambassador, error) {
 		broker:  o.Broker,
 		logger:  logger,
 		metrics: o.Metrics,
+		reg:     o.Registry,
 		inbox:   in,
 		maxMsg:  maxMsg,
 		chunk:   stream.ChunkSize(maxMsg),

@@ -30,6 +30,7 @@ const (
 	ReasonBadTimeout        = "bad-timeout"
 	ReasonRequestTooLarge   = "request-too-large"
 	ReasonNoResponders      = "no-responders"
+	ReasonNoHealthy         = "no-healthy-instances"
 	ReasonTimeout           = "timeout"
 	ReasonBrokerUnavailable = "broker-unavailable"
 	ReasonHeadersTooLarge   = "headers-too-large"
@@ -66,6 +67,11 @@ func (a *Ambassador) serve(w http.ResponseWriter, r *http.Request, rt route) {
 			return
 		}
 		timeout = d
+	}
+	if a.reg != nil && len(a.reg.Healthy(rt.service)) == 0 {
+		a.meshError(w, rt.service, http.StatusServiceUnavailable, ReasonNoHealthy,
+			fmt.Sprintf("no healthy instance of service %q is known", rt.service))
+		return
 	}
 	limit := int64(a.cfg.MaxBodyBytes)
 	if r.ContentLength > limit {

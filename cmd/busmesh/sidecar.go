@@ -17,6 +17,7 @@ import (
 	"github.com/busmesh/busmesh/broker"
 	"github.com/busmesh/busmesh/internal/admin"
 	"github.com/busmesh/busmesh/internal/config"
+	"github.com/busmesh/busmesh/internal/discovery"
 	"github.com/busmesh/busmesh/internal/telemetry"
 )
 
@@ -72,7 +73,12 @@ type sidecar struct {
 	admin      *admin.Server
 	ambassador *ambassador.Ambassador
 	adapter    *adapter.Adapter
+	watcher    *discovery.Watcher
 }
+
+// discoverySettle is how long a starting ambassador waits for the answers
+// to its discovery ping before it reports ready.
+const discoverySettle = 250 * time.Millisecond
 
 // startSidecar starts what cfg describes. On error, what was started is
 // stopped again.
@@ -97,7 +103,8 @@ func startSidecar(ctx context.Context, cfg *config.Config, logger *slog.Logger) 
 	}
 	logger.Info("broker connected", telemetry.KeyBroker, broker.Redact(cfg.Broker))
 	if cfg.Adapter != nil {
-		sc.adapter, err = adapter.New(adapter.Options{Config: cfg.Adapter, Sidecar: cfg.ID, Broker: sc.broker, Logger: logger, Metrics: metrics})
+		sc.adapter, err = adapter.New(adapter.Options{Config: cfg.Adapter, Sidecar: cfg.ID, Broker: sc.broker,
+			Logger: logger, Metrics: metrics, Announce: cfg.Discovery.Interval.D()})
 		if err != nil {
 			return nil, err
 		}
@@ -106,7 +113,12 @@ func startSidecar(ctx context.Context, cfg *config.Config, logger *slog.Logger) 
 		}
 	}
 	if cfg.Ambassador != nil {
-		sc.ambassador, err = ambassador.New(ctx, ambassador.Options{Config: cfg.Ambassador, Sidecar: cfg.ID, Broker: sc.broker, Logger: logger, Metrics: metrics})
+		reg := discovery.NewRegistry(nil)
+		if sc.watcher, err = discovery.Watch(ctx, sc.broker, reg, logger, discoverySettle); err != nil {
+			return nil, err
+		}
+		sc.ambassador, err = ambassador.New(ctx, ambassador.Options{Config: cfg.Ambassador, Sidecar: cfg.ID, Broker: sc.broker,
+			Logger: logger, Metrics: metrics, Registry: reg})
 		if err != nil {
 			return nil, err
 		}
@@ -134,6 +146,9 @@ func (sc *sidecar) shutdown() error {
 	}
 	if sc.adapter != nil {
 		errs = append(errs, sc.adapter.Shutdown(ctx))
+	}
+	if sc.watcher != nil {
+		errs = append(errs, sc.watcher.Close())
 	}
 	if sc.broker != nil {
 		errs = append(errs, sc.broker.Close())

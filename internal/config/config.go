@@ -24,6 +24,8 @@ type Config struct {
 	Admin string `yaml:"admin"`
 	// Log configures logging.
 	Log Log `yaml:"log"`
+	// Discovery configures how instances find each other.
+	Discovery Discovery `yaml:"discovery"`
 	// Ambassador, when present, takes calls from local applications.
 	Ambassador *Ambassador `yaml:"ambassador"`
 	// Adapter, when present, serves a local application to the mesh.
@@ -36,6 +38,13 @@ type Log struct {
 	Level string `yaml:"level"`
 	// Format is json or text.
 	Format string `yaml:"format"`
+}
+
+// Discovery configures announcements on busmesh.discovery.
+type Discovery struct {
+	// Interval is how often an adapter announces itself; an instance not
+	// heard from for three intervals is forgotten.
+	Interval Duration `yaml:"interval"`
 }
 
 // Ambassador is the client side: local ports that carry calls to services.
@@ -65,6 +74,10 @@ type Adapter struct {
 	Instance string `yaml:"instance"`
 	// Version is the application's version, for version-aware routing.
 	Version string `yaml:"version"`
+	// Zone is where the instance runs, for zone-aware routing.
+	Zone string `yaml:"zone"`
+	// Labels are free-form key/value pairs announced with the instance.
+	Labels map[string]string `yaml:"labels"`
 	// Target is the local application: http://127.0.0.1:8080.
 	Target string `yaml:"target"`
 	// Concurrency bounds the calls in flight to the application; more wait
@@ -80,6 +93,7 @@ const (
 	DefaultMaxBodyBytes = 4 << 20
 	DefaultConcurrency  = 128
 	DefaultBroker       = "embedded"
+	DefaultInterval     = 2 * time.Second
 )
 
 // Default returns a Config with every default set and no sections.
@@ -87,6 +101,9 @@ func Default() *Config {
 	return &Config{
 		Broker: DefaultBroker,
 		Log:    Log{Level: "info", Format: "json"},
+		Discovery: Discovery{
+			Interval: Duration(DefaultInterval),
+		},
 	}
 }
 

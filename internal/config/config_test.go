@@ -30,10 +30,11 @@ func TestParseGood(t *testing.T) {
 		t.Fatalf("Parse = %v", err)
 	}
 	want := &config.Config{
-		ID:     "web-1",
-		Broker: "nats://127.0.0.1:4222",
-		Admin:  "127.0.0.1:15000",
-		Log:    config.Log{Level: "info", Format: "json"},
+		ID:        "web-1",
+		Broker:    "nats://127.0.0.1:4222",
+		Admin:     "127.0.0.1:15000",
+		Log:       config.Log{Level: "info", Format: "json"},
+		Discovery: config.Discovery{Interval: config.Duration(config.DefaultInterval)},
 		Ambassador: &config.Ambassador{
 			Service:      "web",
 			HTTP:         "127.0.0.1:15001",

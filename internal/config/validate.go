@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/busmesh/busmesh/broker"
 )
@@ -89,6 +90,9 @@ func (c *Config) validate(errs *Error) {
 	}
 	if c.Log.Format != "json" && c.Log.Format != "text" {
 		errs.add("log.format", 0, "%q is not a format (allowed: json, text)", c.Log.Format)
+	}
+	if c.Discovery.Interval < Duration(100*time.Millisecond) {
+		errs.add("discovery.interval", 0, "%q is too short (at least 100ms; default 2s)", c.Discovery.Interval.D().String())
 	}
 	if c.Ambassador == nil && c.Adapter == nil {
 		errs.add("(top level)", 0, "no ambassador or adapter section: a sidecar needs at least one")

@@ -64,6 +64,9 @@ func run(m *testing.M) int {
 type brokerCase struct {
 	name string
 	url  string
+	// returns: the broker hands back a request nobody is subscribed to
+	// (broker.Returner), so the ambassador answers no-responders at once.
+	returns bool
 }
 
 // brokers returns the brokers to run over, failing (in CI) or skipping
@@ -72,7 +75,7 @@ func brokers(t *testing.T) []brokerCase {
 	t.Helper()
 	nats := envOr("BUSMESH_TEST_NATS", "127.0.0.1:4222")
 	return []brokerCase{
-		{"nats", "nats://" + nats},
+		{"nats", "nats://" + nats, true},
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -145,6 +146,7 @@ func TestHTTP(t *testing.T) {
 			t.Run("UnknownService", m.testUnknownService)
 			t.Run("Garbage", m.testGarbage)
 			t.Run("StoppedApp", func(t *testing.T) { testStoppedApp(t, b) })
+			t.Run("KilledAdapter", func(t *testing.T) { testKilledAdapter(t, b) })
 		})
 	}
 }
@@ -336,8 +338,8 @@ func (m *httpMesh) testUnknownService(t *testing.T) {
 		start := time.Now()
 		resp, body := do(t, req)
 		best = min(best, time.Since(start))
-		if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("X-Busmesh-Error") != "no-responders" {
-			t.Fatalf("status %d, X-Busmesh-Error %q, body %q; want 503 no-responders", resp.StatusCode, resp.Header.Get("X-Busmesh-Error"), body)
+		if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("X-Busmesh-Error") != "no-healthy-instances" {
+			t.Fatalf("status %d, X-Busmesh-Error %q, body %q; want 503 no-healthy-instances", resp.StatusCode, resp.Header.Get("X-Busmesh-Error"), body)
 		}
 	}
 	if best > 100*time.Millisecond {
@@ -393,5 +395,47 @@ func testStoppedApp(t *testing.T, b brokerCase) {
 	resp, body := do(t, newRequest(t, "GET", "http://"+m.port+"/", nil))
 	if resp.StatusCode != http.StatusBadGateway || resp.Header.Get("X-Busmesh-Error") != "app-unreachable" {
 		t.Errorf("status %d, X-Busmesh-Error %q, body %q; want 502 app-unreachable", resp.StatusCode, resp.Header.Get("X-Busmesh-Error"), body)
+	}
+}
+
+// testKilledAdapter kills an adapter without a goodbye. Until discovery
+// forgets it (three announce intervals), a broker that reports unroutable
+// messages answers no-responders at once; after, the ambassador answers
+// no-healthy-instances without publishing.
+func testKilledAdapter(t *testing.T, b brokerCase) {
+	app := httptest.NewServer(echoApp())
+	t.Cleanup(app.Close)
+	service, port := unique("killed"), freePort(t)
+	callee := startSidecar(t, "callee-killed", calleeConfig+"discovery:\n  interval: 300ms\n", map[string]string{
+		"id": unique("callee"), "broker": b.url, "service": service, "target": app.URL,
+	})
+	startSidecar(t, "caller-killed", callerConfig, map[string]string{
+		"id": unique("caller"), "broker": b.url, "service": service, "http": freePort(t), "port": port,
+	})
+	if resp, _ := do(t, newRequest(t, "GET", "http://"+port+"/", nil)); resp.StatusCode != 200 {
+		t.Fatalf("before the kill: status %d, want 200", resp.StatusCode)
+	}
+	callee.stop(syscall.SIGKILL)
+	killed := time.Now()
+	if b.returns {
+		req := newRequest(t, "GET", "http://"+port+"/", nil)
+		start := time.Now()
+		resp, body := do(t, req)
+		if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("X-Busmesh-Error") != "no-responders" {
+			t.Errorf("right after the kill: status %d, X-Busmesh-Error %q, body %q; want 503 no-responders",
+				resp.StatusCode, resp.Header.Get("X-Busmesh-Error"), body)
+		}
+		if took := time.Since(start); took > time.Second {
+			t.Errorf("no-responders took %v; want it at once, not at the 5s deadline", took)
+		}
+	}
+	eventually(t, 10*time.Second, "the killed instance to expire", func() bool {
+		req := newRequest(t, "GET", "http://"+port+"/", nil)
+		req.Header.Set("X-Busmesh-Timeout", "500ms")
+		resp, _ := do(t, req)
+		return resp.Header.Get("X-Busmesh-Error") == "no-healthy-instances"
+	})
+	if took := time.Since(killed); took < 900*time.Millisecond {
+		t.Errorf("forgotten %v after the kill; want after its TTL of three 300ms intervals", took)
 	}
 }
