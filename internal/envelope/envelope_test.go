@@ -53,7 +53,7 @@ func sampleResponse() *envelope.Response {
 
 func sampleFrame() *envelope.Frame {
 	return &envelope.Frame{
-		ID: 9, Seq: 3, Data: []byte("chunk"), End: true, Partial: true,
+		ID: 9, Seq: 3, Data: []byte("chunk"), End: true,
 		Trailers:     []string{"grpc-status", "14", "grpc-message", "unavailable"},
 		WindowUpdate: 4096, Cancel: true, Error: "timeout", ReplyTo: "busmesh.inbox.x",
 		Instance: "i-1", Source: "caller-1",

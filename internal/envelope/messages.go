@@ -219,7 +219,6 @@ type Frame struct {
 	Seq          uint32
 	Data         []byte
 	End          bool
-	Partial      bool
 	Trailers     []string
 	WindowUpdate uint32
 	Cancel       bool
@@ -234,7 +233,6 @@ func (f *Frame) size() int {
 		sizeVarint(2, uint64(f.Seq)) +
 		sizeBytes(3, len(f.Data)) +
 		sizeBool(4, f.End) +
-		sizeBool(5, f.Partial) +
 		sizeHeaders(6, f.Trailers) +
 		sizeVarint(7, uint64(f.WindowUpdate)) +
 		sizeBool(8, f.Cancel) +
@@ -251,7 +249,6 @@ func (f *Frame) AppendEnvelope(b []byte) []byte {
 	b = appendVarint(b, 2, uint64(f.Seq))
 	b = appendBytes(b, 3, f.Data)
 	b = appendBool(b, 4, f.End)
-	b = appendBool(b, 5, f.Partial)
 	b = appendHeaders(b, 6, f.Trailers)
 	b = appendVarint(b, 7, uint64(f.WindowUpdate))
 	b = appendBool(b, 8, f.Cancel)
@@ -276,8 +273,6 @@ func (f *Frame) Unmarshal(b []byte) error {
 			f.Data = d.bytes()
 		case 4:
 			f.End = d.varint() != 0
-		case 5:
-			f.Partial = d.varint() != 0
 		case 6:
 			f.Trailers = d.header(f.Trailers)
 		case 7:

@@ -17,8 +17,6 @@ var ErrFlowControl = errors.New("stream flow-control violation")
 // Chunk is the data of one frame.
 type Chunk struct {
 	Data []byte
-	// Partial: the gRPC message continues in the next chunk.
-	Partial bool
 }
 
 // Inbound is the receiving side of one direction of a stream: it puts
@@ -58,7 +56,7 @@ func (q *Inbound) Push(f *envelope.Frame) {
 	if q.err != nil || f.Seq < q.next {
 		return // ended or failed stream, or a duplicate
 	}
-	item := queued{chunk: Chunk{Data: f.Data, Partial: f.Partial}, end: f.End, trailers: f.Trailers}
+	item := queued{chunk: Chunk{Data: f.Data}, end: f.End, trailers: f.Trailers}
 	cost := Cost(len(f.Data))
 	if q.buffered+cost > 2*q.window+Cost(0) && len(q.ready)+len(q.early) > 0 {
 		q.failLocked(fmt.Errorf("%w: %d bytes buffered, window %d", ErrFlowControl, q.buffered+cost, q.window))

@@ -26,12 +26,12 @@ type Sender struct {
 }
 
 // Send sends one data frame (end marks the last, with trailers).
-func (s *Sender) Send(ctx context.Context, data []byte, partial, end bool, trailers []string) error {
+func (s *Sender) Send(ctx context.Context, data []byte, end bool, trailers []string) error {
 	if err := s.Window.Take(ctx, Cost(len(data))); err != nil {
 		return err
 	}
 	s.seq++
-	f := envelope.Frame{ID: s.ID, Seq: s.seq, Data: data, Partial: partial, End: end, Trailers: trailers, Source: s.Source}
+	f := envelope.Frame{ID: s.ID, Seq: s.seq, Data: data, End: end, Trailers: trailers, Source: s.Source}
 	return Publish(ctx, s.Broker, s.Subject, &f)
 }
 
@@ -63,11 +63,11 @@ func (s *Sender) Copy(ctx context.Context, r io.Reader, buf []byte, fill bool, s
 			if trailers != nil {
 				t = trailers()
 			}
-			return sent, s.Send(ctx, buf[:n], false, true, t)
+			return sent, s.Send(ctx, buf[:n], true, t)
 		case err != nil:
 			return sent, fmt.Errorf("read body: %w", err)
 		case n > 0:
-			if err := s.Send(ctx, buf[:n], false, false, nil); err != nil {
+			if err := s.Send(ctx, buf[:n], false, nil); err != nil {
 				return sent, err
 			}
 		}

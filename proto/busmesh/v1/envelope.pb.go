@@ -201,7 +201,8 @@ type Request struct {
 	// path is the HTTP request target, path and query ("/a/b?x=1").
 	Path    string   `protobuf:"bytes,9,opt,name=path,proto3" json:"path,omitempty"`
 	Headers [][]byte `protobuf:"bytes,10,rep,name=headers,proto3" json:"headers,omitempty"`
-	// body is the whole request body, or its first chunk when more is set.
+	// body is the whole request body, or its first chunk when more is set;
+	// for gRPC, length-prefixed messages.
 	Body []byte `protobuf:"bytes,11,opt,name=body,proto3" json:"body,omitempty"`
 	// more says the body (or the gRPC stream) continues in Frames, sent to the
 	// serving adapter once it has accepted the call.
@@ -506,8 +507,10 @@ func (x *Response) GetTrailers() [][]byte {
 }
 
 // Frame carries the rest of a call after its Request or Response: body
-// chunks or gRPC messages, flow-control credit, the end of a direction, or
-// cancellation.
+// chunks, flow-control credit, the end of a direction, or cancellation. A
+// gRPC call's messages travel as an HTTP/2 body would: a byte stream of
+// length-prefixed messages (a flag byte, a 4-byte big-endian length, the
+// message), split into frames wherever a frame fills up.
 type Frame struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Id    uint64                 `protobuf:"fixed64,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -517,9 +520,6 @@ type Frame struct {
 	Data []byte `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
 	// end is set on the last frame of a direction.
 	End bool `protobuf:"varint,4,opt,name=end,proto3" json:"end,omitempty"`
-	// partial says data is part of a gRPC message that continues in the next
-	// frame.
-	Partial bool `protobuf:"varint,5,opt,name=partial,proto3" json:"partial,omitempty"`
 	// trailers of the response, with end.
 	Trailers [][]byte `protobuf:"bytes,6,rep,name=trailers,proto3" json:"trailers,omitempty"`
 	// window_update grants the other side this many more bytes.
@@ -592,13 +592,6 @@ func (x *Frame) GetData() []byte {
 func (x *Frame) GetEnd() bool {
 	if x != nil {
 		return x.End
-	}
-	return false
-}
-
-func (x *Frame) GetPartial() bool {
-	if x != nil {
-		return x.Partial
 	}
 	return false
 }
@@ -696,13 +689,12 @@ const file_busmesh_v1_envelope_proto_rawDesc = "" +
 	"\breply_to\x18\b \x01(\tR\areplyTo\x12\x16\n" +
 	"\x06window\x18\t \x01(\rR\x06window\x12\x1a\n" +
 	"\btrailers\x18\n" +
-	" \x03(\fR\btrailers\"\xa7\x02\n" +
+	" \x03(\fR\btrailers\"\x93\x02\n" +
 	"\x05Frame\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x06R\x02id\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\rR\x03seq\x12\x12\n" +
 	"\x04data\x18\x03 \x01(\fR\x04data\x12\x10\n" +
-	"\x03end\x18\x04 \x01(\bR\x03end\x12\x18\n" +
-	"\apartial\x18\x05 \x01(\bR\apartial\x12\x1a\n" +
+	"\x03end\x18\x04 \x01(\bR\x03end\x12\x1a\n" +
 	"\btrailers\x18\x06 \x03(\fR\btrailers\x12#\n" +
 	"\rwindow_update\x18\a \x01(\rR\fwindowUpdate\x12\x16\n" +
 	"\x06cancel\x18\b \x01(\bR\x06cancel\x12\x14\n" +
@@ -710,7 +702,7 @@ const file_busmesh_v1_envelope_proto_rawDesc = "" +
 	"\breply_to\x18\n" +
 	" \x01(\tR\areplyTo\x12\x1a\n" +
 	"\binstance\x18\v \x01(\tR\binstance\x12\x16\n" +
-	"\x06source\x18\f \x01(\tR\x06source*J\n" +
+	"\x06source\x18\f \x01(\tR\x06sourceJ\x04\b\x05\x10\x06*J\n" +
 	"\bProtocol\x12\x18\n" +
 	"\x14PROTOCOL_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rPROTOCOL_HTTP\x10\x01\x12\x11\n" +
