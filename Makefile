@@ -39,6 +39,12 @@ proto:
 		--plugin=protoc-gen-go="$$($(GO) tool -n protoc-gen-go)" \
 		--go_out=. --go_opt=module=github.com/busmesh/busmesh \
 		proto/busmesh/v1/envelope.proto proto/busmesh/v1/discovery.proto
+	protoc -I test/testpb \
+		--plugin=protoc-gen-go="$$($(GO) tool -n protoc-gen-go)" \
+		--plugin=protoc-gen-go-grpc="$$($(GO) tool -n protoc-gen-go-grpc)" \
+		--go_out=. --go_opt=module=github.com/busmesh/busmesh \
+		--go-grpc_out=. --go-grpc_opt=module=github.com/busmesh/busmesh \
+		test/testpb/echo.proto
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/... ./ambassador/... ./adapter/...

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
 
 	"github.com/busmesh/busmesh/broker"
 	"github.com/busmesh/busmesh/internal/config"
@@ -46,6 +48,7 @@ type Adapter struct {
 	inflight prometheus.Gauge
 	target   string // scheme://host[/base] of the application, no trailing slash
 	client   *http.Client
+	grpc     *grpc.ClientConn // set when the application is a gRPC server
 	maxMsg   int
 	chunk    int
 	announce *discovery.Announcer
@@ -105,6 +108,11 @@ func New(o Options) (*Adapter, error) {
 		chunk:    stream.ChunkSize(maxMsg),
 		slots:    make(chan struct{}, o.Config.Concurrency),
 		calls:    map[callKey]*serverCall{},
+	}
+	if u.Scheme == "grpc" {
+		if a.grpc, err = dialGRPC(u.Host, a.maxGRPCMessage()); err != nil {
+			return nil, fmt.Errorf("adapter target %q: %w", o.Config.Target, err)
+		}
 	}
 	a.announce = discovery.NewAnnouncer(o.Broker, discovery.Self{
 		Service:     o.Config.Service,
@@ -200,6 +208,9 @@ func (a *Adapter) Shutdown(ctx context.Context) error {
 		errs = append(errs, s.Unsubscribe())
 	}
 	a.client.CloseIdleConnections()
+	if a.grpc != nil {
+		errs = append(errs, a.grpc.Close())
+	}
 	return errors.Join(errs...)
 }
 
@@ -243,7 +254,11 @@ func (a *Adapter) handleRequest(ctx context.Context, data []byte) {
 			<-a.slots
 			a.running.Done()
 		}()
-		a.serveHTTP(req)
+		if a.grpc != nil {
+			a.serveGRPC(req)
+		} else {
+			a.serveHTTP(req)
+		}
 	}()
 }
 
@@ -310,4 +325,12 @@ func (a *Adapter) reject(reason string, size int, err error) {
 		a.logger.Warn("envelope rejected", telemetry.KeyReason, reason, telemetry.KeyBytes, size,
 			telemetry.KeyErr, err, "suppressed", suppressed)
 	}
+}
+
+// bodyReader reads the streamed rest of a request body, granting the
+// caller credit as the application reads.
+func (a *Adapter) bodyReader(ctx context.Context, req *envelope.Request, sc *serverCall) io.Reader {
+	return stream.NewReader(ctx, sc.inbound, func(n int64) {
+		_ = stream.Grant(ctx, a.broker, req.ReplyTo, req.ID, "", n)
+	})
 }

@@ -23,18 +23,27 @@ const (
 	ReasonBadRequest       = "bad-request"
 )
 
+// callContext is the context of a call being served: it ends at the
+// caller's deadline, or when the call is cancelled.
+func callContext(req *envelope.Request) (context.Context, context.CancelFunc) {
+	if dl, ok := req.DeadlineTime(); ok {
+		return context.WithDeadline(context.Background(), dl)
+	}
+	return context.WithCancel(context.Background())
+}
+
 // serveHTTP makes one call to the application and sends the answer back.
 func (a *Adapter) serveHTTP(req *envelope.Request) {
 	start := time.Now()
-	ctx, cancel := context.Background(), context.CancelFunc(func() {})
-	if dl, ok := req.DeadlineTime(); ok {
-		ctx, cancel = context.WithDeadline(ctx, dl)
-	} else {
-		ctx, cancel = context.WithCancel(ctx)
-	}
+	ctx, cancel := callContext(req)
 	defer cancel()
 	a.inflight.Inc()
 	defer a.inflight.Dec()
+	if req.Protocol == envelope.ProtocolGRPC {
+		a.answerError(ctx, req, http.StatusBadGateway, ReasonProtocolMismatch,
+			"service "+a.cfg.Service+" is an HTTP application, not a gRPC server", start)
+		return
+	}
 
 	key := callKey{req.Source, req.ID}
 	sc := &serverCall{cancel: cancel}
@@ -53,7 +62,7 @@ func (a *Adapter) serveHTTP(req *envelope.Request) {
 			a.logger.Debug("accept not sent", telemetry.KeyErr, err)
 			return
 		}
-		body = io.MultiReader(bytes.NewReader(req.Body), &inboundReader{ctx: ctx, in: sc.inbound, a: a, peer: req.ReplyTo, id: req.ID})
+		body = io.MultiReader(bytes.NewReader(req.Body), a.bodyReader(ctx, req, sc))
 		contentLength = -1
 		for i := 0; i+1 < len(req.Headers); i += 2 {
 			if http.CanonicalHeaderKey(req.Headers[i]) == "Content-Length" {
@@ -173,32 +182,4 @@ func (a *Adapter) answerError(ctx context.Context, req *envelope.Request, status
 func (a *Adapter) count(status int, start time.Time) {
 	a.metrics.AdapterRequests.WithLabelValues(a.cfg.Service, telemetry.Code(status)).Inc()
 	a.metrics.AdapterDuration.WithLabelValues(a.cfg.Service).Observe(time.Since(start).Seconds())
-}
-
-// inboundReader is the streamed rest of a request body, as an io.Reader
-// for the application's request; it grants the caller credit as the
-// application reads.
-type inboundReader struct {
-	ctx  context.Context
-	in   *stream.Inbound
-	a    *Adapter
-	peer string
-	id   uint64
-	rest []byte
-}
-
-func (r *inboundReader) Read(p []byte) (int, error) {
-	for len(r.rest) == 0 {
-		chunk, grant, err := r.in.Next(r.ctx)
-		if grant > 0 {
-			_ = stream.Grant(r.ctx, r.a.broker, r.peer, r.id, "", grant)
-		}
-		if err != nil {
-			return 0, err
-		}
-		r.rest = chunk.Data
-	}
-	n := copy(p, r.rest)
-	r.rest = r.rest[n:]
-	return n, nil
 }

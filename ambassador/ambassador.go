@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc"
+
 	"github.com/busmesh/busmesh/broker"
 	"github.com/busmesh/busmesh/internal/config"
 	"github.com/busmesh/busmesh/internal/discovery"
@@ -43,11 +45,15 @@ type Ambassador struct {
 	maxMsg  int // the broker's message size limit
 	chunk   int // body frame size
 	routes  routeCache
+	// grpcRoutes are the routes of ambassador.grpc_routes, by method prefix.
+	grpcRoutes map[string]route
 
-	mu        sync.Mutex
-	servers   []*http.Server
-	listeners []net.Listener
-	wg        sync.WaitGroup
+	mu         sync.Mutex
+	grpcServer *grpc.Server
+	grpcAddr   string
+	servers    []*http.Server
+	listeners  []net.Listener
+	wg         sync.WaitGroup
 }
 
 // New subscribes the ambassador's inbox. Call Start to open its ports.
@@ -64,17 +70,22 @@ func New(ctx context.Context, o Options) (*Ambassador, error) {
 		return nil, fmt.Errorf("ambassador inbox: %w", err)
 	}
 	maxMsg := broker.MaxMessageBytes(o.Broker)
+	grpcRoutes := make(map[string]route, len(o.Config.GRPCRoutes))
+	for prefix, svc := range o.Config.GRPCRoutes {
+		grpcRoutes[prefix] = newRoute(svc)
+	}
 	return &Ambassador{
-		cfg:     o.Config,
-		sidecar: o.Sidecar,
-		broker:  o.Broker,
-		logger:  logger,
-		metrics: o.Metrics,
-		reg:     o.Registry,
-		inbox:   in,
-		maxMsg:  maxMsg,
-		chunk:   stream.ChunkSize(maxMsg),
-		routes:  routeCache{m: map[string]route{}},
+		grpcRoutes: grpcRoutes,
+		cfg:        o.Config,
+		sidecar:    o.Sidecar,
+		broker:     o.Broker,
+		logger:     logger,
+		metrics:    o.Metrics,
+		reg:        o.Registry,
+		inbox:      in,
+		maxMsg:     maxMsg,
+		chunk:      stream.ChunkSize(maxMsg),
+		routes:     routeCache{m: map[string]route{}},
 	}, nil
 }
 
@@ -98,18 +109,33 @@ func (a *Ambassador) Start() error {
 		ports = append(ports, port{a.cfg.Upstreams[s], s})
 	}
 	var lns []net.Listener
+	closeAll := func() {
+		for _, l := range lns {
+			l.Close()
+		}
+	}
 	for _, p := range ports {
 		ln, err := net.Listen("tcp", p.addr)
 		if err != nil {
-			for _, l := range lns {
-				l.Close()
-			}
+			closeAll()
 			return fmt.Errorf("ambassador listen %s: %w", p.addr, err)
 		}
 		lns = append(lns, ln)
 	}
+	var grpcLn net.Listener
+	if a.cfg.GRPC != "" {
+		var err error
+		if grpcLn, err = net.Listen("tcp", a.cfg.GRPC); err != nil {
+			closeAll()
+			return fmt.Errorf("ambassador listen %s: %w", a.cfg.GRPC, err)
+		}
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if grpcLn != nil {
+		a.grpcAddr = grpcLn.Addr().String()
+		a.startGRPC(grpcLn)
+	}
 	for i, ln := range lns {
 		srv := &http.Server{
 			Handler:           a.Handler(ports[i].service),
@@ -141,13 +167,30 @@ func (a *Ambassador) Addrs() []string {
 	return addrs
 }
 
+// GRPCAddr returns the address of the gRPC port, "" when there is none.
+func (a *Ambassador) GRPCAddr() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.grpcAddr
+}
+
 // Shutdown stops accepting calls, waits for those in flight (until ctx
 // ends), then closes the inbox.
 func (a *Ambassador) Shutdown(ctx context.Context) error {
 	a.mu.Lock()
-	servers := a.servers
+	servers, gs := a.servers, a.grpcServer
 	a.mu.Unlock()
 	var errs []error
+	if gs != nil {
+		stopped := make(chan struct{})
+		go func() { gs.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-ctx.Done():
+			gs.Stop()
+			<-stopped
+		}
+	}
 	for _, s := range servers {
 		if err := s.Shutdown(ctx); err != nil {
 			errs = append(errs, err)

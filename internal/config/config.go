@@ -58,7 +58,15 @@ type Ambassador struct {
 	// Upstreams gives services their own local port: a legacy app that
 	// called http://orders-host:8080 now calls this address.
 	Upstreams map[string]string `yaml:"upstreams"`
-	// Timeout is the deadline of a call without X-Busmesh-Timeout.
+	// GRPC is the gRPC port: it forwards any method; the service is named by
+	// the :authority ("orders" or "orders.mesh") or by GRPCRoutes.
+	GRPC string `yaml:"grpc"`
+	// GRPCRoutes maps method prefixes to services: {"shop.orders.v1.":
+	// orders} sends /shop.orders.v1.Orders/Get to orders. The longest
+	// matching prefix wins over the :authority.
+	GRPCRoutes map[string]string `yaml:"grpc_routes"`
+	// Timeout is the deadline of a call without X-Busmesh-Timeout (or a gRPC
+	// deadline).
 	Timeout Duration `yaml:"timeout"`
 	// MaxBodyBytes bounds request and response bodies; larger requests get
 	// 413.
@@ -78,7 +86,8 @@ type Adapter struct {
 	Zone string `yaml:"zone"`
 	// Labels are free-form key/value pairs announced with the instance.
 	Labels map[string]string `yaml:"labels"`
-	// Target is the local application: http://127.0.0.1:8080.
+	// Target is the local application: http://127.0.0.1:8080, or
+	// grpc://127.0.0.1:9090 for a gRPC server.
 	Target string `yaml:"target"`
 	// Concurrency bounds the calls in flight to the application; more wait
 	// on the broker.

@@ -103,10 +103,20 @@ func (c *Config) validate(errs *Error) {
 				errs.add("ambassador.service", 0, "%v", err)
 			}
 		}
-		if a.HTTP == "" && len(a.Upstreams) == 0 {
-			errs.add("ambassador", 0, "no listener: set ambassador.http (shared port) or ambassador.upstreams (a port per service)")
+		if a.HTTP == "" && len(a.Upstreams) == 0 && a.GRPC == "" {
+			errs.add("ambassador", 0, "no listener: set ambassador.http (shared port), ambassador.upstreams (a port per service) or ambassador.grpc")
 		}
 		checkAddr(errs, listeners, "ambassador.http", a.HTTP, true)
+		checkAddr(errs, listeners, "ambassador.grpc", a.GRPC, true)
+		for _, prefix := range sortedMapKeys(a.GRPCRoutes) {
+			key := "ambassador.grpc_routes." + prefix
+			if prefix == "" {
+				errs.add(key, 0, "empty method prefix (example: \"shop.orders.v1.\")")
+			}
+			if err := broker.ValidToken(a.GRPCRoutes[prefix]); err != nil {
+				errs.add(key, 0, "service name %v", err)
+			}
+		}
 		for _, svc := range sortedMapKeys(a.Upstreams) {
 			key := "ambassador.upstreams." + svc
 			if err := broker.ValidToken(svc); err != nil {
@@ -169,8 +179,8 @@ func checkTarget(errs *Error, target string) {
 		errs.add(key, 0, "%q is not an application URL (example: http://127.0.0.1:8080)", target)
 		return
 	}
-	if u.Scheme != "http" && u.Scheme != "https" {
-		errs.add(key, 0, "%q has scheme %q (allowed: http, https)", target, u.Scheme)
+	if u.Scheme != "http" && u.Scheme != "https" && u.Scheme != "grpc" {
+		errs.add(key, 0, "%q has scheme %q (allowed: http, https, grpc)", target, u.Scheme)
 	}
 }
 

@@ -1,0 +1,76 @@
+package grpcwire
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// MessageStream is what grpc.ServerStream and grpc.ClientStream have in
+// common for receiving.
+type MessageStream interface {
+	RecvMsg(m any) error
+}
+
+type received struct {
+	data []byte
+	err  error
+}
+
+// Receiver reads a stream's messages on a goroutine of its own, one ahead
+// of the consumer, so the consumer can wait for the next message with a
+// time limit: that is how a sidecar, knowing nothing of the method, tells a
+// caller that has finished sending (a unary call) from one that is still
+// streaming.
+type Receiver struct {
+	ch chan received
+	wg sync.WaitGroup
+}
+
+// Receive starts reading s. The goroutine ends at the stream's end or
+// error, or when ctx ends; Wait waits for it.
+func Receive(ctx context.Context, s MessageStream) *Receiver {
+	r := &Receiver{ch: make(chan received)}
+	r.wg.Go(func() {
+		for {
+			var m Message
+			err := s.RecvMsg(&m)
+			select {
+			case r.ch <- received{m.Data, err}:
+			case <-ctx.Done():
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	})
+	return r
+}
+
+// Next returns the next message; io.EOF at the stream's clean end.
+func (r *Receiver) Next(ctx context.Context) ([]byte, error) {
+	select {
+	case m := <-r.ch:
+		return m.data, m.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// NextWithin is Next with a time limit; ok is false when nothing came
+// within d (a later Next gets it).
+func (r *Receiver) NextWithin(d time.Duration) (data []byte, err error, ok bool) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case m := <-r.ch:
+		return m.data, m.err, true
+	case <-t.C:
+		return nil, nil, false
+	}
+}
+
+// Wait waits for the reading goroutine to end. The stream must be ending
+// (its end was received, or its context cancelled).
+func (r *Receiver) Wait() { r.wg.Wait() }

@@ -1,0 +1,41 @@
+package stream
+
+import (
+	"context"
+	"io"
+)
+
+// Reader reads a stream's data as a byte stream, granting the sender
+// credit as it goes: a consumer that stops reading stops the sender after a
+// window's worth.
+type Reader struct {
+	ctx   context.Context
+	in    *Inbound
+	grant func(n int64)
+	rest  []byte
+}
+
+// NewReader returns a Reader of in; grant sends a window update to the
+// sender (errors are the sender's to notice at its deadline).
+func NewReader(ctx context.Context, in *Inbound, grant func(n int64)) *Reader {
+	return &Reader{ctx: ctx, in: in, grant: grant}
+}
+
+// Read implements io.Reader; it returns io.EOF after the end frame.
+func (r *Reader) Read(p []byte) (int, error) {
+	for len(r.rest) == 0 {
+		chunk, grant, err := r.in.Next(r.ctx)
+		if grant > 0 {
+			r.grant(grant)
+		}
+		if err != nil {
+			return 0, err
+		}
+		r.rest = chunk.Data
+	}
+	n := copy(p, r.rest)
+	r.rest = r.rest[n:]
+	return n, nil
+}
+
+var _ io.Reader = (*Reader)(nil)
