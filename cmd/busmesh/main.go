@@ -11,6 +11,7 @@ import (
 
 	// The broker backends this binary ships.
 	_ "github.com/busmesh/busmesh/broker/nats"
+	_ "github.com/busmesh/busmesh/broker/rabbitmq"
 )
 
 // version is set at build time: -ldflags "-X main.version=v1.2.3".

@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -74,8 +75,10 @@ type brokerCase struct {
 func brokers(t *testing.T) []brokerCase {
 	t.Helper()
 	nats := envOr("BUSMESH_TEST_NATS", "127.0.0.1:4222")
+	rabbit := envOr("BUSMESH_TEST_RABBITMQ", "127.0.0.1:5672")
 	return []brokerCase{
 		{"nats", "nats://" + nats, true},
+		{"rabbitmq", "amqp://guest:guest@" + rabbit + "/", true},
 	}
 }
 
@@ -85,6 +88,9 @@ func requireBroker(t *testing.T, b brokerCase) {
 	case "nats":
 		brokertest.Require(t, "nats-server", strings.TrimPrefix(b.url, "nats://"),
 			"start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- -a 127.0.0.1 -p 4222 -js")
+	case "rabbitmq":
+		u, _ := url.Parse(b.url)
+		brokertest.Require(t, "rabbitmq", u.Host, "rabbitmq-server -detached")
 	}
 }
 
