@@ -407,7 +407,7 @@ func testKilledAdapter(t *testing.T, b brokerCase) {
 	app := httptest.NewServer(echoApp())
 	t.Cleanup(app.Close)
 	service, port := unique("killed"), freePort(t)
-	callee := startSidecar(t, "callee-killed", calleeConfig+"discovery:\n  interval: 300ms\n", map[string]string{
+	callee := startSidecar(t, "callee-killed", calleeConfig+"discovery:\n  interval: 1s\n", map[string]string{
 		"id": unique("callee"), "broker": b.url, "service": service, "target": app.URL,
 	})
 	startSidecar(t, "caller-killed", callerConfig, map[string]string{
@@ -419,15 +419,20 @@ func testKilledAdapter(t *testing.T, b brokerCase) {
 	callee.stop(syscall.SIGKILL)
 	killed := time.Now()
 	if b.returns {
-		req := newRequest(t, "GET", "http://"+port+"/", nil)
-		start := time.Now()
-		resp, body := do(t, req)
-		if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("X-Busmesh-Error") != "no-responders" {
-			t.Errorf("right after the kill: status %d, X-Busmesh-Error %q, body %q; want 503 no-responders",
-				resp.StatusCode, resp.Header.Get("X-Busmesh-Error"), body)
-		}
-		if took := time.Since(start); took > time.Second {
-			t.Errorf("no-responders took %v; want it at once, not at the 5s deadline", took)
+		// Once the broker has seen the connection go (at once for NATS; a
+		// request racing the kill may still go to RabbitMQ's queue and
+		// time out), a request comes back unroutable, answered at once.
+		var took time.Duration
+		eventually(t, 2*time.Second, "503 no-responders", func() bool {
+			req := newRequest(t, "GET", "http://"+port+"/", nil)
+			req.Header.Set("X-Busmesh-Timeout", "300ms")
+			start := time.Now()
+			resp, _ := do(t, req)
+			took = time.Since(start)
+			return resp.Header.Get("X-Busmesh-Error") == "no-responders"
+		})
+		if took > 200*time.Millisecond {
+			t.Errorf("no-responders took %v; want it at once, not at the 300ms deadline", took)
 		}
 	}
 	eventually(t, 10*time.Second, "the killed instance to expire", func() bool {
@@ -436,9 +441,9 @@ func testKilledAdapter(t *testing.T, b brokerCase) {
 		resp, _ := do(t, req)
 		return resp.Header.Get("X-Busmesh-Error") == "no-healthy-instances"
 	})
-	// The TTL (three 300ms intervals) runs from the last hello, which came
-	// up to one interval before the kill.
-	if took := time.Since(killed); took < 600*time.Millisecond {
+	// The TTL (three 1s intervals) runs from the last hello, which came up
+	// to one interval before the kill.
+	if took := time.Since(killed); took < 2*time.Second {
 		t.Errorf("forgotten %v after the kill; want no earlier than its TTL allows", took)
 	}
 }
