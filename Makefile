@@ -39,6 +39,15 @@ proto:
 		--plugin=protoc-gen-go="$$($(GO) tool -n protoc-gen-go)" \
 		--go_out=. --go_opt=module=github.com/busmesh/busmesh \
 		proto/busmesh/v1/envelope.proto proto/busmesh/v1/discovery.proto
+	protoc -I proto \
+		--plugin=protoc-gen-go="$$($(GO) tool -n protoc-gen-go)" \
+		--plugin=protoc-gen-go-grpc="$$($(GO) tool -n protoc-gen-go-grpc)" \
+		--plugin=protoc-gen-grpc-gateway="$$($(GO) tool -n protoc-gen-grpc-gateway)" \
+		--go_out=. --go_opt=module=github.com/busmesh/busmesh \
+		--go-grpc_out=. --go-grpc_opt=module=github.com/busmesh/busmesh \
+		--grpc-gateway_out=. --grpc-gateway_opt=module=github.com/busmesh/busmesh \
+		--grpc-gateway_opt=grpc_api_configuration=proto/busmesh/v1/admin_http.yaml \
+		proto/busmesh/v1/admin.proto
 	protoc -I test/testpb \
 		--plugin=protoc-gen-go="$$($(GO) tool -n protoc-gen-go)" \
 		--plugin=protoc-gen-go-grpc="$$($(GO) tool -n protoc-gen-go-grpc)" \

@@ -8,6 +8,9 @@ import "fmt"
 const (
 	// DiscoverySubject carries adapters' announcements (fan-out).
 	DiscoverySubject = "busmesh.discovery"
+	// DiscoveryPingSubject carries ambassadors' pings: every adapter answers
+	// with an announcement (fan-out).
+	DiscoveryPingSubject = "busmesh.discovery.ping"
 
 	servicePrefix = "busmesh.svc."
 	inboxPrefix   = "busmesh.inbox."

@@ -46,6 +46,6 @@ back. Switching brokers is one line of config.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newSidecarCmd(), newDevCmd(), newVersionCmd())
+	root.AddCommand(newSidecarCmd(), newDevCmd(), newServicesCmd(), newStatsCmd(), newRoutesCmd(), newCallCmd(), newVersionCmd())
 	return root
 }

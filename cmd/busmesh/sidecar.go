@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
 	"time"
 
@@ -19,6 +21,7 @@ import (
 	"github.com/busmesh/busmesh/internal/config"
 	"github.com/busmesh/busmesh/internal/discovery"
 	"github.com/busmesh/busmesh/internal/telemetry"
+	busmeshv1 "github.com/busmesh/busmesh/proto/busmesh/v1"
 )
 
 // drainTimeout bounds a shutdown: calls in flight get this long to finish.
@@ -74,6 +77,7 @@ type sidecar struct {
 	ambassador *ambassador.Ambassador
 	adapter    *adapter.Adapter
 	watcher    *discovery.Watcher
+	registry   *discovery.Registry
 }
 
 // discoverySettle is how long a starting ambassador waits for the answers
@@ -92,7 +96,9 @@ func startSidecar(ctx context.Context, cfg *config.Config, logger *slog.Logger) 
 	}()
 	metrics := telemetry.NewMetrics()
 	if cfg.Admin != "" {
-		if sc.admin, err = admin.Start(cfg.Admin, metrics, logger); err != nil {
+		sc.admin, err = admin.Start(admin.Options{Addr: cfg.Admin, Sidecar: cfg.ID, Broker: broker.Redact(cfg.Broker),
+			Metrics: metrics, Logger: logger})
+		if err != nil {
 			return nil, err
 		}
 	}
@@ -113,12 +119,12 @@ func startSidecar(ctx context.Context, cfg *config.Config, logger *slog.Logger) 
 		}
 	}
 	if cfg.Ambassador != nil {
-		reg := discovery.NewRegistry(nil)
-		if sc.watcher, err = discovery.Watch(ctx, sc.broker, reg, logger, discoverySettle); err != nil {
+		sc.registry = discovery.NewRegistry(nil)
+		if sc.watcher, err = discovery.Watch(ctx, sc.broker, sc.registry, logger, discoverySettle); err != nil {
 			return nil, err
 		}
 		sc.ambassador, err = ambassador.New(ctx, ambassador.Options{Config: cfg.Ambassador, Sidecar: cfg.ID, Broker: sc.broker,
-			Logger: logger, Metrics: metrics, Registry: reg})
+			Logger: logger, Metrics: metrics, Registry: sc.registry})
 		if err != nil {
 			return nil, err
 		}
@@ -127,9 +133,52 @@ func startSidecar(ctx context.Context, cfg *config.Config, logger *slog.Logger) 
 		}
 	}
 	if sc.admin != nil {
+		parts := admin.Sidecar{Routes: sc.routes(), Components: sc.components}
+		if sc.ambassador != nil {
+			parts.Registry = sc.registry
+			parts.Calls = sc.ambassador.Handler("")
+		}
+		sc.admin.SetSidecar(parts)
 		sc.admin.SetReady(true)
 	}
 	return sc, nil
+}
+
+// routes lists the sidecar's ways in, for the admin API.
+func (sc *sidecar) routes() []*busmeshv1.Route {
+	var routes []*busmeshv1.Route
+	if a := sc.cfg.Ambassador; a != nil {
+		addrs := sc.ambassador.Addrs()
+		if a.HTTP != "" {
+			routes = append(routes, &busmeshv1.Route{Kind: "http-shared", Listen: addrs[0], Service: "*"})
+			addrs = addrs[1:]
+		}
+		for i, svc := range slices.Sorted(maps.Keys(a.Upstreams)) {
+			routes = append(routes, &busmeshv1.Route{Kind: "http-upstream", Listen: addrs[i], Service: svc})
+		}
+		if g := sc.ambassador.GRPCAddr(); g != "" {
+			routes = append(routes, &busmeshv1.Route{Kind: "grpc", Listen: g, Service: "*"})
+			for _, prefix := range slices.Sorted(maps.Keys(a.GRPCRoutes)) {
+				routes = append(routes, &busmeshv1.Route{Kind: "grpc-prefix", Listen: g, Match: prefix, Service: a.GRPCRoutes[prefix]})
+			}
+		}
+	}
+	if a := sc.cfg.Adapter; a != nil {
+		routes = append(routes, &busmeshv1.Route{Kind: "adapter", Service: a.Service, Target: a.Target})
+	}
+	return routes
+}
+
+// components reports the health of each part, for the admin API.
+func (sc *sidecar) components() map[string]string {
+	c := map[string]string{}
+	if sc.ambassador != nil {
+		c["ambassador"] = "ok"
+	}
+	if sc.adapter != nil {
+		c["adapter"] = "ok"
+	}
+	return c
 }
 
 // shutdown drains the ambassador and adapter, then closes the broker and

@@ -1,6 +1,10 @@
-// Package admin serves a sidecar's admin port: Prometheus metrics on
-// /metrics, liveness on /healthz, readiness on /readyz and the Go profiler
-// on /debug/pprof/. See DESIGN.md, "Admin API".
+// Package admin serves a sidecar's admin port: the Admin API of
+// proto/busmesh/v1/admin.proto over gRPC and as REST/JSON through
+// grpc-gateway, Prometheus metrics on /metrics, liveness on /healthz,
+// readiness on /readyz and the Go profiler on /debug/pprof/, all on one
+// port (gRPC over unencrypted HTTP/2, the rest over HTTP/1 or 2). It reads
+// what the sidecar exposes; it does not run the data path. See DESIGN.md,
+// "Admin API".
 package admin
 
 import (
@@ -11,36 +15,80 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
 
+	"github.com/busmesh/busmesh/internal/discovery"
 	"github.com/busmesh/busmesh/internal/telemetry"
+	busmeshv1 "github.com/busmesh/busmesh/proto/busmesh/v1"
 )
 
-// Server is the admin HTTP server.
-type Server struct {
-	srv   *http.Server
-	ln    net.Listener
-	ready atomic.Bool
-	wg    sync.WaitGroup
+// Options describe the sidecar the admin port reports on.
+type Options struct {
+	Addr    string
+	Sidecar string
+	Broker  string // the broker URL, password hidden
+	Metrics *telemetry.Metrics
+	Logger  *slog.Logger // nil discards
 }
 
-// Start listens on addr and serves in the background. The server reports
-// not ready until SetReady(true).
-func Start(addr string, m *telemetry.Metrics, logger *slog.Logger) (*Server, error) {
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
+// Sidecar is what the admin API reads from the running sidecar. Set the
+// parts that exist; nil ones answer empty.
+type Sidecar struct {
+	// Registry is the ambassador's view of the mesh.
+	Registry *discovery.Registry
+	// Routes lists the sidecar's routes.
+	Routes []*busmeshv1.Route
+	// Calls is the ambassador's shared-port handler: the Call method goes
+	// through it, the Host header naming the service.
+	Calls http.Handler
+	// Components reports the health of each part ("ok" or why not).
+	Components func() map[string]string
+}
+
+// Server is the admin port.
+type Server struct {
+	opts    Options
+	started time.Time
+	ln      net.Listener
+	http    *http.Server
+	grpc    *grpc.Server
+	ready   atomic.Bool
+	wg      sync.WaitGroup
+
+	mu      sync.RWMutex
+	sidecar Sidecar
+}
+
+// Start listens on o.Addr and serves in the background. The server reports
+// not ready until SetReady(true); the Admin API answers from what SetSidecar
+// gave it.
+func Start(o Options) (*Server, error) {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	ln, err := net.Listen("tcp", addr)
+	ln, err := net.Listen("tcp", o.Addr)
 	if err != nil {
-		return nil, fmt.Errorf("admin listen %s: %w", addr, err)
+		return nil, fmt.Errorf("admin listen %s: %w", o.Addr, err)
 	}
-	s := &Server{ln: ln}
+	s := &Server{opts: o, started: time.Now(), ln: ln}
+	api := &api{s: s}
+	s.grpc = grpc.NewServer()
+	busmeshv1.RegisterAdminServer(s.grpc, api)
+	gateway := runtime.NewServeMux()
+	if err := busmeshv1.RegisterAdminHandlerServer(context.Background(), gateway, api); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("admin gateway: %w", err)
+	}
+
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry}))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(o.Metrics.Registry, promhttp.HandlerOpts{Registry: o.Metrics.Registry}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if !s.ready.Load() {
@@ -54,14 +102,42 @@ func Start(addr string, m *telemetry.Metrics, logger *slog.Logger) (*Server, err
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	logger.Info("admin listening", telemetry.KeyAddr, ln.Addr().String())
+	mux.Handle("/v1/", gateway)
+
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true) // gRPC without TLS, on the same port
+	s.http = &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.ProtoMajor == 2 && strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
+				s.grpc.ServeHTTP(w, r)
+				return
+			}
+			mux.ServeHTTP(w, r)
+		}),
+		Protocols:         &protocols,
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	o.Logger.Info("admin listening", telemetry.KeyAddr, ln.Addr().String())
 	s.wg.Go(func() {
-		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			logger.Error("admin server stopped", telemetry.KeyErr, err)
+		if err := s.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			o.Logger.Error("admin server stopped", telemetry.KeyErr, err)
 		}
 	})
 	return s, nil
+}
+
+// SetSidecar gives the admin API the running sidecar's parts.
+func (s *Server) SetSidecar(sc Sidecar) {
+	s.mu.Lock()
+	s.sidecar = sc
+	s.mu.Unlock()
+}
+
+func (s *Server) parts() Sidecar {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.sidecar
 }
 
 // Addr returns the address the server listens on.
@@ -72,7 +148,8 @@ func (s *Server) SetReady(ready bool) { s.ready.Store(ready) }
 
 // Shutdown stops the server.
 func (s *Server) Shutdown(ctx context.Context) error {
-	err := s.srv.Shutdown(ctx)
+	err := s.http.Shutdown(ctx)
+	s.grpc.Stop()
 	s.wg.Wait()
 	return err
 }

@@ -1,0 +1,210 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	busmeshv1 "github.com/busmesh/busmesh/proto/busmesh/v1"
+)
+
+// adminFlags are the flags of the verbs that talk to a sidecar's admin API.
+type adminFlags struct {
+	addr    string
+	output  string
+	timeout time.Duration
+}
+
+func (f *adminFlags) register(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&f.addr, "admin", "127.0.0.1:15000", "the sidecar's admin address")
+	cmd.Flags().StringVarP(&f.output, "output", "o", "table", "output format: table or json")
+	cmd.Flags().DurationVar(&f.timeout, "timeout", 10*time.Second, "how long to wait for the answer")
+}
+
+// client connects to the admin API and returns it with a context bounded
+// by --timeout.
+func (f *adminFlags) client(cmd *cobra.Command) (busmeshv1.AdminClient, context.Context, func(), error) {
+	if f.output != "table" && f.output != "json" {
+		return nil, nil, nil, usageError{fmt.Errorf("--output %q: want table or json", f.output)}
+	}
+	conn, err := grpc.NewClient(f.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, nil, nil, usageError{fmt.Errorf("--admin %q: %w", f.addr, err)}
+	}
+	ctx, cancel := context.WithTimeout(cmd.Context(), f.timeout)
+	return busmeshv1.NewAdminClient(conn), ctx, func() { cancel(); conn.Close() }, nil
+}
+
+// printJSON writes m as the REST API would.
+func printJSON(w io.Writer, m proto.Message) error {
+	b, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(m)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(w, string(b))
+	return err
+}
+
+func table(w io.Writer) *tabwriter.Writer { return tabwriter.NewWriter(w, 0, 4, 2, ' ', 0) }
+
+func row(tw *tabwriter.Writer, cols ...any) {
+	s := make([]string, len(cols))
+	for i, c := range cols {
+		s[i] = fmt.Sprint(c)
+	}
+	fmt.Fprintln(tw, strings.Join(s, "\t"))
+}
+
+func newServicesCmd() *cobra.Command {
+	var f adminFlags
+	cmd := &cobra.Command{
+		Use:   "services [SERVICE]",
+		Short: "List the services a sidecar's discovery knows, with their instances",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, ctx, done, err := f.client(cmd)
+			if err != nil {
+				return err
+			}
+			defer done()
+			req := &busmeshv1.ListServicesRequest{}
+			if len(args) == 1 {
+				req.Service = args[0]
+			}
+			resp, err := c.ListServices(ctx, req)
+			if err != nil {
+				return fmt.Errorf("list services at %s: %w", f.addr, err)
+			}
+			out := cmd.OutOrStdout()
+			if f.output == "json" {
+				return printJSON(out, resp)
+			}
+			tw := table(out)
+			row(tw, "SERVICE", "INSTANCE", "VERSION", "ZONE", "HEALTHY", "INFLIGHT", "P50", "LAST SEEN")
+			for _, s := range resp.Services {
+				for _, in := range s.Instances {
+					healthy := "no"
+					if in.Healthy {
+						healthy = "yes"
+					}
+					row(tw, s.Name, in.Name, dash(in.Version), dash(in.Zone), healthy,
+						fmt.Sprintf("%d/%d", in.Inflight, in.Concurrency), in.P50.AsDuration(),
+						time.Since(in.LastSeen.AsTime()).Round(100*time.Millisecond).String()+" ago")
+				}
+			}
+			return tw.Flush()
+		},
+	}
+	f.register(cmd)
+	return cmd
+}
+
+func newStatsCmd() *cobra.Command {
+	var f adminFlags
+	cmd := &cobra.Command{
+		Use:   "stats",
+		Short: "Show a sidecar's traffic per service",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, ctx, done, err := f.client(cmd)
+			if err != nil {
+				return err
+			}
+			defer done()
+			resp, err := c.GetStats(ctx, &busmeshv1.GetStatsRequest{})
+			if err != nil {
+				return fmt.Errorf("stats at %s: %w", f.addr, err)
+			}
+			out := cmd.OutOrStdout()
+			if f.output == "json" {
+				return printJSON(out, resp)
+			}
+			fmt.Fprintf(out, "sidecar %s, up %v\n\n", resp.Sidecar, resp.Uptime.AsDuration().Round(time.Second))
+			tw := table(out)
+			row(tw, "SIDE", "SERVICE", "REQUESTS", "CODES", "MESH ERRORS", "P50", "P99")
+			for _, side := range []struct {
+				name  string
+				stats []*busmeshv1.ServiceStats
+			}{{"ambassador", resp.Ambassador}, {"adapter", resp.Adapter}} {
+				for _, s := range side.stats {
+					row(tw, side.name, s.Service, s.Requests, counts(s.Codes), counts(s.Errors), s.P50.AsDuration(), s.P99.AsDuration())
+				}
+			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			if len(resp.Rejected) > 0 {
+				fmt.Fprintf(out, "\nrejected envelopes: %s\n", counts(resp.Rejected))
+			}
+			return nil
+		},
+	}
+	f.register(cmd)
+	return cmd
+}
+
+func newRoutesCmd() *cobra.Command {
+	var f adminFlags
+	cmd := &cobra.Command{
+		Use:   "routes",
+		Short: "List how a sidecar's ports lead to services",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, ctx, done, err := f.client(cmd)
+			if err != nil {
+				return err
+			}
+			defer done()
+			resp, err := c.ListRoutes(ctx, &busmeshv1.ListRoutesRequest{})
+			if err != nil {
+				return fmt.Errorf("routes at %s: %w", f.addr, err)
+			}
+			out := cmd.OutOrStdout()
+			if f.output == "json" {
+				return printJSON(out, resp)
+			}
+			tw := table(out)
+			row(tw, "KIND", "LISTEN", "MATCH", "SERVICE", "TARGET")
+			for _, r := range resp.Routes {
+				row(tw, r.Kind, dash(r.Listen), dash(r.Match), r.Service, dash(r.Target))
+			}
+			return tw.Flush()
+		},
+	}
+	f.register(cmd)
+	return cmd
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// counts formats a count map as "200=5 503=1", keys sorted.
+func counts(m map[string]uint64) string {
+	if len(m) == 0 {
+		return "-"
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s=%d", k, m[k])
+	}
+	return strings.Join(parts, " ")
+}
