@@ -58,10 +58,15 @@ type Adapter struct {
 	slots   chan struct{}
 	running sync.WaitGroup
 
-	mu    sync.Mutex
-	calls map[callKey]*serverCall
-	subs  []broker.Subscription // inbox and cancel subjects
-	queue broker.Subscription   // the service subject
+	latency telemetry.LatencyWindow // the application's answer times, announced as p50
+
+	mu         sync.Mutex
+	calls      map[callKey]*serverCall
+	subs       []broker.Subscription // inbox and cancel subjects
+	serving    []broker.Subscription // the service's queue group and the instance subject, while healthy
+	started    bool
+	stopHealth context.CancelFunc
+	healthDone chan struct{}
 }
 
 // callKey names a call: ids are unique per calling sidecar only.
@@ -143,7 +148,9 @@ func newClient(concurrency int) *http.Client {
 }
 
 // Start subscribes to the adapter's inbox and the service's cancel subject,
-// then joins the service's queue group: from then on it takes calls.
+// checks the application if a health check is configured, and, when it is
+// healthy, joins the service's queue group and subscribes to its instance
+// subject: from then on it takes calls. It announces itself either way.
 func (a *Adapter) Start(ctx context.Context) error {
 	inbox, err := a.broker.Subscribe(ctx, a.inbox, a.handleFrame)
 	if err != nil {
@@ -154,43 +161,114 @@ func (a *Adapter) Start(ctx context.Context) error {
 		inbox.Unsubscribe()
 		return fmt.Errorf("adapter cancel subject: %w", err)
 	}
-	subject := broker.ServiceSubject(a.cfg.Service)
-	queue, err := a.broker.QueueSubscribe(ctx, subject, a.cfg.Service, a.handleRequest)
-	if err != nil {
-		inbox.Unsubscribe()
-		cancels.Unsubscribe()
-		return fmt.Errorf("adapter subscribe %s: %w", subject, err)
-	}
 	a.mu.Lock()
 	a.subs = []broker.Subscription{inbox, cancels}
-	a.queue = queue
+	a.started = true
 	a.mu.Unlock()
+	healthy := true
+	if a.cfg.Health != nil {
+		if err := a.checkApp(ctx); err != nil {
+			healthy = false
+			a.logger.Warn("application unhealthy at start: taking no calls until it passes", telemetry.KeyErr, err)
+		}
+	}
+	if healthy {
+		if err := a.consume(ctx); err != nil {
+			a.Shutdown(context.Background())
+			return err
+		}
+	}
 	// Announce once calls can be taken, so no caller is sent here early.
-	if err := a.announce.Start(ctx, true); err != nil {
+	if err := a.announce.Start(ctx, healthy); err != nil {
 		a.Shutdown(context.Background())
 		return err
 	}
-	a.logger.Info("serving", telemetry.KeySubject, subject, telemetry.KeyInstance, a.cfg.Instance, "target", a.target)
+	if a.cfg.Health != nil {
+		hctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		a.mu.Lock()
+		a.stopHealth, a.healthDone = cancel, make(chan struct{})
+		a.mu.Unlock()
+		go func() {
+			defer close(a.healthDone)
+			a.watchHealth(hctx, healthy)
+		}()
+	}
+	a.logger.Info("serving", telemetry.KeySubject, broker.ServiceSubject(a.cfg.Service), telemetry.KeyInstance, a.cfg.Instance,
+		"target", a.target, "healthy", healthy)
 	return nil
 }
 
-// Shutdown drains: it leaves the queue group so no new call arrives, waits
-// for the calls in flight to finish (until ctx ends, when it cancels them),
-// then unsubscribes the rest.
+// consume joins the service's queue group and subscribes to the
+// instance's own subject (direct mode): calls start arriving.
+func (a *Adapter) consume(ctx context.Context) error {
+	subject := broker.ServiceSubject(a.cfg.Service)
+	queue, err := a.broker.QueueSubscribe(ctx, subject, a.cfg.Service, a.handleRequest)
+	if err != nil {
+		return fmt.Errorf("adapter subscribe %s: %w", subject, err)
+	}
+	direct := broker.InstanceSubject(a.cfg.Service, a.cfg.Instance)
+	own, err := a.broker.Subscribe(ctx, direct, a.handleRequest)
+	if err != nil {
+		queue.Unsubscribe()
+		return fmt.Errorf("adapter subscribe %s: %w", direct, err)
+	}
+	a.mu.Lock()
+	a.serving = []broker.Subscription{queue, own}
+	a.mu.Unlock()
+	return nil
+}
+
+// stopConsuming leaves the queue group and the instance subject; calls in
+// flight go on.
+func (a *Adapter) stopConsuming() error {
+	a.mu.Lock()
+	subs := a.serving
+	a.serving = nil
+	a.mu.Unlock()
+	var errs []error
+	for _, s := range subs {
+		errs = append(errs, s.Unsubscribe())
+	}
+	return errors.Join(errs...)
+}
+
+// setServing follows the application's health: unhealthy, it says so
+// before it stops taking calls, so ambassadors stop choosing it first;
+// healthy, it takes calls before it says so.
+func (a *Adapter) setServing(ctx context.Context, healthy bool) {
+	if !healthy {
+		a.announce.SetHealthy(false)
+		if err := a.stopConsuming(); err != nil {
+			a.logger.Warn("leaving the queue group", telemetry.KeyErr, err)
+		}
+		return
+	}
+	if err := a.consume(ctx); err != nil {
+		a.logger.Error("rejoining the queue group", telemetry.KeyErr, err)
+		return
+	}
+	a.announce.SetHealthy(true)
+}
+
+// Shutdown drains: it says goodbye and leaves the queue group so no new
+// call arrives, waits for the calls in flight to finish (until ctx ends,
+// when it cancels them), then unsubscribes the rest.
 func (a *Adapter) Shutdown(ctx context.Context) error {
 	a.mu.Lock()
-	queue, subs := a.queue, a.subs
-	a.queue, a.subs = nil, nil
+	started, subs, stopHealth, healthDone := a.started, a.subs, a.stopHealth, a.healthDone
+	a.started, a.subs, a.stopHealth = false, nil, nil
 	a.mu.Unlock()
+	if !started {
+		return nil
+	}
+	if stopHealth != nil {
+		stopHealth()
+		<-healthDone
+	}
 	var errs []error
 	// Goodbye first: ambassadors stop choosing this instance before it
 	// stops taking calls.
-	if queue != nil {
-		errs = append(errs, a.announce.Stop(ctx))
-	}
-	if queue != nil {
-		errs = append(errs, queue.Unsubscribe())
-	}
+	errs = append(errs, a.announce.Stop(ctx), a.stopConsuming())
 	done := make(chan struct{})
 	go func() { a.running.Wait(); close(done) }()
 	select {
@@ -305,7 +383,7 @@ func (a *Adapter) handleFrame(_ context.Context, data []byte) {
 }
 
 // readings are the load figures announced with the instance.
-func (a *Adapter) readings() (int, time.Duration) { return len(a.slots), 0 }
+func (a *Adapter) readings() (int, time.Duration) { return len(a.slots), a.latency.TakeMedian() }
 
 func (a *Adapter) register(k callKey, c *serverCall) {
 	a.mu.Lock()

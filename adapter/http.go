@@ -180,6 +180,8 @@ func (a *Adapter) answerError(ctx context.Context, req *envelope.Request, status
 }
 
 func (a *Adapter) count(status int, start time.Time) {
+	took := time.Since(start)
 	a.metrics.AdapterRequests.WithLabelValues(a.cfg.Service, telemetry.Code(status)).Inc()
-	a.metrics.AdapterDuration.WithLabelValues(a.cfg.Service).Observe(time.Since(start).Seconds())
+	a.metrics.AdapterDuration.WithLabelValues(a.cfg.Service).Observe(took.Seconds())
+	a.latency.Observe(took)
 }

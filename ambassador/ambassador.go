@@ -44,7 +44,8 @@ type Ambassador struct {
 	inbox   *Inbox
 	maxMsg  int // the broker's message size limit
 	chunk   int // body frame size
-	routes  routeCache
+	routes  *routeCache
+	lb      *balancer
 	// grpcRoutes are the routes of ambassador.grpc_routes, by method prefix.
 	grpcRoutes map[string]route
 
@@ -70,12 +71,15 @@ func New(ctx context.Context, o Options) (*Ambassador, error) {
 		return nil, fmt.Errorf("ambassador inbox: %w", err)
 	}
 	maxMsg := broker.MaxMessageBytes(o.Broker)
+	routes := routeCache{cfg: o.Config, m: map[string]route{}}
 	grpcRoutes := make(map[string]route, len(o.Config.GRPCRoutes))
 	for prefix, svc := range o.Config.GRPCRoutes {
-		grpcRoutes[prefix] = newRoute(svc)
+		grpcRoutes[prefix] = routes.route(svc)
 	}
 	return &Ambassador{
 		grpcRoutes: grpcRoutes,
+		routes:     &routes,
+		lb:         newBalancer(),
 		cfg:        o.Config,
 		sidecar:    o.Sidecar,
 		broker:     o.Broker,
@@ -85,7 +89,6 @@ func New(ctx context.Context, o Options) (*Ambassador, error) {
 		inbox:      in,
 		maxMsg:     maxMsg,
 		chunk:      stream.ChunkSize(maxMsg),
-		routes:     routeCache{m: map[string]route{}},
 	}, nil
 }
 

@@ -87,7 +87,7 @@ func (a *Ambassador) serveGRPC(_ any, ss grpc.ServerStream) error {
 		return a.grpcError(ss, "", codes.Unimplemented, ReasonNoRoute,
 			fmt.Sprintf("no service for %s: call with :authority <service> or set ambassador.grpc_routes", method))
 	}
-	if a.reg != nil && len(a.reg.Healthy(rt.service)) == 0 {
+	if !a.available(rt) {
 		return a.grpcError(ss, rt.service, codes.Unavailable, ReasonNoHealthy,
 			fmt.Sprintf("no healthy instance of service %q is known", rt.service))
 	}
@@ -149,10 +149,11 @@ func (a *Ambassador) serveGRPC(_ any, ss grpc.ServerStream) error {
 		return a.grpcError(ss, rt.service, codes.ResourceExhausted, ReasonRequestTooLarge,
 			fmt.Sprintf("the first messages do not fit the broker's %d-byte messages", a.maxMsg))
 	}
-	enc := stream.GetBuffer()
-	*enc = req.AppendEnvelope(*enc)
-	err = a.inbox.publish(ctx, rt.subject, c, *enc)
-	stream.PutBuffer(enc)
+	st, err := a.publish(ctx, rt, c, &req, nil)
+	if errors.Is(err, errNoHealthy) {
+		return a.grpcError(ss, rt.service, codes.Unavailable, ReasonNoHealthy,
+			fmt.Sprintf("no healthy instance of service %q is known", rt.service))
+	}
 	if err != nil {
 		return a.grpcError(ss, rt.service, codes.Unavailable, ReasonBrokerUnavailable, err.Error())
 	}
@@ -163,13 +164,7 @@ func (a *Ambassador) serveGRPC(_ any, ss grpc.ServerStream) error {
 		pump <- nil
 	}
 
-	select {
-	case <-c.ready:
-	case <-ctx.Done():
-	}
-	c.mu.Lock()
-	answered, callErr := c.answered, c.err
-	c.mu.Unlock()
+	answered, callErr := a.await(ctx, rt, c, &req, st)
 	var result error
 	switch {
 	case answered:

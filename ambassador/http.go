@@ -41,7 +41,7 @@ const (
 // service is set, else the shared port, which routes by the Host header.
 func (a *Ambassador) Handler(service string) http.Handler {
 	if service != "" {
-		r := newRoute(service)
+		r := a.routes.route(service)
 		return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) { a.serve(w, req, r) })
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
@@ -68,9 +68,8 @@ func (a *Ambassador) serve(w http.ResponseWriter, r *http.Request, rt route) {
 		}
 		timeout = d
 	}
-	if a.reg != nil && len(a.reg.Healthy(rt.service)) == 0 {
-		a.meshError(w, rt.service, http.StatusServiceUnavailable, ReasonNoHealthy,
-			fmt.Sprintf("no healthy instance of service %q is known", rt.service))
+	if !a.available(rt) {
+		a.noHealthy(w, rt)
 		return
 	}
 	limit := int64(a.cfg.MaxBodyBytes)
@@ -120,10 +119,11 @@ func (a *Ambassador) serve(w http.ResponseWriter, r *http.Request, rt route) {
 		c.accepted = make(chan struct{})
 	}
 
-	enc := stream.GetBuffer()
-	*enc = req.AppendEnvelope(*enc)
-	err = a.inbox.publish(ctx, rt.subject, c, *enc)
-	stream.PutBuffer(enc)
+	st, err := a.publish(ctx, rt, c, &req, nil)
+	if errors.Is(err, errNoHealthy) {
+		a.noHealthy(w, rt)
+		return
+	}
 	if err != nil {
 		a.publishError(w, rt.service, err)
 		return
@@ -137,14 +137,7 @@ func (a *Ambassador) serve(w http.ResponseWriter, r *http.Request, rt route) {
 		go func() { pump <- a.sendBody(ctx, c, r.Body, int64(len(body)), limit) }()
 	}
 
-	select {
-	case <-c.ready:
-	case <-ctx.Done():
-	}
-	c.mu.Lock()
-	answered, callErr := c.answered, c.err
-	c.mu.Unlock()
-
+	answered, callErr := a.await(ctx, rt, c, &req, st)
 	switch {
 	case answered:
 		a.respond(ctx, w, rt, c, start)
@@ -270,6 +263,15 @@ func (a *Ambassador) cancelRemote(c *call, rt route, reason string) {
 	if err := stream.Cancel(ctx, a.broker, subject, c.id, a.sidecar, reason); err != nil {
 		a.logger.Debug("cancel not sent", telemetry.KeySubject, subject, telemetry.KeyErr, err)
 	}
+}
+
+// noHealthy answers a call no instance may take.
+func (a *Ambassador) noHealthy(w http.ResponseWriter, rt route) {
+	detail := fmt.Sprintf("no healthy instance of service %q is known", rt.service)
+	if rt.policy.Version != "" {
+		detail = fmt.Sprintf("no healthy instance of service %q at version %q is known", rt.service, rt.policy.Version)
+	}
+	a.meshError(w, rt.service, http.StatusServiceUnavailable, ReasonNoHealthy, detail)
 }
 
 // publishError answers a call whose request could not be published.

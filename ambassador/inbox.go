@@ -242,6 +242,17 @@ func (c *call) fail(err error) {
 	c.signal()
 }
 
+// clearFailure forgets a failure, to send the call again.
+func (c *call) clearFailure() {
+	c.mu.Lock()
+	c.err = nil
+	c.mu.Unlock()
+	select {
+	case <-c.ready:
+	default:
+	}
+}
+
 func (c *call) signal() {
 	select {
 	case c.ready <- struct{}{}:

@@ -6,23 +6,27 @@ import (
 	"sync"
 
 	"github.com/busmesh/busmesh/broker"
+	"github.com/busmesh/busmesh/internal/config"
 )
 
-// route is where a call goes.
+// route is where a call goes, and how.
 type route struct {
 	service string
 	subject string // broker.ServiceSubject(service), built once
-}
-
-func newRoute(service string) route {
-	return route{service: service, subject: broker.ServiceSubject(service)}
+	policy  config.ServicePolicy
 }
 
 // routeCache remembers the route of each Host header seen on the shared
 // port, so routing a call costs a map read, not string building.
 type routeCache struct {
-	mu sync.RWMutex
-	m  map[string]route
+	cfg *config.Ambassador
+	mu  sync.RWMutex
+	m   map[string]route
+}
+
+// route returns the route to a service by name.
+func (rc *routeCache) route(service string) route {
+	return route{service: service, subject: broker.ServiceSubject(service), policy: rc.cfg.Policy(service)}
 }
 
 // maxCachedHosts bounds the cache: Host headers come from clients.
@@ -41,7 +45,7 @@ func (rc *routeCache) byHost(host string) (route, bool) {
 	if !ok {
 		return route{}, false
 	}
-	r = newRoute(service)
+	r = rc.route(service)
 	rc.mu.Lock()
 	if len(rc.m) < maxCachedHosts {
 		rc.m[host] = r

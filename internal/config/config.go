@@ -71,6 +71,33 @@ type Ambassador struct {
 	// MaxBodyBytes bounds request and response bodies; larger requests get
 	// 413.
 	MaxBodyBytes ByteSize `yaml:"max_body_bytes"`
+	// LB is the load balancing of services without their own: queue or
+	// direct.
+	LB string `yaml:"lb"`
+	// Services sets how calls to a service are balanced.
+	Services map[string]*ServicePolicy `yaml:"services"`
+}
+
+// The load-balancing modes.
+const (
+	// LBQueue lets the broker spread calls over the service's queue group;
+	// each adapter takes only as many as it can serve.
+	LBQueue = "queue"
+	// LBDirect has the ambassador pick an instance (power of two choices
+	// over peak-EWMA latency times calls in flight) and send to it alone.
+	LBDirect = "direct"
+)
+
+// ServicePolicy is how an ambassador sends calls to one service.
+type ServicePolicy struct {
+	// LB is queue or direct; the ambassador's lb when empty.
+	LB string `yaml:"lb"`
+	// PreferZone, in direct mode, sends calls to instances in this zone
+	// while any of them is healthy.
+	PreferZone string `yaml:"prefer_zone"`
+	// Version, in direct mode, sends calls only to instances of this
+	// version.
+	Version string `yaml:"version"`
 }
 
 // Adapter is the server side: it takes the service's calls off the bus and
@@ -94,6 +121,27 @@ type Adapter struct {
 	Concurrency int `yaml:"concurrency"`
 	// MaxBodyBytes bounds request and response bodies.
 	MaxBodyBytes ByteSize `yaml:"max_body_bytes"`
+	// Health checks the application; while it fails, the adapter takes no
+	// calls and announces itself unhealthy. No section: always healthy.
+	Health *Health `yaml:"health"`
+}
+
+// Health is the adapter's check of its application.
+type Health struct {
+	// HTTP is a path to GET on an HTTP application; 2xx and 3xx are
+	// healthy.
+	HTTP string `yaml:"http"`
+	// GRPC checks a gRPC application with the standard health protocol
+	// (grpc.health.v1), for GRPCService ("" is the whole server).
+	GRPC        bool   `yaml:"grpc"`
+	GRPCService string `yaml:"grpc_service"`
+	// Interval is the time between checks; Timeout bounds one.
+	Interval Duration `yaml:"interval"`
+	Timeout  Duration `yaml:"timeout"`
+	// UnhealthyAfter consecutive failures make the application unhealthy;
+	// HealthyAfter consecutive successes make it healthy again.
+	UnhealthyAfter int `yaml:"unhealthy_after"`
+	HealthyAfter   int `yaml:"healthy_after"`
 }
 
 // Defaults.
@@ -123,6 +171,30 @@ type defaulter interface{ setDefaults() }
 func (a *Ambassador) setDefaults() {
 	a.Timeout = Duration(DefaultTimeout)
 	a.MaxBodyBytes = DefaultMaxBodyBytes
+	a.LB = LBQueue
+}
+
+func (h *Health) setDefaults() {
+	h.Interval = Duration(time.Second)
+	h.Timeout = Duration(time.Second)
+	h.UnhealthyAfter = 2
+	h.HealthyAfter = 1
+}
+
+// Policy returns the policy of calls to service: its own entry, with the
+// ambassador's lb where the entry leaves it empty.
+func (a *Ambassador) Policy(service string) ServicePolicy {
+	var p ServicePolicy
+	if sp := a.Services[service]; sp != nil {
+		p = *sp
+	}
+	if p.LB == "" {
+		p.LB = a.LB
+	}
+	if p.LB == "" {
+		p.LB = LBQueue
+	}
+	return p
 }
 
 func (a *Adapter) setDefaults() {

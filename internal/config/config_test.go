@@ -41,14 +41,20 @@ func TestParseGood(t *testing.T) {
 			Upstreams:    map[string]string{"orders": "127.0.0.1:9001"},
 			Timeout:      config.Duration(2 * time.Second),
 			MaxBodyBytes: 1 << 20,
+			LB:           config.LBQueue,
+			Services:     map[string]*config.ServicePolicy{"orders": {LB: config.LBDirect, PreferZone: "eu-1"}},
 		},
 		Adapter: &config.Adapter{
 			Service:      "web",
 			Instance:     "web-1",
 			Version:      "v2",
+			Zone:         "eu-1",
+			Labels:       map[string]string{"team": "web"},
 			Target:       "http://127.0.0.1:8080",
 			Concurrency:  config.DefaultConcurrency,
 			MaxBodyBytes: config.DefaultMaxBodyBytes,
+			Health: &config.Health{HTTP: "/healthz", Interval: config.Duration(500 * time.Millisecond),
+				Timeout: config.Duration(time.Second), UnhealthyAfter: 2, HealthyAfter: 1},
 		},
 	}
 	if diff := cmp.Diff(got, want); diff != "" {

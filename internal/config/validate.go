@@ -1,6 +1,7 @@
 package config
 
 import (
+	"maps"
 	"net"
 	"net/url"
 	"os"
@@ -130,6 +131,19 @@ func (c *Config) validate(errs *Error) {
 		if a.MaxBodyBytes <= 0 {
 			errs.add("ambassador.max_body_bytes", 0, "%d must be positive (example: \"4MiB\")", a.MaxBodyBytes)
 		}
+		checkLB(errs, "ambassador.lb", a.LB, false)
+		for _, svc := range slices.Sorted(maps.Keys(a.Services)) {
+			key := "ambassador.services." + svc
+			if err := broker.ValidToken(svc); err != nil {
+				errs.add(key, 0, "service name %v", err)
+			}
+			if p := a.Services[svc]; p != nil {
+				checkLB(errs, key+".lb", p.LB, true)
+				if (p.PreferZone != "" || p.Version != "") && a.Policy(svc).LB != LBDirect {
+					errs.add(key, 0, "prefer_zone and version need lb: direct (the ambassador picks the instance)")
+				}
+			}
+		}
 	}
 	if a := c.Adapter; a != nil {
 		if err := broker.ValidToken(a.Service); err != nil {
@@ -144,6 +158,9 @@ func (c *Config) validate(errs *Error) {
 		}
 		if a.MaxBodyBytes <= 0 {
 			errs.add("adapter.max_body_bytes", 0, "%d must be positive (example: \"4MiB\")", a.MaxBodyBytes)
+		}
+		if h := a.Health; h != nil {
+			checkHealth(errs, h, a.Target)
 		}
 	}
 }
@@ -191,4 +208,41 @@ func sortedMapKeys(m map[string]string) []string {
 	}
 	slices.Sort(keys)
 	return keys
+}
+
+func checkLB(errs *Error, key, lb string, optional bool) {
+	if lb == "" && optional {
+		return
+	}
+	if lb != LBQueue && lb != LBDirect {
+		errs.add(key, 0, "%q is not a mode (allowed: queue, direct)", lb)
+	}
+}
+
+func checkHealth(errs *Error, h *Health, target string) {
+	grpcTarget := strings.HasPrefix(target, "grpc://")
+	switch {
+	case h.HTTP != "" && h.GRPC:
+		errs.add("adapter.health", 0, "set http or grpc, not both")
+	case h.HTTP == "" && !h.GRPC:
+		errs.add("adapter.health", 0, "no check: set http (a path, example: /healthz) or grpc: true")
+	case h.HTTP != "" && grpcTarget:
+		errs.add("adapter.health.http", 0, "%q: the target is a gRPC server; use grpc: true", h.HTTP)
+	case h.HTTP != "" && !strings.HasPrefix(h.HTTP, "/"):
+		errs.add("adapter.health.http", 0, "%q is not a path (example: /healthz)", h.HTTP)
+	case h.GRPC && !grpcTarget:
+		errs.add("adapter.health.grpc", 0, "the target %q is not a gRPC server (grpc://...)", target)
+	}
+	if h.Interval < Duration(10*time.Millisecond) {
+		errs.add("adapter.health.interval", 0, "%q is too short (at least 10ms)", h.Interval.D().String())
+	}
+	if h.Timeout <= 0 {
+		errs.add("adapter.health.timeout", 0, "%q must be positive", h.Timeout.D().String())
+	}
+	if h.UnhealthyAfter < 1 {
+		errs.add("adapter.health.unhealthy_after", 0, "%d must be at least 1", h.UnhealthyAfter)
+	}
+	if h.HealthyAfter < 1 {
+		errs.add("adapter.health.healthy_after", 0, "%d must be at least 1", h.HealthyAfter)
+	}
 }
