@@ -218,17 +218,32 @@ func (a *Adapter) consume(ctx context.Context) error {
 	return nil
 }
 
-// stopConsuming leaves the queue group and the instance subject; calls in
+// drainTimeout bounds how long leaving the queue group may take to serve
+// what the broker already handed over.
+const drainTimeout = 10 * time.Second
+
+// stopConsuming leaves the queue group and the instance subject, serving
+// first what the broker already delivered to this instance; calls in
 // flight go on.
 func (a *Adapter) stopConsuming() error {
 	a.mu.Lock()
 	subs := a.serving
 	a.serving = nil
 	a.mu.Unlock()
-	var errs []error
-	for _, s := range subs {
-		errs = append(errs, s.Unsubscribe())
+	ctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
+	defer cancel()
+	errs := make([]error, len(subs))
+	var wg sync.WaitGroup
+	for i, s := range subs {
+		wg.Go(func() {
+			if d, ok := s.(broker.Drainer); ok {
+				errs[i] = d.Drain(ctx)
+			} else {
+				errs[i] = s.Unsubscribe()
+			}
+		})
 	}
+	wg.Wait()
 	return errors.Join(errs...)
 }
 

@@ -56,6 +56,19 @@ type Subscription interface {
 	Unsubscribe() error
 }
 
+// Drainer is implemented by subscriptions that can end gracefully: the
+// broker stops delivering, and messages it already handed to this member
+// still reach the handler, instead of being lost (core NATS) or given back
+// (RabbitMQ requeues unacknowledged messages; Kafka redelivers uncommitted
+// ones, so their Unsubscribe loses nothing either way). An adapter leaving
+// its queue group drains.
+type Drainer interface {
+	// Drain stops delivery of new messages, lets the handler take those
+	// already delivered, then ends the subscription as Unsubscribe does. It
+	// returns when done, or unsubscribes at once when ctx ends.
+	Drain(ctx context.Context) error
+}
+
 // Returner is implemented by backends whose broker hands back a message that
 // reached no subscriber: NATS answers "no responders", RabbitMQ returns
 // mandatory messages it could not route. The ambassador uses it to fail a

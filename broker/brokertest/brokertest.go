@@ -74,6 +74,7 @@ func Run(t *testing.T, f Features, newBroker NewFunc) {
 		{"ConcurrentPublishers", s.concurrentPublishers},
 		{"SubjectIsolation", s.subjectIsolation},
 		{"Returns", s.returns},
+		{"Drain", s.drain},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -647,5 +648,34 @@ func (s *suite) reconnect(t *testing.T) {
 		}
 		_ = pub.Publish(ctx, subj, payload(i)) // errors while reconnecting are expected
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// drain checks broker.Drainer, on subscriptions that implement it: what
+// was delivered to a member before Drain still reaches its handler.
+func (s *suite) drain(t *testing.T) {
+	ctx := testCtx(t)
+	b := s.open(t)
+	subj := subject(t)
+	in := newInbox()
+	sub, err := b.QueueSubscribe(ctx, subj, "g", func(hctx context.Context, data []byte) {
+		time.Sleep(time.Millisecond) // a busy member: messages wait for it
+		in.handle(hctx, data)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, ok := sub.(broker.Drainer)
+	if !ok {
+		t.Skip("the subscription is not a broker.Drainer (its Unsubscribe gives undelivered messages back)")
+	}
+	const n = 200
+	publishN(t, ctx, s.open(t), subj, n)
+	waitFor(t, s.f.Wait, "the first delivery", func() bool { return in.len() > 0 })
+	if err := d.Drain(ctx); err != nil {
+		t.Fatalf("Drain = %v", err)
+	}
+	if got := in.len(); got != n {
+		t.Fatalf("after Drain the handler had %d of %d messages delivered to it", got, n)
 	}
 }

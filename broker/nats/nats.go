@@ -281,6 +281,20 @@ func (s *subscription) deliver(m *nats.Msg) {
 	s.h(s.ctx, m.Data)
 }
 
+// Drain implements broker.Drainer: the NATS client hands this member's
+// pending messages to the handler, then closes the subscription.
+func (s *subscription) Drain(ctx context.Context) error {
+	closed := s.sub.StatusChanged(nats.SubscriptionClosed)
+	if err := s.sub.Drain(); err != nil {
+		return errors.Join(fmt.Errorf("drain %s: %w", s.sub.Subject, err), s.Unsubscribe())
+	}
+	select {
+	case <-closed:
+	case <-ctx.Done():
+	}
+	return s.Unsubscribe()
+}
+
 // Unsubscribe implements broker.Subscription.
 func (s *subscription) Unsubscribe() error {
 	s.cancel()
@@ -308,6 +322,7 @@ func (s *subscription) Unsubscribe() error {
 
 // Interface guards.
 var (
+	_ broker.Drainer     = (*subscription)(nil)
 	_ broker.Broker      = (*Conn)(nil)
 	_ broker.Returner    = (*Conn)(nil)
 	_ broker.SizeLimiter = (*Conn)(nil)
