@@ -1,0 +1,276 @@
+package kafka_test
+
+import (
+	"context"
+	"errors"
+	"runtime"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/busmesh/busmesh/broker"
+)
+
+func TestMaxMessageBytesOption(t *testing.T) {
+	c := startCluster(t)
+	b := dial(t, c.url+"?max_message_bytes=4096")
+	defer b.Close()
+	if got := broker.MaxMessageBytes(b); got != 4096 {
+		t.Fatalf("MaxMessageBytes() = %d, want 4096", got)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if err := b.Publish(ctx, "limit.test", make([]byte, 4097)); !errors.Is(err, broker.ErrTooLarge) {
+		t.Fatalf("Publish(4097 bytes) = %v, want ErrTooLarge", err)
+	}
+	got := make(chan int, 8)
+	if _, err := b.Subscribe(ctx, "limit.test", func(_ context.Context, d []byte) { got <- len(d) }); err != nil {
+		t.Fatal(err)
+	}
+	// Several at the limit in one produce request: each needs its own
+	// record batch, or the topic's max.message.bytes refuses them.
+	for range 4 {
+		if err := b.Publish(ctx, "limit.test", make([]byte, 4096)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 4 {
+		select {
+		case n := <-got:
+			if n != 4096 {
+				t.Fatalf("got %d bytes, want 4096", n)
+			}
+		case <-ctx.Done():
+			t.Fatal("messages at the size limit did not arrive")
+		}
+	}
+}
+
+// TestQueueGroupRebalance publishes without pause while members join and
+// leave: every message reaches exactly one member, because a member commits
+// where it stopped when a rebalance takes its partitions, and the next owner
+// starts there.
+func TestQueueGroupRebalance(t *testing.T) {
+	c := startCluster(t)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	var mu sync.Mutex
+	seen := map[string]int{}
+	handle := func(_ context.Context, d []byte) {
+		mu.Lock()
+		seen[string(d)]++
+		mu.Unlock()
+	}
+	join := func() broker.Subscription {
+		b := dial(t, c.url)
+		t.Cleanup(func() { b.Close() })
+		sub, err := b.QueueSubscribe(ctx, "rebalance.test", "workers", handle)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sub
+	}
+	first := join()
+	pub := dial(t, c.url)
+	defer pub.Close()
+	n := 3000
+	if testing.Short() {
+		n = 1000
+	}
+	for i := range n {
+		switch i {
+		case n / 4:
+			join()
+		case n / 2:
+			join()
+		case 3 * n / 4:
+			if err := first.Unsubscribe(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := pub.Publish(ctx, "rebalance.test", []byte(strconv.Itoa(i))); err != nil {
+			t.Fatal(err)
+		}
+		if i%10 == 0 {
+			time.Sleep(time.Millisecond) // spread publishing over the rebalances
+		}
+	}
+	total := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		sum := 0
+		for _, k := range seen {
+			sum += k
+		}
+		return sum
+	}
+	for total() < n && ctx.Err() == nil {
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond) // late duplicates would show now
+	mu.Lock()
+	defer mu.Unlock()
+	var missing, dup int
+	for i := range n {
+		switch seen[strconv.Itoa(i)] {
+		case 0:
+			missing++
+		case 1:
+		default:
+			dup++
+		}
+	}
+	if missing != 0 || dup != 0 {
+		t.Fatalf("%d messages published: %d missing, %d delivered more than once", n, missing, dup)
+	}
+}
+
+// TestPublishWhileDown checks what Publish says while the cluster is gone:
+// a subject seen before is buffered, a new one is ErrDisconnected.
+func TestPublishWhileDown(t *testing.T) {
+	kc, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := dial(t, "kafka://"+kc.ListenAddrs()[0])
+	defer b.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if err := b.Publish(ctx, "down.known", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	kc.Close()
+	if err := b.Publish(ctx, "down.known", []byte("y")); err != nil {
+		t.Errorf("Publish(known subject, broker down) = %v, want nil (buffered)", err)
+	}
+	if err := b.Publish(ctx, "down.new", []byte("z")); !errors.Is(err, broker.ErrDisconnected) {
+		t.Errorf("Publish(new subject, broker down) = %v, want ErrDisconnected", err)
+	}
+	start := time.Now()
+	b.Close()
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("Close with the broker down took %v", d)
+	}
+}
+
+// TestCloseStopsEverything checks that Close leaves no goroutine of the
+// Conn behind: fetch loops, senders, deliveries and consumer groups.
+func TestCloseStopsEverything(t *testing.T) {
+	c := startCluster(t)
+	before := runtime.NumGoroutine()
+	b := dial(t, c.url)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	got := make(chan struct{}, 2)
+	h := func(context.Context, []byte) { got <- struct{}{} }
+	if _, err := b.Subscribe(ctx, "close.test", h); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.QueueSubscribe(ctx, "close.test", "g", h); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Publish(ctx, "close.test", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	<-got
+	<-got
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// kfake's side of each connection ends a moment after ours.
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("%d goroutines after Close, %d before:\n%s", runtime.NumGoroutine(), before, buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestLeaderChanges moves every partition to a random broker of three, a
+// few times, while messages flow: publishers route again what the old
+// leader refused, readers follow the partitions, and nothing is lost or
+// doubled.
+func TestLeaderChanges(t *testing.T) {
+	c := startCluster(t, kfake.NumBrokers(3))
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	fan, queue := newTally(), newTally()
+	if _, err := dial(t, c.url).Subscribe(ctx, "leaders.test", fan.add); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		b := dial(t, c.url)
+		t.Cleanup(func() { b.Close() })
+		if _, err := b.QueueSubscribe(ctx, "leaders.test", "workers", queue.add); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pub := dial(t, c.url)
+	defer pub.Close()
+	n := 2000
+	for i := range n {
+		if i%500 == 250 {
+			c.kc.ShufflePartitionLeaders()
+		}
+		if err := pub.Publish(ctx, "leaders.test", []byte(strconv.Itoa(i))); err != nil {
+			t.Fatal(err)
+		}
+		if i%10 == 0 {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	fan.check(t, ctx, "fan-out", n)
+	queue.check(t, ctx, "queue group", n)
+}
+
+// tally counts what a handler receives, by payload.
+type tally struct {
+	mu   sync.Mutex
+	seen map[string]int
+	n    int
+}
+
+func newTally() *tally { return &tally{seen: map[string]int{}} }
+
+func (ta *tally) add(_ context.Context, d []byte) {
+	ta.mu.Lock()
+	ta.seen[string(d)]++
+	ta.n++
+	ta.mu.Unlock()
+}
+
+// check waits for n messages, then fails t unless payloads 0..n-1 each
+// arrived once.
+func (ta *tally) check(t *testing.T, ctx context.Context, what string, n int) {
+	t.Helper()
+	for {
+		ta.mu.Lock()
+		got := ta.n
+		ta.mu.Unlock()
+		if got >= n || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond) // late duplicates would show now
+	ta.mu.Lock()
+	defer ta.mu.Unlock()
+	var missing, dup int
+	for i := range n {
+		switch ta.seen[strconv.Itoa(i)] {
+		case 0:
+			missing++
+		case 1:
+		default:
+			dup++
+		}
+	}
+	if missing != 0 || dup != 0 {
+		t.Errorf("%s: %d messages published: %d missing, %d delivered more than once", what, n, missing, dup)
+	}
+}

@@ -1,0 +1,133 @@
+package kafka_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/busmesh/busmesh/broker"
+)
+
+func TestSASL(t *testing.T) {
+	for _, mech := range []string{"plain", "scram-sha-256", "scram-sha-512"} {
+		t.Run(mech, func(t *testing.T) {
+			t.Parallel()
+			c := startCluster(t, kfake.EnableSASL(), kfake.Superuser(strings.ToUpper(mech), "mesh", "s3cret"))
+			url := strings.Replace(c.url, "kafka://", "kafka://mesh:s3cret@", 1) + "?sasl=" + mech
+			b := dial(t, url)
+			defer b.Close()
+			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+			defer cancel()
+			got := make(chan string, 2)
+			if _, err := b.Subscribe(ctx, "sasl.test", func(_ context.Context, d []byte) { got <- "fan:" + string(d) }); err != nil {
+				t.Fatal(err)
+			}
+			// Queue groups dial through kafka-go's own connections.
+			if _, err := b.QueueSubscribe(ctx, "sasl.test", "g", func(_ context.Context, d []byte) { got <- "queue:" + string(d) }); err != nil {
+				t.Fatal(err)
+			}
+			if err := b.Publish(ctx, "sasl.test", []byte("hi")); err != nil {
+				t.Fatal(err)
+			}
+			seen := map[string]bool{}
+			for len(seen) < 2 {
+				select {
+				case m := <-got:
+					seen[m] = true
+				case <-ctx.Done():
+					t.Fatalf("got %v, want fan:hi and queue:hi", seen)
+				}
+			}
+
+			bad := strings.Replace(url, "s3cret", "wrong-pw", 1)
+			octx, ocancel := context.WithTimeout(t.Context(), 5*time.Second)
+			defer ocancel()
+			if b, err := broker.Open(octx, bad, nil); err == nil {
+				b.Close()
+				t.Fatal("Open with a wrong password succeeded")
+			} else if strings.Contains(err.Error(), "wrong-pw") {
+				t.Errorf("error %q shows the password", err)
+			}
+		})
+	}
+}
+
+func TestTLS(t *testing.T) {
+	serverTLS, caFile := selfSigned(t)
+	c := startCluster(t, kfake.TLS(serverTLS))
+	url := strings.Replace(c.url, "kafka://", "kafkas://", 1) + "?tls_ca=" + caFile
+	b := dial(t, url)
+	defer b.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	got := make(chan string, 2)
+	if _, err := b.Subscribe(ctx, "tls.test", func(_ context.Context, d []byte) { got <- "fan:" + string(d) }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.QueueSubscribe(ctx, "tls.test", "g", func(_ context.Context, d []byte) { got <- "queue:" + string(d) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Publish(ctx, "tls.test", []byte("hi")); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for len(seen) < 2 {
+		select {
+		case m := <-got:
+			seen[m] = true
+		case <-ctx.Done():
+			t.Fatalf("got %v, want fan:hi and queue:hi", seen)
+		}
+	}
+	// Without the CA the broker's certificate is not trusted.
+	octx, ocancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer ocancel()
+	if b, err := broker.Open(octx, strings.Replace(c.url, "kafka://", "kafkas://", 1), nil); err == nil {
+		b.Close()
+		t.Fatal("Open without the CA succeeded")
+	}
+}
+
+// selfSigned returns a server TLS config for 127.0.0.1 and the path of its
+// certificate as a PEM file.
+func selfSigned(t *testing.T) (*tls.Config, string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "kfake"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		IPAddresses:           []net.IP{net.ParseIP("127.0.0.1")},
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(file, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}, file
+}
