@@ -12,22 +12,36 @@ import (
 	"github.com/busmesh/busmesh/internal/discovery"
 )
 
-// decayWindow is the time constant of the peak-EWMA latency: a sample
-// weighs as much as the history after about this long, and an instance
-// that gets no calls sees its cost decay toward zero over it, so a slow
-// instance is tried again now and then.
-const decayWindow = 10 * time.Second
+// idleDecay is how an instance's cost fades while it gets no calls: by e
+// in this time. A slow instance, once measured, is left alone for about
+// this long, then tried again in case it recovered.
+const idleDecay = 10 * time.Second
 
-// defaultRTT is the latency assumed of an instance not yet measured: small,
-// so a new instance gets calls at once.
+// The latency estimate is an EWMA over time that rises faster than it
+// falls: samples above it weigh in with riseWindow as the time constant,
+// samples below with fallWindow. An instance that turns slow is avoided
+// within a few tens of milliseconds of calls, and one short hiccup (which
+// hits every instance alike) moves it little.
+const (
+	riseWindow = 50 * time.Millisecond
+	fallWindow = 250 * time.Millisecond
+)
+
+// defaultRTT is the latency assumed of an instance not yet measured before
+// any instance is.
 const defaultRTT = time.Millisecond
 
 // balancer picks instances in direct mode: power of two choices over the
-// cost peak-EWMA latency × (calls in flight + 1). It keeps the ambassador's
-// own measurements of each instance.
+// cost latency × (calls in flight + 1), the latency a peak-sensitive EWMA
+// (quick to rise, slower to fall) of what the ambassador measured.
 type balancer struct {
 	mu    sync.Mutex
 	stats map[instanceKey]*instanceStats
+	// typical is a running average of every latency measured, in
+	// nanoseconds: the latency assumed of an instance not yet measured, so
+	// a new instance gets its share of calls at once, and no more than its
+	// share until it has answered.
+	typical atomic.Int64
 }
 
 type instanceKey struct{ service, sidecar, instance string }
@@ -35,6 +49,7 @@ type instanceKey struct{ service, sidecar, instance string }
 // instanceStats is what the ambassador measured of one instance.
 type instanceStats struct {
 	subject  string // broker.InstanceSubject, built once
+	b        *balancer
 	inflight atomic.Int64
 
 	mu    sync.Mutex
@@ -75,7 +90,7 @@ func (b *balancer) pick(service string, healthy []discovery.Instance, p config.S
 		if st == avoid {
 			return
 		}
-		if c := st.cost(now); c < bestCost {
+		if c := st.cost(now, b.typical.Load()); c < bestCost {
 			best, bestCost = st, c
 		}
 	}
@@ -108,7 +123,7 @@ func (b *balancer) statsFor(service string, inst *discovery.Instance) *instanceS
 	defer b.mu.Unlock()
 	st := b.stats[k]
 	if st == nil {
-		st = &instanceStats{subject: broker.InstanceSubject(service, inst.Name)}
+		st = &instanceStats{subject: broker.InstanceSubject(service, inst.Name), b: b}
 		b.stats[k] = st
 	}
 	return st
@@ -125,15 +140,19 @@ func (b *balancer) forget(known func(service, instance string) bool) {
 	}
 }
 
-// cost is the decayed peak-EWMA latency times the calls in flight plus one.
-func (st *instanceStats) cost(now int64) float64 {
+// cost is the decayed latency estimate times the calls in flight plus one;
+// typical stands in for the estimate until there is one.
+func (st *instanceStats) cost(now, typical int64) float64 {
 	st.mu.Lock()
 	ewma, stamp := st.ewma, st.stamp
 	st.mu.Unlock()
 	if stamp == 0 {
-		ewma = float64(defaultRTT)
+		ewma = float64(typical)
+		if typical == 0 {
+			ewma = float64(defaultRTT)
+		}
 	} else if idle := now - stamp; idle > 0 {
-		ewma *= math.Exp(-float64(idle) / float64(decayWindow))
+		ewma *= math.Exp(-float64(idle) / float64(idleDecay))
 	}
 	return ewma * float64(st.inflight.Load()+1)
 }
@@ -151,15 +170,22 @@ func (st *instanceStats) finish(rtt time.Duration, sample bool) {
 }
 
 func (st *instanceStats) observe(rtt time.Duration) {
+	if t := st.b.typical.Load(); t == 0 {
+		st.b.typical.Store(int64(rtt))
+	} else {
+		st.b.typical.Store(t + (int64(rtt)-t)/16) // racing updates may lose one: an estimate
+	}
 	now := time.Now().UnixNano()
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	switch {
-	case st.stamp == 0 || float64(rtt) > st.ewma:
-		// Peak: a slow sample counts in full at once.
-		st.ewma = float64(rtt)
-	default:
-		w := math.Exp(-float64(now-st.stamp) / float64(decayWindow))
+	if st.stamp == 0 {
+		st.ewma = float64(rtt) // the first measurement
+	} else {
+		window := fallWindow
+		if float64(rtt) > st.ewma {
+			window = riseWindow
+		}
+		w := math.Exp(-float64(now-st.stamp) / float64(window))
 		st.ewma = st.ewma*w + float64(rtt)*(1-w)
 	}
 	st.stamp = now

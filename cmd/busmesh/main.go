@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	// The broker backends this binary ships.
+	_ "github.com/busmesh/busmesh/broker/kafka"
 	_ "github.com/busmesh/busmesh/broker/nats"
 	_ "github.com/busmesh/busmesh/broker/rabbitmq"
 )

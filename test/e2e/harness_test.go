@@ -23,11 +23,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kfake"
+
 	"github.com/busmesh/busmesh/broker/brokertest"
 )
 
-// binary is the busmesh binary built by TestMain.
-var binary string
+// binary is the busmesh binary built by TestMain, with the race detector
+// when the tests run with it; plainBinary is built without, for the tests
+// that compare latencies of a few milliseconds, which the race detector's
+// slowdown (about 5×) would drown.
+var binary, plainBinary string
 
 func TestMain(m *testing.M) {
 	os.Exit(run(m))
@@ -46,19 +51,46 @@ func run(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	binary = filepath.Join(dir, "busmesh")
-	args := []string{"build", "-o", binary}
+	plainBinary = binary
 	if raceEnabled {
 		// The sidecars run with the race detector too: real traffic through
 		// real processes is where data races show.
-		args = append(args, "-race")
+		if !build(binary, "-race") {
+			return 1
+		}
+		plainBinary = filepath.Join(dir, "busmesh-plain")
 	}
-	cmd := exec.Command("go", append(args, "../../cmd/busmesh")...)
+	if !build(plainBinary) {
+		return 1
+	}
+	// Kafka: a real cluster when BUSMESH_TEST_KAFKA_BROKERS names one, else
+	// an in-process kfake cluster the sidecar processes reach over TCP.
+	if brokers := os.Getenv("BUSMESH_TEST_KAFKA_BROKERS"); brokers != "" {
+		kafkaURL = "kafka://" + brokers
+	} else {
+		c, err := kfake.NewCluster(kfake.NumBrokers(1))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "e2e: kfake:", err)
+			return 1
+		}
+		defer c.Close()
+		kafkaURL = "kafka://" + strings.Join(c.ListenAddrs(), ",")
+	}
+	return m.Run()
+}
+
+// kafkaURL is the Kafka cluster of the suites.
+var kafkaURL string
+
+func build(out string, flags ...string) bool {
+	args := append(append([]string{"build", "-o", out}, flags...), "../../cmd/busmesh")
+	cmd := exec.Command("go", args...)
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	if err := cmd.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e: build busmesh:", err)
-		return 1
+		return false
 	}
-	return m.Run()
+	return true
 }
 
 // brokerCase is one broker the suites run over: only the URL differs.
@@ -79,6 +111,7 @@ func brokers(t *testing.T) []brokerCase {
 	return []brokerCase{
 		{"nats", "nats://" + nats, true},
 		{"rabbitmq", "amqp://guest:guest@" + rabbit + "/", true},
+		{"kafka", kafkaURL, false},
 	}
 }
 
@@ -91,6 +124,9 @@ func requireBroker(t *testing.T, b brokerCase) {
 	case "rabbitmq":
 		u, _ := url.Parse(b.url)
 		brokertest.Require(t, "rabbitmq", u.Host, "rabbitmq-server -detached")
+	case "kafka":
+		brokertest.Require(t, "kafka", strings.Split(strings.TrimPrefix(b.url, "kafka://"), ",")[0],
+			"unset BUSMESH_TEST_KAFKA_BROKERS to use the in-process kfake cluster")
 	}
 }
 
@@ -129,6 +165,12 @@ var placeholder = regexp.MustCompile(`\{\{(\w+)\}\}`)
 // must set admin: {{admin}}.
 func startSidecar(t *testing.T, name, template string, vars map[string]string) *sidecar {
 	t.Helper()
+	return startSidecarWith(t, binary, name, template, vars)
+}
+
+// startSidecarWith is startSidecar with a given binary.
+func startSidecarWith(t *testing.T, bin, name, template string, vars map[string]string) *sidecar {
+	t.Helper()
 	vars["admin"] = freePort(t)
 	text := placeholder.ReplaceAllStringFunc(template, func(m string) string {
 		key := m[2 : len(m)-2]
@@ -143,7 +185,7 @@ func startSidecar(t *testing.T, name, template string, vars map[string]string) *
 		t.Fatal(err)
 	}
 	s := &sidecar{t: t, name: name, admin: vars["admin"], log: &syncBuffer{}, done: make(chan struct{})}
-	s.cmd = exec.Command(binary, "sidecar", "--config", file)
+	s.cmd = exec.Command(bin, "sidecar", "--config", file)
 	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
 	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -1,0 +1,81 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// clockTick is the unit of utime and stime in /proc/<pid>/stat: USER_HZ,
+// 100 on every Linux architecture Go supports.
+const clockTick = 10 * time.Millisecond
+
+// procSample is what /proc says about a process at one moment.
+type procSample struct {
+	cpu time.Duration // user + system time since it started
+	rss int64         // resident set, bytes (VmRSS)
+	hwm int64         // peak resident set, bytes (VmHWM), since start or resetPeak
+}
+
+// readProc samples /proc/<pid>/stat and /proc/<pid>/status.
+func readProc(pid int) (procSample, error) {
+	var s procSample
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return s, fmt.Errorf("read stat of %d: %w", pid, err)
+	}
+	// The command name, field 2, is in parentheses and may hold spaces:
+	// count fields after its closing parenthesis. utime and stime are
+	// fields 14 and 15, so 12th and 13th after it.
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 {
+		return s, fmt.Errorf("parse stat of %d: no command name", pid)
+	}
+	f := strings.Fields(string(stat[i+1:]))
+	if len(f) < 13 {
+		return s, fmt.Errorf("parse stat of %d: %d fields", pid, len(f))
+	}
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return s, fmt.Errorf("parse stat of %d: utime %q stime %q", pid, f[11], f[12])
+	}
+	s.cpu = time.Duration(utime+stime) * clockTick
+
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return s, fmt.Errorf("read status of %d: %w", pid, err)
+	}
+	for line := range strings.SplitSeq(string(status), "\n") {
+		key, value, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		switch key {
+		case "VmRSS":
+			s.rss = parseKB(value)
+		case "VmHWM":
+			s.hwm = parseKB(value)
+		}
+	}
+	return s, nil
+}
+
+// parseKB parses a /proc/<pid>/status size, "   12345 kB", into bytes.
+func parseKB(v string) int64 {
+	n, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+	return n << 10
+}
+
+// resetPeak resets the process's VmHWM to its current RSS, so that a later
+// reading gives the peak of what happened in between. It needs the right to
+// write /proc/<pid>/clear_refs (Linux 4.0+; the process's owner or root).
+func resetPeak(pid int) error {
+	if err := os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0); err != nil {
+		return fmt.Errorf("reset peak RSS of %d: %w", pid, err)
+	}
+	return nil
+}
