@@ -344,8 +344,8 @@ func (m *httpMesh) testUnknownService(t *testing.T) {
 			t.Fatalf("status %d, X-Busmesh-Error %q, body %q; want 503 no-healthy-instances", resp.StatusCode, resp.Header.Get("X-Busmesh-Error"), body)
 		}
 	}
-	if best > 100*time.Millisecond {
-		t.Errorf("503 for an unknown service took %v at best, want under 100ms", best)
+	if best > 50*time.Millisecond {
+		t.Errorf("503 for an unknown service took %v at best, want under 50ms", best)
 	}
 }
 
