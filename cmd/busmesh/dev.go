@@ -6,11 +6,14 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/twmb/franz-go/pkg/kfake"
 
+	"github.com/busmesh/busmesh/broker"
 	bnats "github.com/busmesh/busmesh/broker/nats"
 	"github.com/busmesh/busmesh/internal/config"
 	"github.com/busmesh/busmesh/internal/telemetry"
@@ -19,13 +22,16 @@ import (
 const devService = "demo"
 
 func newDevCmd() *cobra.Command {
-	var httpAddr, serviceAddr, adminAddr, logLevel string
+	var brokerKind, httpAddr, serviceAddr, adminAddr, logLevel string
 	cmd := &cobra.Command{
 		Use:   "dev",
 		Short: "Run a whole mesh in one process: broker, demo service, adapter, ambassador",
 		Long: `Run a mesh on the embedded NATS broker, with a built-in demo service behind an
 adapter and an ambassador in front, and print a curl command to call the
 service through the broker. Other sidecars can join the printed broker URL.
+
+--broker kafka runs an in-process Kafka cluster (kfake) instead; --broker
+rabbitmq uses the RabbitMQ at $BUSMESH_BROKER, or amqp://guest:guest@127.0.0.1:5672/.
 
 If a preferred port is taken, a free one is used; the printed commands
 always name the ports in use.`,
@@ -38,11 +44,11 @@ always name the ports in use.`,
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 
-			srv, err := bnats.StartServer("127.0.0.1:0")
+			brokerURL, brokerName, stopBroker, err := devBroker(brokerKind)
 			if err != nil {
 				return err
 			}
-			defer srv.Shutdown()
+			defer stopBroker()
 
 			demoLn, err := net.Listen("tcp", "127.0.0.1:0")
 			if err != nil {
@@ -54,22 +60,16 @@ always name the ports in use.`,
 
 			cfg := config.Default()
 			cfg.ID = "dev"
-			cfg.Broker = srv.URL()
+			cfg.Broker = brokerURL
 			cfg.Admin = freeOr(adminAddr)
 			cfg.Log.Level = logLevel
-			cfg.Ambassador = &config.Ambassador{
-				Service:      "dev",
-				HTTP:         freeOr(httpAddr),
-				Upstreams:    map[string]string{devService: freeOr(serviceAddr)},
-				Timeout:      config.Duration(config.DefaultTimeout),
-				MaxBodyBytes: config.DefaultMaxBodyBytes,
-			}
-			cfg.Adapter = &config.Adapter{
-				Service:      devService,
-				Target:       "http://" + demoLn.Addr().String(),
-				Concurrency:  config.DefaultConcurrency,
-				MaxBodyBytes: config.DefaultMaxBodyBytes,
-			}
+			cfg.Ambassador = config.NewAmbassador()
+			cfg.Ambassador.Service = "dev"
+			cfg.Ambassador.HTTP = freeOr(httpAddr)
+			cfg.Ambassador.Upstreams = map[string]string{devService: freeOr(serviceAddr)}
+			cfg.Adapter = config.NewAdapter()
+			cfg.Adapter.Service = devService
+			cfg.Adapter.Target = "http://" + demoLn.Addr().String()
 			cfg.Normalize()
 			if err := cfg.Validate(); err != nil {
 				return usageError{err}
@@ -80,7 +80,7 @@ always name the ports in use.`,
 			}
 			addrs := sc.ambassador.Addrs()
 			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "busmesh dev: a mesh on the embedded NATS broker at %s\n", srv.URL())
+			fmt.Fprintf(out, "busmesh dev: a mesh on %s at %s\n", brokerName, broker.Redact(brokerURL))
 			fmt.Fprintf(out, "  demo service  http://%s (behind adapter %q)\n", demoLn.Addr(), devService)
 			fmt.Fprintf(out, "  ambassador    %s (shared port: the Host header names the service)\n", addrs[0])
 			fmt.Fprintf(out, "                %s (service %s)\n", addrs[1], devService)
@@ -88,11 +88,12 @@ always name the ports in use.`,
 			fmt.Fprintf(out, "Call the demo service through the broker:\n")
 			fmt.Fprintf(out, "  curl -H 'Host: %s' http://%s/hello\n", devService, addrs[0])
 			fmt.Fprintf(out, "  curl http://%s/echo -d 'any body'\n\n", addrs[1])
-			fmt.Fprintf(out, "Other sidecars join with: broker: %s\nPress Ctrl-C to stop.\n", srv.URL())
+			fmt.Fprintf(out, "Other sidecars join with: broker: %s\nPress Ctrl-C to stop.\n", broker.Redact(brokerURL))
 			<-ctx.Done()
 			return sc.shutdown()
 		},
 	}
+	cmd.Flags().StringVar(&brokerKind, "broker", "nats", "nats (embedded server), kafka (in-process kfake cluster) or rabbitmq ($BUSMESH_BROKER, or the local default)")
 	cmd.Flags().StringVar(&httpAddr, "http", "127.0.0.1:15001", "ambassador shared HTTP port")
 	cmd.Flags().StringVar(&serviceAddr, "service-port", "127.0.0.1:15080", "ambassador port of the demo service")
 	cmd.Flags().StringVar(&adminAddr, "admin", "127.0.0.1:15000", "admin port")
@@ -114,4 +115,30 @@ func freeOr(addr string) string {
 	}
 	defer ln.Close()
 	return ln.Addr().String()
+}
+
+// devBroker starts or names the dev mesh's broker: its URL, a name to
+// print, and how to stop it.
+func devBroker(kind string) (url, name string, stop func(), err error) {
+	switch kind {
+	case "nats", "embedded":
+		srv, err := bnats.StartServer("127.0.0.1:0")
+		if err != nil {
+			return "", "", nil, err
+		}
+		return srv.URL(), "the embedded NATS broker", srv.Shutdown, nil
+	case "kafka":
+		c, err := kfake.NewCluster(kfake.NumBrokers(1))
+		if err != nil {
+			return "", "", nil, fmt.Errorf("in-process Kafka cluster: %w", err)
+		}
+		return "kafka://" + strings.Join(c.ListenAddrs(), ","), "an in-process Kafka cluster (kfake)", c.Close, nil
+	case "rabbitmq":
+		url := os.Getenv("BUSMESH_BROKER")
+		if url == "" {
+			url = "amqp://guest:guest@127.0.0.1:5672/"
+		}
+		return url, "RabbitMQ", func() {}, nil
+	}
+	return "", "", nil, usageError{fmt.Errorf("--broker %q: want nats, kafka or rabbitmq", kind)}
 }

@@ -164,6 +164,20 @@ func Default() *Config {
 	}
 }
 
+// NewAmbassador returns an ambassador section with its defaults.
+func NewAmbassador() *Ambassador {
+	a := &Ambassador{}
+	a.setDefaults()
+	return a
+}
+
+// NewAdapter returns an adapter section with its defaults.
+func NewAdapter() *Adapter {
+	a := &Adapter{}
+	a.setDefaults()
+	return a
+}
+
 // setDefaults is called on a section when the file creates it, before its
 // keys are decoded.
 type defaulter interface{ setDefaults() }
