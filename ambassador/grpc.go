@@ -143,7 +143,9 @@ func (a *Ambassador) serveGRPC(_ any, ss grpc.ServerStream) error {
 		req.Host = auth[0]
 	}
 	if more {
+		c.mu.Lock()
 		c.accepted = make(chan struct{})
+		c.mu.Unlock()
 	}
 	if req.EncodedSize() > a.maxMsg {
 		return a.grpcError(ss, rt.service, codes.ResourceExhausted, ReasonRequestTooLarge,
@@ -164,7 +166,7 @@ func (a *Ambassador) serveGRPC(_ any, ss grpc.ServerStream) error {
 		pump <- nil
 	}
 
-	answered, callErr := a.await(ctx, rt, c, &req, st)
+	answered, callErr := a.await(ctx, deadline, rt, c, &req, st)
 	var result error
 	switch {
 	case answered:

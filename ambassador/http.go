@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/busmesh/busmesh/broker"
@@ -78,12 +79,17 @@ func (a *Ambassador) serve(w http.ResponseWriter, r *http.Request, rt route) {
 			fmt.Sprintf("request body of %d bytes is over max_body_bytes (%d)", r.ContentLength, limit))
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), timeout)
-	defer cancel()
-	deadline, _ := ctx.Deadline()
+	// The deadline is enforced by the call's timer; a context with it is
+	// made only for calls that stream, which need one to stop.
+	ctx := r.Context()
+	deadline := start.Add(timeout)
 
 	c := a.inbox.open()
 	defer a.inbox.release(c)
+	path := r.RequestURI
+	if !strings.HasPrefix(path, "/") { // absolute form, as sent to a proxy
+		path = r.URL.RequestURI()
+	}
 	req := envelope.Request{
 		ID:            c.id,
 		Source:        a.sidecar,
@@ -91,13 +97,14 @@ func (a *Ambassador) serve(w http.ResponseWriter, r *http.Request, rt route) {
 		Service:       rt.service,
 		Protocol:      envelope.ProtocolHTTP,
 		Method:        r.Method,
-		Path:          r.URL.RequestURI(),
+		Path:          path,
 		ReplyTo:       a.inbox.subject,
 		Deadline:      deadline.UnixNano(),
 		Window:        stream.DefaultWindow,
 		Host:          r.Host,
 	}
-	req.Headers = envelope.AppendHTTPHeader(make([]string, 0, 2*len(r.Header)), r.Header)
+	req.Headers = envelope.AppendHTTPHeader(c.headers[:0], r.Header)
+	c.headers = req.Headers
 	room := a.maxMsg - req.EncodedSize() - stream.Slack
 	if room < 0 {
 		a.meshError(w, rt.service, http.StatusRequestHeaderFieldsTooLarge, ReasonHeadersTooLarge,
@@ -116,7 +123,9 @@ func (a *Ambassador) serve(w http.ResponseWriter, r *http.Request, rt route) {
 	}
 	req.Body, req.More = body, more
 	if more {
+		c.mu.Lock()
 		c.accepted = make(chan struct{})
+		c.mu.Unlock()
 	}
 
 	st, err := a.publish(ctx, rt, c, &req, nil)
@@ -130,17 +139,21 @@ func (a *Ambassador) serve(w http.ResponseWriter, r *http.Request, rt route) {
 	}
 
 	var pump chan error
+	cancel := context.CancelFunc(func() {})
 	if more {
 		// Full duplex: an adapter may answer before it has read the body.
 		_ = http.NewResponseController(w).EnableFullDuplex()
+		var pctx context.Context
+		pctx, cancel = context.WithDeadline(ctx, deadline)
+		defer cancel()
 		pump = make(chan error, 1)
-		go func() { pump <- a.sendBody(ctx, c, r.Body, int64(len(body)), limit) }()
+		go func() { pump <- a.sendBody(pctx, c, r.Body, int64(len(body)), limit) }()
 	}
 
-	answered, callErr := a.await(ctx, rt, c, &req, st)
+	answered, callErr := a.await(ctx, deadline, rt, c, &req, st)
 	switch {
 	case answered:
-		a.respond(ctx, w, rt, c, start)
+		a.respond(ctx, deadline, w, rt, c, start)
 	case errors.Is(callErr, stream.ErrTooLarge):
 		a.meshError(w, rt.service, http.StatusRequestEntityTooLarge, ReasonRequestTooLarge,
 			fmt.Sprintf("request body is over max_body_bytes (%d)", limit))
@@ -178,19 +191,19 @@ func (a *Ambassador) sendBody(ctx context.Context, c *call, body io.Reader, sent
 	_, err := s.Copy(ctx, body, buf, true, sent, limit, nil)
 	if err != nil && ctx.Err() == nil {
 		_ = stream.Cancel(context.WithoutCancel(ctx), a.broker, s.Subject, c.id, a.sidecar, err.Error())
-		c.fail(err) // answers the caller now, unless the adapter already has
+		c.fail(c.id, err) // answers the caller now, unless the adapter already has
 	}
 	return err
 }
 
 // respond writes the adapter's answer: status, headers, body (streamed if
-// it comes in frames) and trailers.
-func (a *Ambassador) respond(ctx context.Context, w http.ResponseWriter, rt route, c *call, start time.Time) {
+// it comes in frames, until the deadline) and trailers.
+func (a *Ambassador) respond(ctx context.Context, deadline time.Time, w http.ResponseWriter, rt route, c *call, start time.Time) {
 	resp := &c.resp
 	h := w.Header()
 	envelope.SetHTTPHeader(h, resp.Headers)
 	if resp.Instance != "" {
-		h[HeaderInstance] = []string{resp.Instance}
+		h.Set(HeaderInstance, resp.Instance)
 	}
 	if resp.Error != "" {
 		h[HeaderError] = []string{resp.Error}
@@ -215,6 +228,8 @@ func (a *Ambassador) respond(ctx context.Context, w http.ResponseWriter, rt rout
 	c.mu.Lock()
 	in, peer := c.inbound, c.peer
 	c.mu.Unlock()
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
 	rc := http.NewResponseController(w)
 	for {
 		chunk, grant, err := in.Next(ctx)

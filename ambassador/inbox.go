@@ -39,14 +39,19 @@ type Inbox struct {
 	sub broker.Subscription
 }
 
-// call is one request waiting for its answer.
+// call is one request waiting for its answer. Calls are pooled: every
+// delivery checks, under the call's lock, that the call still has the id
+// it was looked up by, so a late answer never reaches the call's next use.
 type call struct {
-	id uint64
-
 	// ready is signalled once: the response arrived, or the call failed.
 	ready chan struct{}
+	// timer bounds the wait; reused with the call.
+	timer *time.Timer
+	// headers is the request's header list, its capacity reused.
+	headers []string
 
 	mu       sync.Mutex
+	id       uint64
 	resp     envelope.Response
 	answered bool
 	err      error
@@ -55,6 +60,12 @@ type call struct {
 	accepted chan struct{}   // closed when the adapter names its inbox
 	peer     string          // the serving adapter's inbox
 }
+
+var callPool = sync.Pool{New: func() any {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return &call{ready: make(chan struct{}, 1), timer: t}
+}}
 
 // newInbox subscribes to the sidecar's inbox subject.
 func newInbox(ctx context.Context, b broker.Broker, sidecar string, logger *slog.Logger, m *telemetry.Metrics) (*Inbox, error) {
@@ -81,18 +92,38 @@ func newInbox(ctx context.Context, b broker.Broker, sidecar string, logger *slog
 
 // open registers a new call.
 func (in *Inbox) open() *call {
-	c := &call{id: in.nextID.Add(1), ready: make(chan struct{}, 1)}
+	c := callPool.Get().(*call)
+	id := in.nextID.Add(1)
+	c.mu.Lock()
+	c.id = id
+	c.mu.Unlock()
 	in.mu.Lock()
-	in.calls[c.id] = c
+	in.calls[id] = c
 	in.mu.Unlock()
 	return c
 }
 
-// release forgets a call: what arrives for it later is counted as unmatched.
+// release forgets a call: what arrives for it later is counted as
+// unmatched. The caller must be done with c and everything it handed out.
 func (in *Inbox) release(c *call) {
+	c.mu.Lock()
+	id := c.id
+	c.id = 0 // from now on deliveries for id miss
+	resp := c.resp
+	c.resp = envelope.Response{Headers: resp.Headers[:0], Trailers: resp.Trailers[:0]}
+	c.answered, c.err, c.inbound, c.window, c.accepted, c.peer = false, nil, nil, nil, nil, ""
+	c.mu.Unlock()
 	in.mu.Lock()
-	delete(in.calls, c.id)
+	delete(in.calls, id)
 	in.mu.Unlock()
+	select {
+	case <-c.ready:
+	default:
+	}
+	c.timer.Stop()
+	if cap(c.headers) <= 256 {
+		callPool.Put(c)
+	}
 }
 
 func (in *Inbox) lookup(id uint64) *call {
@@ -123,7 +154,7 @@ func (in *Inbox) publish(ctx context.Context, subject string, c *call, data []by
 
 func (in *Inbox) onReturn(id uint64) {
 	if c := in.lookup(id); c != nil {
-		c.fail(errNoResponders)
+		c.fail(id, errNoResponders)
 	}
 }
 
@@ -137,13 +168,20 @@ func (in *Inbox) handle(_ context.Context, data []byte) {
 	}
 	switch kind {
 	case envelope.KindResponse:
-		var r envelope.Response
-		if err := r.Unmarshal(msg); err != nil {
-			in.reject("malformed", len(data), err)
-			return
+		id, ok := envelope.PeekID(msg)
+		if !ok {
+			// Not written by a busmesh encoder: decode to find the id.
+			var r envelope.Response
+			if err := r.Unmarshal(msg); err != nil {
+				in.reject("malformed", len(data), err)
+				return
+			}
+			id = r.ID
 		}
-		if c := in.lookup(r.ID); c != nil {
-			c.answer(&r)
+		if c := in.lookup(id); c != nil {
+			if err := c.answer(id, msg); err != nil {
+				in.reject("malformed", len(data), err)
+			}
 		}
 	case envelope.KindFrame:
 		var f envelope.Frame
@@ -170,15 +208,23 @@ func (in *Inbox) reject(reason string, size int, err error) {
 // close unsubscribes the inbox; calls still waiting fail at their deadline.
 func (in *Inbox) close() error { return in.sub.Unsubscribe() }
 
-// answer records the response and wakes the caller.
-func (c *call) answer(r *envelope.Response) {
+// answer decodes the response of call id into c, reusing its header
+// capacity, and wakes the caller.
+func (c *call) answer(id uint64, msg []byte) error {
 	c.mu.Lock()
-	if c.answered || c.err != nil {
+	if c.id != id || c.answered || c.err != nil {
 		c.mu.Unlock()
-		return
+		return nil
+	}
+	if err := c.resp.Unmarshal(msg); err != nil || c.resp.ID != id {
+		c.mu.Unlock()
+		if err == nil {
+			err = errors.New("response id differs from its envelope's")
+		}
+		return err
 	}
 	c.answered = true
-	c.resp = *r
+	r := &c.resp
 	if r.ReplyTo != "" {
 		c.acceptLocked(r.ReplyTo, int64(r.Window))
 	}
@@ -187,11 +233,16 @@ func (c *call) answer(r *envelope.Response) {
 	}
 	c.mu.Unlock()
 	c.signal()
+	return nil
 }
 
 // frame handles a frame from the serving adapter.
 func (c *call) frame(f *envelope.Frame) {
 	c.mu.Lock()
+	if c.id != f.ID {
+		c.mu.Unlock()
+		return
+	}
 	if f.ReplyTo != "" {
 		c.acceptLocked(f.ReplyTo, int64(f.WindowUpdate))
 	} else if f.WindowUpdate > 0 && c.window != nil {
@@ -206,7 +257,7 @@ func (c *call) frame(f *envelope.Frame) {
 			c.window.Close(err)
 		}
 		c.mu.Unlock()
-		c.fail(err)
+		c.fail(f.ID, err)
 		return
 	}
 	if f.Seq > 0 {
@@ -230,10 +281,10 @@ func (c *call) acceptLocked(peer string, window int64) {
 	}
 }
 
-// fail ends a call that has no answer yet.
-func (c *call) fail(err error) {
+// fail ends call id, if it has no answer yet.
+func (c *call) fail(id uint64, err error) {
 	c.mu.Lock()
-	if c.answered || c.err != nil {
+	if c.id != id || c.answered || c.err != nil {
 		c.mu.Unlock()
 		return
 	}

@@ -165,6 +165,49 @@ func (d *decoder) header(list []string) []string {
 	return append(list, s)
 }
 
+// countFields counts the occurrences of field num in a message, so a
+// header list can be sized once instead of grown. It stops quietly at
+// malformed input; decoding reports it.
+func countFields(b []byte, num protowire.Number) int {
+	n := 0
+	for len(b) > 0 {
+		f, typ, m := protowire.ConsumeTag(b)
+		if m < 0 {
+			return n
+		}
+		b = b[m:]
+		if f == num {
+			n++
+		}
+		m = protowire.ConsumeFieldValue(f, typ, b)
+		if m < 0 {
+			return n
+		}
+		b = b[m:]
+	}
+	return n
+}
+
+// sized returns list emptied, with room for the n entries of a header
+// field.
+func sized(list []string, n int) []string {
+	if cap(list) < n {
+		return make([]string, 0, min(n, MaxHeaderFields+1))
+	}
+	return list[:0]
+}
+
+// PeekID returns the id of an encoded Request, Response or Frame (from
+// Unwrap) without decoding it, when the id is its first field, as this
+// package's encoders write it.
+func PeekID(msg []byte) (uint64, bool) {
+	if len(msg) < 9 || msg[0] != 0x09 { // field 1, fixed64
+		return 0, false
+	}
+	id, _ := protowire.ConsumeFixed64(msg[1:])
+	return id, true
+}
+
 // skip passes over a field this version does not know.
 func (d *decoder) skip() {
 	n := protowire.ConsumeFieldValue(d.num, d.typ, d.b)

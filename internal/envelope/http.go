@@ -59,6 +59,9 @@ func listedIn(conn []string, name string) bool {
 // are not valid HTTP (a name with a space, a value with a line break), so an
 // envelope from the bus cannot split a message, and hop-by-hop headers.
 func SetHTTPHeader(h http.Header, list []string) {
+	// One backing array for every single value, as net/textproto does: a
+	// header costs a map entry, not a slice of its own.
+	values := make([]string, len(list)/2)
 	for i := 0; i+1 < len(list); i += 2 {
 		name, value := list[i], list[i+1]
 		if !httpguts.ValidHeaderFieldName(name) || !httpguts.ValidHeaderFieldValue(value) {
@@ -68,6 +71,13 @@ func SetHTTPHeader(h http.Header, list []string) {
 		if hopByHop[name] {
 			continue
 		}
-		h[name] = append(h[name], value)
+		if prev, ok := h[name]; ok {
+			h[name] = append(prev[:len(prev):len(prev)], value)
+			continue
+		}
+		v := values[:1:1]
+		values = values[1:]
+		v[0] = value
+		h[name] = v
 	}
 }

@@ -86,7 +86,7 @@ func (r *Request) AppendEnvelope(b []byte) []byte {
 // Unmarshal decodes a Request message (from Unwrap) into r, which it resets
 // first, keeping the capacity of r.Headers.
 func (r *Request) Unmarshal(b []byte) error {
-	*r = Request{Headers: r.Headers[:0]}
+	*r = Request{Headers: sized(r.Headers, countFields(b, 10))}
 	d := decoder{b: b}
 	for d.next() {
 		switch d.num {
@@ -180,7 +180,7 @@ func (r *Response) AppendEnvelope(b []byte) []byte {
 // Unmarshal decodes a Response message into r, which it resets first,
 // keeping the capacity of its header lists.
 func (r *Response) Unmarshal(b []byte) error {
-	*r = Response{Headers: r.Headers[:0], Trailers: r.Trailers[:0]}
+	*r = Response{Headers: sized(r.Headers, countFields(b, 3)), Trailers: r.Trailers[:0]}
 	d := decoder{b: b}
 	for d.next() {
 		switch d.num {
