@@ -59,7 +59,7 @@ func serviceFromHost(host string) (string, bool) {
 	if h, _, err := net.SplitHostPort(host); err == nil {
 		host = h
 	}
-	host = strings.ToLower(strings.TrimSuffix(strings.TrimSuffix(host, "."), ".mesh"))
+	host = strings.TrimSuffix(strings.TrimSuffix(strings.ToLower(host), "."), ".mesh")
 	if broker.ValidToken(host) != nil || net.ParseIP(host) != nil {
 		return "", false
 	}
