@@ -55,8 +55,12 @@ proto:
 		--go-grpc_out=. --go-grpc_opt=module=github.com/busmesh/busmesh \
 		test/testpb/echo.proto
 
+# Go micro-benchmarks, then busmesh side by side with its floors on every
+# broker (bench-results/latest.md). BENCHFLAGS=-quick for a smoke run.
+BENCHFLAGS ?=
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/... ./ambassador/... ./adapter/...
+	$(GO) run ./test/bench $(BENCHFLAGS)
 
 clean:
 	rm -rf bin

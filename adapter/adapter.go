@@ -63,7 +63,8 @@ type Adapter struct {
 	mu         sync.Mutex
 	calls      map[callKey]*serverCall
 	subs       []broker.Subscription // inbox and cancel subjects
-	serving    []broker.Subscription // the service's queue group and the instance subject, while healthy
+	queue      broker.Subscription // the service's queue group, while healthy
+	own        broker.Subscription // the instance's subject (direct mode), from Start to Shutdown
 	started    bool
 	stopHealth context.CancelFunc
 	healthDone chan struct{}
@@ -147,10 +148,10 @@ func newClient(concurrency int) *http.Client {
 	}
 }
 
-// Start subscribes to the adapter's inbox and the service's cancel subject,
-// checks the application if a health check is configured, and, when it is
-// healthy, joins the service's queue group and subscribes to its instance
-// subject: from then on it takes calls. It announces itself either way.
+// Start subscribes to the adapter's inbox, the service's cancel subject and
+// the instance's own subject (direct mode), checks the application if a
+// health check is configured and, when it is healthy, joins the service's
+// queue group. It announces itself, healthy or not.
 func (a *Adapter) Start(ctx context.Context) error {
 	inbox, err := a.broker.Subscribe(ctx, a.inbox, a.handleFrame)
 	if err != nil {
@@ -161,8 +162,16 @@ func (a *Adapter) Start(ctx context.Context) error {
 		inbox.Unsubscribe()
 		return fmt.Errorf("adapter cancel subject: %w", err)
 	}
+	direct := broker.InstanceSubject(a.cfg.Service, a.cfg.Instance)
+	own, err := a.broker.Subscribe(ctx, direct, a.handleRequest)
+	if err != nil {
+		inbox.Unsubscribe()
+		cancels.Unsubscribe()
+		return fmt.Errorf("adapter subscribe %s: %w", direct, err)
+	}
 	a.mu.Lock()
 	a.subs = []broker.Subscription{inbox, cancels}
+	a.own = own
 	a.started = true
 	a.mu.Unlock()
 	healthy := true
@@ -173,7 +182,7 @@ func (a *Adapter) Start(ctx context.Context) error {
 		}
 	}
 	if healthy {
-		if err := a.consume(ctx); err != nil {
+		if err := a.joinQueue(ctx); err != nil {
 			a.Shutdown(context.Background())
 			return err
 		}
@@ -198,43 +207,34 @@ func (a *Adapter) Start(ctx context.Context) error {
 	return nil
 }
 
-// consume joins the service's queue group and subscribes to the
-// instance's own subject (direct mode): calls start arriving.
-func (a *Adapter) consume(ctx context.Context) error {
+// joinQueue joins the service's queue group: calls start arriving.
+func (a *Adapter) joinQueue(ctx context.Context) error {
 	subject := broker.ServiceSubject(a.cfg.Service)
 	queue, err := a.broker.QueueSubscribe(ctx, subject, a.cfg.Service, a.handleRequest)
 	if err != nil {
 		return fmt.Errorf("adapter subscribe %s: %w", subject, err)
 	}
-	direct := broker.InstanceSubject(a.cfg.Service, a.cfg.Instance)
-	own, err := a.broker.Subscribe(ctx, direct, a.handleRequest)
-	if err != nil {
-		queue.Unsubscribe()
-		return fmt.Errorf("adapter subscribe %s: %w", direct, err)
-	}
 	a.mu.Lock()
-	a.serving = []broker.Subscription{queue, own}
+	a.queue = queue
 	a.mu.Unlock()
 	return nil
 }
 
-// drainTimeout bounds how long leaving the queue group may take to serve
+// drainTimeout bounds how long leaving a subscription may take to serve
 // what the broker already handed over.
 const drainTimeout = 10 * time.Second
 
-// stopConsuming leaves the queue group and the instance subject, serving
-// first what the broker already delivered to this instance; calls in
-// flight go on.
-func (a *Adapter) stopConsuming() error {
-	a.mu.Lock()
-	subs := a.serving
-	a.serving = nil
-	a.mu.Unlock()
+// leave ends subscriptions, serving first what the broker already
+// delivered to this instance; calls in flight go on.
+func leave(subs ...broker.Subscription) error {
 	ctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
 	defer cancel()
 	errs := make([]error, len(subs))
 	var wg sync.WaitGroup
 	for i, s := range subs {
+		if s == nil {
+			continue
+		}
 		wg.Go(func() {
 			if d, ok := s.(broker.Drainer); ok {
 				errs[i] = d.Drain(ctx)
@@ -247,27 +247,43 @@ func (a *Adapter) stopConsuming() error {
 	return errors.Join(errs...)
 }
 
-// setServing follows the application's health: unhealthy, it says so
-// before it stops taking calls, so ambassadors stop choosing it first;
-// healthy, it takes calls before it says so.
+// leaveQueue leaves the service's queue group.
+func (a *Adapter) leaveQueue() error {
+	a.mu.Lock()
+	q := a.queue
+	a.queue = nil
+	a.mu.Unlock()
+	return leave(q)
+}
+
+// setServing follows the application's health. Unhealthy, the adapter
+// says so, then leaves the queue group; it keeps its instance subject, so
+// a caller that chose it just before hearing still gets an answer.
+// Healthy, it joins the queue group, then says so.
 func (a *Adapter) setServing(ctx context.Context, healthy bool) {
 	if !healthy {
 		a.announce.SetHealthy(false)
-		if err := a.stopConsuming(); err != nil {
+		if err := a.leaveQueue(); err != nil {
 			a.logger.Warn("leaving the queue group", telemetry.KeyErr, err)
 		}
 		return
 	}
-	if err := a.consume(ctx); err != nil {
+	if err := a.joinQueue(ctx); err != nil {
 		a.logger.Error("rejoining the queue group", telemetry.KeyErr, err)
 		return
 	}
 	a.announce.SetHealthy(true)
 }
 
-// Shutdown drains: it says goodbye and leaves the queue group so no new
-// call arrives, waits for the calls in flight to finish (until ctx ends,
-// when it cancels them), then unsubscribes the rest.
+// leaveGrace is how long an adapter that said goodbye keeps taking calls:
+// long enough for the goodbye to reach ambassadors over any broker, so a
+// call sent just before is still served.
+const leaveGrace = 250 * time.Millisecond
+
+// Shutdown drains: it says goodbye, keeps taking calls a moment for those
+// sent before the goodbye arrived, leaves the queue group and its instance
+// subject, waits for the calls in flight to finish (until ctx ends, when it
+// cancels them), then unsubscribes the rest.
 func (a *Adapter) Shutdown(ctx context.Context) error {
 	a.mu.Lock()
 	started, subs, stopHealth, healthDone := a.started, a.subs, a.stopHealth, a.healthDone
@@ -283,7 +299,18 @@ func (a *Adapter) Shutdown(ctx context.Context) error {
 	var errs []error
 	// Goodbye first: ambassadors stop choosing this instance before it
 	// stops taking calls.
-	errs = append(errs, a.announce.Stop(ctx), a.stopConsuming())
+	errs = append(errs, a.announce.Stop(ctx))
+	t := time.NewTimer(leaveGrace)
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	t.Stop()
+	a.mu.Lock()
+	own := a.own
+	a.own = nil
+	a.mu.Unlock()
+	errs = append(errs, a.leaveQueue(), leave(own))
 	done := make(chan struct{})
 	go func() { a.running.Wait(); close(done) }()
 	select {

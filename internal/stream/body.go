@@ -26,29 +26,50 @@ func ChunkSize(maxMessage int) int { return min(MaxChunk, maxMessage-Slack) }
 // ReadFirst reads the part of a body that goes in a call's first message:
 // all of it if it fits in max bytes, else max bytes and more=true.
 // contentLength is the declared length, -1 if unknown. The data is read
-// into buf, grown if needed.
+// into buf, which grows as data arrives (never to more than the body
+// needs), and is left in *buf for the caller to pool.
 func ReadFirst(body io.Reader, buf *[]byte, max int, contentLength int64) (data []byte, more bool, err error) {
 	if contentLength == 0 || body == nil || body == http.NoBody {
 		return nil, false, nil
 	}
-	want := max
-	if contentLength > 0 && contentLength < int64(max) {
-		want = int(contentLength)
-	}
-	if cap(*buf) < want {
-		*buf = make([]byte, want)
-	}
-	b := (*buf)[:want]
-	n, err := io.ReadFull(body, b)
-	switch err {
-	case nil:
-		// A full buffer: more follows unless the length said this was all.
-		return b, contentLength < 0 || contentLength > int64(n), nil
-	case io.EOF, io.ErrUnexpectedEOF:
-		if contentLength > 0 && int64(n) < contentLength {
-			return nil, false, io.ErrUnexpectedEOF
+	if contentLength > 0 {
+		want := int(min(contentLength, int64(max)))
+		if cap(*buf) < want {
+			*buf = make([]byte, want)
 		}
-		return b[:n], false, nil
+		b := (*buf)[:want]
+		n, err := io.ReadFull(body, b)
+		switch err {
+		case nil:
+			return b, contentLength > int64(n), nil
+		case io.EOF, io.ErrUnexpectedEOF:
+			return nil, false, io.ErrUnexpectedEOF // shorter than declared
+		}
+		return nil, false, err
 	}
-	return nil, false, err
+	// Unknown length: grow by doubling as the body comes, so a small
+	// chunked body costs a small buffer.
+	b := (*buf)[:cap(*buf)]
+	if len(b) == 0 {
+		b = make([]byte, 4<<10)
+	}
+	n := 0
+	for n < max {
+		if n == len(b) {
+			nb := make([]byte, min(max, 2*len(b)))
+			copy(nb, b[:n])
+			b = nb
+		}
+		m, err := body.Read(b[n:min(len(b), max)])
+		n += m
+		if err == io.EOF {
+			*buf = b[:0]
+			return b[:n], false, nil
+		}
+		if err != nil {
+			return nil, false, err
+		}
+	}
+	*buf = b[:0]
+	return b[:n], true, nil
 }

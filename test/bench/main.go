@@ -17,14 +17,21 @@
 //     application, the shape of a classic HTTP sidecar mesh.
 //
 // Rows are interleaved: every round runs every configuration of every row,
-// a few seconds each, and the rounds are merged, so drift on a shared
+// about a second each, and the rounds are merged, so drift on a shared
 // machine falls on all rows alike. Every latency is recorded; the load
-// generator is closed-loop with a fixed number of workers.
+// generator is closed-loop with a fixed number of workers. After the
+// rounds, the NATS HTTP sidecars are CPU-profiled under load (-profile).
 //
 // Usage:
 //
-//	go run ./test/bench [-duration 1.5s] [-rounds 3] [-concurrency 1,32]
-//	    [-sizes 128,16384] [-brokers nats,rabbitmq,kafka] [-out FILE] [-quick]
+//	go run ./test/bench [-duration 1.2s] [-warmup 150ms] [-rounds 3]
+//	    [-concurrency 1,32] [-sizes 128,16384] [-brokers nats,rabbitmq,kafka]
+//	    [-out bench-results/latest.md] [-profile 5s] [-busmesh BIN] [-v] [-quick]
+//
+// NATS and RabbitMQ are expected on 127.0.0.1:4222 and :5672
+// (BUSMESH_TEST_NATS and BUSMESH_TEST_RABBITMQ override); a broker that is
+// not there is skipped with a note. Kafka is an in-memory kfake cluster the
+// run starts itself.
 //
 // The same binary re-executes itself for the processes it needs (the echo
 // application, the proxies, the raw responders, the kfake cluster); see
@@ -82,8 +89,13 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, opts); err != nil {
-		fmt.Fprintln(os.Stderr, "bench:", err)
+		interrupted := ctx.Err() != nil
 		stop()
+		if interrupted {
+			fmt.Fprintln(os.Stderr, "bench: interrupted; every process it started is stopped")
+			os.Exit(130)
+		}
+		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
@@ -93,7 +105,7 @@ func main() {
 func parseOptions(args []string) (*options, error) {
 	o := &options{args: args}
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	fs.DurationVar(&o.duration, "duration", 1500*time.Millisecond, "measured time per row, configuration and round")
+	fs.DurationVar(&o.duration, "duration", 1200*time.Millisecond, "measured time per row, configuration and round")
 	fs.DurationVar(&o.warmup, "warmup", 150*time.Millisecond, "unrecorded load before each measurement")
 	fs.IntVar(&o.rounds, "rounds", 3, "rounds over all rows; results are merged")
 	conc := fs.String("concurrency", "1,32", "comma-separated numbers of concurrent callers")
@@ -192,9 +204,7 @@ func run(ctx context.Context, o *options) (err error) {
 		return err
 	}
 	defer func() {
-		if cerr := sup.close(); cerr != nil && err == nil {
-			err = cerr
-		}
+		err = errors.Join(err, sup.close(ctx.Err() != nil))
 	}()
 
 	fmt.Fprintf(os.Stderr, "bench: setting up (%s)\n", strings.Join(o.brokers, ", "))

@@ -23,7 +23,8 @@ func (e *env) recordIdle(res *results) {
 	for _, r := range e.rows {
 		for _, p := range r.procs {
 			if s, err := readProc(p.proc.pid()); err == nil {
-				res.memOf(r.name, p.role).idle = s.rss
+				m := res.memOf(r.name, p.role)
+				m.idle, m.idleAnon = s.rss, s.anon
 			}
 		}
 	}

@@ -79,7 +79,7 @@ func (s *supervisor) startChild(ctx context.Context, name string, timeout time.D
 			lines <- sc.Text()
 		}
 		close(lines)
-		io.Copy(io.Discard, stdout) // nothing more is expected; never block the child
+		_, _ = io.Copy(io.Discard, stdout) // nothing more is expected; never block the child
 	}()
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
@@ -103,7 +103,7 @@ func (s *supervisor) spawn(name string, pipe bool, bin string, args ...string) (
 	if err != nil {
 		return nil, nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	defer logFile.Close() // the child has its own descriptor
+	defer func() { _ = logFile.Close() }() // the child has its own descriptor
 	cmd := exec.Command(bin, args...)
 	cmd.Stderr = logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -183,22 +183,25 @@ func (p *process) stop() error {
 
 // close stops every process, newest first, so that what others depend on
 // (the application, the kfake cluster) goes last, and removes the
-// temporary directory. Unclean exits are reported, not hidden.
-func (s *supervisor) close() error {
+// temporary directory. Unclean exits are reported with the end of the
+// process's log, unless the run was interrupted: a Ctrl-C reaches the
+// children too, and some then exit with an error.
+func (s *supervisor) close(interrupted bool) error {
 	s.mu.Lock()
 	procs := s.procs
 	s.procs = nil
 	s.mu.Unlock()
 	var errs []error
 	for i := len(procs) - 1; i >= 0; i-- {
-		errs = append(errs, procs[i].stop())
-	}
-	if err := errors.Join(errs...); err != nil {
-		// Keep the logs of a run that ended badly.
-		return fmt.Errorf("stopping processes (logs kept in %s): %w", s.dir, err)
+		if err := procs[i].stop(); err != nil && !interrupted {
+			errs = append(errs, fmt.Errorf("%w\n%s", err, procs[i].tail()))
+		}
 	}
 	if err := os.RemoveAll(s.dir); err != nil {
-		return fmt.Errorf("remove %s: %w", s.dir, err)
+		errs = append(errs, fmt.Errorf("remove %s: %w", s.dir, err))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("stopping processes: %w", err)
 	}
 	return nil
 }

@@ -15,9 +15,10 @@ const clockTick = 10 * time.Millisecond
 
 // procSample is what /proc says about a process at one moment.
 type procSample struct {
-	cpu time.Duration // user + system time since it started
-	rss int64         // resident set, bytes (VmRSS)
-	hwm int64         // peak resident set, bytes (VmHWM), since start or resetPeak
+	cpu  time.Duration // user + system time since it started
+	rss  int64         // resident set, bytes (VmRSS)
+	anon int64         // its anonymous part, bytes (RssAnon): heap and stacks, not the binary's pages
+	hwm  int64         // peak resident set, bytes (VmHWM), since start or resetPeak
 }
 
 // readProc samples /proc/<pid>/stat and /proc/<pid>/status.
@@ -59,6 +60,8 @@ func readProc(pid int) (procSample, error) {
 			s.rss = parseKB(value)
 		case "VmHWM":
 			s.hwm = parseKB(value)
+		case "RssAnon":
+			s.anon = parseKB(value)
 		}
 	}
 	return s, nil

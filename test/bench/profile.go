@@ -77,7 +77,7 @@ func (e *env) profile(ctx context.Context, o *options) *profileReport {
 		wg.Go(func() { errs[i] = fetchProfile(ctx, proc.admin, o.profile, tops[i].file) })
 	}
 	wg.Wait()
-	p.load = (<-loaded).summary()
+	p.load = strings.Join(strings.Fields((<-loaded).summary()), " ")
 	for i := range tops {
 		if tops[i].file == "" {
 			continue
@@ -114,7 +114,7 @@ func fetchProfile(ctx context.Context, addr string, d time.Duration, file string
 		return fmt.Errorf("save profile: %w", err)
 	}
 	if _, err := io.Copy(f, resp.Body); err != nil {
-		f.Close()
+		_ = f.Close()
 		return fmt.Errorf("save profile: %w", err)
 	}
 	return f.Close()

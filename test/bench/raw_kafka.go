@@ -57,7 +57,7 @@ func createKafkaTopics(ctx context.Context, addr string, topics ...string) error
 	if err != nil {
 		return fmt.Errorf("connect to kafka %s: %w", addr, err)
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	ctrl, err := conn.Controller()
 	if err != nil {
 		return fmt.Errorf("find kafka controller: %w", err)
@@ -66,7 +66,7 @@ func createKafkaTopics(ctx context.Context, addr string, topics ...string) error
 	if err != nil {
 		return fmt.Errorf("connect to kafka controller: %w", err)
 	}
-	defer cc.Close()
+	defer func() { _ = cc.Close() }()
 	configs := make([]kafka.TopicConfig, len(topics))
 	for i, t := range topics {
 		configs[i] = kafka.TopicConfig{Topic: t, NumPartitions: 1, ReplicationFactor: 1}
@@ -230,12 +230,12 @@ func newKafkaRequester(ctx context.Context, addr, prefix string) (*kafkaRequeste
 	}
 	rc, err := dialKafkaLeader(ctx, addr, repTopic)
 	if err != nil {
-		wc.Close()
+		_ = wc.Close()
 		return nil, err
 	}
 	if err := seekKafkaEnd(rc); err != nil {
-		wc.Close()
-		rc.Close()
+		_ = wc.Close()
+		_ = rc.Close()
 		return nil, err
 	}
 	rctx, cancel := context.WithCancel(context.Background())
@@ -270,7 +270,7 @@ func (r *kafkaRequester) request(ctx context.Context, payload []byte) ([]byte, e
 func (r *kafkaRequester) close() error {
 	r.cancel()
 	werr := r.w.close()
-	r.reader.Close() // ends a fetch in progress
+	_ = r.reader.Close() // ends a fetch in progress
 	<-r.done
 	return werr
 }
@@ -283,13 +283,13 @@ func respondKafka(ctx context.Context, addr, prefix string, ready func(string)) 
 	if err != nil {
 		return err
 	}
-	defer rc.Close()
+	defer func() { _ = rc.Close() }()
 	wc, err := dialKafkaLeader(ctx, addr, repTopic)
 	if err != nil {
 		return err
 	}
 	w := newKafkaWriter(wc)
-	defer w.close()
+	defer func() { _ = w.close() }()
 	// Ready is printed after the seek: no request published after it is
 	// missed.
 	if err := seekKafkaEnd(rc); err != nil {
@@ -304,9 +304,8 @@ func respondKafka(ctx context.Context, addr, prefix string, ready func(string)) 
 	ready(reqTopic)
 	select {
 	case <-ctx.Done():
-		rc.Close()
-		<-errc
-		return nil
+		_ = rc.Close() // ends a fetch in progress; readKafka then returns nil
+		return <-errc
 	case err := <-errc:
 		return err
 	}

@@ -31,12 +31,12 @@ func newRabbitRequester(url, queue string) (*rabbitRequester, string, error) {
 	}
 	ch, err := conn.Channel()
 	if err != nil {
-		conn.Close()
+		_ = conn.Close()
 		return nil, "", fmt.Errorf("open channel: %w", err)
 	}
 	replies, err := ch.Consume(directReplyTo, "", true, false, false, false, nil)
 	if err != nil {
-		conn.Close()
+		_ = conn.Close()
 		return nil, "", fmt.Errorf("consume %s: %w", directReplyTo, err)
 	}
 	r := &rabbitRequester{conn: conn, ch: ch, queue: queue, pending: newPending(), done: make(chan struct{})}
@@ -86,7 +86,7 @@ func respondRabbitMQ(ctx context.Context, url, queue string, ready func(string))
 	if err != nil {
 		return fmt.Errorf("connect to rabbitmq: %w", err)
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	ch, err := conn.Channel()
 	if err != nil {
 		return fmt.Errorf("open channel: %w", err)

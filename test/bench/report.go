@@ -82,7 +82,7 @@ func (r *report) results(b *strings.Builder) {
 					raw = r.res.get(rawRowName(row.broker), c, size)
 				}
 				fmt.Fprintf(b, "| `%s` | %s | %s | %s | %s | %s | %s | %d | %s | %s | %s | %s |\n",
-					row.name, fmtRPS(s.rps), fmtPct(s.spread), fmtDur(s.p50), fmtDur(s.p90), fmtDur(s.p99), fmtDur(s.max), s.errors,
+					row.name, fmtRPS(s.rps), r.spread(s), fmtDur(s.p50), fmtDur(s.p90), fmtDur(s.p99), fmtDur(s.max), s.errors,
 					ratio(s, d, p50Of), ratio(s, d, rpsOf), ratio(s, raw, p50Of), ratio(s, raw, rpsOf))
 			}
 			fmt.Fprintf(b, "\n")
@@ -90,9 +90,17 @@ func (r *report) results(b *strings.Builder) {
 	}
 }
 
+// spread formats a cell's round-to-round spread; one round has none.
+func (r *report) spread(s *cellStats) string {
+	if r.opts.rounds < 2 {
+		return "—"
+	}
+	return fmtPct(s.spread)
+}
+
 func (r *report) resources(b *strings.Builder) {
 	fmt.Fprintf(b, "## Processes\n\n")
-	fmt.Fprintf(b, "Resident memory (MB = 10⁶ bytes) from /proc/<pid>/status: VmRSS before any load; the peak (VmHWM, reset through clear_refs before each run) and VmRSS after the runs at c=%d. "+
+	fmt.Fprintf(b, "Resident memory (MB = 10⁶ bytes) from /proc/<pid>/status: VmRSS before any load (in parentheses its anonymous part, RssAnon: heap and stacks rather than the binary's mapped pages); the peak (VmHWM, reset through clear_refs before each run) and VmRSS after the runs at c=%d. "+
 		"CPU is utime + stime from /proc/<pid>/stat over each run, warm-up included, per 10,000 calls made (10 ms resolution).\n\n", r.env.maxConc)
 	fmt.Fprintf(b, "| row | process | RSS idle | RSS peak c=%d | RSS end c=%d |", r.env.maxConc, r.env.maxConc)
 	align := "|---|---|--:|--:|--:|"
@@ -113,7 +121,7 @@ func (r *report) resources(b *strings.Builder) {
 			if m.peakNote != "" {
 				peak += " †"
 			}
-			fmt.Fprintf(b, "| `%s` | %s | %s | %s | %s |", row.name, p.role, fmtMB(float64(m.idle)), peak, fmtMB(float64(m.end)))
+			fmt.Fprintf(b, "| `%s` | %s | %s (%s) | %s | %s |", row.name, p.role, fmtMB(float64(m.idle)), fmtMB(float64(m.idleAnon)), peak, fmtMB(float64(m.end)))
 			for _, c := range r.opts.concurrency {
 				for _, size := range r.opts.sizes {
 					cell := "—"
@@ -171,7 +179,9 @@ func (r *report) notes(b *strings.Builder) {
 		fmt.Fprintf(b, "- `%s` not measured: %s\n", s.row, indentBlock(s.why))
 	}
 	fmt.Fprintf(b, "- Every process in the data path runs on this machine's %d cores at once, the load generator included; the rows differ in how many processes share them.\n", r.machine.nproc)
-	fmt.Fprintf(b, "- Sidecars log at warn, with discovery at its default interval; the echo application, the responders, the proxies and kfake are this program re-executed (`-child ROLE`).\n\n")
+	fmt.Fprintf(b, "- Sidecars log at warn, with discovery at its default interval; the echo application, the responders, the proxies and kfake are this program re-executed (`-child ROLE`).\n")
+	fmt.Fprintf(b, "- The echo application answers 16 KiB without Content-Length (Go's server streams it chunked), 128 B with it, as a plain net/http handler does.\n")
+	fmt.Fprintf(b, "- Each proxy enables full duplex on its inbound request: without it Go's HTTP/1 server closes the request body when the response starts and the ReverseProxy transport can tear down its upstream connection mid-answer (golang/go#40747), truncating about one 16 KiB answer in a thousand.\n\n")
 }
 
 func (r *report) profileSection(b *strings.Builder) {

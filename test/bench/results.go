@@ -47,6 +47,7 @@ type memKey struct{ row, role string }
 // mem is what a process's resident set did over the run.
 type mem struct {
 	idle     int64 // before any load
+	idleAnon int64 // its anonymous part
 	peak     int64 // highest VmHWM seen under the highest concurrency
 	end      int64 // VmRSS at the end of the last run at the highest concurrency
 	peakNote string

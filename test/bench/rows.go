@@ -221,7 +221,7 @@ func (e *env) rawRow(ctx context.Context, b, url, addr string) (*row, error) {
 		r, version, err = newRabbitRequester(url, name)
 		about = "amqp091-go: publish to a queue with direct reply-to (amq.rabbitmq.reply-to) and a correlation id; the responder publishes the body back"
 		if err == nil {
-			e.brokers = append(e.brokers, version+" at "+strings.TrimPrefix(addr, "amqp://guest:guest@"))
+			e.brokers = append(e.brokers, version+" at "+strings.TrimSuffix(strings.TrimPrefix(addr, "amqp://guest:guest@"), "/"))
 		}
 	case "kafka":
 		r, err = newKafkaRequester(ctx, addr, name)
