@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -53,9 +54,13 @@ type Adapter struct {
 	chunk    int
 	announce *discovery.Announcer
 
-	// slots bounds the calls in flight; a full adapter stops taking calls
-	// off the broker until one ends.
-	slots   chan struct{}
+	// Calls are served by workers, at most concurrency of them, started as
+	// needed and kept: a worker's stack has grown to what a call needs, so
+	// the next call does not grow a new goroutine's. A full adapter stops
+	// taking calls off the broker until a worker is free.
+	jobs    chan *envelope.Request
+	workers atomic.Int32 // started
+	busy    atomic.Int32 // serving a call
 	running sync.WaitGroup
 
 	latency telemetry.LatencyWindow // the application's answer times, announced as p50
@@ -63,8 +68,8 @@ type Adapter struct {
 	mu         sync.Mutex
 	calls      map[callKey]*serverCall
 	subs       []broker.Subscription // inbox and cancel subjects
-	queue      broker.Subscription // the service's queue group, while healthy
-	own        broker.Subscription // the instance's subject (direct mode), from Start to Shutdown
+	queue      broker.Subscription   // the service's queue group, while healthy
+	own        broker.Subscription   // the instance's subject (direct mode), from Start to Shutdown
 	started    bool
 	stopHealth context.CancelFunc
 	healthDone chan struct{}
@@ -112,7 +117,7 @@ func New(o Options) (*Adapter, error) {
 		client:   newClient(o.Config.Concurrency),
 		maxMsg:   maxMsg,
 		chunk:    stream.ChunkSize(maxMsg),
-		slots:    make(chan struct{}, o.Config.Concurrency),
+		jobs:     make(chan *envelope.Request),
 		calls:    map[callKey]*serverCall{},
 	}
 	if u.Scheme == "grpc" {
@@ -311,6 +316,8 @@ func (a *Adapter) Shutdown(ctx context.Context) error {
 	a.own = nil
 	a.mu.Unlock()
 	errs = append(errs, a.leaveQueue(), leave(own))
+	// No call arrives any more: the workers end with their last one.
+	close(a.jobs)
 	done := make(chan struct{})
 	go func() { a.running.Wait(); close(done) }()
 	select {
@@ -363,23 +370,40 @@ func (a *Adapter) handleRequest(ctx context.Context, data []byte) {
 		a.reject("expired", len(data), errors.New("deadline passed before the call was taken"))
 		return
 	}
+	a.dispatch(ctx, req)
+}
+
+// dispatch hands a call to an idle worker, or starts one while under the
+// concurrency limit, or else waits for a worker to be free.
+func (a *Adapter) dispatch(ctx context.Context, req *envelope.Request) {
 	select {
-	case a.slots <- struct{}{}:
-	case <-ctx.Done():
+	case a.jobs <- req:
+		return
+	default:
+	}
+	if n := a.workers.Load(); int(n) < a.cfg.Concurrency && a.workers.CompareAndSwap(n, n+1) {
+		a.running.Add(1)
+		go a.worker(req)
 		return
 	}
-	a.running.Add(1)
-	go func() {
-		defer func() {
-			<-a.slots
-			a.running.Done()
-		}()
+	select {
+	case a.jobs <- req:
+	case <-ctx.Done():
+	}
+}
+
+// worker serves calls until the adapter closes its jobs.
+func (a *Adapter) worker(req *envelope.Request) {
+	defer a.running.Done()
+	for ok := true; ok; req, ok = <-a.jobs {
+		a.busy.Add(1)
 		if a.grpc != nil {
 			a.serveGRPC(req)
 		} else {
 			a.serveHTTP(req)
 		}
-	}()
+		a.busy.Add(-1)
+	}
 }
 
 // handleFrame takes a frame for a call being served: more request body,
@@ -425,7 +449,7 @@ func (a *Adapter) handleFrame(_ context.Context, data []byte) {
 }
 
 // readings are the load figures announced with the instance.
-func (a *Adapter) readings() (int, time.Duration) { return len(a.slots), a.latency.TakeMedian() }
+func (a *Adapter) readings() (int, time.Duration) { return int(a.busy.Load()), a.latency.TakeMedian() }
 
 func (a *Adapter) register(k callKey, c *serverCall) {
 	a.mu.Lock()

@@ -81,6 +81,7 @@ func (a *Adapter) serveHTTP(req *envelope.Request) {
 		return
 	}
 	httpReq.ContentLength = contentLength
+	httpReq.Header = make(http.Header, len(req.Headers)/2+1)
 	envelope.SetHTTPHeader(httpReq.Header, req.Headers)
 	if req.Host != "" {
 		httpReq.Header.Set("X-Forwarded-Host", req.Host)

@@ -8,6 +8,7 @@ import (
 	"maps"
 	"os"
 	"os/signal"
+	"runtime"
 	"slices"
 	"syscall"
 	"time"
@@ -51,6 +52,9 @@ SIGINT or SIGTERM drains: no new calls are taken, calls in flight get up to
 			logger, err := telemetry.NewLogger(os.Stderr, cfg.Log.Level, cfg.Log.Format)
 			if err != nil {
 				return usageError{err}
+			}
+			if _, set := os.LookupEnv("GOMAXPROCS"); !set && cfg.Procs > 0 {
+				runtime.GOMAXPROCS(cfg.Procs)
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()

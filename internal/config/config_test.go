@@ -33,6 +33,7 @@ func TestParseGood(t *testing.T) {
 		ID:        "web-1",
 		Broker:    "nats://127.0.0.1:4222",
 		Admin:     "127.0.0.1:15000",
+		Procs:     1,
 		Log:       config.Log{Level: "info", Format: "json"},
 		Discovery: config.Discovery{Interval: config.Duration(config.DefaultInterval)},
 		Ambassador: &config.Ambassador{

@@ -92,6 +92,9 @@ func (c *Config) validate(errs *Error) {
 	if c.Log.Format != "json" && c.Log.Format != "text" {
 		errs.add("log.format", 0, "%q is not a format (allowed: json, text)", c.Log.Format)
 	}
+	if c.Procs < 0 {
+		errs.add("procs", 0, "%d must be 0 (every CPU) or more", c.Procs)
+	}
 	if c.Discovery.Interval < Duration(100*time.Millisecond) {
 		errs.add("discovery.interval", 0, "%q is too short (at least 100ms; default 2s)", c.Discovery.Interval.D().String())
 	}
