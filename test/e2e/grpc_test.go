@@ -316,7 +316,7 @@ func (m *grpcMesh) testSlowReader(t *testing.T) {
 	}
 	start := time.Now()
 	time.Sleep(2 * time.Second) // the reader stalls; the server could send it all in this time
-	const bound = 16 << 20 // the window is 1 MiB per direction; HTTP/2 windows and garbage not yet collected add some
+	const bound = 16 << 20      // the window is 1 MiB per direction; HTTP/2 windows and garbage not yet collected add some
 	growCaller, growCallee := m.caller.metric(heap)-baseCaller, m.callee.metric(heap)-baseCallee
 	t.Logf("heap growth with a stalled reader: ambassador %.1f MiB, adapter %.1f MiB", growCaller/(1<<20), growCallee/(1<<20))
 	if growCaller > bound || growCallee > bound {
