@@ -397,11 +397,7 @@ func (a *Adapter) worker(req *envelope.Request) {
 	defer a.running.Done()
 	for ok := true; ok; req, ok = <-a.jobs {
 		a.busy.Add(1)
-		if a.grpc != nil {
-			a.serveGRPC(req)
-		} else {
-			a.serveHTTP(req)
-		}
+		a.serve(req)
 		a.busy.Add(-1)
 	}
 }

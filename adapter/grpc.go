@@ -50,26 +50,9 @@ func dialGRPC(host string, maxMsg int) (*grpc.ClientConn, error) {
 }
 
 // serveGRPC makes one gRPC call, of any kind, to the application.
-func (a *Adapter) serveGRPC(req *envelope.Request) {
-	start := time.Now()
-	ctx, cancel := callContext(req)
+func (a *Adapter) serveGRPC(ctx context.Context, req *envelope.Request, sc *serverCall, start time.Time) {
+	ctx, cancel := context.WithCancel(metadata.NewOutgoingContext(ctx, grpcwire.Metadata(req.Headers)))
 	defer cancel()
-	a.inflight.Inc()
-	defer a.inflight.Dec()
-	if req.Protocol != envelope.ProtocolGRPC {
-		a.answerError(ctx, req, http.StatusBadGateway, ReasonProtocolMismatch,
-			"service "+a.cfg.Service+" is a gRPC application; call it through the ambassador's gRPC port", start)
-		return
-	}
-	key := callKey{req.Source, req.ID}
-	sc := &serverCall{cancel: cancel}
-	if req.More {
-		sc.inbound = stream.NewInbound(stream.DefaultWindow)
-	}
-	a.register(key, sc)
-	defer a.unregister(key)
-
-	ctx = metadata.NewOutgoingContext(ctx, grpcwire.Metadata(req.Headers))
 	cs, err := a.grpc.NewStream(ctx, everyKind, req.Method)
 	if err != nil {
 		a.answerStatus(ctx, req, status.Convert(err), nil, start)
@@ -166,9 +149,8 @@ func (a *Adapter) sendToApp(ctx context.Context, req *envelope.Request, sc *serv
 		}
 		return cs.CloseSend()
 	}
-	accept := envelope.Frame{ID: req.ID, ReplyTo: a.inbox, WindowUpdate: stream.DefaultWindow, Instance: a.cfg.Instance}
-	if err := stream.Publish(ctx, a.broker, req.ReplyTo, &accept); err != nil {
-		return fmt.Errorf("accept: %w", err)
+	if err := a.accept(ctx, req); err != nil {
+		return err
 	}
 	r := io.MultiReader(bytes.NewReader(req.Body), a.bodyReader(ctx, req, sc))
 	for {

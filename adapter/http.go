@@ -32,19 +32,26 @@ func callContext(req *envelope.Request) (context.Context, context.CancelFunc) {
 	return context.WithCancel(context.Background())
 }
 
-// serveHTTP makes one call to the application and sends the answer back.
-func (a *Adapter) serveHTTP(req *envelope.Request) {
+// serve makes one call to the application, of the protocol it speaks, and
+// sends the answer back. It owns what every call needs: the context that
+// ends at the caller's deadline or cancel, and the call's registration for
+// the frames that follow it.
+func (a *Adapter) serve(req *envelope.Request) {
 	start := time.Now()
 	ctx, cancel := callContext(req)
 	defer cancel()
 	a.inflight.Inc()
 	defer a.inflight.Dec()
-	if req.Protocol == envelope.ProtocolGRPC {
+	switch {
+	case req.Protocol == envelope.ProtocolGRPC && a.grpc == nil:
 		a.answerError(ctx, req, http.StatusBadGateway, ReasonProtocolMismatch,
 			"service "+a.cfg.Service+" is an HTTP application, not a gRPC server", start)
 		return
+	case req.Protocol != envelope.ProtocolGRPC && a.grpc != nil:
+		a.answerError(ctx, req, http.StatusBadGateway, ReasonProtocolMismatch,
+			"service "+a.cfg.Service+" is a gRPC application; call it through the ambassador's gRPC port", start)
+		return
 	}
-
 	key := callKey{req.Source, req.ID}
 	sc := &serverCall{cancel: cancel}
 	if req.More {
@@ -52,13 +59,30 @@ func (a *Adapter) serveHTTP(req *envelope.Request) {
 	}
 	a.register(key, sc)
 	defer a.unregister(key)
+	if a.grpc != nil {
+		a.serveGRPC(ctx, req, sc, start)
+	} else {
+		a.serveHTTP(ctx, req, sc, start)
+	}
+}
 
+// accept tells the caller of a streaming call where to send the rest of
+// it, and how much.
+func (a *Adapter) accept(ctx context.Context, req *envelope.Request) error {
+	f := envelope.Frame{ID: req.ID, ReplyTo: a.inbox, WindowUpdate: stream.DefaultWindow, Instance: a.cfg.Instance}
+	if err := stream.Publish(ctx, a.broker, req.ReplyTo, &f); err != nil {
+		return fmt.Errorf("accept: %w", err)
+	}
+	return nil
+}
+
+// serveHTTP makes one HTTP call to the application.
+func (a *Adapter) serveHTTP(ctx context.Context, req *envelope.Request, sc *serverCall, start time.Time) {
 	var body io.Reader = http.NoBody
 	contentLength := int64(len(req.Body))
 	if req.More {
 		// Accept the call: the caller sends the rest of the body here.
-		accept := envelope.Frame{ID: req.ID, ReplyTo: a.inbox, WindowUpdate: stream.DefaultWindow, Instance: a.cfg.Instance}
-		if err := stream.Publish(ctx, a.broker, req.ReplyTo, &accept); err != nil {
+		if err := a.accept(ctx, req); err != nil {
 			a.logger.Debug("accept not sent", telemetry.KeyErr, err)
 			return
 		}

@@ -93,3 +93,17 @@ func (a *Ambassador) await(ctx context.Context, deadline time.Time, rt route, c 
 		return answered, err
 	}
 }
+
+// sender waits until the adapter has accepted streaming call c, and
+// returns the Sender of the call's further frames, to the adapter's inbox
+// under the window it granted.
+func (a *Ambassador) sender(ctx context.Context, c *call) (*stream.Sender, error) {
+	select {
+	case <-c.accepted:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return &stream.Sender{Broker: a.broker, Subject: c.peer, ID: c.id, Source: a.sidecar, Window: c.window}, nil
+}

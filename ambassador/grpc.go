@@ -192,14 +192,10 @@ func (a *Ambassador) serveGRPC(_ any, ss grpc.ServerStream) error {
 // sendMessages streams the caller's further messages once the adapter
 // accepts the call, as the body of an HTTP/2 stream would go.
 func (a *Ambassador) sendMessages(ctx context.Context, c *call, recv *grpcwire.Receiver) error {
-	select {
-	case <-c.accepted:
-	case <-ctx.Done():
-		return ctx.Err()
+	s, err := a.sender(ctx, c)
+	if err != nil {
+		return err
 	}
-	c.mu.Lock()
-	s := stream.Sender{Broker: a.broker, Subject: c.peer, ID: c.id, Source: a.sidecar, Window: c.window}
-	c.mu.Unlock()
 	for {
 		msg, err := recv.Next(ctx)
 		if err == io.EOF {

@@ -179,16 +179,12 @@ func (a *Ambassador) serve(w http.ResponseWriter, r *http.Request, rt route) {
 
 // sendBody streams the rest of a request body once the adapter accepts.
 func (a *Ambassador) sendBody(ctx context.Context, c *call, body io.Reader, sent, limit int64) error {
-	select {
-	case <-c.accepted:
-	case <-ctx.Done():
-		return ctx.Err()
+	s, err := a.sender(ctx, c)
+	if err != nil {
+		return err
 	}
-	c.mu.Lock()
-	s := stream.Sender{Broker: a.broker, Subject: c.peer, ID: c.id, Source: a.sidecar, Window: c.window}
-	c.mu.Unlock()
 	buf := make([]byte, a.chunk)
-	_, err := s.Copy(ctx, body, buf, true, sent, limit, nil)
+	_, err = s.Copy(ctx, body, buf, true, sent, limit, nil)
 	if err != nil && ctx.Err() == nil {
 		_ = stream.Cancel(context.WithoutCancel(ctx), a.broker, s.Subject, c.id, a.sidecar, err.Error())
 		c.fail(c.id, err) // answers the caller now, unless the adapter already has

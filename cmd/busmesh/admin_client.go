@@ -65,6 +65,25 @@ func row(tw *tabwriter.Writer, cols ...any) {
 	fmt.Fprintln(tw, strings.Join(s, "\t"))
 }
 
+// runAdmin makes one Admin API call and prints its answer: as JSON with
+// -o json, else with table.
+func runAdmin[T proto.Message](cmd *cobra.Command, f *adminFlags, what string,
+	call func(context.Context, busmeshv1.AdminClient) (T, error), table func(io.Writer, T) error) error {
+	c, ctx, done, err := f.client(cmd)
+	if err != nil {
+		return err
+	}
+	defer done()
+	resp, err := call(ctx, c)
+	if err != nil {
+		return fmt.Errorf("%s at %s: %w", what, f.addr, err)
+	}
+	if f.output == "json" {
+		return printJSON(cmd.OutOrStdout(), resp)
+	}
+	return table(cmd.OutOrStdout(), resp)
+}
+
 func newServicesCmd() *cobra.Command {
 	var f adminFlags
 	cmd := &cobra.Command{
@@ -72,37 +91,30 @@ func newServicesCmd() *cobra.Command {
 		Short: "List the services a sidecar's discovery knows, with their instances",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, ctx, done, err := f.client(cmd)
-			if err != nil {
-				return err
-			}
-			defer done()
 			req := &busmeshv1.ListServicesRequest{}
 			if len(args) == 1 {
 				req.Service = args[0]
 			}
-			resp, err := c.ListServices(ctx, req)
-			if err != nil {
-				return fmt.Errorf("list services at %s: %w", f.addr, err)
-			}
-			out := cmd.OutOrStdout()
-			if f.output == "json" {
-				return printJSON(out, resp)
-			}
-			tw := table(out)
-			row(tw, "SERVICE", "INSTANCE", "VERSION", "ZONE", "HEALTHY", "INFLIGHT", "P50", "LAST SEEN")
-			for _, s := range resp.Services {
-				for _, in := range s.Instances {
-					healthy := "no"
-					if in.Healthy {
-						healthy = "yes"
+			return runAdmin(cmd, &f, "list services",
+				func(ctx context.Context, c busmeshv1.AdminClient) (*busmeshv1.ListServicesResponse, error) {
+					return c.ListServices(ctx, req)
+				},
+				func(out io.Writer, resp *busmeshv1.ListServicesResponse) error {
+					tw := table(out)
+					row(tw, "SERVICE", "INSTANCE", "VERSION", "ZONE", "HEALTHY", "INFLIGHT", "P50", "LAST SEEN")
+					for _, s := range resp.Services {
+						for _, in := range s.Instances {
+							healthy := "no"
+							if in.Healthy {
+								healthy = "yes"
+							}
+							row(tw, s.Name, in.Name, dash(in.Version), dash(in.Zone), healthy,
+								fmt.Sprintf("%d/%d", in.Inflight, in.Concurrency), in.P50.AsDuration(),
+								time.Since(in.LastSeen.AsTime()).Round(100*time.Millisecond).String()+" ago")
+						}
 					}
-					row(tw, s.Name, in.Name, dash(in.Version), dash(in.Zone), healthy,
-						fmt.Sprintf("%d/%d", in.Inflight, in.Concurrency), in.P50.AsDuration(),
-						time.Since(in.LastSeen.AsTime()).Round(100*time.Millisecond).String()+" ago")
-				}
-			}
-			return tw.Flush()
+					return tw.Flush()
+				})
 		},
 	}
 	f.register(cmd)
@@ -116,37 +128,30 @@ func newStatsCmd() *cobra.Command {
 		Short: "Show a sidecar's traffic per service",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, ctx, done, err := f.client(cmd)
-			if err != nil {
-				return err
-			}
-			defer done()
-			resp, err := c.GetStats(ctx, &busmeshv1.GetStatsRequest{})
-			if err != nil {
-				return fmt.Errorf("stats at %s: %w", f.addr, err)
-			}
-			out := cmd.OutOrStdout()
-			if f.output == "json" {
-				return printJSON(out, resp)
-			}
-			fmt.Fprintf(out, "sidecar %s, up %v\n\n", resp.Sidecar, resp.Uptime.AsDuration().Round(time.Second))
-			tw := table(out)
-			row(tw, "SIDE", "SERVICE", "REQUESTS", "CODES", "MESH ERRORS", "P50", "P99")
-			for _, side := range []struct {
-				name  string
-				stats []*busmeshv1.ServiceStats
-			}{{"ambassador", resp.Ambassador}, {"adapter", resp.Adapter}} {
-				for _, s := range side.stats {
-					row(tw, side.name, s.Service, s.Requests, counts(s.Codes), counts(s.Errors), s.P50.AsDuration(), s.P99.AsDuration())
-				}
-			}
-			if err := tw.Flush(); err != nil {
-				return err
-			}
-			if len(resp.Rejected) > 0 {
-				fmt.Fprintf(out, "\nrejected envelopes: %s\n", counts(resp.Rejected))
-			}
-			return nil
+			return runAdmin(cmd, &f, "stats",
+				func(ctx context.Context, c busmeshv1.AdminClient) (*busmeshv1.GetStatsResponse, error) {
+					return c.GetStats(ctx, &busmeshv1.GetStatsRequest{})
+				},
+				func(out io.Writer, resp *busmeshv1.GetStatsResponse) error {
+					fmt.Fprintf(out, "sidecar %s, up %v\n\n", resp.Sidecar, resp.Uptime.AsDuration().Round(time.Second))
+					tw := table(out)
+					row(tw, "SIDE", "SERVICE", "REQUESTS", "CODES", "MESH ERRORS", "P50", "P99")
+					for _, side := range []struct {
+						name  string
+						stats []*busmeshv1.ServiceStats
+					}{{"ambassador", resp.Ambassador}, {"adapter", resp.Adapter}} {
+						for _, s := range side.stats {
+							row(tw, side.name, s.Service, s.Requests, counts(s.Codes), counts(s.Errors), s.P50.AsDuration(), s.P99.AsDuration())
+						}
+					}
+					if err := tw.Flush(); err != nil {
+						return err
+					}
+					if len(resp.Rejected) > 0 {
+						fmt.Fprintf(out, "\nrejected envelopes: %s\n", counts(resp.Rejected))
+					}
+					return nil
+				})
 		},
 	}
 	f.register(cmd)
@@ -160,25 +165,18 @@ func newRoutesCmd() *cobra.Command {
 		Short: "List how a sidecar's ports lead to services",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, ctx, done, err := f.client(cmd)
-			if err != nil {
-				return err
-			}
-			defer done()
-			resp, err := c.ListRoutes(ctx, &busmeshv1.ListRoutesRequest{})
-			if err != nil {
-				return fmt.Errorf("routes at %s: %w", f.addr, err)
-			}
-			out := cmd.OutOrStdout()
-			if f.output == "json" {
-				return printJSON(out, resp)
-			}
-			tw := table(out)
-			row(tw, "KIND", "LISTEN", "MATCH", "SERVICE", "TARGET")
-			for _, r := range resp.Routes {
-				row(tw, r.Kind, dash(r.Listen), dash(r.Match), r.Service, dash(r.Target))
-			}
-			return tw.Flush()
+			return runAdmin(cmd, &f, "routes",
+				func(ctx context.Context, c busmeshv1.AdminClient) (*busmeshv1.ListRoutesResponse, error) {
+					return c.ListRoutes(ctx, &busmeshv1.ListRoutesRequest{})
+				},
+				func(out io.Writer, resp *busmeshv1.ListRoutesResponse) error {
+					tw := table(out)
+					row(tw, "KIND", "LISTEN", "MATCH", "SERVICE", "TARGET")
+					for _, r := range resp.Routes {
+						row(tw, r.Kind, dash(r.Listen), dash(r.Match), r.Service, dash(r.Target))
+					}
+					return tw.Flush()
+				})
 		},
 	}
 	f.register(cmd)

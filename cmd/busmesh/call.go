@@ -1,7 +1,10 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"io"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -47,31 +50,19 @@ file's contents.`,
 			} else {
 				req.Body = []byte(data)
 			}
-			c, ctx, done, err := f.client(cmd)
-			if err != nil {
-				return err
-			}
-			defer done()
-			resp, err := c.Call(ctx, req)
-			if err != nil {
-				return fmt.Errorf("call through %s: %w", f.addr, err)
-			}
-			out := cmd.OutOrStdout()
-			if f.output == "json" {
-				return printJSON(out, resp)
-			}
-			fmt.Fprintf(out, "%d (%v)\n", resp.Status, resp.Duration.AsDuration())
-			names := make([]string, 0, len(resp.Headers))
-			for k := range resp.Headers {
-				names = append(names, k)
-			}
-			slices.Sort(names)
-			for _, k := range names {
-				fmt.Fprintf(out, "%s: %s\n", k, resp.Headers[k])
-			}
-			fmt.Fprintln(out)
-			out.Write(resp.Body)
-			return nil
+			return runAdmin(cmd, &f, "call",
+				func(ctx context.Context, c busmeshv1.AdminClient) (*busmeshv1.CallResponse, error) {
+					return c.Call(ctx, req)
+				},
+				func(out io.Writer, resp *busmeshv1.CallResponse) error {
+					fmt.Fprintf(out, "%d (%v)\n", resp.Status, resp.Duration.AsDuration())
+					for _, k := range slices.Sorted(maps.Keys(resp.Headers)) {
+						fmt.Fprintf(out, "%s: %s\n", k, resp.Headers[k])
+					}
+					fmt.Fprintln(out)
+					_, err := out.Write(resp.Body)
+					return err
+				})
 		},
 	}
 	f.register(cmd)
