@@ -188,13 +188,13 @@ func (a *Adapter) Start(ctx context.Context) error {
 	}
 	if healthy {
 		if err := a.joinQueue(ctx); err != nil {
-			a.Shutdown(context.Background())
+			_ = a.Shutdown(context.Background()) // the start's error is the one to report
 			return err
 		}
 	}
 	// Announce once calls can be taken, so no caller is sent here early.
 	if err := a.announce.Start(ctx, healthy); err != nil {
-		a.Shutdown(context.Background())
+		_ = a.Shutdown(context.Background()) // the start's error is the one to report
 		return err
 	}
 	if a.cfg.Health != nil {

@@ -159,11 +159,15 @@ func (a *Ambassador) serveGRPC(_ any, ss grpc.ServerStream) error {
 	if err != nil {
 		return a.grpcError(ss, rt.service, codes.Unavailable, ReasonBrokerUnavailable, err.Error())
 	}
-	pump := make(chan error, 1)
+	pump := make(chan struct{})
 	if more {
-		go func() { pump <- a.sendMessages(ctx, c, recv) }()
+		go func() {
+			defer close(pump)
+			// A broken request stream shows in the answer, or the deadline.
+			_ = a.sendMessages(ctx, c, recv)
+		}()
 	} else {
-		pump <- nil
+		close(pump)
 	}
 
 	answered, callErr := a.await(ctx, deadline, rt, c, &req, st)

@@ -138,7 +138,7 @@ func (a *Ambassador) serve(w http.ResponseWriter, r *http.Request, rt route) {
 		return
 	}
 
-	var pump chan error
+	var pump chan struct{}
 	cancel := context.CancelFunc(func() {})
 	if more {
 		// Full duplex: an adapter may answer before it has read the body.
@@ -146,8 +146,11 @@ func (a *Ambassador) serve(w http.ResponseWriter, r *http.Request, rt route) {
 		var pctx context.Context
 		pctx, cancel = context.WithDeadline(ctx, deadline)
 		defer cancel()
-		pump = make(chan error, 1)
-		go func() { pump <- a.sendBody(pctx, c, r.Body, int64(len(body)), limit) }()
+		pump = make(chan struct{})
+		go func() {
+			defer close(pump)
+			_ = a.sendBody(pctx, c, r.Body, int64(len(body)), limit) // a failure fails the call
+		}()
 	}
 
 	answered, callErr := a.await(ctx, deadline, rt, c, &req, st)

@@ -66,7 +66,7 @@ func (p *Proxy) accept() {
 }
 
 func (p *Proxy) pipe(dst, src net.Conn) {
-	io.Copy(dst, src)
+	_, _ = io.Copy(dst, src) // ends when either side closes
 	dst.Close()
 	src.Close()
 	p.mu.Lock()

@@ -117,7 +117,7 @@ func (c *Conn) Subscribe(ctx context.Context, subject string, h broker.Handler) 
 
 // detachOn ends the subscription when ctx is cancelled.
 func (s *subscription) detachOn(ctx context.Context) {
-	stop := context.AfterFunc(ctx, func() { s.Unsubscribe() })
+	stop := context.AfterFunc(ctx, func() { _ = s.Unsubscribe() })
 	s.stop.Store(&stop)
 }
 

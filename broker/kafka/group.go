@@ -87,7 +87,7 @@ func (c *Conn) QueueSubscribe(ctx context.Context, subject, group string, h brok
 	m := &member{s: s, id: GroupID(subject, group), cg: cg, start: start, ready: make(chan struct{})}
 	s.group = m
 	if err := c.start(s, s.deliver, m.run); err != nil {
-		cg.Close()
+		_ = cg.Close()
 		return nil, err
 	}
 	select {
@@ -95,13 +95,13 @@ func (c *Conn) QueueSubscribe(ctx context.Context, subject, group string, h brok
 		s.detachOn(ctx)
 		return s, nil
 	case <-ctx.Done():
-		s.Unsubscribe()
+		_ = s.Unsubscribe()
 		if err := m.lastErr.Load(); err != nil {
 			return nil, fmt.Errorf("queue subscribe %s: %w (joining group %s: %v)", subject, ctx.Err(), m.id, *err)
 		}
 		return nil, ctx.Err()
 	case <-s.ctx.Done(): // the Conn closed meanwhile
-		s.Unsubscribe()
+		_ = s.Unsubscribe()
 		return nil, broker.ErrClosed
 	}
 }
@@ -192,7 +192,7 @@ func (m *member) consume(gctx context.Context, gen *kafka.Generation, parts []*p
 	}
 	cancel()
 	wg.Wait()
-	m.commit(gen, parts, committed)
+	_ = m.commit(gen, parts, committed) // logged there; the next member resumes from the last commit
 }
 
 // commit stores the positions that changed since the last commit.
@@ -221,4 +221,4 @@ func (m *member) markReady() { m.readyOnce.Do(func() { close(m.ready) }) }
 
 // close ends the membership: the generation's positions are committed and
 // the member leaves the group, so the others rebalance at once.
-func (m *member) close() { m.cg.Close() }
+func (m *member) close() { _ = m.cg.Close() }

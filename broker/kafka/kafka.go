@@ -2,6 +2,7 @@ package kafka
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
@@ -174,13 +175,14 @@ func (c *Conn) Close() error {
 	}
 	c.mu.Unlock()
 	var wg sync.WaitGroup
-	for _, s := range subs {
-		wg.Go(func() { s.Unsubscribe() })
+	errs := make([]error, len(subs))
+	for i, s := range subs {
+		wg.Go(func() { errs[i] = s.Unsubscribe() })
 	}
 	wg.Wait()
 	c.prod.close()
 	c.cl.close()
-	return nil
+	return errors.Join(errs...)
 }
 
 // Log keys this package adds to those of internal/telemetry.

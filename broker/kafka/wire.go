@@ -146,10 +146,10 @@ func (w *wire) exchange(ctx context.Context, msg protocol.Message) (res protocol
 		p.Prepare(v)
 	}
 	dl, _ := ctx.Deadline()
-	w.nc.SetDeadline(dl)
+	_ = w.nc.SetDeadline(dl) // fails only on a closed conn, which the I/O reports
 	// Cancelling ctx puts the deadline in the past, which fails the
 	// blocked read or write at once.
-	stop := context.AfterFunc(ctx, func() { w.nc.SetDeadline(time.Unix(1, 0)) })
+	stop := context.AfterFunc(ctx, func() { _ = w.nc.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 	w.corr++
 	if err := protocol.WriteRequest(w.pc, v, w.corr, w.clientID, msg); err != nil {

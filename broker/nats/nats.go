@@ -227,10 +227,10 @@ func (c *Conn) subscribe(ctx context.Context, subject, group string, h broker.Ha
 		cancel()
 	}
 	if err != nil {
-		s.Unsubscribe()
+		_ = s.Unsubscribe() // the subscribe error is the one to report
 		return nil, fmt.Errorf("subscribe %s: %w", subject, c.mapErr(subject, err))
 	}
-	s.stop = context.AfterFunc(ctx, func() { s.Unsubscribe() })
+	s.stop = context.AfterFunc(ctx, func() { _ = s.Unsubscribe() })
 	return s, nil
 }
 
@@ -247,8 +247,9 @@ func (c *Conn) Close() error {
 		subs = append(subs, s)
 	}
 	c.mu.Unlock()
+	var errs []error
 	for _, s := range subs {
-		s.Unsubscribe()
+		errs = append(errs, s.Unsubscribe())
 	}
 	// Flush what was published before Close, briefly.
 	_ = c.nc.FlushTimeout(time.Second)
@@ -256,7 +257,7 @@ func (c *Conn) Close() error {
 	if c.onClose != nil {
 		c.onClose()
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 type subscription struct {

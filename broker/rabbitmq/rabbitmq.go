@@ -271,7 +271,7 @@ func (c *Conn) supervise(sess *session) {
 		c.mu.Lock()
 		if c.closed {
 			c.mu.Unlock()
-			next.close()
+			_ = next.close() // closed while reconnecting: the new connection is not wanted
 			return
 		}
 		c.cur.Store(next)

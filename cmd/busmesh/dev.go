@@ -55,7 +55,7 @@ always name the ports in use.`,
 				return err
 			}
 			demo := &http.Server{Handler: demoHandler("dev"), ReadHeaderTimeout: 10 * time.Second}
-			go demo.Serve(demoLn)
+			go func() { _ = demo.Serve(demoLn) }() // ends when Close below stops it
 			defer demo.Close()
 
 			cfg := config.Default()

@@ -95,7 +95,7 @@ func startSidecar(ctx context.Context, cfg *config.Config, logger *slog.Logger) 
 	sc := &sidecar{cfg: cfg, logger: logger}
 	defer func() {
 		if err != nil {
-			sc.shutdown()
+			_ = sc.shutdown() // the start's error is the one to report
 		}
 	}()
 	metrics := telemetry.NewMetrics()

@@ -28,7 +28,7 @@ func echoMetadata(ctx context.Context, s interface{ SetHeader(metadata.MD) error
 			out["x-echo-"+strings.TrimPrefix(k, "x-test-")] = v
 		}
 	}
-	s.SetHeader(out)
+	_ = s.SetHeader(out) // fails only once headers are sent: not yet
 }
 
 func pause(ctx context.Context, ms int32) error {
@@ -62,7 +62,7 @@ func (h headerSetter) SetHeader(md metadata.MD) error { return grpc.SetHeader(h.
 // Unary implements EchoServer.
 func (Server) Unary(ctx context.Context, req *EchoRequest) (*EchoResponse, error) {
 	echoMetadata(ctx, headerSetter{ctx})
-	grpc.SetTrailer(ctx, metadata.Pairs("x-trailer", "done"))
+	_ = grpc.SetTrailer(ctx, metadata.Pairs("x-trailer", "done"))
 	if err := pause(ctx, req.SleepMs); err != nil {
 		return nil, err
 	}
