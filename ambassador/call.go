@@ -56,20 +56,17 @@ func (a *Ambassador) publish(ctx context.Context, rt route, c *call, req *envelo
 }
 
 // await waits for call c's answer. It returns answered, or the call's
-// failure, or neither when ctx ended or the deadline passed first. In
-// direct mode a request the broker hands back undelivered goes once more,
-// to another instance: it never reached an application, so sending it
-// again is safe.
-func (a *Ambassador) await(ctx context.Context, deadline time.Time, rt route, c *call, req *envelope.Request, st *instanceStats) (bool, error) {
+// failure, or neither when ctx ended first (its deadline, or the caller
+// gone). In direct mode a request the broker hands back undelivered goes
+// once more, to another instance: it never reached an application, so
+// sending it again is safe.
+func (a *Ambassador) await(ctx context.Context, rt route, c *call, req *envelope.Request, st *instanceStats) (bool, error) {
 	start := time.Now()
 	retried := false
-	c.timer.Reset(time.Until(deadline))
-	defer c.timer.Stop()
 	for {
 		select {
 		case <-c.ready:
 		case <-ctx.Done():
-		case <-c.timer.C:
 		}
 		c.mu.Lock()
 		answered, err := c.answered, c.err

@@ -91,12 +91,13 @@ func (a *Ambassador) serveGRPC(_ any, ss grpc.ServerStream) error {
 		return a.grpcError(ss, rt.service, codes.Unavailable, ReasonNoHealthy,
 			fmt.Sprintf("no healthy instance of service %q is known", rt.service))
 	}
-	ctx, cancel := context.WithCancel(ss.Context())
-	if _, has := ctx.Deadline(); !has {
-		ctx, cancel = context.WithTimeout(ss.Context(), a.cfg.Timeout.D())
+	// The caller's deadline (grpc-timeout), or the default timeout.
+	deadline, has := ss.Context().Deadline()
+	if !has {
+		deadline = start.Add(a.cfg.Timeout.D())
 	}
+	ctx, cancel := context.WithDeadline(ss.Context(), deadline)
 	defer cancel()
-	deadline, _ := ctx.Deadline()
 
 	// The first message, and whether the caller is done sending after it.
 	// The receiver's goroutine ends with the stream, as the handler returns.
@@ -170,7 +171,7 @@ func (a *Ambassador) serveGRPC(_ any, ss grpc.ServerStream) error {
 		close(pump)
 	}
 
-	answered, callErr := a.await(ctx, deadline, rt, c, &req, st)
+	answered, callErr := a.await(ctx, rt, c, &req, st)
 	var result error
 	switch {
 	case answered:

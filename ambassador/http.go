@@ -79,10 +79,9 @@ func (a *Ambassador) serve(w http.ResponseWriter, r *http.Request, rt route) {
 			fmt.Sprintf("request body of %d bytes is over max_body_bytes (%d)", r.ContentLength, limit))
 		return
 	}
-	// The deadline is enforced by the call's timer; a context with it is
-	// made only for calls that stream, which need one to stop.
-	ctx := r.Context()
-	deadline := start.Add(timeout)
+	ctx, cancel := context.WithDeadline(r.Context(), start.Add(timeout))
+	defer cancel()
+	deadline, _ := ctx.Deadline()
 
 	c := a.inbox.open()
 	defer a.inbox.release(c)
@@ -139,24 +138,20 @@ func (a *Ambassador) serve(w http.ResponseWriter, r *http.Request, rt route) {
 	}
 
 	var pump chan struct{}
-	cancel := context.CancelFunc(func() {})
 	if more {
 		// Full duplex: an adapter may answer before it has read the body.
 		_ = http.NewResponseController(w).EnableFullDuplex()
-		var pctx context.Context
-		pctx, cancel = context.WithDeadline(ctx, deadline)
-		defer cancel()
 		pump = make(chan struct{})
 		go func() {
 			defer close(pump)
-			_ = a.sendBody(pctx, c, r.Body, int64(len(body)), limit) // a failure fails the call
+			_ = a.sendBody(ctx, c, r.Body, int64(len(body)), limit) // a failure fails the call
 		}()
 	}
 
-	answered, callErr := a.await(ctx, deadline, rt, c, &req, st)
+	answered, callErr := a.await(ctx, rt, c, &req, st)
 	switch {
 	case answered:
-		a.respond(ctx, deadline, w, rt, c, start)
+		a.respond(ctx, w, rt, c, start)
 	case errors.Is(callErr, stream.ErrTooLarge):
 		a.meshError(w, rt.service, http.StatusRequestEntityTooLarge, ReasonRequestTooLarge,
 			fmt.Sprintf("request body is over max_body_bytes (%d)", limit))
@@ -196,8 +191,8 @@ func (a *Ambassador) sendBody(ctx context.Context, c *call, body io.Reader, sent
 }
 
 // respond writes the adapter's answer: status, headers, body (streamed if
-// it comes in frames, until the deadline) and trailers.
-func (a *Ambassador) respond(ctx context.Context, deadline time.Time, w http.ResponseWriter, rt route, c *call, start time.Time) {
+// it comes in frames, until ctx's deadline) and trailers.
+func (a *Ambassador) respond(ctx context.Context, w http.ResponseWriter, rt route, c *call, start time.Time) {
 	resp := &c.resp
 	h := w.Header()
 	envelope.SetHTTPHeader(h, resp.Headers)
@@ -227,8 +222,6 @@ func (a *Ambassador) respond(ctx context.Context, deadline time.Time, w http.Res
 	c.mu.Lock()
 	in, peer := c.inbound, c.peer
 	c.mu.Unlock()
-	ctx, cancel := context.WithDeadline(ctx, deadline)
-	defer cancel()
 	rc := http.NewResponseController(w)
 	for {
 		chunk, grant, err := in.Next(ctx)

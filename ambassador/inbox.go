@@ -45,8 +45,6 @@ type Inbox struct {
 type call struct {
 	// ready is signalled once: the response arrived, or the call failed.
 	ready chan struct{}
-	// timer bounds the wait; reused with the call.
-	timer *time.Timer
 	// headers is the request's header list, its capacity reused.
 	headers []string
 
@@ -61,11 +59,7 @@ type call struct {
 	peer     string          // the serving adapter's inbox
 }
 
-var callPool = sync.Pool{New: func() any {
-	t := time.NewTimer(time.Hour)
-	t.Stop()
-	return &call{ready: make(chan struct{}, 1), timer: t}
-}}
+var callPool = sync.Pool{New: func() any { return &call{ready: make(chan struct{}, 1)} }}
 
 // newInbox subscribes to the sidecar's inbox subject.
 func newInbox(ctx context.Context, b broker.Broker, sidecar string, logger *slog.Logger, m *telemetry.Metrics) (*Inbox, error) {
@@ -120,7 +114,6 @@ func (in *Inbox) release(c *call) {
 	case <-c.ready:
 	default:
 	}
-	c.timer.Stop()
 	if cap(c.headers) <= 256 {
 		callPool.Put(c)
 	}
