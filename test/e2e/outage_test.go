@@ -1,0 +1,72 @@
+package e2e
+
+import (
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/busmesh/busmesh/broker/brokertest"
+)
+
+// TestBrokerOutage drops every connection between the sidecars and the
+// broker, through a proxy, while calls go on. No call may hang past its
+// deadline; the sidecars log the loss once, reconnect on their own and
+// carry calls again, without a restart. (Kafka's backend passes the same
+// case in its conformance suite, TestConformance/kafka/Reconnect.)
+func TestBrokerOutage(t *testing.T) {
+	for _, b := range brokers(t) {
+		if b.name == "kafka" {
+			continue // kfake here is not behind a proxy; see above
+		}
+		t.Run(b.name, func(t *testing.T) {
+			requireBroker(t, b)
+			u, err := url.Parse(b.url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			proxy := brokertest.NewProxy(t, u.Host)
+			u.Host = proxy.Addr()
+			m := startHTTPMesh(t, brokerCase{name: b.name, url: u.String()}, echoApp())
+			call := func() (int, time.Duration) {
+				req := newRequest(t, "GET", "http://"+m.port+"/outage", nil)
+				req.Header.Set("X-Busmesh-Timeout", "1s")
+				start := time.Now()
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatalf("call: %v", err)
+				}
+				resp.Body.Close()
+				return resp.StatusCode, time.Since(start)
+			}
+			if code, _ := call(); code != 200 {
+				t.Fatalf("before the outage: status %d", code)
+			}
+			proxy.Cut()
+			recovered := false
+			for end := time.Now().Add(20 * time.Second); time.Now().Before(end); {
+				code, took := call()
+				if took > 2*time.Second {
+					t.Fatalf("a call took %v with a 1s deadline during the outage", took)
+				}
+				if code == 200 {
+					recovered = true
+					break
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+			if !recovered {
+				t.Fatal("calls did not succeed again within 20s of the broker coming back")
+			}
+			for _, s := range []*sidecar{m.caller, m.callee} {
+				eventually(t, 10*time.Second, s.name+" to log the reconnect", func() bool {
+					return strings.Contains(s.log.String(), `"msg":"broker reconnected"`)
+				})
+				if n := strings.Count(s.log.String(), `"msg":"broker connection lost"`); n != 1 {
+					t.Errorf("%s logged the lost connection %d times, want once", s.name, n)
+				}
+			}
+		})
+	}
+}
