@@ -99,6 +99,11 @@ func (a *Adapter) serveGRPC(ctx context.Context, req *envelope.Request, sc *serv
 		Body:     body,
 		More:     more,
 	}
+	if req.More {
+		// The caller may see this answer before the accept frame, sent on
+		// another goroutine: it carries the same window, so either works.
+		out.ReplyTo, out.Window = a.inbox, stream.DefaultWindow
+	}
 	if !more {
 		out.Trailers = grpcwire.AppendStatus(nil, endStatus(err), cs.Trailer())
 		a.publishAnswer(ctx, req, &out, start)

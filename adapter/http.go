@@ -157,6 +157,9 @@ func (a *Adapter) forward(ctx context.Context, req *envelope.Request, resp *http
 		return
 	}
 	out.Body, out.More = first, more
+	if req.More {
+		out.ReplyTo, out.Window = a.inbox, stream.DefaultWindow // as the accept frame said
+	}
 	if !more {
 		out.Trailers = envelope.AppendHTTPHeader(nil, resp.Trailer)
 	} else {
