@@ -103,7 +103,12 @@ func (in *Inbox) release(c *call) {
 	c.mu.Lock()
 	id := c.id
 	c.id = 0 // from now on deliveries for id miss
+	// Keep the lists' capacity, not what they point to: a pooled call must
+	// not hold an old message's memory.
 	resp := c.resp
+	clear(resp.Headers[:cap(resp.Headers)])
+	clear(resp.Trailers[:cap(resp.Trailers)])
+	clear(c.headers[:cap(c.headers)])
 	c.resp = envelope.Response{Headers: resp.Headers[:0], Trailers: resp.Trailers[:0]}
 	c.answered, c.err, c.inbound, c.window, c.accepted, c.peer = false, nil, nil, nil, nil, ""
 	c.mu.Unlock()
