@@ -21,6 +21,7 @@ import (
 	"github.com/busmesh/busmesh/internal/config"
 	"github.com/busmesh/busmesh/internal/discovery"
 	"github.com/busmesh/busmesh/internal/envelope"
+	"github.com/busmesh/busmesh/internal/grpcwire"
 	"github.com/busmesh/busmesh/internal/stream"
 	"github.com/busmesh/busmesh/internal/telemetry"
 )
@@ -121,7 +122,7 @@ func New(o Options) (*Adapter, error) {
 		calls:    map[callKey]*serverCall{},
 	}
 	if u.Scheme == "grpc" {
-		if a.grpc, err = dialGRPC(u.Host, a.maxGRPCMessage()); err != nil {
+		if a.grpc, err = dialGRPC(u.Host, grpcwire.MaxMessage(int64(o.Config.MaxBodyBytes))); err != nil {
 			return nil, fmt.Errorf("adapter target %q: %w", o.Config.Target, err)
 		}
 	}

@@ -21,11 +21,6 @@ import (
 	"github.com/busmesh/busmesh/internal/telemetry"
 )
 
-// settle is how long the adapter waits, after the application's first
-// message, for its next message or end: a unary answer's status follows at
-// once and goes in the same response message.
-const settle = 2 * time.Millisecond
-
 // ReasonProtocolMismatch answers an HTTP call to a gRPC application, or
 // the other way round.
 const ReasonProtocolMismatch = "protocol-mismatch"
@@ -33,8 +28,6 @@ const ReasonProtocolMismatch = "protocol-mismatch"
 // everyKind describes a call the adapter knows nothing of: it may stream
 // both ways.
 var everyKind = &grpc.StreamDesc{ServerStreams: true, ClientStreams: true}
-
-func (a *Adapter) maxGRPCMessage() int { return max(4<<20, int(a.cfg.MaxBodyBytes)) }
 
 // dialGRPC returns the client connection to a gRPC application; it
 // connects on first use.
@@ -79,7 +72,7 @@ func (a *Adapter) serveGRPC(ctx context.Context, req *envelope.Request, sc *serv
 	first, err := recv.Next(ctx)
 	if err == nil {
 		body = grpcwire.AppendMessage(nil, first)
-		next, nerr, ok := recv.NextWithin(settle)
+		next, nerr, ok := recv.NextWithin(grpcwire.Settle)
 		switch {
 		case !ok:
 			more = true
@@ -159,7 +152,7 @@ func (a *Adapter) sendToApp(ctx context.Context, req *envelope.Request, sc *serv
 	}
 	r := io.MultiReader(bytes.NewReader(req.Body), a.bodyReader(ctx, req, sc))
 	for {
-		msg, err := grpcwire.ReadMessage(r, a.maxGRPCMessage())
+		msg, err := grpcwire.ReadMessage(r, grpcwire.MaxMessage(int64(a.cfg.MaxBodyBytes)))
 		if err == io.EOF {
 			return cs.CloseSend()
 		}

@@ -206,7 +206,3 @@ func (a *Ambassador) Shutdown(ctx context.Context) error {
 	}
 	return errors.Join(errs...)
 }
-
-// Pending returns the number of calls waiting for an answer: zero when the
-// ambassador is idle, whatever happened to earlier calls.
-func (a *Ambassador) Pending() int { return a.inbox.pending() }

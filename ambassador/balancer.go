@@ -3,6 +3,7 @@ package ambassador
 import (
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -86,7 +87,7 @@ func (b *balancer) pick(service string, healthy []discovery.Instance, p config.S
 	var best *instanceStats
 	bestCost := math.Inf(1)
 	try := func(i int) {
-		st := b.statsFor(service, &healthy[i])
+		st := b.statsFor(service, healthy, i)
 		if st == avoid {
 			return
 		}
@@ -116,28 +117,29 @@ func (b *balancer) pick(service string, healthy []discovery.Instance, p config.S
 	return best
 }
 
-// statsFor returns the stats of an instance, made on first sight.
-func (b *balancer) statsFor(service string, inst *discovery.Instance) *instanceStats {
+// statsFor returns the stats of healthy[i], made on first sight. Making
+// one is rare (a new instance), so that is when the stats of the service's
+// instances no longer healthy are dropped: the map stays the size of the
+// mesh, whatever its churn.
+func (b *balancer) statsFor(service string, healthy []discovery.Instance, i int) *instanceStats {
+	inst := &healthy[i]
 	k := instanceKey{service, inst.Sidecar, inst.Name}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	st := b.stats[k]
-	if st == nil {
-		st = &instanceStats{subject: broker.InstanceSubject(service, inst.Name), b: b}
-		b.stats[k] = st
+	if st != nil {
+		return st
 	}
-	return st
-}
-
-// forget drops the stats of instances no longer known.
-func (b *balancer) forget(known func(service, instance string) bool) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for k := range b.stats {
-		if !known(k.service, k.instance) {
-			delete(b.stats, k)
+	for old := range b.stats {
+		if old.service == service && !slices.ContainsFunc(healthy, func(h discovery.Instance) bool {
+			return h.Sidecar == old.sidecar && h.Name == old.instance
+		}) {
+			delete(b.stats, old)
 		}
 	}
+	st = &instanceStats{subject: broker.InstanceSubject(service, inst.Name), b: b}
+	b.stats[k] = st
+	return st
 }
 
 // cost is the decayed latency estimate times the calls in flight plus one;

@@ -21,12 +21,6 @@ import (
 	"github.com/busmesh/busmesh/internal/telemetry"
 )
 
-// settle is how long a sidecar waits, after a gRPC call's first message,
-// for the sender's next message or end. A unary caller's end follows its
-// message at once, so its call goes as one request; a streaming caller's
-// first message waits at most this long.
-const settle = 2 * time.Millisecond
-
 // grpcMetaError and grpcMetaInstance are X-Busmesh-Error and
 // X-Busmesh-Instance as gRPC metadata.
 const (
@@ -34,15 +28,12 @@ const (
 	grpcMetaInstance = "x-busmesh-instance"
 )
 
-// maxGRPCMessage bounds one gRPC message through the ambassador.
-func (a *Ambassador) maxGRPCMessage() int { return max(4<<20, int(a.cfg.MaxBodyBytes)) }
-
 func (a *Ambassador) newGRPCServer() *grpc.Server {
 	return grpc.NewServer(
 		grpc.UnknownServiceHandler(a.serveGRPC),
 		grpc.ForceServerCodecV2(grpcwire.Codec{}),
-		grpc.MaxRecvMsgSize(a.maxGRPCMessage()),
-		grpc.MaxSendMsgSize(a.maxGRPCMessage()),
+		grpc.MaxRecvMsgSize(grpcwire.MaxMessage(int64(a.cfg.MaxBodyBytes))),
+		grpc.MaxSendMsgSize(grpcwire.MaxMessage(int64(a.cfg.MaxBodyBytes))),
 	)
 }
 
@@ -111,7 +102,7 @@ func (a *Ambassador) serveGRPC(_ any, ss grpc.ServerStream) error {
 		return err
 	default:
 		body = grpcwire.AppendMessage(nil, first)
-		next, err, ok := recv.NextWithin(settle)
+		next, err, ok := recv.NextWithin(grpcwire.Settle)
 		switch {
 		case !ok:
 			more = true
@@ -255,7 +246,7 @@ func (a *Ambassador) respondGRPC(ctx context.Context, ss grpc.ServerStream, rt r
 			_ = stream.Grant(ctx, a.broker, peer, c.id, a.sidecar, n)
 		}))
 		for {
-			msg, err := grpcwire.ReadMessage(r, a.maxGRPCMessage())
+			msg, err := grpcwire.ReadMessage(r, grpcwire.MaxMessage(int64(a.cfg.MaxBodyBytes)))
 			if err == io.EOF {
 				break
 			}

@@ -78,8 +78,8 @@ func TestBalancerPolicy(t *testing.T) {
 func TestBalancerAvoidsSlowAndBusy(t *testing.T) {
 	b := newBalancer()
 	healthy := instances([3]string{"fast1"}, [3]string{"fast2"}, [3]string{"slow"})
-	for _, inst := range healthy {
-		st := b.statsFor("svc", &inst)
+	for i, inst := range healthy {
+		st := b.statsFor("svc", healthy, i)
 		rtt := time.Millisecond
 		if inst.Name == "slow" {
 			rtt = 20 * time.Millisecond
@@ -96,7 +96,7 @@ func TestBalancerAvoidsSlowAndBusy(t *testing.T) {
 		t.Errorf("the slow instance was picked %d of 1000 times, want never: any pair holds a faster one", counts["slow"])
 	}
 	// Calls in flight weigh: fast1 busy with 30 calls loses to fast2.
-	st := b.statsFor("svc", &healthy[0])
+	st := b.statsFor("svc", healthy, 0)
 	for range 30 {
 		st.start()
 	}
@@ -112,5 +112,22 @@ func TestBalancerAvoidsSlowAndBusy(t *testing.T) {
 		if got := b.pick("svc", healthy[:2], config.ServicePolicy{}, st); got == st {
 			t.Fatal("pick returned the instance it was told to avoid")
 		}
+	}
+}
+
+// TestBalancerForgets: the stats of instances that left are dropped when a
+// new one arrives, so churn does not grow the balancer.
+func TestBalancerForgets(t *testing.T) {
+	b := newBalancer()
+	for round := range 50 {
+		healthy := instances([3]string{"stays"}, [3]string{string(rune('a'+round%26)) + "-" + string(rune('0'+round/26))})
+		b.pick("svc", healthy, config.ServicePolicy{}, nil)
+		b.statsFor("svc", healthy, 1)
+	}
+	b.mu.Lock()
+	n := len(b.stats)
+	b.mu.Unlock()
+	if n > 2 {
+		t.Errorf("the balancer holds stats of %d instances after churn through 50, want the 2 current", n)
 	}
 }

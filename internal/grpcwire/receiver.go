@@ -6,6 +6,17 @@ import (
 	"time"
 )
 
+// Settle is how long a sidecar waits, after a call's first message from
+// either side, for that side's next message or end. A unary caller's end
+// (and a unary answer's status) follows its message at once, so the call
+// crosses the bus as one request and one response; a streaming side's first
+// message waits at most this long.
+const Settle = 2 * time.Millisecond
+
+// MaxMessage is the largest gRPC message a sidecar passes: gRPC's own
+// default of 4 MiB, or max_body_bytes when that is larger.
+func MaxMessage(maxBodyBytes int64) int { return int(max(4<<20, maxBodyBytes)) }
+
 // MessageStream is what grpc.ServerStream and grpc.ClientStream have in
 // common for receiving.
 type MessageStream interface {
