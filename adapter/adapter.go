@@ -30,6 +30,7 @@ import (
 type Options struct {
 	Config  *config.Adapter
 	Sidecar string // this sidecar's ID, which names its inbox
+	Mesh    string // the mesh's name; "" is broker.DefaultMesh
 	Broker  broker.Broker
 	Logger  *slog.Logger // nil discards
 	Metrics *telemetry.Metrics
@@ -42,7 +43,8 @@ type Options struct {
 type Adapter struct {
 	cfg      *config.Adapter
 	sidecar  string
-	inbox    string // broker.AdapterInboxSubject: frames of the calls it serves
+	subjects broker.Subjects
+	inbox    string // subjects.AdapterInbox: frames of the calls it serves
 	broker   broker.Broker
 	logger   *slog.Logger
 	metrics  *telemetry.Metrics
@@ -108,7 +110,8 @@ func New(o Options) (*Adapter, error) {
 	a := &Adapter{
 		cfg:      o.Config,
 		sidecar:  o.Sidecar,
-		inbox:    broker.AdapterInboxSubject(o.Sidecar),
+		subjects: broker.NewSubjects(o.Mesh),
+		inbox:    broker.NewSubjects(o.Mesh).AdapterInbox(o.Sidecar),
 		broker:   o.Broker,
 		logger:   o.Logger.With(telemetry.KeyComponent, "adapter", telemetry.KeyService, o.Config.Service),
 		metrics:  o.Metrics,
@@ -134,6 +137,7 @@ func New(o Options) (*Adapter, error) {
 		Labels:      o.Config.Labels,
 		Sidecar:     o.Sidecar,
 		Concurrency: o.Config.Concurrency,
+		Mesh:        o.Mesh,
 	}, o.Announce, a.readings, a.logger)
 	return a, nil
 }
@@ -163,12 +167,12 @@ func (a *Adapter) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("adapter inbox: %w", err)
 	}
-	cancels, err := a.broker.Subscribe(ctx, broker.CancelSubject(a.cfg.Service), a.handleFrame)
+	cancels, err := a.broker.Subscribe(ctx, a.subjects.Cancel(a.cfg.Service), a.handleFrame)
 	if err != nil {
 		inbox.Unsubscribe()
 		return fmt.Errorf("adapter cancel subject: %w", err)
 	}
-	direct := broker.InstanceSubject(a.cfg.Service, a.cfg.Instance)
+	direct := a.subjects.Instance(a.cfg.Service, a.cfg.Instance)
 	own, err := a.broker.Subscribe(ctx, direct, a.handleRequest)
 	if err != nil {
 		inbox.Unsubscribe()
@@ -208,15 +212,15 @@ func (a *Adapter) Start(ctx context.Context) error {
 			a.watchHealth(hctx, healthy)
 		}()
 	}
-	a.logger.Info("serving", telemetry.KeySubject, broker.ServiceSubject(a.cfg.Service), telemetry.KeyInstance, a.cfg.Instance,
+	a.logger.Info("serving", telemetry.KeySubject, a.subjects.Service(a.cfg.Service), telemetry.KeyInstance, a.cfg.Instance,
 		"target", a.target, "healthy", healthy)
 	return nil
 }
 
 // joinQueue joins the service's queue group: calls start arriving.
 func (a *Adapter) joinQueue(ctx context.Context) error {
-	subject := broker.ServiceSubject(a.cfg.Service)
-	queue, err := a.broker.QueueSubscribe(ctx, subject, a.cfg.Service, a.handleRequest)
+	subject := a.subjects.Service(a.cfg.Service)
+	queue, err := a.broker.QueueSubscribe(ctx, subject, subject, a.handleRequest)
 	if err != nil {
 		return fmt.Errorf("adapter subscribe %s: %w", subject, err)
 	}

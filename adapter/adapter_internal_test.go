@@ -24,7 +24,7 @@ func TestRejects(t *testing.T) {
 		t.Fatal(err)
 	}
 	good := envelope.Request{ID: 1, Source: "caller", Service: "orders", Method: "GET", Path: "/",
-		ReplyTo: "busmesh.inbox.caller", Protocol: envelope.ProtocolHTTP}
+		ReplyTo: "busmesh.default.inbox.caller", Protocol: envelope.ProtocolHTTP}
 	expired, other, noReply := good, good, good
 	expired.Deadline = time.Now().Add(-time.Second).UnixNano()
 	other.Service = "payments"

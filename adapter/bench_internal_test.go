@@ -18,7 +18,7 @@ import (
 type sinkBroker struct{ answers chan struct{} }
 
 func (s *sinkBroker) Publish(_ context.Context, subject string, data []byte) error {
-	if subject == "busmesh.inbox.caller" {
+	if subject == "busmesh.default.inbox.caller" {
 		s.answers <- struct{}{}
 	}
 	return nil
@@ -56,7 +56,7 @@ func BenchmarkAdapterHTTP(b *testing.B) {
 		b.Fatal(err)
 	}
 	req := envelope.Request{ID: 1, Source: "caller", Service: "orders", Protocol: envelope.ProtocolHTTP,
-		Method: "POST", Path: "/orders/7?x=1", ReplyTo: "busmesh.inbox.caller",
+		Method: "POST", Path: "/orders/7?x=1", ReplyTo: "busmesh.default.inbox.caller",
 		Headers: []string{"Content-Type", "application/json", "User-Agent", "bench", "Accept", "*/*"},
 		Body:    bytes.Repeat([]byte("x"), 128)}
 	ctx := context.Background()

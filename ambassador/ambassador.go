@@ -23,7 +23,8 @@ import (
 // Options configure an Ambassador.
 type Options struct {
 	Config  *config.Ambassador
-	Sidecar string // this sidecar's ID: its inbox is busmesh.inbox.<Sidecar>
+	Sidecar string // this sidecar's ID: its inbox is busmesh.<mesh>.inbox.<Sidecar>
+	Mesh    string // the mesh's name; "" is broker.DefaultMesh
 	Broker  broker.Broker
 	Logger  *slog.Logger // nil discards
 	Metrics *telemetry.Metrics
@@ -44,6 +45,7 @@ type Ambassador struct {
 	inbox   *Inbox
 	maxMsg  int // the broker's message size limit
 	chunk   int // body frame size
+	subjects broker.Subjects
 	routes  *routeCache
 	lb      *balancer
 	// grpcRoutes are the routes of ambassador.grpc_routes, by method prefix.
@@ -66,12 +68,13 @@ func New(ctx context.Context, o Options) (*Ambassador, error) {
 		o.Metrics = telemetry.NewMetrics()
 	}
 	logger := o.Logger.With(telemetry.KeyComponent, "ambassador")
-	in, err := newInbox(ctx, o.Broker, o.Sidecar, logger, o.Metrics)
+	subjects := broker.NewSubjects(o.Mesh)
+	in, err := newInbox(ctx, o.Broker, subjects.Inbox(o.Sidecar), o.Sidecar, logger, o.Metrics)
 	if err != nil {
 		return nil, fmt.Errorf("ambassador inbox: %w", err)
 	}
 	maxMsg := broker.MaxMessageBytes(o.Broker)
-	routes := routeCache{cfg: o.Config, m: map[string]route{}}
+	routes := routeCache{cfg: o.Config, subjects: subjects, m: map[string]route{}}
 	grpcRoutes := make(map[string]route, len(o.Config.GRPCRoutes))
 	for prefix, svc := range o.Config.GRPCRoutes {
 		grpcRoutes[prefix] = routes.route(svc)
@@ -79,8 +82,9 @@ func New(ctx context.Context, o Options) (*Ambassador, error) {
 	return &Ambassador{
 		grpcRoutes: grpcRoutes,
 		routes:     &routes,
-		lb:         newBalancer(),
+		lb:         newBalancer(subjects),
 		cfg:        o.Config,
+		subjects:   subjects,
 		sidecar:    o.Sidecar,
 		broker:     o.Broker,
 		logger:     logger,

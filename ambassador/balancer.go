@@ -36,8 +36,9 @@ const defaultRTT = time.Millisecond
 // cost latency × (calls in flight + 1), the latency a peak-sensitive EWMA
 // (quick to rise, slower to fall) of what the ambassador measured.
 type balancer struct {
-	mu    sync.Mutex
-	stats map[instanceKey]*instanceStats
+	subjects broker.Subjects
+	mu       sync.Mutex
+	stats    map[instanceKey]*instanceStats
 	// typical is a running average of every latency measured, in
 	// nanoseconds: the latency assumed of an instance not yet measured, so
 	// a new instance gets its share of calls at once, and no more than its
@@ -58,7 +59,9 @@ type instanceStats struct {
 	stamp int64   // unix nanoseconds of the last sample
 }
 
-func newBalancer() *balancer { return &balancer{stats: map[instanceKey]*instanceStats{}} }
+func newBalancer(subjects broker.Subjects) *balancer {
+	return &balancer{subjects: subjects, stats: map[instanceKey]*instanceStats{}}
+}
 
 // pick chooses an instance among the healthy ones, honouring the policy's
 // version (strictly) and zone (while any there is healthy). It returns nil
@@ -137,7 +140,7 @@ func (b *balancer) statsFor(service string, healthy []discovery.Instance, i int)
 			delete(b.stats, old)
 		}
 	}
-	st = &instanceStats{subject: broker.InstanceSubject(service, inst.Name), b: b}
+	st = &instanceStats{subject: b.subjects.Instance(service, inst.Name), b: b}
 	b.stats[k] = st
 	return st
 }

@@ -25,7 +25,7 @@ type loopBroker struct {
 }
 
 func (l *loopBroker) Publish(ctx context.Context, subject string, data []byte) error {
-	if !strings.HasPrefix(subject, "busmesh.svc.") {
+	if !strings.HasPrefix(subject, "busmesh.default.svc.") {
 		return nil
 	}
 	_, msg, err := envelope.Unwrap(data)

@@ -263,7 +263,7 @@ func (a *Ambassador) cancelRemote(c *call, rt route, reason string) {
 	c.mu.Unlock()
 	subject := peer
 	if subject == "" {
-		subject = broker.CancelSubject(rt.service)
+		subject = a.subjects.Cancel(rt.service)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()

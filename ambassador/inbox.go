@@ -62,10 +62,10 @@ type call struct {
 var callPool = sync.Pool{New: func() any { return &call{ready: make(chan struct{}, 1)} }}
 
 // newInbox subscribes to the sidecar's inbox subject.
-func newInbox(ctx context.Context, b broker.Broker, sidecar string, logger *slog.Logger, m *telemetry.Metrics) (*Inbox, error) {
+func newInbox(ctx context.Context, b broker.Broker, subject, sidecar string, logger *slog.Logger, m *telemetry.Metrics) (*Inbox, error) {
 	in := &Inbox{
 		b:       b,
-		subject: broker.InboxSubject(sidecar),
+		subject: subject,
 		source:  sidecar,
 		logger:  logger,
 		metrics: m,

@@ -19,14 +19,15 @@ type route struct {
 // routeCache remembers the route of each Host header seen on the shared
 // port, so routing a call costs a map read, not string building.
 type routeCache struct {
-	cfg *config.Ambassador
+	cfg      *config.Ambassador
+	subjects broker.Subjects
 	mu  sync.RWMutex
 	m   map[string]route
 }
 
 // route returns the route to a service by name.
 func (rc *routeCache) route(service string) route {
-	return route{service: service, subject: broker.ServiceSubject(service), policy: rc.cfg.Policy(service)}
+	return route{service: service, subject: rc.subjects.Service(service), policy: rc.cfg.Policy(service)}
 }
 
 // maxCachedHosts bounds the cache: Host headers come from clients.

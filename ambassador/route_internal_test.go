@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/busmesh/busmesh/broker"
 	"github.com/busmesh/busmesh/internal/config"
 	"github.com/busmesh/busmesh/internal/discovery"
 )
@@ -55,14 +56,14 @@ func TestBalancerPolicy(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			b := newBalancer()
+			b := newBalancer(broker.NewSubjects(""))
 			picked := map[string]bool{}
 			for range 200 {
 				st := b.pick("svc", healthy, tt.policy, nil)
 				if st == nil {
 					continue
 				}
-				name := st.subject[len("busmesh.svc.svc."):]
+				name := st.subject[len("busmesh.default.svc.svc.i."):]
 				if !tt.want[name] {
 					t.Fatalf("picked %q, want one of %v", name, tt.want)
 				}
@@ -76,7 +77,7 @@ func TestBalancerPolicy(t *testing.T) {
 }
 
 func TestBalancerAvoidsSlowAndBusy(t *testing.T) {
-	b := newBalancer()
+	b := newBalancer(broker.NewSubjects(""))
 	healthy := instances([3]string{"fast1"}, [3]string{"fast2"}, [3]string{"slow"})
 	for i, inst := range healthy {
 		st := b.statsFor("svc", healthy, i)
@@ -90,7 +91,7 @@ func TestBalancerAvoidsSlowAndBusy(t *testing.T) {
 	counts := map[string]int{}
 	for range 1000 {
 		st := b.pick("svc", healthy, config.ServicePolicy{}, nil)
-		counts[st.subject[len("busmesh.svc.svc."):]]++
+		counts[st.subject[len("busmesh.default.svc.svc.i."):]]++
 	}
 	if counts["slow"] != 0 {
 		t.Errorf("the slow instance was picked %d of 1000 times, want never: any pair holds a faster one", counts["slow"])
@@ -102,7 +103,7 @@ func TestBalancerAvoidsSlowAndBusy(t *testing.T) {
 	}
 	counts = map[string]int{}
 	for range 1000 {
-		counts[b.pick("svc", healthy, config.ServicePolicy{}, nil).subject[len("busmesh.svc.svc."):]]++
+		counts[b.pick("svc", healthy, config.ServicePolicy{}, nil).subject[len("busmesh.default.svc.svc.i."):]]++
 	}
 	if counts["fast1"] > counts["fast2"]/4 {
 		t.Errorf("picks with fast1 busy: %v, want fast2 far ahead", counts)
@@ -118,7 +119,7 @@ func TestBalancerAvoidsSlowAndBusy(t *testing.T) {
 // TestBalancerForgets: the stats of instances that left are dropped when a
 // new one arrives, so churn does not grow the balancer.
 func TestBalancerForgets(t *testing.T) {
-	b := newBalancer()
+	b := newBalancer(broker.NewSubjects(""))
 	for round := range 50 {
 		healthy := instances([3]string{"stays"}, [3]string{string(rune('a'+round%26)) + "-" + string(rune('0'+round/26))})
 		b.pick("svc", healthy, config.ServicePolicy{}, nil)

@@ -1,43 +1,86 @@
 package broker
 
-import "fmt"
-
-// The subjects busmesh uses. Every backend carries them unchanged; a name
-// inside a subject (service, instance, sidecar) is one token (see
-// ValidToken).
-const (
-	// DiscoverySubject carries adapters' announcements (fan-out).
-	DiscoverySubject = "busmesh.discovery"
-	// DiscoveryPingSubject carries ambassadors' pings: every adapter answers
-	// with an announcement (fan-out).
-	DiscoveryPingSubject = "busmesh.discovery.ping"
-
-	servicePrefix = "busmesh.svc."
-	inboxPrefix   = "busmesh.inbox."
-	cancelPrefix  = "busmesh.cancel."
+import (
+	"fmt"
+	"strings"
 )
 
-// ServiceSubject is where requests for a service go, read by its adapters in
-// the queue group named after the service.
-func ServiceSubject(service string) string { return servicePrefix + service }
+// DefaultMesh is the mesh a sidecar joins when its config names none.
+const DefaultMesh = "default"
 
-// InstanceSubject is where requests for one instance of a service go.
-func InstanceSubject(service, instance string) string {
-	return servicePrefix + service + "." + instance
+// Subjects names the subjects of one mesh. Every subject starts with
+// busmesh.<mesh>., so meshes that share a broker (staging and production,
+// two teams) never see each other's services, calls or announcements, and
+// every backend carries the subjects unchanged. A name inside a subject
+// (mesh, service, version, instance, sidecar) is one token (see
+// ValidToken). Queue groups are named after the subject they read, so they
+// are per mesh too.
+//
+//	busmesh.<mesh>.svc.<service>                 requests, queue group of the service
+//	busmesh.<mesh>.svc.<service>.v.<version>     requests, queue group of one version
+//	busmesh.<mesh>.svc.<service>.i.<instance>    requests for one instance
+//	busmesh.<mesh>.inbox.<sidecar>               an ambassador's answers and frames
+//	busmesh.<mesh>.inbox.<sidecar>.adapter       an adapter's frames and cancels
+//	busmesh.<mesh>.cancel.<service>              cancels of calls not yet accepted (fan-out)
+//	busmesh.<mesh>.discovery                     announcements (fan-out)
+//	busmesh.<mesh>.discovery.ping                ambassadors' pings (fan-out)
+type Subjects struct{ prefix string }
+
+// NewSubjects returns the subjects of mesh; "" is DefaultMesh.
+func NewSubjects(mesh string) Subjects {
+	if mesh == "" {
+		mesh = DefaultMesh
+	}
+	return Subjects{prefix: "busmesh." + mesh + "."}
 }
 
-// InboxSubject is an ambassador's own subject: answers and stream frames
-// for the calls it started.
-func InboxSubject(sidecar string) string { return inboxPrefix + sidecar }
+// Service is where requests for a service go, read by its adapters in the
+// queue group of the same name.
+func (s Subjects) Service(service string) string { return s.prefix + "svc." + service }
 
-// AdapterInboxSubject is an adapter's own subject: stream frames and
-// cancels for the calls it serves. It differs from InboxSubject so that one
-// sidecar can run both.
-func AdapterInboxSubject(sidecar string) string { return inboxPrefix + sidecar + ".adapter" }
+// Version is where requests for one version of a service go, read by the
+// adapters of that version in the queue group of the same name: a version
+// subset that works with the broker's own balancing.
+func (s Subjects) Version(service, version string) string {
+	return s.prefix + "svc." + service + ".v." + version
+}
 
-// CancelSubject carries cancellations of calls to a service whose serving
-// instance the caller does not know yet (fan-out to all its adapters).
-func CancelSubject(service string) string { return cancelPrefix + service }
+// Instance is where requests for one instance of a service go.
+func (s Subjects) Instance(service, instance string) string {
+	return s.prefix + "svc." + service + ".i." + instance
+}
+
+// Inbox is an ambassador's own subject: answers and stream frames for the
+// calls it started.
+func (s Subjects) Inbox(sidecar string) string { return s.prefix + "inbox." + sidecar }
+
+// AdapterInbox is an adapter's own subject: stream frames and cancels for
+// the calls it serves. It differs from Inbox so that one sidecar can run
+// both.
+func (s Subjects) AdapterInbox(sidecar string) string { return s.prefix + "inbox." + sidecar + ".adapter" }
+
+// Cancel carries cancellations of calls to a service whose serving instance
+// the caller does not know yet (fan-out to all its adapters).
+func (s Subjects) Cancel(service string) string { return s.prefix + "cancel." + service }
+
+// Discovery carries adapters' announcements (fan-out).
+func (s Subjects) Discovery() string { return s.prefix + "discovery" }
+
+// DiscoveryPing carries ambassadors' pings: every adapter answers with an
+// announcement (fan-out).
+func (s Subjects) DiscoveryPing() string { return s.prefix + "discovery.ping" }
+
+// IsInbox reports whether subject is a sidecar's inbox (busmesh.<mesh>.
+// inbox.<sidecar>[.adapter]): read by one process only, so a backend may
+// give it a single partition or an exclusive queue.
+func IsInbox(subject string) bool {
+	rest, ok := strings.CutPrefix(subject, "busmesh.")
+	if !ok {
+		return false
+	}
+	_, rest, ok = strings.Cut(rest, ".")
+	return ok && strings.HasPrefix(rest, "inbox.")
+}
 
 // maxToken bounds a token so that every subject fits Kafka's 249-byte topic
 // names.

@@ -38,7 +38,8 @@ func benchRequestReply(b *testing.B, callers int) {
 	client, server := dial(b, url), dial(b, url)
 	b.Cleanup(func() { client.Close(); server.Close() })
 	ctx := b.Context()
-	service, inbox := broker.ServiceSubject("bench"), broker.InboxSubject("bench-caller")
+	subjects := broker.NewSubjects("bench")
+	service, inbox := subjects.Service("bench"), subjects.Inbox("bench-caller")
 	if _, err := server.QueueSubscribe(ctx, service, "bench", func(ctx context.Context, d []byte) {
 		if err := server.Publish(ctx, inbox, d); err != nil {
 			b.Error(err)

@@ -53,7 +53,7 @@ func TestParseConfig(t *testing.T) {
 					c.maxMessage != 1<<20 || c.tls != nil || c.sasl != nil || c.acks != 1 || c.replication != -1 {
 					return "unexpected defaults"
 				}
-				if c.partitionsFor("busmesh.inbox.sidecar-1") != 1 || c.partitionsFor("busmesh.svc.orders") != DefaultPartitions {
+				if c.partitionsFor("busmesh.default.inbox.sidecar-1") != 1 || c.partitionsFor("busmesh.default.svc.orders") != DefaultPartitions {
 					return "partitionsFor is wrong"
 				}
 				return ""

@@ -56,7 +56,7 @@ type config struct {
 // inboxes are one sidecar's reply topic and need one; request topics need
 // one per instance that should share the work.
 func (c *config) partitionsFor(subject string) int32 {
-	if strings.HasPrefix(subject, broker.InboxSubject("")) {
+	if broker.IsInbox(subject) {
 		return 1
 	}
 	return c.partitions

@@ -113,7 +113,7 @@ func startSidecar(ctx context.Context, cfg *config.Config, logger *slog.Logger) 
 	}
 	logger.Info("broker connected", telemetry.KeyBroker, broker.Redact(cfg.Broker))
 	if cfg.Adapter != nil {
-		sc.adapter, err = adapter.New(adapter.Options{Config: cfg.Adapter, Sidecar: cfg.ID, Broker: sc.broker,
+		sc.adapter, err = adapter.New(adapter.Options{Config: cfg.Adapter, Sidecar: cfg.ID, Mesh: cfg.Mesh, Broker: sc.broker,
 			Logger: logger, Metrics: metrics, Announce: cfg.Discovery.Interval.D()})
 		if err != nil {
 			return nil, err
@@ -124,10 +124,10 @@ func startSidecar(ctx context.Context, cfg *config.Config, logger *slog.Logger) 
 	}
 	if cfg.Ambassador != nil {
 		sc.registry = discovery.NewRegistry(nil)
-		if sc.watcher, err = discovery.Watch(ctx, sc.broker, sc.registry, logger, discoverySettle); err != nil {
+		if sc.watcher, err = discovery.Watch(ctx, sc.broker, cfg.Mesh, sc.registry, logger, discoverySettle); err != nil {
 			return nil, err
 		}
-		sc.ambassador, err = ambassador.New(ctx, ambassador.Options{Config: cfg.Ambassador, Sidecar: cfg.ID, Broker: sc.broker,
+		sc.ambassador, err = ambassador.New(ctx, ambassador.Options{Config: cfg.Ambassador, Sidecar: cfg.ID, Mesh: cfg.Mesh, Broker: sc.broker,
 			Logger: logger, Metrics: metrics, Registry: sc.registry})
 		if err != nil {
 			return nil, err

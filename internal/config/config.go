@@ -12,7 +12,12 @@ import (
 // Config is one sidecar's configuration file. A sidecar runs an ambassador,
 // an adapter, or both, as the file's sections say.
 type Config struct {
-	// ID names this sidecar on the bus (its inbox is busmesh.inbox.<id>).
+	// Mesh names the mesh the sidecar joins: every subject it uses starts
+	// with busmesh.<mesh>., so meshes sharing a broker never see each
+	// other. Default: default.
+	Mesh string `yaml:"mesh"`
+	// ID names this sidecar on the bus (its inbox is
+	// busmesh.<mesh>.inbox.<id>).
 	// Keep it stable across restarts. Default: <host>-<first listen port>.
 	ID string `yaml:"id"`
 	// Broker is the broker URL: embedded, nats://host:4222,
@@ -46,7 +51,7 @@ type Log struct {
 	Format string `yaml:"format"`
 }
 
-// Discovery configures announcements on busmesh.discovery.
+// Discovery configures announcements on busmesh.<mesh>.discovery.
 type Discovery struct {
 	// Interval is how often an adapter announces itself; an instance not
 	// heard from for three intervals is forgotten.
@@ -101,8 +106,8 @@ type ServicePolicy struct {
 	// PreferZone, in direct mode, sends calls to instances in this zone
 	// while any of them is healthy.
 	PreferZone string `yaml:"prefer_zone"`
-	// Version, in direct mode, sends calls only to instances of this
-	// version.
+	// Version sends calls only to instances of this version: in queue mode
+	// to the version's own queue group, in direct mode by the pick.
 	Version string `yaml:"version"`
 }
 
@@ -156,12 +161,14 @@ const (
 	DefaultMaxBodyBytes = 4 << 20
 	DefaultConcurrency  = 128
 	DefaultBroker       = "embedded"
+	DefaultMesh         = "default"
 	DefaultInterval     = 2 * time.Second
 )
 
 // Default returns a Config with every default set and no sections.
 func Default() *Config {
 	return &Config{
+		Mesh:   DefaultMesh,
 		Broker: DefaultBroker,
 		Procs:  1,
 		Log:    Log{Level: "info", Format: "json"},

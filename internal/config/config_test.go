@@ -30,6 +30,7 @@ func TestParseGood(t *testing.T) {
 		t.Fatalf("Parse = %v", err)
 	}
 	want := &config.Config{
+		Mesh:      "default",
 		ID:        "web-1",
 		Broker:    "nats://127.0.0.1:4222",
 		Admin:     "127.0.0.1:15000",

@@ -78,6 +78,9 @@ func (c *Config) Validate() error {
 }
 
 func (c *Config) validate(errs *Error) {
+	if err := broker.ValidToken(c.Mesh); err != nil {
+		errs.add("mesh", 0, "%v", err)
+	}
 	if err := broker.ValidToken(c.ID); err != nil {
 		errs.add("id", 0, "%v", err)
 	}
@@ -142,8 +145,13 @@ func (c *Config) validate(errs *Error) {
 			}
 			if p := a.Services[svc]; p != nil {
 				checkLB(errs, key+".lb", p.LB, true)
-				if (p.PreferZone != "" || p.Version != "") && a.Policy(svc).LB != LBDirect {
-					errs.add(key, 0, "prefer_zone and version need lb: direct (the ambassador picks the instance)")
+				if p.PreferZone != "" && a.Policy(svc).LB != LBDirect {
+					errs.add(key+".prefer_zone", 0, "needs lb: direct (the ambassador picks the instance)")
+				}
+				if p.Version != "" {
+					if err := broker.ValidToken(p.Version); err != nil {
+						errs.add(key+".version", 0, "%v (it names a subject, example: v2)", err)
+					}
 				}
 			}
 		}
@@ -154,6 +162,11 @@ func (c *Config) validate(errs *Error) {
 		}
 		if err := broker.ValidToken(a.Instance); err != nil {
 			errs.add("adapter.instance", 0, "%v", err)
+		}
+		if a.Version != "" {
+			if err := broker.ValidToken(a.Version); err != nil {
+				errs.add("adapter.version", 0, "%v (it names the version's subject, example: v2)", err)
+			}
 		}
 		checkTarget(errs, a.Target)
 		if a.Concurrency < 1 {

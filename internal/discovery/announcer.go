@@ -24,6 +24,8 @@ type Self struct {
 	Labels      map[string]string
 	Sidecar     string
 	Concurrency int
+	// Mesh is the mesh the instance is announced in ("" is the default).
+	Mesh string
 }
 
 // Readings are an adapter's current load, sent with each announcement.
@@ -34,6 +36,7 @@ type Readings func() (inflight int, p50 time.Duration)
 // when it stops.
 type Announcer struct {
 	b        broker.Broker
+	subjects broker.Subjects
 	self     Self
 	interval time.Duration
 	readings Readings
@@ -58,7 +61,7 @@ func NewAnnouncer(b broker.Broker, self Self, interval time.Duration, readings R
 		readings = func() (int, time.Duration) { return 0, 0 }
 	}
 	return &Announcer{
-		b: b, self: self, interval: interval, readings: readings,
+		b: b, subjects: broker.NewSubjects(self.Mesh), self: self, interval: interval, readings: readings,
 		logger: logger.With(telemetry.KeyComponent, "discovery"),
 		wake:   make(chan struct{}, 1),
 		stop:   make(chan struct{}),
@@ -71,7 +74,7 @@ func (a *Announcer) Start(ctx context.Context, healthy bool) error {
 	a.mu.Lock()
 	a.healthy = healthy
 	a.mu.Unlock()
-	sub, err := a.b.Subscribe(ctx, broker.DiscoveryPingSubject, func(context.Context, []byte) {
+	sub, err := a.b.Subscribe(ctx, a.subjects.DiscoveryPing(), func(context.Context, []byte) {
 		// Spread the answers of a large mesh over a few milliseconds.
 		time.AfterFunc(rand.N(20*time.Millisecond), a.Announce)
 	})
@@ -147,7 +150,7 @@ func (a *Announcer) send(ctx context.Context, kind busmeshv1.Announcement_Kind) 
 	if err != nil {
 		return err
 	}
-	return a.b.Publish(ctx, broker.DiscoverySubject, data)
+	return a.b.Publish(ctx, a.subjects.Discovery(), data)
 }
 
 // Stop says goodbye and stops announcing.

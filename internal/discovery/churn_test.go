@@ -70,7 +70,7 @@ func churn(t *testing.T, url string) {
 	}
 	watchB, announceB := open(), open()
 	reg := discovery.NewRegistry(nil)
-	w, err := discovery.Watch(ctx, watchB, reg, nil, 250*time.Millisecond)
+	w, err := discovery.Watch(ctx, watchB, "", reg, nil, 250*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
 	}

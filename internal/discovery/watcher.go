@@ -27,21 +27,22 @@ type Watcher struct {
 	wg     sync.WaitGroup
 }
 
-// Watch subscribes reg to the mesh's announcements, pings every adapter so
+// Watch subscribes reg to mesh's announcements ("" is the default mesh), pings every adapter so
 // that reg fills within one round trip instead of one interval, and waits
 // settle for the answers. Close stops it.
-func Watch(ctx context.Context, b broker.Broker, reg *Registry, logger *slog.Logger, settle time.Duration) (*Watcher, error) {
+func Watch(ctx context.Context, b broker.Broker, mesh string, reg *Registry, logger *slog.Logger, settle time.Duration) (*Watcher, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	w := &Watcher{reg: reg, logger: logger.With(telemetry.KeyComponent, "discovery"), stop: make(chan struct{})}
-	sub, err := b.Subscribe(ctx, broker.DiscoverySubject, w.handle)
+	subjects := broker.NewSubjects(mesh)
+	sub, err := b.Subscribe(ctx, subjects.Discovery(), w.handle)
 	if err != nil {
 		return nil, fmt.Errorf("discovery: %w", err)
 	}
 	w.sub = sub
 	ping, _ := proto.Marshal(&busmeshv1.Announcement{Kind: busmeshv1.Announcement_KIND_PING})
-	if err := b.Publish(ctx, broker.DiscoveryPingSubject, ping); err != nil {
+	if err := b.Publish(ctx, subjects.DiscoveryPing(), ping); err != nil {
 		sub.Unsubscribe()
 		return nil, fmt.Errorf("discovery ping: %w", err)
 	}

@@ -365,7 +365,7 @@ func (m *httpMesh) testGarbage(t *testing.T) {
 		make([]byte, 100<<10),
 	}
 	for _, g := range garbage {
-		if err := b.Publish(ctx, broker.ServiceSubject(m.service), g); err != nil {
+		if err := b.Publish(ctx, broker.NewSubjects("").Service(m.service), g); err != nil {
 			t.Fatal(err)
 		}
 	}
