@@ -47,7 +47,7 @@ func TestRejects(t *testing.T) {
 			t.Errorf("%s: rejected{reason=%q} went from %v to %v, want +1", tt.name, tt.reason, before, got)
 		}
 	}
-	a.running.Wait()
+	a.pool.wait()
 	select {
 	case <-sink.answers:
 		t.Error("a rejected envelope was answered")

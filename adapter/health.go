@@ -2,44 +2,17 @@ package adapter
 
 import (
 	"context"
-	"fmt"
-	"net/http"
 	"time"
-
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/busmesh/busmesh/internal/telemetry"
 )
 
 // checkApp checks the application once: an HTTP GET of the health path, or
-// the gRPC health protocol.
+// the gRPC health protocol, within the configured timeout.
 func (a *Adapter) checkApp(ctx context.Context) error {
-	h := a.cfg.Health
-	ctx, cancel := context.WithTimeout(ctx, h.Timeout.D())
+	ctx, cancel := context.WithTimeout(ctx, a.cfg.Health.Timeout.D())
 	defer cancel()
-	if h.GRPC {
-		resp, err := healthpb.NewHealthClient(a.grpc).Check(ctx, &healthpb.HealthCheckRequest{Service: h.GRPCService})
-		if err != nil {
-			return err
-		}
-		if s := resp.GetStatus(); s != healthpb.HealthCheckResponse_SERVING {
-			return fmt.Errorf("health status %v", s)
-		}
-		return nil
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, a.target+h.HTTP, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := a.client.Do(req)
-	if err != nil {
-		return err
-	}
-	resp.Body.Close()
-	if resp.StatusCode >= 400 {
-		return fmt.Errorf("GET %s: status %d", h.HTTP, resp.StatusCode)
-	}
-	return nil
+	return a.app.check(ctx)
 }
 
 // watchHealth checks the application at every interval until ctx ends.

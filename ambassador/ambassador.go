@@ -9,11 +9,13 @@ import (
 	"net/http"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
 
 	"github.com/busmesh/busmesh/broker"
+	"github.com/busmesh/busmesh/internal/bus"
 	"github.com/busmesh/busmesh/internal/config"
 	"github.com/busmesh/busmesh/internal/discovery"
 	"github.com/busmesh/busmesh/internal/stream"
@@ -33,23 +35,24 @@ type Options struct {
 	Registry *discovery.Registry
 }
 
-// Ambassador takes HTTP calls from local applications and carries them over
-// the broker to the services' adapters.
+// Ambassador takes HTTP and gRPC calls from local applications and carries
+// them over the broker to the services' adapters.
 type Ambassador struct {
-	cfg     *config.Ambassador
-	sidecar string
-	broker  broker.Broker
-	logger  *slog.Logger
-	metrics *telemetry.Metrics
-	reg     *discovery.Registry
-	inbox   *Inbox
-	maxMsg  int // the broker's message size limit
-	chunk   int // body frame size
+	cfg      *config.Ambassador
+	sidecar  string
 	subjects broker.Subjects
-	routes  *routeCache
-	lb      *balancer
-	// grpcRoutes are the routes of ambassador.grpc_routes, by method prefix.
-	grpcRoutes map[string]route
+	pub      *bus.Publisher
+	logger   *slog.Logger
+	metrics  *telemetry.Metrics
+	reg      *discovery.Registry
+	inbox    *Inbox
+	chunk    int // body frame size
+	lb       *balancer
+	// table is the routing in force; Reload swaps it.
+	table    atomic.Pointer[table]
+	tableGen atomic.Uint64
+	// invoke is the call pipeline: the middleware around roundTrip.
+	invoke Invoker
 
 	mu         sync.Mutex
 	grpcServer *grpc.Server
@@ -69,32 +72,45 @@ func New(ctx context.Context, o Options) (*Ambassador, error) {
 	}
 	logger := o.Logger.With(telemetry.KeyComponent, "ambassador")
 	subjects := broker.NewSubjects(o.Mesh)
-	in, err := newInbox(ctx, o.Broker, subjects.Inbox(o.Sidecar), o.Sidecar, logger, o.Metrics)
+	a := &Ambassador{
+		cfg:      o.Config,
+		sidecar:  o.Sidecar,
+		subjects: subjects,
+		pub:      bus.NewPublisher(o.Broker),
+		logger:   logger,
+		metrics:  o.Metrics,
+		reg:      o.Registry,
+		lb:       newBalancer(subjects),
+	}
+	a.chunk = stream.ChunkSize(a.pub.MaxMessage())
+	if err := a.Reload(o.Config); err != nil {
+		return nil, err
+	}
+	a.invoke = chain(a.roundTrip, a.requireHealthy)
+	in, err := newInbox(ctx, o.Broker, subjects.Inbox(o.Sidecar), logger, o.Metrics)
 	if err != nil {
 		return nil, fmt.Errorf("ambassador inbox: %w", err)
 	}
-	maxMsg := broker.MaxMessageBytes(o.Broker)
-	routes := routeCache{cfg: o.Config, subjects: subjects, m: map[string]route{}}
-	grpcRoutes := make(map[string]route, len(o.Config.GRPCRoutes))
-	for prefix, svc := range o.Config.GRPCRoutes {
-		grpcRoutes[prefix] = routes.route(svc)
-	}
-	return &Ambassador{
-		grpcRoutes: grpcRoutes,
-		routes:     &routes,
-		lb:         newBalancer(subjects),
-		cfg:        o.Config,
-		subjects:   subjects,
-		sidecar:    o.Sidecar,
-		broker:     o.Broker,
-		logger:     logger,
-		metrics:    o.Metrics,
-		reg:        o.Registry,
-		inbox:      in,
-		maxMsg:     maxMsg,
-		chunk:      stream.ChunkSize(maxMsg),
-	}, nil
+	a.inbox = in
+	return a, nil
 }
+
+// Reload compiles cfg's routes and policies into a new routing table and
+// swaps it in whole: calls in flight keep the table they started with, new
+// calls take the new one. Ports are not reopened. On error the table in
+// force stays.
+func (a *Ambassador) Reload(cfg *config.Ambassador) error {
+	t, err := compile(cfg, a.subjects, a.tableGen.Add(1))
+	if err != nil {
+		return fmt.Errorf("ambassador routes: %w", err)
+	}
+	a.table.Store(t)
+	return nil
+}
+
+// RoutesVersion is the version of the routing table in force: 1 at start,
+// one more at every Reload.
+func (a *Ambassador) RoutesVersion() uint64 { return a.table.Load().version }
 
 // Start opens the shared port and the per-service ports and serves them in
 // the background. If one cannot be opened, none stays open.

@@ -11,6 +11,7 @@ import (
 	"github.com/busmesh/busmesh/broker"
 	"github.com/busmesh/busmesh/internal/config"
 	"github.com/busmesh/busmesh/internal/discovery"
+	"github.com/busmesh/busmesh/internal/reason"
 )
 
 // idleDecay is how an instance's cost fades while it gets no calls: by e
@@ -194,4 +195,44 @@ func (st *instanceStats) observe(rtt time.Duration) {
 		st.ewma = st.ewma*w + float64(rtt)*(1-w)
 	}
 	st.stamp = now
+}
+
+// pickResult is where a call was sent: the subject, and in direct mode the
+// instance picked, which hears back how the call went through done (as
+// grpc-go's balancer.PickResult.Done), so estimates, and later breakers and
+// outlier ejection, learn from every call.
+type pickResult struct {
+	subject string
+	stats   *instanceStats // nil in queue mode
+}
+
+// doneInfo is what a pick hears back: how long the answer took, whether
+// that time is a measurement of the instance, and the call's error class.
+type doneInfo struct {
+	latency time.Duration
+	sample  bool
+	reason  reason.Reason // None when the instance answered
+}
+
+// done reports the outcome of the call sent by pick. It must be called
+// once per successful pick.
+func (p pickResult) done(d doneInfo) {
+	if p.stats != nil {
+		p.stats.finish(d.latency, d.sample)
+	}
+}
+
+// pick chooses where a call on rt goes: the route's subject in queue mode,
+// an instance other than avoid in direct mode. ok is false when no
+// instance qualifies.
+func (a *Ambassador) pick(rt *Route, avoid *instanceStats) (pickResult, bool) {
+	if !rt.direct() || a.reg == nil {
+		return pickResult{subject: rt.Subject}, true
+	}
+	st := a.lb.pick(rt.Service, a.reg.Healthy(rt.Service), rt.Policy, avoid)
+	if st == nil {
+		return pickResult{}, false
+	}
+	st.start()
+	return pickResult{subject: st.subject, stats: st}, true
 }

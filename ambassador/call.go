@@ -2,105 +2,110 @@ package ambassador
 
 import (
 	"context"
-	"errors"
+	"sync"
 	"time"
 
-	"github.com/busmesh/busmesh/internal/config"
+	"google.golang.org/grpc/codes"
+
 	"github.com/busmesh/busmesh/internal/envelope"
+	"github.com/busmesh/busmesh/internal/reason"
 	"github.com/busmesh/busmesh/internal/stream"
 )
 
-// errNoHealthy is how publish says that no instance qualifies.
-var errNoHealthy = errors.New("no healthy instance")
+// Call is one call on its way through the ambassador, whatever protocol the
+// application spoke: a listener translates the application's request into
+// a Call, the pipeline (Invoker and its Middleware) carries it over the bus
+// until its answer's head is in, and the listener translates the answer
+// back. Calls are pooled: nothing may keep one after the listener ends it.
+type Call struct {
+	// Route is where the call goes; nil when the request named no service.
+	Route *Route
+	// Req is the request envelope, filled by the listener (method, path,
+	// headers, host) and by the pipeline (id, addressing, body).
+	Req envelope.Request
+	// Body is the request body's source.
+	Body Body
+	// Start is when the call arrived; Deadline when its caller gives up.
+	Start, Deadline time.Time
 
-// available reports whether discovery knows a healthy instance that may
-// take a call on rt. Without a registry it trusts the broker.
-func (a *Ambassador) available(rt route) bool {
-	if a.reg == nil {
-		return true
-	}
-	healthy := a.reg.Healthy(rt.service)
-	if rt.policy.Version == "" {
-		return len(healthy) > 0
-	}
-	for i := range healthy {
-		if healthy[i].Version == rt.policy.Version {
-			return true
-		}
-	}
-	return false
+	p      pending         // what arrives from the serving adapter
+	pick   pickResult      // the instance picked in direct mode
+	pump   chan struct{}   // closed when the rest of the body has been sent
+	cancel context.CancelFunc
+	out    Outcome
+	ends   []func(*Outcome)
+	// http is the HTTP listener's Body, kept in the pooled call so that
+	// a call does not allocate one.
+	http httpBody
 }
 
-// publish sends call c's request: to the service's queue group, or in
-// direct mode to the instance the balancer picks (other than avoid). It
-// returns the picked instance's stats (nil in queue mode).
-func (a *Ambassador) publish(ctx context.Context, rt route, c *call, req *envelope.Request, avoid *instanceStats) (*instanceStats, error) {
-	subject := rt.subject
-	var st *instanceStats
-	if rt.policy.LB == config.LBDirect && a.reg != nil {
-		if st = a.lb.pick(rt.service, a.reg.Healthy(rt.service), rt.policy, avoid); st == nil {
-			return nil, errNoHealthy
-		}
-		subject = st.subject
-		st.start()
-	}
-	enc := stream.GetBuffer()
-	*enc = req.AppendEnvelope(*enc)
-	err := a.inbox.publish(ctx, subject, c, *enc)
-	stream.PutBuffer(enc)
-	if err != nil && st != nil {
-		st.finish(0, false)
-		st = nil
-	}
-	return st, err
+// Body is where a call's request body comes from.
+type Body interface {
+	// First reads the part of the body that travels in the request
+	// envelope, at most room bytes; more says the rest follows in frames.
+	First(room int) (data []byte, more bool, err error)
+	// Rest sends the rest of the body, once the adapter has accepted the
+	// call, through s. An error fails the call.
+	Rest(ctx context.Context, s *stream.Sender) error
 }
 
-// await waits for call c's answer. It returns answered, or the call's
-// failure, or neither when ctx ended first (its deadline, or the caller
-// gone). In direct mode a request the broker hands back undelivered goes
-// once more, to another instance: it never reached an application, so
-// sending it again is safe.
-func (a *Ambassador) await(ctx context.Context, rt route, c *call, req *envelope.Request, st *instanceStats) (bool, error) {
-	start := time.Now()
-	retried := false
-	for {
-		select {
-		case <-c.ready:
-		case <-ctx.Done():
-		}
-		c.mu.Lock()
-		answered, err := c.answered, c.err
-		c.mu.Unlock()
-		if st != nil && errors.Is(err, errNoResponders) && !retried {
-			retried = true
-			st.finish(0, false)
-			c.clearFailure()
-			next, perr := a.publish(ctx, rt, c, req, st)
-			if perr == nil {
-				st = next
-				continue
-			}
-			return false, err
-		}
-		if st != nil {
-			// A timeout counts as a (long) sample: peak EWMA then keeps
-			// calls away from the instance for a while.
-			st.finish(time.Since(start), answered || err == nil)
-		}
-		return answered, err
-	}
+// Outcome is how a call ended, as its caller saw it. The listener sets it;
+// it is counted when the call ends.
+type Outcome struct {
+	// Status is the HTTP status the caller got (for gRPC, the HTTP/2
+	// status, 200), or reason.StatusClientClosed when the caller left.
+	Status int
+	// GRPC says the call was gRPC; Code is then its status code.
+	GRPC bool
+	Code codes.Code
+	// Reason is why the mesh answered, None when the application did.
+	Reason reason.Reason
+	// ReasonText is Reason as the adapter named it (a newer adapter's
+	// reason may be Unknown here).
+	ReasonText string
+	// Latency is the time from the call's arrival to its answer's head.
+	Latency time.Duration
 }
 
-// sender waits until the adapter has accepted streaming call c, and
-// returns the Sender of the call's further frames, to the adapter's inbox
-// under the window it granted.
-func (a *Ambassador) sender(ctx context.Context, c *call) (*stream.Sender, error) {
-	select {
-	case <-c.accepted:
-	case <-ctx.Done():
-		return nil, ctx.Err()
+var callPool = sync.Pool{New: func() any {
+	c := &Call{}
+	c.p.ready = make(chan struct{}, 1)
+	return c
+}}
+
+// OnEnd registers f to run when the call ends, with its outcome: how
+// middleware learns what became of a call it passed on (hooks run in the
+// reverse order of registration).
+func (c *Call) OnEnd(f func(*Outcome)) { c.ends = append(c.ends, f) }
+
+// Answer returns the head of the adapter's answer. It is valid once the
+// Invoker has returned without error, until the call ends.
+func (c *Call) Answer() *envelope.Response { return &c.p.resp }
+
+// answeredBy sets the outcome of an answer the application gave.
+func (c *Call) answeredBy(status int) {
+	c.out.Status, c.out.Latency = status, time.Since(c.Start)
+}
+
+// failedWith sets the outcome of a call the mesh answered.
+func (c *Call) failedWith(r reason.Reason, text string) {
+	c.out.Reason, c.out.ReasonText = r, text
+	if !c.out.GRPC {
+		c.out.Status = r.HTTPStatus()
+	} else {
+		c.out.Status, c.out.Code = 200, r.GRPCCode()
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return &stream.Sender{Broker: a.broker, Subject: c.peer, ID: c.id, Source: a.sidecar, Window: c.window}, nil
+	c.out.Latency = time.Since(c.Start)
+}
+
+// reset readies a pooled call for its next use, keeping the capacity of
+// its header list but nothing it pointed to.
+func (c *Call) reset() {
+	h := c.Req.Headers
+	clear(h[:cap(h)])
+	ends := c.ends
+	clear(ends)
+	c.Route, c.Body, c.pump, c.cancel, c.http = nil, nil, nil, nil, httpBody{}
+	c.Req = envelope.Request{Headers: h[:0]}
+	c.pick, c.out, c.ends = pickResult{}, Outcome{}, ends[:0]
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/busmesh/busmesh/internal/envelope"
 	"github.com/busmesh/busmesh/internal/grpcwire"
+	"github.com/busmesh/busmesh/internal/reason"
 	"github.com/busmesh/busmesh/internal/stream"
 	"github.com/busmesh/busmesh/internal/telemetry"
 )
@@ -51,163 +51,92 @@ func (a *Ambassador) startGRPC(ln net.Listener) {
 
 // grpcRoute names the service of a call: the longest grpc_routes prefix of
 // the method, else the :authority.
-func (a *Ambassador) grpcRoute(method string, md metadata.MD) (route, bool) {
-	m := strings.TrimPrefix(method, "/")
-	best, found := "", route{}
-	for prefix, rt := range a.grpcRoutes {
-		if strings.HasPrefix(m, prefix) && len(prefix) > len(best) {
-			best, found = prefix, rt
-		}
-	}
-	if best != "" {
-		return found, true
+func (a *Ambassador) grpcRoute(method string, md metadata.MD) (*Route, bool) {
+	t := a.table.Load()
+	if rt, ok := t.byMethod(method); ok {
+		return rt, true
 	}
 	if auth := md.Get(":authority"); len(auth) > 0 {
-		return a.routes.byHost(auth[0])
+		return t.byHost(auth[0])
 	}
-	return route{}, false
+	return nil, false
 }
 
-// serveGRPC carries one gRPC call, of any kind, over the bus.
+// serveGRPC translates one gRPC call, of any kind, into a Call, runs it
+// through the pipeline, and relays its answer.
 func (a *Ambassador) serveGRPC(_ any, ss grpc.ServerStream) error {
 	start := time.Now()
 	method, _ := grpc.MethodFromServerStream(ss)
 	md, _ := metadata.FromIncomingContext(ss.Context())
 	rt, ok := a.grpcRoute(method, md)
 	if !ok {
-		return a.grpcError(ss, "", codes.Unimplemented, ReasonNoRoute,
-			fmt.Sprintf("no service for %s: call with :authority <service> or set ambassador.grpc_routes", method))
-	}
-	if !a.available(rt) {
-		return a.grpcError(ss, rt.service, codes.Unavailable, ReasonNoHealthy,
-			fmt.Sprintf("no healthy instance of service %q is known", rt.service))
+		c, _ := a.begin(context.Background(), nil, start, start, true)
+		defer a.end(c)
+		return a.grpcError(ss, c, reason.Errorf(reason.NoRoute,
+			"no service for %s: call with :authority <service> or set ambassador.grpc_routes", method))
 	}
 	// The caller's deadline (grpc-timeout), or the default timeout.
 	deadline, has := ss.Context().Deadline()
 	if !has {
 		deadline = start.Add(a.cfg.Timeout.D())
 	}
-	ctx, cancel := context.WithDeadline(ss.Context(), deadline)
-	defer cancel()
+	c, ctx := a.begin(ss.Context(), rt, start, deadline, true)
+	defer a.end(c)
 
-	// The first message, and whether the caller is done sending after it.
-	// The receiver's goroutine ends with the stream, as the handler returns.
+	// The first messages, and whether the caller is done sending after
+	// them. The receiver's goroutine ends with the stream, as the handler
+	// returns.
 	recv := grpcwire.Receive(ctx, ss)
-	var body []byte
-	more := false
-	first, err := recv.Next(ctx)
-	switch {
-	case err == io.EOF:
-	case err != nil:
-		return err
-	default:
-		body = grpcwire.AppendMessage(nil, first)
-		next, err, ok := recv.NextWithin(grpcwire.Settle)
-		switch {
-		case !ok:
-			more = true
-		case err == io.EOF:
-		case err != nil:
-			return err
-		default:
-			body = grpcwire.AppendMessage(body, next)
-			more = true
-		}
+	first, end := recv.First(ctx)
+	if end != nil && end != io.EOF {
+		return end
 	}
-
-	c := a.inbox.open()
-	defer a.inbox.release(c)
-	req := envelope.Request{
-		ID:            c.id,
-		Source:        a.sidecar,
-		SourceService: a.cfg.Service,
-		Service:       rt.service,
-		Protocol:      envelope.ProtocolGRPC,
-		Method:        method,
-		Headers:       grpcwire.AppendMetadata(nil, md),
-		Body:          body,
-		More:          more,
-		ReplyTo:       a.inbox.subject,
-		Deadline:      deadline.UnixNano(),
-		Window:        stream.DefaultWindow,
-	}
+	req := &c.Req
+	req.Protocol, req.Method = envelope.ProtocolGRPC, method
+	req.Headers = grpcwire.AppendMetadata(req.Headers, md)
 	if auth := md.Get(":authority"); len(auth) > 0 {
 		req.Host = auth[0]
 	}
-	if more {
-		c.mu.Lock()
-		c.accepted = make(chan struct{})
-		c.mu.Unlock()
+	if tp := md.Get("traceparent"); len(tp) > 0 {
+		req.TraceParent = tp[0]
 	}
-	if req.EncodedSize() > a.maxMsg {
-		return a.grpcError(ss, rt.service, codes.ResourceExhausted, ReasonRequestTooLarge,
-			fmt.Sprintf("the first messages do not fit the broker's %d-byte messages", a.maxMsg))
+	if ts := md.Get("tracestate"); len(ts) > 0 {
+		req.TraceState = ts[0]
 	}
-	st, err := a.publish(ctx, rt, c, &req, nil)
-	if errors.Is(err, errNoHealthy) {
-		return a.grpcError(ss, rt.service, codes.Unavailable, ReasonNoHealthy,
-			fmt.Sprintf("no healthy instance of service %q is known", rt.service))
+	c.Body = &grpcBody{first: first, more: end == nil, recv: recv, chunk: a.chunk}
+	if err := a.invoke(ctx, c); err != nil {
+		return a.grpcError(ss, c, meshError(err))
 	}
-	if err != nil {
-		return a.grpcError(ss, rt.service, codes.Unavailable, ReasonBrokerUnavailable, err.Error())
-	}
-	pump := make(chan struct{})
-	if more {
-		go func() {
-			defer close(pump)
-			// A broken request stream shows in the answer, or the deadline.
-			_ = a.sendMessages(ctx, c, recv)
-		}()
-	} else {
-		close(pump)
-	}
-
-	answered, callErr := a.await(ctx, rt, c, &req, st)
-	var result error
-	switch {
-	case answered:
-		result = a.respondGRPC(ctx, ss, rt, c, start)
-	case errors.Is(callErr, errNoResponders):
-		result = a.grpcError(ss, rt.service, codes.Unavailable, ReasonNoResponders,
-			fmt.Sprintf("no instance of service %q is connected to the broker", rt.service))
-	case callErr != nil:
-		result = a.grpcError(ss, rt.service, codes.Unavailable, ReasonStreamFailed, callErr.Error())
-	case ss.Context().Err() != nil && !errors.Is(ss.Context().Err(), context.DeadlineExceeded):
-		a.cancelRemote(c, rt, "caller cancelled")
-		result = status.Error(codes.Canceled, "busmesh: caller cancelled")
-	default:
-		a.cancelRemote(c, rt, "deadline exceeded")
-		result = a.grpcError(ss, rt.service, codes.DeadlineExceeded, ReasonTimeout,
-			fmt.Sprintf("no answer from service %q before the deadline", rt.service))
-	}
-	cancel()
-	<-pump
-	return result
+	return a.respondGRPC(ctx, ss, c)
 }
 
-// sendMessages streams the caller's further messages once the adapter
-// accepts the call, as the body of an HTTP/2 stream would go.
-func (a *Ambassador) sendMessages(ctx context.Context, c *call, recv *grpcwire.Receiver) error {
-	s, err := a.sender(ctx, c)
-	if err != nil {
-		return err
+// grpcBody is a gRPC call's request stream as a call's Body: the messages
+// read before the call was sent, then the rest as the caller sends them.
+type grpcBody struct {
+	first []byte
+	more  bool
+	recv  *grpcwire.Receiver
+	chunk int
+}
+
+func (b *grpcBody) First(room int) ([]byte, bool, error) {
+	if len(b.first) > room {
+		return nil, false, reason.Errorf(reason.RequestTooLarge,
+			"the first messages (%d bytes) do not fit a broker message (%d bytes of room)", len(b.first), room)
 	}
+	return b.first, b.more, nil
+}
+
+func (b *grpcBody) Rest(ctx context.Context, s *stream.Sender) error {
 	for {
-		msg, err := recv.Next(ctx)
+		msg, err := b.recv.Next(ctx)
 		if err == io.EOF {
 			return s.Send(ctx, nil, true, nil)
 		}
 		if err != nil {
 			return err
 		}
-		data := grpcwire.AppendMessage(nil, msg)
-		for len(data) > a.chunk {
-			if err := s.Send(ctx, data[:a.chunk], false, nil); err != nil {
-				return err
-			}
-			data = data[a.chunk:]
-		}
-		if err := s.Send(ctx, data, false, nil); err != nil {
+		if err := s.SendChunked(ctx, grpcwire.AppendMessage(nil, msg), b.chunk); err != nil {
 			return err
 		}
 	}
@@ -215,81 +144,90 @@ func (a *Ambassador) sendMessages(ctx context.Context, c *call, recv *grpcwire.R
 
 // respondGRPC relays the adapter's answer: header metadata, messages (the
 // rest streamed from frames), then the status and trailer metadata.
-func (a *Ambassador) respondGRPC(ctx context.Context, ss grpc.ServerStream, rt route, c *call, start time.Time) error {
-	resp := &c.resp
+func (a *Ambassador) respondGRPC(ctx context.Context, ss grpc.ServerStream, c *Call) error {
+	resp := c.Answer()
 	if resp.Error != "" {
-		return a.grpcError(ss, rt.service, codeForReason(resp.Error), resp.Error,
-			strings.TrimSpace(strings.TrimPrefix(string(resp.Body), "busmesh: "+resp.Error+": ")))
+		detail := resp.Detail
+		if detail == "" { // an older adapter says it in the body only
+			detail = strings.TrimSpace(strings.TrimPrefix(string(resp.Body), "busmesh: "+resp.Error+": "))
+		}
+		r := reason.Parse(resp.Error)
+		c.out.ReasonText = resp.Error
+		return a.grpcError(ss, c, &reason.Error{Reason: r, Detail: detail})
 	}
 	header := grpcwire.Metadata(resp.Headers)
 	if resp.Instance != "" {
 		header.Set(grpcMetaInstance, resp.Instance)
 	}
+	c.answeredBy(200)
 	if err := ss.SetHeader(header); err != nil {
+		c.out.Code = codes.Canceled
 		return err
 	}
-	a.metrics.AmbassadorDuration.WithLabelValues(rt.service).Observe(time.Since(start).Seconds())
 	trailers := resp.Trailers
 	if !resp.More {
 		msgs, _ := grpcwire.SplitMessages(resp.Body)
 		for _, m := range msgs {
 			if err := ss.SendMsg(&grpcwire.Message{Data: m}); err != nil {
-				a.cancelRemote(c, rt, "caller went away")
-				return err
+				return a.callerGone(c, err)
 			}
 		}
 	} else {
-		c.mu.Lock()
-		in, peer := c.inbound, c.peer
-		c.mu.Unlock()
-		r := io.MultiReader(bytes.NewReader(resp.Body), stream.NewReader(ctx, in, func(n int64) {
-			_ = stream.Grant(ctx, a.broker, peer, c.id, a.sidecar, n)
-		}))
+		frames := a.answerFrames(c)
+		r := io.MultiReader(bytes.NewReader(resp.Body), frames.reader(ctx))
 		for {
 			msg, err := grpcwire.ReadMessage(r, grpcwire.MaxMessage(int64(a.cfg.MaxBodyBytes)))
 			if err == io.EOF {
 				break
 			}
 			if err != nil {
-				a.cancelRemote(c, rt, err.Error())
-				if ctx.Err() != nil {
+				a.cancelRemote(c, err.Error())
+				if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+					c.failedWith(reason.Timeout, "")
 					return status.Error(codes.DeadlineExceeded, "busmesh: deadline exceeded while streaming")
 				}
-				return a.grpcError(ss, rt.service, codes.Unavailable, ReasonStreamFailed, err.Error())
+				if ctx.Err() != nil {
+					c.failedWith(reason.Cancelled, "")
+					return status.Error(codes.Canceled, "busmesh: caller cancelled")
+				}
+				return a.grpcError(ss, c, reason.Errorf(reason.StreamFailed, "%v", err))
 			}
 			if err := ss.SendMsg(&grpcwire.Message{Data: msg}); err != nil {
-				a.cancelRemote(c, rt, "caller went away")
-				return err
+				return a.callerGone(c, err)
 			}
 		}
-		trailers = in.Trailers()
+		trailers = frames.in.Trailers()
 	}
 	st, trailer := grpcwire.Status(trailers)
 	ss.SetTrailer(trailer)
-	a.metrics.AmbassadorRequests.WithLabelValues(rt.service, "grpc_"+st.Code().String()).Inc()
+	c.out.Code = st.Code()
 	return st.Err()
 }
 
-// codeForReason maps the adapter's X-Busmesh-Error reasons to gRPC codes.
-func codeForReason(reason string) codes.Code {
-	switch reason {
-	case ReasonTimeout:
-		return codes.DeadlineExceeded
-	case ReasonRequestTooLarge, "response-too-large":
-		return codes.ResourceExhausted
-	case "protocol-mismatch", ReasonNoRoute:
-		return codes.Unimplemented
-	}
-	return codes.Unavailable
+// callerGone ends a call whose caller can no longer be written to.
+func (a *Ambassador) callerGone(c *Call, err error) error {
+	a.cancelRemote(c, "caller went away")
+	c.out.Code = codes.Canceled
+	return err
 }
 
 // grpcError ends a call on the mesh's behalf, with the reason in the
 // x-busmesh-error trailer.
-func (a *Ambassador) grpcError(ss grpc.ServerStream, service string, code codes.Code, reason, detail string) error {
-	ss.SetTrailer(metadata.Pairs(grpcMetaError, reason))
-	a.metrics.AmbassadorErrors.WithLabelValues(service, reason).Inc()
-	a.metrics.AmbassadorRequests.WithLabelValues(service, "grpc_"+code.String()).Inc()
-	a.logger.Debug("call answered by the mesh", telemetry.KeyService, service, telemetry.KeyStatus, code.String(),
-		telemetry.KeyReason, reason, "detail", detail)
-	return status.Error(code, "busmesh: "+reason+": "+detail)
+func (a *Ambassador) grpcError(ss grpc.ServerStream, c *Call, e *reason.Error) error {
+	text := c.out.ReasonText
+	c.failedWith(e.Reason, text)
+	if e.Reason == reason.Cancelled {
+		return status.Error(codes.Canceled, "busmesh: caller cancelled")
+	}
+	if text == "" {
+		text = e.Reason.String()
+	}
+	ss.SetTrailer(metadata.Pairs(grpcMetaError, text))
+	service := ""
+	if c.Route != nil {
+		service = c.Route.Service
+	}
+	a.logger.Debug("call answered by the mesh", telemetry.KeyService, service, telemetry.KeyStatus, e.Reason.GRPCCode().String(),
+		telemetry.KeyReason, text, "detail", e.Detail)
+	return status.Error(e.Reason.GRPCCode(), "busmesh: "+text+": "+e.Detail)
 }

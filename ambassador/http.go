@@ -2,15 +2,15 @@ package ambassador
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"strings"
 	"time"
 
-	"github.com/busmesh/busmesh/broker"
+	"github.com/busmesh/busmesh/internal/bus"
 	"github.com/busmesh/busmesh/internal/envelope"
+	"github.com/busmesh/busmesh/internal/reason"
 	"github.com/busmesh/busmesh/internal/stream"
 	"github.com/busmesh/busmesh/internal/telemetry"
 )
@@ -25,193 +25,129 @@ const (
 	HeaderInstance = "X-Busmesh-Instance"
 )
 
-// The X-Busmesh-Error reasons the ambassador gives itself.
-const (
-	ReasonNoRoute           = "no-route"
-	ReasonBadTimeout        = "bad-timeout"
-	ReasonRequestTooLarge   = "request-too-large"
-	ReasonNoResponders      = "no-responders"
-	ReasonNoHealthy         = "no-healthy-instances"
-	ReasonTimeout           = "timeout"
-	ReasonBrokerUnavailable = "broker-unavailable"
-	ReasonHeadersTooLarge   = "headers-too-large"
-	ReasonStreamFailed      = "stream-failed"
-)
-
 // Handler returns the HTTP handler of a port: a per-service port when
 // service is set, else the shared port, which routes by the Host header.
+// Routes are looked up in the table in force at each call.
 func (a *Ambassador) Handler(service string) http.Handler {
 	if service != "" {
-		r := a.routes.route(service)
-		return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) { a.serve(w, req, r) })
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			t := a.table.Load()
+			rt := t.route(service)
+			if rt == nil { // the port outlived its route in a reload
+				rt, _ = t.byHost(service)
+			}
+			a.serveHTTP(w, r, rt)
+		})
 	}
-	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		r, ok := a.routes.byHost(req.Host)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rt, ok := a.table.Load().byHost(r.Host)
 		if !ok {
-			a.meshError(w, "", http.StatusBadRequest, ReasonNoRoute,
-				fmt.Sprintf("the Host header %q names no service; call this port with Host: <service> or <service>.mesh", req.Host))
+			a.refuseHTTP(w, nil, reason.Errorf(reason.NoRoute,
+				"the Host header %q names no service; call this port with Host: <service> or <service>.mesh", r.Host))
 			return
 		}
-		a.serve(w, req, r)
+		a.serveHTTP(w, r, rt)
 	})
 }
 
-// serve carries one HTTP call over the bus.
-func (a *Ambassador) serve(w http.ResponseWriter, r *http.Request, rt route) {
+// serveHTTP translates one HTTP call into a Call, runs it through the
+// pipeline, and writes its answer.
+func (a *Ambassador) serveHTTP(w http.ResponseWriter, r *http.Request, rt *Route) {
 	start := time.Now()
 	timeout := a.cfg.Timeout.D()
 	if v := r.Header.Get(HeaderTimeout); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || d <= 0 {
-			a.meshError(w, rt.service, http.StatusBadRequest, ReasonBadTimeout,
-				fmt.Sprintf("%s: %q is not a positive duration (example: 250ms)", HeaderTimeout, v))
+			a.refuseHTTP(w, rt, reason.Errorf(reason.BadTimeout, "%s: %q is not a positive duration (example: 250ms)", HeaderTimeout, v))
 			return
 		}
 		timeout = d
 	}
-	if !a.available(rt) {
-		a.noHealthy(w, rt)
-		return
-	}
 	limit := int64(a.cfg.MaxBodyBytes)
 	if r.ContentLength > limit {
-		a.meshError(w, rt.service, http.StatusRequestEntityTooLarge, ReasonRequestTooLarge,
-			fmt.Sprintf("request body of %d bytes is over max_body_bytes (%d)", r.ContentLength, limit))
+		a.refuseHTTP(w, rt, reason.Errorf(reason.RequestTooLarge,
+			"request body of %d bytes is over max_body_bytes (%d)", r.ContentLength, limit))
 		return
 	}
-	ctx, cancel := context.WithDeadline(r.Context(), start.Add(timeout))
-	defer cancel()
-	deadline, _ := ctx.Deadline()
-
-	c := a.inbox.open()
-	defer a.inbox.release(c)
+	c, ctx := a.begin(r.Context(), rt, start, start.Add(timeout), false)
+	defer a.end(c)
 	path := r.RequestURI
 	if !strings.HasPrefix(path, "/") { // absolute form, as sent to a proxy
 		path = r.URL.RequestURI()
 	}
-	req := envelope.Request{
-		ID:            c.id,
-		Source:        a.sidecar,
-		SourceService: a.cfg.Service,
-		Service:       rt.service,
-		Protocol:      envelope.ProtocolHTTP,
-		Method:        r.Method,
-		Path:          path,
-		ReplyTo:       a.inbox.subject,
-		Deadline:      deadline.UnixNano(),
-		Window:        stream.DefaultWindow,
-		Host:          r.Host,
-	}
-	req.Headers = envelope.AppendHTTPHeader(c.headers[:0], r.Header)
-	c.headers = req.Headers
-	room := a.maxMsg - req.EncodedSize() - stream.Slack
-	if room < 0 {
-		a.meshError(w, rt.service, http.StatusRequestHeaderFieldsTooLarge, ReasonHeadersTooLarge,
-			fmt.Sprintf("request headers do not fit the broker's %d-byte messages", a.maxMsg))
+	req := &c.Req
+	req.Protocol, req.Method, req.Path, req.Host = envelope.ProtocolHTTP, r.Method, path, r.Host
+	req.Headers = envelope.AppendHTTPHeader(req.Headers, r.Header)
+	req.TraceParent, req.TraceState = r.Header.Get("Traceparent"), r.Header.Get("Tracestate")
+	c.http = httpBody{r: r, w: w, limit: limit, chunk: a.chunk}
+	c.Body = &c.http
+	defer c.http.release()
+	if err := a.invoke(ctx, c); err != nil {
+		a.writeHTTPError(w, c, meshError(err))
 		return
 	}
-
-	// The body goes in the request message if it fits; else its first part
-	// does and the rest follows in frames once an adapter accepts the call.
-	bodyBuf := stream.GetBuffer()
-	defer stream.PutBuffer(bodyBuf)
-	body, more, err := stream.ReadFirst(r.Body, bodyBuf, min(room, stream.MaxInline), r.ContentLength)
-	if err != nil {
-		a.meshError(w, rt.service, http.StatusBadRequest, ReasonStreamFailed, "read request body: "+err.Error())
-		return
-	}
-	req.Body, req.More = body, more
-	if more {
-		c.mu.Lock()
-		c.accepted = make(chan struct{})
-		c.mu.Unlock()
-	}
-
-	st, err := a.publish(ctx, rt, c, &req, nil)
-	if errors.Is(err, errNoHealthy) {
-		a.noHealthy(w, rt)
-		return
-	}
-	if err != nil {
-		a.publishError(w, rt.service, err)
-		return
-	}
-
-	var pump chan struct{}
-	if more {
-		// Full duplex: an adapter may answer before it has read the body.
-		_ = http.NewResponseController(w).EnableFullDuplex()
-		pump = make(chan struct{})
-		go func() {
-			defer close(pump)
-			_ = a.sendBody(ctx, c, r.Body, int64(len(body)), limit) // a failure fails the call
-		}()
-	}
-
-	answered, callErr := a.await(ctx, rt, c, &req, st)
-	switch {
-	case answered:
-		a.respond(ctx, w, rt, c, start)
-	case errors.Is(callErr, stream.ErrTooLarge):
-		a.meshError(w, rt.service, http.StatusRequestEntityTooLarge, ReasonRequestTooLarge,
-			fmt.Sprintf("request body is over max_body_bytes (%d)", limit))
-	case errors.Is(callErr, errNoResponders):
-		a.meshError(w, rt.service, http.StatusServiceUnavailable, ReasonNoResponders,
-			fmt.Sprintf("no instance of service %q is connected to the broker", rt.service))
-	case callErr != nil:
-		a.meshError(w, rt.service, http.StatusBadGateway, ReasonStreamFailed, callErr.Error())
-	case r.Context().Err() != nil:
-		// The caller went away; tell the service to stop.
-		a.cancelRemote(c, rt, "caller cancelled")
-		a.count(rt.service, 499, start)
-	default:
-		a.cancelRemote(c, rt, "deadline exceeded")
-		a.meshError(w, rt.service, http.StatusGatewayTimeout, ReasonTimeout,
-			fmt.Sprintf("no answer from service %q within %v", rt.service, timeout))
-	}
-	if pump != nil {
-		cancel()
-		<-pump
-	}
+	a.respondHTTP(ctx, w, c)
 }
 
-// sendBody streams the rest of a request body once the adapter accepts.
-func (a *Ambassador) sendBody(ctx context.Context, c *call, body io.Reader, sent, limit int64) error {
-	s, err := a.sender(ctx, c)
+// httpBody is an HTTP request body as a call's Body.
+type httpBody struct {
+	r     *http.Request
+	w     http.ResponseWriter
+	limit int64
+	chunk int
+	buf   *[]byte
+	sent  int64
+}
+
+func (b *httpBody) First(room int) ([]byte, bool, error) {
+	b.buf = bus.GetBuffer()
+	data, more, err := stream.ReadFirst(b.r.Body, b.buf, room, b.r.ContentLength)
 	if err != nil {
-		return err
+		return nil, false, reason.Errorf(reason.BadRequest, "read request body: %v", err)
 	}
-	buf := make([]byte, a.chunk)
-	_, err = s.Copy(ctx, body, buf, true, sent, limit, nil)
-	if err != nil && ctx.Err() == nil {
-		_ = stream.Cancel(context.WithoutCancel(ctx), a.broker, s.Subject, c.id, a.sidecar, err.Error())
-		c.fail(c.id, err) // answers the caller now, unless the adapter already has
+	if more {
+		// Full duplex: an adapter may answer before it has read the body.
+		_ = http.NewResponseController(b.w).EnableFullDuplex()
 	}
+	b.sent = int64(len(data))
+	return data, more, nil
+}
+
+func (b *httpBody) Rest(ctx context.Context, s *stream.Sender) error {
+	buf := make([]byte, b.chunk)
+	_, err := s.Copy(ctx, b.r.Body, buf, true, b.sent, b.limit, nil)
 	return err
 }
 
-// respond writes the adapter's answer: status, headers, body (streamed if
-// it comes in frames, until ctx's deadline) and trailers.
-func (a *Ambassador) respond(ctx context.Context, w http.ResponseWriter, rt route, c *call, start time.Time) {
-	resp := &c.resp
+func (b *httpBody) release() {
+	if b.buf != nil {
+		bus.PutBuffer(b.buf)
+	}
+}
+
+// respondHTTP writes the adapter's answer: status, headers, body (streamed
+// if it comes in frames, until the deadline) and trailers.
+func (a *Ambassador) respondHTTP(ctx context.Context, w http.ResponseWriter, c *Call) {
+	resp := c.Answer()
 	h := w.Header()
 	envelope.SetHTTPHeader(h, resp.Headers)
 	if resp.Instance != "" {
 		h.Set(HeaderInstance, resp.Instance)
 	}
-	if resp.Error != "" {
-		h[HeaderError] = []string{resp.Error}
-		a.metrics.AmbassadorErrors.WithLabelValues(rt.service, resp.Error).Inc()
-	}
 	status := int(resp.Status)
 	if status < 100 || status > 999 {
 		status = http.StatusBadGateway
 	}
+	c.answeredBy(status)
+	if resp.Error != "" {
+		h[HeaderError] = []string{resp.Error}
+		c.failedWith(reason.Parse(resp.Error), resp.Error)
+		c.out.Status = status
+	}
 	w.WriteHeader(status)
-	a.count(rt.service, status, start)
 	if len(resp.Body) > 0 {
 		if _, err := w.Write(resp.Body); err != nil {
-			a.cancelRemote(c, rt, "caller went away")
+			a.cancelRemote(c, "caller went away")
 			return
 		}
 	}
@@ -219,31 +155,26 @@ func (a *Ambassador) respond(ctx context.Context, w http.ResponseWriter, rt rout
 		setTrailers(h, resp.Trailers)
 		return
 	}
-	c.mu.Lock()
-	in, peer := c.inbound, c.peer
-	c.mu.Unlock()
+	frames := a.answerFrames(c)
 	rc := http.NewResponseController(w)
 	for {
-		chunk, grant, err := in.Next(ctx)
+		data, err := frames.next(ctx)
 		if err == io.EOF {
-			setTrailers(h, in.Trailers())
+			setTrailers(h, frames.in.Trailers())
 			return
 		}
 		if err != nil {
-			a.logger.Debug("response stream failed", telemetry.KeyService, rt.service, telemetry.KeyErr, err)
-			a.cancelRemote(c, rt, err.Error())
+			a.logger.Debug("response stream failed", telemetry.KeyService, c.Route.Service, telemetry.KeyErr, err)
+			a.cancelRemote(c, err.Error())
 			// The status is sent: abort the connection so the caller sees
 			// a broken body, not a short one that looks complete.
 			panic(http.ErrAbortHandler)
 		}
-		if _, err := w.Write(chunk.Data); err != nil {
-			a.cancelRemote(c, rt, "caller went away")
+		if _, err := w.Write(data); err != nil {
+			a.cancelRemote(c, "caller went away")
 			return
 		}
 		_ = rc.Flush()
-		if grant > 0 && peer != "" {
-			_ = stream.Grant(ctx, a.broker, peer, c.id, a.sidecar, grant)
-		}
 	}
 }
 
@@ -255,60 +186,33 @@ func setTrailers(h http.Header, trailers []string) {
 	}
 }
 
-// cancelRemote tells the serving adapter to stop a call: directly when it
-// is known, else through the service's cancel subject.
-func (a *Ambassador) cancelRemote(c *call, rt route, reason string) {
-	c.mu.Lock()
-	peer := c.peer
-	c.mu.Unlock()
-	subject := peer
-	if subject == "" {
-		subject = a.subjects.Cancel(rt.service)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	if err := stream.Cancel(ctx, a.broker, subject, c.id, a.sidecar, reason); err != nil {
-		a.logger.Debug("cancel not sent", telemetry.KeySubject, subject, telemetry.KeyErr, err)
-	}
+// refuseHTTP answers a request the mesh refuses before it becomes a call
+// on the bus, and counts it.
+func (a *Ambassador) refuseHTTP(w http.ResponseWriter, rt *Route, e *reason.Error) {
+	now := time.Now()
+	c, _ := a.begin(context.Background(), rt, now, now, false)
+	a.writeHTTPError(w, c, e)
+	a.end(c)
 }
 
-// noHealthy answers a call no instance may take.
-func (a *Ambassador) noHealthy(w http.ResponseWriter, rt route) {
-	detail := fmt.Sprintf("no healthy instance of service %q is known", rt.service)
-	if rt.policy.Version != "" {
-		detail = fmt.Sprintf("no healthy instance of service %q at version %q is known", rt.service, rt.policy.Version)
+// writeHTTPError answers a call on the mesh's behalf: the status, the
+// reason in X-Busmesh-Error and a one-line text body. A call whose caller
+// went away gets nothing.
+func (a *Ambassador) writeHTTPError(w http.ResponseWriter, c *Call, e *reason.Error) {
+	c.failedWith(e.Reason, "")
+	if e.Reason == reason.Cancelled {
+		return
 	}
-	a.meshError(w, rt.service, http.StatusServiceUnavailable, ReasonNoHealthy, detail)
-}
-
-// publishError answers a call whose request could not be published.
-func (a *Ambassador) publishError(w http.ResponseWriter, service string, err error) {
-	switch {
-	case errors.Is(err, broker.ErrTooLarge):
-		a.meshError(w, service, http.StatusRequestEntityTooLarge, ReasonRequestTooLarge, err.Error())
-	case errors.Is(err, context.DeadlineExceeded):
-		a.meshError(w, service, http.StatusGatewayTimeout, ReasonTimeout, err.Error())
-	default:
-		a.meshError(w, service, http.StatusServiceUnavailable, ReasonBrokerUnavailable, err.Error())
-	}
-}
-
-// meshError answers a call on the mesh's behalf: the status, the reason in
-// X-Busmesh-Error and a one-line text body.
-func (a *Ambassador) meshError(w http.ResponseWriter, service string, status int, reason, detail string) {
 	h := w.Header()
-	h.Set(HeaderError, reason)
+	h.Set(HeaderError, e.Reason.String())
 	h.Set("Content-Type", "text/plain; charset=utf-8")
 	h.Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(status)
-	fmt.Fprintf(w, "busmesh: %s: %s\n", reason, detail)
-	a.metrics.AmbassadorErrors.WithLabelValues(service, reason).Inc()
-	a.metrics.AmbassadorRequests.WithLabelValues(service, telemetry.Code(status)).Inc()
-	a.logger.Debug("call answered by the mesh", telemetry.KeyService, service, telemetry.KeyStatus, status,
-		telemetry.KeyReason, reason, "detail", detail)
-}
-
-func (a *Ambassador) count(service string, status int, start time.Time) {
-	a.metrics.AmbassadorRequests.WithLabelValues(service, telemetry.Code(status)).Inc()
-	a.metrics.AmbassadorDuration.WithLabelValues(service).Observe(time.Since(start).Seconds())
+	w.WriteHeader(e.Reason.HTTPStatus())
+	fmt.Fprintf(w, "busmesh: %s\n", e.Error())
+	service := ""
+	if c.Route != nil {
+		service = c.Route.Service
+	}
+	a.logger.Debug("call answered by the mesh", telemetry.KeyService, service, telemetry.KeyStatus, e.Reason.HTTPStatus(),
+		telemetry.KeyReason, e.Reason.String(), "detail", e.Detail)
 }

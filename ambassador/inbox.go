@@ -20,12 +20,11 @@ var errNoResponders = errors.New("no responders")
 
 // Inbox is request/reply over a Broker: it owns the ambassador's inbox
 // subject and matches what arrives there to the waiting call by envelope id.
-// A call is registered by open and removed by release, whatever its
+// A call is registered by register and removed by release, whatever its
 // outcome, so nothing is left behind by calls that time out.
 type Inbox struct {
 	b       broker.Broker
 	subject string
-	source  string
 	logger  *slog.Logger
 	metrics *telemetry.Metrics
 	limiter telemetry.Limiter
@@ -34,19 +33,18 @@ type Inbox struct {
 	returned func(uint64) // in.onReturn, made once so publishing does not allocate it
 
 	mu    sync.Mutex
-	calls map[uint64]*call
+	calls map[uint64]*pending
 
 	sub broker.Subscription
 }
 
-// call is one request waiting for its answer. Calls are pooled: every
-// delivery checks, under the call's lock, that the call still has the id
-// it was looked up by, so a late answer never reaches the call's next use.
-type call struct {
+// pending is a call's side of the inbox: what has arrived for it. Calls
+// are pooled: every delivery checks, under the lock, that the call still
+// has the id it was looked up by, so a late answer never reaches the
+// call's next use. Its state changes only through its methods.
+type pending struct {
 	// ready is signalled once: the response arrived, or the call failed.
 	ready chan struct{}
-	// headers is the request's header list, its capacity reused.
-	headers []string
 
 	mu       sync.Mutex
 	id       uint64
@@ -59,18 +57,15 @@ type call struct {
 	peer     string          // the serving adapter's inbox
 }
 
-var callPool = sync.Pool{New: func() any { return &call{ready: make(chan struct{}, 1)} }}
-
 // newInbox subscribes to the sidecar's inbox subject.
-func newInbox(ctx context.Context, b broker.Broker, subject, sidecar string, logger *slog.Logger, m *telemetry.Metrics) (*Inbox, error) {
+func newInbox(ctx context.Context, b broker.Broker, subject string, logger *slog.Logger, m *telemetry.Metrics) (*Inbox, error) {
 	in := &Inbox{
 		b:       b,
 		subject: subject,
-		source:  sidecar,
 		logger:  logger,
 		metrics: m,
 		limiter: telemetry.Limiter{Interval: time.Second},
-		calls:   map[uint64]*call{},
+		calls:   map[uint64]*pending{},
 	}
 	// Ids start at a random point so that a restarted sidecar, which keeps
 	// its inbox, does not take its predecessor's late replies for its own.
@@ -84,47 +79,45 @@ func newInbox(ctx context.Context, b broker.Broker, subject, sidecar string, log
 	return in, nil
 }
 
-// open registers a new call.
-func (in *Inbox) open() *call {
-	c := callPool.Get().(*call)
+// register gives p a new id and registers it for what arrives.
+func (in *Inbox) register(p *pending) uint64 {
 	id := in.nextID.Add(1)
-	c.mu.Lock()
-	c.id = id
-	c.mu.Unlock()
+	p.mu.Lock()
+	p.id = id
+	p.mu.Unlock()
 	in.mu.Lock()
-	in.calls[id] = c
+	in.calls[id] = p
 	in.mu.Unlock()
-	return c
+	return id
 }
 
-// release forgets a call: what arrives for it later is counted as
-// unmatched. The caller must be done with c and everything it handed out.
-func (in *Inbox) release(c *call) {
-	c.mu.Lock()
-	id := c.id
-	c.id = 0 // from now on deliveries for id miss
+// release forgets p: what arrives for it later is counted as unmatched.
+// The caller must be done with p and everything it handed out.
+func (in *Inbox) release(p *pending) {
+	p.mu.Lock()
+	id := p.id
+	p.id = 0 // from now on deliveries for id miss
 	// Keep the lists' capacity, not what they point to: a pooled call must
 	// not hold an old message's memory.
-	resp := c.resp
+	resp := p.resp
 	clear(resp.Headers[:cap(resp.Headers)])
 	clear(resp.Trailers[:cap(resp.Trailers)])
-	clear(c.headers[:cap(c.headers)])
-	c.resp = envelope.Response{Headers: resp.Headers[:0], Trailers: resp.Trailers[:0]}
-	c.answered, c.err, c.inbound, c.window, c.accepted, c.peer = false, nil, nil, nil, nil, ""
-	c.mu.Unlock()
+	p.resp = envelope.Response{Headers: resp.Headers[:0], Trailers: resp.Trailers[:0]}
+	p.answered, p.err, p.inbound, p.window, p.accepted, p.peer = false, nil, nil, nil, nil, ""
+	p.mu.Unlock()
+	if id == 0 {
+		return
+	}
 	in.mu.Lock()
 	delete(in.calls, id)
 	in.mu.Unlock()
 	select {
-	case <-c.ready:
+	case <-p.ready:
 	default:
-	}
-	if cap(c.headers) <= 256 {
-		callPool.Put(c)
 	}
 }
 
-func (in *Inbox) lookup(id uint64) *call {
+func (in *Inbox) lookup(id uint64) *pending {
 	in.mu.Lock()
 	c := in.calls[id]
 	in.mu.Unlock()
@@ -141,29 +134,21 @@ func (in *Inbox) pending() int {
 	return len(in.calls)
 }
 
-// publish sends a call's request; on a Returner backend a request nobody
-// is subscribed to fails the call at once.
-func (in *Inbox) publish(ctx context.Context, subject string, c *call, data []byte) error {
-	if r, ok := in.b.(broker.Returner); ok {
-		return r.PublishReturnable(ctx, subject, data, c.id, in.returned)
-	}
-	return in.b.Publish(ctx, subject, data)
-}
-
 func (in *Inbox) onReturn(id uint64) {
-	if c := in.lookup(id); c != nil {
-		c.fail(id, errNoResponders)
+	if p := in.lookup(id); p != nil {
+		p.fail(id, errNoResponders)
 	}
 }
 
 // handle dispatches one message from the inbox. It never blocks: a call's
 // frames queue in its stream.Inbound, bounded by the window it granted.
 func (in *Inbox) handle(_ context.Context, data []byte) {
-	kind, msg, err := envelope.Unwrap(data)
+	e, err := envelope.Open(data)
 	if err != nil {
 		in.reject("malformed", len(data), err)
 		return
 	}
+	kind, msg := e.Kind, e.Msg
 	switch kind {
 	case envelope.KindResponse:
 		id, ok := envelope.PeekID(msg)
@@ -176,8 +161,8 @@ func (in *Inbox) handle(_ context.Context, data []byte) {
 			}
 			id = r.ID
 		}
-		if c := in.lookup(id); c != nil {
-			if err := c.answer(id, msg); err != nil {
+		if p := in.lookup(id); p != nil {
+			if err := p.answer(id, msg); err != nil {
 				in.reject("malformed", len(data), err)
 			}
 		}
@@ -187,8 +172,8 @@ func (in *Inbox) handle(_ context.Context, data []byte) {
 			in.reject("malformed", len(data), err)
 			return
 		}
-		if c := in.lookup(f.ID); c != nil {
-			c.frame(&f)
+		if p := in.lookup(f.ID); p != nil {
+			p.frame(&f)
 		}
 	default:
 		in.reject("unexpected-kind", len(data), errors.New("a "+kind.String()+" on an inbox"))
@@ -206,105 +191,151 @@ func (in *Inbox) reject(reason string, size int, err error) {
 // close unsubscribes the inbox; calls still waiting fail at their deadline.
 func (in *Inbox) close() error { return in.sub.Unsubscribe() }
 
-// answer decodes the response of call id into c, reusing its header
+// answer decodes the response of call id into p, reusing its header
 // capacity, and wakes the caller.
-func (c *call) answer(id uint64, msg []byte) error {
-	c.mu.Lock()
-	if c.id != id || c.answered || c.err != nil {
-		c.mu.Unlock()
+func (p *pending) answer(id uint64, msg []byte) error {
+	p.mu.Lock()
+	if p.id != id || p.answered || p.err != nil {
+		p.mu.Unlock()
 		return nil
 	}
-	if err := c.resp.Unmarshal(msg); err != nil || c.resp.ID != id {
-		c.mu.Unlock()
+	if err := p.resp.Unmarshal(msg); err != nil || p.resp.ID != id {
+		p.mu.Unlock()
 		if err == nil {
 			err = errors.New("response id differs from its envelope's")
 		}
 		return err
 	}
-	c.answered = true
-	r := &c.resp
+	p.answered = true
+	r := &p.resp
 	if r.ReplyTo != "" {
-		c.acceptLocked(r.ReplyTo, int64(r.Window))
+		p.acceptLocked(r.ReplyTo, int64(r.Window))
 	}
-	if r.More && c.inbound == nil {
-		c.inbound = stream.NewInbound(stream.DefaultWindow)
+	if r.More && p.inbound == nil {
+		p.inbound = stream.NewInbound(stream.DefaultWindow)
 	}
-	c.mu.Unlock()
-	c.signal()
+	p.mu.Unlock()
+	p.signal()
 	return nil
 }
 
 // frame handles a frame from the serving adapter.
-func (c *call) frame(f *envelope.Frame) {
-	c.mu.Lock()
-	if c.id != f.ID {
-		c.mu.Unlock()
+func (p *pending) frame(f *envelope.Frame) {
+	p.mu.Lock()
+	if p.id != f.ID {
+		p.mu.Unlock()
 		return
 	}
 	if f.ReplyTo != "" {
-		c.acceptLocked(f.ReplyTo, int64(f.WindowUpdate))
-	} else if f.WindowUpdate > 0 && c.window != nil {
-		c.window.Grant(int64(f.WindowUpdate))
+		p.acceptLocked(f.ReplyTo, int64(f.WindowUpdate))
+	} else if f.WindowUpdate > 0 && p.window != nil {
+		p.window.Grant(int64(f.WindowUpdate))
 	}
 	if f.Cancel {
 		err := errors.New("cancelled by the adapter: " + f.Error)
-		if c.inbound != nil {
-			c.inbound.Fail(err)
+		if p.inbound != nil {
+			p.inbound.Fail(err)
 		}
-		if c.window != nil {
-			c.window.Close(err)
+		if p.window != nil {
+			p.window.Close(err)
 		}
-		c.mu.Unlock()
-		c.fail(f.ID, err)
+		p.mu.Unlock()
+		p.fail(f.ID, err)
 		return
 	}
 	if f.Seq > 0 {
-		if c.inbound == nil {
-			c.inbound = stream.NewInbound(stream.DefaultWindow)
+		if p.inbound == nil {
+			p.inbound = stream.NewInbound(stream.DefaultWindow)
 		}
-		c.inbound.Push(f)
+		p.inbound.Push(f)
 	}
-	c.mu.Unlock()
+	p.mu.Unlock()
 }
 
 // acceptLocked records the adapter's inbox and initial window, once.
-func (c *call) acceptLocked(peer string, window int64) {
-	if c.peer != "" {
+func (p *pending) acceptLocked(peer string, window int64) {
+	if p.peer != "" {
 		return
 	}
-	c.peer = peer
-	c.window = stream.NewWindow(window)
-	if c.accepted != nil {
-		close(c.accepted)
+	p.peer = peer
+	p.window = stream.NewWindow(window)
+	if p.accepted != nil {
+		close(p.accepted)
 	}
 }
 
 // fail ends call id, if it has no answer yet.
-func (c *call) fail(id uint64, err error) {
-	c.mu.Lock()
-	if c.id != id || c.answered || c.err != nil {
-		c.mu.Unlock()
+func (p *pending) fail(id uint64, err error) {
+	p.mu.Lock()
+	if p.id != id || p.answered || p.err != nil {
+		p.mu.Unlock()
 		return
 	}
-	c.err = err
-	c.mu.Unlock()
-	c.signal()
+	p.err = err
+	p.mu.Unlock()
+	p.signal()
 }
 
 // clearFailure forgets a failure, to send the call again.
-func (c *call) clearFailure() {
-	c.mu.Lock()
-	c.err = nil
-	c.mu.Unlock()
+func (p *pending) clearFailure() {
+	p.mu.Lock()
+	p.err = nil
+	p.mu.Unlock()
 	select {
-	case <-c.ready:
+	case <-p.ready:
 	default:
 	}
 }
 
-func (c *call) signal() {
+func (p *pending) signal() {
 	select {
-	case c.ready <- struct{}{}:
+	case p.ready <- struct{}{}:
 	default:
 	}
+}
+
+// expectAccept prepares p for a request that streams: its further frames
+// wait until the adapter accepts the call.
+func (p *pending) expectAccept() {
+	p.mu.Lock()
+	p.accepted = make(chan struct{})
+	p.mu.Unlock()
+}
+
+// result returns whether p has its answer, or the failure that ended it.
+func (p *pending) result() (answered bool, err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.answered, p.err
+}
+
+// frames returns the response frames' queue and the serving adapter's
+// inbox.
+func (p *pending) frames() (*stream.Inbound, string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.inbound, p.peer
+}
+
+// peerInbox returns the serving adapter's inbox, "" until it is known.
+func (p *pending) peerInbox() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.peer
+}
+
+// waitAccepted waits until the adapter has accepted a streaming call, and
+// returns its inbox and the window it granted.
+func (p *pending) waitAccepted(ctx context.Context) (string, *stream.Window, error) {
+	p.mu.Lock()
+	accepted := p.accepted
+	p.mu.Unlock()
+	select {
+	case <-accepted:
+	case <-ctx.Done():
+		return "", nil, ctx.Err()
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.peer, p.window, nil
 }

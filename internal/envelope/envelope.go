@@ -49,24 +49,79 @@ var ErrMalformed = errors.New("malformed envelope")
 
 func malformed(what string) error { return fmt.Errorf("%w: %s", ErrMalformed, what) }
 
+// The Envelope fields that carry the sender's credentials. They are
+// reserved now and written by the security layer; a sidecar without it
+// skips them like any field it does not know.
+const (
+	fieldKeyID     = 10
+	fieldPeerKeyID = 11
+	fieldTimestamp = 12
+	fieldCert      = 13
+	// FieldMAC is the authentication code over every byte of the envelope
+	// before it; it is written last.
+	FieldMAC = 15
+)
+
+// Credentials are what an envelope says about its sender. All are empty
+// when security is off.
+type Credentials struct {
+	KeyID     []byte // the sender's certificate fingerprint
+	PeerKeyID []byte // the receiver's certificate the MAC key was agreed with
+	Timestamp int64  // unix nanoseconds, for freshness
+	Cert      []byte // the sender's certificate (DER), until the peer has it
+	MAC       []byte
+}
+
+// Envelope is a decoded Envelope: which message it holds, the message
+// still encoded, and the sender's credentials. Slices alias the input.
+type Envelope struct {
+	Kind Kind
+	Msg  []byte
+	Cred Credentials
+}
+
+// Open decodes the outer Envelope of data: exactly one message (request,
+// response or frame), the credential fields, and any other field skipped,
+// so that a newer sidecar's envelope is accepted.
+func Open(data []byte) (Envelope, error) {
+	var e Envelope
+	d := decoder{b: data}
+	for d.next() {
+		switch d.num {
+		case 1, 2, 3:
+			if e.Kind != 0 {
+				return Envelope{}, malformed("two messages in one envelope")
+			}
+			e.Kind = Kind(d.num)
+			e.Msg = d.bytes()
+		case fieldKeyID:
+			e.Cred.KeyID = d.bytes()
+		case fieldPeerKeyID:
+			e.Cred.PeerKeyID = d.bytes()
+		case fieldTimestamp:
+			e.Cred.Timestamp = int64(d.fixed64())
+		case fieldCert:
+			e.Cred.Cert = d.bytes()
+		case FieldMAC:
+			e.Cred.MAC = d.bytes()
+		default:
+			d.skip()
+		}
+	}
+	if d.err != nil {
+		return Envelope{}, d.err
+	}
+	if e.Kind == 0 {
+		return Envelope{}, malformed("no request, response or frame")
+	}
+	return e, nil
+}
+
 // Unwrap returns the kind of envelope data holds and the encoded message in
 // it. The message aliases data.
 func Unwrap(data []byte) (Kind, []byte, error) {
-	num, typ, n := protowire.ConsumeTag(data)
-	if n < 0 {
-		return 0, nil, malformed("bad tag")
-	}
-	if typ != protowire.BytesType || num < 1 || num > 3 {
-		return 0, nil, malformed(fmt.Sprintf("unknown envelope field %d", num))
-	}
-	msg, m := protowire.ConsumeBytes(data[n:])
-	if m < 0 {
-		return 0, nil, malformed("truncated message")
-	}
-	if n+m != len(data) {
-		return 0, nil, malformed("trailing bytes after message")
-	}
-	return Kind(num), msg, nil
+	e, err := Open(data)
+	return e.Kind, e.Msg, err
 }
 
 // decoder walks the fields of one message.

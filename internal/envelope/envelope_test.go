@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/busmesh/busmesh/internal/envelope"
@@ -48,6 +49,7 @@ func sampleResponse() *envelope.Response {
 		ReplyTo:  "busmesh.inbox.orders-1",
 		Window:   65536,
 		Trailers: []string{"grpc-status", "0"},
+		Detail:   "dial tcp 127.0.0.1:8080: connection refused",
 	}
 }
 
@@ -256,4 +258,41 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("generated code re-encodes differently:\n got %x\nwant %x", back, enc)
 		}
 	})
+}
+
+// TestOpenSkipsWhatItDoesNotKnow: an envelope from a newer sidecar, with a
+// field this version does not know and the credential fields, decodes.
+func TestOpenSkipsWhatItDoesNotKnow(t *testing.T) {
+	enc := sampleRequest().AppendEnvelope(nil)
+	enc = protowire.AppendTag(enc, 99, protowire.BytesType) // unknown
+	enc = protowire.AppendString(enc, "from the future")
+	enc = protowire.AppendTag(enc, 10, protowire.BytesType) // key id
+	enc = protowire.AppendBytes(enc, []byte{1, 2, 3})
+	enc = protowire.AppendTag(enc, 12, protowire.Fixed64Type) // timestamp
+	enc = protowire.AppendFixed64(enc, 1234)
+	enc = protowire.AppendTag(enc, envelope.FieldMAC, protowire.BytesType)
+	enc = protowire.AppendBytes(enc, bytes.Repeat([]byte{7}, 32))
+	e, err := envelope.Open(enc)
+	if err != nil {
+		t.Fatalf("Open = %v, want nil", err)
+	}
+	if e.Kind != envelope.KindRequest || e.Cred.Timestamp != 1234 || len(e.Cred.MAC) != 32 ||
+		!bytes.Equal(e.Cred.KeyID, []byte{1, 2, 3}) {
+		t.Errorf("Open = kind %v, credentials %+v", e.Kind, e.Cred)
+	}
+	var r envelope.Request
+	if err := r.Unmarshal(e.Msg); err != nil || r.ID != sampleRequest().ID {
+		t.Errorf("request = %+v, %v", r, err)
+	}
+	var pb busmeshv1.Envelope
+	if err := proto.Unmarshal(enc, &pb); err != nil {
+		t.Fatalf("generated code rejects it: %v", err)
+	}
+	if pb.GetTimestampUnixNano() != 1234 || len(pb.GetMac()) != 32 {
+		t.Errorf("generated code reads timestamp %d, mac %x", pb.GetTimestampUnixNano(), pb.GetMac())
+	}
+	two := append(sampleRequest().AppendEnvelope(nil), sampleFrame().AppendEnvelope(nil)...)
+	if _, err := envelope.Open(two); !errors.Is(err, envelope.ErrMalformed) {
+		t.Errorf("Open(two messages) = %v, want ErrMalformed", err)
+	}
 }

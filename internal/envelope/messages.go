@@ -146,6 +146,7 @@ type Response struct {
 	ReplyTo  string
 	Window   uint32
 	Trailers []string
+	Detail   string
 }
 
 func (r *Response) size() int {
@@ -158,7 +159,8 @@ func (r *Response) size() int {
 		sizeBytes(7, len(r.Error)) +
 		sizeBytes(8, len(r.ReplyTo)) +
 		sizeVarint(9, uint64(r.Window)) +
-		sizeHeaders(10, r.Trailers)
+		sizeHeaders(10, r.Trailers) +
+		sizeBytes(11, len(r.Detail))
 }
 
 // AppendEnvelope appends r, wrapped in an Envelope, to b.
@@ -174,6 +176,7 @@ func (r *Response) AppendEnvelope(b []byte) []byte {
 	b = appendString(b, 8, r.ReplyTo)
 	b = appendVarint(b, 9, uint64(r.Window))
 	b = appendHeaders(b, 10, r.Trailers)
+	b = appendString(b, 11, r.Detail)
 	return b
 }
 
@@ -204,6 +207,8 @@ func (r *Response) Unmarshal(b []byte) error {
 			r.Window = uint32(d.varint())
 		case 10:
 			r.Trailers = d.header(r.Trailers)
+		case 11:
+			r.Detail = d.string()
 		default:
 			d.skip()
 		}

@@ -85,3 +85,23 @@ func (r *Receiver) NextWithin(d time.Duration) (data []byte, err error, ok bool)
 // Wait waits for the reading goroutine to end. The stream must be ending
 // (its end was received, or its context cancelled).
 func (r *Receiver) Wait() { r.wg.Wait() }
+
+// First reads how a stream starts: its first message and, if that side has
+// more to say within Settle, the second, length-prefixed as on the wire.
+// end is nil when the stream goes on (more to read), io.EOF when it ended
+// cleanly within Settle, or the error it ended with.
+func (r *Receiver) First(ctx context.Context) (body []byte, end error) {
+	first, err := r.Next(ctx)
+	if err != nil {
+		return nil, err
+	}
+	body = AppendMessage(nil, first)
+	next, err, ok := r.NextWithin(Settle)
+	switch {
+	case !ok:
+		return body, nil
+	case err != nil:
+		return body, err
+	}
+	return AppendMessage(body, next), nil
+}

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/busmesh/busmesh/broker"
+	"github.com/busmesh/busmesh/internal/bus"
 	"github.com/busmesh/busmesh/internal/envelope"
 )
 
@@ -16,7 +16,7 @@ var ErrTooLarge = errors.New("body exceeds max_body_bytes")
 // Sender sends the frames of one direction of a call, numbering them and
 // respecting the receiver's window. It is not safe for concurrent use.
 type Sender struct {
-	Broker  broker.Broker
+	Pub     *bus.Publisher
 	Subject string // the receiver's inbox
 	ID      uint64
 	Source  string // the caller's sidecar id, on frames the caller sends
@@ -32,7 +32,23 @@ func (s *Sender) Send(ctx context.Context, data []byte, end bool, trailers []str
 	}
 	s.seq++
 	f := envelope.Frame{ID: s.ID, Seq: s.seq, Data: data, End: end, Trailers: trailers, Source: s.Source}
-	return Publish(ctx, s.Broker, s.Subject, &f)
+	return s.Pub.Publish(ctx, s.Subject, &f)
+}
+
+// SendChunked sends data as data frames of at most chunk bytes each, none
+// marked end: a gRPC message larger than one broker message travels in
+// pieces, as it would in HTTP/2 DATA frames.
+func (s *Sender) SendChunked(ctx context.Context, data []byte, chunk int) error {
+	for {
+		n := min(len(data), chunk)
+		if err := s.Send(ctx, data[:n], false, nil); err != nil {
+			return err
+		}
+		data = data[n:]
+		if len(data) == 0 {
+			return nil
+		}
+	}
 }
 
 // Copy sends what it reads from r as data frames of at most len(buf) bytes,
@@ -75,13 +91,13 @@ func (s *Sender) Copy(ctx context.Context, r io.Reader, buf []byte, fill bool, s
 }
 
 // Cancel tells the other side of call id to stop, with a reason.
-func Cancel(ctx context.Context, b broker.Broker, subject string, id uint64, source, reason string) error {
+func Cancel(ctx context.Context, p *bus.Publisher, subject string, id uint64, source, reason string) error {
 	f := envelope.Frame{ID: id, Cancel: true, Error: reason, Source: source}
-	return Publish(ctx, b, subject, &f)
+	return p.Publish(ctx, subject, &f)
 }
 
 // Grant sends a window update for call id.
-func Grant(ctx context.Context, b broker.Broker, subject string, id uint64, source string, n int64) error {
+func Grant(ctx context.Context, p *bus.Publisher, subject string, id uint64, source string, n int64) error {
 	f := envelope.Frame{ID: id, WindowUpdate: uint32(min(n, 1<<31)), Source: source}
-	return Publish(ctx, b, subject, &f)
+	return p.Publish(ctx, subject, &f)
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/busmesh/busmesh/broker"
+	"github.com/busmesh/busmesh/internal/bus"
 	"github.com/busmesh/busmesh/internal/envelope"
 	"github.com/busmesh/busmesh/internal/stream"
 )
@@ -148,8 +149,8 @@ func TestReadFirst(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			buf := stream.GetBuffer()
-			defer stream.PutBuffer(buf)
+			buf := bus.GetBuffer()
+			defer bus.PutBuffer(buf)
 			got, more, err := stream.ReadFirst(strings.NewReader(tt.body), buf, tt.max, tt.length)
 			if (err != nil) != tt.wantErr || string(got) != tt.want || more != tt.wantMore {
 				t.Errorf("ReadFirst = %q, %v, %v; want %q, %v, error %v", got, more, err, tt.want, tt.wantMore, tt.wantErr)
@@ -191,7 +192,7 @@ func (c *capture) Close() error { return nil }
 
 func TestSenderCopy(t *testing.T) {
 	b := &capture{}
-	s := stream.Sender{Broker: b, Subject: "x", ID: 9, Source: "me", Window: stream.NewWindow(1 << 20)}
+	s := stream.Sender{Pub: bus.NewPublisher(b), Subject: "x", ID: 9, Source: "me", Window: stream.NewWindow(1 << 20)}
 	body := strings.Repeat("0123456789", 25) // 250 bytes
 	n, err := s.Copy(ctx(t), strings.NewReader(body), make([]byte, 100), true, 0, 1000,
 		func() []string { return []string{"k", "v"} })
@@ -210,7 +211,7 @@ func TestSenderCopy(t *testing.T) {
 		t.Errorf("%d frames, last end=%v trailers=%v, body intact %v; want 3 frames, the last with end and trailers",
 			len(b.frames), last.End, last.Trailers, got.String() == body)
 	}
-	if _, err := (&stream.Sender{Broker: b, Window: stream.NewWindow(1 << 20)}).Copy(ctx(t),
+	if _, err := (&stream.Sender{Pub: bus.NewPublisher(b), Window: stream.NewWindow(1 << 20)}).Copy(ctx(t),
 		strings.NewReader(body), make([]byte, 100), true, 0, 200, nil); !errors.Is(err, stream.ErrTooLarge) {
 		t.Errorf("Copy over the limit = %v, want ErrTooLarge", err)
 	}

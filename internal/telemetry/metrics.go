@@ -5,6 +5,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"google.golang.org/grpc/codes"
 )
 
 // Metrics are a sidecar's Prometheus metrics, in a registry of its own (no
@@ -88,9 +89,9 @@ func NewMetrics() *Metrics {
 	return m
 }
 
-// codes holds the label value of every HTTP status, so that counting a
+// httpCodes holds the label value of every HTTP status, so that counting a
 // request does not format a number.
-var codes = func() []string {
+var httpCodes = func() []string {
 	c := make([]string, 600)
 	for i := range c {
 		c[i] = strconv.Itoa(i)
@@ -100,8 +101,26 @@ var codes = func() []string {
 
 // Code returns the label value of an HTTP status code.
 func Code(status int) string {
-	if status >= 0 && status < len(codes) {
-		return codes[status]
+	if status >= 0 && status < len(httpCodes) {
+		return httpCodes[status]
 	}
 	return strconv.Itoa(status)
+}
+
+// grpcCodes holds the label value of every gRPC code, "grpc_" and its name,
+// so that counting a call does not build a string.
+var grpcCodes = func() []string {
+	c := make([]string, 17)
+	for i := range c {
+		c[i] = "grpc_" + codes.Code(i).String()
+	}
+	return c
+}()
+
+// GRPCCode returns the code label value of a gRPC status code.
+func GRPCCode(code codes.Code) string {
+	if int(code) < len(grpcCodes) {
+		return grpcCodes[code]
+	}
+	return "grpc_" + code.String()
 }

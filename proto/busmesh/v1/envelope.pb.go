@@ -87,7 +87,21 @@ type Envelope struct {
 	//	*Envelope_Request
 	//	*Envelope_Response
 	//	*Envelope_Frame
-	Kind          isEnvelope_Kind `protobuf_oneof:"kind"`
+	Kind isEnvelope_Kind `protobuf_oneof:"kind"`
+	// The sender's credentials, written when security is on; a receiver that
+	// does not check them skips them. mac is the last field: an
+	// authentication code over every byte of the envelope before it.
+	//
+	// key_id is the fingerprint of the sender's certificate; peer_key_id that
+	// of the receiver's certificate the MAC key was agreed with.
+	KeyId     []byte `protobuf:"bytes,10,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	PeerKeyId []byte `protobuf:"bytes,11,opt,name=peer_key_id,json=peerKeyId,proto3" json:"peer_key_id,omitempty"`
+	// timestamp_unix_nano is when the envelope was made, for freshness.
+	TimestampUnixNano uint64 `protobuf:"fixed64,12,opt,name=timestamp_unix_nano,json=timestampUnixNano,proto3" json:"timestamp_unix_nano,omitempty"`
+	// certificate is the sender's certificate (DER), sent until the receiver
+	// has it.
+	Certificate   []byte `protobuf:"bytes,13,opt,name=certificate,proto3" json:"certificate,omitempty"`
+	Mac           []byte `protobuf:"bytes,15,opt,name=mac,proto3" json:"mac,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -152,6 +166,41 @@ func (x *Envelope) GetFrame() *Frame {
 		if x, ok := x.Kind.(*Envelope_Frame); ok {
 			return x.Frame
 		}
+	}
+	return nil
+}
+
+func (x *Envelope) GetKeyId() []byte {
+	if x != nil {
+		return x.KeyId
+	}
+	return nil
+}
+
+func (x *Envelope) GetPeerKeyId() []byte {
+	if x != nil {
+		return x.PeerKeyId
+	}
+	return nil
+}
+
+func (x *Envelope) GetTimestampUnixNano() uint64 {
+	if x != nil {
+		return x.TimestampUnixNano
+	}
+	return 0
+}
+
+func (x *Envelope) GetCertificate() []byte {
+	if x != nil {
+		return x.Certificate
+	}
+	return nil
+}
+
+func (x *Envelope) GetMac() []byte {
+	if x != nil {
+		return x.Mac
 	}
 	return nil
 }
@@ -401,7 +450,9 @@ type Response struct {
 	// it grants more.
 	Window uint32 `protobuf:"varint,9,opt,name=window,proto3" json:"window,omitempty"`
 	// trailers, when more is not set.
-	Trailers      [][]byte `protobuf:"bytes,10,rep,name=trailers,proto3" json:"trailers,omitempty"`
+	Trailers [][]byte `protobuf:"bytes,10,rep,name=trailers,proto3" json:"trailers,omitempty"`
+	// detail says, for people, what went wrong when error is set.
+	Detail        string `protobuf:"bytes,11,opt,name=detail,proto3" json:"detail,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -504,6 +555,13 @@ func (x *Response) GetTrailers() [][]byte {
 		return x.Trailers
 	}
 	return nil
+}
+
+func (x *Response) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
 }
 
 // Frame carries the rest of a call after its Request or Response: body
@@ -650,12 +708,18 @@ var File_busmesh_v1_envelope_proto protoreflect.FileDescriptor
 const file_busmesh_v1_envelope_proto_rawDesc = "" +
 	"\n" +
 	"\x19busmesh/v1/envelope.proto\x12\n" +
-	"busmesh.v1\"\xa2\x01\n" +
+	"busmesh.v1\"\xc3\x02\n" +
 	"\bEnvelope\x12/\n" +
 	"\arequest\x18\x01 \x01(\v2\x13.busmesh.v1.RequestH\x00R\arequest\x122\n" +
 	"\bresponse\x18\x02 \x01(\v2\x14.busmesh.v1.ResponseH\x00R\bresponse\x12)\n" +
-	"\x05frame\x18\x03 \x01(\v2\x11.busmesh.v1.FrameH\x00R\x05frameB\x06\n" +
-	"\x04kind\"\xff\x03\n" +
+	"\x05frame\x18\x03 \x01(\v2\x11.busmesh.v1.FrameH\x00R\x05frame\x12\x15\n" +
+	"\x06key_id\x18\n" +
+	" \x01(\fR\x05keyId\x12\x1e\n" +
+	"\vpeer_key_id\x18\v \x01(\fR\tpeerKeyId\x12.\n" +
+	"\x13timestamp_unix_nano\x18\f \x01(\x06R\x11timestampUnixNano\x12 \n" +
+	"\vcertificate\x18\r \x01(\fR\vcertificate\x12\x10\n" +
+	"\x03mac\x18\x0f \x01(\fR\x03macB\x06\n" +
+	"\x04kindJ\x04\b\x0e\x10\x0f\"\xff\x03\n" +
 	"\aRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x06R\x02id\x12\x16\n" +
 	"\x06source\x18\x02 \x01(\tR\x06source\x12%\n" +
@@ -677,7 +741,7 @@ const file_busmesh_v1_envelope_proto_rawDesc = "" +
 	"tracestate\x18\x10 \x01(\tR\n" +
 	"tracestate\x12\x16\n" +
 	"\x06window\x18\x11 \x01(\rR\x06window\x12\x12\n" +
-	"\x04host\x18\x12 \x01(\tR\x04host\"\xf5\x01\n" +
+	"\x04host\x18\x12 \x01(\tR\x04host\"\x8d\x02\n" +
 	"\bResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x06R\x02id\x12\x16\n" +
 	"\x06status\x18\x02 \x01(\x05R\x06status\x12\x18\n" +
@@ -689,7 +753,8 @@ const file_busmesh_v1_envelope_proto_rawDesc = "" +
 	"\breply_to\x18\b \x01(\tR\areplyTo\x12\x16\n" +
 	"\x06window\x18\t \x01(\rR\x06window\x12\x1a\n" +
 	"\btrailers\x18\n" +
-	" \x03(\fR\btrailers\"\x93\x02\n" +
+	" \x03(\fR\btrailers\x12\x16\n" +
+	"\x06detail\x18\v \x01(\tR\x06detail\"\x93\x02\n" +
 	"\x05Frame\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x06R\x02id\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\rR\x03seq\x12\x12\n" +

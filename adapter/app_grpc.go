@@ -1,0 +1,192 @@
+package adapter
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/busmesh/busmesh/internal/config"
+	"github.com/busmesh/busmesh/internal/envelope"
+	"github.com/busmesh/busmesh/internal/grpcwire"
+	"github.com/busmesh/busmesh/internal/reason"
+	"github.com/busmesh/busmesh/internal/telemetry"
+)
+
+// everyKind describes a call the adapter knows nothing of: it may stream
+// both ways.
+var everyKind = &grpc.StreamDesc{ServerStreams: true, ClientStreams: true}
+
+// grpcApp is a gRPC application, called with any method as bytes.
+type grpcApp struct {
+	conn   *grpc.ClientConn
+	maxMsg int
+	health *config.Health
+}
+
+// newGRPCApp returns the client of a gRPC application; it connects on
+// first use.
+func newGRPCApp(host string, maxMsg int, health *config.Health) (*grpcApp, error) {
+	conn, err := grpc.NewClient(host,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(
+			grpc.ForceCodecV2(grpcwire.Codec{}),
+			grpc.MaxCallRecvMsgSize(maxMsg),
+			grpc.MaxCallSendMsgSize(maxMsg),
+		),
+	)
+	if err != nil {
+		return nil, err
+	}
+	return &grpcApp{conn: conn, maxMsg: maxMsg, health: health}, nil
+}
+
+func (g *grpcApp) grpc() bool { return true }
+
+func (g *grpcApp) close() error { return g.conn.Close() }
+
+// check asks the standard health service.
+func (g *grpcApp) check(ctx context.Context) error {
+	resp, err := healthpb.NewHealthClient(g.conn).Check(ctx, &healthpb.HealthCheckRequest{Service: g.health.GRPCService})
+	if err != nil {
+		return err
+	}
+	if s := resp.GetStatus(); s != healthpb.HealthCheckResponse_SERVING {
+		return fmt.Errorf("health status %v", s)
+	}
+	return nil
+}
+
+// serve makes one gRPC call, of any kind, to the application.
+func (g *grpcApp) serve(ctx context.Context, sc *serverCall) {
+	req := sc.req
+	md := grpcwire.Metadata(req.Headers)
+	if req.TraceParent != "" {
+		md.Set("traceparent", req.TraceParent)
+		if req.TraceState != "" {
+			md.Set("tracestate", req.TraceState)
+		}
+	}
+	ctx, cancel := context.WithCancel(metadata.NewOutgoingContext(ctx, md))
+	defer cancel()
+	cs, err := g.conn.NewStream(ctx, everyKind, req.Method)
+	if err != nil {
+		g.answerStatus(ctx, sc, status.Convert(err))
+		return
+	}
+	// The caller's messages go to the application on their own goroutine,
+	// while the answer comes back here.
+	sendDone := make(chan struct{})
+	go func() {
+		defer close(sendDone)
+		if err := g.sendToApp(ctx, sc, cs); err != nil {
+			sc.a.logger.Debug("request stream to the application failed", telemetry.KeyErr, err)
+			cancel()
+		}
+	}()
+	defer func() { cancel(); <-sendDone }()
+
+	recv := grpcwire.Receive(ctx, cs)
+	defer recv.Wait()
+	defer cancel() // first: ends the receiver before Wait
+
+	body, end := recv.First(ctx)
+	header, _ := cs.Header()
+	out := envelope.Response{Status: http.StatusOK, Headers: grpcwire.AppendMetadata(nil, header), Body: body}
+	sc.head(&out, end == nil)
+	if end != nil {
+		st := endStatus(end)
+		out.Trailers = grpcwire.AppendStatus(nil, st, cs.Trailer())
+		if sc.answer(ctx, &out) {
+			sc.ended(st.Code())
+		}
+		return
+	}
+	if !sc.answer(ctx, &out) {
+		return
+	}
+	s := sc.sender()
+	for {
+		msg, err := recv.Next(ctx)
+		if err != nil {
+			st := endStatus(err)
+			sc.ended(st.Code())
+			if serr := s.Send(ctx, nil, true, grpcwire.AppendStatus(nil, st, cs.Trailer())); serr != nil {
+				sc.a.logger.Debug("end of stream not sent", telemetry.KeyErr, serr)
+			}
+			return
+		}
+		if err := s.SendChunked(ctx, grpcwire.AppendMessage(nil, msg), sc.a.chunk); err != nil {
+			sc.a.logger.Debug("response stream failed", telemetry.KeyErr, err)
+			return
+		}
+	}
+}
+
+// sendToApp sends the caller's messages to the application, then closes
+// its side of the stream.
+func (g *grpcApp) sendToApp(ctx context.Context, sc *serverCall, cs grpc.ClientStream) error {
+	req := sc.req
+	if !req.More {
+		msgs, rest := grpcwire.SplitMessages(req.Body)
+		if len(rest) > 0 {
+			return fmt.Errorf("a partial gRPC message of %d bytes in a complete request", len(rest))
+		}
+		for _, m := range msgs {
+			if err := cs.SendMsg(&grpcwire.Message{Data: m}); err != nil {
+				return nil // the application ended the call: its status says why
+			}
+		}
+		return cs.CloseSend()
+	}
+	if err := sc.accept(ctx); err != nil {
+		return err
+	}
+	r := io.MultiReader(bytes.NewReader(req.Body), sc.body(ctx))
+	for {
+		msg, err := grpcwire.ReadMessage(r, g.maxMsg)
+		if err == io.EOF {
+			return cs.CloseSend()
+		}
+		if err != nil {
+			return err
+		}
+		if err := cs.SendMsg(&grpcwire.Message{Data: msg}); err != nil {
+			return nil
+		}
+	}
+}
+
+// endStatus is the status a stream ended with: OK at a clean end.
+func endStatus(err error) *status.Status {
+	if err == nil || errors.Is(err, io.EOF) {
+		return status.New(codes.OK, "")
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return status.New(codes.DeadlineExceeded, err.Error())
+	}
+	return status.Convert(err)
+}
+
+// answerStatus answers a call that ended before it started.
+func (g *grpcApp) answerStatus(ctx context.Context, sc *serverCall, st *status.Status) {
+	if st.Code() == codes.Unavailable {
+		// The application cannot be reached: say so as the mesh.
+		sc.fail(ctx, reason.AppUnreachable, st.Message())
+		return
+	}
+	out := envelope.Response{Status: http.StatusOK, Trailers: grpcwire.AppendStatus(nil, st, nil)}
+	sc.head(&out, false)
+	if sc.answer(ctx, &out) {
+		sc.ended(st.Code())
+	}
+}

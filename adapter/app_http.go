@@ -1,0 +1,171 @@
+package adapter
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/busmesh/busmesh/internal/bus"
+	"github.com/busmesh/busmesh/internal/config"
+	"github.com/busmesh/busmesh/internal/envelope"
+	"github.com/busmesh/busmesh/internal/reason"
+	"github.com/busmesh/busmesh/internal/stream"
+	"github.com/busmesh/busmesh/internal/telemetry"
+)
+
+// httpApp is an HTTP application.
+type httpApp struct {
+	target string // scheme://host[/base], no trailing slash
+	client *http.Client
+	limit  int64
+	health *config.Health
+}
+
+func newHTTPApp(target string, cfg *config.Adapter) *httpApp {
+	return &httpApp{target: target, client: newClient(cfg.Concurrency), limit: int64(cfg.MaxBodyBytes), health: cfg.Health}
+}
+
+// newClient is the HTTP client of the local application: no proxy from the
+// environment, no redirects followed and no transparent decompression,
+// because the adapter passes the application's answers through as they are.
+func newClient(concurrency int) *http.Client {
+	return &http.Client{
+		Transport: &http.Transport{
+			DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			MaxIdleConns:        concurrency,
+			MaxIdleConnsPerHost: concurrency,
+			IdleConnTimeout:     90 * time.Second,
+			DisableCompression:  true,
+		},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
+
+func (h *httpApp) grpc() bool { return false }
+
+func (h *httpApp) close() error {
+	h.client.CloseIdleConnections()
+	return nil
+}
+
+// serve makes one HTTP call to the application.
+func (h *httpApp) serve(ctx context.Context, sc *serverCall) {
+	req := sc.req
+	var body io.Reader = http.NoBody
+	contentLength := int64(len(req.Body))
+	if req.More {
+		// Accept the call: the caller sends the rest of the body here.
+		if err := sc.accept(ctx); err != nil {
+			sc.a.logger.Debug("accept not sent", telemetry.KeyErr, err)
+			return
+		}
+		body = io.MultiReader(bytes.NewReader(req.Body), sc.body(ctx))
+		contentLength = -1
+		for i := 0; i+1 < len(req.Headers); i += 2 {
+			if http.CanonicalHeaderKey(req.Headers[i]) == "Content-Length" {
+				if n, err := strconv.ParseInt(req.Headers[i+1], 10, 64); err == nil {
+					contentLength = n
+				}
+			}
+		}
+	} else if len(req.Body) > 0 {
+		body = bytes.NewReader(req.Body)
+	}
+
+	httpReq, err := http.NewRequestWithContext(ctx, req.Method, h.target+req.Path, body)
+	if err != nil {
+		sc.fail(ctx, reason.BadRequest, err.Error())
+		return
+	}
+	httpReq.ContentLength = contentLength
+	httpReq.Header = make(http.Header, len(req.Headers)/2+2)
+	envelope.SetHTTPHeader(httpReq.Header, req.Headers)
+	if req.Host != "" {
+		httpReq.Header.Set("X-Forwarded-Host", req.Host)
+	}
+	if req.TraceParent != "" {
+		httpReq.Header.Set("Traceparent", req.TraceParent)
+		if req.TraceState != "" {
+			httpReq.Header.Set("Tracestate", req.TraceState)
+		}
+	}
+
+	resp, err := h.client.Do(httpReq)
+	if err != nil {
+		switch {
+		case errors.Is(ctx.Err(), context.DeadlineExceeded):
+			sc.fail(ctx, reason.Timeout, "the application did not answer before the deadline")
+		case ctx.Err() != nil:
+			// Cancelled by the caller: nobody is waiting for an answer.
+		default:
+			sc.fail(ctx, reason.AppUnreachable, err.Error())
+		}
+		return
+	}
+	defer resp.Body.Close()
+	h.forward(ctx, sc, resp)
+}
+
+// forward sends the application's response to the caller: in the response
+// message if it fits, else streamed in frames under the caller's window.
+func (h *httpApp) forward(ctx context.Context, sc *serverCall, resp *http.Response) {
+	if resp.ContentLength > h.limit {
+		sc.fail(ctx, reason.ResponseTooLarge, fmt.Sprintf("response body of %d bytes is over max_body_bytes (%d)", resp.ContentLength, h.limit))
+		return
+	}
+	out := envelope.Response{Status: int32(resp.StatusCode)}
+	out.Headers = envelope.AppendHTTPHeader(make([]string, 0, 2*len(resp.Header)), resp.Header)
+	sc.head(&out, false)
+	room := min(sc.a.pub.MaxMessage()-out.EncodedSize()-stream.Slack, stream.MaxInline)
+	if room < 0 {
+		sc.fail(ctx, reason.ResponseTooLarge, "response headers do not fit a broker message")
+		return
+	}
+	buf := bus.GetBuffer()
+	defer bus.PutBuffer(buf)
+	first, more, err := stream.ReadFirst(resp.Body, buf, room, resp.ContentLength)
+	if err != nil {
+		sc.fail(ctx, reason.AppUnreachable, "read response body: "+err.Error())
+		return
+	}
+	sc.head(&out, more)
+	out.Body = first
+	if !more {
+		out.Trailers = envelope.AppendHTTPHeader(nil, resp.Trailer)
+	}
+	if !sc.answer(ctx, &out) || !more {
+		return
+	}
+	chunk := make([]byte, sc.a.chunk)
+	trailers := func() []string { return envelope.AppendHTTPHeader(nil, resp.Trailer) }
+	if _, err := sc.sender().Copy(ctx, resp.Body, chunk, false, int64(len(first)), h.limit, trailers); err != nil && ctx.Err() == nil {
+		r := reason.AppUnreachable
+		if errors.Is(err, stream.ErrTooLarge) {
+			r = reason.ResponseTooLarge
+		}
+		sc.abort(ctx, r, err)
+	}
+}
+
+// check GETs the health path: 2xx and 3xx are healthy.
+func (h *httpApp) check(ctx context.Context) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, h.target+h.health.HTTP, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := h.client.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode >= 400 {
+		return fmt.Errorf("GET %s: status %d", h.health.HTTP, resp.StatusCode)
+	}
+	return nil
+}

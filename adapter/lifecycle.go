@@ -1,0 +1,210 @@
+package adapter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/busmesh/busmesh/broker"
+	"github.com/busmesh/busmesh/internal/telemetry"
+)
+
+// Start subscribes to the adapter's inbox, the service's cancel subject and
+// the instance's own subject (direct mode), checks the application if a
+// health check is configured and, when it is healthy, joins the service's
+// queue group (and its version's). It announces itself, healthy or not.
+func (a *Adapter) Start(ctx context.Context) error {
+	inbox, err := a.broker.Subscribe(ctx, a.inbox, a.handleFrame)
+	if err != nil {
+		return fmt.Errorf("adapter inbox: %w", err)
+	}
+	cancels, err := a.broker.Subscribe(ctx, a.subjects.Cancel(a.cfg.Service), a.handleFrame)
+	if err != nil {
+		inbox.Unsubscribe()
+		return fmt.Errorf("adapter cancel subject: %w", err)
+	}
+	direct := a.subjects.Instance(a.cfg.Service, a.cfg.Instance)
+	own, err := a.broker.Subscribe(ctx, direct, a.handleRequest)
+	if err != nil {
+		inbox.Unsubscribe()
+		cancels.Unsubscribe()
+		return fmt.Errorf("adapter subscribe %s: %w", direct, err)
+	}
+	l := &a.life
+	l.mu.Lock()
+	l.subs = []broker.Subscription{inbox, cancels}
+	l.own = own
+	l.started = true
+	l.mu.Unlock()
+	healthy := true
+	if a.cfg.Health != nil {
+		if err := a.checkApp(ctx); err != nil {
+			healthy = false
+			a.logger.Warn("application unhealthy at start: taking no calls until it passes", telemetry.KeyErr, err)
+		}
+	}
+	if healthy {
+		if err := a.joinQueue(ctx); err != nil {
+			_ = a.Shutdown(context.Background()) // the start's error is the one to report
+			return err
+		}
+	}
+	// Announce once calls can be taken, so no caller is sent here early.
+	if err := a.announce.Start(ctx, healthy); err != nil {
+		_ = a.Shutdown(context.Background()) // the start's error is the one to report
+		return err
+	}
+	if a.cfg.Health != nil {
+		hctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		l.mu.Lock()
+		l.stopHealth, l.healthDone = cancel, make(chan struct{})
+		l.mu.Unlock()
+		go func() {
+			defer close(l.healthDone)
+			a.watchHealth(hctx, healthy)
+		}()
+	}
+	a.logger.Info("serving", telemetry.KeySubject, a.subjects.Service(a.cfg.Service), telemetry.KeyInstance, a.cfg.Instance,
+		"target", a.cfg.Target, "healthy", healthy)
+	return nil
+}
+
+// queueSubjects are the queue groups the adapter serves while healthy: the
+// service's, and its version's (so callers can keep to a version in queue
+// mode). Each group is named after its subject.
+func (a *Adapter) queueSubjects() []string {
+	s := []string{a.subjects.Service(a.cfg.Service)}
+	if a.cfg.Version != "" {
+		s = append(s, a.subjects.Version(a.cfg.Service, a.cfg.Version))
+	}
+	return s
+}
+
+// joinQueue joins the service's queue groups: calls start arriving.
+func (a *Adapter) joinQueue(ctx context.Context) error {
+	var subs []broker.Subscription
+	for _, subject := range a.queueSubjects() {
+		q, err := a.broker.QueueSubscribe(ctx, subject, subject, a.handleRequest)
+		if err != nil {
+			_ = leave(subs...) // the subscribe error is the one to report
+			return fmt.Errorf("adapter subscribe %s: %w", subject, err)
+		}
+		subs = append(subs, q)
+	}
+	a.life.mu.Lock()
+	a.life.queue = subs
+	a.life.mu.Unlock()
+	return nil
+}
+
+// drainTimeout bounds how long leaving a subscription may take to serve
+// what the broker already handed over.
+const drainTimeout = 10 * time.Second
+
+// leave ends subscriptions, serving first what the broker already
+// delivered to this instance; calls in flight go on.
+func leave(subs ...broker.Subscription) error {
+	ctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
+	defer cancel()
+	errs := make([]error, len(subs))
+	var wg sync.WaitGroup
+	for i, s := range subs {
+		if s == nil {
+			continue
+		}
+		wg.Go(func() {
+			if d, ok := s.(broker.Drainer); ok {
+				errs[i] = d.Drain(ctx)
+			} else {
+				errs[i] = s.Unsubscribe()
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// leaveQueue leaves the service's queue groups.
+func (a *Adapter) leaveQueue() error {
+	a.life.mu.Lock()
+	q := a.life.queue
+	a.life.queue = nil
+	a.life.mu.Unlock()
+	return leave(q...)
+}
+
+// setServing follows the application's health. Unhealthy, the adapter
+// says so, then leaves the queue groups; it keeps its instance subject, so
+// a caller that chose it just before hearing still gets an answer.
+// Healthy, it joins the queue groups, then says so.
+func (a *Adapter) setServing(ctx context.Context, healthy bool) {
+	if !healthy {
+		a.announce.SetHealthy(false)
+		if err := a.leaveQueue(); err != nil {
+			a.logger.Warn("leaving the queue group", telemetry.KeyErr, err)
+		}
+		return
+	}
+	if err := a.joinQueue(ctx); err != nil {
+		a.logger.Error("rejoining the queue group", telemetry.KeyErr, err)
+		return
+	}
+	a.announce.SetHealthy(true)
+}
+
+// leaveGrace is how long an adapter that said goodbye keeps taking calls:
+// long enough for the goodbye to reach ambassadors over any broker, so a
+// call sent just before is still served.
+const leaveGrace = 250 * time.Millisecond
+
+// Shutdown drains: it says goodbye, keeps taking calls a moment for those
+// sent before the goodbye arrived, leaves the queue groups and its instance
+// subject, waits for the calls in flight to finish (until ctx ends, when it
+// cancels them), then unsubscribes the rest.
+func (a *Adapter) Shutdown(ctx context.Context) error {
+	l := &a.life
+	l.mu.Lock()
+	started, subs, stopHealth, healthDone := l.started, l.subs, l.stopHealth, l.healthDone
+	l.started, l.subs, l.stopHealth = false, nil, nil
+	l.mu.Unlock()
+	if !started {
+		return nil
+	}
+	if stopHealth != nil {
+		stopHealth()
+		<-healthDone
+	}
+	var errs []error
+	// Goodbye first: ambassadors stop choosing this instance before it
+	// stops taking calls.
+	errs = append(errs, a.announce.Stop(ctx))
+	t := time.NewTimer(leaveGrace)
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	t.Stop()
+	l.mu.Lock()
+	own := l.own
+	l.own = nil
+	l.mu.Unlock()
+	errs = append(errs, a.leaveQueue(), leave(own))
+	// No call arrives any more: the workers end with their last one.
+	a.pool.close()
+	done := make(chan struct{})
+	go func() { a.pool.wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		a.calls.cancelAll()
+		<-done
+		errs = append(errs, fmt.Errorf("drain: %w", ctx.Err()))
+	}
+	for _, s := range subs {
+		errs = append(errs, s.Unsubscribe())
+	}
+	errs = append(errs, a.app.close())
+	return errors.Join(errs...)
+}

@@ -1,0 +1,240 @@
+package ambassador
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/busmesh/busmesh/broker"
+	"github.com/busmesh/busmesh/internal/reason"
+	"github.com/busmesh/busmesh/internal/stream"
+	"github.com/busmesh/busmesh/internal/telemetry"
+)
+
+// Invoker carries a call over the bus until the head of its answer is in
+// (c.Answer), or fails it with a *reason.Error. ctx ends at the call's
+// deadline or when its caller goes away. The rest of a streamed answer is
+// the listener's to read after Invoker returns.
+type Invoker func(ctx context.Context, c *Call) error
+
+// Middleware wraps an Invoker with one concern (deadlines, breakers,
+// retries, tracing...). The chain is built once, at New; each middleware
+// may refuse a call before it is sent, and learns how a call ended by
+// c.OnEnd.
+type Middleware func(next Invoker) Invoker
+
+// chain wraps inner in mw, the first the outermost.
+func chain(inner Invoker, mw ...Middleware) Invoker {
+	for i := len(mw) - 1; i >= 0; i-- {
+		inner = mw[i](inner)
+	}
+	return inner
+}
+
+// requireHealthy answers a call at once, without publishing, when
+// discovery knows no healthy instance that may take it.
+func (a *Ambassador) requireHealthy(next Invoker) Invoker {
+	return func(ctx context.Context, c *Call) error {
+		if a.reg != nil && !a.available(c.Route) {
+			return noHealthy(c.Route)
+		}
+		return next(ctx, c)
+	}
+}
+
+// available reports whether discovery knows a healthy instance that may
+// take a call on rt.
+func (a *Ambassador) available(rt *Route) bool {
+	healthy := a.reg.Healthy(rt.Service)
+	if rt.Policy.Version == "" {
+		return len(healthy) > 0
+	}
+	for i := range healthy {
+		if healthy[i].Version == rt.Policy.Version {
+			return true
+		}
+	}
+	return false
+}
+
+func noHealthy(rt *Route) *reason.Error {
+	if rt.Policy.Version != "" {
+		return reason.Errorf(reason.NoHealthy, "no healthy instance of service %q at version %q is known", rt.Service, rt.Policy.Version)
+	}
+	return reason.Errorf(reason.NoHealthy, "no healthy instance of service %q is known", rt.Service)
+}
+
+// roundTrip is the innermost Invoker: encode the request with the first
+// part of its body, pick where it goes, publish it, stream the rest of the
+// body once an adapter accepts, and wait for the answer.
+func (a *Ambassador) roundTrip(ctx context.Context, c *Call) error {
+	req := &c.Req
+	req.ID = a.inbox.register(&c.p)
+	req.Source, req.SourceService = a.sidecar, a.cfg.Service
+	req.Service, req.ReplyTo = c.Route.Service, a.inbox.subject
+	req.Deadline, req.Window = c.Deadline.UnixNano(), stream.DefaultWindow
+	room := a.pub.MaxMessage() - req.EncodedSize() - stream.Slack
+	if room < 0 {
+		return reason.Errorf(reason.HeadersTooLarge, "request headers do not fit the broker's %d-byte messages", a.pub.MaxMessage())
+	}
+	body, more, err := c.Body.First(min(room, stream.MaxInline))
+	if err != nil {
+		return err
+	}
+	req.Body, req.More = body, more
+	if more {
+		c.p.expectAccept()
+	}
+	if err := a.send(ctx, c, nil); err != nil {
+		return err
+	}
+	if more {
+		c.pump = make(chan struct{})
+		go a.sendRest(ctx, c)
+	}
+	return a.await(ctx, c)
+}
+
+// send picks where the request goes (other than avoid) and publishes it.
+func (a *Ambassador) send(ctx context.Context, c *Call, avoid *instanceStats) error {
+	pick, ok := a.pick(c.Route, avoid)
+	if !ok {
+		return noHealthy(c.Route)
+	}
+	err := a.pub.PublishReturnable(ctx, pick.subject, &c.Req, c.Req.ID, a.inbox.returned)
+	if err != nil {
+		pick.done(doneInfo{reason: reason.BrokerUnavailable})
+		switch {
+		case errors.Is(err, broker.ErrTooLarge):
+			return reason.Errorf(reason.RequestTooLarge, "%v", err)
+		case errors.Is(err, context.DeadlineExceeded):
+			return reason.Errorf(reason.Timeout, "%v", err)
+		}
+		return reason.Errorf(reason.BrokerUnavailable, "%v", err)
+	}
+	c.pick = pick
+	return nil
+}
+
+// await waits for the answer. In direct mode a request the broker hands
+// back undelivered goes once more, to another instance: it never reached
+// an application, so sending it again is safe. When ctx ends first, the
+// serving adapter is told to stop.
+func (a *Ambassador) await(ctx context.Context, c *Call) error {
+	sent := time.Now()
+	retried := false
+	for {
+		select {
+		case <-c.p.ready:
+		case <-ctx.Done():
+		}
+		answered, err := c.p.result()
+		if c.pick.stats != nil && errors.Is(err, errNoResponders) && !retried {
+			retried = true
+			avoid := c.pick.stats
+			c.pick.done(doneInfo{reason: reason.NoResponders})
+			c.pick = pickResult{}
+			c.p.clearFailure()
+			if a.send(ctx, c, avoid) == nil {
+				continue
+			}
+		}
+		took := time.Since(sent)
+		switch {
+		case answered:
+			c.pick.done(doneInfo{latency: took, sample: true, reason: reason.Parse(c.p.resp.Error)})
+			return nil
+		case errors.Is(err, errNoResponders):
+			c.pick.done(doneInfo{reason: reason.NoResponders})
+			return reason.Errorf(reason.NoResponders, "no instance of service %q is connected to the broker", c.Route.Service)
+		case errors.Is(err, stream.ErrTooLarge):
+			c.pick.done(doneInfo{reason: reason.RequestTooLarge})
+			return reason.Errorf(reason.RequestTooLarge, "request body is over max_body_bytes (%d)", a.cfg.MaxBodyBytes)
+		case err != nil:
+			c.pick.done(doneInfo{reason: reason.StreamFailed})
+			return reason.Errorf(reason.StreamFailed, "%v", err)
+		case errors.Is(ctx.Err(), context.DeadlineExceeded):
+			// A timeout counts as a (long) sample: the estimate then keeps
+			// calls away from the instance for a while.
+			c.pick.done(doneInfo{latency: took, sample: true, reason: reason.Timeout})
+			a.cancelRemote(c, "deadline exceeded")
+			return reason.Errorf(reason.Timeout, "no answer from service %q within %v", c.Route.Service,
+				c.Deadline.Sub(c.Start).Round(time.Millisecond))
+		default:
+			c.pick.done(doneInfo{latency: took, reason: reason.Cancelled})
+			a.cancelRemote(c, "caller cancelled")
+			return reason.Errorf(reason.Cancelled, "the caller went away")
+		}
+	}
+}
+
+// sendRest streams the rest of the request body once the adapter accepts
+// the call. A failure fails the call at once (unless it has its answer)
+// and tells the adapter to stop.
+func (a *Ambassador) sendRest(ctx context.Context, c *Call) {
+	defer close(c.pump)
+	peer, window, err := c.p.waitAccepted(ctx)
+	if err != nil {
+		return
+	}
+	s := &stream.Sender{Pub: a.pub, Subject: peer, ID: c.Req.ID, Source: a.sidecar, Window: window}
+	if err := c.Body.Rest(ctx, s); err != nil && ctx.Err() == nil {
+		_ = stream.Cancel(context.WithoutCancel(ctx), a.pub, peer, c.Req.ID, a.sidecar, err.Error())
+		c.p.fail(c.Req.ID, err)
+	}
+}
+
+// cancelRemote tells the serving adapter to stop a call: directly when it
+// is known, else through the service's cancel subject.
+func (a *Ambassador) cancelRemote(c *Call, why string) {
+	subject := c.p.peerInbox()
+	if subject == "" {
+		subject = a.subjects.Cancel(c.Route.Service)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := stream.Cancel(ctx, a.pub, subject, c.Req.ID, a.sidecar, why); err != nil {
+		a.logger.Debug("cancel not sent", telemetry.KeySubject, subject, telemetry.KeyErr, err)
+	}
+}
+
+// begin takes a pooled call for a request on rt that arrived at start and
+// must be answered by deadline; ctx ends then, or when parent does.
+func (a *Ambassador) begin(parent context.Context, rt *Route, start, deadline time.Time, grpc bool) (*Call, context.Context) {
+	c := callPool.Get().(*Call)
+	c.Route, c.Start, c.Deadline = rt, start, deadline
+	c.out.GRPC = grpc
+	ctx, cancel := context.WithDeadline(parent, deadline)
+	c.cancel = cancel
+	return c, ctx
+}
+
+// end finishes a call: it stops what still runs for it, runs the OnEnd
+// hooks, counts the outcome and returns the call to the pool.
+func (a *Ambassador) end(c *Call) {
+	if c.cancel != nil {
+		c.cancel()
+	}
+	if c.pump != nil {
+		<-c.pump
+	}
+	for i := len(c.ends) - 1; i >= 0; i-- {
+		c.ends[i](&c.out)
+	}
+	a.record(c)
+	a.inbox.release(&c.p)
+	if cap(c.Req.Headers) <= 256 {
+		c.reset()
+		callPool.Put(c)
+	}
+}
+
+// meshError returns err's *reason.Error, or wraps another error as a
+// stream failure.
+func meshError(err error) *reason.Error {
+	if e, ok := errors.AsType[*reason.Error](err); ok {
+		return e
+	}
+	return &reason.Error{Reason: reason.StreamFailed, Detail: fmt.Sprint(err)}
+}
