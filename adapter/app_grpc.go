@@ -171,8 +171,8 @@ func endStatus(err error) *status.Status {
 	if err == nil || errors.Is(err, io.EOF) {
 		return status.New(codes.OK, "")
 	}
-	if errors.Is(err, context.DeadlineExceeded) {
-		return status.New(codes.DeadlineExceeded, err.Error())
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return status.FromContextError(err)
 	}
 	return status.Convert(err)
 }

@@ -182,7 +182,7 @@ func (a *Ambassador) respondGRPC(ctx context.Context, ss grpc.ServerStream, c *C
 			}
 			if err != nil {
 				a.cancelRemote(c, err.Error())
-				if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				if errors.Is(ctx.Err(), context.DeadlineExceeded) || time.Until(c.Deadline) < callerClockSlack {
 					c.failedWith(reason.Timeout, "")
 					return status.Error(codes.DeadlineExceeded, "busmesh: deadline exceeded while streaming")
 				}

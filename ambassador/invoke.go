@@ -154,7 +154,7 @@ func (a *Ambassador) await(ctx context.Context, c *Call) error {
 		case err != nil:
 			c.pick.done(doneInfo{reason: reason.StreamFailed})
 			return reason.Errorf(reason.StreamFailed, "%v", err)
-		case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		case errors.Is(ctx.Err(), context.DeadlineExceeded) || time.Until(c.Deadline) < callerClockSlack:
 			// A timeout counts as a (long) sample: the estimate then keeps
 			// calls away from the instance for a while.
 			c.pick.done(doneInfo{latency: took, sample: true, reason: reason.Timeout})
@@ -198,6 +198,12 @@ func (a *Ambassador) cancelRemote(c *Call, why string) {
 		a.logger.Debug("cancel not sent", telemetry.KeySubject, subject, telemetry.KeyErr, err)
 	}
 }
+
+// callerClockSlack is how close to its deadline a call whose caller goes
+// away counts as timed out: a gRPC client resets the stream at its own
+// deadline, which reaches the ambassador a moment before the deadline the
+// ambassador derived from grpc-timeout.
+const callerClockSlack = 5 * time.Millisecond
 
 // begin takes a pooled call for a request on rt that arrived at start and
 // must be answered by deadline; ctx ends then, or when parent does.

@@ -91,6 +91,7 @@ func TestGRPC(t *testing.T) {
 			t.Run("Bidi", m.testBidi)
 			t.Run("CancelMidway", m.testCancel)
 			t.Run("SlowReader", m.testSlowReader)
+			t.Run("CodesCounted", m.testCodesCounted)
 		})
 	}
 }
@@ -339,4 +340,54 @@ func (m *grpcMesh) testSlowReader(t *testing.T) {
 		t.Errorf("got %d messages, want %d", n, count)
 	}
 	t.Logf("%d MiB streamed in %v after the stall", count/4, time.Since(start)-2*time.Second)
+}
+
+// testCodesCounted: both sidecars count a call by the gRPC code it ended
+// with, calls that reach their deadline and calls the caller cancels
+// included.
+func (m *grpcMesh) testCodesCounted(t *testing.T) {
+	series := func(side, code string) string {
+		return `busmesh_` + side + `_requests_total{code="grpc_` + code + `",service="` + m.service + `"}`
+	}
+	count := func(code string) (float64, float64) {
+		return m.caller.metric(series("ambassador", code)), m.callee.metric(series("adapter", code))
+	}
+	okA, okB := count("OK")
+	dlA, dlB := count("DeadlineExceeded")
+	cnA, cnB := count("Canceled")
+	if _, err := m.client.Unary(testCtx(t, 10*time.Second), &testpb.EchoRequest{Message: "fine"}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	_, err := m.client.Unary(ctx, &testpb.EchoRequest{Message: "slow", SleepMs: 300})
+	cancel()
+	if status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("a 50ms deadline on a 300ms method: %v, want DeadlineExceeded", err)
+	}
+	sctx, scancel := context.WithCancel(t.Context())
+	s, err := m.client.Bidi(sctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Send(&testpb.EchoRequest{Sequence: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	scancel()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		a1, b1 := count("OK")
+		a2, b2 := count("DeadlineExceeded")
+		a3, b3 := count("Canceled")
+		if a1 >= okA+1 && b1 >= okB+1 && a2 >= dlA+1 && b2 >= dlB+1 && a3 >= cnA+1 && b3 >= cnB+1 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("counted more (ambassador, adapter): OK %v %v, DeadlineExceeded %v %v, Canceled %v %v; want each 1 or more",
+				a1-okA, b1-okB, a2-dlA, b2-dlB, a3-cnA, b3-cnB)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

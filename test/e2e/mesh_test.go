@@ -1,0 +1,111 @@
+package e2e
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+const meshCallerConfig = `id: {{id}}
+mesh: {{mesh}}
+broker: {{broker}}
+admin: {{admin}}
+discovery:
+  interval: 500ms
+ambassador:
+  service: caller
+  upstreams:
+    {{service}}: {{port}}
+  timeout: 5s
+`
+
+const meshCalleeConfig = `id: {{id}}
+mesh: {{mesh}}
+broker: {{broker}}
+admin: {{admin}}
+discovery:
+  interval: 500ms
+adapter:
+  service: {{service}}
+  instance: {{instance}}
+  target: {{target}}
+`
+
+// TestMeshIsolation runs two meshes on one broker, each with a service of
+// the same name and an instance of the same name: each ambassador reaches
+// its own mesh's instance only, knows only its own mesh's instances, and a
+// mesh whose instance stops answers no-healthy-instances instead of
+// borrowing the other mesh's.
+func TestMeshIsolation(t *testing.T) {
+	for _, b := range brokers(t) {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			requireBroker(t, b)
+			service, instance := unique("iso"), unique("inst")
+			type mesh struct {
+				name           string
+				caller, callee *sidecar
+				port, sidecar  string
+			}
+			var meshes []*mesh
+			for _, name := range []string{unique("blue"), unique("green")} {
+				srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+					io.WriteString(w, name)
+				}))
+				t.Cleanup(srv.Close)
+				m := &mesh{name: name, port: freePort(t), sidecar: unique("callee")}
+				m.callee = startSidecar(t, "callee-"+name, meshCalleeConfig, map[string]string{
+					"id": m.sidecar, "mesh": name, "broker": b.url, "service": service,
+					"instance": instance, "target": srv.URL,
+				})
+				m.caller = startSidecar(t, "caller-"+name, meshCallerConfig, map[string]string{
+					"id": unique("caller"), "mesh": name, "broker": b.url, "service": service, "port": m.port,
+				})
+				meshes = append(meshes, m)
+			}
+			get := func(m *mesh) (int, string, string) {
+				resp, err := http.Get("http://" + m.port + "/")
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer resp.Body.Close()
+				body, _ := io.ReadAll(resp.Body)
+				return resp.StatusCode, string(body), resp.Header.Get("X-Busmesh-Error")
+			}
+			for _, m := range meshes {
+				for range 20 {
+					if code, body, _ := get(m); code != 200 || body != m.name {
+						t.Fatalf("mesh %s: GET = %d %q, want 200 %q", m.name, code, body, m.name)
+					}
+				}
+				if got := m.caller.metric(`busmesh_envelopes_rejected_total{component="ambassador",reason="malformed"}`); got != 0 {
+					t.Errorf("mesh %s: %v envelopes rejected", m.name, got)
+				}
+				resp, err := http.Get("http://" + m.caller.admin + "/v1/services?service=" + service)
+				if err != nil {
+					t.Fatal(err)
+				}
+				raw, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				for _, other := range meshes {
+					if knows := strings.Contains(string(raw), `"`+other.sidecar+`"`); knows != (other == m) {
+						t.Errorf("mesh %s: knows the instance of mesh %s: %v, want %v\n%s", m.name, other.name, knows, other == m, raw)
+					}
+				}
+			}
+			// Mesh green loses its instance: its calls fail, mesh blue's go on.
+			meshes[1].callee.stop(syscall.SIGTERM)
+			eventually(t, 5*time.Second, "green answers no-healthy-instances", func() bool {
+				code, _, reason := get(meshes[1])
+				return code == 503 && reason == "no-healthy-instances"
+			})
+			if code, body, _ := get(meshes[0]); code != 200 || body != meshes[0].name {
+				t.Errorf("mesh blue after green's instance left: %d %q", code, body)
+			}
+		})
+	}
+}
