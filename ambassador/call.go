@@ -28,9 +28,9 @@ type Call struct {
 	// Start is when the call arrived; Deadline when its caller gives up.
 	Start, Deadline time.Time
 
-	p      pending         // what arrives from the serving adapter
-	pick   pickResult      // the instance picked in direct mode
-	pump   chan struct{}   // closed when the rest of the body has been sent
+	p      pending       // what arrives from the serving adapter
+	pick   pickResult    // the instance picked in direct mode
+	pump   chan struct{} // closed when the rest of the body has been sent
 	cancel context.CancelFunc
 	out    Outcome
 	ends   []func(*Outcome)

@@ -57,7 +57,9 @@ func (s Subjects) Inbox(sidecar string) string { return s.prefix + "inbox." + si
 // AdapterInbox is an adapter's own subject: stream frames and cancels for
 // the calls it serves. It differs from Inbox so that one sidecar can run
 // both.
-func (s Subjects) AdapterInbox(sidecar string) string { return s.prefix + "inbox." + sidecar + ".adapter" }
+func (s Subjects) AdapterInbox(sidecar string) string {
+	return s.prefix + "inbox." + sidecar + ".adapter"
+}
 
 // Cancel carries cancellations of calls to a service whose serving instance
 // the caller does not know yet (fan-out to all its adapters).

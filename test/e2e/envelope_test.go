@@ -117,4 +117,3 @@ func TestEnvelopesFromNewerSidecars(t *testing.T) {
 		}
 	})
 }
-
