@@ -63,9 +63,7 @@ type Adapter struct {
 
 // New returns an Adapter; Start subscribes it.
 func New(o Options) (*Adapter, error) {
-	if o.Logger == nil {
-		o.Logger = slog.New(slog.DiscardHandler)
-	}
+	o.Logger = telemetry.OrDiscard(o.Logger)
 	if o.Metrics == nil {
 		o.Metrics = telemetry.NewMetrics()
 	}

@@ -1,10 +1,11 @@
 // Package adapter is the server-side sidecar: it joins its service's queue
-// group on the broker, takes calls off it within a concurrency limit, makes
-// each to the local application as a plain HTTP call, and sends the answer
-// back to the caller's inbox, streamed in frames when it is large.
+// groups on the broker, takes calls off them within a concurrency limit,
+// makes each to the local application (an app: HTTP or gRPC), and sends the
+// answer back to the caller's inbox, streamed in frames when it is large.
 //
-// It owns the subscription, the checks on what arrives (malformed, expired
-// and misdirected envelopes are counted and dropped, and the adapter keeps
-// serving), the call to the application, and draining on shutdown. See
-// DESIGN.md, "Data path".
+// It owns the subscriptions and their lifecycle, the admission chain (what
+// is malformed, expired or misdirected is counted and dropped before a
+// worker is taken, and the adapter keeps serving), the workers, the table
+// of calls being served, the call to the application, health checks, and
+// draining on shutdown. See docs/architecture.md.
 package adapter

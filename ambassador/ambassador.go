@@ -64,9 +64,7 @@ type Ambassador struct {
 
 // New subscribes the ambassador's inbox. Call Start to open its ports.
 func New(ctx context.Context, o Options) (*Ambassador, error) {
-	if o.Logger == nil {
-		o.Logger = slog.New(slog.DiscardHandler)
-	}
+	o.Logger = telemetry.OrDiscard(o.Logger)
 	if o.Metrics == nil {
 		o.Metrics = telemetry.NewMetrics()
 	}

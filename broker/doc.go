@@ -5,5 +5,5 @@
 // Backends live in subpackages (nats, kafka, rabbitmq) and register in init;
 // cmd/busmesh blank-imports those it ships. Request/reply, correlation and
 // retries are not here: they are built once above the interface, in the
-// ambassador. See DESIGN.md, "Broker contract".
+// ambassador. See docs/architecture.md.
 package broker

@@ -1,6 +1,6 @@
 // Package rabbitmq is the RabbitMQ backend of package broker, on
-// github.com/rabbitmq/amqp091-go (AMQP 0-9-1). See DESIGN.md, "Broker
-// contract".
+// github.com/rabbitmq/amqp091-go (AMQP 0-9-1). See docs/architecture.md
+// ("Subjects").
 //
 // # URL
 //

@@ -1,5 +1,5 @@
 // Command busmesh is the one busmesh binary: the sidecar, the zero-setup dev
-// mesh, and the CLI verbs. See DESIGN.md, "Layout".
+// mesh, and the CLI verbs. See docs/architecture.md.
 package main
 
 import (

@@ -3,8 +3,8 @@
 // grpc-gateway, Prometheus metrics on /metrics, liveness on /healthz,
 // readiness on /readyz and the Go profiler on /debug/pprof/, all on one
 // port (gRPC over unencrypted HTTP/2, the rest over HTTP/1 or 2). It reads
-// what the sidecar exposes; it does not run the data path. See DESIGN.md,
-// "Admin API".
+// what the sidecar exposes; it does not run the data path. See
+// docs/architecture.md.
 package admin
 
 import (

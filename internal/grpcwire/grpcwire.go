@@ -3,7 +3,7 @@
 // bytes, the length-prefixed framing of messages in a call's byte stream,
 // and the mapping of metadata and status to and from envelope headers and
 // trailers. Both sidecars use it: the ambassador's gRPC listener and the
-// adapter's gRPC client. See DESIGN.md, "Envelope".
+// adapter's gRPC client. See docs/architecture.md, "The envelope".
 package grpcwire
 
 import (

@@ -44,3 +44,12 @@ func (l *Limiter) Allow() (ok bool, suppressed int64) {
 	}
 	return true, l.suppressed.Swap(0)
 }
+
+// OrDiscard returns l, or a logger that discards everything when l is nil:
+// constructors take a nil logger to mean silence.
+func OrDiscard(l *slog.Logger) *slog.Logger {
+	if l == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return l
+}
