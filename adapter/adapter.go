@@ -56,8 +56,9 @@ type Adapter struct {
 	admit    []admission // checks on a request before a worker takes it
 	latency  telemetry.LatencyWindow
 
-	pool  workers
-	calls callTable
+	pool    workers
+	streams streamSet
+	calls   callTable
 	life  lifecycle
 }
 
@@ -91,6 +92,7 @@ func New(o Options) (*Adapter, error) {
 		return nil, err
 	}
 	a.pool = workers{jobs: make(chan *envelope.Request), max: o.Config.Concurrency, serve: a.serve}
+	a.streams.max = maxStreams
 	a.admit = []admission{a.forThisService, addressed, fresh}
 	a.announce = discovery.NewAnnouncer(o.Broker, discovery.Self{
 		Service:     o.Config.Service,
@@ -143,6 +145,8 @@ type lifecycle struct {
 	started    bool
 	stopHealth context.CancelFunc
 	healthDone chan struct{}
+	stopProbes context.CancelFunc
+	probesDone chan struct{}
 }
 
 // workers serve calls, at most max of them, started as needed and kept: a

@@ -19,6 +19,7 @@ import (
 	"github.com/busmesh/busmesh/internal/envelope"
 	"github.com/busmesh/busmesh/internal/grpcwire"
 	"github.com/busmesh/busmesh/internal/reason"
+	"github.com/busmesh/busmesh/internal/stream"
 	"github.com/busmesh/busmesh/internal/telemetry"
 )
 
@@ -66,8 +67,9 @@ func (g *grpcApp) check(ctx context.Context) error {
 	return nil
 }
 
-// serve makes one gRPC call, of any kind, to the application.
-func (g *grpcApp) serve(ctx context.Context, sc *serverCall) {
+// serve makes one gRPC call, of any kind, to the application. When the
+// answer streams on after its head, the rest is returned as tail.
+func (g *grpcApp) serve(ctx context.Context, sc *serverCall) (tail func()) {
 	req := sc.req
 	md := grpcwire.Metadata(req.Headers)
 	if req.TraceParent != "" {
@@ -77,11 +79,11 @@ func (g *grpcApp) serve(ctx context.Context, sc *serverCall) {
 		}
 	}
 	ctx, cancel := context.WithCancel(metadata.NewOutgoingContext(ctx, md))
-	defer cancel()
 	cs, err := g.conn.NewStream(ctx, everyKind, req.Method)
 	if err != nil {
+		cancel()
 		g.answerStatus(ctx, sc, status.Convert(err))
-		return
+		return nil
 	}
 	// The caller's messages go to the application on their own goroutine,
 	// while the answer comes back here.
@@ -93,40 +95,75 @@ func (g *grpcApp) serve(ctx context.Context, sc *serverCall) {
 			cancel()
 		}
 	}()
-	defer func() { cancel(); <-sendDone }()
-
 	recv := grpcwire.Receive(ctx, cs)
-	defer recv.Wait()
-	defer cancel() // first: ends the receiver before Wait
+	// cleanup ends the call's goroutines: cancel first, which ends the
+	// receiver, then wait for both.
+	cleanup := func() { cancel(); recv.Wait(); <-sendDone }
+	streaming := false
+	defer func() {
+		if !streaming {
+			cleanup()
+		}
+	}()
 
 	body, end := recv.First(ctx)
 	header, _ := cs.Header()
-	out := envelope.Response{Status: http.StatusOK, Headers: grpcwire.AppendMetadata(nil, header), Body: body}
-	sc.head(&out, end == nil)
-	if end != nil {
+	out := envelope.Response{Status: http.StatusOK, Headers: grpcwire.AppendMetadata(nil, header)}
+	// Messages travel as a byte stream: what does not fit the answer's
+	// envelope follows in frames, whatever the broker's message size.
+	sc.head(&out, true)
+	room := sc.a.pub.MaxMessage() - out.EncodedSize() - stream.Slack
+	if room < 0 {
+		sc.fail(ctx, reason.ResponseTooLarge, "response metadata does not fit a broker message")
+		return nil
+	}
+	rest := body[min(len(body), room):]
+	out.Body = body[:len(body)-len(rest)]
+	if end != nil && len(rest) == 0 {
 		st := endStatus(end)
+		sc.head(&out, false)
 		out.Trailers = grpcwire.AppendStatus(nil, st, cs.Trailer())
 		if sc.answer(ctx, &out) {
 			sc.ended(st.Code())
 		}
-		return
+		return nil
 	}
 	if !sc.answer(ctx, &out) {
-		return
+		return nil
 	}
+	streaming = true
+	return func() {
+		defer cleanup()
+		g.streamAnswer(ctx, sc, cs, recv, rest, end)
+	}
+}
+
+// streamAnswer sends the rest of an answer in frames: rest, the part of
+// the first messages that did not fit the head, then the application's
+// messages until its stream ends (end, if it already has).
+func (g *grpcApp) streamAnswer(ctx context.Context, sc *serverCall, cs grpc.ClientStream, recv *grpcwire.Receiver, rest []byte, end error) {
 	s := sc.sender()
-	for {
-		msg, err := recv.Next(ctx)
+	if len(rest) > 0 {
+		if err := s.SendChunked(ctx, rest, sc.a.chunk); err != nil {
+			sc.sendFailed(ctx, err)
+			return
+		}
+	}
+	for err := end; ; err = nil {
+		var msg []byte
+		if err == nil {
+			msg, err = recv.Next(ctx)
+		}
 		if err != nil {
 			st := endStatus(err)
 			sc.ended(st.Code())
 			if serr := s.Send(ctx, nil, true, grpcwire.AppendStatus(nil, st, cs.Trailer())); serr != nil {
-				sc.a.logger.Debug("end of stream not sent", telemetry.KeyErr, serr)
+				sc.sendFailed(ctx, serr)
 			}
 			return
 		}
 		if err := s.SendChunked(ctx, grpcwire.AppendMessage(nil, msg), sc.a.chunk); err != nil {
-			sc.a.logger.Debug("response stream failed", telemetry.KeyErr, err)
+			sc.sendFailed(ctx, err)
 			return
 		}
 	}

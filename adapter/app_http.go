@@ -54,8 +54,9 @@ func (h *httpApp) close() error {
 	return nil
 }
 
-// serve makes one HTTP call to the application.
-func (h *httpApp) serve(ctx context.Context, sc *serverCall) {
+// serve makes one HTTP call to the application. Its answer streams on the
+// worker (tail is nil).
+func (h *httpApp) serve(ctx context.Context, sc *serverCall) (tail func()) {
 	req := sc.req
 	var body io.Reader = http.NoBody
 	contentLength := int64(len(req.Body))
@@ -63,7 +64,7 @@ func (h *httpApp) serve(ctx context.Context, sc *serverCall) {
 		// Accept the call: the caller sends the rest of the body here.
 		if err := sc.accept(ctx); err != nil {
 			sc.a.logger.Debug("accept not sent", telemetry.KeyErr, err)
-			return
+			return nil
 		}
 		body = io.MultiReader(bytes.NewReader(req.Body), sc.body(ctx))
 		contentLength = -1
@@ -81,7 +82,7 @@ func (h *httpApp) serve(ctx context.Context, sc *serverCall) {
 	httpReq, err := http.NewRequestWithContext(ctx, req.Method, h.target+req.Path, body)
 	if err != nil {
 		sc.fail(ctx, reason.BadRequest, err.Error())
-		return
+		return nil
 	}
 	httpReq.ContentLength = contentLength
 	httpReq.Header = make(http.Header, len(req.Headers)/2+2)
@@ -106,10 +107,11 @@ func (h *httpApp) serve(ctx context.Context, sc *serverCall) {
 		default:
 			sc.fail(ctx, reason.AppUnreachable, err.Error())
 		}
-		return
+		return nil
 	}
 	defer resp.Body.Close()
 	h.forward(ctx, sc, resp)
+	return nil
 }
 
 // forward sends the application's response to the caller: in the response

@@ -7,10 +7,12 @@ import (
 	"io"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/codes"
 
+	"github.com/busmesh/busmesh/broker"
 	"github.com/busmesh/busmesh/internal/envelope"
 	"github.com/busmesh/busmesh/internal/reason"
 	"github.com/busmesh/busmesh/internal/stream"
@@ -23,16 +25,50 @@ type callKey struct {
 	id     uint64
 }
 
-// callTable is the calls being served, for the frames that follow them.
+// callTable is the calls being served, for the frames that follow them,
+// and the cancels that came before their call did.
 type callTable struct {
 	mu sync.Mutex
 	m  map[callKey]*serverCall
+	// A cancel can overtake its request: the request waits on the broker or
+	// for a worker while the caller gives up. Such cancels are kept, two
+	// generations of at most maxEarlyCancels each, so the request is
+	// dropped when it comes.
+	early, older map[callKey]struct{}
+	rotated      time.Time
 }
 
-func (t *callTable) add(k callKey, c *serverCall) {
+// Early cancels are kept for earlyCancelTTL to 2×earlyCancelTTL: past
+// that a request is either served (and its caller's pings reap it) or
+// expired.
+const (
+	earlyCancelTTL  = 5 * time.Second
+	maxEarlyCancels = 1 << 14
+)
+
+// add registers a call about to be served. It reports false when the
+// call's caller has already cancelled it.
+func (t *callTable) add(k callKey, c *serverCall) bool {
 	t.mu.Lock()
+	defer t.mu.Unlock()
+	if _, gone := t.early[k]; gone {
+		return false
+	}
+	if _, gone := t.older[k]; gone {
+		return false
+	}
 	t.m[k] = c
-	t.mu.Unlock()
+	return true
+}
+
+// cancelled records a cancel for a call not (yet) being served.
+func (t *callTable) cancelled(k callKey, now time.Time) {
+	if now.Sub(t.rotated) > earlyCancelTTL {
+		t.older, t.early, t.rotated = t.early, make(map[callKey]struct{}), now
+	}
+	if len(t.early) < maxEarlyCancels {
+		t.early[k] = struct{}{}
+	}
 }
 
 func (t *callTable) remove(k callKey) {
@@ -41,10 +77,17 @@ func (t *callTable) remove(k callKey) {
 	t.mu.Unlock()
 }
 
-func (t *callTable) get(k callKey) *serverCall {
+// frame returns the call a frame is for; a cancel for a call not being
+// served is remembered, in case its request comes later.
+func (t *callTable) frame(f *envelope.Frame) *serverCall {
+	k := callKey{f.Source, f.ID}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.m[k]
+	c := t.m[k]
+	if c == nil && f.Cancel && f.Source != "" {
+		t.cancelled(k, time.Now())
+	}
+	return c
 }
 
 // cancelAll cancels every call being served.
@@ -69,6 +112,11 @@ type serverCall struct {
 	mu     sync.Mutex
 	window *stream.Window // credit for response frames, once streaming
 
+	// Liveness (see liveness.go): when the caller last said something, in
+	// unix nanoseconds, and how many pings it has left unanswered since.
+	lastHeard atomic.Int64
+	probes    atomic.Int32
+
 	// How the call ended, for the metrics: set by the answering methods.
 	status   int
 	code     codes.Code
@@ -81,29 +129,81 @@ type serverCall struct {
 // every call needs: the context that ends at the caller's deadline or
 // cancel, the call's registration for the frames that follow it, and the
 // count of how it ended.
+//
+// A call whose answer goes on streaming after its head (a server stream, a
+// watch, a long download) leaves its worker once the head is sent: the
+// worker limit, concurrency, bounds the calls the application is working
+// on, not the streams it keeps open, so long-lived streams cannot take
+// every worker. The streams are bounded by maxStreams instead.
 func (a *Adapter) serve(req *envelope.Request) {
 	ctx, cancel := callContext(req)
-	defer cancel()
 	a.inflight.Inc()
-	defer a.inflight.Dec()
 	sc := &serverCall{a: a, req: req, start: time.Now(), cancel: cancel}
-	defer a.record(sc)
+	sc.heard()
+	key := callKey{req.Source, req.ID}
+	added := false
+	finish := func() {
+		if added {
+			a.calls.remove(key)
+		}
+		a.record(sc)
+		a.inflight.Dec()
+		cancel()
+	}
 	if req.Protocol == envelope.ProtocolGRPC != a.app.grpc() {
 		detail := "service " + a.cfg.Service + " is a gRPC application; call it through the ambassador's gRPC port"
 		if !a.app.grpc() {
 			detail = "service " + a.cfg.Service + " is an HTTP application, not a gRPC server"
 		}
 		sc.fail(ctx, reason.ProtocolMismatch, detail)
+		finish()
 		return
 	}
 	if req.More {
 		sc.inbound = stream.NewInbound(stream.DefaultWindow)
 	}
-	key := callKey{req.Source, req.ID}
-	a.calls.add(key, sc)
-	defer a.calls.remove(key)
-	a.app.serve(ctx, sc)
+	if added = a.calls.add(key, sc); !added {
+		finish() // cancelled by its caller before it was served
+		return
+	}
+	tail := a.app.serve(ctx, sc)
+	if tail == nil {
+		finish()
+		return
+	}
+	if !a.streams.detach(func() { tail(); finish() }) {
+		tail() // at maxStreams: the stream keeps its worker
+		finish()
+	}
 }
+
+// maxStreams bounds the streams served apart from the workers (see serve).
+const maxStreams = 10000
+
+// streamSet runs the streaming rest of calls on goroutines of their own,
+// at most max at once.
+type streamSet struct {
+	max     int32
+	n       atomic.Int32
+	running sync.WaitGroup
+}
+
+// detach runs f on a goroutine of its own, unless max streams run
+// already; it reports whether it did.
+func (s *streamSet) detach(f func()) bool {
+	if s.n.Add(1) > s.max {
+		s.n.Add(-1)
+		return false
+	}
+	s.running.Go(func() {
+		defer s.n.Add(-1)
+		f()
+	})
+	return true
+}
+
+// wait waits for the detached streams to end.
+func (s *streamSet) wait() { s.running.Wait() }
 
 // callContext is the context of a call being served: it ends at the
 // caller's deadline, or when the call is cancelled.
@@ -131,7 +231,7 @@ func (a *Adapter) handleFrame(_ context.Context, data []byte) {
 		a.reject("malformed", len(data), err)
 		return
 	}
-	c := a.calls.get(callKey{f.Source, f.ID})
+	c := a.calls.frame(&f)
 	if c == nil {
 		return // finished already, or served by another instance (cancels fan out)
 	}
@@ -140,6 +240,7 @@ func (a *Adapter) handleFrame(_ context.Context, data []byte) {
 
 // frame applies a frame from the caller.
 func (c *serverCall) frame(f *envelope.Frame) {
+	c.heard()
 	switch {
 	case f.Cancel:
 		if c.inbound != nil {
@@ -172,8 +273,8 @@ func (c *serverCall) accept(ctx context.Context) error {
 // body reads the streamed rest of the request body, granting the caller
 // credit as the application reads.
 func (c *serverCall) body(ctx context.Context) io.Reader {
-	return stream.NewReader(ctx, c.inbound, func(n int64) {
-		_ = stream.Grant(ctx, c.a.pub, c.req.ReplyTo, c.req.ID, "", n)
+	return stream.NewReader(ctx, c.inbound, func(n int64) error {
+		return stream.Grant(ctx, c.a.pub, c.req.ReplyTo, c.req.ID, "", n)
 	})
 }
 
@@ -183,6 +284,7 @@ func (c *serverCall) body(ctx context.Context) io.Reader {
 // set the answer streams, and the window for its frames is opened.
 func (c *serverCall) head(out *envelope.Response, more bool) {
 	out.ID, out.Instance, out.More = c.req.ID, c.a.cfg.Instance, more
+	out.ReplyTo, out.Window = "", 0
 	if c.req.More || more {
 		out.ReplyTo = c.a.inbox
 	}
@@ -200,7 +302,17 @@ func (c *serverCall) head(out *envelope.Response, more bool) {
 // reports false when the caller cannot be answered.
 func (c *serverCall) answer(ctx context.Context, out *envelope.Response) bool {
 	if err := c.a.pub.Publish(ctx, c.req.ReplyTo, out); err != nil {
-		c.a.logger.Debug("response not sent", telemetry.KeySubject, c.req.ReplyTo, telemetry.KeyErr, err)
+		if ctx.Err() != nil {
+			return false // the caller is gone, or its deadline passed
+		}
+		// The caller must not wait for its deadline: tell it in a small
+		// answer of the mesh's, which may still go through.
+		c.a.publishFailed("response", c.req.ReplyTo, err)
+		r := reason.StreamFailed
+		if errors.Is(err, broker.ErrTooLarge) {
+			r = reason.ResponseTooLarge
+		}
+		c.fail(ctx, r, "the answer could not be sent: "+err.Error())
 		return false
 	}
 	c.answered, c.status, c.headIn = true, int(out.Status), time.Since(c.start)
@@ -224,7 +336,28 @@ func (c *serverCall) sender() *stream.Sender {
 func (c *serverCall) abort(ctx context.Context, r reason.Reason, err error) {
 	c.a.logger.Debug("response stream failed", telemetry.KeyReason, r.String(), telemetry.KeyErr, err)
 	c.why = r
-	_ = stream.Cancel(ctx, c.a.pub, c.req.ReplyTo, c.req.ID, "", r.String())
+	if cerr := stream.Cancel(context.WithoutCancel(ctx), c.a.pub, c.req.ReplyTo, c.req.ID, "", r.String()); cerr != nil {
+		c.a.publishFailed("frame", c.req.ReplyTo, cerr)
+	}
+}
+
+// sendFailed ends a streamed answer whose frames could not be sent, unless
+// the call ended first (its caller gone or its deadline passed).
+func (c *serverCall) sendFailed(ctx context.Context, err error) {
+	if ctx.Err() != nil {
+		return
+	}
+	c.a.publishFailed("frame", c.req.ReplyTo, err)
+	c.abort(ctx, reason.StreamFailed, err)
+}
+
+// publishFailed counts and logs an envelope the adapter could not send.
+func (a *Adapter) publishFailed(message, subject string, err error) {
+	a.metrics.PublishErrors.WithLabelValues("adapter", message).Inc()
+	if ok, suppressed := a.limiter.Allow(); ok {
+		a.logger.Warn("publish failed: the caller is told", telemetry.KeySubject, subject, "message", message,
+			telemetry.KeyErr, err, "suppressed", suppressed)
+	}
 }
 
 // fail answers the call on the mesh's behalf.
@@ -239,7 +372,7 @@ func (c *serverCall) fail(ctx context.Context, r reason.Reason, detail string) {
 		Body:     []byte("busmesh: " + r.String() + ": " + detail + "\n"),
 	}
 	if err := c.a.pub.Publish(context.WithoutCancel(ctx), c.req.ReplyTo, &out); err != nil {
-		c.a.logger.Debug("error response not sent", telemetry.KeyErr, err)
+		c.a.publishFailed("response", c.req.ReplyTo, err)
 	}
 	c.a.logger.Debug("call answered by the mesh", telemetry.KeyStatus, out.Status, telemetry.KeyReason, r.String(), "detail", detail)
 	c.why, c.answered, c.status, c.code = r, true, int(out.Status), r.GRPCCode()

@@ -37,7 +37,13 @@ func (a *Adapter) Start(ctx context.Context) error {
 	l.subs = []broker.Subscription{inbox, cancels}
 	l.own = own
 	l.started = true
+	pctx, stopProbes := context.WithCancel(context.WithoutCancel(ctx))
+	l.stopProbes, l.probesDone = stopProbes, make(chan struct{})
 	l.mu.Unlock()
+	go func() {
+		defer close(l.probesDone)
+		a.probeCallers(pctx)
+	}()
 	healthy := true
 	if a.cfg.Health != nil {
 		if err := a.checkApp(ctx); err != nil {
@@ -167,11 +173,13 @@ func (a *Adapter) Shutdown(ctx context.Context) error {
 	l := &a.life
 	l.mu.Lock()
 	started, subs, stopHealth, healthDone := l.started, l.subs, l.stopHealth, l.healthDone
-	l.started, l.subs, l.stopHealth = false, nil, nil
+	stopProbes, probesDone := l.stopProbes, l.probesDone
+	l.started, l.subs, l.stopHealth, l.stopProbes = false, nil, nil, nil
 	l.mu.Unlock()
 	if !started {
 		return nil
 	}
+	defer func() { stopProbes(); <-probesDone }()
 	if stopHealth != nil {
 		stopHealth()
 		<-healthDone
@@ -194,7 +202,7 @@ func (a *Adapter) Shutdown(ctx context.Context) error {
 	// No call arrives any more: the workers end with their last one.
 	a.pool.close()
 	done := make(chan struct{})
-	go func() { a.pool.wait(); close(done) }()
+	go func() { a.pool.wait(); a.streams.wait(); close(done) }()
 	select {
 	case <-done:
 	case <-ctx.Done():

@@ -85,7 +85,7 @@ func New(ctx context.Context, o Options) (*Ambassador, error) {
 		return nil, err
 	}
 	a.invoke = chain(a.roundTrip, a.requireHealthy)
-	in, err := newInbox(ctx, o.Broker, subjects.Inbox(o.Sidecar), logger, o.Metrics)
+	in, err := newInbox(ctx, a.pub, subjects.Inbox(o.Sidecar), o.Sidecar, logger, o.Metrics)
 	if err != nil {
 		return nil, fmt.Errorf("ambassador inbox: %w", err)
 	}

@@ -27,7 +27,12 @@ func (a *Ambassador) answerFrames(c *Call) *answerStream {
 // next returns the next piece of the answer's body; io.EOF after the last.
 func (s *answerStream) next(ctx context.Context) ([]byte, error) {
 	if s.owed > 0 && s.peer != "" {
-		_ = stream.Grant(ctx, s.a.pub, s.peer, s.c.Req.ID, s.a.sidecar, s.owed) // a lost grant ends at the deadline
+		// Without its grant the adapter would stall: a grant that cannot
+		// be sent fails the stream now.
+		if err := stream.Grant(ctx, s.a.pub, s.peer, s.c.Req.ID, s.a.sidecar, s.owed); err != nil {
+			s.a.publishFailed("frame", s.peer, err)
+			return nil, err
+		}
 		s.owed = 0
 	}
 	chunk, grant, err := s.in.Next(ctx)
@@ -37,7 +42,11 @@ func (s *answerStream) next(ctx context.Context) ([]byte, error) {
 
 // Read implements io.Reader over the answer's body.
 func (s *answerStream) reader(ctx context.Context) io.Reader {
-	return stream.NewReader(ctx, s.in, func(n int64) {
-		_ = stream.Grant(ctx, s.a.pub, s.peer, s.c.Req.ID, s.a.sidecar, n)
+	return stream.NewReader(ctx, s.in, func(n int64) error {
+		err := stream.Grant(ctx, s.a.pub, s.peer, s.c.Req.ID, s.a.sidecar, n)
+		if err != nil && ctx.Err() == nil {
+			s.a.publishFailed("frame", s.peer, err)
+		}
+		return err
 	})
 }

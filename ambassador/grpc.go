@@ -112,22 +112,33 @@ func (a *Ambassador) serveGRPC(_ any, ss grpc.ServerStream) error {
 
 // grpcBody is a gRPC call's request stream as a call's Body: the messages
 // read before the call was sent, then the rest as the caller sends them.
+// Messages travel as a byte stream, so what does not fit the request
+// envelope follows in frames, whatever the broker's message size.
 type grpcBody struct {
 	first []byte
-	more  bool
+	more  bool // the caller had not ended its stream after first
 	recv  *grpcwire.Receiver
 	chunk int
+	rest  []byte // the part of first that did not fit the request
 }
 
 func (b *grpcBody) First(room int) ([]byte, bool, error) {
 	if len(b.first) > room {
-		return nil, false, reason.Errorf(reason.RequestTooLarge,
-			"the first messages (%d bytes) do not fit a broker message (%d bytes of room)", len(b.first), room)
+		b.rest = b.first[room:]
+		return b.first[:room], true, nil
 	}
 	return b.first, b.more, nil
 }
 
 func (b *grpcBody) Rest(ctx context.Context, s *stream.Sender) error {
+	if len(b.rest) > 0 {
+		if err := s.SendChunked(ctx, b.rest, b.chunk); err != nil {
+			return err
+		}
+		if !b.more {
+			return s.Send(ctx, nil, true, nil)
+		}
+	}
 	for {
 		msg, err := b.recv.Next(ctx)
 		if err == io.EOF {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/busmesh/busmesh/broker"
+	"github.com/busmesh/busmesh/internal/bus"
 	"github.com/busmesh/busmesh/internal/envelope"
 	"github.com/busmesh/busmesh/internal/stream"
 	"github.com/busmesh/busmesh/internal/telemetry"
@@ -24,6 +25,8 @@ var errNoResponders = errors.New("no responders")
 // outcome, so nothing is left behind by calls that time out.
 type Inbox struct {
 	b       broker.Broker
+	pub     *bus.Publisher
+	source  string // the sidecar's id, on the frames it sends
 	subject string
 	logger  *slog.Logger
 	metrics *telemetry.Metrics
@@ -58,9 +61,12 @@ type pending struct {
 }
 
 // newInbox subscribes to the sidecar's inbox subject.
-func newInbox(ctx context.Context, b broker.Broker, subject string, logger *slog.Logger, m *telemetry.Metrics) (*Inbox, error) {
+func newInbox(ctx context.Context, pub *bus.Publisher, subject, source string, logger *slog.Logger, m *telemetry.Metrics) (*Inbox, error) {
+	b := pub.Broker()
 	in := &Inbox{
 		b:       b,
+		pub:     pub,
+		source:  source,
 		subject: subject,
 		logger:  logger,
 		metrics: m,
@@ -172,12 +178,42 @@ func (in *Inbox) handle(_ context.Context, data []byte) {
 			in.reject("malformed", len(data), err)
 			return
 		}
+		if f.Ping {
+			in.answerPing(&f)
+			return
+		}
 		if p := in.lookup(f.ID); p != nil {
 			p.frame(&f)
 		}
 	default:
 		in.reject("unexpected-kind", len(data), errors.New("a "+kind.String()+" on an inbox"))
 	}
+}
+
+// answerPing answers a serving adapter's liveness ping: pong while the
+// call is still waited for, cancel when it is not (it ended, and its
+// cancel was lost, or this sidecar restarted).
+func (in *Inbox) answerPing(f *envelope.Frame) {
+	if f.ReplyTo == "" {
+		return
+	}
+	in.mu.Lock()
+	_, waiting := in.calls[f.ID]
+	in.mu.Unlock()
+	answer := envelope.Frame{ID: f.ID, Source: in.source, Pong: waiting, Cancel: !waiting}
+	if !waiting {
+		answer.Error = "the caller no longer waits for this call"
+	}
+	peer := f.ReplyTo
+	// Not on the delivery goroutine: a publish may block, and the inbox's
+	// handler must not.
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if err := in.pub.Publish(ctx, peer, &answer); err != nil {
+			in.logger.Debug("pong not sent", telemetry.KeySubject, peer, telemetry.KeyErr, err)
+		}
+	}()
 }
 
 func (in *Inbox) reject(reason string, size int, err error) {

@@ -105,6 +105,9 @@ func (a *Ambassador) send(ctx context.Context, c *Call, avoid *instanceStats) er
 	err := a.pub.PublishReturnable(ctx, pick.subject, &c.Req, c.Req.ID, a.inbox.returned)
 	if err != nil {
 		pick.done(doneInfo{reason: reason.BrokerUnavailable})
+		if ctx.Err() == nil {
+			a.publishFailed("request", pick.subject, err)
+		}
 		switch {
 		case errors.Is(err, broker.ErrTooLarge):
 			return reason.Errorf(reason.RequestTooLarge, "%v", err)
@@ -180,6 +183,9 @@ func (a *Ambassador) sendRest(ctx context.Context, c *Call) {
 	}
 	s := &stream.Sender{Pub: a.pub, Subject: peer, ID: c.Req.ID, Source: a.sidecar, Window: window}
 	if err := c.Body.Rest(ctx, s); err != nil && ctx.Err() == nil {
+		if !errors.Is(err, stream.ErrTooLarge) && !errors.Is(err, stream.ErrReadBody) {
+			a.publishFailed("frame", peer, err)
+		}
 		_ = stream.Cancel(context.WithoutCancel(ctx), a.pub, peer, c.Req.ID, a.sidecar, err.Error())
 		c.p.fail(c.Req.ID, err)
 	}

@@ -29,3 +29,10 @@ func (a *Ambassador) record(c *Call) {
 		a.metrics.AmbassadorErrors.WithLabelValues(service, text).Inc()
 	}
 }
+
+// publishFailed counts and logs an envelope the ambassador could not send;
+// the call it belonged to fails at once.
+func (a *Ambassador) publishFailed(message, subject string, err error) {
+	a.metrics.PublishErrors.WithLabelValues("ambassador", message).Inc()
+	a.logger.Warn("publish failed: the call fails", telemetry.KeySubject, subject, "message", message, telemetry.KeyErr, err)
+}

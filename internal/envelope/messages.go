@@ -231,6 +231,8 @@ type Frame struct {
 	ReplyTo      string
 	Instance     string
 	Source       string
+	Ping         bool
+	Pong         bool
 }
 
 func (f *Frame) size() int {
@@ -244,7 +246,9 @@ func (f *Frame) size() int {
 		sizeBytes(9, len(f.Error)) +
 		sizeBytes(10, len(f.ReplyTo)) +
 		sizeBytes(11, len(f.Instance)) +
-		sizeBytes(12, len(f.Source))
+		sizeBytes(12, len(f.Source)) +
+		sizeBool(13, f.Ping) +
+		sizeBool(14, f.Pong)
 }
 
 // AppendEnvelope appends f, wrapped in an Envelope, to b.
@@ -261,6 +265,8 @@ func (f *Frame) AppendEnvelope(b []byte) []byte {
 	b = appendString(b, 10, f.ReplyTo)
 	b = appendString(b, 11, f.Instance)
 	b = appendString(b, 12, f.Source)
+	b = appendBool(b, 13, f.Ping)
+	b = appendBool(b, 14, f.Pong)
 	return b
 }
 
@@ -292,6 +298,10 @@ func (f *Frame) Unmarshal(b []byte) error {
 			f.Instance = d.string()
 		case 12:
 			f.Source = d.string()
+		case 13:
+			f.Ping = d.varint() != 0
+		case 14:
+			f.Pong = d.varint() != 0
 		default:
 			d.skip()
 		}

@@ -2,6 +2,7 @@ package stream
 
 import (
 	"context"
+	"fmt"
 	"io"
 )
 
@@ -11,13 +12,14 @@ import (
 type Reader struct {
 	ctx   context.Context
 	in    *Inbound
-	grant func(n int64)
+	grant func(n int64) error
 	rest  []byte
 }
 
 // NewReader returns a Reader of in; grant sends a window update to the
-// sender (errors are the sender's to notice at its deadline).
-func NewReader(ctx context.Context, in *Inbound, grant func(n int64)) *Reader {
+// sender. A grant that cannot be sent fails the read: the sender would
+// stall without it.
+func NewReader(ctx context.Context, in *Inbound, grant func(n int64) error) *Reader {
 	return &Reader{ctx: ctx, in: in, grant: grant}
 }
 
@@ -26,7 +28,9 @@ func (r *Reader) Read(p []byte) (int, error) {
 	for len(r.rest) == 0 {
 		chunk, grant, err := r.in.Next(r.ctx)
 		if grant > 0 {
-			r.grant(grant)
+			if gerr := r.grant(grant); gerr != nil {
+				return 0, fmt.Errorf("window update: %w", gerr)
+			}
 		}
 		if err != nil {
 			return 0, err

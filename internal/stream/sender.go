@@ -13,6 +13,10 @@ import (
 // ErrTooLarge is returned by Copy when the body exceeds its limit.
 var ErrTooLarge = errors.New("body exceeds max_body_bytes")
 
+// ErrReadBody is wrapped by Copy's errors that come from reading the body,
+// not from sending it.
+var ErrReadBody = errors.New("read body")
+
 // Sender sends the frames of one direction of a call, numbering them and
 // respecting the receiver's window. It is not safe for concurrent use.
 type Sender struct {
@@ -81,7 +85,7 @@ func (s *Sender) Copy(ctx context.Context, r io.Reader, buf []byte, fill bool, s
 			}
 			return sent, s.Send(ctx, buf[:n], true, t)
 		case err != nil:
-			return sent, fmt.Errorf("read body: %w", err)
+			return sent, fmt.Errorf("%w: %w", ErrReadBody, err)
 		case n > 0:
 			if err := s.Send(ctx, buf[:n], false, nil); err != nil {
 				return sent, err

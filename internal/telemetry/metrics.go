@@ -22,6 +22,12 @@ type Metrics struct {
 	AdapterRequests *prometheus.CounterVec   // service, code
 	AdapterDuration *prometheus.HistogramVec // service
 	AdapterInflight *prometheus.GaugeVec     // service
+	// CallsReaped counts calls the adapter ended because their caller
+	// vanished (it answered no liveness ping).
+	CallsReaped *prometheus.CounterVec // service
+	// PublishErrors counts envelopes a sidecar could not publish, by
+	// component and message (request, response, frame).
+	PublishErrors *prometheus.CounterVec // component, message
 
 	// EnvelopesRejected counts what a sidecar took off the bus and dropped:
 	// malformed, oversize, expired or unexpected envelopes.
@@ -69,6 +75,14 @@ func NewMetrics() *Metrics {
 			Name: "busmesh_adapter_inflight_requests",
 			Help: "Calls the adapter is making to the application now.",
 		}, []string{"service"}),
+		CallsReaped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "busmesh_adapter_calls_reaped_total",
+			Help: "Calls the adapter ended because their caller vanished without a word (no answer to liveness pings).",
+		}, []string{"service"}),
+		PublishErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "busmesh_publish_errors_total",
+			Help: "Envelopes a sidecar could not publish, by component and message; each failed its call at once.",
+		}, []string{"component", "message"}),
 		EnvelopesRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "busmesh_envelopes_rejected_total",
 			Help: "Envelopes taken off the bus and dropped, by component and reason.",
@@ -84,6 +98,8 @@ func NewMetrics() *Metrics {
 	f(m.AdapterRequests)
 	f(m.AdapterDuration)
 	f(m.AdapterInflight)
+	f(m.CallsReaped)
+	f(m.PublishErrors)
 	f(m.EnvelopesRejected)
 	f(m.RepliesUnmatched)
 	return m

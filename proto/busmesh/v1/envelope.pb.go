@@ -591,7 +591,13 @@ type Frame struct {
 	Instance string `protobuf:"bytes,11,opt,name=instance,proto3" json:"instance,omitempty"`
 	// source is the calling sidecar's id, on frames it sends: call ids are
 	// unique per caller only.
-	Source        string `protobuf:"bytes,12,opt,name=source,proto3" json:"source,omitempty"`
+	Source string `protobuf:"bytes,12,opt,name=source,proto3" json:"source,omitempty"`
+	// ping, from the serving adapter to the caller's inbox, asks whether the
+	// call is still wanted (reply_to names the adapter's inbox); the caller
+	// answers with pong, or with cancel when it no longer knows the call. An
+	// adapter that hears nothing from a call's caller for a while reaps it.
+	Ping          bool `protobuf:"varint,13,opt,name=ping,proto3" json:"ping,omitempty"`
+	Pong          bool `protobuf:"varint,14,opt,name=pong,proto3" json:"pong,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -703,6 +709,20 @@ func (x *Frame) GetSource() string {
 	return ""
 }
 
+func (x *Frame) GetPing() bool {
+	if x != nil {
+		return x.Ping
+	}
+	return false
+}
+
+func (x *Frame) GetPong() bool {
+	if x != nil {
+		return x.Pong
+	}
+	return false
+}
+
 var File_busmesh_v1_envelope_proto protoreflect.FileDescriptor
 
 const file_busmesh_v1_envelope_proto_rawDesc = "" +
@@ -754,7 +774,7 @@ const file_busmesh_v1_envelope_proto_rawDesc = "" +
 	"\x06window\x18\t \x01(\rR\x06window\x12\x1a\n" +
 	"\btrailers\x18\n" +
 	" \x03(\fR\btrailers\x12\x16\n" +
-	"\x06detail\x18\v \x01(\tR\x06detail\"\x93\x02\n" +
+	"\x06detail\x18\v \x01(\tR\x06detail\"\xbb\x02\n" +
 	"\x05Frame\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x06R\x02id\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\rR\x03seq\x12\x12\n" +
@@ -767,7 +787,9 @@ const file_busmesh_v1_envelope_proto_rawDesc = "" +
 	"\breply_to\x18\n" +
 	" \x01(\tR\areplyTo\x12\x1a\n" +
 	"\binstance\x18\v \x01(\tR\binstance\x12\x16\n" +
-	"\x06source\x18\f \x01(\tR\x06sourceJ\x04\b\x05\x10\x06*J\n" +
+	"\x06source\x18\f \x01(\tR\x06source\x12\x12\n" +
+	"\x04ping\x18\r \x01(\bR\x04ping\x12\x12\n" +
+	"\x04pong\x18\x0e \x01(\bR\x04pongJ\x04\b\x05\x10\x06*J\n" +
 	"\bProtocol\x12\x18\n" +
 	"\x14PROTOCOL_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rPROTOCOL_HTTP\x10\x01\x12\x11\n" +
