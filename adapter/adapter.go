@@ -59,7 +59,7 @@ type Adapter struct {
 	pool    workers
 	streams streamSet
 	calls   callTable
-	life  lifecycle
+	life    lifecycle
 }
 
 // New returns an Adapter; Start subscribes it.
