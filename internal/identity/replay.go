@@ -7,8 +7,9 @@ import (
 	"time"
 )
 
-// DefaultMaxReplayEntries bounds the ids a ReplayGuard holds: enough for
-// about 20,000 envelopes a second with the default skew.
+// DefaultMaxReplayEntries bounds the ids a ReplayGuard holds. An id stays
+// for up to four skew-long intervals, so with the default skew this is
+// enough for about 15,000 envelopes a second, in some tens of megabytes.
 const DefaultMaxReplayEntries = 1 << 21
 
 // replayShards spreads ids over locks so that concurrent checks rarely

@@ -3,7 +3,6 @@ package identity
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"sync"
@@ -81,7 +80,7 @@ func NewSource(cfg SourceConfig) (*Source, error) {
 	}
 	log := cfg.Logger
 	if log == nil {
-		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Source{cfg: cfg, log: log}
 	s.seen = s.stat()
