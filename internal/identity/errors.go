@@ -42,21 +42,22 @@ var reasons = []struct {
 	err   error
 	label string
 }{
-	{ErrUnknownCA, "unknown_ca"},
+	{ErrUnknownCA, "unknown-ca"},
 	{ErrExpired, "expired"},
-	{ErrWrongMesh, "wrong_mesh"},
+	{ErrWrongMesh, "wrong-mesh"},
 	{ErrMalformed, "malformed"},
-	{ErrUnknownKey, "unknown_key"},
-	{ErrBadMAC, "bad_mac"},
-	{ErrBadSignature, "bad_signature"},
+	{ErrUnknownKey, "unknown-key"},
+	{ErrBadMAC, "bad-mac"},
+	{ErrBadSignature, "bad-signature"},
 	{ErrStale, "stale"},
 	{ErrReplay, "replay"},
-	{ErrReplayFull, "replay_full"},
+	{ErrReplayFull, "replay-full"},
 }
 
-// Reason is a short snake_case label for err, for counting rejections:
-// "unknown_ca", "expired", "wrong_mesh", "malformed", "unknown_key",
-// "bad_mac", "bad_signature", "stale", "replay", "replay_full"; "" for nil
+// Reason is a short label for err, for counting rejections (the style of
+// the adapter's envelopes_rejected_total reasons):
+// "unknown-ca", "expired", "wrong-mesh", "malformed", "unknown-key",
+// "bad-mac", "bad-signature", "stale", "replay", "replay-full"; "" for nil
 // and "other" for any other error. It is safe for concurrent use.
 func Reason(err error) string {
 	if err == nil {
