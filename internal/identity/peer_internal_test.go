@@ -31,9 +31,10 @@ func TestCachedPeerExpires(t *testing.T) {
 		at      time.Time
 		wantErr error
 	}{
-		{"within the skew after expiry", now.Add(time.Hour + 500*time.Millisecond), nil},
-		{"after expiry and skew", now.Add(time.Hour + 2*time.Second), ErrExpired},
-		{"verified again once expired", now.Add(time.Hour + 3*time.Second), ErrExpired},
+		// NotAfter has whole seconds: count from it, not from now.
+		{"within the skew after expiry", p.notAfter.Add(500 * time.Millisecond), nil},
+		{"after expiry and skew", p.notAfter.Add(2 * time.Second), ErrExpired},
+		{"verified again once expired", p.notAfter.Add(3 * time.Second), ErrExpired},
 	}
 	for _, tt := range tests {
 		got, err := v.verifyPeerAt(block.Bytes, tt.at)
