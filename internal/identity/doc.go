@@ -27,4 +27,17 @@
 //
 // Errors a peer can cause wrap one of the sentinels in errors.go; Reason
 // turns them into a short label for metrics.
+//
+// Per envelope, with the busmesh.v1.Envelope credential fields: the
+// sender (the one publisher) takes key := src.Current().SendKey(peer) for
+// the receiver's verified certificate, encodes key_id = key.Sender(),
+// peer_key_id = key.Receiver(), timestamp_unix_nano and, until the peer
+// has it, certificate, then b = AppendMAC(b, b, key). The receiver (the
+// admission chain) does msg, mac, ok := SplitMAC(b); decodes b;
+// local := src.Local(peer_key_id); sender := local.Verifier().Resolve(
+// key_id, certificate); VerifyMAC(msg, mac, local.RecvKey(sender)); then
+// guard.Check(key_id, id, timestamp). Once keys are cached none of this
+// allocates; an Ed25519 signature and verification per envelope would
+// cost about 200 times more at 200 bytes and 10 times at 16 KiB
+// (BenchmarkMAC, BenchmarkEd25519).
 package identity

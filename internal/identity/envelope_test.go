@@ -55,9 +55,9 @@ func TestEnvelopeRoundTrip(t *testing.T) {
 	if receiverID != p.orders.KeyID() {
 		t.Fatalf("addressed to %s, want orders %s", receiverID, p.orders.KeyID())
 	}
-	from, err := p.orders.Verifier().Peer(senderID)
+	from, err := p.orders.Verifier().Resolve(senderID, env.Cred.Cert)
 	if err != nil {
-		t.Fatalf("Peer(sender) = %v", err)
+		t.Fatalf("Resolve(sender) = %v", err)
 	}
 	key, err := p.orders.RecvKey(from)
 	if err != nil {

@@ -105,6 +105,23 @@ func (v *Verifier) verifyPeerAt(der []byte, now time.Time) (*Peer, error) {
 // brings it back), ErrExpired if it has expired since.
 func (v *Verifier) Peer(id KeyID) (*Peer, error) { return v.lookup(id, time.Now()) }
 
+// Resolve finds the sender of an envelope that names its certificate by
+// id and may carry it (cert, the envelope's certificate field, nil when
+// absent): a peer verified before costs a map lookup; otherwise cert is
+// verified and must have fingerprint id. Errors are those of Peer and
+// VerifyPeer.
+func (v *Verifier) Resolve(id KeyID, cert []byte) (*Peer, error) {
+	now := time.Now()
+	p, err := v.lookup(id, now)
+	if !errors.Is(err, ErrUnknownKey) || cert == nil {
+		return p, err
+	}
+	if KeyIDOf(cert) != id {
+		return nil, fmt.Errorf("%w: certificate %s sent with key id %s", ErrUnknownKey, KeyIDOf(cert), id)
+	}
+	return v.verifyPeerAt(cert, now)
+}
+
 func (v *Verifier) lookup(id KeyID, now time.Time) (*Peer, error) {
 	p, ok := v.peers.get(id)
 	if !ok {

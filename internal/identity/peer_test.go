@@ -194,3 +194,37 @@ func TestDescribe(t *testing.T) {
 		t.Errorf("Describe(CA) = %+v", ca)
 	}
 }
+
+func TestResolve(t *testing.T) {
+	m := newTestMesh(t, "prod")
+	self := m.identity(t, "orders")
+	web := m.identity(t, "web")
+	other := m.identity(t, "other")
+	known := m.identity(t, "known")
+	peer(t, self, known)
+
+	tests := []struct {
+		name    string
+		id      identity.KeyID
+		cert    []byte
+		want    string // service
+		wantErr error
+	}{
+		{"known, no certificate", known.KeyID(), nil, "known", nil},
+		{"unknown, with its certificate", web.KeyID(), web.Cert().Raw, "web", nil},
+		{"unknown, no certificate", other.KeyID(), nil, "", identity.ErrUnknownKey},
+		{"unknown, another's certificate", other.KeyID(), web.Cert().Raw, "", identity.ErrUnknownKey},
+		{"unknown, garbage certificate", identity.KeyIDOf([]byte("x")), []byte("x"), "", identity.ErrMalformed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := self.Verifier().Resolve(tt.id, tt.cert)
+			if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("Resolve() = %v, want %v", err, tt.wantErr)
+			}
+			if err == nil && p.Service() != tt.want {
+				t.Errorf("Resolve() = %s, want %s", p.Service(), tt.want)
+			}
+		})
+	}
+}
