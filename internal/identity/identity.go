@@ -38,9 +38,10 @@ func Load(certFile, keyFile, caFile string) (*Identity, error) {
 	return New(files[0], files[1], files[2], nil)
 }
 
-// New is Load from the files' contents. verifier, if not nil, is used for
-// peers instead of a new one; it must be for the same CA (Source passes the
-// previous identity's, so verified peers survive a rotation).
+// New is Load from the files' contents. verifier, if not nil and for the
+// same CA, is used for peers instead of a new one, so that peers verified
+// before a rotation stay verified (Source passes the previous identity's);
+// the new Identity shares it.
 func New(certPEM, keyPEM, caPEM []byte, verifier *Verifier) (*Identity, error) {
 	ca, err := ParseCert(caPEM)
 	if err != nil {

@@ -40,8 +40,9 @@ type SourceConfig struct {
 // does not load (half-written, mismatched, expired, another CA) is logged
 // and the current identity stays. A change is loaded only once the files
 // have stayed the same for one interval, so a rotation that writes two
-// files is seen whole. Current and Local are safe for concurrent use and
-// cost an atomic load.
+// files is seen whole. Run also warns, once per certificate, when it enters
+// the last fifth of its lifetime unreplaced. Current and Local are safe
+// for concurrent use and cost an atomic load.
 type Source struct {
 	cfg SourceConfig
 	log *slog.Logger
@@ -49,10 +50,15 @@ type Source struct {
 	cur  atomic.Pointer[Identity]
 	prev atomic.Pointer[retired]
 
-	mu      sync.Mutex // serialises reloads and guards seen and pending
+	mu      sync.Mutex // serialises reloads and guards the fields below
 	seen    filesState // the files as last loaded or tried
 	pending filesState // a change seen once, waiting to settle
+	warned  KeyID      // the identity last warned about as expiring
 }
+
+// expiringShare is the last part of a certificate's lifetime in which Run
+// warns that nothing has replaced it yet.
+const expiringShare = 5 // the last fifth
 
 // retired is a rotated-out identity and when it stops receiving.
 type retired struct {
@@ -129,6 +135,7 @@ func (s *Source) poll() {
 	st := s.stat()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.warnExpiringLocked(time.Now())
 	if st == s.seen {
 		return
 	}
@@ -183,4 +190,17 @@ func (s *Source) stat() filesState {
 		st[i] = fileState{mod: fi.ModTime().UnixNano(), size: fi.Size()}
 	}
 	return st
+}
+
+// warnExpiringLocked warns once per certificate when it enters the last
+// fifth of its lifetime with no new one in its files: rotation is late.
+func (s *Source) warnExpiringLocked(now time.Time) {
+	id := s.cur.Load()
+	c := id.cert
+	if id.keyID == s.warned || now.Before(c.NotAfter.Add(-c.NotAfter.Sub(c.NotBefore)/expiringShare)) {
+		return
+	}
+	s.warned = id.keyID
+	s.log.Warn("identity certificate expiring, not rotated yet", telemetry.KeyService, id.service,
+		"key_id", id.keyID.String(), "not_after", c.NotAfter, "file", s.cfg.CertFile)
 }

@@ -199,3 +199,32 @@ func TestSourceKeepsIdentityOnBadFiles(t *testing.T) {
 	m.issue(t, dir, "orders", time.Hour, time.Now())
 	eventually(t, "a good file loaded after bad ones", func() bool { return src.Current() != good })
 }
+
+func TestSourceWarnsBeforeExpiry(t *testing.T) {
+	m := newTestMesh(t, "prod")
+	dir := t.TempDir()
+	// 10 minutes left of 61: in the last fifth.
+	certFile, keyFile := m.issue(t, dir, "orders", time.Hour, time.Now().Add(-50*time.Minute))
+	var logs syncBuffer
+	src, err := identity.NewSource(identity.SourceConfig{
+		CertFile: certFile, KeyFile: keyFile, CAFile: m.caFile(), Interval: 20 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runSource(t, src)
+	eventually(t, "the expiry warning", func() bool { return strings.Contains(logs.String(), "expiring") })
+	time.Sleep(100 * time.Millisecond) // several more polls
+	if n := strings.Count(logs.String(), "expiring"); n != 1 {
+		t.Errorf("warned %d times, want once:\n%s", n, logs.String())
+	}
+
+	// A fresh certificate is not warned about.
+	m.issue(t, dir, "orders", time.Hour, time.Now())
+	eventually(t, "the rotation", func() bool { return strings.Contains(logs.String(), "identity rotated") })
+	time.Sleep(100 * time.Millisecond)
+	if n := strings.Count(logs.String(), "expiring"); n != 1 {
+		t.Errorf("after rotating to a fresh certificate, %d warnings, want still 1", n)
+	}
+}
