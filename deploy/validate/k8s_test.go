@@ -239,7 +239,7 @@ func checkSidecar(t *testing.T, o object, objs []object) sidecarWiring {
 	case sc == nil:
 		t.Errorf("%s: busmesh has no securityContext", o)
 	case sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot || sc.RunAsUser == nil || *sc.RunAsUser == 0:
-		t.Errorf("%s: busmesh runAsNonRoot %v runAsUser %v, want a non-root user", o, sc.RunAsNonRoot, sc.RunAsUser)
+		t.Errorf("%s: busmesh runAsNonRoot %s runAsUser %s, want a non-root user", o, show(sc.RunAsNonRoot), show(sc.RunAsUser))
 	case sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation:
 		t.Errorf("%s: busmesh allows privilege escalation", o)
 	case sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem:
@@ -326,4 +326,12 @@ func configFrom(t *testing.T, o object, v *corev1.Volume, annotations map[string
 		t.Errorf("%s: the config volume is neither a ConfigMap nor the downward API", o)
 	}
 	return ""
+}
+
+// show prints what a pointer points to, or nil.
+func show[T any](p *T) string {
+	if p == nil {
+		return "nil"
+	}
+	return fmt.Sprint(*p)
 }
