@@ -16,7 +16,7 @@ func TestInjectOutput(t *testing.T) {
 		injected []string
 	}{
 		{"../kubernetes/inject/hello.yaml", []string{"hello", "caller"}},
-		{"../../internal/inject/testdata/workloads.yaml", []string{"hello", "caller", "orders", "report"}},
+		{"../../internal/inject/testdata/workloads.yaml", []string{"hello", "caller", "orders", "report", "agent"}},
 	} {
 		t.Run(tt.file, func(t *testing.T) {
 			in, err := os.ReadFile(tt.file)
@@ -49,7 +49,11 @@ func TestInjectOutput(t *testing.T) {
 				if w.container.Image != "busmesh:test" {
 					t.Errorf("%s: image %q", o, w.container.Image)
 				}
-				if w.broker.Value == "" {
+				if o.name == "agent" {
+					if r := w.broker.ValueFrom; r == nil || r.SecretKeyRef == nil || r.SecretKeyRef.Name != "broker-credentials" || r.SecretKeyRef.Key != "url" {
+						t.Errorf("%s: BUSMESH_BROKER = %+v, want the Secret broker-credentials, key url", o, w.broker)
+					}
+				} else if w.broker.Value == "" {
 					t.Errorf("%s: BUSMESH_BROKER has no value", o)
 				}
 			}

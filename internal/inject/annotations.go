@@ -33,6 +33,9 @@ const (
 	// amqp://user:pass@rabbitmq:5672/, kafka://kafka-bootstrap:9092).
 	// Without it, `busmesh inject --broker` gives the default.
 	AnnotationBroker = "busmesh.io/broker"
+	// AnnotationBrokerSecret names a Secret whose key "url" holds the
+	// broker URL, for URLs with credentials; it wins over AnnotationBroker.
+	AnnotationBrokerSecret = "busmesh.io/broker-secret"
 	// AnnotationIdentity names a Secret (tls.crt, tls.key, ca.crt) mounted
 	// read-only at IdentityDir.
 	AnnotationIdentity = "busmesh.io/identity"
@@ -68,12 +71,18 @@ type spec struct {
 	ambassador bool
 	upstreams  map[string]int
 	broker     string
-	identity   string
+	// brokerSecret, when set, holds the broker URL under BrokerSecretKey.
+	brokerSecret string
+	identity     string
 }
+
+// BrokerSecretKey is the key of the broker URL in AnnotationBrokerSecret's
+// Secret.
+const BrokerSecretKey = "url"
 
 // requested reports whether an annotation asks for a sidecar.
 func requested(get func(string) (string, bool)) bool {
-	for _, k := range []string{AnnotationService, AnnotationPort, AnnotationUpstreams, AnnotationBroker, AnnotationIdentity} {
+	for _, k := range []string{AnnotationService, AnnotationPort, AnnotationUpstreams, AnnotationBroker, AnnotationBrokerSecret, AnnotationIdentity} {
 		if _, ok := get(k); ok {
 			return true
 		}
@@ -148,10 +157,20 @@ func parseSpec(get func(string) (string, bool), defaultBroker string) (*spec, er
 	if b, ok := get(AnnotationBroker); ok {
 		s.broker = b
 	}
-	if s.broker == "" {
-		bad("%s is missing: the broker URL (example: nats://nats:4222), or give busmesh inject --broker", AnnotationBroker)
-	} else if _, err := broker.ParseURL(s.broker); err != nil {
-		bad("%s: %v", AnnotationBroker, err)
+	if sec, ok := get(AnnotationBrokerSecret); ok {
+		if sec == "" {
+			bad("%s: empty: the name of a Secret with the broker URL under %q", AnnotationBrokerSecret, BrokerSecretKey)
+		}
+		s.brokerSecret, s.broker = sec, ""
+	}
+	switch {
+	case s.brokerSecret != "":
+	case s.broker == "":
+		bad("%s is missing: the broker URL (example: nats://nats:4222), %s, or busmesh inject --broker", AnnotationBroker, AnnotationBrokerSecret)
+	default:
+		if _, err := broker.ParseURL(s.broker); err != nil {
+			bad("%s: %v", AnnotationBroker, err)
+		}
 	}
 	if id, ok := get(AnnotationIdentity); ok {
 		if id == "" {

@@ -50,6 +50,7 @@ func TestInjectGolden(t *testing.T) {
 		"statefulset/caller injected",
 		"pod/orders injected",
 		"cronjob/report injected",
+		"daemonset/agent injected",
 	}
 	if diff := cmp.Diff(got, want); diff != "" {
 		t.Errorf("results (-got +want):\n%s", diff)
@@ -83,8 +84,8 @@ func TestInjectTwiceIsOnce(t *testing.T) {
 	changed := regexp.MustCompile(`(?m)^ *busmesh.io/identity: caller-identity\n`).ReplaceAll(once, nil)
 	changed = bytes.ReplaceAll(changed, []byte("busmesh.io/port: \"8080\""), []byte("busmesh.io/port: \"8081\""))
 	again := run(t, changed)
-	if n := bytes.Count(again, []byte("- name: busmesh\n")); n != 4 {
-		t.Errorf("after a re-injection: %d busmesh containers, want 4 (one per workload)", n)
+	if n := bytes.Count(again, []byte("- name: busmesh\n")); n != 5 {
+		t.Errorf("after a re-injection: %d busmesh containers, want 5 (one per workload)", n)
 	}
 	if bytes.Contains(again, []byte("busmesh-identity")) {
 		t.Errorf("the identity volume stayed after busmesh.io/identity was removed")
@@ -162,7 +163,7 @@ func decodeAll(t *testing.T, b []byte) []map[string]any {
 func templates(doc map[string]any) []map[string]any {
 	at := map[string][]string{
 		"Pod": nil, "Deployment": {"spec", "template"}, "StatefulSet": {"spec", "template"},
-		"CronJob": {"spec", "jobTemplate", "spec", "template"},
+		"CronJob": {"spec", "jobTemplate", "spec", "template"}, "DaemonSet": {"spec", "template"},
 	}
 	keys, ok := at[doc["kind"].(string)]
 	if !ok {
@@ -294,6 +295,19 @@ func TestInjectNoBroker(t *testing.T) {
 	_, err := inject.Inject(strings.NewReader(in), &bytes.Buffer{}, inject.Options{Image: "busmesh:test"})
 	if err == nil || !strings.Contains(err.Error(), "document 1 (Pod/p): busmesh.io/broker is missing") {
 		t.Errorf("Inject without a broker = %v, want busmesh.io/broker is missing", err)
+	}
+}
+
+func TestInjectBrokerSecret(t *testing.T) {
+	in := "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations:\n    busmesh.io/upstreams: a:9001\n    busmesh.io/broker: nats://in-the-clear:4222\n    busmesh.io/broker-secret: creds\nspec:\n  containers: [{name: app, image: app}]\n"
+	out := string(run(t, []byte(in)))
+	flat := regexp.MustCompile(`(?m)^ +`).ReplaceAllString(out, "")
+	want := "- name: BUSMESH_BROKER\nvalueFrom:\nsecretKeyRef:\nname: creds\nkey: url\n"
+	if !strings.Contains(flat, want) {
+		t.Errorf("BUSMESH_BROKER does not come from the Secret:\n%s", out)
+	}
+	if strings.Contains(out, "value: nats://in-the-clear:4222") {
+		t.Errorf("the URL in the clear is still used:\n%s", out)
 	}
 }
 

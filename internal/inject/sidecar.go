@@ -82,7 +82,11 @@ func configFile(s *spec, name string) (string, error) {
 	if err := enc.Encode(c); err != nil {
 		return "", fmt.Errorf("write sidecar config: %w", err)
 	}
-	env := func(k string) (string, bool) { return s.broker, k == config.EnvName("broker") }
+	url := s.broker
+	if s.brokerSecret != "" {
+		url = "nats://from-a-secret:4222" // checked when the sidecar starts
+	}
+	env := func(k string) (string, bool) { return url, k == config.EnvName("broker") }
 	if _, err := config.Parse(AnnotationConfig, out.Bytes(), env); err != nil {
 		return "", err
 	}
@@ -122,7 +126,13 @@ type envVar struct {
 }
 
 type envVarSource struct {
+	SecretKeyRef     *secretKeyRef     `yaml:"secretKeyRef,omitempty"`
 	ResourceFieldRef *resourceFieldRef `yaml:"resourceFieldRef,omitempty"`
+}
+
+type secretKeyRef struct {
+	Name string `yaml:"name"`
+	Key  string `yaml:"key"`
 }
 
 type resourceFieldRef struct {
@@ -183,6 +193,10 @@ func sidecar(s *spec, image string) container {
 	get := func(path string, period, failures int) probe {
 		return probe{HTTPGet: httpGet{Path: path, Port: adminPortName}, PeriodSeconds: period, TimeoutSeconds: 2, FailureThreshold: failures}
 	}
+	brokerEnv := envVar{Name: config.EnvName("broker"), Value: s.broker}
+	if s.brokerSecret != "" {
+		brokerEnv = envVar{Name: brokerEnv.Name, ValueFrom: &envVarSource{SecretKeyRef: &secretKeyRef{Name: s.brokerSecret, Key: BrokerSecretKey}}}
+	}
 	c := container{
 		Name:          ContainerName,
 		Image:         image,
@@ -190,7 +204,7 @@ func sidecar(s *spec, image string) container {
 		RestartPolicy: "Always",
 		Ports:         []containerPort{{Name: adminPortName, ContainerPort: AdminPort, Protocol: "TCP"}},
 		Env: []envVar{
-			{Name: config.EnvName("broker"), Value: s.broker},
+			brokerEnv,
 			// A soft memory limit at the container's: the GC works harder
 			// before the kernel kills the sidecar.
 			{Name: "GOMEMLIMIT", ValueFrom: &envVarSource{ResourceFieldRef: &resourceFieldRef{Resource: "limits.memory", Divisor: "1"}}},
