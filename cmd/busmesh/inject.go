@@ -55,6 +55,9 @@ is written and the exit status is 1.`,
 				if err != nil {
 					return usageError{err}
 				}
+				if name == "-" {
+					name = "standard input"
+				}
 				var one bytes.Buffer
 				results, err := inject.Inject(bytes.NewReader(in), &one, opts)
 				if !quiet {

@@ -87,9 +87,9 @@ func TestInjectCommandErrors(t *testing.T) {
 		want  string
 	}{
 		{"not YAML", "", []string{"--broker", "nats://nats:4222", good, bad}, bad + ": document 2: not YAML"},
-		{"missing broker", workload, []string{"-"}, "-: document 1 (Deployment/web): busmesh.io/broker is missing"},
+		{"missing broker", workload, []string{"-"}, "standard input: document 1 (Deployment/web): busmesh.io/broker is missing"},
 		{"not a workload", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm\n  annotations: {busmesh.io/service: web}\n", []string{"--broker", "nats://x:4222"},
-			"-: document 1 (ConfigMap/cm): cannot inject a ConfigMap"},
+			"standard input: document 1 (ConfigMap/cm): cannot inject a ConfigMap"},
 		{"no such file", "", []string{filepath.Join(dir, "missing.yaml")}, "missing.yaml"},
 	}
 	for _, tt := range tests {
