@@ -206,7 +206,7 @@ func TestChartWiring(t *testing.T) {
 	objs := render(t, "", map[string]any{
 		"app": map[string]any{"name": "orders"},
 		"mesh": map[string]any{
-			"service": "orders", "protocol": "grpc", "health": "",
+			"name": "shop", "service": "orders", "protocol": "grpc", "health": "",
 			"upstreams": map[string]any{"payments": 9001, "stock": 9002},
 		},
 		"broker":   map[string]any{"existingSecret": "broker-url", "urlKey": "amqp"},
@@ -232,6 +232,9 @@ func TestChartWiring(t *testing.T) {
 	if a := c.Ambassador; a == nil || a.Service != "orders" || a.HTTP != "127.0.0.1:15001" ||
 		a.Upstreams["payments"] != "127.0.0.1:9001" || a.Upstreams["stock"] != "127.0.0.1:9002" {
 		t.Errorf("ambassador = %+v", c.Ambassador)
+	}
+	if c.Mesh != "shop" {
+		t.Errorf("mesh = %q, want shop (mesh.name)", c.Mesh)
 	}
 	if c.Discovery.Interval.D().String() != "1s" {
 		t.Errorf("extraConfig's discovery.interval did not arrive: %v", c.Discovery.Interval.D())

@@ -36,6 +36,9 @@ const (
 	// AnnotationBrokerSecret names a Secret whose key "url" holds the
 	// broker URL, for URLs with credentials; it wins over AnnotationBroker.
 	AnnotationBrokerSecret = "busmesh.io/broker-secret"
+	// AnnotationMesh names the mesh the sidecar joins (config key mesh);
+	// meshes sharing a broker never see each other. Default: default.
+	AnnotationMesh = "busmesh.io/mesh"
 	// AnnotationIdentity names a Secret (tls.crt, tls.key, ca.crt) mounted
 	// read-only at IdentityDir.
 	AnnotationIdentity = "busmesh.io/identity"
@@ -74,6 +77,7 @@ type spec struct {
 	// brokerSecret, when set, holds the broker URL under BrokerSecretKey.
 	brokerSecret string
 	identity     string
+	mesh         string
 }
 
 // BrokerSecretKey is the key of the broker URL in AnnotationBrokerSecret's
@@ -82,7 +86,7 @@ const BrokerSecretKey = "url"
 
 // requested reports whether an annotation asks for a sidecar.
 func requested(get func(string) (string, bool)) bool {
-	for _, k := range []string{AnnotationService, AnnotationPort, AnnotationUpstreams, AnnotationBroker, AnnotationBrokerSecret, AnnotationIdentity} {
+	for _, k := range []string{AnnotationService, AnnotationPort, AnnotationUpstreams, AnnotationBroker, AnnotationBrokerSecret, AnnotationIdentity, AnnotationMesh} {
 		if _, ok := get(k); ok {
 			return true
 		}
@@ -171,6 +175,12 @@ func parseSpec(get func(string) (string, bool), defaultBroker string) (*spec, er
 		if _, err := broker.ParseURL(s.broker); err != nil {
 			bad("%s: %v", AnnotationBroker, err)
 		}
+	}
+	if m, ok := get(AnnotationMesh); ok {
+		if err := broker.ValidToken(m); err != nil {
+			bad("%s: %v (example: shop)", AnnotationMesh, err)
+		}
+		s.mesh = m
 	}
 	if id, ok := get(AnnotationIdentity); ok {
 		if id == "" {

@@ -223,6 +223,12 @@ func TestInjectConfig(t *testing.T) {
 	if c := configs["orders"]; c.Adapter == nil || c.Adapter.Target != "grpc://127.0.0.1:9090" || !c.Adapter.Health.GRPC || c.Ambassador == nil {
 		t.Errorf("orders = %+v, want a gRPC adapter with the gRPC health check and an ambassador", c)
 	}
+	if m := configs["agent"].Mesh; m != "shop" {
+		t.Errorf("agent mesh = %q, want shop (busmesh.io/mesh)", m)
+	}
+	if m := configs["hello"].Mesh; m != config.DefaultMesh {
+		t.Errorf("hello mesh = %q, want the default", m)
+	}
 	for name, c := range configs {
 		if c.Admin != "0.0.0.0:15000" {
 			t.Errorf("%s: admin = %q, want 0.0.0.0:15000 (probes and scrapes come from outside the pod)", name, c.Admin)
@@ -258,6 +264,8 @@ func TestInjectErrors(t *testing.T) {
 			[]string{`busmesh.io/upstreams: "orders=9001" is not service:port (example: orders:9001)`}},
 		{"bad protocol", deployment("        busmesh.io/service: web\n        busmesh.io/port: \"8080\"\n        busmesh.io/protocol: tcp\n"),
 			[]string{`busmesh.io/protocol: "tcp" is not a protocol (allowed: http, grpc)`}},
+		{"bad mesh", deployment("        busmesh.io/upstreams: a:9001\n        busmesh.io/mesh: a.b\n"),
+			[]string{"document 1 (Deployment/web): busmesh.io/mesh:"}},
 		{"bad service name", deployment("        busmesh.io/service: web.v1\n        busmesh.io/port: \"8080\"\n"),
 			[]string{"document 1 (Deployment/web): busmesh.io/service:"}},
 		{"no containers", "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations:\n    busmesh.io/upstreams: a:9001\nspec: {}\n",

@@ -27,6 +27,7 @@ const (
 // sidecarConfig is the part of config.Config inject writes; the broker
 // comes from BUSMESH_BROKER.
 type sidecarConfig struct {
+	Mesh       string            `yaml:"mesh,omitempty"`
 	Admin      string            `yaml:"admin"`
 	Ambassador *ambassadorConfig `yaml:"ambassador,omitempty"`
 	Adapter    *adapterConfig    `yaml:"adapter,omitempty"`
@@ -53,7 +54,7 @@ type healthConfig struct {
 // config package as the sidecar will check it. name is the workload's
 // name, the ambassador's identity when the pod serves no service.
 func configFile(s *spec, name string) (string, error) {
-	c := sidecarConfig{Admin: net.JoinHostPort("0.0.0.0", strconv.Itoa(AdminPort))}
+	c := sidecarConfig{Mesh: s.mesh, Admin: net.JoinHostPort("0.0.0.0", strconv.Itoa(AdminPort))}
 	if s.service != "" {
 		c.Adapter = &adapterConfig{Service: s.service, Target: fmt.Sprintf("%s://127.0.0.1:%d", s.protocol, s.port)}
 		switch {

@@ -44,6 +44,7 @@ from BUSMESH_BROKER. */}}
 {{- fail (printf "mesh.protocol: %q is not a protocol (allowed: http, grpc)" $v.mesh.protocol) -}}
 {{- end -}}
 {{- $c := dict "admin" (printf "0.0.0.0:%v" $v.admin.port) "log" $v.sidecar.log -}}
+{{- if $v.mesh.name -}}{{- $_ := set $c "mesh" $v.mesh.name -}}{{- end -}}
 {{- if $v.mesh.service -}}
 {{- $a := dict "service" $v.mesh.service "target" (printf "%s://127.0.0.1:%v" $v.mesh.protocol $v.app.port) -}}
 {{- if $v.mesh.version -}}{{- $_ := set $a "version" $v.mesh.version -}}{{- end -}}
