@@ -9,11 +9,11 @@ GOLANGCI ?= github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0
 
 .PHONY: all build test fuzz lint proto bench clean image image-prebuilt
 
-# The container image (deploy/docker). CONTAINER is the first of docker,
-# podman and buildah found; all three take these arguments.
+# The container image (deploy/docker). CONTAINER is docker when its daemon
+# answers, else podman or buildah; all three take these arguments.
 VERSION   ?= dev
 IMAGE     ?= busmesh:$(VERSION)
-CONTAINER ?= $(shell command -v docker || command -v podman || command -v buildah)
+CONTAINER ?= $(shell docker info >/dev/null 2>&1 && echo docker || command -v podman || command -v buildah || echo docker)
 
 all: build
 
