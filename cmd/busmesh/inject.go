@@ -31,7 +31,8 @@ to every workload whose pod template has these annotations:
                         orders:9001,payments:9002 (runs an ambassador, also on
                         the shared port 127.0.0.1:15001)
   busmesh.io/broker     the broker URL (or --broker)
-  busmesh.io/broker-secret  a Secret holding the broker URL under "url"
+  busmesh.io/broker-secret
+                        a Secret holding the broker URL under "url"
   busmesh.io/mesh       the mesh to join (default: default)
   busmesh.io/identity   a Secret mounted at /etc/busmesh/identity
 
