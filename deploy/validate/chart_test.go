@@ -280,9 +280,14 @@ func TestChartRefusesBadValues(t *testing.T) {
 		set  map[string]any
 		want string
 	}{
-		{map[string]any{"broker": map[string]any{"kind": "redis"}}, `broker.kind: "redis" is not a broker (allowed: nats, rabbitmq, kafka)`},
+		// values.schema.json
+		{map[string]any{"broker": map[string]any{"kind": "redis"}}, "/broker/kind"},
+		{map[string]any{"mesh": map[string]any{"protocol": "tcp"}}, "/mesh/protocol"},
+		{map[string]any{"mesh": map[string]any{"servce": "orders"}}, "servce"},
+		{map[string]any{"mesh": map[string]any{"upstreams": map[string]any{"orders": "9001x"}}}, "/mesh/upstreams/orders"},
+		{map[string]any{"admin": map[string]any{"port": 70000}}, "/admin/port"},
+		// the templates
 		{map[string]any{"mesh": map[string]any{"service": "", "upstreams": map[string]any{}}}, "mesh.service (to serve) or mesh.upstreams (to call) must be set"},
-		{map[string]any{"mesh": map[string]any{"protocol": "tcp"}}, `mesh.protocol: "tcp" is not a protocol`},
 		{map[string]any{"broker": map[string]any{"url": ""}}, "broker.url: the broker URL"},
 	}
 	for _, tt := range tests {
