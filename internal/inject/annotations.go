@@ -1,6 +1,7 @@
 package inject
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -149,9 +150,12 @@ func parseSpec(get func(string) (string, bool), defaultBroker string) (*spec, er
 		}
 	}
 	for name, p := range s.upstreams {
-		if p == AdminPort || p == SharedPort || p == s.port {
-			bad("%s: %s:%d takes a port the sidecar or application uses (%d admin, %d shared, %d application)",
-				AnnotationUpstreams, name, p, AdminPort, SharedPort, s.port)
+		taken := map[int]string{AdminPort: "the sidecar's admin port", SharedPort: "the ambassador's shared port"}
+		if s.port != 0 {
+			taken[s.port] = "the application's port (" + AnnotationPort + ")"
+		}
+		if what, ok := taken[p]; ok {
+			bad("%s: %s:%d: %d is %s", AnnotationUpstreams, name, p, p, what)
 		}
 	}
 	if s.service != "" && (s.port == AdminPort || s.port == SharedPort && s.ambassador) {
@@ -190,7 +194,7 @@ func parseSpec(get func(string) (string, bool), defaultBroker string) (*spec, er
 	}
 	if len(problems) > 0 {
 		slices.Sort(problems)
-		return nil, fmt.Errorf("%s", strings.Join(problems, "; "))
+		return nil, errors.New(strings.Join(problems, "; "))
 	}
 	return s, nil
 }
