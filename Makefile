@@ -7,7 +7,13 @@ T        ?=
 FUZZTIME ?= 10s
 GOLANGCI ?= github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0
 
-.PHONY: all build test fuzz lint proto bench clean
+.PHONY: all build test fuzz lint proto bench clean image image-prebuilt
+
+# The container image (deploy/docker). CONTAINER is docker when its daemon
+# answers, else podman or buildah; all three take these arguments.
+VERSION   ?= dev
+IMAGE     ?= busmesh:$(VERSION)
+CONTAINER ?= $(shell docker info >/dev/null 2>&1 && echo docker || command -v podman || command -v buildah || echo docker)
 
 all: build
 
@@ -19,6 +25,7 @@ build:
 test:
 ifeq ($(T),)
 	$(GO) test -race -count=1 $(PKG)
+	cd deploy/validate && $(GO) test -count=1 ./...
 	$(MAKE) fuzz
 else
 	$(GO) test -race -count=1 -run '$(T)' $(PKG)
@@ -61,6 +68,19 @@ BENCHFLAGS ?=
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/... ./ambassador/... ./adapter/...
 	$(GO) run ./test/bench $(BENCHFLAGS)
+
+# Builds the image with deploy/docker/Dockerfile (a Go build stage, then
+# scratch).
+image:
+	$(CONTAINER) build -f deploy/docker/Dockerfile --build-arg VERSION=$(VERSION) -t $(IMAGE) .
+
+# The same image from a binary built here: needs no base image from a
+# registry.
+image-prebuilt:
+	mkdir -p bin/image
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o bin/image/busmesh ./cmd/busmesh
+	cp /etc/ssl/certs/ca-certificates.crt bin/image/
+	$(CONTAINER) build -f deploy/docker/Dockerfile.prebuilt -t $(IMAGE) bin/image
 
 clean:
 	rm -rf bin

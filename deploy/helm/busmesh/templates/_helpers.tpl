@@ -1,0 +1,76 @@
+{{/* The application's name: app.name, or the release name. */}}
+{{- define "busmesh.name" -}}
+{{- default .Release.Name .Values.app.name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "busmesh.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "busmesh.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "busmesh.labels" -}}
+{{ include "busmesh.selectorLabels" . }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- end -}}
+
+{{/* The broker URL the sidecar gets as BUSMESH_BROKER (unless from a Secret). */}}
+{{- define "busmesh.brokerURL" -}}
+{{- $kind := .Values.broker.kind -}}
+{{- if not (has $kind (list "nats" "rabbitmq" "kafka")) -}}
+{{- fail (printf "broker.kind: %q is not a broker (allowed: nats, rabbitmq, kafka)" $kind) -}}
+{{- end -}}
+{{- if .Values.broker.create -}}
+{{- if eq $kind "nats" -}}
+nats://{{ .Release.Name }}-nats:4222
+{{- else if eq $kind "kafka" -}}
+kafka://{{ .Release.Name }}-kafka-bootstrap:9092
+{{- else -}}
+amqp://$(BUSMESH_RABBITMQ_USERNAME):$(BUSMESH_RABBITMQ_PASSWORD)@{{ .Release.Name }}-rabbitmq:5672/
+{{- end -}}
+{{- else -}}
+{{- required "broker.url: the broker URL (example: nats://nats:4222), or broker.existingSecret, or broker.create" .Values.broker.url -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The sidecar's config file (README, Configuration). The broker comes
+from BUSMESH_BROKER. */}}
+{{- define "busmesh.config" -}}
+{{- $v := .Values -}}
+{{- if and (not $v.mesh.service) (not $v.mesh.upstreams) -}}
+{{- fail "mesh.service (to serve) or mesh.upstreams (to call) must be set" -}}
+{{- end -}}
+{{- if not (has $v.mesh.protocol (list "http" "grpc")) -}}
+{{- fail (printf "mesh.protocol: %q is not a protocol (allowed: http, grpc)" $v.mesh.protocol) -}}
+{{- end -}}
+{{- $c := dict "admin" (printf "0.0.0.0:%v" $v.admin.port) "log" $v.sidecar.log -}}
+{{- if $v.mesh.name -}}{{- $_ := set $c "mesh" $v.mesh.name -}}{{- end -}}
+{{- if $v.mesh.service -}}
+{{- $a := dict "service" $v.mesh.service "target" (printf "%s://127.0.0.1:%v" $v.mesh.protocol $v.app.port) -}}
+{{- if $v.mesh.version -}}{{- $_ := set $a "version" $v.mesh.version -}}{{- end -}}
+{{- if $v.mesh.health -}}
+{{- $_ := set $a "health" (dict "http" $v.mesh.health) -}}
+{{- else if eq $v.mesh.protocol "grpc" -}}
+{{- $_ := set $a "health" (dict "grpc" true) -}}
+{{- end -}}
+{{- $_ := set $c "adapter" $a -}}
+{{- end -}}
+{{- if $v.mesh.upstreams -}}
+{{- $u := dict -}}
+{{- range $svc, $port := $v.mesh.upstreams -}}
+{{- $_ := set $u $svc (printf "127.0.0.1:%v" $port) -}}
+{{- end -}}
+{{- $_ := set $c "ambassador" (dict "service" (default (include "busmesh.name" .) $v.mesh.service) "http" (printf "127.0.0.1:%v" $v.mesh.sharedPort) "upstreams" $u) -}}
+{{- end -}}
+{{- if $v.policy -}}{{- $_ := set $c "policy" $v.policy -}}{{- end -}}
+{{- toYaml (mergeOverwrite $c (deepCopy $v.sidecar.extraConfig)) -}}
+{{- end -}}
+
+{{/* The name of the Secret holding the admin token, if any. */}}
+{{- define "busmesh.tokenSecret" -}}
+{{- if .Values.admin.token.existingSecret -}}
+{{- .Values.admin.token.existingSecret -}}
+{{- else if .Values.admin.token.value -}}
+{{- include "busmesh.name" . }}-busmesh-admin-token
+{{- end -}}
+{{- end -}}
