@@ -7,7 +7,7 @@ T        ?=
 FUZZTIME ?= 10s
 GOLANGCI ?= github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0
 
-.PHONY: all build test fuzz lint proto bench clean image image-prebuilt
+.PHONY: all build test fuzz interop-soak lint proto bench clean image image-prebuilt
 
 # The container image (deploy/docker). CONTAINER is docker when its daemon
 # answers, else podman or buildah; all three take these arguments.
@@ -33,6 +33,14 @@ endif
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./internal/envelope/
+	$(GO) test -run '^$$' -fuzz '^FuzzVerifyMAC$$' -fuzztime $(FUZZTIME) ./internal/identity/
+	$(GO) test -run '^$$' -fuzz '^FuzzLoadCert$$' -fuzztime $(FUZZTIME) ./internal/identity/
+	$(GO) test -run '^$$' -fuzz '^FuzzInject$$' -fuzztime $(FUZZTIME) ./internal/inject/
+
+# grpc-go's interop soak cases through the mesh on every broker, at full
+# size: 8 threads, 1,000 channels each (the e2e suite runs them small).
+interop-soak:
+	$(GO) test -count=1 -timeout 30m -run '^TestInterop$$' ./test/e2e/ -interop.soak_iterations=8000 -interop.soak_threads=8
 
 lint:
 	$(GO) vet ./...
