@@ -82,6 +82,10 @@ func (a *Ambassador) serveGRPC(_ any, ss grpc.ServerStream) error {
 	}
 	c, ctx := a.begin(ss.Context(), rt, start, deadline, true)
 	defer a.end(c)
+	if n := metadataEntries(md); n > envelope.MaxHeaderFields {
+		return a.grpcError(ss, c, reason.Errorf(reason.HeadersTooLarge,
+			"%d metadata entries, over the %d the mesh carries", n/2, envelope.MaxHeaderFields/2))
+	}
 
 	// The first messages, and whether the caller is done sending after
 	// them. The receiver's goroutine ends with the stream, as the handler
@@ -241,4 +245,14 @@ func (a *Ambassador) grpcError(ss grpc.ServerStream, c *Call, e *reason.Error) e
 	a.logger.Debug("call answered by the mesh", telemetry.KeyService, service, telemetry.KeyStatus, e.Reason.GRPCCode().String(),
 		telemetry.KeyReason, text, "detail", e.Detail)
 	return status.Error(e.Reason.GRPCCode(), "busmesh: "+text+": "+e.Detail)
+}
+
+// metadataEntries counts the name and value entries metadata takes in an
+// envelope's header list.
+func metadataEntries(md metadata.MD) int {
+	n := 0
+	for _, vs := range md {
+		n += 2 * len(vs)
+	}
+	return n
 }

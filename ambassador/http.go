@@ -63,6 +63,16 @@ func (a *Ambassador) serveHTTP(w http.ResponseWriter, r *http.Request, rt *Route
 		}
 		timeout = d
 	}
+	if n := headerEntries(r.Header); n > envelope.MaxHeaderFields {
+		a.refuseHTTP(w, rt, reason.Errorf(reason.HeadersTooLarge,
+			"%d header lines, over the %d the mesh carries", n/2, envelope.MaxHeaderFields/2))
+		return
+	}
+	if len(r.RequestURI) > envelope.MaxPathBytes {
+		a.refuseHTTP(w, rt, reason.Errorf(reason.URITooLong,
+			"a request target of %d bytes, over the %d the mesh carries", len(r.RequestURI), envelope.MaxPathBytes))
+		return
+	}
 	limit := int64(a.cfg.MaxBodyBytes)
 	if r.ContentLength > limit {
 		a.refuseHTTP(w, rt, reason.Errorf(reason.RequestTooLarge,
@@ -215,4 +225,14 @@ func (a *Ambassador) writeHTTPError(w http.ResponseWriter, c *Call, e *reason.Er
 	}
 	a.logger.Debug("call answered by the mesh", telemetry.KeyService, service, telemetry.KeyStatus, e.Reason.HTTPStatus(),
 		telemetry.KeyReason, e.Reason.String(), "detail", e.Detail)
+}
+
+// headerEntries counts the name and value entries a header takes in an
+// envelope's header list.
+func headerEntries(h http.Header) int {
+	n := 0
+	for _, vs := range h {
+		n += 2 * len(vs)
+	}
+	return n
 }

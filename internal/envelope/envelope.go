@@ -43,6 +43,11 @@ const (
 // a hostile envelope cannot make the decoder build a huge slice.
 const MaxHeaderFields = 2 * 1024
 
+// MaxPathBytes bounds a request's path and query. Both sidecars hold to it:
+// the ambassador answers a longer one 414 at once, the adapter drops an
+// envelope that carries one.
+const MaxPathBytes = 16 << 10
+
 // ErrMalformed is wrapped by every decoding error: the input is not an
 // envelope this version understands. Drop it; retrying cannot help.
 var ErrMalformed = errors.New("malformed envelope")

@@ -1,6 +1,7 @@
 package envelope
 
 import (
+	"fmt"
 	"time"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -131,6 +132,9 @@ func (r *Request) Unmarshal(b []byte) error {
 		}
 	}
 	d.checkPairs(r.Headers)
+	if len(r.Path) > MaxPathBytes && d.err == nil {
+		d.err = malformed(fmt.Sprintf("a path of %d bytes, over %d", len(r.Path), MaxPathBytes))
+	}
 	return d.err
 }
 

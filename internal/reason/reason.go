@@ -29,8 +29,12 @@ const (
 	BadRequest
 	// RequestTooLarge: the request body is over max_body_bytes.
 	RequestTooLarge
-	// HeadersTooLarge: the request headers do not fit a broker message.
+	// HeadersTooLarge: the request has more headers than the mesh carries,
+	// or they do not fit a broker message.
 	HeadersTooLarge
+	// URITooLong: the request's path and query are over
+	// envelope.MaxPathBytes.
+	URITooLong
 	// NoHealthy: discovery knows no healthy instance of the service.
 	NoHealthy
 	// NoResponders: the broker found no adapter subscribed.
@@ -69,6 +73,7 @@ var table = [...]struct {
 	BadRequest:        {"bad-request", http.StatusBadRequest, codes.InvalidArgument},
 	RequestTooLarge:   {"request-too-large", http.StatusRequestEntityTooLarge, codes.ResourceExhausted},
 	HeadersTooLarge:   {"headers-too-large", http.StatusRequestHeaderFieldsTooLarge, codes.ResourceExhausted},
+	URITooLong:        {"uri-too-long", http.StatusRequestURITooLong, codes.InvalidArgument},
 	NoHealthy:         {"no-healthy-instances", http.StatusServiceUnavailable, codes.Unavailable},
 	NoResponders:      {"no-responders", http.StatusServiceUnavailable, codes.Unavailable},
 	BrokerUnavailable: {"broker-unavailable", http.StatusServiceUnavailable, codes.Unavailable},

@@ -144,6 +144,7 @@ func TestHTTP(t *testing.T) {
 			t.Run("LargeBody", m.testLargeBody)
 			t.Run("AppStatusPassesThrough", m.testAppStatus)
 			t.Run("TooLarge", m.testTooLarge)
+			t.Run("Limits", m.testLimits)
 			t.Run("Timeout", m.testTimeout)
 			t.Run("UnknownService", m.testUnknownService)
 			t.Run("Garbage", m.testGarbage)
@@ -307,6 +308,35 @@ func (m *httpMesh) testTooLarge(t *testing.T) {
 		if resp.StatusCode != http.StatusRequestEntityTooLarge || resp.Header.Get("X-Busmesh-Error") != "request-too-large" {
 			t.Errorf("chunked=%v: status %d, X-Busmesh-Error %q, body %.100q; want 413 request-too-large",
 				chunked, resp.StatusCode, resp.Header.Get("X-Busmesh-Error"), got)
+		}
+	}
+}
+
+// testLimits: what the adapter would refuse, the ambassador answers at
+// once with the status HTTP has for it.
+func (m *httpMesh) testLimits(t *testing.T) {
+	many := newRequest(t, "GET", "http://"+m.port+"/many-headers", nil)
+	for i := range 2000 {
+		many.Header.Add(fmt.Sprintf("X-H%d", i), "v")
+	}
+	long := newRequest(t, "GET", "http://"+m.port+"/"+strings.Repeat("p", 100<<10), nil)
+	for _, tt := range []struct {
+		name   string
+		req    *http.Request
+		status int
+		reason string
+	}{
+		{"2,000 headers", many, http.StatusRequestHeaderFieldsTooLarge, "headers-too-large"},
+		{"a 100 KiB path", long, http.StatusRequestURITooLong, "uri-too-long"},
+	} {
+		start := time.Now()
+		resp, body := do(t, tt.req)
+		took := time.Since(start)
+		if resp.StatusCode != tt.status || resp.Header.Get("X-Busmesh-Error") != tt.reason {
+			t.Errorf("%s: %d %q %.100q; want %d %s", tt.name, resp.StatusCode, resp.Header.Get("X-Busmesh-Error"), body, tt.status, tt.reason)
+		}
+		if took > time.Second {
+			t.Errorf("%s: answered after %v, want at once", tt.name, took)
 		}
 	}
 }
