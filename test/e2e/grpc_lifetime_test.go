@@ -202,4 +202,3 @@ func TestGRPCLargeMessages(t *testing.T) {
 		})
 	}
 }
-
