@@ -7,7 +7,6 @@ import (
 	"net/url"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -16,7 +15,6 @@ import (
 	"github.com/busmesh/busmesh/internal/bus"
 	"github.com/busmesh/busmesh/internal/config"
 	"github.com/busmesh/busmesh/internal/discovery"
-	"github.com/busmesh/busmesh/internal/envelope"
 	"github.com/busmesh/busmesh/internal/grpcwire"
 	"github.com/busmesh/busmesh/internal/stream"
 	"github.com/busmesh/busmesh/internal/telemetry"
@@ -56,7 +54,7 @@ type Adapter struct {
 	admit    []admission // checks on a request before a worker takes it
 	latency  telemetry.LatencyWindow
 
-	pool    workers
+	pool    *workers
 	streams streamSet
 	calls   callTable
 	life    lifecycle
@@ -91,7 +89,7 @@ func New(o Options) (*Adapter, error) {
 	if a.app, err = newApp(o.Config); err != nil {
 		return nil, err
 	}
-	a.pool = workers{jobs: make(chan *envelope.Request), max: o.Config.Concurrency, serve: a.serve}
+	a.pool = newWorkers(o.Config.Concurrency, a.serve, a.refuse)
 	a.streams.max = maxStreams
 	a.admit = []admission{a.forThisService, addressed, fresh}
 	a.announce = discovery.NewAnnouncer(o.Broker, discovery.Self{
@@ -147,17 +145,4 @@ type lifecycle struct {
 	healthDone chan struct{}
 	stopProbes context.CancelFunc
 	probesDone chan struct{}
-}
-
-// workers serve calls, at most max of them, started as needed and kept: a
-// worker's stack has grown to what a call needs, so the next call does not
-// grow a new goroutine's. A full adapter stops taking calls off the broker
-// until a worker is free.
-type workers struct {
-	jobs    chan *envelope.Request
-	max     int
-	serve   func(*envelope.Request)
-	started atomic.Int32
-	busy    atomic.Int32 // serving a call
-	running sync.WaitGroup
 }

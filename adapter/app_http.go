@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/busmesh/busmesh/internal/bus"
@@ -79,7 +80,12 @@ func (h *httpApp) serve(ctx context.Context, sc *serverCall) (tail func()) {
 		body = bytes.NewReader(req.Body)
 	}
 
-	httpReq, err := http.NewRequestWithContext(ctx, req.Method, h.target+req.Path, body)
+	// The application's call outlives its caller by up to appGrace: a
+	// worker (a place in concurrency) is held until the application has
+	// answered, not freed while it still works on an abandoned call.
+	appCtx, answered, stop := appContext(ctx)
+	defer stop()
+	httpReq, err := http.NewRequestWithContext(appCtx, req.Method, h.target+req.Path, body)
 	if err != nil {
 		sc.fail(ctx, reason.BadRequest, err.Error())
 		return nil
@@ -98,18 +104,19 @@ func (h *httpApp) serve(ctx context.Context, sc *serverCall) (tail func()) {
 	}
 
 	resp, err := h.client.Do(httpReq)
-	if err != nil {
-		switch {
-		case errors.Is(ctx.Err(), context.DeadlineExceeded):
-			sc.fail(ctx, reason.Timeout, "the application did not answer before the deadline")
-		case ctx.Err() != nil:
-			// Cancelled by the caller: nobody is waiting for an answer.
-		default:
+	if err == nil && ctx.Err() != nil {
+		resp.Body.Close()
+	}
+	if err != nil || ctx.Err() != nil {
+		// Past its deadline or cancelled, the caller is not waiting for
+		// an answer any more: none is sent.
+		if ctx.Err() == nil {
 			sc.fail(ctx, reason.AppUnreachable, err.Error())
 		}
 		return nil
 	}
 	defer resp.Body.Close()
+	answered()
 	h.forward(ctx, sc, resp)
 	return nil
 }
@@ -170,4 +177,38 @@ func (h *httpApp) check(ctx context.Context) error {
 		return fmt.Errorf("GET %s: status %d", h.health.HTTP, resp.StatusCode)
 	}
 	return nil
+}
+
+// appGrace is how long the application's call may outlive its caller.
+const appGrace = time.Second
+
+// appContext returns the context of the call to the application: until
+// answered is called it ends appGrace after ctx does, after that as soon
+// as ctx does (a streamed answer stops with its caller). stop releases it.
+func appContext(ctx context.Context) (appCtx context.Context, answered, stop func()) {
+	appCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	var mu sync.Mutex
+	var grace *time.Timer
+	stopGrace := context.AfterFunc(ctx, func() {
+		mu.Lock()
+		grace = time.AfterFunc(appGrace, cancel)
+		mu.Unlock()
+	})
+	var stopFollow func() bool
+	answered = func() {
+		stopFollow = context.AfterFunc(ctx, cancel)
+	}
+	stop = func() {
+		stopGrace()
+		if stopFollow != nil {
+			stopFollow()
+		}
+		mu.Lock()
+		if grace != nil {
+			grace.Stop()
+		}
+		mu.Unlock()
+		cancel()
+	}
+	return appCtx, answered, stop
 }

@@ -371,6 +371,9 @@ func (c *serverCall) fail(ctx context.Context, r reason.Reason, detail string) {
 		Headers:  []string{"Content-Type", "text/plain; charset=utf-8"},
 		Body:     []byte("busmesh: " + r.String() + ": " + detail + "\n"),
 	}
+	if r == reason.Overloaded {
+		out.Headers = append(out.Headers, "Retry-After", "1")
+	}
 	if err := c.a.pub.Publish(context.WithoutCancel(ctx), c.req.ReplyTo, &out); err != nil {
 		c.a.publishFailed("response", c.req.ReplyTo, err)
 	}
@@ -397,4 +400,14 @@ func (a *Adapter) record(sc *serverCall) {
 		a.metrics.AdapterDuration.WithLabelValues(a.cfg.Service).Observe(sc.headIn.Seconds())
 		a.latency.Observe(sc.headIn)
 	}
+}
+
+// refuse answers a call the adapter cannot serve before its deadline:
+// overloaded, at once, without a worker or the application.
+func (a *Adapter) refuse(req *envelope.Request, detail string) {
+	sc := &serverCall{a: a, req: req, start: time.Now(), cancel: func() {}}
+	ctx, cancel := callContext(req)
+	defer cancel()
+	sc.fail(ctx, reason.Overloaded, detail)
+	a.record(sc)
 }

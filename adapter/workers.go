@@ -2,44 +2,197 @@ package adapter
 
 import (
 	"context"
+	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/busmesh/busmesh/internal/envelope"
 )
 
+// workers serve calls, at most max at once, started as needed and kept: a
+// worker's stack has grown to what a call needs, so the next call does not
+// grow a new goroutine's.
+//
+// When every worker is busy, a call waits — but only if it can still be
+// served before its deadline: the expected wait (the calls ahead of it
+// times the application's moving service time, over the workers) plus its
+// own service time must fit in what is left of its deadline. A call that
+// cannot is answered overloaded at once, costing neither a worker nor the
+// application anything, instead of timing out after holding a place. While
+// the oldest waiting call has waited longer than lifoAfter, workers take
+// the newest first (adaptive LIFO, as large RPC servers do): under
+// overload fresh calls, which have their whole deadline left, are served
+// rather than starved behind stale ones.
+type workers struct {
+	max     int
+	maxWait int
+	serve   func(*envelope.Request)
+	// refuse answers a call that cannot be served in time.
+	refuse func(req *envelope.Request, detail string)
+	cost   serviceTime
+
+	mu      sync.Mutex
+	wake    sync.Cond
+	waiting []waitingCall // oldest first
+	started int
+	idle    int
+	closed  bool
+
+	busy    atomic.Int32 // serving a call
+	running sync.WaitGroup
+}
+
+type waitingCall struct {
+	req   *envelope.Request
+	since time.Time
+}
+
+// lifoAfter is how long the oldest waiting call may wait before workers
+// take the newest first.
+const lifoAfter = 100 * time.Millisecond
+
+// maxWaiting bounds the calls waiting for a worker, whatever their
+// deadlines, so a flood cannot hold the adapter's memory.
+const maxWaiting = 1024
+
+func newWorkers(max int, serve func(*envelope.Request), refuse func(*envelope.Request, string)) *workers {
+	w := &workers{max: max, maxWait: maxWaiting, serve: serve, refuse: refuse}
+	w.wake.L = &w.mu
+	return w
+}
+
 // dispatch hands a call to an idle worker, or starts one while under the
-// limit, or else waits for a worker to be free (or ctx to end).
-func (w *workers) dispatch(ctx context.Context, req *envelope.Request) {
-	select {
-	case w.jobs <- req:
+// limit, or lets it wait if it can still be served in time, or refuses it.
+// It never blocks.
+func (w *workers) dispatch(_ context.Context, req *envelope.Request) {
+	now := time.Now()
+	w.mu.Lock()
+	switch {
+	case w.closed:
+		w.mu.Unlock()
 		return
-	default:
-	}
-	if n := w.started.Load(); int(n) < w.max && w.started.CompareAndSwap(n, n+1) {
+	case w.idle > len(w.waiting):
+		w.waiting = append(w.waiting, waitingCall{req, now})
+		w.wake.Signal()
+		w.mu.Unlock()
+		return
+	case w.started < w.max:
+		w.started++
 		w.running.Add(1)
+		w.mu.Unlock()
 		go w.work(req)
 		return
 	}
-	select {
-	case w.jobs <- req:
-	case <-ctx.Done():
+	if len(w.waiting) >= w.maxWait {
+		w.mu.Unlock()
+		w.refuse(req, "the instance has as many calls waiting as it keeps")
+		return
 	}
+	cost := w.cost.get()
+	if cost == 0 && len(w.waiting) >= w.max || !w.inTime(req, time.Duration(len(w.waiting)/w.max+1)*cost, now) {
+		// Before the first call is measured, one round waits at most.
+		w.mu.Unlock()
+		w.refuse(req, "the instance cannot serve the call before its deadline")
+		return
+	}
+	w.waiting = append(w.waiting, waitingCall{req, now})
+	w.mu.Unlock()
 }
 
-// work serves calls until the pool closes.
+// inTime reports whether a call that waits for wait, then takes the
+// application's usual time, is answered before its deadline. The answer's
+// way back and the estimate's error take a margin: half a service time
+// and answerTrip.
+func (w *workers) inTime(req *envelope.Request, wait time.Duration, now time.Time) bool {
+	if req.Deadline == 0 {
+		return true
+	}
+	cost := w.cost.get()
+	return now.Add(wait+cost+cost/2+answerTrip).UnixNano() <= req.Deadline
+}
+
+// answerTrip is the margin kept for an answer's way back to its caller.
+const answerTrip = 10 * time.Millisecond
+
+// work serves calls until the workers close and none waits.
 func (w *workers) work(req *envelope.Request) {
 	defer w.running.Done()
-	for ok := true; ok; req, ok = <-w.jobs {
+	for {
 		w.busy.Add(1)
+		start := time.Now()
 		w.serve(req)
+		w.cost.observe(time.Since(start))
 		w.busy.Add(-1)
+		if req = w.next(); req == nil {
+			return
+		}
 	}
 }
 
-// close tells the workers that no call comes any more: each ends with its
-// last one. wait waits for them.
-func (w *workers) close() { close(w.jobs) }
+// next waits for the next call to serve; nil when the workers close.
+// Calls that can no longer be served in time are refused on the way.
+func (w *workers) next() *envelope.Request {
+	w.mu.Lock()
+	for {
+		for len(w.waiting) == 0 {
+			if w.closed {
+				w.mu.Unlock()
+				return nil
+			}
+			w.idle++
+			w.wake.Wait()
+			w.idle--
+		}
+		now := time.Now()
+		var c waitingCall
+		if now.Sub(w.waiting[0].since) > lifoAfter {
+			c = w.waiting[len(w.waiting)-1]
+			w.waiting[len(w.waiting)-1] = waitingCall{}
+			w.waiting = w.waiting[:len(w.waiting)-1]
+		} else {
+			c = w.waiting[0]
+			w.waiting[0] = waitingCall{}
+			w.waiting = w.waiting[1:]
+		}
+		if c.req.Deadline != 0 && now.UnixNano() >= c.req.Deadline {
+			continue // its caller has given up: nobody to answer
+		}
+		if !w.inTime(c.req, 0, now) {
+			w.mu.Unlock()
+			w.refuse(c.req, "the call waited too long to be served before its deadline")
+			w.mu.Lock()
+			continue
+		}
+		w.mu.Unlock()
+		return c.req
+	}
+}
+
+// close tells the workers that no call comes any more: each ends once
+// none waits. wait waits for them.
+func (w *workers) close() {
+	w.mu.Lock()
+	w.closed = true
+	w.wake.Broadcast()
+	w.mu.Unlock()
+}
 
 func (w *workers) wait() { w.running.Wait() }
 
 // busyNow is the number of calls being served.
 func (w *workers) busyNow() int { return int(w.busy.Load()) }
+
+// serviceTime is a moving estimate of how long a worker is taken by a
+// call: an exponentially weighted average, quick to follow a slowdown.
+type serviceTime struct{ ns atomic.Int64 }
+
+func (s *serviceTime) get() time.Duration { return time.Duration(s.ns.Load()) }
+
+func (s *serviceTime) observe(d time.Duration) {
+	old := s.ns.Load()
+	if old == 0 {
+		s.ns.Store(int64(d))
+		return
+	}
+	s.ns.Store(old + (int64(d)-old)/8) // racing updates may lose one: an estimate
+}

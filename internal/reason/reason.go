@@ -39,6 +39,8 @@ const (
 	NoHealthy
 	// NoResponders: the broker found no adapter subscribed.
 	NoResponders
+	// Overloaded: the instance cannot serve the call before its deadline.
+	Overloaded
 	// BrokerUnavailable: the request could not be published.
 	BrokerUnavailable
 	// Timeout: no answer before the deadline.
@@ -76,6 +78,7 @@ var table = [...]struct {
 	URITooLong:        {"uri-too-long", http.StatusRequestURITooLong, codes.InvalidArgument},
 	NoHealthy:         {"no-healthy-instances", http.StatusServiceUnavailable, codes.Unavailable},
 	NoResponders:      {"no-responders", http.StatusServiceUnavailable, codes.Unavailable},
+	Overloaded:        {"overloaded", http.StatusServiceUnavailable, codes.ResourceExhausted},
 	BrokerUnavailable: {"broker-unavailable", http.StatusServiceUnavailable, codes.Unavailable},
 	Timeout:           {"timeout", http.StatusGatewayTimeout, codes.DeadlineExceeded},
 	Cancelled:         {"cancelled", StatusClientClosed, codes.Canceled},
