@@ -45,6 +45,9 @@ type workers struct {
 type waitingCall struct {
 	req   *envelope.Request
 	since time.Time
+	// handoff: the call was given to an idle worker, not made to wait, so
+	// nothing is checked before it is served.
+	handoff bool
 }
 
 // lifoAfter is how long the oldest waiting call may wait before workers
@@ -72,7 +75,7 @@ func (w *workers) dispatch(_ context.Context, req *envelope.Request) {
 		w.mu.Unlock()
 		return
 	case w.idle > len(w.waiting):
-		w.waiting = append(w.waiting, waitingCall{req, now})
+		w.waiting = append(w.waiting, waitingCall{req, now, true})
 		w.wake.Signal()
 		w.mu.Unlock()
 		return
@@ -95,7 +98,7 @@ func (w *workers) dispatch(_ context.Context, req *envelope.Request) {
 		w.refuse(req, "the instance cannot serve the call before its deadline")
 		return
 	}
-	w.waiting = append(w.waiting, waitingCall{req, now})
+	w.waiting = append(w.waiting, waitingCall{req, now, false})
 	w.mu.Unlock()
 }
 
@@ -157,7 +160,7 @@ func (w *workers) next() *envelope.Request {
 		if c.req.Deadline != 0 && now.UnixNano() >= c.req.Deadline {
 			continue // its caller has given up: nobody to answer
 		}
-		if !w.inTime(c.req, 0, now) {
+		if !c.handoff && !w.inTime(c.req, 0, now) {
 			w.mu.Unlock()
 			w.refuse(c.req, "the call waited too long to be served before its deadline")
 			w.mu.Lock()
