@@ -84,7 +84,7 @@ func New(ctx context.Context, o Options) (*Ambassador, error) {
 	if err := a.Reload(o.Config); err != nil {
 		return nil, err
 	}
-	a.invoke = chain(a.roundTrip, a.requireHealthy)
+	a.invoke = chain(a.roundTrip, a.requireBroker, a.requireHealthy)
 	in, err := newInbox(ctx, a.pub, subjects.Inbox(o.Sidecar), o.Sidecar, logger, o.Metrics)
 	if err != nil {
 		return nil, fmt.Errorf("ambassador inbox: %w", err)

@@ -82,6 +82,26 @@ type Returner interface {
 	PublishReturnable(ctx context.Context, subject string, data []byte, token uint64, returned func(token uint64)) error
 }
 
+// Connectivity is implemented by backends that know whether their
+// connection to the broker is up. While it is down a sidecar answers new
+// calls broker-unavailable at once instead of letting them wait in a
+// reconnect buffer until their deadline, and discovery does not take the
+// silence of the mesh for its absence.
+type Connectivity interface {
+	// Connected reports whether the connection is up now. It is safe for
+	// concurrent use and does not block.
+	Connected() bool
+}
+
+// Connected reports whether b's connection is up; a backend that cannot
+// tell is taken to be connected.
+func Connected(b Broker) bool {
+	if c, ok := b.(Connectivity); ok {
+		return c.Connected()
+	}
+	return true
+}
+
 // SizeLimiter is implemented by backends that know the largest message the
 // broker accepts. Larger payloads must be split by the caller; the data path
 // streams bodies in frames no larger than this.

@@ -16,6 +16,7 @@ type Proxy struct {
 
 	mu    sync.Mutex
 	conns map[net.Conn]struct{}
+	down  bool // refusing connections, as a stopped broker would
 	wg    sync.WaitGroup
 }
 
@@ -46,11 +47,34 @@ func (p *Proxy) Cut() {
 	}
 }
 
+// Down cuts every connection and refuses new ones until Up, as a broker
+// that stopped would.
+func (p *Proxy) Down() {
+	p.mu.Lock()
+	p.down = true
+	p.mu.Unlock()
+	p.Cut()
+}
+
+// Up accepts connections again.
+func (p *Proxy) Up() {
+	p.mu.Lock()
+	p.down = false
+	p.mu.Unlock()
+}
+
 func (p *Proxy) accept() {
 	for {
 		in, err := p.ln.Accept()
 		if err != nil {
 			return
+		}
+		p.mu.Lock()
+		down := p.down
+		p.mu.Unlock()
+		if down {
+			in.Close()
+			continue
 		}
 		out, err := net.Dial("tcp", p.target)
 		if err != nil {

@@ -117,11 +117,11 @@ func Dial(ctx context.Context, rawURL string, logger *slog.Logger, opts ...nats.
 	}
 }
 
-// reconnectDelay backs off from 100 ms to 2 s, with jitter so a fleet of
+// reconnectDelay backs off from 100 ms to 1 s, with jitter so a fleet of
 // sidecars does not reconnect in lock-step.
 func reconnectDelay(attempts int) time.Duration {
-	d := 100 * time.Millisecond << min(attempts, 5)
-	d = min(d, 2*time.Second)
+	d := 100 * time.Millisecond << min(attempts, 4)
+	d = min(d, time.Second)
 	return d/2 + rand.N(d/2)
 }
 
@@ -189,6 +189,9 @@ func (c *Conn) mapErr(subject string, err error) error {
 func (c *Conn) Subscribe(ctx context.Context, subject string, h broker.Handler) (broker.Subscription, error) {
 	return c.subscribe(ctx, subject, "", h)
 }
+
+// Connected implements broker.Connectivity.
+func (c *Conn) Connected() bool { return c.nc.IsConnected() }
 
 // QueueSubscribe implements broker.Broker with a NATS queue group.
 func (c *Conn) QueueSubscribe(ctx context.Context, subject, group string, h broker.Handler) (broker.Subscription, error) {
@@ -323,8 +326,9 @@ func (s *subscription) Unsubscribe() error {
 
 // Interface guards.
 var (
-	_ broker.Drainer     = (*subscription)(nil)
-	_ broker.Broker      = (*Conn)(nil)
-	_ broker.Returner    = (*Conn)(nil)
-	_ broker.SizeLimiter = (*Conn)(nil)
+	_ broker.Drainer      = (*subscription)(nil)
+	_ broker.Broker       = (*Conn)(nil)
+	_ broker.Returner     = (*Conn)(nil)
+	_ broker.SizeLimiter  = (*Conn)(nil)
+	_ broker.Connectivity = (*Conn)(nil)
 )

@@ -310,10 +310,10 @@ func (c *Conn) redial() *session {
 	}
 }
 
-// backoff grows from about 100 ms to about 2 s, with jitter so a fleet of
+// backoff grows from about 100 ms to about 1 s, with jitter so a fleet of
 // sidecars does not redial in lock-step.
 func backoff(attempt int) time.Duration {
-	d := min(100*time.Millisecond<<min(attempt, 5), 2*time.Second)
+	d := min(100*time.Millisecond<<min(attempt, 4), time.Second)
 	return d/2 + rand.N(d/2)
 }
 
@@ -342,6 +342,9 @@ func (c *Conn) session(ctx context.Context, wait bool) (*session, error) {
 		}
 	}
 }
+
+// Connected implements broker.Connectivity: false while reconnecting.
+func (c *Conn) Connected() bool { return c.cur.Load() != nil }
 
 // Close implements broker.Broker. It ends every subscription, waits for
 // their handlers, stops reconnecting and closes the connection, which sends
@@ -388,7 +391,8 @@ func (s *session) close() error {
 
 // Interface guards.
 var (
-	_ broker.Broker      = (*Conn)(nil)
-	_ broker.Returner    = (*Conn)(nil)
-	_ broker.SizeLimiter = (*Conn)(nil)
+	_ broker.Broker       = (*Conn)(nil)
+	_ broker.Returner     = (*Conn)(nil)
+	_ broker.SizeLimiter  = (*Conn)(nil)
+	_ broker.Connectivity = (*Conn)(nil)
 )

@@ -40,6 +40,17 @@ func TestBrokerOutage(t *testing.T) {
 				resp.Body.Close()
 				return resp.StatusCode, time.Since(start)
 			}
+			callReason := func() (int, string, time.Duration) {
+				req := newRequest(t, "GET", "http://"+m.port+"/outage", nil)
+				req.Header.Set("X-Busmesh-Timeout", "1s")
+				start := time.Now()
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatalf("call: %v", err)
+				}
+				resp.Body.Close()
+				return resp.StatusCode, resp.Header.Get("X-Busmesh-Error"), time.Since(start)
+			}
 			if code, _ := call(); code != 200 {
 				t.Fatalf("before the outage: status %d", code)
 			}
@@ -59,12 +70,48 @@ func TestBrokerOutage(t *testing.T) {
 			if !recovered {
 				t.Fatal("calls did not succeed again within 20s of the broker coming back")
 			}
+
+			// The broker down for a while: once the sidecar knows, every
+			// call is answered broker-unavailable at once — not at its
+			// deadline, not as missing instances — and the service is back
+			// soon after the broker.
+			proxy.Down()
+			eventually(t, 5*time.Second, "calls answered broker-unavailable", func() bool {
+				code, reason, _ := callReason()
+				return code == 503 && reason == "broker-unavailable"
+			})
+			var slow, wrong int
+			for end := time.Now().Add(3 * time.Second); time.Now().Before(end); {
+				code, reason, took := callReason()
+				if took > 100*time.Millisecond {
+					slow++
+				}
+				if code != 503 || reason != "broker-unavailable" {
+					wrong++
+					t.Logf("during the outage: %d %s", code, reason)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			if slow > 0 || wrong > 0 {
+				t.Errorf("during the outage, %d calls took over 100ms and %d were not 503 broker-unavailable", slow, wrong)
+			}
+			proxy.Up()
+			back := time.Now()
+			eventually(t, 10*time.Second, "calls to succeed again", func() bool {
+				code, _, _ := callReason()
+				return code == 200
+			})
+			took := time.Since(back)
+			t.Logf("%s: service back %v after the broker", b.name, took.Round(time.Millisecond))
+			if took > 2*time.Second {
+				t.Errorf("service back %v after the broker, want within 2s", took)
+			}
 			for _, s := range []*sidecar{m.caller, m.callee} {
 				eventually(t, 10*time.Second, s.name+" to log the reconnect", func() bool {
 					return strings.Contains(s.log.String(), `"msg":"broker reconnected"`)
 				})
-				if n := strings.Count(s.log.String(), `"msg":"broker connection lost"`); n != 1 {
-					t.Errorf("%s logged the lost connection %d times, want once", s.name, n)
+				if n := strings.Count(s.log.String(), `"msg":"broker connection lost"`); n != 2 {
+					t.Errorf("%s logged the lost connection %d times, want once per outage (2)", s.name, n)
 				}
 			}
 		})
