@@ -153,15 +153,21 @@ func (a *Ambassador) Start() error {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	maxConns := a.cfg.MaxConnections
+	if maxConns == 0 {
+		maxConns = DefaultMaxConnections()
+	}
 	if grpcLn != nil {
 		a.grpcAddr = grpcLn.Addr().String()
-		a.startGRPC(grpcLn)
+		a.startGRPC(newConnLimiter(grpcLn, maxConns, false, a.logger, a.metrics))
 	}
-	for i, ln := range lns {
+	for i, raw := range lns {
+		ln := newConnLimiter(raw, maxConns, true, a.logger, a.metrics)
 		srv := &http.Server{
 			Handler:           a.Handler(ports[i].service),
 			ReadHeaderTimeout: 10 * time.Second,
 			IdleTimeout:       2 * time.Minute,
+			ConnState:         ln.ConnState,
 			ErrorLog:          slog.NewLogLogger(a.logger.Handler(), slog.LevelDebug),
 		}
 		a.servers = append(a.servers, srv)

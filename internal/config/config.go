@@ -87,6 +87,10 @@ type Ambassador struct {
 	LB string `yaml:"lb"`
 	// Services sets how calls to a service are balanced.
 	Services map[string]*ServicePolicy `yaml:"services"`
+	// MaxConnections bounds each listener's connections; at the limit a
+	// new connection takes the place of the longest idle one. 0: 2,048,
+	// or a quarter of the file descriptors if less.
+	MaxConnections int `yaml:"max_connections"`
 }
 
 // The load-balancing modes.

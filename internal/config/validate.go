@@ -138,6 +138,9 @@ func (c *Config) validate(errs *Error) {
 			errs.add("ambassador.max_body_bytes", 0, "%d must be positive (example: \"4MiB\")", a.MaxBodyBytes)
 		}
 		checkLB(errs, "ambassador.lb", a.LB, false)
+		if a.MaxConnections < 0 {
+			errs.add("ambassador.max_connections", 0, "%d must be 0 (the default, 2048) or more", a.MaxConnections)
+		}
 		for _, svc := range slices.Sorted(maps.Keys(a.Services)) {
 			key := "ambassador.services." + svc
 			if err := broker.ValidToken(svc); err != nil {

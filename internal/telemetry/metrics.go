@@ -17,6 +17,9 @@ type Metrics struct {
 	AmbassadorRequests *prometheus.CounterVec   // service, code
 	AmbassadorDuration *prometheus.HistogramVec // service
 	AmbassadorErrors   *prometheus.CounterVec   // service, reason: the X-Busmesh-Error values
+	// ConnectionsClosed counts connections an ambassador listener closed at
+	// its connection limit.
+	ConnectionsClosed *prometheus.CounterVec // listener, reason
 
 	// Adapter side, by served service.
 	AdapterRequests *prometheus.CounterVec   // service, code
@@ -62,6 +65,10 @@ func NewMetrics() *Metrics {
 			Name: "busmesh_ambassador_errors_total",
 			Help: "Calls the mesh itself answered, by service and X-Busmesh-Error reason.",
 		}, []string{"service", "reason"}),
+		ConnectionsClosed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "busmesh_ambassador_connections_closed_total",
+			Help: "Connections a listener closed at its connection limit: the longest idle one to make room (evicted-idle), or the new one when none was idle (refused).",
+		}, []string{"listener", "reason"}),
 		AdapterRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "busmesh_adapter_requests_total",
 			Help: "Calls the adapter served, by service and status code.",
@@ -95,6 +102,7 @@ func NewMetrics() *Metrics {
 	f(m.AmbassadorRequests)
 	f(m.AmbassadorDuration)
 	f(m.AmbassadorErrors)
+	f(m.ConnectionsClosed)
 	f(m.AdapterRequests)
 	f(m.AdapterDuration)
 	f(m.AdapterInflight)
