@@ -46,8 +46,11 @@ type Ambassador struct {
 	metrics  *telemetry.Metrics
 	reg      *discovery.Registry
 	inbox    *Inbox
-	chunk    int // body frame size
-	lb       *balancer
+	// mirrorInbox takes the answers to mirrored calls, to count and drop.
+	mirrorInbox string
+	mirrorSub   broker.Subscription
+	chunk       int // body frame size
+	lb          *balancer
 	// table is the routing in force; Reload swaps it.
 	table    atomic.Pointer[table]
 	tableGen atomic.Uint64
@@ -84,12 +87,19 @@ func New(ctx context.Context, o Options) (*Ambassador, error) {
 	if err := a.Reload(o.Config); err != nil {
 		return nil, err
 	}
-	a.invoke = chain(a.roundTrip, a.requireBroker, a.requireHealthy)
+	a.invoke = chain(a.roundTrip, a.requireBroker, a.routeTraffic, a.requireHealthy)
 	in, err := newInbox(ctx, a.pub, subjects.Inbox(o.Sidecar), o.Sidecar, logger, o.Metrics)
 	if err != nil {
 		return nil, fmt.Errorf("ambassador inbox: %w", err)
 	}
 	a.inbox = in
+	a.mirrorInbox = subjects.Inbox(o.Sidecar) + ".mirror"
+	mirrors, err := o.Broker.Subscribe(ctx, a.mirrorInbox, mirrorAnswers(o.Metrics, logger))
+	if err != nil {
+		_ = in.close() // the subscribe error is the one to report
+		return nil, fmt.Errorf("ambassador mirror inbox: %w", err)
+	}
+	a.mirrorSub = mirrors
 	return a, nil
 }
 
@@ -226,6 +236,9 @@ func (a *Ambassador) Shutdown(ctx context.Context) error {
 	}
 	a.wg.Wait()
 	if err := a.inbox.close(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := a.mirrorSub.Unsubscribe(); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)

@@ -222,14 +222,17 @@ func (p pickResult) done(d doneInfo) {
 	}
 }
 
-// pick chooses where a call on rt goes: the route's subject in queue mode,
-// an instance other than avoid in direct mode. ok is false when no
+// pick chooses where call c goes: its subject in queue mode, an instance
+// of its version other than avoid in direct mode. ok is false when no
 // instance qualifies.
-func (a *Ambassador) pick(rt *Route, avoid *instanceStats) (pickResult, bool) {
+func (a *Ambassador) pick(c *Call, avoid *instanceStats) (pickResult, bool) {
+	rt := c.Route
 	if !rt.direct() || a.reg == nil {
-		return pickResult{subject: rt.Subject}, true
+		return pickResult{subject: c.Subject}, true
 	}
-	st := a.lb.pick(rt.Service, a.reg.Healthy(rt.Service), rt.Policy, avoid)
+	policy := rt.Policy
+	policy.Version = c.Version
+	st := a.lb.pick(rt.Service, a.reg.Healthy(rt.Service), policy, avoid)
 	if st == nil {
 		return pickResult{}, false
 	}

@@ -27,6 +27,10 @@ type Call struct {
 	Body Body
 	// Start is when the call arrived; Deadline when its caller gives up.
 	Start, Deadline time.Time
+	// Version is the version subset the call goes to ("" for any), and
+	// Subject where it goes in queue mode: the route's, until traffic
+	// rules choose another.
+	Version, Subject string
 
 	p      pending       // what arrives from the serving adapter
 	pick   pickResult    // the instance picked in direct mode
@@ -106,6 +110,7 @@ func (c *Call) reset() {
 	ends := c.ends
 	clear(ends)
 	c.Route, c.Body, c.pump, c.cancel, c.http = nil, nil, nil, nil, httpBody{}
+	c.Version, c.Subject = "", ""
 	c.Req = envelope.Request{Headers: h[:0]}
 	c.pick, c.out, c.ends = pickResult{}, Outcome{}, ends[:0]
 }

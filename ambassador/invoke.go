@@ -36,33 +36,33 @@ func chain(inner Invoker, mw ...Middleware) Invoker {
 // discovery knows no healthy instance that may take it.
 func (a *Ambassador) requireHealthy(next Invoker) Invoker {
 	return func(ctx context.Context, c *Call) error {
-		if a.reg != nil && !a.available(c.Route) {
-			return noHealthy(c.Route)
+		if a.reg != nil && !a.available(c.Route.Service, c.Version) {
+			return noHealthy(c.Route.Service, c.Version)
 		}
 		return next(ctx, c)
 	}
 }
 
-// available reports whether discovery knows a healthy instance that may
-// take a call on rt.
-func (a *Ambassador) available(rt *Route) bool {
-	healthy := a.reg.Healthy(rt.Service)
-	if rt.Policy.Version == "" {
+// available reports whether discovery knows a healthy instance of service
+// at version ("" for any).
+func (a *Ambassador) available(service, version string) bool {
+	healthy := a.reg.Healthy(service)
+	if version == "" {
 		return len(healthy) > 0
 	}
 	for i := range healthy {
-		if healthy[i].Version == rt.Policy.Version {
+		if healthy[i].Version == version {
 			return true
 		}
 	}
 	return false
 }
 
-func noHealthy(rt *Route) *reason.Error {
-	if rt.Policy.Version != "" {
-		return reason.Errorf(reason.NoHealthy, "no healthy instance of service %q at version %q is known", rt.Service, rt.Policy.Version)
+func noHealthy(service, version string) *reason.Error {
+	if version != "" {
+		return reason.Errorf(reason.NoHealthy, "no healthy instance of service %q at version %q is known", service, version)
 	}
-	return reason.Errorf(reason.NoHealthy, "no healthy instance of service %q is known", rt.Service)
+	return reason.Errorf(reason.NoHealthy, "no healthy instance of service %q is known", service)
 }
 
 // roundTrip is the innermost Invoker: encode the request with the first
@@ -98,9 +98,9 @@ func (a *Ambassador) roundTrip(ctx context.Context, c *Call) error {
 
 // send picks where the request goes (other than avoid) and publishes it.
 func (a *Ambassador) send(ctx context.Context, c *Call, avoid *instanceStats) error {
-	pick, ok := a.pick(c.Route, avoid)
+	pick, ok := a.pick(c, avoid)
 	if !ok {
-		return noHealthy(c.Route)
+		return noHealthy(c.Route.Service, c.Version)
 	}
 	err := a.pub.PublishReturnable(ctx, pick.subject, &c.Req, c.Req.ID, a.inbox.returned)
 	if err != nil {
@@ -216,6 +216,9 @@ const callerClockSlack = 5 * time.Millisecond
 func (a *Ambassador) begin(parent context.Context, rt *Route, start, deadline time.Time, grpc bool) (*Call, context.Context) {
 	c := callPool.Get().(*Call)
 	c.Route, c.Start, c.Deadline = rt, start, deadline
+	if rt != nil {
+		c.Version, c.Subject = rt.Policy.Version, rt.Subject
+	}
 	c.out.GRPC = grpc
 	ctx, cancel := context.WithDeadline(parent, deadline)
 	c.cancel = cancel

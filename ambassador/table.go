@@ -22,6 +22,8 @@ type Route struct {
 	Subject string
 	// Policy is how calls to the service are balanced.
 	Policy config.ServicePolicy
+
+	traffic *traffic // routes, split and mirror; nil when none
 }
 
 // direct reports whether the ambassador picks the instance.
@@ -92,7 +94,7 @@ func (t *table) newRoute(service string) *Route {
 	if p.Version != "" {
 		subject = t.subjects.Version(service, p.Version)
 	}
-	return &Route{Service: service, Subject: subject, Policy: p}
+	return &Route{Service: service, Subject: subject, Policy: p, traffic: compileTraffic(service, p, t.subjects)}
 }
 
 // route returns the route to a service the config names, or nil.

@@ -62,7 +62,13 @@ SIGINT or SIGTERM drains: no new calls are taken, calls in flight get up to
 			if err != nil {
 				return err
 			}
+			watched := make(chan struct{})
+			go func() {
+				defer close(watched)
+				sc.watchConfig(ctx, file)
+			}()
 			<-ctx.Done()
+			<-watched
 			logger.Info("shutting down", telemetry.KeyReason, context.Cause(ctx))
 			return sc.shutdown()
 		},

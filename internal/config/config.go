@@ -113,7 +113,52 @@ type ServicePolicy struct {
 	// Version sends calls only to instances of this version: in queue mode
 	// to the version's own queue group, in direct mode by the pick.
 	Version string `yaml:"version"`
+	// Routes send matching calls to a version, before the split; the
+	// first that matches wins.
+	Routes []TrafficRoute `yaml:"routes"`
+	// Split spreads the other calls over versions by weight: {v1: 90,
+	// v2: 10}.
+	Split map[string]int `yaml:"split"`
+	// Sticky names a request header whose value picks the split's version
+	// by its hash, so one user stays on one version.
+	Sticky string `yaml:"sticky"`
+	// Fallback is what a call whose version has no healthy instance does:
+	// any (the default: to any version) or none (503 no-healthy-instances).
+	Fallback string `yaml:"fallback"`
+	// Mirror copies a share of the calls to a version, fire and forget:
+	// their answers are counted and discarded.
+	Mirror *Mirror `yaml:"mirror"`
 }
+
+// TrafficRoute sends the calls it matches to one version.
+type TrafficRoute struct {
+	Match   TrafficMatch `yaml:"match"`
+	Version string       `yaml:"version"`
+}
+
+// TrafficMatch is what a route matches; every set field must match.
+type TrafficMatch struct {
+	// Headers are exact header (or gRPC metadata) values.
+	Headers map[string]string `yaml:"headers"`
+	// PathPrefix matches an HTTP path.
+	PathPrefix string `yaml:"path_prefix"`
+	// GRPCMethod matches a full gRPC method by prefix ("/shop.Orders/").
+	GRPCMethod string `yaml:"grpc_method"`
+	// Caller matches the calling application's service (ambassador.service).
+	Caller string `yaml:"caller"`
+}
+
+// Mirror copies a share of a service's calls to a version.
+type Mirror struct {
+	Version string `yaml:"version"`
+	Percent int    `yaml:"percent"`
+}
+
+// The fallbacks of a version without healthy instances.
+const (
+	FallbackAny  = "any"
+	FallbackNone = "none"
+)
 
 // Adapter is the server side: it takes the service's calls off the bus and
 // makes them to the local application.

@@ -102,6 +102,8 @@ func decodeValue(n *yaml.Node, v reflect.Value, key string, errs *Error) {
 		decodeStruct(n, v, key, errs)
 	case reflect.Map:
 		decodeMap(n, v, key, errs)
+	case reflect.Slice:
+		decodeSlice(n, v, key, errs)
 	case reflect.String:
 		if n.Kind != yaml.ScalarNode {
 			errs.add(key, n.Line, "want a string, not a %s", kindName(n))
@@ -160,6 +162,21 @@ func decodeMap(n *yaml.Node, v reflect.Value, key string, errs *Error) {
 		decodeValue(val, elem, join(key, k.Value), errs)
 		v.SetMapIndex(reflect.ValueOf(k.Value), elem)
 	}
+}
+
+// decodeSlice decodes a sequence; its items' keys are key[i].
+func decodeSlice(n *yaml.Node, v reflect.Value, key string, errs *Error) {
+	if n.Kind != yaml.SequenceNode {
+		errs.add(key, n.Line, "want a list, not a %s", kindName(n))
+		return
+	}
+	s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
+	for i, item := range n.Content {
+		k := fmt.Sprintf("%s[%d]", key, i)
+		errs.lines[k] = item.Line
+		decodeValue(item, s.Index(i), k, errs)
+	}
+	v.Set(s)
 }
 
 // yamlFields maps a struct's yaml key names to field indexes.

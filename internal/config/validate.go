@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"maps"
 	"net"
 	"net/url"
@@ -156,6 +157,7 @@ func (c *Config) validate(errs *Error) {
 						errs.add(key+".version", 0, "%v (it names a subject, example: v2)", err)
 					}
 				}
+				checkTraffic(errs, key, p)
 			}
 		}
 	}
@@ -263,5 +265,52 @@ func checkHealth(errs *Error, h *Health, target string) {
 	}
 	if h.HealthyAfter < 1 {
 		errs.add("adapter.health.healthy_after", 0, "%d must be at least 1", h.HealthyAfter)
+	}
+}
+
+// checkTraffic validates a service's routes, split and mirror.
+func checkTraffic(errs *Error, key string, p *ServicePolicy) {
+	version := func(k, v string) {
+		if err := broker.ValidToken(v); err != nil {
+			errs.add(k, 0, "%v (a version, example: v2)", err)
+		}
+	}
+	for i, r := range p.Routes {
+		k := fmt.Sprintf("%s.routes[%d]", key, i)
+		version(k+".version", r.Version)
+		m := r.Match
+		if len(m.Headers) == 0 && m.PathPrefix == "" && m.GRPCMethod == "" && m.Caller == "" {
+			errs.add(k+".match", 0, "matches nothing (set headers, path_prefix, grpc_method or caller)")
+		}
+		if m.PathPrefix != "" && !strings.HasPrefix(m.PathPrefix, "/") {
+			errs.add(k+".match.path_prefix", 0, "%q must start with / (example: /beta/)", m.PathPrefix)
+		}
+		if m.GRPCMethod != "" && !strings.HasPrefix(m.GRPCMethod, "/") {
+			errs.add(k+".match.grpc_method", 0, "%q must start with / (example: /shop.Orders/)", m.GRPCMethod)
+		}
+	}
+	total := 0
+	for _, v := range slices.Sorted(maps.Keys(p.Split)) {
+		version(key+".split."+v, v)
+		if w := p.Split[v]; w < 0 {
+			errs.add(key+".split."+v, 0, "%d must be 0 or more (a weight)", w)
+		} else {
+			total += w
+		}
+	}
+	if len(p.Split) > 0 && total == 0 {
+		errs.add(key+".split", 0, "the weights add up to 0; give one version a weight")
+	}
+	if p.Sticky != "" && len(p.Split) == 0 {
+		errs.add(key+".sticky", 0, "needs a split to pick from")
+	}
+	if p.Fallback != "" && p.Fallback != FallbackAny && p.Fallback != FallbackNone {
+		errs.add(key+".fallback", 0, "%q is not a fallback (allowed: any, none)", p.Fallback)
+	}
+	if m := p.Mirror; m != nil {
+		version(key+".mirror.version", m.Version)
+		if m.Percent < 0 || m.Percent > 100 {
+			errs.add(key+".mirror.percent", 0, "%d must be 0 to 100", m.Percent)
+		}
 	}
 }

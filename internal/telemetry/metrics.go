@@ -17,6 +17,10 @@ type Metrics struct {
 	AmbassadorRequests *prometheus.CounterVec   // service, code
 	AmbassadorDuration *prometheus.HistogramVec // service
 	AmbassadorErrors   *prometheus.CounterVec   // service, reason: the X-Busmesh-Error values
+	// Mirrored counts calls copied to a mirror version; MirrorAnswers the
+	// answers to them, which are dropped.
+	Mirrored      *prometheus.CounterVec // service, version
+	MirrorAnswers *prometheus.CounterVec // code
 	// ConnectionsClosed counts connections an ambassador listener closed at
 	// its connection limit.
 	ConnectionsClosed *prometheus.CounterVec // listener, reason
@@ -65,6 +69,14 @@ func NewMetrics() *Metrics {
 			Name: "busmesh_ambassador_errors_total",
 			Help: "Calls the mesh itself answered, by service and X-Busmesh-Error reason.",
 		}, []string{"service", "reason"}),
+		Mirrored: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "busmesh_ambassador_mirrored_total",
+			Help: "Calls copied to a mirror version, fire and forget, by service and version.",
+		}, []string{"service", "version"}),
+		MirrorAnswers: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "busmesh_ambassador_mirror_answers_total",
+			Help: "Answers to mirrored calls, by status code; the callers never see them.",
+		}, []string{"code"}),
 		ConnectionsClosed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "busmesh_ambassador_connections_closed_total",
 			Help: "Connections a listener closed at its connection limit: the longest idle one to make room (evicted-idle), or the new one when none was idle (refused).",
@@ -103,6 +115,8 @@ func NewMetrics() *Metrics {
 	f(m.AmbassadorDuration)
 	f(m.AmbassadorErrors)
 	f(m.ConnectionsClosed)
+	f(m.Mirrored)
+	f(m.MirrorAnswers)
 	f(m.AdapterRequests)
 	f(m.AdapterDuration)
 	f(m.AdapterInflight)

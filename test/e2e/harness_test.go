@@ -184,7 +184,14 @@ func startSidecarWith(t *testing.T, bin, name, template string, vars map[string]
 	if err := os.WriteFile(file, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	s := &sidecar{t: t, name: name, admin: vars["admin"], log: &syncBuffer{}, done: make(chan struct{})}
+	return runSidecar(t, bin, name, file, vars["admin"])
+}
+
+// runSidecar starts a sidecar on a config file whose admin port is admin,
+// and waits until it says ready.
+func runSidecar(t *testing.T, bin, name, file, admin string) *sidecar {
+	t.Helper()
+	s := &sidecar{t: t, name: name, admin: admin, log: &syncBuffer{}, done: make(chan struct{})}
 	s.cmd = exec.Command(bin, "sidecar", "--config", file)
 	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
 	if err := s.cmd.Start(); err != nil {

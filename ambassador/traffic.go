@@ -1,0 +1,188 @@
+package ambassador
+
+import (
+	"context"
+	"hash/fnv"
+	"log/slog"
+	"maps"
+	"math/rand/v2"
+	"slices"
+	"strings"
+
+	"github.com/busmesh/busmesh/broker"
+	"github.com/busmesh/busmesh/internal/config"
+	"github.com/busmesh/busmesh/internal/envelope"
+	"github.com/busmesh/busmesh/internal/telemetry"
+)
+
+// traffic is a service's traffic rules, compiled with its route: routes
+// that match calls to a version, a weighted split over versions (sticky by
+// a header's hash when asked), what to do when the chosen version has no
+// healthy instance, and a mirror.
+type traffic struct {
+	routes   []trafficRoute
+	split    []weighted // cumulative weights, in version order
+	total    int
+	sticky   string // header name, "" for a random pick
+	fallback string // config.FallbackAny or FallbackNone
+	mirror   *mirror
+}
+
+type trafficRoute struct {
+	match   config.TrafficMatch
+	version string
+	subject string
+}
+
+type weighted struct {
+	upTo    int // cumulative weight
+	version string
+	subject string
+}
+
+type mirror struct {
+	version string
+	subject string
+	percent int
+}
+
+// compileTraffic compiles p's traffic rules for service; nil when it has
+// none.
+func compileTraffic(service string, p config.ServicePolicy, subjects broker.Subjects) *traffic {
+	if len(p.Routes) == 0 && len(p.Split) == 0 && p.Mirror == nil {
+		return nil
+	}
+	t := &traffic{sticky: p.Sticky, fallback: p.Fallback}
+	if t.fallback == "" {
+		t.fallback = config.FallbackAny
+	}
+	for _, r := range p.Routes {
+		t.routes = append(t.routes, trafficRoute{match: r.Match, version: r.Version, subject: subjects.Version(service, r.Version)})
+	}
+	for _, v := range slices.Sorted(maps.Keys(p.Split)) {
+		if w := p.Split[v]; w > 0 {
+			t.total += w
+			t.split = append(t.split, weighted{upTo: t.total, version: v, subject: subjects.Version(service, v)})
+		}
+	}
+	if m := p.Mirror; m != nil && m.Percent > 0 {
+		t.mirror = &mirror{version: m.Version, subject: subjects.Version(service, m.Version), percent: m.Percent}
+	}
+	return t
+}
+
+// choose sets the version and subject of call c: the first route that
+// matches it, else the split.
+func (t *traffic) choose(c *Call, caller string) {
+	for i := range t.routes {
+		r := &t.routes[i]
+		if r.matches(&c.Req, caller) {
+			c.Version, c.Subject = r.version, r.subject
+			return
+		}
+	}
+	if t.total == 0 {
+		return
+	}
+	var n int
+	if v, ok := header(c.Req.Headers, t.sticky); t.sticky != "" && ok {
+		h := fnv.New32a()
+		h.Write([]byte(v))
+		n = int(h.Sum32() % uint32(t.total))
+	} else {
+		n = rand.IntN(t.total)
+	}
+	for i := range t.split {
+		if n < t.split[i].upTo {
+			c.Version, c.Subject = t.split[i].version, t.split[i].subject
+			return
+		}
+	}
+}
+
+// matches reports whether every condition of r's match holds for req.
+func (r *trafficRoute) matches(req *envelope.Request, caller string) bool {
+	m := &r.match
+	if m.Caller != "" && m.Caller != caller {
+		return false
+	}
+	if m.PathPrefix != "" && (req.Protocol != envelope.ProtocolHTTP || !strings.HasPrefix(req.Path, m.PathPrefix)) {
+		return false
+	}
+	if m.GRPCMethod != "" && (req.Protocol != envelope.ProtocolGRPC || !strings.HasPrefix(req.Method, m.GRPCMethod)) {
+		return false
+	}
+	for name, want := range m.Headers {
+		if v, ok := header(req.Headers, name); !ok || v != want {
+			return false
+		}
+	}
+	return true
+}
+
+// header returns the first value of a header (or gRPC metadata key) in an
+// envelope's header list, by name in any case.
+func header(list []string, name string) (string, bool) {
+	for i := 0; i+1 < len(list); i += 2 {
+		if strings.EqualFold(list[i], name) {
+			return list[i+1], true
+		}
+	}
+	return "", false
+}
+
+// routeTraffic applies a service's traffic rules: it picks the call's
+// version subset before the rest of the pipeline runs, falls back (to any
+// version, or to no-healthy-instances) when that version has no healthy
+// instance, and copies the configured share of calls to the mirror.
+func (a *Ambassador) routeTraffic(next Invoker) Invoker {
+	return func(ctx context.Context, c *Call) error {
+		t := c.Route.traffic
+		if t == nil {
+			return next(ctx, c)
+		}
+		t.choose(c, a.cfg.Service)
+		if c.Version != c.Route.Policy.Version && a.reg != nil && !a.available(c.Route.Service, c.Version) {
+			if t.fallback == config.FallbackNone {
+				return noHealthy(c.Route.Service, c.Version)
+			}
+			c.Version, c.Subject = c.Route.Policy.Version, c.Route.Subject
+		}
+		err := next(ctx, c)
+		if t.mirror != nil && !c.Req.More && rand.IntN(100) < t.mirror.percent {
+			a.sendMirror(ctx, c, t.mirror)
+		}
+		return err
+	}
+}
+
+// sendMirror publishes a copy of c's request to the mirror version, fire
+// and forget: it has an id of its own and its answer goes to the mirror
+// inbox, where it is counted and dropped, so the caller never sees it.
+func (a *Ambassador) sendMirror(ctx context.Context, c *Call, m *mirror) {
+	copyReq := c.Req
+	copyReq.ID = a.inbox.nextID.Add(1)
+	copyReq.ReplyTo = a.mirrorInbox
+	copyReq.Version = m.version
+	if err := a.pub.Publish(context.WithoutCancel(ctx), m.subject, &copyReq); err != nil {
+		a.logger.Debug("mirror not sent", telemetry.KeySubject, m.subject, telemetry.KeyErr, err)
+		return
+	}
+	a.metrics.Mirrored.WithLabelValues(c.Route.Service, m.version).Inc()
+}
+
+// mirrorAnswers counts the answers to mirrored calls and drops them.
+func mirrorAnswers(m *telemetry.Metrics, logger *slog.Logger) func(context.Context, []byte) {
+	return func(_ context.Context, data []byte) {
+		e, err := envelope.Open(data)
+		if err != nil || e.Kind != envelope.KindResponse {
+			return
+		}
+		var r envelope.Response
+		if err := r.Unmarshal(e.Msg); err != nil {
+			logger.Debug("mirror answer undecodable", telemetry.KeyErr, err)
+			return
+		}
+		m.MirrorAnswers.WithLabelValues(telemetry.Code(int(r.Status))).Inc()
+	}
+}
