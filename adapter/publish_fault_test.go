@@ -26,13 +26,13 @@ import (
 // broker that drops a connection or refuses a message would.
 type failingAnswers struct {
 	broker.Broker
-	failed atomic.Bool
+	armed, failed atomic.Bool
 }
 
 var errInjected = errors.New("injected publish failure")
 
 func (f *failingAnswers) Publish(ctx context.Context, subject string, data []byte) error {
-	if k, _, err := envelope.Unwrap(data); err == nil && k == envelope.KindResponse && f.failed.CompareAndSwap(false, true) {
+	if k, _, err := envelope.Unwrap(data); err == nil && k == envelope.KindResponse && f.armed.Load() && f.failed.CompareAndSwap(false, true) {
 		return errInjected
 	}
 	return f.Broker.Publish(ctx, subject, data)
@@ -55,7 +55,8 @@ func TestFailedAnswerReachesCaller(t *testing.T) {
 	cfg := config.NewAdapter()
 	cfg.Service, cfg.Instance, cfg.Target = "orders", "i-1", app.URL
 	m := telemetry.NewMetrics()
-	ad, err := adapter.New(adapter.Options{Config: cfg, Sidecar: "callee", Broker: &failingAnswers{Broker: b}, Metrics: m})
+	faulty := &failingAnswers{Broker: b}
+	ad, err := adapter.New(adapter.Options{Config: cfg, Sidecar: "callee", Broker: faulty, Metrics: m})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,6 +69,13 @@ func TestFailedAnswerReachesCaller(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := amb.Handler("orders")
+	// A first call warms the connections; the next answer's publish fails.
+	warm := httptest.NewRecorder()
+	h.ServeHTTP(warm, httptest.NewRequest("GET", "/", nil).WithContext(ctx))
+	if warm.Code != 200 {
+		t.Fatalf("warm-up call: %d", warm.Code)
+	}
+	faulty.armed.Store(true)
 
 	req := httptest.NewRequest("GET", "/", nil).WithContext(ctx)
 	req.Header.Set(ambassador.HeaderTimeout, "10s")
