@@ -14,8 +14,6 @@ const meshCallerConfig = `id: {{id}}
 mesh: {{mesh}}
 broker: {{broker}}
 admin: {{admin}}
-discovery:
-  interval: 500ms
 ambassador:
   service: caller
   upstreams:
@@ -27,8 +25,6 @@ const meshCalleeConfig = `id: {{id}}
 mesh: {{mesh}}
 broker: {{broker}}
 admin: {{admin}}
-discovery:
-  interval: 500ms
 adapter:
   service: {{service}}
   instance: {{instance}}

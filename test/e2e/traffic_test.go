@@ -18,8 +18,6 @@ import (
 const versionedCalleeConfig = `id: {{id}}
 broker: {{broker}}
 admin: {{admin}}
-discovery:
-  interval: 500ms
 adapter:
   service: {{service}}
   version: {{version}}
@@ -31,8 +29,6 @@ func trafficCaller(broker, id, admin, service, port, lb, rules string) string {
 	return fmt.Sprintf(`id: %s
 broker: %s
 admin: %s
-discovery:
-  interval: 500ms
 ambassador:
   service: web
   upstreams:
