@@ -47,6 +47,12 @@ type grpcMesh struct {
 
 func startGRPCMesh(t *testing.T, b brokerCase) *grpcMesh {
 	t.Helper()
+	return startGRPCMeshWith(t, b, binary)
+}
+
+// startGRPCMeshWith is startGRPCMesh with a given busmesh binary.
+func startGRPCMeshWith(t *testing.T, b brokerCase, bin string) *grpcMesh {
+	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -58,10 +64,10 @@ func startGRPCMesh(t *testing.T, b brokerCase) *grpcMesh {
 
 	m := &grpcMesh{service: unique("grpc")}
 	grpcAddr := freePort(t)
-	m.callee = startSidecar(t, "grpc-callee", grpcCalleeConfig, map[string]string{
+	m.callee = startSidecarWith(t, bin, "grpc-callee", grpcCalleeConfig, map[string]string{
 		"id": unique("gcallee"), "broker": b.url, "service": m.service, "target": lis.Addr().String(),
 	})
-	m.caller = startSidecar(t, "grpc-caller", grpcCallerConfig, map[string]string{
+	m.caller = startSidecarWith(t, bin, "grpc-caller", grpcCallerConfig, map[string]string{
 		"id": unique("gcaller"), "broker": b.url, "service": m.service, "grpc": grpcAddr,
 	})
 	dial := func(opts ...grpc.DialOption) testpb.EchoClient {
@@ -358,11 +364,13 @@ func (m *grpcMesh) testCodesCounted(t *testing.T) {
 	if _, err := m.client.Unary(testCtx(t, 10*time.Second), &testpb.EchoRequest{Message: "fine"}); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
-	_, err := m.client.Unary(ctx, &testpb.EchoRequest{Message: "slow", SleepMs: 300})
+	// A deadline long enough that the call reaches the application even
+	// on a busy machine, short enough that the application is still at it.
+	ctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
+	_, err := m.client.Unary(ctx, &testpb.EchoRequest{Message: "slow", SleepMs: 2000})
 	cancel()
 	if status.Code(err) != codes.DeadlineExceeded {
-		t.Fatalf("a 50ms deadline on a 300ms method: %v, want DeadlineExceeded", err)
+		t.Fatalf("a 500ms deadline on a 2s method: %v, want DeadlineExceeded", err)
 	}
 	sctx, scancel := context.WithCancel(t.Context())
 	s, err := m.client.Bidi(sctx)

@@ -335,8 +335,8 @@ func (m *httpMesh) testLimits(t *testing.T) {
 		if resp.StatusCode != tt.status || resp.Header.Get("X-Busmesh-Error") != tt.reason {
 			t.Errorf("%s: %d %q %.100q; want %d %s", tt.name, resp.StatusCode, resp.Header.Get("X-Busmesh-Error"), body, tt.status, tt.reason)
 		}
-		if took > time.Second {
-			t.Errorf("%s: answered after %v, want at once", tt.name, took)
+		if took > 2500*time.Millisecond { // the call's deadline is 5s; a busy machine takes a while
+			t.Errorf("%s: answered after %v, want at once, not at the deadline", tt.name, took)
 		}
 	}
 }
