@@ -197,6 +197,7 @@ func TestCloseStopsEverything(t *testing.T) {
 // doubled.
 func TestLeaderChanges(t *testing.T) {
 	c := startCluster(t, kfake.NumBrokers(3))
+	c.answerPastEpochs()
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	fan, queue := newTally(), newTally()
