@@ -31,8 +31,9 @@ const (
 // franz-go runs: join, cooperative-sticky assignment, heartbeats, commits
 // and leaving.
 type member struct {
-	s  *subscription
-	id string // the consumer group
+	s       *subscription // set after the client, which may call assigned and adjust first
+	subject string
+	id      string // the consumer group
 
 	// start is where each partition ended when QueueSubscribe was called:
 	// where the group starts on a partition it has no committed offset for.
@@ -71,7 +72,7 @@ func (c *Conn) QueueSubscribe(ctx context.Context, subject, group string, h brok
 	if err != nil {
 		return nil, fmt.Errorf("queue subscribe %s: %w", subject, err)
 	}
-	m := &member{id: GroupID(subject, group), start: start, kick: make(chan struct{}, 1), ready: make(chan struct{})}
+	m := &member{subject: subject, id: GroupID(subject, group), start: start, kick: make(chan struct{}, 1), ready: make(chan struct{})}
 	cl, err := kgo.NewClient(append(append(c.cfg.clientOpts(c.logger), c.cfg.consumeOpts()...),
 		kgo.ConsumerGroup(m.id),
 		kgo.ConsumeTopics(subject),
@@ -111,7 +112,7 @@ func (c *Conn) QueueSubscribe(ctx context.Context, subject, group string, h brok
 // assigned runs when the group assigns partitions. With none new, the
 // member has joined; new ones get their positions in adjust first.
 func (m *member) assigned(_ context.Context, _ *kgo.Client, added map[string][]int32) {
-	if len(added[m.s.subject]) == 0 {
+	if len(added[m.subject]) == 0 {
 		m.wake()
 	}
 }
@@ -122,12 +123,12 @@ func (m *member) assigned(_ context.Context, _ *kgo.Client, added map[string][]i
 // starts there, not at its own (later) start.
 func (m *member) adjust(_ context.Context, offs map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
 	m.mu.Lock()
-	for p, o := range offs[m.s.subject] {
+	for p, o := range offs[m.subject] {
 		if o.EpochOffset().Offset >= 0 {
 			continue // committed
 		}
 		at := m.start[p] // 0 for a partition added since: read it all
-		offs[m.s.subject][p] = kgo.NewOffset().At(at)
+		offs[m.subject][p] = kgo.NewOffset().At(at)
 		if m.pending == nil {
 			m.pending = map[int32]kgo.EpochOffset{}
 		}

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -51,8 +52,9 @@ type Conn struct {
 	cl     *kgo.Client
 	topics *topics
 
-	ctx    context.Context // of every record; cancelled when Close stops flushing
-	cancel context.CancelFunc
+	ctx      context.Context // of every record; cancelled when Close stops flushing
+	cancel   context.CancelFunc
+	buffered atomic.Int64 // bytes published and not yet answered
 
 	mu     sync.Mutex
 	subs   map[*subscription]struct{}
@@ -102,7 +104,8 @@ func dial(ctx context.Context, u *url.URL, logger *slog.Logger) (*Conn, error) {
 	}
 	opts := append(cfg.clientOpts(logger),
 		kgo.RequiredAcks(acks),
-		kgo.ProducerLinger(0), // a lone request goes out at once; a busy producer batches instead
+		kgo.ProducerLinger(0),                             // a lone request goes out at once; a busy producer batches instead
+		kgo.ProducerBatchCompression(kgo.NoCompression()), // small envelopes: snappy costs more than it saves
 		kgo.ProducerBatchMaxBytes(int32(cfg.maxBatch())),
 		kgo.MaxBufferedBytes(maxBuffered),
 		kgo.MaxBufferedRecords(1<<20), // maxBuffered is the bound that matters
@@ -191,7 +194,7 @@ func (c *Conn) Publish(ctx context.Context, subject string, data []byte) error {
 	}
 	r := &kgo.Record{Topic: subject, Value: bytes.Clone(data)}
 	pctx := c.ctx
-	if c.cl.BufferedProduceBytes()+int64(len(data)) > maxBuffered {
+	if c.buffered.Add(int64(len(data))) > maxBuffered {
 		pctx = ctx // full: wait for room only as long as the caller does
 	}
 	c.cl.Produce(pctx, r, c.produced)
@@ -200,6 +203,7 @@ func (c *Conn) Publish(ctx context.Context, subject string, data []byte) error {
 
 // produced logs a message franz-go gave up on.
 func (c *Conn) produced(r *kgo.Record, err error) {
+	c.buffered.Add(-int64(len(r.Value)))
 	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, kgo.ErrClientClosed) {
 		return
 	}
