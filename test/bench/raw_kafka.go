@@ -17,7 +17,7 @@ import (
 
 // Kafka request/reply settings, the lowest-latency ones franz-go's kgo
 // allows and the busmesh backend uses: no linger (a lone message goes out at
-// once; a busy producer batches instead), long-poll fetches that the broker
+// once; a busy producer batches instead), no compression, long-poll fetches that the broker
 // answers as soon as a message is there.
 const kafkaMaxWait = 250 * time.Millisecond // longest idle long-poll
 
@@ -54,6 +54,7 @@ func kafkaClient(ctx context.Context, addr, consume string) (*kgo.Client, error)
 		kgo.RequiredAcks(kgo.LeaderAck()),
 		kgo.DisableIdempotentWrite(),
 		kgo.ProducerLinger(0),
+		kgo.ProducerBatchCompression(kgo.NoCompression()),
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),
 		kgo.FetchMaxWait(kafkaMaxWait),
 	}
