@@ -17,8 +17,8 @@ import (
 
 // Kafka request/reply settings, the lowest-latency ones franz-go's kgo
 // allows and the busmesh backend uses: no linger (a lone message goes out at
-// once; a busy producer batches instead), no compression, long-poll fetches that the broker
-// answers as soon as a message is there.
+// once; a busy producer batches instead), no compression, long-poll fetches
+// that the broker answers as soon as a message is there.
 const kafkaMaxWait = 250 * time.Millisecond // longest idle long-poll
 
 // runKfake runs an in-memory Kafka cluster of one broker (franz-go's
