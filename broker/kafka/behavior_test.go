@@ -157,7 +157,8 @@ func TestPublishWhileDown(t *testing.T) {
 }
 
 // TestCloseStopsEverything checks that Close leaves no goroutine of the
-// Conn behind: fetch loops, senders, deliveries and consumer groups.
+// Conn behind: its kgo clients (producer, fan-out reader, consumer group)
+// and the goroutines that call the handlers.
 func TestCloseStopsEverything(t *testing.T) {
 	c := startCluster(t)
 	before := runtime.NumGoroutine()
