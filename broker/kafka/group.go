@@ -25,6 +25,7 @@ const (
 	sessionTimeout    = 10 * time.Second
 	rebalanceTimeout  = 10 * time.Second
 	commitInterval    = time.Second
+	leaveTimeout      = 2 * time.Second // for the last commit and leaving
 )
 
 // member is a subscription's membership in a consumer group, which

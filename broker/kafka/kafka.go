@@ -211,8 +211,9 @@ func (c *Conn) produced(r *kgo.Record, err error) {
 }
 
 // Close implements broker.Broker: it ends every subscription (queue group
-// members commit their positions and leave their groups), sends what was
-// published before it for up to 2 s, and closes the connections.
+// members commit their positions and leave their groups, for up to 2 s)
+// while it sends what was published before it, for up to 2 s, and closes
+// the connections.
 func (c *Conn) Close() error {
 	c.mu.Lock()
 	if c.closed {
@@ -231,12 +232,12 @@ func (c *Conn) Close() error {
 	for i, s := range subs {
 		wg.Go(func() { errs[i] = s.Unsubscribe() })
 	}
-	wg.Wait()
 	fctx, cancel := context.WithTimeout(context.Background(), flushTimeout)
 	if err := c.cl.Flush(fctx); err != nil {
 		c.logger.Warn("messages not sent before close", keyCount, c.cl.BufferedProduceRecords(), telemetry.KeyErr, err)
 	}
 	cancel()
+	wg.Wait()
 	c.cancel()
 	c.cl.Close()
 	return errors.Join(errs...)

@@ -160,6 +160,13 @@ func (s *subscription) Unsubscribe() error {
 			(*stop)()
 		}
 		s.wg.Wait() // a running handler returns first
+		if s.group != nil {
+			// Commit and leave, unless the coordinator is away: then the
+			// group drops the member after its session timeout.
+			ctx, cancel := context.WithTimeout(context.Background(), leaveTimeout)
+			_ = s.cl.LeaveGroupContext(ctx)
+			cancel()
+		}
 		s.cl.Close()
 		s.c.mu.Lock()
 		delete(s.c.subs, s)
