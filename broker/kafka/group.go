@@ -152,12 +152,15 @@ func (m *member) wake() {
 // they are committed.
 func (m *member) commitStarts() {
 	s := m.s
+	var retry <-chan time.Time
 	for {
 		select {
 		case <-m.kick:
+		case <-retry:
 		case <-s.ctx.Done():
 			return
 		}
+		retry = nil
 		m.mu.Lock()
 		pending := m.pending
 		m.pending = nil
@@ -174,6 +177,9 @@ func (m *member) commitStarts() {
 		s.cl.CommitOffsetsSync(s.ctx, map[string]map[int32]kgo.EpochOffset{s.subject: pending},
 			func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, res *kmsg.OffsetCommitResponse, cerr error) {
 				err = cerr
+				if res == nil {
+					return
+				}
 				for _, t := range res.Topics {
 					for _, p := range t.Partitions {
 						err = errors.Join(err, kerr.ErrorForCode(p.ErrorCode))
@@ -204,7 +210,7 @@ func (m *member) commitStarts() {
 				}
 			}
 			m.mu.Unlock()
-			time.AfterFunc(heartbeatInterval, m.wake)
+			retry = time.After(heartbeatInterval)
 		}
 	}
 }
