@@ -18,7 +18,7 @@ import (
 // Kafka request/reply settings, the lowest-latency ones franz-go's kgo
 // allows and the busmesh backend uses: no linger (a lone message goes out at
 // once; a busy producer batches instead), no compression, long-poll fetches
-// that the broker answers as soon as a message is there.
+// that the broker answers as soon as a message is there, no fetch session.
 const kafkaMaxWait = 250 * time.Millisecond // longest idle long-poll
 
 // runKfake runs an in-memory Kafka cluster of one broker (franz-go's
@@ -57,6 +57,7 @@ func kafkaClient(ctx context.Context, addr, consume string) (*kgo.Client, error)
 		kgo.ProducerBatchCompression(kgo.NoCompression()),
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),
 		kgo.FetchMaxWait(kafkaMaxWait),
+		kgo.DisableFetchSessions(),
 	}
 	if consume != "" {
 		adm, err := kgo.NewClient(kgo.SeedBrokers(addr))
