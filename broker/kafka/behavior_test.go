@@ -156,8 +156,45 @@ func TestPublishWhileDown(t *testing.T) {
 	}
 }
 
+// TestCloseWithBrokerGone closes a Conn with a fan-out subscription, a
+// queue-group member and an unsent message after the cluster went away:
+// flushing and leaving the group are bounded, so Close does not wait for a
+// broker that is not coming back.
+func TestCloseWithBrokerGone(t *testing.T) {
+	kc, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := dial(t, "kafka://"+kc.ListenAddrs()[0])
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	got := make(chan struct{}, 2)
+	h := func(context.Context, []byte) { got <- struct{}{} }
+	if _, err := b.QueueSubscribe(ctx, "gone.test", "g", h); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Subscribe(ctx, "gone.test", h); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Publish(ctx, "gone.test", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	<-got
+	<-got
+	kc.Close()
+	if err := b.Publish(ctx, "gone.test", []byte("never sent")); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	b.Close()
+	if d := time.Since(start); d > 6*time.Second {
+		t.Errorf("Close with the broker gone took %v, want about 2s (flush and leave run side by side)", d)
+	}
+}
+
 // TestCloseStopsEverything checks that Close leaves no goroutine of the
-// Conn behind: fetch loops, senders, deliveries and consumer groups.
+// Conn behind: its kgo clients (producer, fan-out reader, consumer group)
+// and the goroutines that call the handlers.
 func TestCloseStopsEverything(t *testing.T) {
 	c := startCluster(t)
 	before := runtime.NumGoroutine()
@@ -197,6 +234,7 @@ func TestCloseStopsEverything(t *testing.T) {
 // doubled.
 func TestLeaderChanges(t *testing.T) {
 	c := startCluster(t, kfake.NumBrokers(3))
+	c.answerPastEpochs()
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	fan, queue := newTally(), newTally()

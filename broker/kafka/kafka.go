@@ -1,15 +1,19 @@
 package kafka
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
-	kafka "github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/busmesh/busmesh/broker"
 	"github.com/busmesh/busmesh/internal/telemetry"
@@ -25,21 +29,32 @@ const Scheme = "kafka"
 // kafka://host:9093?tls=true).
 const TLSScheme = "kafkas"
 
+const (
+	// maxBuffered bounds the bytes the producer holds for the brokers. Past
+	// it Publish waits for room until its ctx ends.
+	maxBuffered = 32 << 20
+
+	// flushTimeout is how long Close keeps sending what was published
+	// before it.
+	flushTimeout = 2 * time.Second
+)
+
 func init() {
 	broker.Register(Scheme, open)
 	broker.Register(TLSScheme, open)
 }
 
-// Conn is a Broker on a Kafka cluster. It keeps a connection per broker for
-// publishing, one per broker and subscription for reading, one per broker
-// for metadata, and the coordinator connections of its consumer groups.
+// Conn is a Broker on a Kafka cluster. It has one franz-go client for
+// publishing and creating topics, and one per subscription.
 type Conn struct {
 	cfg    *config
 	logger *slog.Logger
-	health *health
-	cl     *cluster
-	prod   *producer
-	dialer *kafka.Dialer // for kafka-go's consumer groups
+	cl     *kgo.Client
+	topics *topics
+
+	ctx      context.Context // of every record; cancelled when Close stops flushing
+	cancel   context.CancelFunc
+	buffered atomic.Int64 // bytes published and not yet answered
 
 	mu     sync.Mutex
 	subs   map[*subscription]struct{}
@@ -52,10 +67,10 @@ func open(ctx context.Context, u *url.URL, logger *slog.Logger) (broker.Broker, 
 }
 
 // Dial connects to the Kafka cluster named by rawURL (kafka:// or
-// kafkas://). It fails, naming each address and why, when no broker
+// kafkas://). It fails, naming the addresses and why, when no broker
 // answers before ctx's deadline or 5 s, whichever is sooner; once
-// connected, lost connections are retried forever with backoff. Errors
-// never show the URL's password.
+// connected, franz-go retries lost connections forever. Errors never show
+// the URL's password.
 func Dial(ctx context.Context, rawURL string, logger *slog.Logger) (*Conn, error) {
 	u, err := broker.ParseURL(rawURL)
 	if err != nil {
@@ -75,7 +90,7 @@ func dial(ctx context.Context, u *url.URL, logger *slog.Logger) (*Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	timeout := defaultDialTimeout
+	timeout := cfg.dialTimeout
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = min(timeout, time.Until(dl))
 	}
@@ -83,35 +98,64 @@ func dial(ctx context.Context, u *url.URL, logger *slog.Logger) (*Conn, error) {
 		return nil, context.DeadlineExceeded
 	}
 	logger = logger.With(telemetry.KeyComponent, "broker."+Scheme)
-	h := &health{logger: logger, down: map[string]bool{}}
+	acks := kgo.LeaderAck()
+	if cfg.acks == -1 {
+		acks = kgo.AllISRAcks()
+	}
+	opts := append(cfg.clientOpts(logger),
+		kgo.RequiredAcks(acks),
+		kgo.ProducerLinger(0),                             // a lone request goes out at once; a busy producer batches instead
+		kgo.ProducerBatchCompression(kgo.NoCompression()), // small envelopes: snappy costs more than it saves
+		kgo.ProducerBatchMaxBytes(int32(cfg.maxBatch())),
+		kgo.MaxBufferedBytes(maxBuffered),
+		kgo.MaxBufferedRecords(1<<20), // maxBuffered is the bound that matters
+		kgo.RecordPartitioner(kgo.RoundRobinPartitioner()),
+	)
+	if cfg.acks != -1 {
+		opts = append(opts, kgo.DisableIdempotentWrite()) // idempotence needs acks=all
+	}
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return nil, err
+	}
+	pctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if err := cl.Ping(pctx); err != nil {
+		cl.Close()
+		if pctx.Err() != nil {
+			err = fmt.Errorf("%w (gave up after %v)", err, timeout.Round(time.Millisecond))
+		}
+		return nil, fmt.Errorf("no broker of %s answered: %w", strings.Join(cfg.addrs, ","), err)
+	}
 	c := &Conn{
 		cfg:    cfg,
 		logger: logger,
-		health: h,
-		cl:     newCluster(cfg, h),
+		cl:     cl,
+		topics: newTopics(cfg, kadm.NewClient(cl)),
 		subs:   map[*subscription]struct{}{},
 		done:   make(chan struct{}),
-		dialer: &kafka.Dialer{
-			ClientID:      cfg.clientID,
-			Timeout:       cfg.dialTimeout,
-			DualStack:     true,
-			TLS:           cfg.tls,
-			SASLMechanism: cfg.sasl,
-		},
 	}
-	c.prod = newProducer(c.cl, cfg, logger, h)
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	if _, err := c.cl.metadata(ctx, nil); err != nil {
-		c.cl.close()
-		c.prod.close()
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("%w (gave up after %v)", err, timeout.Round(time.Millisecond))
-		}
-		return nil, err
-	}
-	h.arm()
+	c.ctx, c.cancel = context.WithCancel(context.Background())
 	return c, nil
+}
+
+// clientOpts returns what every client of the Conn shares: brokers,
+// identity, TLS, SASL and logging.
+func (c *config) clientOpts(logger *slog.Logger) []kgo.Opt {
+	opts := []kgo.Opt{
+		kgo.SeedBrokers(c.addrs...),
+		kgo.ClientID(c.clientID),
+		kgo.DialTimeout(c.dialTimeout),
+		kgo.MetadataMinAge(500 * time.Millisecond), // a moved leader is found quickly
+		kgo.WithLogger(kgoLogger{logger}),
+	}
+	if c.tls != nil {
+		opts = append(opts, kgo.DialTLSConfig(c.tls.Clone()))
+	}
+	if c.sasl != nil {
+		opts = append(opts, kgo.SASL(c.sasl))
+	}
+	return opts
 }
 
 // MaxMessageBytes implements broker.SizeLimiter: the largest payload, from
@@ -130,14 +174,14 @@ func (c *Conn) usable(ctx context.Context) error {
 	return ctx.Err()
 }
 
-// Publish implements broker.Broker. It returns once the message is queued
-// for the partition leader's connection, without waiting for the broker:
-// delivery is at most once. A message the broker refuses before writing it
-// (its partition changed leader) is routed again; one lost with a
-// connection is logged, not sent twice. The first Publish to a subject
-// looks its topic up, creating it if need be. Publish blocks only while
-// that broker's queue (32 MiB) is full, and returns ErrDisconnected instead
-// when the broker is unreachable too.
+// Publish implements broker.Broker. It returns once franz-go has buffered
+// the message for its partition's leader, without waiting for the broker:
+// franz-go sends it at once or with the next produce request to that
+// broker, retrying where the broker says it may (leader moved, not enough
+// replicas). Partitions are chosen round-robin. The first Publish to a
+// subject looks its topic up, creating it if need be. Publish blocks only
+// while 32 MiB wait to be sent; a message that waited for room is
+// abandoned when ctx ends before it is sent.
 func (c *Conn) Publish(ctx context.Context, subject string, data []byte) error {
 	if err := c.usable(ctx); err != nil {
 		return err
@@ -145,22 +189,31 @@ func (c *Conn) Publish(ctx context.Context, subject string, data []byte) error {
 	if len(data) > c.cfg.maxMessage {
 		return fmt.Errorf("publish %s: %d bytes, limit %d: %w", subject, len(data), c.cfg.maxMessage, broker.ErrTooLarge)
 	}
-	t, err := c.cl.topic(ctx, subject)
-	if err != nil {
+	if err := c.topics.ensure(ctx, subject); err != nil {
 		return fmt.Errorf("publish %s: %w", subject, err)
 	}
-	if err := c.prod.publish(ctx, c.done, t, data); err != nil {
-		if err == broker.ErrClosed {
-			return err
-		}
-		return fmt.Errorf("publish %s: %w", subject, err)
+	r := &kgo.Record{Topic: subject, Value: bytes.Clone(data)}
+	pctx := c.ctx
+	if c.buffered.Add(int64(len(data))) > maxBuffered {
+		pctx = ctx // full: wait for room only as long as the caller does
 	}
+	c.cl.Produce(pctx, r, c.produced)
 	return nil
 }
 
+// produced logs a message franz-go gave up on.
+func (c *Conn) produced(r *kgo.Record, err error) {
+	c.buffered.Add(-int64(len(r.Value)))
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, kgo.ErrClientClosed) {
+		return
+	}
+	c.logger.Warn("publish failed", telemetry.KeySubject, r.Topic, telemetry.KeyErr, err)
+}
+
 // Close implements broker.Broker: it ends every subscription (queue group
-// members commit their positions and leave their groups), sends what was
-// published before it for up to 2 s, and closes the connections.
+// members commit their positions and leave their groups, for up to 2 s)
+// while it sends what was published before it, for up to 2 s, and closes
+// the connections.
 func (c *Conn) Close() error {
 	c.mu.Lock()
 	if c.closed {
@@ -179,10 +232,38 @@ func (c *Conn) Close() error {
 	for i, s := range subs {
 		wg.Go(func() { errs[i] = s.Unsubscribe() })
 	}
+	fctx, cancel := context.WithTimeout(context.Background(), flushTimeout)
+	if err := c.cl.Flush(fctx); err != nil {
+		c.logger.Warn("messages not sent before close", keyCount, c.cl.BufferedProduceRecords(), telemetry.KeyErr, err)
+	}
+	cancel()
 	wg.Wait()
-	c.prod.close()
-	c.cl.close()
+	c.cancel()
+	c.cl.Close()
 	return errors.Join(errs...)
+}
+
+// kgoLogger passes franz-go's log lines to slog: its errors as warnings,
+// its warnings (a failed request, a lost connection) as information, the
+// rest as debug lines.
+type kgoLogger struct{ l *slog.Logger }
+
+func (k kgoLogger) Level() kgo.LogLevel {
+	if k.l.Enabled(context.Background(), slog.LevelDebug) {
+		return kgo.LogLevelInfo
+	}
+	return kgo.LogLevelWarn
+}
+
+func (k kgoLogger) Log(level kgo.LogLevel, msg string, keyvals ...any) {
+	lv := slog.LevelDebug
+	switch level {
+	case kgo.LogLevelError:
+		lv = slog.LevelWarn
+	case kgo.LogLevelWarn:
+		lv = slog.LevelInfo
+	}
+	k.l.Log(context.Background(), lv, msg, keyvals...)
 }
 
 // Log keys this package adds to those of internal/telemetry.
@@ -190,7 +271,6 @@ const (
 	keyGroup     = "group"
 	keyCount     = "count"
 	keyPartition = "partition"
-	keyOffset    = "offset"
 )
 
 // Interface guards.

@@ -1,42 +1,11 @@
 package kafka
 
 import (
-	"bytes"
 	"net/url"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/segmentio/kafka-go/protocol"
 )
-
-// TestBatchSize checks the size arithmetic the producer splits batches by
-// against kafka-go's encoder: a message of MaxMessageBytes must fit the
-// topic's limit exactly, and batches must never exceed it.
-func TestBatchSize(t *testing.T) {
-	for _, sizes := range [][]int{
-		{0}, {1}, {63}, {64}, {8191}, {8192}, {1 << 20}, {4 << 20},
-		{10, 20, 30}, make([]int, 200), {100, 1 << 16, 5},
-	} {
-		recs := make([]protocol.Record, len(sizes))
-		want := batchHeader
-		for i, n := range sizes {
-			recs[i].Value = protocol.NewBytes(make([]byte, n))
-			want += recordSize(n, i)
-		}
-		rs := protocol.RecordSet{Version: 2, Records: protocol.NewRecordReader(recs...)}
-		var buf bytes.Buffer
-		if _, err := rs.WriteTo(&buf); err != nil {
-			t.Fatal(err)
-		}
-		if got := buf.Len() - 4; got != want { // WriteTo prefixes the size
-			t.Errorf("batch of %d records (first %d bytes) encodes to %d bytes, computed %d", len(sizes), sizes[0], got, want)
-		}
-		if len(sizes) == 1 && batchSize(sizes[0]) != want {
-			t.Errorf("batchSize(%d) = %d, want %d", sizes[0], batchSize(sizes[0]), want)
-		}
-	}
-}
 
 func TestParseConfig(t *testing.T) {
 	tests := []struct {

@@ -36,7 +36,8 @@ func TestSASL(t *testing.T) {
 			if _, err := b.Subscribe(ctx, "sasl.test", func(_ context.Context, d []byte) { got <- "fan:" + string(d) }); err != nil {
 				t.Fatal(err)
 			}
-			// Queue groups dial through kafka-go's own connections.
+			// Each subscription has a kgo client of its own, which
+			// authenticates too.
 			if _, err := b.QueueSubscribe(ctx, "sasl.test", "g", func(_ context.Context, d []byte) { got <- "queue:" + string(d) }); err != nil {
 				t.Fatal(err)
 			}

@@ -7,7 +7,7 @@
 //   - direct-http: the load generator calls the echo application itself,
 //     the floor of any HTTP sidecar;
 //   - raw-<broker>: the broker's own request/reply with the Go client the
-//     backend uses (nats.go, amqp091-go, kafka-go), against a responder in
+//     backend uses (nats.go, amqp091-go, franz-go), against a responder in
 //     a process of its own;
 //   - mesh-http-<broker>: busmesh, an ambassador and an adapter, two real
 //     `busmesh sidecar` processes, with only the broker URL differing;

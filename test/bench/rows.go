@@ -225,7 +225,7 @@ func (e *env) rawRow(ctx context.Context, b, url, addr string) (*row, error) {
 		}
 	case "kafka":
 		r, err = newKafkaRequester(ctx, addr, name)
-		about = "kafka-go Conn: produce to a request topic, the responder produces to a reply topic; long-poll fetch (MinBytes 1), group-commit producers"
+		about = "franz-go kgo: produce to a request topic, the responder produces to a reply topic; long-poll fetch, linger 0"
 	}
 	if err != nil {
 		return nil, err
