@@ -2,7 +2,7 @@
 // client (github.com/twmb/franz-go), with kadm for topics. It registers the
 // URL schemes kafka:// and kafkas:// (TLS).
 //
-// Mapping (DESIGN.md, "Broker contract"):
+// Mapping (docs/architecture.md, "Subjects"):
 //
 //   - A subject is a topic of the same name, created on first use with
 //     CreateTopics: subjects under busmesh.inbox. get one partition (an inbox

@@ -6,5 +6,5 @@
 //	ambassador.timeout: "3 seconds" is not a duration (example: "30s")
 //
 // It owns the shape of the file; what each section does belongs to the
-// ambassador and adapter packages. See DESIGN.md, "Configuration".
+// ambassador and adapter packages. See the README, "Configuration".
 package config

@@ -7,5 +7,5 @@
 // code's allocations: decoding aliases the input instead of copying it, and
 // encoding appends to a caller's buffer. Decoding never panics: malformed
 // input gives an error wrapping ErrMalformed. Size limits are the caller's
-// (the broker's message limit). See DESIGN.md, "Envelope".
+// (the broker's message limit). See docs/architecture.md, "The envelope".
 package envelope

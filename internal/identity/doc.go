@@ -1,7 +1,7 @@
 // Package identity is the mesh's service identity: who a sidecar is, how it
 // proves it to peers across a broker it does not trust, and how it checks
-// what peers send. See DESIGN.md, "Mesh features" (authentication and
-// access control) and "The call pipeline".
+// what peers send. See docs/architecture.md (steps 6 and 8, where
+// signing and verification plug in).
 //
 // It owns:
 //   - the mesh CA and service certificates (ca.go, cert.go): an Ed25519 CA,

@@ -6,5 +6,5 @@
 // and response bodies it receives, the adapter the other way round.
 //
 // Publishing an envelope (Publish) lives here too, with the pooled encode
-// buffers of the data path. See DESIGN.md, "Envelope".
+// buffers of the data path. See docs/architecture.md, "The envelope".
 package stream
