@@ -22,8 +22,9 @@ const DefaultMesh = "default"
 //	busmesh.<mesh>.inbox.<sidecar>               an ambassador's answers and frames
 //	busmesh.<mesh>.inbox.<sidecar>.adapter       an adapter's frames and cancels
 //	busmesh.<mesh>.cancel.<service>              cancels of calls not yet accepted (fan-out)
-//	busmesh.<mesh>.discovery                     announcements (fan-out)
-//	busmesh.<mesh>.discovery.ping                ambassadors' pings (fan-out)
+//	busmesh.<mesh>.discovery.svc.<service>       a service's announcements (fan-out)
+//	busmesh.<mesh>.discovery.ping.<service>      questions to a service's adapters (fan-out)
+//	busmesh.<mesh>.inbox.<id>.discovery          answers to one asker
 type Subjects struct{ prefix string }
 
 // NewSubjects returns the subjects of mesh; "" is DefaultMesh.
@@ -65,12 +66,19 @@ func (s Subjects) AdapterInbox(sidecar string) string {
 // the caller does not know yet (fan-out to all its adapters).
 func (s Subjects) Cancel(service string) string { return s.prefix + "cancel." + service }
 
-// Discovery carries adapters' announcements (fan-out).
-func (s Subjects) Discovery() string { return s.prefix + "discovery" }
+// Discovery carries the announcements of one service's adapters
+// (fan-out): only the sidecars that use the service subscribe, so a
+// sidecar pays for the services it uses, not for the whole mesh.
+func (s Subjects) Discovery(service string) string { return s.prefix + "discovery.svc." + service }
 
-// DiscoveryPing carries ambassadors' pings: every adapter answers with an
-// announcement (fan-out).
-func (s Subjects) DiscoveryPing() string { return s.prefix + "discovery.ping" }
+// DiscoveryPing carries questions to one service's adapters (fan-out):
+// each answers with its announcement, sent to the asker's DiscoveryInbox
+// only.
+func (s Subjects) DiscoveryPing(service string) string { return s.prefix + "discovery.ping." + service }
+
+// DiscoveryInbox is where the answers to one asker's pings go; id is the
+// asker's own random token. It is an inbox (see IsInbox).
+func (s Subjects) DiscoveryInbox(id string) string { return s.prefix + "inbox." + id + ".discovery" }
 
 // IsInbox reports whether subject is a sidecar's inbox (busmesh.<mesh>.
 // inbox.<sidecar>[.adapter]): read by one process only, so a backend may

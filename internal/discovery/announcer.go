@@ -2,9 +2,12 @@ package discovery
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
+	mrand "math/rand/v2"
+	"strings"
 	"sync"
 	"time"
 
@@ -31,23 +34,45 @@ type Self struct {
 // Readings are an adapter's current load, sent with each announcement.
 type Readings func() (inflight int, p50 time.Duration)
 
-// Announcer announces one adapter instance: a hello at once, at every
-// interval, on every change of health and in answer to pings; a goodbye
-// when it stops.
+// Ping answers are coalesced: those asked within answerDelay (plus up to
+// as much again, at random, so a service's adapters do not answer in one
+// burst) go out together, one per asker, at most maxAskers of them; a
+// storm of pings costs an adapter at most maxAskers answers per window.
+const (
+	answerDelay = 5 * time.Millisecond
+	maxAskers   = 32
+)
+
+// maxAnnouncementBytes bounds a discovery message: a larger one is
+// dropped and counted, so a neighbour cannot fill a registry's memory
+// through labels.
+const maxAnnouncementBytes = 8 << 10
+
+// Announcer announces one adapter instance on its service's discovery
+// subject: a hello at once and on every change of health, a heartbeat
+// hello at every interval, a goodbye when it stops. It answers pings for
+// its service, coalesced, to each asker's inbox. At start it asks whether
+// another live sidecar claims its instance id, and logs the conflict (the
+// other sidecar logs it too).
 type Announcer struct {
-	b        broker.Broker
-	subjects broker.Subjects
-	self     Self
-	interval time.Duration
-	readings Readings
-	logger   *slog.Logger
+	b           broker.Broker
+	subjects    broker.Subjects
+	self        Self
+	incarnation string
+	interval    time.Duration
+	readings    Readings
+	logger      *slog.Logger
+	rejected    rejections
 
 	mu      sync.Mutex
 	healthy bool
 	seq     uint64
+	askers  map[string]bool // reply subjects waiting for an answer
+	rivals  map[owner]bool // sidecars seen claiming this instance
 
-	wake chan struct{}
-	stop chan struct{}
+	wake  chan struct{}
+	asked chan struct{}
+	stop  chan struct{}
 	sub  broker.Subscription
 	wg   sync.WaitGroup
 }
@@ -62,11 +87,34 @@ func NewAnnouncer(b broker.Broker, self Self, interval time.Duration, readings R
 	}
 	return &Announcer{
 		b: b, subjects: broker.NewSubjects(self.Mesh), self: self, interval: interval, readings: readings,
-		logger: logger.With(telemetry.KeyComponent, "discovery"),
-		wake:   make(chan struct{}, 1),
-		stop:   make(chan struct{}),
+		incarnation: newIncarnation(),
+		logger:      logger.With(telemetry.KeyComponent, "discovery"),
+		rejected:    newRejections(nil),
+		askers:      map[string]bool{},
+		rivals:      map[owner]bool{},
+		wake:        make(chan struct{}, 1),
+		asked:       make(chan struct{}, 1),
+		stop:        make(chan struct{}),
 	}
 }
+
+// WithMetrics counts the discovery messages the Announcer drops in m's
+// busmesh_envelopes_rejected_total{component="discovery"}. Call it before
+// Start.
+func (a *Announcer) WithMetrics(m *telemetry.Metrics) *Announcer {
+	a.rejected = newRejections(m)
+	return a
+}
+
+// newIncarnation draws the random id of one start of a sidecar.
+func newIncarnation() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:]) // never fails (crypto/rand)
+	return hex.EncodeToString(b[:])
+}
+
+// Incarnation is the random id of this start of the instance.
+func (a *Announcer) Incarnation() string { return a.incarnation }
 
 // Start answers pings and announces, healthy or not, now and at every
 // interval.
@@ -74,19 +122,105 @@ func (a *Announcer) Start(ctx context.Context, healthy bool) error {
 	a.mu.Lock()
 	a.healthy = healthy
 	a.mu.Unlock()
-	sub, err := a.b.Subscribe(ctx, a.subjects.DiscoveryPing(), func(context.Context, []byte) {
-		// Spread the answers of a large mesh over a few milliseconds.
-		time.AfterFunc(rand.N(20*time.Millisecond), a.Announce)
-	})
+	ping := a.subjects.DiscoveryPing(a.self.Service)
+	sub, err := a.b.Subscribe(ctx, ping, a.handle)
 	if err != nil {
 		return fmt.Errorf("discovery ping subscription: %w", err)
 	}
 	a.sub = sub
-	if err := a.send(ctx, busmeshv1.Announcement_KIND_HELLO); err != nil {
+	if err := a.send(ctx, busmeshv1.Announcement_KIND_HELLO, a.subjects.Discovery(a.self.Service)); err != nil {
 		a.logger.Warn("announcement not sent", telemetry.KeyErr, err)
+	}
+	// Does another live sidecar claim this instance? Its answer comes back
+	// on the ping subject, which this Announcer reads.
+	claim, _ := proto.Marshal(&busmeshv1.Announcement{Kind: busmeshv1.Announcement_KIND_PING, Service: a.self.Service,
+		Instance: a.self.Instance, Sidecar: a.self.Sidecar, Incarnation: a.incarnation, ReplyTo: ping})
+	if err := a.b.Publish(ctx, ping, claim); err != nil {
+		a.logger.Warn("instance claim not sent", telemetry.KeyErr, err)
 	}
 	a.wg.Go(a.loop)
 	return nil
+}
+
+// handle takes a message on the service's ping subject: a ping to answer,
+// or another sidecar's answer to a claim of this instance id.
+func (a *Announcer) handle(_ context.Context, data []byte) {
+	var m busmeshv1.Announcement
+	if len(data) > maxAnnouncementBytes || proto.Unmarshal(data, &m) != nil {
+		a.rejected.malformed.Inc()
+		return
+	}
+	from := owner{m.Sidecar, m.Incarnation}
+	mine := from == owner{a.self.Sidecar, a.incarnation}
+	switch {
+	case mine:
+	case m.Kind == busmeshv1.Announcement_KIND_HELLO:
+		if m.Instance == a.self.Instance {
+			a.rival(from)
+		}
+	case m.Kind == busmeshv1.Announcement_KIND_PING:
+		if m.Instance != "" && m.Instance != a.self.Instance {
+			return
+		}
+		if m.Instance == a.self.Instance && m.Sidecar != "" {
+			a.rival(from)
+		}
+		a.ask(m.ReplyTo)
+	}
+}
+
+// rival logs, once per sidecar, that another live sidecar claims this
+// instance id.
+func (a *Announcer) rival(o owner) {
+	a.mu.Lock()
+	seen := a.rivals[o]
+	if !seen && len(a.rivals) < maxAskers {
+		a.rivals[o] = true
+	}
+	a.mu.Unlock()
+	if !seen {
+		a.logger.Warn("instance id also claimed by another live sidecar: callers' registries keep the first",
+			telemetry.KeyInstance, a.self.Instance, "rival", o.String(), "incarnation", a.incarnation)
+	}
+}
+
+// ask queues an answer to replyTo ("" answers on the service's discovery
+// subject). Only this mesh's inboxes and the service's own ping subject
+// are answered: an adapter is no amplifier onto other subjects.
+func (a *Announcer) ask(replyTo string) {
+	switch {
+	case replyTo == "":
+		replyTo = a.subjects.Discovery(a.self.Service)
+	case replyTo == a.subjects.DiscoveryPing(a.self.Service):
+	case !broker.IsInbox(replyTo) || !strings.HasPrefix(replyTo, a.subjects.Inbox("")):
+		a.rejected.malformed.Inc()
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.askers) >= maxAskers {
+		return
+	}
+	a.askers[replyTo] = true
+	select {
+	case a.asked <- struct{}{}:
+	default:
+	}
+}
+
+// answer sends one hello to each asker queued.
+func (a *Announcer) answer() {
+	a.mu.Lock()
+	askers := a.askers
+	a.askers = map[string]bool{}
+	a.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), a.interval)
+	defer cancel()
+	for to := range askers {
+		if err := a.send(ctx, busmeshv1.Announcement_KIND_HELLO, to); err != nil {
+			a.logger.Debug("ping answer not sent", telemetry.KeySubject, to, telemetry.KeyErr, err)
+		}
+	}
 }
 
 // SetHealthy changes the announced health, announcing at once on a change.
@@ -111,22 +245,34 @@ func (a *Announcer) Announce() {
 func (a *Announcer) loop() {
 	t := time.NewTicker(a.interval)
 	defer t.Stop()
+	subject := a.subjects.Discovery(a.self.Service)
+	var answers <-chan time.Time // while answers are being gathered
 	for {
 		select {
 		case <-t.C:
 		case <-a.wake:
+		case <-a.asked:
+			if answers == nil {
+				answers = time.After(answerDelay + mrand.N(answerDelay))
+			}
+			continue
+		case <-answers:
+			answers = nil
+			a.answer()
+			continue
 		case <-a.stop:
 			return
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), a.interval)
-		if err := a.send(ctx, busmeshv1.Announcement_KIND_HELLO); err != nil {
+		if err := a.send(ctx, busmeshv1.Announcement_KIND_HELLO, subject); err != nil {
 			a.logger.Warn("announcement not sent", telemetry.KeyErr, err)
 		}
 		cancel()
 	}
 }
 
-func (a *Announcer) send(ctx context.Context, kind busmeshv1.Announcement_Kind) error {
+// send publishes an announcement of kind to subject.
+func (a *Announcer) send(ctx context.Context, kind busmeshv1.Announcement_Kind, subject string) error {
 	inflight, p50 := a.readings()
 	a.mu.Lock()
 	a.seq++
@@ -138,6 +284,7 @@ func (a *Announcer) send(ctx context.Context, kind busmeshv1.Announcement_Kind) 
 		Labels:      a.self.Labels,
 		Zone:        a.self.Zone,
 		Sidecar:     a.self.Sidecar,
+		Incarnation: a.incarnation,
 		Healthy:     a.healthy,
 		Inflight:    uint32(max(inflight, 0)),
 		Concurrency: uint32(max(a.self.Concurrency, 0)),
@@ -150,7 +297,7 @@ func (a *Announcer) send(ctx context.Context, kind busmeshv1.Announcement_Kind) 
 	if err != nil {
 		return err
 	}
-	return a.b.Publish(ctx, a.subjects.Discovery(), data)
+	return a.b.Publish(ctx, subject, data)
 }
 
 // Stop says goodbye and stops announcing.
@@ -161,7 +308,7 @@ func (a *Announcer) Stop(ctx context.Context) error {
 	if a.sub != nil {
 		err = a.sub.Unsubscribe()
 	}
-	if gerr := a.send(ctx, busmeshv1.Announcement_KIND_GOODBYE); gerr != nil {
+	if gerr := a.send(ctx, busmeshv1.Announcement_KIND_GOODBYE, a.subjects.Discovery(a.self.Service)); gerr != nil {
 		err = gerr
 	}
 	return err

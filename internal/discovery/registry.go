@@ -2,12 +2,15 @@ package discovery
 
 import (
 	"cmp"
+	"log/slog"
 	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/busmesh/busmesh/broker"
+	"github.com/busmesh/busmesh/internal/telemetry"
 	busmeshv1 "github.com/busmesh/busmesh/proto/busmesh/v1"
 )
 
@@ -25,135 +28,529 @@ type Instance struct {
 	P50         time.Duration // the application's median time, last interval
 	LastSeen    time.Time
 	TTL         time.Duration // forgotten when not heard from for this long
-
-	seq uint64
+	// Conflict names another live sidecar ("sidecar/incarnation") that
+	// claims the same instance id; "" when none.
+	Conflict string
 }
 
-// Registry is an ambassador's view of the mesh: the instances of every
-// service, from their announcements, each forgotten after its TTL. Safe for
-// concurrent use; the request path reads it without taking a write lock.
+// Limits and timings of a Registry.
+const (
+	// DefaultMaxInstances bounds the instances of one service a registry
+	// keeps; announcements of more are dropped and counted.
+	DefaultMaxInstances = 10_000
+	// DefaultMaxServices bounds the services a registry watches; asks for
+	// more are refused and counted.
+	DefaultMaxServices = 1024
+	// DefaultInterval is the announcement interval assumed when Options
+	// name none (config discovery.interval).
+	DefaultInterval = 2 * time.Second
+
+	// ttlIntervals is an instance's lifetime in announcement intervals.
+	ttlIntervals = 3
+	// maxIntervalFactor caps the interval an announcement may claim, as a
+	// multiple of the registry's own: a lifetime never exceeds
+	// ttlIntervals × maxIntervalFactor × Interval, whatever a message says.
+	maxIntervalFactor = 2
+	// minInterval is the shortest interval an announcement may claim.
+	minInterval = 100 * time.Millisecond
+	// snapshotEvery is the most often a service's snapshot is rebuilt
+	// from the announcements the Watcher hears: a storm costs at most one
+	// rebuild per service per snapshotEvery.
+	snapshotEvery = 2 * time.Millisecond
+	// suspectFirst and suspectMax bound how long an instance the broker
+	// found nobody behind (Suspect) is left out: the first time, then
+	// twice as long each time again, up to suspectMax.
+	suspectFirst = time.Second
+	suspectMax   = time.Minute
+)
+
+// Options configure a Registry.
+type Options struct {
+	// Now is the clock (time.Now when nil); tests inject their own.
+	Now func() time.Time
+	// Interval is the mesh's announcement interval (DefaultInterval when
+	// zero). It caps the lifetime an announcement can claim.
+	Interval time.Duration
+	// MaxInstances bounds the instances kept per service
+	// (DefaultMaxInstances when zero).
+	MaxInstances int
+	// MaxServices bounds the services watched (DefaultMaxServices when
+	// zero).
+	MaxServices int
+	// Metrics count what the registry refuses in
+	// busmesh_envelopes_rejected_total{component="discovery"}; nil counts
+	// nowhere.
+	Metrics *telemetry.Metrics
+	// Logger reports conflicts and refusals; nil discards.
+	Logger *slog.Logger
+}
+
+// Registry is an ambassador's view of the services it uses: their
+// instances, from their own announcements, each forgotten after its
+// lifetime. An entry belongs to the sidecar and incarnation that created
+// it; what anyone else says about it is ignored and counted. Safe for
+// concurrent use; the request path (Healthy) takes no lock and allocates
+// nothing.
+//
+// Cost per announcement does not grow with the service: an entry is
+// updated in place, a service's snapshot of healthy instances is rebuilt
+// (copy-on-write) only when its membership or health changed, at most every
+// few milliseconds, and expiry walks a timing wheel.
 type Registry struct {
-	now func() time.Time
+	now          func() time.Time
+	epoch        time.Time
+	interval     time.Duration
+	maxInstances int
+	maxServices  int
+	logger       *slog.Logger
+	rejected     rejections
 
-	mu       sync.RWMutex
-	services map[string]*service
+	// services is the services watched, replaced whole (under mu) when one
+	// is added or dropped, so readers load it without locking.
+	services atomic.Pointer[map[string]*service]
+	// asks carries services a reader asked for that are not watched yet, to
+	// the Watcher; changed tells it the set of services changed.
+	asks    chan string
+	changed chan struct{}
+
+	mu         sync.Mutex
+	wheel      wheel
+	dirty      []*service
+	flushArmed bool
+	flushTimer *time.Timer
+	reviews    []review
 }
 
-// service is one service's instances, with a snapshot of the healthy ones
-// that the request path loads without locking.
+// service is one watched service: its instances by name and in name
+// order, and a snapshot of the healthy ones that the request path loads
+// without locking.
 type service struct {
-	instances map[string]*Instance
-	healthy   atomic.Pointer[[]Instance] // sorted by name
+	name    string
+	entries map[string]*entry
+	sorted  []*entry
+	healthy atomic.Pointer[[]Instance] // sorted by name; shared, read-only
+	dirty   bool
+	routed  bool // named by the routing table (Route)
+	// answered is closed when the first answer to the service's ping came
+	// in, or the ping settled unanswered.
+	answered     chan struct{}
+	answeredOnce sync.Once
 }
 
-// NewRegistry returns an empty Registry. now is the clock (time.Now when
-// nil); tests inject their own.
-func NewRegistry(now func() time.Time) *Registry {
-	if now == nil {
-		now = time.Now
+// owner is who may speak for an entry: the sidecar and incarnation that
+// created it.
+type owner struct{ sidecar, incarnation string }
+
+func (o owner) String() string {
+	if o.incarnation == "" {
+		return o.sidecar
 	}
-	return &Registry{now: now, services: map[string]*service{}}
+	return o.sidecar + "/" + o.incarnation
 }
 
-// Apply records a hello or goodbye. It reports whether the set of healthy
-// instances of the service changed.
+// entry is one instance in the registry.
+type entry struct {
+	inst     Instance
+	owner    owner
+	seq      uint64
+	deadline time.Duration // end of life, since the registry's epoch
+
+	// The expiry wheel's links.
+	slot       int64
+	prev, next *entry
+	linked     bool
+
+	// rival is another sender claiming the instance: heard at rivalSeen,
+	// with what it last said. ownerSpoke tells whether the owner spoke
+	// since the rival first did: then both are alive, a conflict.
+	rival        owner
+	rivalSeen    time.Duration
+	rivalTTL     time.Duration
+	rivalSeq     uint64
+	rivalHealthy bool
+	ownerSpoke   bool
+
+	// suspectUntil keeps the instance out of the snapshot after the broker
+	// found nobody behind it; suspectFor is how long the last time was.
+	suspectUntil time.Duration
+	suspectFor   time.Duration
+}
+
+// NewRegistry returns an empty Registry with default limits. now is the
+// clock (time.Now when nil).
+func NewRegistry(now func() time.Time) *Registry { return NewRegistryWith(Options{Now: now}) }
+
+// NewRegistryWith returns an empty Registry configured by o.
+func NewRegistryWith(o Options) *Registry {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Interval <= 0 {
+		o.Interval = DefaultInterval
+	}
+	if o.MaxInstances <= 0 {
+		o.MaxInstances = DefaultMaxInstances
+	}
+	if o.MaxServices <= 0 {
+		o.MaxServices = DefaultMaxServices
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	r := &Registry{
+		now: o.Now, epoch: o.Now(), interval: o.Interval,
+		maxInstances: o.MaxInstances, maxServices: o.MaxServices,
+		logger:   o.Logger.With(telemetry.KeyComponent, "discovery"),
+		rejected: newRejections(o.Metrics),
+		asks:     make(chan string, 64),
+		changed:  make(chan struct{}, 1),
+	}
+	r.wheel = newWheel(r.maxTTL())
+	r.wheel.swept = int64(r.since(r.epoch) / wheelSlot)
+	r.services.Store(&map[string]*service{})
+	r.flushTimer = time.AfterFunc(time.Hour, r.flush)
+	r.flushTimer.Stop()
+	return r
+}
+
+// maxTTL is the longest lifetime an entry can have.
+func (r *Registry) maxTTL() time.Duration { return ttlIntervals * maxIntervalFactor * r.interval }
+
+// ttl is the lifetime an announcement earns: three of its intervals,
+// within bounds whatever it claims.
+func (r *Registry) ttl(a *busmeshv1.Announcement) time.Duration {
+	claimed := time.Duration(a.GetIntervalMs()) * time.Millisecond
+	return ttlIntervals * min(max(claimed, minInterval), maxIntervalFactor*r.interval)
+}
+
+// since is t on the registry's monotonic time line.
+func (r *Registry) since(t time.Time) time.Duration { return t.Sub(r.epoch) }
+
+// Apply records a hello or goodbye heard from anyone, watching its
+// service if it is not yet watched, and publishes the change at once. It
+// reports whether the set of healthy instances of the service changed.
+// The Watcher uses the coalescing path instead.
 func (r *Registry) Apply(a *busmeshv1.Announcement) bool {
-	if a.GetService() == "" || a.GetInstance() == "" {
+	if !r.valid(a) || r.ensure(a.GetService()) == nil {
 		return false
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	s := r.services[a.Service]
+	changed := r.applyLocked(a)
+	r.flushLocked()
+	return changed
+}
+
+// update is Apply for the Watcher: an announcement for a service not
+// watched is dropped, and the snapshot is rebuilt at most every
+// snapshotEvery.
+func (r *Registry) update(a *busmeshv1.Announcement) bool {
+	if !r.valid(a) {
+		return false
+	}
+	if !r.Watching(a.Service) {
+		r.rejected.unwanted.Inc()
+		return false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	changed := r.applyLocked(a)
+	if len(r.dirty) > 0 && !r.flushArmed {
+		r.flushArmed = true
+		r.flushTimer.Reset(snapshotEvery)
+	}
+	return changed
+}
+
+// valid checks what an announcement's names become: subjects.
+func (r *Registry) valid(a *busmeshv1.Announcement) bool {
+	if broker.ValidToken(a.GetService()) != nil || broker.ValidToken(a.GetInstance()) != nil {
+		r.rejected.malformed.Inc()
+		return false
+	}
+	return true
+}
+
+// applyLocked applies a; r.mu is held and a's service is watched.
+func (r *Registry) applyLocked(a *busmeshv1.Announcement) bool {
+	s := (*r.services.Load())[a.Service]
+	if s == nil {
+		return false // dropped since
+	}
+	from := owner{a.Sidecar, a.Incarnation}
+	now := r.now()
+	at := r.since(now)
+	e := s.entries[a.Instance]
 	switch a.Kind {
 	case busmeshv1.Announcement_KIND_HELLO:
-		if s == nil {
-			s = &service{instances: map[string]*Instance{}}
-			r.services[a.Service] = s
+		if e == nil {
+			return r.add(s, a, from, now)
 		}
-		old := s.instances[a.Instance]
-		if old != nil && a.Seq != 0 && a.Seq < old.seq && old.Sidecar == a.Sidecar {
-			return false // stale: an older announcement overtaken by a newer one
-		}
-		inst := &Instance{
-			Service:     a.Service,
-			Name:        a.Instance,
-			Version:     a.Version,
-			Zone:        a.Zone,
-			Labels:      maps.Clone(a.Labels),
-			Sidecar:     a.Sidecar,
-			Healthy:     a.Healthy,
-			Inflight:    int(a.Inflight),
-			Concurrency: int(a.Concurrency),
-			P50:         time.Duration(a.P50Micros) * time.Microsecond,
-			LastSeen:    r.now(),
-			TTL:         3 * time.Duration(max(a.IntervalMs, 100)) * time.Millisecond,
-			seq:         a.Seq,
-		}
-		s.instances[a.Instance] = inst
-		changed := old == nil || old.Healthy != inst.Healthy || old.Version != inst.Version || old.Zone != inst.Zone
-		// The snapshot carries readings (in-flight, p50) too: refresh it on
-		// every hello, it is one small slice per interval per instance.
-		r.snapshot(s)
-		return changed
-	case busmeshv1.Announcement_KIND_GOODBYE:
-		if s == nil || s.instances[a.Instance] == nil {
+		if e.owner != from {
+			r.heardRival(e, from, a, at)
 			return false
 		}
-		if old := s.instances[a.Instance]; old.Sidecar != a.Sidecar && a.Sidecar != "" {
-			return false // a goodbye from an instance of the same name elsewhere
+		if a.Seq != 0 && a.Seq < e.seq {
+			return false // stale: overtaken by a newer one
 		}
-		delete(s.instances, a.Instance)
-		r.snapshot(s)
-		return true
+		r.heardOwner(e, at)
+		return r.refresh(s, e, a, now)
+	case busmeshv1.Announcement_KIND_GOODBYE:
+		if e == nil {
+			return false
+		}
+		if e.owner != from {
+			r.rejected.foreign.Inc()
+			if e.rival == from {
+				e.rival = owner{} // the rival left
+				e.inst.Conflict = ""
+			}
+			return false
+		}
+		return r.leave(s, e, at)
 	}
 	return false
 }
 
-// Expire forgets instances not heard from within their TTL, and returns
-// them.
-func (r *Registry) Expire() []Instance {
-	now := r.now()
-	var gone []Instance
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for name, s := range r.services {
-		changed := false
-		for n, inst := range s.instances {
-			if now.Sub(inst.LastSeen) > inst.TTL {
-				gone = append(gone, *inst)
-				delete(s.instances, n)
-				changed = true
-			}
-		}
-		if changed {
-			r.snapshot(s)
-		}
-		if len(s.instances) == 0 {
-			delete(r.services, name)
-		}
+// add creates the entry of a new instance, within the service's bound.
+func (r *Registry) add(s *service, a *busmeshv1.Announcement, from owner, now time.Time) bool {
+	if len(s.entries) >= r.maxInstances {
+		r.rejected.instanceLimit.Inc()
+		return false
 	}
-	return gone
+	e := &entry{owner: from, seq: a.Seq, inst: Instance{Service: a.Service, Name: a.Instance, Sidecar: a.Sidecar}}
+	setFields(&e.inst, a)
+	r.stamp(e, a, now)
+	s.entries[a.Instance] = e
+	i, _ := slices.BinarySearchFunc(s.sorted, a.Instance, byName)
+	s.sorted = slices.Insert(s.sorted, i, e)
+	r.wheel.add(e)
+	if e.inst.Healthy {
+		r.markDirty(s)
+	}
+	return true
 }
 
-// snapshot rebuilds s's healthy list; r.mu is held.
-func (r *Registry) snapshot(s *service) {
-	healthy := make([]Instance, 0, len(s.instances))
-	for _, inst := range s.instances {
-		if inst.Healthy {
-			healthy = append(healthy, *inst)
+func byName(e *entry, name string) int { return cmp.Compare(e.inst.Name, name) }
+
+// refresh records an owner's hello about its entry: the lifetime starts
+// again; the snapshot is rebuilt only if health, version, zone or labels
+// changed (the load readings are not worth a rebuild).
+func (r *Registry) refresh(s *service, e *entry, a *busmeshv1.Announcement, now time.Time) bool {
+	old := e.inst
+	setFields(&e.inst, a)
+	e.seq = a.Seq
+	r.stamp(e, a, now)
+	r.wheel.move(e)
+	changed := old.Healthy != e.inst.Healthy || old.Version != e.inst.Version || old.Zone != e.inst.Zone
+	if changed || !maps.Equal(old.Labels, e.inst.Labels) {
+		r.markDirty(s)
+	}
+	return changed
+}
+
+// setFields copies what an owner says of its instance.
+func setFields(in *Instance, a *busmeshv1.Announcement) {
+	in.Version, in.Zone, in.Healthy = a.Version, a.Zone, a.Healthy
+	if !maps.Equal(in.Labels, a.Labels) {
+		in.Labels = maps.Clone(a.Labels)
+	}
+	in.Inflight, in.Concurrency = int(a.Inflight), int(a.Concurrency)
+	in.P50 = time.Duration(a.P50Micros) * time.Microsecond
+}
+
+// stamp starts an entry's lifetime now.
+func (r *Registry) stamp(e *entry, a *busmeshv1.Announcement, now time.Time) {
+	e.inst.LastSeen, e.inst.TTL = now, r.ttl(a)
+	e.deadline = r.since(now) + e.inst.TTL
+}
+
+// heardOwner notes that the owner spoke: if a rival spoke recently too,
+// two live sidecars claim the instance.
+func (r *Registry) heardOwner(e *entry, at time.Duration) {
+	if e.rival == (owner{}) {
+		return
+	}
+	if at-e.rivalSeen > e.rivalTTL {
+		e.rival, e.inst.Conflict = owner{}, "" // the rival went quiet
+		return
+	}
+	e.ownerSpoke = true
+	r.conflict(e)
+}
+
+// heardRival notes another sender's hello about e, which is ignored and
+// counted, and kept in case the owner leaves first.
+func (r *Registry) heardRival(e *entry, from owner, a *busmeshv1.Announcement, at time.Duration) {
+	r.rejected.foreign.Inc()
+	if e.rival != from {
+		e.rival, e.ownerSpoke, e.inst.Conflict = from, false, ""
+	}
+	e.rivalSeen, e.rivalTTL, e.rivalSeq, e.rivalHealthy = at, r.ttl(a), a.Seq, a.Healthy
+	if e.ownerSpoke {
+		r.conflict(e)
+	}
+}
+
+// conflict marks and logs (once) an instance id two live sidecars claim.
+func (r *Registry) conflict(e *entry) {
+	if e.inst.Conflict != "" {
+		return
+	}
+	e.inst.Conflict = e.rival.String()
+	r.logger.Warn("instance id claimed by two live sidecars: the second is ignored until the first leaves",
+		telemetry.KeyService, e.inst.Service, telemetry.KeyInstance, e.inst.Name,
+		"owner", e.owner.String(), "rival", e.rival.String())
+}
+
+// leave ends the owner's claim on e: a rival heard within its lifetime
+// takes the entry over, or the entry goes. It reports whether the healthy
+// set changed.
+func (r *Registry) leave(s *service, e *entry, at time.Duration) bool {
+	wasHealthy := e.inst.Healthy && e.suspectUntil <= at
+	if e.rival != (owner{}) && at-e.rivalSeen <= e.rivalTTL {
+		e.owner, e.seq = e.rival, e.rivalSeq
+		e.inst.Sidecar, e.inst.Healthy, e.inst.Conflict = e.rival.sidecar, e.rivalHealthy, ""
+		e.inst.TTL, e.inst.LastSeen = e.rivalTTL, r.epoch.Add(e.rivalSeen)
+		e.deadline = e.rivalSeen + e.rivalTTL
+		e.rival, e.ownerSpoke, e.suspectUntil, e.suspectFor = owner{}, false, 0, 0
+		r.wheel.move(e)
+		r.markDirty(s)
+		return wasHealthy != e.inst.Healthy
+	}
+	r.wheel.remove(e)
+	delete(s.entries, e.inst.Name)
+	if i, ok := slices.BinarySearchFunc(s.sorted, e.inst.Name, byName); ok {
+		s.sorted = slices.Delete(s.sorted, i, i+1)
+	}
+	if e.inst.Healthy {
+		r.markDirty(s)
+	}
+	return true
+}
+
+// markDirty queues s's snapshot for rebuilding; r.mu is held.
+func (r *Registry) markDirty(s *service) {
+	if !s.dirty {
+		s.dirty = true
+		r.dirty = append(r.dirty, s)
+	}
+}
+
+// flush rebuilds the snapshots of the services that changed.
+func (r *Registry) flush() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.flushLocked()
+}
+
+func (r *Registry) flushLocked() {
+	at := r.since(r.now())
+	for _, s := range r.dirty {
+		s.dirty = false
+		r.publish(s, at)
+	}
+	clear(r.dirty)
+	r.dirty = r.dirty[:0]
+	r.flushArmed = false
+}
+
+// publish rebuilds s's snapshot of healthy instances: one pass over the
+// instances, already in name order.
+func (r *Registry) publish(s *service, at time.Duration) {
+	healthy := make([]Instance, 0, len(s.sorted))
+	for _, e := range s.sorted {
+		if e.inst.Healthy && e.suspectUntil <= at {
+			healthy = append(healthy, e.inst)
 		}
 	}
-	slices.SortFunc(healthy, func(a, b Instance) int { return cmp.Compare(a.Name, b.Name) })
 	s.healthy.Store(&healthy)
 }
 
-// Healthy returns the healthy instances of a service, sorted by name. The
-// slice is shared: callers must not modify it.
-func (r *Registry) Healthy(name string) []Instance {
-	r.mu.RLock()
-	s := r.services[name]
-	r.mu.RUnlock()
+// Expire forgets instances not heard from within their lifetime, and
+// returns them. Its cost is the time passed and the instances expired,
+// not the instances kept.
+func (r *Registry) Expire() []Instance {
+	var gone []Instance
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	at := r.since(r.now())
+	services := *r.services.Load()
+	r.wheel.expire(at, func(e *entry) {
+		s := services[e.inst.Service]
+		if s == nil || s.entries[e.inst.Name] != e {
+			return
+		}
+		gone = append(gone, e.inst)
+		r.leave(s, e, at)
+	})
+	r.reviewLocked(at)
+	r.flushLocked()
+	return gone
+}
+
+// Suspect leaves an instance out of the healthy snapshot for a while: the
+// broker found nobody behind it (a call to it came back "no responders"),
+// as for an instance announced by someone else than its adapter. Each
+// suspicion in a row doubles the time, up to a minute; an instance that
+// is really there takes calls again after a second.
+func (r *Registry) Suspect(service, instance string) {
+	s := (*r.services.Load())[service]
 	if s == nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e := s.entries[instance]
+	if e == nil {
+		return
+	}
+	at := r.since(r.now())
+	if e.suspectUntil > at {
+		return
+	}
+	if e.suspectFor == 0 || at-e.suspectUntil > 2*suspectMax {
+		e.suspectFor = suspectFirst
+	} else {
+		e.suspectFor = min(2*e.suspectFor, suspectMax)
+	}
+	e.suspectUntil = at + e.suspectFor
+	r.publish(s, at)
+	r.reviews = append(r.reviews, review{s, e.suspectUntil})
+}
+
+// review is a service whose snapshot must be rebuilt at a time: a
+// suspicion ends.
+type review struct {
+	s  *service
+	at time.Duration
+}
+
+// reviewLocked marks the services whose suspicions ended by at.
+func (r *Registry) reviewLocked(at time.Duration) {
+	kept := r.reviews[:0]
+	for _, v := range r.reviews {
+		if v.at <= at {
+			r.markDirty(v.s)
+		} else {
+			kept = append(kept, v)
+		}
+	}
+	clear(r.reviews[len(kept):])
+	r.reviews = kept
+}
+
+// Healthy returns the healthy instances of a service, sorted by name. The
+// slice is shared: callers must not modify it. It takes no lock and
+// allocates nothing; a service not watched yet is asked for in the
+// background (see Learn to wait for it).
+func (r *Registry) Healthy(name string) []Instance {
+	s := (*r.services.Load())[name]
+	if s == nil {
+		select {
+		case r.asks <- name:
+		default:
+		}
 		return nil
 	}
 	return *s.healthy.Load()
@@ -162,23 +559,29 @@ func (r *Registry) Healthy(name string) []Instance {
 // Instances returns every known instance of a service, healthy or not,
 // sorted by name.
 func (r *Registry) Instances(name string) []Instance {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	s := r.services[name]
+	s := (*r.services.Load())[name]
 	if s == nil {
 		return nil
 	}
-	out := make([]Instance, 0, len(s.instances))
-	for _, inst := range s.instances {
-		out = append(out, *inst)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]Instance, len(s.sorted))
+	for i, e := range s.sorted {
+		out[i] = e.inst
 	}
-	slices.SortFunc(out, func(a, b Instance) int { return cmp.Compare(a.Name, b.Name) })
 	return out
 }
 
 // Services returns the names of the services with known instances, sorted.
 func (r *Registry) Services() []string {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	return slices.Sorted(maps.Keys(r.services))
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var names []string
+	for name, s := range *r.services.Load() {
+		if len(s.entries) > 0 {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	return names
 }

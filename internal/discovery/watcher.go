@@ -15,79 +15,210 @@ import (
 )
 
 // expirySweep is how often a Watcher forgets silent instances: a small
-// fraction of the default TTL (6s).
+// fraction of the default lifetime (6s).
 const expirySweep = 200 * time.Millisecond
 
-// Watcher keeps a Registry up to date from the announcements on the bus.
+// askSettle bounds the wait for the answers to a ping: a service that
+// none answered by then counts as answered (it has no instances).
+const askSettle = 250 * time.Millisecond
+
+// Watcher keeps a Registry up to date for the services it watches, and
+// only those: it subscribes to each one's discovery subject and pings its
+// adapters, which answer to the Watcher's own inbox. It follows the
+// registry's set of services (Route, and services asked for by calls).
 type Watcher struct {
-	reg    *Registry
-	logger *slog.Logger
-	sub    broker.Subscription
-	stop   chan struct{}
-	wg     sync.WaitGroup
+	b        broker.Broker
+	subjects broker.Subjects
+	reg      *Registry
+	logger   *slog.Logger
+	id       string // the inbox token, random per Watcher
+	inbox    broker.Subscription
+	ctx      context.Context // the subscriptions'; cancelled by Close
+	cancel   context.CancelFunc
+	stop     chan struct{}
+	wg       sync.WaitGroup
+
+	mu   sync.Mutex
+	subs map[string]broker.Subscription // by service
 }
 
-// Watch subscribes reg to mesh's announcements ("" is the default mesh), pings every adapter so
-// that reg fills within one round trip instead of one interval, and waits
-// settle for the answers. Close stops it.
+// Watch watches the services reg names in mesh ("" is the default mesh):
+// it subscribes to their discovery subjects, asks their instances, and
+// waits up to settle for the answers when there are services to ask. It
+// then follows reg: services added by Route or asked for by calls are
+// subscribed and asked, services dropped are unsubscribed. Close stops it.
 func Watch(ctx context.Context, b broker.Broker, mesh string, reg *Registry, logger *slog.Logger, settle time.Duration) (*Watcher, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	w := &Watcher{reg: reg, logger: logger.With(telemetry.KeyComponent, "discovery"), stop: make(chan struct{})}
-	subjects := broker.NewSubjects(mesh)
-	sub, err := b.Subscribe(ctx, subjects.Discovery(), w.handle)
+	w := &Watcher{
+		b: b, subjects: broker.NewSubjects(mesh), reg: reg,
+		logger: logger.With(telemetry.KeyComponent, "discovery"),
+		id:     "w" + newIncarnation(),
+		stop:   make(chan struct{}),
+		subs:   map[string]broker.Subscription{},
+	}
+	w.ctx, w.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	inbox, err := b.Subscribe(w.ctx, w.subjects.DiscoveryInbox(w.id), w.handleAnswer)
 	if err != nil {
-		return nil, fmt.Errorf("discovery: %w", err)
+		w.cancel()
+		return nil, fmt.Errorf("discovery inbox: %w", err)
 	}
-	w.sub = sub
-	ping, _ := proto.Marshal(&busmeshv1.Announcement{Kind: busmeshv1.Announcement_KIND_PING})
-	if err := b.Publish(ctx, subjects.DiscoveryPing(), ping); err != nil {
-		sub.Unsubscribe()
-		return nil, fmt.Errorf("discovery ping: %w", err)
-	}
-	w.wg.Go(w.expire)
-	t := time.NewTimer(settle)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-ctx.Done():
+	w.inbox = inbox
+	asked := w.reconcile()
+	w.wg.Go(w.loop)
+	if asked > 0 {
+		t := time.NewTimer(settle)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+		}
 	}
 	return w, nil
 }
 
-func (w *Watcher) handle(_ context.Context, data []byte) {
-	var a busmeshv1.Announcement
-	if err := proto.Unmarshal(data, &a); err != nil {
-		w.logger.Debug("announcement rejected", telemetry.KeyErr, err)
-		return
-	}
-	if w.reg.Apply(&a) {
-		w.logger.Debug("instance changed", telemetry.KeyService, a.Service, telemetry.KeyInstance, a.Instance,
-			"kind", a.Kind.String(), "healthy", a.Healthy)
-	}
-}
-
-func (w *Watcher) expire() {
+// loop follows the registry's services and sweeps expired instances.
+func (w *Watcher) loop() {
 	t := time.NewTicker(expirySweep)
 	defer t.Stop()
 	for {
 		select {
+		case <-w.reg.changed:
+			w.reconcile()
+		case name := <-w.reg.asks:
+			w.reg.ensure(name) // signals changed when added
 		case <-t.C:
-			for _, inst := range w.reg.Expire() {
-				w.logger.Info("instance expired", telemetry.KeyService, inst.Service, telemetry.KeyInstance, inst.Name,
-					"last_seen", inst.LastSeen)
-			}
+			w.expire()
 		case <-w.stop:
 			return
 		}
 	}
 }
 
+// reconcile subscribes to the services the registry watches and the
+// Watcher does not yet, asks each, and unsubscribes from those dropped. It
+// returns how many it asked.
+func (w *Watcher) reconcile() int {
+	want := w.reg.Watched()
+	wanted := make(map[string]bool, len(want))
+	asked := 0
+	for _, name := range want {
+		wanted[name] = true
+		w.mu.Lock()
+		_, have := w.subs[name]
+		w.mu.Unlock()
+		if have {
+			continue
+		}
+		sub, err := w.b.Subscribe(w.ctx, w.subjects.Discovery(name), w.handle)
+		if err != nil {
+			w.logger.Warn("discovery subscription failed", telemetry.KeyService, name, telemetry.KeyErr, err)
+			continue
+		}
+		w.mu.Lock()
+		w.subs[name] = sub
+		w.mu.Unlock()
+		w.ask(name)
+		asked++
+	}
+	w.mu.Lock()
+	var drop []broker.Subscription
+	for name, sub := range w.subs {
+		if !wanted[name] {
+			drop = append(drop, sub)
+			delete(w.subs, name)
+		}
+	}
+	w.mu.Unlock()
+	for _, sub := range drop {
+		_ = sub.Unsubscribe() // nothing to do about it
+	}
+	return asked
+}
+
+// ask pings service's adapters, whose answers come to the Watcher's inbox;
+// the service counts as answered at the first answer, or after askSettle.
+func (w *Watcher) ask(service string) {
+	ping, _ := proto.Marshal(&busmeshv1.Announcement{Kind: busmeshv1.Announcement_KIND_PING, Service: service,
+		ReplyTo: w.subjects.DiscoveryInbox(w.id)})
+	if err := w.b.Publish(w.ctx, w.subjects.DiscoveryPing(service), ping); err != nil {
+		w.logger.Warn("discovery ping not sent", telemetry.KeyService, service, telemetry.KeyErr, err)
+	}
+	w.wg.Go(func() {
+		t := time.NewTimer(askSettle)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-w.stop:
+		}
+		w.reg.answer(service)
+	})
+}
+
+// decode takes an announcement off the bus, counting what it drops.
+func (w *Watcher) decode(data []byte) (*busmeshv1.Announcement, bool) {
+	var a busmeshv1.Announcement
+	if len(data) > maxAnnouncementBytes {
+		w.reg.rejected.malformed.Inc()
+		return nil, false
+	}
+	if err := proto.Unmarshal(data, &a); err != nil {
+		w.reg.rejected.malformed.Inc()
+		w.logger.Debug("announcement rejected", telemetry.KeyErr, err)
+		return nil, false
+	}
+	return &a, true
+}
+
+// handle applies an announcement heard on a service's subject.
+func (w *Watcher) handle(_ context.Context, data []byte) {
+	a, ok := w.decode(data)
+	if !ok || a.Kind == busmeshv1.Announcement_KIND_PING {
+		return
+	}
+	if w.reg.update(a) {
+		w.logger.Debug("instance changed", telemetry.KeyService, a.Service, telemetry.KeyInstance, a.Instance,
+			"kind", a.Kind.String(), "healthy", a.Healthy)
+	}
+}
+
+// handleAnswer applies an answer to a ping.
+func (w *Watcher) handleAnswer(ctx context.Context, data []byte) {
+	a, ok := w.decode(data)
+	if !ok || a.Kind != busmeshv1.Announcement_KIND_HELLO {
+		return
+	}
+	w.reg.update(a)
+	w.reg.answer(a.Service)
+}
+
+// expire forgets silent instances, logging them (a few by name).
+func (w *Watcher) expire() {
+	gone := w.reg.Expire()
+	for i, inst := range gone {
+		if i == 5 {
+			w.logger.Info("instances expired", "more", len(gone)-i)
+			break
+		}
+		w.logger.Info("instance expired", telemetry.KeyService, inst.Service, telemetry.KeyInstance, inst.Name,
+			"last_seen", inst.LastSeen)
+	}
+}
+
 // Close stops watching.
 func (w *Watcher) Close() error {
 	close(w.stop)
-	err := w.sub.Unsubscribe()
+	w.cancel()
 	w.wg.Wait()
+	err := w.inbox.Unsubscribe()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for name, sub := range w.subs {
+		if uerr := sub.Unsubscribe(); uerr != nil && err == nil {
+			err = uerr
+		}
+		delete(w.subs, name)
+	}
 	return err
 }

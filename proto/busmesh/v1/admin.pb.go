@@ -187,8 +187,11 @@ type Instance struct {
 	Concurrency uint32                 `protobuf:"varint,8,opt,name=concurrency,proto3" json:"concurrency,omitempty"`
 	// p50 is the application's median time over the instance's last
 	// announcement interval.
-	P50           *durationpb.Duration   `protobuf:"bytes,9,opt,name=p50,proto3" json:"p50,omitempty"`
-	LastSeen      *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
+	P50      *durationpb.Duration   `protobuf:"bytes,9,opt,name=p50,proto3" json:"p50,omitempty"`
+	LastSeen *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
+	// conflict names another live sidecar that claims the same instance id
+	// (empty when none): its announcements are ignored until this one leaves.
+	Conflict      string `protobuf:"bytes,11,opt,name=conflict,proto3" json:"conflict,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -291,6 +294,13 @@ func (x *Instance) GetLastSeen() *timestamppb.Timestamp {
 		return x.LastSeen
 	}
 	return nil
+}
+
+func (x *Instance) GetConflict() string {
+	if x != nil {
+		return x.Conflict
+	}
+	return ""
 }
 
 type GetStatsRequest struct {
@@ -943,7 +953,7 @@ const file_busmesh_v1_admin_proto_rawDesc = "" +
 	"\aService\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x122\n" +
 	"\tinstances\x18\x02 \x03(\v2\x14.busmesh.v1.InstanceR\tinstances\x12\x18\n" +
-	"\ahealthy\x18\x03 \x01(\x05R\ahealthy\"\x99\x03\n" +
+	"\ahealthy\x18\x03 \x01(\x05R\ahealthy\"\xb5\x03\n" +
 	"\bInstance\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x12\n" +
@@ -955,7 +965,8 @@ const file_busmesh_v1_admin_proto_rawDesc = "" +
 	"\vconcurrency\x18\b \x01(\rR\vconcurrency\x12+\n" +
 	"\x03p50\x18\t \x01(\v2\x19.google.protobuf.DurationR\x03p50\x127\n" +
 	"\tlast_seen\x18\n" +
-	" \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\x1a9\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\x12\x1a\n" +
+	"\bconflict\x18\v \x01(\tR\bconflict\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x11\n" +

@@ -73,9 +73,12 @@ func (Announcement_Kind) EnumDescriptor() ([]byte, []int) {
 	return file_busmesh_v1_discovery_proto_rawDescGZIP(), []int{0, 0}
 }
 
-// Announcement is what goes on busmesh.discovery: adapters say hello at an
-// interval and on change, and goodbye when they stop; an ambassador that
-// starts pings, and every adapter answers with a hello.
+// Announcement is what goes on a service's discovery subject
+// (busmesh.<mesh>.discovery.svc.<service>): its adapters say hello at once
+// on a change and at an interval (the heartbeat), and goodbye when they
+// stop. A sidecar that wants the service's instances pings
+// busmesh.<mesh>.discovery.ping.<service> with reply_to set, and each
+// adapter of the service answers with a hello sent to reply_to only.
 type Announcement struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Kind  Announcement_Kind      `protobuf:"varint,1,opt,name=kind,proto3,enum=busmesh.v1.Announcement_Kind" json:"kind,omitempty"`
@@ -95,14 +98,23 @@ type Announcement struct {
 	// concurrency is the adapter's limit of calls in flight.
 	Concurrency uint32 `protobuf:"varint,10,opt,name=concurrency,proto3" json:"concurrency,omitempty"`
 	// interval_ms is how often the adapter announces; the registry forgets
-	// an instance not heard from for three intervals.
+	// an instance not heard from for three intervals, at most three times
+	// twice its own configured interval, whatever this says.
 	IntervalMs uint32 `protobuf:"varint,11,opt,name=interval_ms,json=intervalMs,proto3" json:"interval_ms,omitempty"`
 	// seq orders one instance's announcements; a lower seq than the last seen
 	// is stale.
 	Seq uint64 `protobuf:"varint,12,opt,name=seq,proto3" json:"seq,omitempty"`
 	// p50_micros is the median time the application took over the last
 	// interval, in microseconds.
-	P50Micros     uint64 `protobuf:"varint,13,opt,name=p50_micros,json=p50Micros,proto3" json:"p50_micros,omitempty"`
+	P50Micros uint64 `protobuf:"varint,13,opt,name=p50_micros,json=p50Micros,proto3" json:"p50_micros,omitempty"`
+	// incarnation is a random id the sidecar draws at every start. A
+	// registry entry belongs to the sidecar and incarnation that created it:
+	// the word of any other sender about it is ignored. On a ping, the
+	// asker's.
+	Incarnation string `protobuf:"bytes,14,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	// reply_to, on a ping, is where the answers go; instance, when set, asks
+	// only that instance.
+	ReplyTo       string `protobuf:"bytes,15,opt,name=reply_to,json=replyTo,proto3" json:"reply_to,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -228,12 +240,26 @@ func (x *Announcement) GetP50Micros() uint64 {
 	return 0
 }
 
+func (x *Announcement) GetIncarnation() string {
+	if x != nil {
+		return x.Incarnation
+	}
+	return ""
+}
+
+func (x *Announcement) GetReplyTo() string {
+	if x != nil {
+		return x.ReplyTo
+	}
+	return ""
+}
+
 var File_busmesh_v1_discovery_proto protoreflect.FileDescriptor
 
 const file_busmesh_v1_discovery_proto_rawDesc = "" +
 	"\n" +
 	"\x1abusmesh/v1/discovery.proto\x12\n" +
-	"busmesh.v1\"\xb1\x04\n" +
+	"busmesh.v1\"\xee\x04\n" +
 	"\fAnnouncement\x121\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1d.busmesh.v1.Announcement.KindR\x04kind\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12\x1a\n" +
@@ -250,7 +276,9 @@ const file_busmesh_v1_discovery_proto_rawDesc = "" +
 	"intervalMs\x12\x10\n" +
 	"\x03seq\x18\f \x01(\x04R\x03seq\x12\x1d\n" +
 	"\n" +
-	"p50_micros\x18\r \x01(\x04R\tp50Micros\x1a9\n" +
+	"p50_micros\x18\r \x01(\x04R\tp50Micros\x12 \n" +
+	"\vincarnation\x18\x0e \x01(\tR\vincarnation\x12\x19\n" +
+	"\breply_to\x18\x0f \x01(\tR\areplyTo\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"M\n" +

@@ -1,0 +1,133 @@
+package discovery
+
+import (
+	"context"
+	"maps"
+	"slices"
+	"time"
+
+	"github.com/busmesh/busmesh/broker"
+	"github.com/busmesh/busmesh/internal/telemetry"
+)
+
+// Watching reports whether the registry watches service. It takes no lock.
+func (r *Registry) Watching(service string) bool {
+	return (*r.services.Load())[service] != nil
+}
+
+// Watched returns the services the registry watches, sorted: those the
+// routing table names (Route) and those calls asked for (Healthy, Learn).
+func (r *Registry) Watched() []string {
+	return slices.Sorted(maps.Keys(*r.services.Load()))
+}
+
+// ensure watches service, within the bound, and returns it; nil when the
+// name is no subject token or the bound is reached.
+func (r *Registry) ensure(name string) *service {
+	if s := (*r.services.Load())[name]; s != nil {
+		return s
+	}
+	if broker.ValidToken(name) != nil {
+		return nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.ensureLocked(name, false)
+}
+
+// ensureLocked is ensure with r.mu held; a service the routing table
+// names (routed) is watched whatever the bound, which is for the services
+// calls ask for.
+func (r *Registry) ensureLocked(name string, routed bool) *service {
+	old := *r.services.Load()
+	if s := old[name]; s != nil {
+		return s
+	}
+	if !routed && len(old) >= r.maxServices {
+		r.rejected.serviceLimit.Inc()
+		r.logger.Debug("service not watched: at the bound", telemetry.KeyService, name, "max", r.maxServices)
+		return nil
+	}
+	s := &service{name: name, entries: map[string]*entry{}, answered: make(chan struct{})}
+	s.healthy.Store(&[]Instance{})
+	m := maps.Clone(old)
+	m[name] = s
+	r.services.Store(&m)
+	r.signal()
+	return s
+}
+
+// signal tells the Watcher the set of services changed.
+func (r *Registry) signal() {
+	select {
+	case r.changed <- struct{}{}:
+	default:
+	}
+}
+
+// Route sets the services the routing table names: each is watched (they
+// come before any asked for by calls), and those the previous table named
+// and this one does not are dropped. The ambassador calls it at start and
+// on every reload.
+func (r *Registry) Route(services []string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	keep := map[string]bool{}
+	for _, name := range services {
+		if broker.ValidToken(name) != nil {
+			continue
+		}
+		keep[name] = true
+		if s := r.ensureLocked(name, true); s != nil {
+			s.routed = true
+		}
+	}
+	old := *r.services.Load()
+	var m map[string]*service
+	for name, s := range old {
+		if s.routed && !keep[name] {
+			if m == nil {
+				m = maps.Clone(old)
+			}
+			delete(m, name)
+			for _, e := range s.sorted {
+				r.wheel.remove(e)
+			}
+		}
+	}
+	if m != nil {
+		r.services.Store(&m)
+		r.signal()
+	}
+}
+
+// Learn makes sure service is watched and, if its instances were never
+// asked for yet, waits for the first answer, at most wait (or until ctx
+// ends). It reports whether it waited: a caller that found no healthy
+// instance should look again. A service already answered returns at once.
+func (r *Registry) Learn(ctx context.Context, service string, wait time.Duration) bool {
+	s := r.ensure(service)
+	if s == nil {
+		return false
+	}
+	select {
+	case <-s.answered:
+		return false
+	default:
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-s.answered:
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return true
+}
+
+// answer marks service's first ping answered (or settled unanswered).
+func (r *Registry) answer(service string) {
+	if s := (*r.services.Load())[service]; s != nil {
+		s.answeredOnce.Do(func() { close(s.answered) })
+	}
+}
