@@ -101,7 +101,7 @@ func New(o Options) (*Adapter, error) {
 		Sidecar:     o.Sidecar,
 		Concurrency: o.Config.Concurrency,
 		Mesh:        o.Mesh,
-	}, o.Announce, a.readings, a.logger)
+	}, o.Announce, a.readings, a.logger).WithMetrics(o.Metrics)
 	return a, nil
 }
 

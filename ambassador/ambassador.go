@@ -113,6 +113,9 @@ func (a *Ambassador) Reload(cfg *config.Ambassador) error {
 		return fmt.Errorf("ambassador routes: %w", err)
 	}
 	a.table.Store(t)
+	if a.reg != nil {
+		a.reg.Route(t.serviceNames()) // discovery follows the routes
+	}
 	return nil
 }
 

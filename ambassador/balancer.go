@@ -52,6 +52,7 @@ type instanceKey struct{ service, sidecar, instance string }
 // instanceStats is what the ambassador measured of one instance.
 type instanceStats struct {
 	subject  string // broker.InstanceSubject, built once
+	instance string
 	b        *balancer
 	inflight atomic.Int64
 
@@ -141,7 +142,7 @@ func (b *balancer) statsFor(service string, healthy []discovery.Instance, i int)
 			delete(b.stats, old)
 		}
 	}
-	st = &instanceStats{subject: b.subjects.Instance(service, inst.Name), b: b}
+	st = &instanceStats{subject: b.subjects.Instance(service, inst.Name), instance: inst.Name, b: b}
 	b.stats[k] = st
 	return st
 }

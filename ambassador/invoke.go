@@ -36,12 +36,23 @@ func chain(inner Invoker, mw ...Middleware) Invoker {
 // discovery knows no healthy instance that may take it.
 func (a *Ambassador) requireHealthy(next Invoker) Invoker {
 	return func(ctx context.Context, c *Call) error {
-		if a.reg != nil && !a.available(c.Route.Service, c.Version) {
+		// A service no route names is learnt on its first call: asked, and
+		// the answer awaited briefly (discovery.Registry.Learn).
+		if a.reg != nil && !a.available(c.Route.Service, c.Version) &&
+			!(a.reg.Learn(ctx, c.Route.Service, learnWait) && a.available(c.Route.Service, c.Version)) {
 			return noHealthy(c.Route.Service, c.Version)
 		}
 		return next(ctx, c)
 	}
 }
+
+// maxReturned bounds the instances one call tries in direct mode when the
+// broker hands it back undelivered.
+const maxReturned = 1024
+
+// learnWait bounds how long the first call to a service waits for
+// discovery to learn its instances.
+const learnWait = 500 * time.Millisecond
 
 // available reports whether discovery knows a healthy instance of service
 // at version ("" for any).
@@ -126,15 +137,17 @@ func (a *Ambassador) send(ctx context.Context, c *Call, avoid *instanceStats) er
 // serving adapter is told to stop.
 func (a *Ambassador) await(ctx context.Context, c *Call) error {
 	sent := time.Now()
-	retried := false
-	for {
+	for returned := 0; ; returned++ {
 		select {
 		case <-c.p.ready:
 		case <-ctx.Done():
 		}
 		answered, err := c.p.result()
-		if c.pick.stats != nil && errors.Is(err, errNoResponders) && !retried {
-			retried = true
+		if c.pick.stats != nil && errors.Is(err, errNoResponders) && ctx.Err() == nil && returned < maxReturned {
+			// Nobody is behind that instance (gone, or announced by someone
+			// else): discovery leaves it out for a while, and the call
+			// tries another while any is left.
+			a.reg.Suspect(c.Route.Service, c.pick.stats.instance)
 			avoid := c.pick.stats
 			c.pick.done(doneInfo{reason: reason.NoResponders})
 			c.pick = pickResult{}

@@ -3,6 +3,7 @@ package ambassador
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"net"
 	"slices"
 	"strings"
@@ -96,6 +97,9 @@ func (t *table) newRoute(service string) *Route {
 	}
 	return &Route{Service: service, Subject: subject, Policy: p, traffic: compileTraffic(service, p, t.subjects)}
 }
+
+// serviceNames returns the services the config names.
+func (t *table) serviceNames() []string { return slices.Sorted(maps.Keys(t.services)) }
 
 // route returns the route to a service the config names, or nil.
 func (t *table) route(service string) *Route { return t.services[service] }

@@ -101,16 +101,32 @@ func newServicesCmd() *cobra.Command {
 				},
 				func(out io.Writer, resp *busmeshv1.ListServicesResponse) error {
 					tw := table(out)
-					row(tw, "SERVICE", "INSTANCE", "VERSION", "ZONE", "HEALTHY", "INFLIGHT", "P50", "LAST SEEN")
+					// The CONFLICT column shows only when two live sidecars
+					// claim one instance id.
+					conflicts := false
+					for _, s := range resp.Services {
+						for _, in := range s.Instances {
+							conflicts = conflicts || in.Conflict != ""
+						}
+					}
+					head := []any{"SERVICE", "INSTANCE", "VERSION", "ZONE", "HEALTHY", "INFLIGHT", "P50", "LAST SEEN"}
+					if conflicts {
+						head = append(head, "CONFLICT")
+					}
+					row(tw, head...)
 					for _, s := range resp.Services {
 						for _, in := range s.Instances {
 							healthy := "no"
 							if in.Healthy {
 								healthy = "yes"
 							}
-							row(tw, s.Name, in.Name, dash(in.Version), dash(in.Zone), healthy,
+							cols := []any{s.Name, in.Name, dash(in.Version), dash(in.Zone), healthy,
 								fmt.Sprintf("%d/%d", in.Inflight, in.Concurrency), in.P50.AsDuration(),
-								time.Since(in.LastSeen.AsTime()).Round(100*time.Millisecond).String()+" ago")
+								time.Since(in.LastSeen.AsTime()).Round(100*time.Millisecond).String() + " ago"}
+							if conflicts {
+								cols = append(cols, dash(in.Conflict))
+							}
+							row(tw, cols...)
 						}
 					}
 					return tw.Flush()

@@ -91,7 +91,8 @@ type sidecar struct {
 }
 
 // discoverySettle is how long a starting ambassador waits for the answers
-// to its discovery ping before it reports ready.
+// to its discovery pings (one per service it routes to) before it reports
+// ready.
 const discoverySettle = 250 * time.Millisecond
 
 // startSidecar starts what cfg describes. On error, what was started is
@@ -129,13 +130,15 @@ func startSidecar(ctx context.Context, cfg *config.Config, logger *slog.Logger) 
 		}
 	}
 	if cfg.Ambassador != nil {
-		sc.registry = discovery.NewRegistry(nil)
-		if sc.watcher, err = discovery.Watch(ctx, sc.broker, cfg.Mesh, sc.registry, logger, discoverySettle); err != nil {
-			return nil, err
-		}
+		sc.registry = discovery.NewRegistryWith(discovery.Options{Interval: cfg.Discovery.Interval.D(), Metrics: metrics, Logger: logger})
+		// The ambassador names the services it routes to (Registry.Route);
+		// the watcher then asks only those, and those calls ask for.
 		sc.ambassador, err = ambassador.New(ctx, ambassador.Options{Config: cfg.Ambassador, Sidecar: cfg.ID, Mesh: cfg.Mesh, Broker: sc.broker,
 			Logger: logger, Metrics: metrics, Registry: sc.registry})
 		if err != nil {
+			return nil, err
+		}
+		if sc.watcher, err = discovery.Watch(ctx, sc.broker, cfg.Mesh, sc.registry, logger, discoverySettle); err != nil {
 			return nil, err
 		}
 		if err = sc.ambassador.Start(); err != nil {

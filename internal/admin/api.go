@@ -54,6 +54,7 @@ func (a *api) ListServices(_ context.Context, req *busmeshv1.ListServicesRequest
 				Concurrency: uint32(in.Concurrency),
 				P50:         durationpb.New(in.P50),
 				LastSeen:    timestamppb.New(in.LastSeen),
+				Conflict:    in.Conflict,
 			})
 		}
 		resp.Services = append(resp.Services, svc)

@@ -43,7 +43,7 @@ func (r *Registry) ensureLocked(name string, routed bool) *service {
 	if s := old[name]; s != nil {
 		return s
 	}
-	if !routed && len(old) >= r.maxServices {
+	if !routed && asked(old) >= r.maxServices {
 		r.rejected.serviceLimit.Inc()
 		r.logger.Debug("service not watched: at the bound", telemetry.KeyService, name, "max", r.maxServices)
 		return nil
@@ -130,4 +130,15 @@ func (r *Registry) answer(service string) {
 	if s := (*r.services.Load())[service]; s != nil {
 		s.answeredOnce.Do(func() { close(s.answered) })
 	}
+}
+
+// asked counts the services watched because calls asked for them.
+func asked(services map[string]*service) int {
+	n := 0
+	for _, s := range services {
+		if !s.routed {
+			n++
+		}
+	}
+	return n
 }

@@ -493,7 +493,8 @@ func (r *Registry) Expire() []Instance {
 // broker found nobody behind it (a call to it came back "no responders"),
 // as for an instance announced by someone else than its adapter. Each
 // suspicion in a row doubles the time, up to a minute; an instance that
-// is really there takes calls again after a second.
+// is really there takes calls again after a second. The last healthy
+// instance of a service is never left out.
 func (r *Registry) Suspect(service, instance string) {
 	s := (*r.services.Load())[service]
 	if s == nil {
@@ -506,8 +507,8 @@ func (r *Registry) Suspect(service, instance string) {
 		return
 	}
 	at := r.since(r.now())
-	if e.suspectUntil > at {
-		return
+	if e.suspectUntil > at || len(*s.healthy.Load()) <= 1 {
+		return // already out, or the last one: nothing better to offer
 	}
 	if e.suspectFor == 0 || at-e.suspectUntil > 2*suspectMax {
 		e.suspectFor = suspectFirst
