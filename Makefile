@@ -7,7 +7,7 @@ T        ?=
 FUZZTIME ?= 10s
 GOLANGCI ?= github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0
 
-.PHONY: all build test fuzz interop-soak lint proto bench clean image image-prebuilt
+.PHONY: all build test fuzz interop-soak lint proto bench discovery-bench hostile clean image image-prebuilt
 
 # The container image (deploy/docker). CONTAINER is docker when its daemon
 # answers, else podman or buildah; all three take these arguments.
@@ -89,6 +89,16 @@ image-prebuilt:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o bin/image/busmesh ./cmd/busmesh
 	cp /etc/ssl/certs/ca-certificates.crt bin/image/
 	$(CONTAINER) build -f deploy/docker/Dockerfile.prebuilt -t $(IMAGE) bin/image
+
+# Discovery at scale: one ambassador beside N simulated instances in M
+# services, on a nats-server of its own (CPU, RSS, messages, join/leave,
+# restart; ratios against an empty mesh).
+discovery-bench:
+	$(GO) test -run '^$$' -bench '^BenchmarkDiscovery$$' -benchtime 1x -timeout 30m ./test/hostile/
+
+# The hostile suites, longer than in CI (NATS on 127.0.0.1:4222).
+hostile:
+	BUSMESH_HOSTILE_LONG=1 $(GO) test -count=1 -timeout 30m -v ./test/hostile/
 
 clean:
 	rm -rf bin

@@ -1,0 +1,439 @@
+package hostile
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/busmesh/busmesh/broker"
+	"github.com/busmesh/busmesh/internal/discovery"
+	busmeshv1 "github.com/busmesh/busmesh/proto/busmesh/v1"
+)
+
+// BenchmarkDiscovery simulates N instances in M services beside one real
+// service ("big", one real adapter), and measures one ambassador that
+// routes to "big": its idle CPU (percent of a core), RSS, the discovery
+// messages that reach its broker connection, and the calls per second
+// through it (8 callers, queue mode, 3s). An in-process watcher of "big" measures join
+// and goodbye to routable/dropped, a crashed instance's drop, and a
+// restart (routable to all, and the answers it caused). Each scenario
+// runs on a nats-server of its own with monitoring, started by the
+// benchmark. Ratios are against the empty mesh, which runs first.
+//
+// Each scenario runs once whatever b.N: run it with make discovery-bench
+// (-benchtime 1x); the figures are the reported metrics, not ns/op.
+func BenchmarkDiscovery(b *testing.B) {
+	for _, sc := range []struct {
+		name             string
+		inBig            int // simulated instances in the routed service
+		others, perOther int // simulated services not routed, instances each
+	}{
+		{"empty", 0, 0, 0},
+		{"unrouted-20000in2000", 0, 2000, 10},
+		{"routed-5000in1", 4999, 0, 0},
+	} {
+		b.Run(sc.name, func(b *testing.B) {
+			benchDiscovery(b, sc.inBig, sc.others, sc.perOther, sc.name == "empty")
+		})
+	}
+}
+
+// empty holds the empty mesh's figures, for the ratios.
+var empty struct {
+	cpu, rss, rate float64
+}
+
+// benchInterval is the announcement interval of the benchmark: the
+// default.
+const benchInterval = 2 * time.Second
+
+func benchDiscovery(b *testing.B, inBig, others, perOther int, isEmpty bool) {
+	b.StopTimer()
+	srv := startNATS(b)
+	url := "nats://" + srv.addr
+	m := newMesh(b, url)
+	m.service, m.interval = "big", benchInterval
+	m.addInstance(unique("real"), "real")
+
+	s := newSim(b, url, m.name)
+	s.add("big", "sim", inBig)
+	for i := range others {
+		s.add(fmt.Sprintf("other%04d", i), "sim", perOther)
+	}
+	ctx, cancel := context.WithCancel(b.Context())
+	defer s.wg.Wait()
+	defer cancel()
+	s.start(ctx)
+
+	before := srv.clients(b)
+	m.startCaller("queue")
+	amb := srv.newClient(b, before)
+	m.waitHealthy(1 + inBig)
+
+	// Idle: the ambassador's CPU, RSS and messages over a window.
+	idle := 5 * time.Second
+	cpu0, msgs0 := procCPU(b, m.caller.cmd.Process.Pid), srv.outMsgs(b, amb)
+	time.Sleep(idle)
+	cpu := (procCPU(b, m.caller.cmd.Process.Pid) - cpu0).Seconds() / idle.Seconds() * 100
+	msgs := float64(srv.outMsgs(b, amb)-msgs0) / idle.Seconds()
+	rss := procRSS(b, m.caller.cmd.Process.Pid)
+
+	lat := measureLatencies(b, url, m.name, s, inBig+1)
+
+	// Calls through the ambassador, for a fixed time.
+	rate, failed := callRate(m, 3*time.Second)
+	if failed > 0 {
+		b.Errorf("%d calls failed", failed)
+	}
+	b.ReportMetric(cpu, "idle-cpu-%")
+	b.ReportMetric(rss, "rss-MB")
+	b.ReportMetric(msgs, "msgs-in/s")
+	b.ReportMetric(float64(len(m.caller.services("big").GetServices()[0].GetInstances())), "known")
+	lat.report(b)
+	b.ReportMetric(rate, "calls/s")
+	if isEmpty {
+		empty.cpu, empty.rss, empty.rate = cpu, rss, rate
+	} else if empty.rss > 0 {
+		b.ReportMetric(cpu-empty.cpu, "cpu-minus-empty-%")
+		b.ReportMetric(rss/empty.rss, "rss-x-empty")
+		b.ReportMetric(rate/empty.rate, "calls-x-empty")
+	}
+}
+
+// callRate calls the service through the caller from 8 goroutines for d,
+// and returns the calls per second and the calls that failed.
+func callRate(m *mesh, d time.Duration) (float64, int) {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	res := m.load(ctx, 8)
+	return float64(res.ok) / d.Seconds(), res.failed()
+}
+
+// latencies are what the in-process watcher measured.
+type latencies struct {
+	join, leave  []time.Duration
+	crash        time.Duration
+	restart      time.Duration
+	restartAsked int64 // answers the restart caused
+}
+
+func (l latencies) report(b *testing.B) {
+	b.ReportMetric(ms(slices.Max(l.join)), "join-max-ms")
+	b.ReportMetric(ms(slices.Max(l.leave)), "leave-max-ms")
+	b.ReportMetric(l.crash.Seconds(), "crash-drop-s")
+	b.ReportMetric(ms(l.restart), "restart-ms")
+	b.ReportMetric(float64(l.restartAsked), "restart-msgs")
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// measureLatencies watches "big" from this process: join and goodbye of
+// five instances, a crash, then a restart with n instances known.
+func measureLatencies(b *testing.B, url, mesh string, s *sim, n int) latencies {
+	conn := s.open(b, url)
+	watch := func() (*discovery.Registry, *discovery.Watcher) {
+		reg := discovery.NewRegistryWith(discovery.Options{Interval: benchInterval})
+		reg.Route([]string{"big"})
+		w, err := discovery.Watch(b.Context(), conn, mesh, reg, nil, 0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return reg, w
+	}
+	has := func(reg *discovery.Registry, name string) bool {
+		return slices.ContainsFunc(reg.Healthy("big"), func(in discovery.Instance) bool { return in.Name == name })
+	}
+	until := func(what string, limit time.Duration, cond func() bool) time.Duration {
+		start := time.Now()
+		for !cond() {
+			if time.Since(start) > limit {
+				b.Fatalf("%s: not within %v", what, limit)
+			}
+			time.Sleep(200 * time.Microsecond)
+		}
+		return time.Since(start)
+	}
+	reg, w := watch()
+	until("the watcher to know every instance", 10*time.Second, func() bool { return len(reg.Healthy("big")) >= n })
+	var l latencies
+	subject := broker.NewSubjects(mesh).Discovery("big")
+	for i := range 5 {
+		name := fmt.Sprintf("joiner%d", i)
+		hello, _ := proto.Marshal(&busmeshv1.Announcement{Kind: busmeshv1.Announcement_KIND_HELLO, Service: "big",
+			Instance: name, Sidecar: name, Healthy: true, IntervalMs: uint32(benchInterval.Milliseconds()), Seq: 1})
+		bye, _ := proto.Marshal(&busmeshv1.Announcement{Kind: busmeshv1.Announcement_KIND_GOODBYE, Service: "big",
+			Instance: name, Sidecar: name, Seq: 2})
+		start := time.Now()
+		s.publish(b, subject, hello)
+		until("join", 5*time.Second, func() bool { return has(reg, name) })
+		l.join = append(l.join, time.Since(start))
+		start = time.Now()
+		s.publish(b, subject, bye)
+		until("goodbye", 5*time.Second, func() bool { return !has(reg, name) })
+		l.leave = append(l.leave, time.Since(start))
+	}
+	s.crash("big", "real-crash")
+	start := time.Now()
+	until("crash", 20*time.Second, func() bool { return !has(reg, "real-crash") })
+	l.crash = time.Since(start)
+	w.Close()
+
+	asked := s.answers.Load()
+	start = time.Now()
+	reg, w = watch()
+	until("restart", 10*time.Second, func() bool { return len(reg.Healthy("big")) >= n-1 })
+	l.restart = time.Since(start)
+	time.Sleep(100 * time.Millisecond) // late answers count too
+	l.restartAsked = s.answers.Load() - asked
+	w.Close()
+	return l
+}
+
+// sim simulates instances: heartbeats at benchInterval, spread evenly,
+// and answers to pings, to the asker's inbox.
+type sim struct {
+	b        testing.TB
+	conn     broker.Broker
+	subjects broker.Subjects
+	answers  atomic.Int64
+	wg       sync.WaitGroup
+
+	mu       sync.Mutex
+	services map[string][][]byte // service → its instances' hellos
+	names    map[string][]string
+	crashed  map[string]bool
+}
+
+func newSim(b testing.TB, url, mesh string) *sim {
+	s := &sim{b: b, subjects: broker.NewSubjects(mesh), services: map[string][][]byte{},
+		names: map[string][]string{}, crashed: map[string]bool{}}
+	s.conn = s.open(b, url)
+	return s
+}
+
+func (s *sim) open(b testing.TB, url string) broker.Broker {
+	c, err := broker.Open(b.Context(), url, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { c.Close() })
+	return c
+}
+
+// add simulates n instances of service, and one more in "big" that the
+// benchmark crashes.
+func (s *sim) add(service, prefix string, n int) {
+	if service == "big" {
+		n++
+	}
+	for i := range n {
+		name := fmt.Sprintf("%s%05d", prefix, i)
+		if service == "big" && i == n-1 {
+			name = "real-crash"
+		}
+		data, _ := proto.Marshal(&busmeshv1.Announcement{Kind: busmeshv1.Announcement_KIND_HELLO, Service: service,
+			Instance: name, Sidecar: name, Incarnation: "sim", Healthy: true,
+			IntervalMs: uint32(benchInterval.Milliseconds())})
+		s.services[service] = append(s.services[service], data)
+		s.names[service] = append(s.names[service], name)
+	}
+}
+
+// crash stops an instance's heartbeats, without a goodbye.
+func (s *sim) crash(service, name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.crashed[name] = true
+}
+
+func (s *sim) publish(b testing.TB, subject string, data []byte) {
+	if err := s.conn.Publish(b.Context(), subject, data); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// start answers pings and heartbeats until ctx ends.
+func (s *sim) start(ctx context.Context) {
+	type hb struct {
+		subject, name string
+		data          []byte
+	}
+	var all []hb
+	for service, msgs := range s.services {
+		subject := s.subjects.Discovery(service)
+		for i, data := range msgs {
+			all = append(all, hb{subject, s.names[service][i], data})
+		}
+		_, err := s.conn.Subscribe(ctx, s.subjects.DiscoveryPing(service), func(_ context.Context, data []byte) {
+			var p busmeshv1.Announcement
+			if proto.Unmarshal(data, &p) != nil || p.ReplyTo == "" {
+				return
+			}
+			for i, hello := range msgs {
+				if p.Instance != "" && p.Instance != s.names[service][i] {
+					continue
+				}
+				s.conn.Publish(ctx, p.ReplyTo, hello)
+				s.answers.Add(1)
+			}
+		})
+		if err != nil {
+			s.b.Fatal(err)
+		}
+	}
+	if len(all) == 0 {
+		return
+	}
+	tick := 20 * time.Millisecond
+	perTick := float64(len(all)) * float64(tick) / float64(benchInterval)
+	s.wg.Go(func() {
+		t := time.NewTicker(tick)
+		defer t.Stop()
+		due := 0.0
+		for next := 0; ; {
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				return
+			}
+			due += perTick
+			for ; due >= 1; due-- {
+				h := all[next%len(all)]
+				next++
+				s.mu.Lock()
+				crashed := s.crashed[h.name]
+				s.mu.Unlock()
+				if !crashed {
+					s.conn.Publish(ctx, h.subject, h.data)
+				}
+			}
+		}
+	})
+}
+
+// natsServer is a nats-server of the benchmark's own, with monitoring.
+type natsServer struct {
+	addr, monitor string
+}
+
+func startNATS(b testing.TB) *natsServer {
+	bin, err := exec.LookPath("nats-server")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			b.Fatal("nats-server not found: install it (Debian: nats-server)")
+		}
+		b.Skip("nats-server not found")
+	}
+	s := &natsServer{addr: freePort(b), monitor: freePort(b)}
+	host, port, _ := net.SplitHostPort(s.addr)
+	_, mport, _ := net.SplitHostPort(s.monitor)
+	cmd := exec.Command(bin, "-a", host, "-p", port, "-m", mport)
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	for start := time.Now(); ; time.Sleep(20 * time.Millisecond) {
+		if c, err := net.Dial("tcp", s.addr); err == nil {
+			c.Close()
+			return s
+		}
+		if time.Since(start) > 10*time.Second {
+			b.Fatal("nats-server did not start")
+		}
+	}
+}
+
+type connz struct {
+	Connections []struct {
+		CID     uint64 `json:"cid"`
+		OutMsgs int64  `json:"out_msgs"`
+	} `json:"connections"`
+}
+
+func (s *natsServer) connz(b testing.TB) connz {
+	resp, err := http.Get("http://" + s.monitor + "/connz?limit=1000")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var c connz
+	if err := json.NewDecoder(resp.Body).Decode(&c); err != nil {
+		b.Fatal(err)
+	}
+	return c
+}
+
+// clients returns the connections now.
+func (s *natsServer) clients(b testing.TB) map[uint64]bool {
+	ids := map[uint64]bool{}
+	for _, c := range s.connz(b).Connections {
+		ids[c.CID] = true
+	}
+	return ids
+}
+
+// newClient returns the one connection not in before.
+func (s *natsServer) newClient(b testing.TB, before map[uint64]bool) uint64 {
+	for _, c := range s.connz(b).Connections {
+		if !before[c.CID] {
+			return c.CID
+		}
+	}
+	b.Fatal("no new connection")
+	return 0
+}
+
+// outMsgs is how many messages the server delivered to connection cid.
+func (s *natsServer) outMsgs(b testing.TB, cid uint64) int64 {
+	for _, c := range s.connz(b).Connections {
+		if c.CID == cid {
+			return c.OutMsgs
+		}
+	}
+	b.Fatalf("connection %d gone", cid)
+	return 0
+}
+
+// procCPU is the CPU time process pid used so far.
+func procCPU(b testing.TB, pid int) time.Duration {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	// Fields after the command (which may hold spaces): utime is the 14th
+	// field of the line, stime the 15th, in clock ticks (100 per second).
+	rest := string(data[strings.LastIndexByte(string(data), ')')+2:])
+	f := strings.Fields(rest)
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(utime+stime) * 10 * time.Millisecond
+}
+
+// procRSS is the resident memory of process pid, in MB.
+func procRSS(b testing.TB, pid int) float64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for line := range strings.SplitSeq(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 64)
+			return kb / 1024
+		}
+	}
+	b.Fatal("no VmRSS")
+	return 0
+}
