@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/time/rate"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/busmesh/busmesh/broker"
@@ -43,6 +44,15 @@ const (
 	maxAskers   = 32
 )
 
+// Distinct askers are answered at most answerRate a second, in bursts of
+// answerBurst: ambassadors start rarely, and one that is not answered
+// hears the next heartbeat. A storm of pings with a new reply subject
+// each costs an adapter no more.
+const (
+	answerRate  = 100
+	answerBurst = 100
+)
+
 // maxAnnouncementBytes bounds a discovery message: a larger one is
 // dropped and counted, so a neighbour cannot fill a registry's memory
 // through labels.
@@ -63,6 +73,7 @@ type Announcer struct {
 	readings    Readings
 	logger      *slog.Logger
 	rejected    rejections
+	answers     *rate.Limiter
 
 	mu      sync.Mutex
 	healthy bool
@@ -90,6 +101,7 @@ func NewAnnouncer(b broker.Broker, self Self, interval time.Duration, readings R
 		incarnation: newIncarnation(),
 		logger:      logger.With(telemetry.KeyComponent, "discovery"),
 		rejected:    newRejections(nil),
+		answers:     rate.NewLimiter(answerRate, answerBurst),
 		askers:      map[string]bool{},
 		rivals:      map[owner]bool{},
 		wake:        make(chan struct{}, 1),
@@ -198,7 +210,11 @@ func (a *Announcer) ask(replyTo string) {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if len(a.askers) >= maxAskers {
+	if a.askers[replyTo] {
+		return // coalesced
+	}
+	if len(a.askers) >= maxAskers || !a.answers.Allow() {
+		a.rejected.pingLimit.Inc()
 		return
 	}
 	a.askers[replyTo] = true

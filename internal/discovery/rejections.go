@@ -14,6 +14,7 @@ type rejections struct {
 	unwanted      prometheus.Counter // about a service not watched
 	instanceLimit prometheus.Counter // a new instance over the service's bound
 	serviceLimit  prometheus.Counter // a service asked for over the bound
+	pingLimit     prometheus.Counter // pings over an adapter's answer rate
 }
 
 func newRejections(m *telemetry.Metrics) rejections {
@@ -29,5 +30,6 @@ func newRejections(m *telemetry.Metrics) rejections {
 		unwanted:      c("unwanted"),
 		instanceLimit: c("instance-limit"),
 		serviceLimit:  c("service-limit"),
+		pingLimit:     c("ping-limit"),
 	}
 }

@@ -33,22 +33,41 @@ import (
 // runs on a nats-server of its own with monitoring, started by the
 // benchmark. Ratios are against the empty mesh, which runs first.
 //
+// BUSMESH_BENCH_BEFORE=path runs the scenarios against an older busmesh
+// binary that still announced every instance on one mesh-wide subject
+// (busmesh.<mesh>.discovery, pings answered by broadcast), with the
+// simulator speaking that protocol, for the before/after figures; the
+// in-process latencies are then not measured.
+//
 // Each scenario runs once whatever b.N: run it with make discovery-bench
 // (-benchtime 1x); the figures are the reported metrics, not ns/op.
 func BenchmarkDiscovery(b *testing.B) {
-	for _, sc := range []struct {
-		name             string
-		inBig            int // simulated instances in the routed service
-		others, perOther int // simulated services not routed, instances each
-	}{
-		{"empty", 0, 0, 0},
-		{"unrouted-20000in2000", 0, 2000, 10},
-		{"routed-5000in1", 4999, 0, 0},
+	for _, sc := range []scenario{
+		{name: "empty"},
+		{name: "unrouted-20000in2000", others: 2000, perOther: 10},
+		{name: "routed-1000in1", inBig: 999},
+		{name: "routed-5000in1", inBig: 4999},
+		{name: "storm-10000/s-unheard", storm: 10_000, unheard: true},
+		{name: "storm-10000/s", storm: 10_000},
 	} {
-		b.Run(sc.name, func(b *testing.B) {
-			benchDiscovery(b, sc.inBig, sc.others, sc.perOther, sc.name == "empty")
-		})
+		b.Run(sc.name, func(b *testing.B) { benchDiscovery(b, sc) })
 	}
+}
+
+// scenario is one mesh the ambassador lives in.
+type scenario struct {
+	name             string
+	inBig            int // simulated instances in the routed service
+	others, perOther int // simulated services not routed, instances each
+	// storm is a neighbour's discovery messages per second about the
+	// routed service: a third forged hellos about its real instance, a
+	// third hellos of instances nobody runs, a third pings with a reply
+	// subject each.
+	storm int
+	// unheard sends the storm to another mesh, which nobody reads: what
+	// the storm costs the machine (its sender, the broker) without
+	// reaching any sidecar, the baseline of the storm's ratio.
+	unheard bool
 }
 
 // empty holds the empty mesh's figures, for the ratios.
@@ -56,19 +75,28 @@ var empty struct {
 	cpu, rss, rate float64
 }
 
+// unheard is the calls per second under a storm nobody reads.
+var unheard float64
+
 // benchInterval is the announcement interval of the benchmark: the
 // default.
 const benchInterval = 2 * time.Second
 
-func benchDiscovery(b *testing.B, inBig, others, perOther int, isEmpty bool) {
+func benchDiscovery(b *testing.B, sc scenario) {
 	b.StopTimer()
+	inBig, others, perOther, isEmpty := sc.inBig, sc.others, sc.perOther, sc.name == "empty"
 	srv := startNATS(b)
 	url := "nats://" + srv.addr
 	m := newMesh(b, url)
 	m.service, m.interval = "big", benchInterval
-	m.addInstance(unique("real"), "real")
+	before := os.Getenv("BUSMESH_BENCH_BEFORE")
+	if before != "" {
+		m.bin = before
+	}
+	adapter := m.addInstance(unique("real"), "real")
 
 	s := newSim(b, url, m.name)
+	s.legacy = before != ""
 	s.add("big", "sim", inBig)
 	for i := range others {
 		s.add(fmt.Sprintf("other%04d", i), "sim", perOther)
@@ -78,20 +106,36 @@ func benchDiscovery(b *testing.B, inBig, others, perOther int, isEmpty bool) {
 	defer cancel()
 	s.start(ctx)
 
-	before := srv.clients(b)
+	if sc.storm > 0 {
+		mesh := m.name
+		if sc.unheard {
+			mesh = unique("elsewhere")
+		}
+		s.storm(ctx, mesh, sc.storm)
+	}
+	conns := srv.clients(b)
 	m.startCaller("queue")
-	amb := srv.newClient(b, before)
-	m.waitHealthy(1 + inBig)
+	amb := srv.newClient(b, conns)
+	if got := m.awaitHealthy(1+inBig, 20*time.Second); got < 1+inBig {
+		if !s.legacy {
+			b.Fatalf("the caller knows %d healthy instances after 20s, want %d", got, 1+inBig)
+		}
+		b.Logf("before: the caller knows %d healthy instances after 20s, of %d", got, 1+inBig)
+	}
 
 	// Idle: the ambassador's CPU, RSS and messages over a window.
 	idle := 5 * time.Second
 	cpu0, msgs0 := procCPU(b, m.caller.cmd.Process.Pid), srv.outMsgs(b, amb)
+	acpu0 := procCPU(b, adapter.cmd.Process.Pid)
 	time.Sleep(idle)
 	cpu := (procCPU(b, m.caller.cmd.Process.Pid) - cpu0).Seconds() / idle.Seconds() * 100
+	b.ReportMetric((procCPU(b, adapter.cmd.Process.Pid)-acpu0).Seconds()/idle.Seconds()*100, "adapter-idle-cpu-%")
 	msgs := float64(srv.outMsgs(b, amb)-msgs0) / idle.Seconds()
 	rss := procRSS(b, m.caller.cmd.Process.Pid)
 
-	lat := measureLatencies(b, url, m.name, s, inBig+1)
+	if !s.legacy {
+		measureLatencies(b, url, m.name, s, inBig+1).report(b)
+	}
 
 	// Calls through the ambassador, for a fixed time.
 	rate, failed := callRate(m, 3*time.Second)
@@ -102,11 +146,16 @@ func benchDiscovery(b *testing.B, inBig, others, perOther int, isEmpty bool) {
 	b.ReportMetric(rss, "rss-MB")
 	b.ReportMetric(msgs, "msgs-in/s")
 	b.ReportMetric(float64(len(m.caller.services("big").GetServices()[0].GetInstances())), "known")
-	lat.report(b)
 	b.ReportMetric(rate, "calls/s")
-	if isEmpty {
+	switch {
+	case isEmpty:
 		empty.cpu, empty.rss, empty.rate = cpu, rss, rate
-	} else if empty.rss > 0 {
+	case sc.unheard:
+		unheard = rate
+	case sc.storm > 0 && unheard > 0:
+		b.ReportMetric(rate/unheard, "calls-x-unheard")
+	}
+	if !isEmpty && empty.rss > 0 {
 		b.ReportMetric(cpu-empty.cpu, "cpu-minus-empty-%")
 		b.ReportMetric(rss/empty.rss, "rss-x-empty")
 		b.ReportMetric(rate/empty.rate, "calls-x-empty")
@@ -208,6 +257,8 @@ type sim struct {
 	b        testing.TB
 	conn     broker.Broker
 	subjects broker.Subjects
+	mesh     string
+	legacy   bool // the protocol before per-service subjects
 	answers  atomic.Int64
 	wg       sync.WaitGroup
 
@@ -218,7 +269,7 @@ type sim struct {
 }
 
 func newSim(b testing.TB, url, mesh string) *sim {
-	s := &sim{b: b, subjects: broker.NewSubjects(mesh), services: map[string][][]byte{},
+	s := &sim{b: b, subjects: broker.NewSubjects(mesh), mesh: mesh, services: map[string][][]byte{},
 		names: map[string][]string{}, crashed: map[string]bool{}}
 	s.conn = s.open(b, url)
 	return s
@@ -272,15 +323,24 @@ func (s *sim) start(ctx context.Context) {
 		data          []byte
 	}
 	var all []hb
+	if s.legacy {
+		s.startLegacy(ctx)
+	}
 	for service, msgs := range s.services {
 		subject := s.subjects.Discovery(service)
+		if s.legacy {
+			for i, data := range msgs {
+				all = append(all, hb{"busmesh." + s.mesh + ".discovery", s.names[service][i], data})
+			}
+			continue
+		}
 		for i, data := range msgs {
 			all = append(all, hb{subject, s.names[service][i], data})
 		}
 		_, err := s.conn.Subscribe(ctx, s.subjects.DiscoveryPing(service), func(_ context.Context, data []byte) {
 			var p busmeshv1.Announcement
-			if proto.Unmarshal(data, &p) != nil || p.ReplyTo == "" {
-				return
+			if proto.Unmarshal(data, &p) != nil || p.ReplyTo == "" || strings.Contains(p.ReplyTo, ".storm") {
+				return // the storm's pings are for the real adapter
 			}
 			for i, hello := range msgs {
 				if p.Instance != "" && p.Instance != s.names[service][i] {
@@ -322,6 +382,72 @@ func (s *sim) start(ctx context.Context) {
 			}
 		}
 	})
+}
+
+// storm publishes perSecond discovery messages about "big" in mesh until
+// ctx ends (see scenario.storm).
+func (s *sim) storm(ctx context.Context, mesh string, perSecond int) {
+	subjects := broker.NewSubjects(mesh)
+	hello, ping := subjects.Discovery("big"), subjects.DiscoveryPing("big")
+	if s.legacy {
+		hello, ping = "busmesh."+mesh+".discovery", "busmesh."+mesh+".discovery.ping"
+	}
+	type msg struct {
+		subject string
+		data    []byte
+	}
+	msgs := make([]msg, 0, 30_000)
+	for n := range 30_000 {
+		var a *busmeshv1.Announcement
+		subject := hello
+		switch n % 3 {
+		case 0:
+			a = &busmeshv1.Announcement{Kind: busmeshv1.Announcement_KIND_HELLO, Service: "big", Instance: "real",
+				Sidecar: "storm", Healthy: false, Seq: uint64(n) << 32, IntervalMs: 60_000}
+		case 1:
+			a = &busmeshv1.Announcement{Kind: busmeshv1.Announcement_KIND_HELLO, Service: "big",
+				Instance: fmt.Sprintf("storm%d", n), Sidecar: "storm", Healthy: n%2 == 0, Seq: uint64(n)}
+		default:
+			subject = ping
+			a = &busmeshv1.Announcement{Kind: busmeshv1.Announcement_KIND_PING, Service: "big",
+				ReplyTo: subjects.DiscoveryInbox(fmt.Sprintf("storm%d", n))}
+		}
+		data, _ := proto.Marshal(a)
+		msgs = append(msgs, msg{subject, data})
+	}
+	s.wg.Go(func() {
+		t := time.NewTicker(10 * time.Millisecond)
+		defer t.Stop()
+		for n := 0; ; {
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				return
+			}
+			for range perSecond / 100 {
+				m := msgs[n%len(msgs)]
+				n++
+				s.conn.Publish(ctx, m.subject, m.data)
+			}
+		}
+	})
+}
+
+// startLegacy answers the pings of the protocol before per-service
+// subjects: every instance of every service, broadcast.
+func (s *sim) startLegacy(ctx context.Context) {
+	subject := "busmesh." + s.mesh + ".discovery"
+	_, err := s.conn.Subscribe(ctx, subject+".ping", func(context.Context, []byte) {
+		for _, msgs := range s.services {
+			for _, hello := range msgs {
+				s.conn.Publish(ctx, subject, hello)
+				s.answers.Add(1)
+			}
+		}
+	})
+	if err != nil {
+		s.b.Fatal(err)
+	}
 }
 
 // natsServer is a nats-server of the benchmark's own, with monitoring.

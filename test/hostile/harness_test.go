@@ -113,13 +113,19 @@ type sidecar struct {
 // a sidecar on it and waits until it is ready.
 func startSidecar(t testing.TB, name, config string) *sidecar {
 	t.Helper()
+	return startSidecarWith(t, binary, name, config)
+}
+
+// startSidecarWith is startSidecar with a given binary.
+func startSidecarWith(t testing.TB, bin, name, config string) *sidecar {
+	t.Helper()
 	admin := freePort(t)
 	file := filepath.Join(t.TempDir(), name+".yaml")
 	if err := os.WriteFile(file, []byte("admin: "+admin+"\n"+config), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	s := &sidecar{t: t, name: name, admin: admin, log: &syncBuffer{}, done: make(chan struct{})}
-	s.cmd = exec.Command(binary, "sidecar", "--config", file)
+	s.cmd = exec.Command(bin, "sidecar", "--config", file)
 	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
 	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -228,6 +234,7 @@ func (b *syncBuffer) String() string {
 type mesh struct {
 	t        testing.TB
 	url      string
+	bin      string // the busmesh binary
 	name     string // the mesh
 	service  string
 	interval time.Duration
@@ -239,7 +246,7 @@ type mesh struct {
 // newMesh starts the application shared by the instances; addInstance
 // and startCaller start the sidecars. lb is "queue" or "direct".
 func newMesh(t testing.TB, url string) *mesh {
-	m := &mesh{t: t, url: url, name: unique("hostile"), service: "svc", interval: 500 * time.Millisecond}
+	m := &mesh{t: t, url: url, bin: binary, name: unique("hostile"), service: "svc", interval: 500 * time.Millisecond}
 	m.app = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		io.WriteString(w, "ok")
 	}))
@@ -250,7 +257,7 @@ func newMesh(t testing.TB, url string) *mesh {
 // addInstance starts an adapter sidecar with the given sidecar id and
 // instance name.
 func (m *mesh) addInstance(id, instance string) *sidecar {
-	return startSidecar(m.t, id, fmt.Sprintf(`id: %s
+	return startSidecarWith(m.t, m.bin, id, fmt.Sprintf(`id: %s
 mesh: %s
 broker: %s
 discovery:
@@ -265,7 +272,7 @@ adapter:
 // startCaller starts the ambassador, balancing the service by lb.
 func (m *mesh) startCaller(lb string) {
 	m.port = freePort(m.t)
-	m.caller = startSidecar(m.t, "caller", fmt.Sprintf(`id: %s
+	m.caller = startSidecarWith(m.t, m.bin, "caller", fmt.Sprintf(`id: %s
 mesh: %s
 broker: %s
 discovery:
@@ -283,17 +290,23 @@ ambassador:
 // waitHealthy waits until the caller knows n healthy instances.
 func (m *mesh) waitHealthy(n int) {
 	m.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	if got := m.awaitHealthy(n, 10*time.Second); got < n {
+		m.t.Fatalf("the caller knows %d healthy instances after 10s, want %d", got, n)
+	}
+}
+
+// awaitHealthy waits up to d until the caller knows n healthy instances,
+// and returns how many it knows.
+func (m *mesh) awaitHealthy(n int, d time.Duration) int {
+	m.t.Helper()
+	deadline := time.Now().Add(d)
 	for {
 		healthy := 0
 		for _, s := range m.caller.services(m.service).Services {
 			healthy = int(s.Healthy)
 		}
-		if healthy >= n {
-			return
-		}
-		if time.Now().After(deadline) {
-			m.t.Fatalf("the caller knows %d healthy instances after 10s, want %d", healthy, n)
+		if healthy >= n || time.Now().After(deadline) {
+			return healthy
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
