@@ -79,13 +79,13 @@ type Announcer struct {
 	healthy bool
 	seq     uint64
 	askers  map[string]bool // reply subjects waiting for an answer
-	rivals  map[owner]bool // sidecars seen claiming this instance
+	rivals  map[owner]bool  // sidecars seen claiming this instance
 
 	wake  chan struct{}
 	asked chan struct{}
 	stop  chan struct{}
-	sub  broker.Subscription
-	wg   sync.WaitGroup
+	sub   broker.Subscription
+	wg    sync.WaitGroup
 }
 
 // NewAnnouncer returns an Announcer; Start begins announcing.

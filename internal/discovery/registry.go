@@ -134,7 +134,7 @@ type service struct {
 	healthy atomic.Pointer[[]Instance] // sorted by name; shared, read-only
 	dirty   bool
 	built   time.Time // when the Watcher's path last rebuilt the snapshot
-	routed  bool // named by the routing table (Route)
+	routed  bool      // named by the routing table (Route)
 	// answered is closed when the first answer to the service's ping came
 	// in, or the ping settled unanswered.
 	answered     chan struct{}
