@@ -138,7 +138,9 @@ func startSidecar(ctx context.Context, cfg *config.Config, logger *slog.Logger) 
 		if err != nil {
 			return nil, err
 		}
-		if sc.watcher, err = discovery.Watch(ctx, sc.broker, cfg.Mesh, sc.registry, logger, discoverySettle); err != nil {
+		sc.watcher, err = discovery.WatchWith(ctx, sc.broker, sc.registry,
+			discovery.WatchOptions{Mesh: cfg.Mesh, Sidecar: cfg.ID, Logger: logger, Settle: discoverySettle})
+		if err != nil {
 			return nil, err
 		}
 		if err = sc.ambassador.Start(); err != nil {

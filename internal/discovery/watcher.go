@@ -31,7 +31,7 @@ type Watcher struct {
 	subjects broker.Subjects
 	reg      *Registry
 	logger   *slog.Logger
-	id       string // the inbox token, random per Watcher
+	id       string // the inbox token
 	inbox    broker.Subscription
 	ctx      context.Context // the subscriptions'; cancelled by Close
 	cancel   context.CancelFunc
@@ -42,22 +42,48 @@ type Watcher struct {
 	subs map[string]broker.Subscription // by service
 }
 
-// Watch watches the services reg names in mesh ("" is the default mesh):
-// it subscribes to their discovery subjects, asks their instances, and
-// waits up to settle for the answers when there are services to ask. It
-// then follows reg: services added by Route or asked for by calls are
-// subscribed and asked, services dropped are unsubscribed. Close stops it.
+// WatchOptions configure a Watcher.
+type WatchOptions struct {
+	// Mesh is the mesh watched ("" is the default mesh).
+	Mesh string
+	// Sidecar names the Watcher's inbox for answers
+	// (busmesh.<mesh>.inbox.<Sidecar>.discovery); "" draws a random name.
+	// On Kafka, where each inbox is a topic, a sidecar's own id keeps
+	// restarts from adding topics.
+	Sidecar string
+	// Logger logs expiries and failures; nil discards.
+	Logger *slog.Logger
+	// Settle is how long Watch waits for the first answers.
+	Settle time.Duration
+}
+
+// Watch is WatchWith for mesh, with a random inbox name.
 func Watch(ctx context.Context, b broker.Broker, mesh string, reg *Registry, logger *slog.Logger, settle time.Duration) (*Watcher, error) {
+	return WatchWith(ctx, b, reg, WatchOptions{Mesh: mesh, Logger: logger, Settle: settle})
+}
+
+// WatchWith watches the services reg names: it subscribes to their
+// discovery subjects, asks their instances, and waits up to o.Settle for
+// the answers when there are services to ask. It then follows reg:
+// services added by Route or asked for by calls are subscribed and asked,
+// services dropped are unsubscribed. Close stops it.
+func WatchWith(ctx context.Context, b broker.Broker, reg *Registry, o WatchOptions) (*Watcher, error) {
+	logger := o.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
+	id := o.Sidecar
+	if id == "" {
+		id = "w" + newIncarnation()
+	}
 	w := &Watcher{
-		b: b, subjects: broker.NewSubjects(mesh), reg: reg,
+		b: b, subjects: broker.NewSubjects(o.Mesh), reg: reg,
 		logger: logger.With(telemetry.KeyComponent, "discovery"),
-		id:     "w" + newIncarnation(),
+		id:     id,
 		stop:   make(chan struct{}),
 		subs:   map[string]broker.Subscription{},
 	}
+	settle := o.Settle
 	w.ctx, w.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	inbox, err := b.Subscribe(w.ctx, w.subjects.DiscoveryInbox(w.id), w.handleAnswer)
 	if err != nil {
