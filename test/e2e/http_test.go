@@ -362,7 +362,7 @@ func (m *httpMesh) testTimeout(t *testing.T) {
 
 func (m *httpMesh) testUnknownService(t *testing.T) {
 	// The best of three, so a scheduling hiccup on a busy machine does not
-	// decide: the point is "at once", not after the 5s call timeout.
+	// decide: the point is "soon", not after the 5s call timeout.
 	best := time.Hour
 	for range 3 {
 		req := newRequest(t, "GET", "http://"+m.shared+"/", nil)
@@ -374,8 +374,10 @@ func (m *httpMesh) testUnknownService(t *testing.T) {
 			t.Fatalf("status %d, X-Busmesh-Error %q, body %q; want 503 no-healthy-instances", resp.StatusCode, resp.Header.Get("X-Busmesh-Error"), body)
 		}
 	}
-	if best > 50*time.Millisecond {
-		t.Errorf("503 for an unknown service took %v at best, want under 50ms", best)
+	// The first call to a service no route names waits for discovery to
+	// ask the service's instances, bounded (250ms when none answers).
+	if best > 600*time.Millisecond {
+		t.Errorf("503 for an unknown service took %v at best, want under 600ms", best)
 	}
 }
 
