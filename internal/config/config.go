@@ -51,7 +51,7 @@ type Log struct {
 	Format string `yaml:"format"`
 }
 
-// Discovery configures announcements on busmesh.<mesh>.discovery.
+// Discovery configures announcements on busmesh.<mesh>.discovery.svc.<service>.
 type Discovery struct {
 	// Interval is how often an adapter announces itself; an instance not
 	// heard from for three intervals is forgotten.
