@@ -125,11 +125,25 @@ func (r *Registry) Learn(ctx context.Context, service string, wait time.Duration
 	return true
 }
 
-// answer marks service's first ping answered (or settled unanswered).
+// answer marks service's first ping answered (or settled unanswered),
+// publishing what is known of it first, so a caller waiting in Learn finds
+// it.
 func (r *Registry) answer(service string) {
-	if s := (*r.services.Load())[service]; s != nil {
-		s.answeredOnce.Do(func() { close(s.answered) })
+	s := (*r.services.Load())[service]
+	if s == nil {
+		return
 	}
+	select {
+	case <-s.answered:
+		return
+	default:
+	}
+	s.answeredOnce.Do(func() {
+		r.mu.Lock()
+		r.publish(s, r.since(r.now()))
+		r.mu.Unlock()
+		close(s.answered)
+	})
 }
 
 // asked counts the services watched because calls asked for them.
