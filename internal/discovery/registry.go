@@ -115,6 +115,7 @@ type Registry struct {
 	// the Watcher; changed tells it the set of services changed.
 	asks    chan string
 	changed chan struct{}
+	verify  chan verification
 
 	mu         sync.Mutex
 	wheel      wheel
@@ -178,7 +179,15 @@ type entry struct {
 	// found nobody behind it; suspectFor is how long the last time was.
 	suspectUntil time.Duration
 	suspectFor   time.Duration
+
+	// verified tells that the owner answered a ping of this registry's
+	// Watcher; verifyAsked is when the Watcher was last asked to check.
+	verified    bool
+	verifyAsked time.Duration
 }
+
+// verification is an instance whose owner the Watcher should ask about.
+type verification struct{ service, instance string }
 
 // NewRegistry returns an empty Registry with default limits. now is the
 // clock (time.Now when nil).
@@ -207,6 +216,7 @@ func NewRegistryWith(o Options) *Registry {
 		logger:   o.Logger.With(telemetry.KeyComponent, "discovery"),
 		rejected: newRejections(o.Metrics),
 		asks:     make(chan string, 64),
+		verify:   make(chan verification, 64),
 		changed:  make(chan struct{}, 1),
 	}
 	r.wheel = newWheel(r.maxTTL())
@@ -240,15 +250,16 @@ func (r *Registry) Apply(a *busmeshv1.Announcement) bool {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	changed := r.applyLocked(a)
+	changed := r.applyLocked(a, false)
 	r.flushLocked()
 	return changed
 }
 
 // update is Apply for the Watcher: an announcement for a service not
 // watched is dropped, and the snapshot is rebuilt at most every
-// snapshotEvery.
-func (r *Registry) update(a *busmeshv1.Announcement) bool {
+// snapshotEvery. answer tells that a came to the Watcher's own inbox, in
+// answer to its ping: its sender answers pings, as a live adapter does.
+func (r *Registry) update(a *busmeshv1.Announcement, answer bool) bool {
 	if !r.valid(a) {
 		return false
 	}
@@ -258,7 +269,7 @@ func (r *Registry) update(a *busmeshv1.Announcement) bool {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	changed := r.applyLocked(a)
+	changed := r.applyLocked(a, answer)
 	if len(r.dirty) > 0 && !r.flushArmed {
 		r.flushArmed = true
 		r.flushTimer.Reset(snapshotEvery)
@@ -275,8 +286,11 @@ func (r *Registry) valid(a *busmeshv1.Announcement) bool {
 	return true
 }
 
-// applyLocked applies a; r.mu is held and a's service is watched.
-func (r *Registry) applyLocked(a *busmeshv1.Announcement) bool {
+// applyLocked applies a; r.mu is held and a's service is watched. An
+// answer to the Watcher's ping proves its sender alive and answering: it
+// takes over an entry whose owner never answered (one who spoke first
+// without being a live adapter cannot keep the instance).
+func (r *Registry) applyLocked(a *busmeshv1.Announcement, answer bool) bool {
 	s := (*r.services.Load())[a.Service]
 	if s == nil {
 		return false // dropped since
@@ -288,7 +302,16 @@ func (r *Registry) applyLocked(a *busmeshv1.Announcement) bool {
 	switch a.Kind {
 	case busmeshv1.Announcement_KIND_HELLO:
 		if e == nil {
-			return r.add(s, a, from, now)
+			changed := r.add(s, a, from, now)
+			if e = s.entries[a.Instance]; e != nil {
+				e.verified = answer
+			}
+			return changed
+		}
+		if e.owner != from && answer && !e.verified {
+			r.rejected.foreign.Inc() // the word of the one who spoke first
+			e.rival, e.rivalSeen, e.rivalTTL, e.rivalSeq, e.rivalHealthy = e.owner, e.inst.LastSeen.Sub(r.epoch), e.inst.TTL, e.seq, e.inst.Healthy
+			e.owner, e.seq, e.inst.Sidecar, e.inst.Conflict, e.ownerSpoke = from, 0, a.Sidecar, "", false
 		}
 		if e.owner != from {
 			r.heardRival(e, from, a, at)
@@ -297,6 +320,7 @@ func (r *Registry) applyLocked(a *busmeshv1.Announcement) bool {
 		if a.Seq != 0 && a.Seq < e.seq {
 			return false // stale: overtaken by a newer one
 		}
+		e.verified = e.verified || answer
 		r.heardOwner(e, at)
 		return r.refresh(s, e, a, now)
 	case busmeshv1.Announcement_KIND_GOODBYE:
@@ -390,6 +414,14 @@ func (r *Registry) heardRival(e *entry, from owner, a *busmeshv1.Announcement, a
 	if e.rival != from {
 		e.rival, e.ownerSpoke, e.inst.Conflict = from, false, ""
 	}
+	if !e.verified && (e.verifyAsked == 0 || at-e.verifyAsked > r.interval) {
+		// Which of the two is a live adapter? Ask the instance.
+		e.verifyAsked = at
+		select {
+		case r.verify <- verification{e.inst.Service, e.inst.Name}:
+		default:
+		}
+	}
 	e.rivalSeen, e.rivalTTL, e.rivalSeq, e.rivalHealthy = at, r.ttl(a), a.Seq, a.Healthy
 	if e.ownerSpoke {
 		r.conflict(e)
@@ -417,7 +449,7 @@ func (r *Registry) leave(s *service, e *entry, at time.Duration) bool {
 		e.inst.Sidecar, e.inst.Healthy, e.inst.Conflict = e.rival.sidecar, e.rivalHealthy, ""
 		e.inst.TTL, e.inst.LastSeen = e.rivalTTL, r.epoch.Add(e.rivalSeen)
 		e.deadline = e.rivalSeen + e.rivalTTL
-		e.rival, e.ownerSpoke, e.suspectUntil, e.suspectFor = owner{}, false, 0, 0
+		e.rival, e.ownerSpoke, e.suspectUntil, e.suspectFor, e.verified = owner{}, false, 0, 0, false
 		r.wheel.move(e)
 		r.markDirty(s)
 		return wasHealthy != e.inst.Healthy

@@ -114,6 +114,8 @@ func (w *Watcher) loop() {
 			w.reconcile()
 		case name := <-w.reg.asks:
 			w.reg.ensure(name) // signals changed when added
+		case v := <-w.reg.verify:
+			w.askInstance(v)
 		case <-t.C:
 			w.expire()
 		case <-w.stop:
@@ -182,6 +184,18 @@ func (w *Watcher) ask(service string) {
 	})
 }
 
+// askInstance pings one instance of a service whose entry two senders
+// claim: a live adapter answers to the Watcher's inbox, which settles who
+// owns the entry (Registry.update).
+func (w *Watcher) askInstance(v verification) {
+	ping, _ := proto.Marshal(&busmeshv1.Announcement{Kind: busmeshv1.Announcement_KIND_PING, Service: v.service,
+		Instance: v.instance, ReplyTo: w.subjects.DiscoveryInbox(w.id)})
+	if err := w.b.Publish(w.ctx, w.subjects.DiscoveryPing(v.service), ping); err != nil {
+		w.logger.Debug("discovery ping not sent", telemetry.KeyService, v.service, telemetry.KeyInstance, v.instance,
+			telemetry.KeyErr, err)
+	}
+}
+
 // decode takes an announcement off the bus, counting what it drops.
 func (w *Watcher) decode(data []byte) (*busmeshv1.Announcement, bool) {
 	var a busmeshv1.Announcement
@@ -203,7 +217,7 @@ func (w *Watcher) handle(_ context.Context, data []byte) {
 	if !ok || a.Kind == busmeshv1.Announcement_KIND_PING {
 		return
 	}
-	if w.reg.update(a) {
+	if w.reg.update(a, false) {
 		w.logger.Debug("instance changed", telemetry.KeyService, a.Service, telemetry.KeyInstance, a.Instance,
 			"kind", a.Kind.String(), "healthy", a.Healthy)
 	}
@@ -215,7 +229,7 @@ func (w *Watcher) handleAnswer(ctx context.Context, data []byte) {
 	if !ok || a.Kind != busmeshv1.Announcement_KIND_HELLO {
 		return
 	}
-	w.reg.update(a)
+	w.reg.update(a, true)
 	w.reg.answer(a.Service)
 }
 

@@ -27,7 +27,8 @@ import (
 // service ("big", one real adapter), and measures one ambassador that
 // routes to "big": its idle CPU (percent of a core), RSS, the discovery
 // messages that reach its broker connection, and the calls per second
-// through it (8 callers, queue mode, 3s). An in-process watcher of "big" measures join
+// through it (8 callers, queue mode; calls-x-quiet compares windows with
+// the simulator running and paused). An in-process watcher of "big" measures join
 // and goodbye to routable/dropped, a crashed instance's drop, and a
 // restart (routable to all, and the answers it caused). Each scenario
 // runs on a nats-server of its own with monitoring, started by the
@@ -137,10 +138,15 @@ func benchDiscovery(b *testing.B, sc scenario) {
 		measureLatencies(b, url, m.name, s, inBig+1).report(b)
 	}
 
-	// Calls through the ambassador, for a fixed time.
-	rate, failed := callRate(m, 3*time.Second)
+	// Calls through the ambassador: windows with the simulator running
+	// and paused alternate, so the ratio compares like with like on a
+	// machine whose load varies.
+	rate, quiet, failed := callRates(m, s)
 	if failed > 0 {
 		b.Errorf("%d calls failed", failed)
+	}
+	if s.active() {
+		b.ReportMetric(rate/quiet, "calls-x-quiet")
 	}
 	b.ReportMetric(cpu, "idle-cpu-%")
 	b.ReportMetric(rss, "rss-MB")
@@ -162,13 +168,28 @@ func benchDiscovery(b *testing.B, sc scenario) {
 	}
 }
 
-// callRate calls the service through the caller from 8 goroutines for d,
-// and returns the calls per second and the calls that failed.
-func callRate(m *mesh, d time.Duration) (float64, int) {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	defer cancel()
-	res := m.load(ctx, 8)
-	return float64(res.ok) / d.Seconds(), res.failed()
+// callRates calls the service through the caller from 8 goroutines in
+// six windows of 1.5s, the simulator paused in every other one (shorter
+// than any lifetime, so nothing expires), and returns the calls per
+// second with it running and paused, and the calls that failed.
+func callRates(m *mesh, s *sim) (running, paused float64, failed int) {
+	const window = 1500 * time.Millisecond
+	var on, off int
+	for i := range 6 {
+		s.paused.Store(i%2 == 1)
+		ctx, cancel := context.WithTimeout(context.Background(), window)
+		res := m.load(ctx, 8)
+		cancel()
+		failed += res.failed()
+		if i%2 == 1 {
+			off += res.ok
+		} else {
+			on += res.ok
+		}
+	}
+	s.paused.Store(false)
+	secs := 3 * window.Seconds()
+	return float64(on) / secs, float64(off) / secs, failed
 }
 
 // latencies are what the in-process watcher measured.
@@ -260,6 +281,8 @@ type sim struct {
 	mesh     string
 	legacy   bool // the protocol before per-service subjects
 	answers  atomic.Int64
+	paused   atomic.Bool // heartbeats and storm held back
+	storming bool
 	wg       sync.WaitGroup
 
 	mu       sync.Mutex
@@ -301,6 +324,16 @@ func (s *sim) add(service, prefix string, n int) {
 		s.services[service] = append(s.services[service], data)
 		s.names[service] = append(s.names[service], name)
 	}
+}
+
+// active reports whether the simulator sends anything but a heartbeat of
+// the one instance it crashes.
+func (s *sim) active() bool {
+	n := 0
+	for _, msgs := range s.services {
+		n += len(msgs)
+	}
+	return s.storming || n > 1
 }
 
 // crash stops an instance's heartbeats, without a goodbye.
@@ -376,7 +409,7 @@ func (s *sim) start(ctx context.Context) {
 				s.mu.Lock()
 				crashed := s.crashed[h.name]
 				s.mu.Unlock()
-				if !crashed {
+				if !crashed && !s.paused.Load() {
 					s.conn.Publish(ctx, h.subject, h.data)
 				}
 			}
@@ -387,6 +420,7 @@ func (s *sim) start(ctx context.Context) {
 // storm publishes perSecond discovery messages about "big" in mesh until
 // ctx ends (see scenario.storm).
 func (s *sim) storm(ctx context.Context, mesh string, perSecond int) {
+	s.storming = true
 	subjects := broker.NewSubjects(mesh)
 	hello, ping := subjects.Discovery("big"), subjects.DiscoveryPing("big")
 	if s.legacy {
@@ -425,6 +459,9 @@ func (s *sim) storm(ctx context.Context, mesh string, perSecond int) {
 				return
 			}
 			for range perSecond / 100 {
+				if s.paused.Load() {
+					break
+				}
 				m := msgs[n%len(msgs)]
 				n++
 				s.conn.Publish(ctx, m.subject, m.data)
