@@ -390,26 +390,34 @@ func (s *sim) start(ctx context.Context) {
 	if len(all) == 0 {
 		return
 	}
-	tick := 20 * time.Millisecond
-	perTick := float64(len(all)) * float64(tick) / float64(benchInterval)
+	// Each instance heartbeats once per benchInterval, spread evenly; the
+	// time paused does not count, so a pause delays every heartbeat by its
+	// length and none is skipped.
 	s.wg.Go(func() {
-		t := time.NewTicker(tick)
+		t := time.NewTicker(20 * time.Millisecond)
 		defer t.Stop()
+		last := time.Now()
 		due := 0.0
 		for next := 0; ; {
+			var now time.Time
 			select {
-			case <-t.C:
+			case now = <-t.C:
 			case <-ctx.Done():
 				return
 			}
-			due += perTick
+			elapsed := now.Sub(last)
+			last = now
+			if s.paused.Load() {
+				continue
+			}
+			due += float64(len(all)) * float64(elapsed) / float64(benchInterval)
 			for ; due >= 1; due-- {
 				h := all[next%len(all)]
 				next++
 				s.mu.Lock()
 				crashed := s.crashed[h.name]
 				s.mu.Unlock()
-				if !crashed && !s.paused.Load() {
+				if !crashed {
 					s.conn.Publish(ctx, h.subject, h.data)
 				}
 			}
