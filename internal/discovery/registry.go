@@ -309,9 +309,7 @@ func (r *Registry) applyLocked(a *busmeshv1.Announcement, answer bool) bool {
 			return changed
 		}
 		if e.owner != from && answer && !e.verified {
-			r.rejected.foreign.Inc() // the word of the one who spoke first
-			e.rival, e.rivalSeen, e.rivalTTL, e.rivalSeq, e.rivalHealthy = e.owner, e.inst.LastSeen.Sub(r.epoch), e.inst.TTL, e.seq, e.inst.Healthy
-			e.owner, e.seq, e.inst.Sidecar, e.inst.Conflict, e.ownerSpoke = from, 0, a.Sidecar, "", false
+			r.takeOver(e, from)
 		}
 		if e.owner != from {
 			r.heardRival(e, from, a, at)
@@ -338,6 +336,16 @@ func (r *Registry) applyLocked(a *busmeshv1.Announcement, answer bool) bool {
 		return r.leave(s, e, at)
 	}
 	return false
+}
+
+// takeOver gives e to from, who answered the Watcher's ping, and keeps
+// the owner that never did as its rival (a conflict while it still
+// speaks). What the old owner said is ignored from now on and counted.
+func (r *Registry) takeOver(e *entry, from owner) {
+	r.rejected.foreign.Inc()
+	e.rival, e.rivalSeen, e.rivalTTL = e.owner, r.since(e.inst.LastSeen), e.inst.TTL
+	e.rivalSeq, e.rivalHealthy = e.seq, e.inst.Healthy
+	e.owner, e.seq, e.inst.Sidecar, e.inst.Conflict, e.ownerSpoke = from, 0, from.sidecar, "", false
 }
 
 // add creates the entry of a new instance, within the service's bound.

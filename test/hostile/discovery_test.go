@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -40,8 +41,9 @@ func publish(ctx context.Context, t testing.TB, b broker.Broker, mesh, service s
 // TestForgedAnnouncements: while three instances serve, a neighbour says,
 // about each of them, goodbye, unhealthy with a very high sequence number
 // and a minute's interval, every 50ms, under its own sidecar id and under
-// the real sidecar's id with another incarnation. Issue 19 saw that make
-// every call fail for 181s; no call may fail.
+// the real sidecar's id with another incarnation, starting before the
+// caller does. Issue 19 saw that make every call fail for 181s; no call
+// may fail.
 func TestForgedAnnouncements(t *testing.T) {
 	url := requireNATS(t)
 	for _, lb := range []string{"queue", "direct"} {
@@ -53,16 +55,18 @@ func TestForgedAnnouncements(t *testing.T) {
 				ids[inst] = unique("adapter")
 				m.addInstance(ids[inst], inst)
 			}
-			m.startCaller(lb)
-			m.waitHealthy(3)
+			// The forging starts before the caller does: what it hears
+			// first is forged.
 			f := forger(t, url)
-			ctx, cancel := context.WithTimeout(t.Context(), runFor())
+			var wg sync.WaitGroup
+			defer wg.Wait()
+			forging, cancel := context.WithCancel(t.Context())
 			defer cancel()
-			go func() {
-				for ctx.Err() == nil {
+			wg.Go(func() {
+				for forging.Err() == nil {
 					for inst, id := range ids {
 						for _, sidecar := range []string{"evil", id} {
-							publish(ctx, t, f, m.name, m.service,
+							publish(forging, t, f, m.name, m.service,
 								&busmeshv1.Announcement{Kind: busmeshv1.Announcement_KIND_GOODBYE, Service: m.service,
 									Instance: inst, Sidecar: sidecar, Incarnation: "forged"},
 								&busmeshv1.Announcement{Kind: busmeshv1.Announcement_KIND_HELLO, Service: m.service,
@@ -72,7 +76,12 @@ func TestForgedAnnouncements(t *testing.T) {
 					}
 					time.Sleep(50 * time.Millisecond)
 				}
-			}()
+			})
+			time.Sleep(200 * time.Millisecond)
+			m.startCaller(lb)
+			m.waitHealthy(3)
+			ctx, stop := context.WithTimeout(forging, runFor())
+			defer stop()
 			res := m.load(ctx, 8)
 			t.Logf("%d calls ok, failures: %v", res.ok, res.failures)
 			if res.failed() > 0 || res.ok == 0 {
@@ -110,13 +119,15 @@ func TestGhostInstances(t *testing.T) {
 			d := runFor()
 			ctx, cancel := context.WithTimeout(t.Context(), d)
 			defer cancel()
-			go func() {
+			var wg sync.WaitGroup
+			wg.Go(func() {
 				for stop := time.Now().Add(d / 2); ctx.Err() == nil && time.Now().Before(stop); {
 					publish(ctx, t, f, m.name, m.service, ghosts...)
 					time.Sleep(m.interval)
 				}
-			}()
+			})
 			res := m.load(ctx, 8)
+			wg.Wait()
 			t.Logf("%d calls ok, failures: %v", res.ok, res.failures)
 			if res.failed() > 0 || res.ok == 0 {
 				t.Errorf("%d calls failed (%v), %d ok; want none failed", res.failed(), res.failures, res.ok)
@@ -148,13 +159,15 @@ func TestDuplicateInstanceID(t *testing.T) {
 	d := runFor()
 	ctx, cancel := context.WithTimeout(t.Context(), d)
 	defer cancel()
-	go func() {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() {
 		select {
 		case <-time.After(d / 2):
 			first.stop()
 		case <-ctx.Done():
 		}
-	}()
+	})
 	var conflict string
 	watched := make(chan struct{})
 	go func() {
