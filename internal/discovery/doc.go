@@ -3,5 +3,6 @@
 // busmesh.discovery (Announcer), ambassadors keep what they hear in a
 // Registry with TTL expiry and ping at start to fill it at once (Watcher).
 // What to do with the instances (load balancing, the "no healthy
-// instances" answer) is the ambassador's. See DESIGN.md, "Mesh features".
+// instances" answer) is the ambassador's. See docs/architecture.md and
+// docs/architecture-discovery.md.
 package discovery

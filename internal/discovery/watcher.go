@@ -40,7 +40,18 @@ type Watcher struct {
 
 	mu   sync.Mutex
 	subs map[string]broker.Subscription // by service
+
+	// While this sidecar's own broker connection is down it hears nobody,
+	// so silence proves nothing: nothing expires, and after the
+	// connection is back every watched service is asked again and given
+	// reconnectGrace to answer before expiry resumes.
+	offline   bool
+	graceTill time.Time
 }
+
+// reconnectGrace is how long after its broker connection is back a
+// Watcher waits for answers before it expires anything.
+const reconnectGrace = time.Second
 
 // WatchOptions configure a Watcher.
 type WatchOptions struct {
@@ -233,8 +244,24 @@ func (w *Watcher) handleAnswer(ctx context.Context, data []byte) {
 	w.reg.answer(a.Service)
 }
 
-// expire forgets silent instances, logging them (a few by name).
+// expire forgets silent instances, logging them (a few by name) — unless
+// the silence is this sidecar's own, its broker connection down or just
+// back.
 func (w *Watcher) expire() {
+	now := time.Now()
+	if !broker.Connected(w.b) {
+		w.offline = true
+		return
+	}
+	if w.offline {
+		w.offline, w.graceTill = false, now.Add(reconnectGrace)
+		for _, name := range w.reg.Watched() {
+			w.ask(name)
+		}
+	}
+	if now.Before(w.graceTill) {
+		return
+	}
 	gone := w.reg.Expire()
 	for i, inst := range gone {
 		if i == 5 {

@@ -76,6 +76,7 @@ func TestBrokerOutage(t *testing.T) {
 			// deadline, not as missing instances — and the service is back
 			// soon after the broker.
 			proxy.Down()
+			downAt := time.Now()
 			eventually(t, 5*time.Second, "calls answered broker-unavailable", func() bool {
 				code, reason, _ := callReason()
 				return code == 503 && reason == "broker-unavailable"
@@ -95,12 +96,22 @@ func TestBrokerOutage(t *testing.T) {
 			if slow > 0 || wrong > 0 {
 				t.Errorf("during the outage, %d calls took over 100ms and %d were not 503 broker-unavailable", slow, wrong)
 			}
+			// Down longer than an instance's lifetime in the registry: the
+			// ambassador must not take its own deafness for the mesh gone.
+			time.Sleep(time.Until(downAt.Add(8 * time.Second)))
 			proxy.Up()
 			back := time.Now()
+			noHealthy := 0
 			eventually(t, 10*time.Second, "calls to succeed again", func() bool {
-				code, _, _ := callReason()
+				code, reason, _ := callReason()
+				if reason == "no-healthy-instances" {
+					noHealthy++
+				}
 				return code == 200
 			})
+			if noHealthy > 0 {
+				t.Errorf("%d calls answered no-healthy-instances after the broker came back", noHealthy)
+			}
 			took := time.Since(back)
 			t.Logf("%s: service back %v after the broker", b.name, took.Round(time.Millisecond))
 			if took > 2*time.Second {
