@@ -35,6 +35,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./internal/envelope/
 	$(GO) test -run '^$$' -fuzz '^FuzzVerifyMAC$$' -fuzztime $(FUZZTIME) ./internal/identity/
 	$(GO) test -run '^$$' -fuzz '^FuzzLoadCert$$' -fuzztime $(FUZZTIME) ./internal/identity/
+	$(GO) test -run '^$$' -fuzz '^FuzzOpen$$' -fuzztime $(FUZZTIME) ./internal/secure/
 	$(GO) test -run '^$$' -fuzz '^FuzzInject$$' -fuzztime $(FUZZTIME) ./internal/inject/
 
 # grpc-go's interop soak cases through the mesh on every broker, at full

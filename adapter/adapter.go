@@ -16,6 +16,8 @@ import (
 	"github.com/busmesh/busmesh/internal/config"
 	"github.com/busmesh/busmesh/internal/discovery"
 	"github.com/busmesh/busmesh/internal/grpcwire"
+	"github.com/busmesh/busmesh/internal/policy"
+	"github.com/busmesh/busmesh/internal/secure"
 	"github.com/busmesh/busmesh/internal/stream"
 	"github.com/busmesh/busmesh/internal/telemetry"
 )
@@ -30,6 +32,9 @@ type Options struct {
 	Metrics *telemetry.Metrics
 	// Announce is the discovery announcement interval (default 2s).
 	Announce time.Duration
+	// Security authenticates what the adapter takes and seals what it
+	// sends; nil runs without (see package secure).
+	Security *secure.Guard
 }
 
 // Adapter takes a service's calls off the broker and makes them to the
@@ -51,7 +56,9 @@ type Adapter struct {
 	app      app
 	chunk    int
 	announce *discovery.Announcer
-	admit    []admission // checks on a request before a worker takes it
+	admit    []admission    // checks on a request before a worker takes it
+	guard    *secure.Guard  // nil: security off
+	policy   *policy.Policy // nil: every caller allowed
 	latency  telemetry.LatencyWindow
 
 	pool    *workers
@@ -71,6 +78,9 @@ func New(o Options) (*Adapter, error) {
 	}
 	subjects := broker.NewSubjects(o.Mesh)
 	pub := bus.NewPublisher(o.Broker)
+	if o.Security != nil {
+		pub.SetSealer(o.Security)
+	}
 	a := &Adapter{
 		cfg:      o.Config,
 		sidecar:  o.Sidecar,
@@ -91,7 +101,9 @@ func New(o Options) (*Adapter, error) {
 	}
 	a.pool = newWorkers(o.Config.Concurrency, a.serve, a.refuse)
 	a.streams.max = maxStreams
-	a.admit = []admission{a.forThisService, addressed, fresh}
+	a.guard = o.Security
+	a.policy = policy.Compile(o.Config.Allow)
+	a.admit = []admission{a.authenticated, a.forThisService, addressed, fresh, a.authorize}
 	a.announce = discovery.NewAnnouncer(o.Broker, discovery.Self{
 		Service:     o.Config.Service,
 		Instance:    o.Config.Instance,

@@ -7,27 +7,32 @@ import (
 	"time"
 
 	"github.com/busmesh/busmesh/internal/envelope"
+	"github.com/busmesh/busmesh/internal/reason"
+	"github.com/busmesh/busmesh/internal/secure"
 )
 
-// admission is one check of a request after it is decoded and before a
+// admission is one check of a request after it is decoded (and, with
+// security on, authenticated: from is its verified sender) and before a
 // worker takes it: nil admits the request; a rejection drops it, counted
-// by reason, without costing a worker or an application call. The checks
-// run in order (see New): later ones (credentials, authorization, load
-// shedding) go into the same chain.
-type admission func(req *envelope.Request, env *envelope.Envelope) *rejection
+// by reason, or answers it at once (authorization), without costing a
+// worker or an application call. The checks run in order (see New).
+type admission func(req *envelope.Request, env *envelope.Envelope, from secure.Sender) *rejection
 
 // rejection says why a request is not served.
 type rejection struct {
 	reason string // the envelopes_rejected_total label
 	err    error
+	// answer, when set, answers the caller with this reason instead of
+	// dropping the request (and the request is not counted as rejected).
+	answer reason.Reason
 }
 
 // handleRequest takes one call off the service or instance subject. It
 // blocks while every worker is busy, so the broker holds the rest.
 func (a *Adapter) handleRequest(ctx context.Context, data []byte) {
-	env, err := envelope.Open(data)
+	env, from, why, err := a.open(data)
 	if err != nil {
-		a.reject("malformed", len(data), err)
+		a.reject(why, len(data), err)
 		return
 	}
 	if env.Kind != envelope.KindRequest {
@@ -40,7 +45,11 @@ func (a *Adapter) handleRequest(ctx context.Context, data []byte) {
 		return
 	}
 	for _, check := range a.admit {
-		if r := check(req, &env); r != nil {
+		if r := check(req, &env, from); r != nil {
+			if r.answer != reason.None {
+				a.deny(req, r)
+				return
+			}
 			a.reject(r.reason, len(data), r.err)
 			return
 		}
@@ -49,26 +58,26 @@ func (a *Adapter) handleRequest(ctx context.Context, data []byte) {
 }
 
 // forThisService admits requests for the adapter's own service only.
-func (a *Adapter) forThisService(req *envelope.Request, _ *envelope.Envelope) *rejection {
+func (a *Adapter) forThisService(req *envelope.Request, _ *envelope.Envelope, _ secure.Sender) *rejection {
 	if req.Service != a.cfg.Service {
-		return &rejection{"wrong-service", fmt.Errorf("request for service %q", req.Service)}
+		return &rejection{reason: "wrong-service", err: fmt.Errorf("request for service %q", req.Service)}
 	}
 	return nil
 }
 
 // addressed admits requests that say who sent them and where to answer.
-func addressed(req *envelope.Request, _ *envelope.Envelope) *rejection {
+func addressed(req *envelope.Request, _ *envelope.Envelope, _ secure.Sender) *rejection {
 	if req.ReplyTo == "" || req.Source == "" {
-		return &rejection{"malformed", errors.New("request without reply_to or source")}
+		return &rejection{reason: "malformed", err: errors.New("request without reply_to or source")}
 	}
 	return nil
 }
 
 // fresh drops a request whose caller has already given up: serving it
 // would be wasted work.
-func fresh(req *envelope.Request, _ *envelope.Envelope) *rejection {
+func fresh(req *envelope.Request, _ *envelope.Envelope, _ secure.Sender) *rejection {
 	if req.Deadline != 0 && time.Now().UnixNano() >= req.Deadline {
-		return &rejection{"expired", errors.New("deadline passed before the call was taken")}
+		return &rejection{reason: "expired", err: errors.New("deadline passed before the call was taken")}
 	}
 	return nil
 }

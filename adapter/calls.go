@@ -217,9 +217,9 @@ func callContext(req *envelope.Request) (context.Context, context.CancelFunc) {
 // handleFrame takes a frame for a call being served: more request body,
 // window updates, or a cancel (on the inbox or the service's cancel subject).
 func (a *Adapter) handleFrame(_ context.Context, data []byte) {
-	env, err := envelope.Open(data)
+	env, _, why, err := a.open(data)
 	if err != nil {
-		a.reject("malformed", len(data), err)
+		a.reject(why, len(data), err)
 		return
 	}
 	if env.Kind != envelope.KindFrame {

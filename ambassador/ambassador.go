@@ -18,6 +18,7 @@ import (
 	"github.com/busmesh/busmesh/internal/bus"
 	"github.com/busmesh/busmesh/internal/config"
 	"github.com/busmesh/busmesh/internal/discovery"
+	"github.com/busmesh/busmesh/internal/secure"
 	"github.com/busmesh/busmesh/internal/stream"
 	"github.com/busmesh/busmesh/internal/telemetry"
 )
@@ -33,6 +34,9 @@ type Options struct {
 	// Registry is the mesh as discovery sees it: a call to a service with
 	// no healthy instance is answered at once, without publishing.
 	Registry *discovery.Registry
+	// Security seals what the ambassador sends and authenticates what it
+	// takes; nil runs without (see package secure).
+	Security *secure.Guard
 }
 
 // Ambassador takes HTTP and gRPC calls from local applications and carries
@@ -83,12 +87,15 @@ func New(ctx context.Context, o Options) (*Ambassador, error) {
 		reg:      o.Registry,
 		lb:       newBalancer(subjects),
 	}
+	if o.Security != nil {
+		a.pub.SetSealer(o.Security)
+	}
 	a.chunk = stream.ChunkSize(a.pub.MaxMessage())
 	if err := a.Reload(o.Config); err != nil {
 		return nil, err
 	}
 	a.invoke = chain(a.roundTrip, a.requireBroker, a.routeTraffic, a.requireHealthy)
-	in, err := newInbox(ctx, a.pub, subjects.Inbox(o.Sidecar), o.Sidecar, logger, o.Metrics)
+	in, err := newInbox(ctx, a.pub, subjects.Inbox(o.Sidecar), o.Sidecar, logger, o.Metrics, o.Security)
 	if err != nil {
 		return nil, fmt.Errorf("ambassador inbox: %w", err)
 	}

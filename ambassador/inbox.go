@@ -12,6 +12,7 @@ import (
 	"github.com/busmesh/busmesh/broker"
 	"github.com/busmesh/busmesh/internal/bus"
 	"github.com/busmesh/busmesh/internal/envelope"
+	"github.com/busmesh/busmesh/internal/secure"
 	"github.com/busmesh/busmesh/internal/stream"
 	"github.com/busmesh/busmesh/internal/telemetry"
 )
@@ -39,6 +40,8 @@ type Inbox struct {
 	calls map[uint64]*pending
 
 	sub broker.Subscription
+
+	guard *secure.Guard // nil: security off
 }
 
 // pending is a call's side of the inbox: what has arrived for it. Calls
@@ -58,10 +61,11 @@ type pending struct {
 	window   *stream.Window  // credit for request frames, once accepted
 	accepted chan struct{}   // closed when the adapter names its inbox
 	peer     string          // the serving adapter's inbox
+	service  string          // the service called: with security on, only its certificate answers
 }
 
 // newInbox subscribes to the sidecar's inbox subject.
-func newInbox(ctx context.Context, pub *bus.Publisher, subject, source string, logger *slog.Logger, m *telemetry.Metrics) (*Inbox, error) {
+func newInbox(ctx context.Context, pub *bus.Publisher, subject, source string, logger *slog.Logger, m *telemetry.Metrics, guard *secure.Guard) (*Inbox, error) {
 	b := pub.Broker()
 	in := &Inbox{
 		b:       b,
@@ -72,6 +76,7 @@ func newInbox(ctx context.Context, pub *bus.Publisher, subject, source string, l
 		metrics: m,
 		limiter: telemetry.Limiter{Interval: time.Second},
 		calls:   map[uint64]*pending{},
+		guard:   guard,
 	}
 	// Ids start at a random point so that a restarted sidecar, which keeps
 	// its inbox, does not take its predecessor's late replies for its own.
@@ -86,10 +91,10 @@ func newInbox(ctx context.Context, pub *bus.Publisher, subject, source string, l
 }
 
 // register gives p a new id and registers it for what arrives.
-func (in *Inbox) register(p *pending) uint64 {
+func (in *Inbox) register(p *pending, service string) uint64 {
 	id := in.nextID.Add(1)
 	p.mu.Lock()
-	p.id = id
+	p.id, p.service = id, service
 	p.mu.Unlock()
 	in.mu.Lock()
 	in.calls[id] = p
@@ -149,9 +154,8 @@ func (in *Inbox) onReturn(id uint64) {
 // handle dispatches one message from the inbox. It never blocks: a call's
 // frames queue in its stream.Inbound, bounded by the window it granted.
 func (in *Inbox) handle(_ context.Context, data []byte) {
-	e, err := envelope.Open(data)
-	if err != nil {
-		in.reject("malformed", len(data), err)
+	e, from, ok := in.open(data)
+	if !ok {
 		return
 	}
 	kind, msg := e.Kind, e.Msg
@@ -167,7 +171,7 @@ func (in *Inbox) handle(_ context.Context, data []byte) {
 			}
 			id = r.ID
 		}
-		if p := in.lookup(id); p != nil {
+		if p := in.lookup(id); p != nil && in.sentBy(p, &e, from, len(data)) {
 			if err := p.answer(id, msg); err != nil {
 				in.reject("malformed", len(data), err)
 			}
@@ -179,10 +183,11 @@ func (in *Inbox) handle(_ context.Context, data []byte) {
 			return
 		}
 		if f.Ping {
+			in.bind(&e, from)
 			in.answerPing(&f)
 			return
 		}
-		if p := in.lookup(f.ID); p != nil {
+		if p := in.lookup(f.ID); p != nil && in.sentBy(p, &e, from, len(data)) {
 			p.frame(&f)
 		}
 	default:

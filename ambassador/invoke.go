@@ -81,7 +81,7 @@ func noHealthy(service, version string) *reason.Error {
 // body once an adapter accepts, and wait for the answer.
 func (a *Ambassador) roundTrip(ctx context.Context, c *Call) error {
 	req := &c.Req
-	req.ID = a.inbox.register(&c.p)
+	req.ID = a.inbox.register(&c.p, c.Route.Service)
 	req.Source, req.SourceService = a.sidecar, a.cfg.Service
 	req.Service, req.ReplyTo = c.Route.Service, a.inbox.subject
 	req.Deadline, req.Window = c.Deadline.UnixNano(), stream.DefaultWindow

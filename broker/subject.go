@@ -25,6 +25,8 @@ const DefaultMesh = "default"
 //	busmesh.<mesh>.discovery.svc.<service>       a service's announcements (fan-out)
 //	busmesh.<mesh>.discovery.ping.<service>      questions to a service's adapters (fan-out)
 //	busmesh.<mesh>.inbox.<id>.discovery          answers to one asker
+//	busmesh.<mesh>.certs.<service>               certificate requests, queue group of the service
+//	busmesh.<mesh>.inbox.<sidecar>.certs         an ambassador's certificate answers
 type Subjects struct{ prefix string }
 
 // NewSubjects returns the subjects of mesh; "" is DefaultMesh.
@@ -79,6 +81,30 @@ func (s Subjects) DiscoveryPing(service string) string { return s.prefix + "disc
 // DiscoveryInbox is where the answers to one asker's pings go; id is the
 // asker's own random token. It is an inbox (see IsInbox).
 func (s Subjects) DiscoveryInbox(id string) string { return s.prefix + "inbox." + id + ".discovery" }
+
+// Certs is where an ambassador asks for a service's certificate, read by
+// the service's adapters in the queue group of the same name.
+func (s Subjects) Certs(service string) string { return s.prefix + "certs." + service }
+
+// CertsReply is where an ambassador's certificate requests are answered.
+func (s Subjects) CertsReply(sidecar string) string { return s.prefix + "inbox." + sidecar + ".certs" }
+
+// ServiceOf returns the service a request or cancel subject of this mesh
+// names (svc.<service>[.v.<version>|.i.<instance>] or cancel.<service>).
+func (s Subjects) ServiceOf(subject string) (string, bool) {
+	rest, ok := strings.CutPrefix(subject, s.prefix)
+	if !ok {
+		return "", false
+	}
+	if r, ok := strings.CutPrefix(rest, "svc."); ok {
+		service, _, _ := strings.Cut(r, ".")
+		return service, service != ""
+	}
+	if r, ok := strings.CutPrefix(rest, "cancel."); ok {
+		return r, r != "" && !strings.Contains(r, ".")
+	}
+	return "", false
+}
 
 // IsInbox reports whether subject is a sidecar's inbox (busmesh.<mesh>.
 // inbox.<sidecar>[.adapter]): read by one process only, so a backend may

@@ -20,7 +20,8 @@ import (
 
 // Scheme is the URL scheme of a NATS server: nats://host:4222 (tls:// for
 // TLS). Credentials go in the URL: nats://user:pass@host:4222 or
-// nats://token@host:4222.
+// nats://token@host:4222; see securityOptions for a private CA, client
+// certificates and NKeys.
 const Scheme = "nats"
 
 func init() {
@@ -51,7 +52,11 @@ type Conn struct {
 }
 
 func open(ctx context.Context, u *url.URL, logger *slog.Logger) (broker.Broker, error) {
-	return Dial(ctx, u.String(), logger)
+	raw, opts, err := securityOptions(u)
+	if err != nil {
+		return nil, err
+	}
+	return Dial(ctx, raw, logger, opts...)
 }
 
 // Dial connects to the NATS servers in rawURL (comma-separated URLs are a

@@ -37,7 +37,7 @@ func (f *adminFlags) client(cmd *cobra.Command) (busmeshv1.AdminClient, context.
 	if f.output != "table" && f.output != "json" {
 		return nil, nil, nil, usageError{fmt.Errorf("--output %q: want table or json", f.output)}
 	}
-	conn, err := grpc.NewClient(f.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(f.addr, grpc.WithTransportCredentials(insecure.NewCredentials()), adminToken())
 	if err != nil {
 		return nil, nil, nil, usageError{fmt.Errorf("--admin %q: %w", f.addr, err)}
 	}
@@ -95,8 +95,10 @@ func newServicesCmd() *cobra.Command {
 			if len(args) == 1 {
 				req.Service = args[0]
 			}
+			var security string
 			return runAdmin(cmd, &f, "list services",
 				func(ctx context.Context, c busmeshv1.AdminClient) (*busmeshv1.ListServicesResponse, error) {
+					security = securityState(ctx, c)
 					return c.ListServices(ctx, req)
 				},
 				func(out io.Writer, resp *busmeshv1.ListServicesResponse) error {
@@ -129,7 +131,10 @@ func newServicesCmd() *cobra.Command {
 							row(tw, cols...)
 						}
 					}
-					return tw.Flush()
+					if err := tw.Flush(); err != nil {
+						return err
+					}
+					return printSecurity(out, security)
 				})
 		},
 	}

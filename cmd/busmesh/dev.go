@@ -70,6 +70,13 @@ always name the ports in use.`,
 			cfg.Adapter = config.NewAdapter()
 			cfg.Adapter.Service = devService
 			cfg.Adapter.Target = "http://" + demoLn.Addr().String()
+			// Security on: one identity, of the demo service, for both sides.
+			id, removeCA, err := devIdentity(cfg.Mesh, devService)
+			if err != nil {
+				return err
+			}
+			defer removeCA()
+			cfg.Identity, cfg.Ambassador.Service = id, devService
 			cfg.Normalize()
 			if err := cfg.Validate(); err != nil {
 				return usageError{err}

@@ -88,6 +88,7 @@ type sidecar struct {
 	adapter    *adapter.Adapter
 	watcher    *discovery.Watcher
 	registry   *discovery.Registry
+	security   *security // nil: security off
 }
 
 // discoverySettle is how long a starting ambassador waits for the answers
@@ -108,7 +109,7 @@ func startSidecar(ctx context.Context, cfg *config.Config, logger *slog.Logger) 
 	metrics := telemetry.NewMetrics()
 	if cfg.Admin != "" {
 		sc.admin, err = admin.Start(admin.Options{Addr: cfg.Admin, Sidecar: cfg.ID, Broker: broker.Redact(cfg.Broker),
-			Metrics: metrics, Logger: logger})
+			Metrics: metrics, Logger: logger, Token: cfg.AdminToken})
 		if err != nil {
 			return nil, err
 		}
@@ -119,22 +120,35 @@ func startSidecar(ctx context.Context, cfg *config.Config, logger *slog.Logger) 
 		return nil, err
 	}
 	logger.Info("broker connected", telemetry.KeyBroker, broker.Redact(cfg.Broker))
+	if sc.security, err = startSecurity(cfg, sc.broker, logger); err != nil {
+		return nil, err
+	}
 	if cfg.Adapter != nil {
 		sc.adapter, err = adapter.New(adapter.Options{Config: cfg.Adapter, Sidecar: cfg.ID, Mesh: cfg.Mesh, Broker: sc.broker,
-			Logger: logger, Metrics: metrics, Announce: cfg.Discovery.Interval.D()})
+			Logger: logger, Metrics: metrics, Announce: cfg.Discovery.Interval.D(), Security: sc.security.Guard()})
 		if err != nil {
 			return nil, err
+		}
+		if g := sc.security.Guard(); g != nil {
+			if err = g.ServeCerts(ctx, cfg.Adapter.Service); err != nil {
+				return nil, err
+			}
 		}
 		if err = sc.adapter.Start(ctx); err != nil {
 			return nil, err
 		}
 	}
 	if cfg.Ambassador != nil {
+		if g := sc.security.Guard(); g != nil {
+			if err = g.StartAmbassador(ctx); err != nil {
+				return nil, err
+			}
+		}
 		sc.registry = discovery.NewRegistryWith(discovery.Options{Interval: cfg.Discovery.Interval.D(), Metrics: metrics, Logger: logger})
 		// The ambassador names the services it routes to (Registry.Route);
 		// the watcher then asks only those, and those calls ask for.
 		sc.ambassador, err = ambassador.New(ctx, ambassador.Options{Config: cfg.Ambassador, Sidecar: cfg.ID, Mesh: cfg.Mesh, Broker: sc.broker,
-			Logger: logger, Metrics: metrics, Registry: sc.registry})
+			Logger: logger, Metrics: metrics, Registry: sc.registry, Security: sc.security.Guard()})
 		if err != nil {
 			return nil, err
 		}
@@ -186,7 +200,7 @@ func (sc *sidecar) routes() []*busmeshv1.Route {
 
 // components reports the health of each part, for the admin API.
 func (sc *sidecar) components() map[string]string {
-	c := map[string]string{}
+	c := map[string]string{"security": sc.security.state()}
 	if sc.ambassador != nil {
 		c["ambassador"] = "ok"
 	}
@@ -214,6 +228,7 @@ func (sc *sidecar) shutdown() error {
 	if sc.watcher != nil {
 		errs = append(errs, sc.watcher.Close())
 	}
+	errs = append(errs, sc.security.close())
 	if sc.broker != nil {
 		errs = append(errs, sc.broker.Close())
 	}

@@ -36,6 +36,9 @@ type Options struct {
 	Broker  string // the broker URL, password hidden
 	Metrics *telemetry.Metrics
 	Logger  *slog.Logger // nil discards
+	// Token guards the privileged endpoints (see guard.go); "" lets only
+	// loopback peers use them.
+	Token string
 }
 
 // Sidecar is what the admin API reads from the running sidecar. Set the
@@ -108,13 +111,13 @@ func Start(o Options) (*Server, error) {
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true) // gRPC without TLS, on the same port
 	s.http = &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		Handler: guard(o.Token, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if r.ProtoMajor == 2 && strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
 				s.grpc.ServeHTTP(w, r)
 				return
 			}
 			mux.ServeHTTP(w, r)
-		}),
+		})),
 		Protocols:         &protocols,
 		ReadHeaderTimeout: 10 * time.Second,
 	}

@@ -25,6 +25,7 @@ type Publisher struct {
 	b        broker.Broker
 	returner broker.Returner // nil when the backend cannot return requests
 	maxMsg   int
+	sealer   Sealer // nil: security off
 }
 
 // NewPublisher returns the Publisher of a sidecar's envelopes on b.
@@ -45,8 +46,10 @@ func (p *Publisher) MaxMessage() int { return p.maxMsg }
 // not kept.
 func (p *Publisher) Publish(ctx context.Context, subject string, m Message) error {
 	buf := GetBuffer()
-	*buf = m.AppendEnvelope(*buf)
-	err := p.b.Publish(ctx, subject, *buf)
+	err := p.encode(ctx, subject, buf, m)
+	if err == nil {
+		err = p.b.Publish(ctx, subject, *buf)
+	}
 	PutBuffer(buf)
 	return err
 }
@@ -59,8 +62,10 @@ func (p *Publisher) PublishReturnable(ctx context.Context, subject string, m Mes
 		return p.Publish(ctx, subject, m)
 	}
 	buf := GetBuffer()
-	*buf = m.AppendEnvelope(*buf)
-	err := p.returner.PublishReturnable(ctx, subject, *buf, token, onReturn)
+	err := p.encode(ctx, subject, buf, m)
+	if err == nil {
+		err = p.returner.PublishReturnable(ctx, subject, *buf, token, onReturn)
+	}
 	PutBuffer(buf)
 	return err
 }

@@ -35,6 +35,15 @@ type Config struct {
 	Procs int `yaml:"procs"`
 	// Log configures logging.
 	Log Log `yaml:"log"`
+	// Identity is the sidecar's certified identity (see security.go); no
+	// section runs without security, with a warning unless Insecure.
+	Identity *Identity `yaml:"identity"`
+	// Insecure says that running without an identity is intended: no
+	// warning is logged.
+	Insecure bool `yaml:"insecure"`
+	// AdminToken guards the admin port's calls and state changes (see
+	// internal/admin); BUSMESH_ADMIN_TOKEN sets it too.
+	AdminToken string `yaml:"admin_token"`
 	// Discovery configures how instances find each other.
 	Discovery Discovery `yaml:"discovery"`
 	// Ambassador, when present, takes calls from local applications.
@@ -184,6 +193,10 @@ type Adapter struct {
 	// Health checks the application; while it fails, the adapter takes no
 	// calls and announces itself unhealthy. No section: always healthy.
 	Health *Health `yaml:"health"`
+	// Allow lists the callers allowed to call this service and what they
+	// may call (see security.go). No rules: every caller may call
+	// anything; once there is one, what no rule allows is denied.
+	Allow []AllowRule `yaml:"allow"`
 }
 
 // Health is the adapter's check of its application.

@@ -184,6 +184,7 @@ func (c *Config) validate(errs *Error) {
 			checkHealth(errs, h, a.Target)
 		}
 	}
+	c.validateSecurity(errs)
 }
 
 func checkAddr(errs *Error, seen map[string]string, key, addr string, optional bool) {

@@ -56,6 +56,9 @@ const (
 	ProtocolMismatch
 	// StreamFailed: a streamed body broke off between the sidecars.
 	StreamFailed
+	// Forbidden: the serving adapter's allow rules do not let the caller
+	// make this call.
+	Forbidden
 	// Unknown is a reason this version does not know, from a newer peer.
 	Unknown
 )
@@ -86,6 +89,7 @@ var table = [...]struct {
 	ResponseTooLarge:  {"response-too-large", http.StatusBadGateway, codes.ResourceExhausted},
 	ProtocolMismatch:  {"protocol-mismatch", http.StatusBadGateway, codes.Unimplemented},
 	StreamFailed:      {"stream-failed", http.StatusBadGateway, codes.Unavailable},
+	Forbidden:         {"forbidden", http.StatusForbidden, codes.PermissionDenied},
 	Unknown:           {"unknown", http.StatusBadGateway, codes.Unavailable},
 }
 

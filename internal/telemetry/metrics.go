@@ -42,6 +42,10 @@ type Metrics struct {
 	// RepliesUnmatched counts replies for calls no longer waiting (they
 	// timed out or were cancelled).
 	RepliesUnmatched prometheus.Counter
+
+	// AuthzDecisions counts the adapter's authorization decisions, by
+	// calling service, served service and verdict (allow, deny).
+	AuthzDecisions *prometheus.CounterVec // caller, service, verdict
 }
 
 // Buckets of the request duration histograms, in seconds: from 100µs, as a
@@ -110,7 +114,12 @@ func NewMetrics() *Metrics {
 			Name: "busmesh_replies_unmatched_total",
 			Help: "Replies that arrived for calls no longer waiting (timed out or cancelled).",
 		}),
+		AuthzDecisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "busmesh_authz_decisions_total",
+			Help: "The adapter's authorization decisions, by calling service, served service and verdict.",
+		}, []string{"caller", "service", "verdict"}),
 	}
+	f(m.AuthzDecisions)
 	f(m.AmbassadorRequests)
 	f(m.AmbassadorDuration)
 	f(m.AmbassadorErrors)

@@ -117,6 +117,13 @@ func setUp(ctx context.Context, o *options, sup *supervisor) (e *env, err error)
 		} else {
 			meshes = append(meshes, r)
 		}
+		if b == "nats" {
+			if r, err := e.meshHTTPSecureRow(ctx, url); err != nil {
+				e.skip(err.Error(), rowMeshSecure)
+			} else {
+				meshes = append(meshes, r)
+			}
+		}
 	}
 	e.rows = append(append(e.rows, raws...), meshes...)
 

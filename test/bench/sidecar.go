@@ -26,6 +26,12 @@ broker: {{.Broker}}
 admin: {{.Admin}}
 log:
   level: warn
+{{- if .Cert}}
+identity:
+  cert: {{.Cert}}
+  key: {{.Key}}
+  ca: {{.CA}}
+{{- end}}
 {{- if .Target}}
 adapter:
   service: {{.Service}}
@@ -52,6 +58,9 @@ type sidecarSpec struct {
 	Target  string // adapter: the application URL; empty for an ambassador
 	GRPC    bool   // ambassador: a gRPC port instead of a per-service HTTP port
 	Listen  string // ambassador: its port
+	// Cert, Key and CA are the sidecar's identity files; empty runs
+	// without security.
+	Cert, Key, CA string
 }
 
 // sidecar is a running `busmesh sidecar`.
