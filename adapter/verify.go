@@ -32,6 +32,9 @@ func (a *Adapter) authenticated(req *envelope.Request, _ *envelope.Envelope, fro
 	if a.guard == nil {
 		return nil
 	}
+	if a.cfg.Seal && !from.Sealed {
+		return &rejection{reason: "unsealed", err: fmt.Errorf("%s requires sealed requests (adapter.seal); %s sent one in the clear", a.cfg.Service, from.Peer.Service())}
+	}
 	if req.SourceService != from.Peer.Service() {
 		return &rejection{reason: "wrong-source", err: fmt.Errorf("source_service %q sent with a certificate of %q", req.SourceService, from.Peer.Service())}
 	}

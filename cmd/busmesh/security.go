@@ -46,7 +46,11 @@ func startSecurity(cfg *config.Config, b broker.Broker, logger *slog.Logger) (*s
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	s := &security{src: src, stop: stop, done: make(chan struct{})}
-	s.guard = secure.New(secure.Options{Source: src, Broker: b, Mesh: cfg.Mesh, Sidecar: cfg.ID, Logger: logger})
+	s.guard = secure.New(secure.Options{Source: src, Broker: b, Mesh: cfg.Mesh, Sidecar: cfg.ID, Logger: logger,
+		SealFor: func(service string) bool {
+			a := cfg.Ambassador
+			return a != nil && a.Services[service] != nil && a.Services[service].Seal
+		}})
 	go func() {
 		defer close(s.done)
 		src.Run(ctx)

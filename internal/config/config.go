@@ -137,6 +137,9 @@ type ServicePolicy struct {
 	// Mirror copies a share of the calls to a version, fire and forget:
 	// their answers are counted and discarded.
 	Mirror *Mirror `yaml:"mirror"`
+	// Seal encrypts the calls to the service, not only authenticates them
+	// (needs an identity; see docs/security.md): the broker sees ciphertext.
+	Seal bool `yaml:"seal"`
 }
 
 // TrafficRoute sends the calls it matches to one version.
@@ -197,6 +200,9 @@ type Adapter struct {
 	// may call (see security.go). No rules: every caller may call
 	// anything; once there is one, what no rule allows is denied.
 	Allow []AllowRule `yaml:"allow"`
+	// Seal takes only sealed requests (encrypted, see docs/security.md);
+	// their answers are sealed too. Needs an identity.
+	Seal bool `yaml:"seal"`
 }
 
 // Health is the adapter's check of its application.

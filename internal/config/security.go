@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"maps"
 	"path"
 	"slices"
 	"strings"
@@ -58,6 +59,18 @@ func (c *Config) validateSecurity(errs *Error) {
 		}
 		if c.Insecure {
 			errs.add("insecure", 0, "true with an identity section: choose one (insecure: true only silences the warning of a sidecar without identity)")
+		}
+	}
+	if c.Identity == nil {
+		if a := c.Adapter; a != nil && a.Seal {
+			errs.add("adapter.seal", 0, "true needs an identity section: sealing uses the keys agreed from the certificates")
+		}
+		if a := c.Ambassador; a != nil {
+			for _, svc := range slices.Sorted(maps.Keys(a.Services)) {
+				if p := a.Services[svc]; p != nil && p.Seal {
+					errs.add("ambassador.services."+svc+".seal", 0, "true needs an identity section: sealing uses the keys agreed from the certificates")
+				}
+			}
 		}
 	}
 	if a := c.Adapter; a != nil {

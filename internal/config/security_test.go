@@ -65,6 +65,9 @@ func TestSecurityConfig(t *testing.T) {
 		{"bad grpc", adapter + "  allow:\n    - from: web\n      grpc: [\"Orders.Get\"]\n", `adapter.allow[0].grpc[0]: "Orders.Get" is not a gRPC full method`},
 		{"bad caller", adapter + "  allow:\n    - from: \"web.*\"\n", `adapter.allow[0].from: "web.*" has '.'`},
 		{"not a list", adapter + "  allow: web\n", "adapter.allow: want a list"},
+		{"seal without identity", adapter + "  seal: true\n", "adapter.seal: true needs an identity section"},
+		{"caller seal without identity", "ambassador:\n  http: 127.0.0.1:0\n  services:\n    orders:\n      seal: true\n",
+			"ambassador.services.orders.seal: true needs an identity section"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := config.Parse("bad.yaml", []byte(tc.yaml), noEnv)

@@ -1,6 +1,7 @@
 package identity
 
 import (
+	"crypto/cipher"
 	"crypto/hkdf"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -20,7 +21,8 @@ const pairKeyInfo = "busmesh envelope mac v1"
 // computed with pooled HMAC states, so the hot path allocates nothing.
 type PairKey struct {
 	sender, receiver KeyID
-	pool             sync.Pool // of *macState
+	pool             sync.Pool   // of *macState
+	aead             cipher.AEAD // for sealed bodies (seal.go)
 }
 
 // macState is one HMAC-SHA256 keyed with the pair key, and room for a sum.
@@ -74,6 +76,9 @@ func derivePairKey(id *Identity, peer *Peer, sender, receiver KeyID) (*PairKey, 
 	}
 	k := &PairKey{sender: sender, receiver: receiver}
 	k.pool.New = func() any { return &macState{h: hmac.New(sha256.New, key)} }
+	if k.aead, err = sealAEAD(shared, info); err != nil {
+		return nil, fmt.Errorf("derive sealing key with %s: %w", peer.service, err)
+	}
 	return k, nil
 }
 

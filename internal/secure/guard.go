@@ -36,6 +36,10 @@ type Options struct {
 	Refresh time.Duration
 	// Logger gets certificate fetches; nil discards.
 	Logger *slog.Logger
+	// SealFor reports whether requests to a service are sealed (their
+	// message encrypted, not only authenticated); nil seals none. What
+	// answers a sealed envelope is sealed too.
+	SealFor func(service string) bool
 }
 
 // Guard is one sidecar's envelope security: it seals what the sidecar
@@ -48,6 +52,7 @@ type Guard struct {
 	sidecar  string
 	refresh  time.Duration
 	logger   *slog.Logger
+	sealFor  func(string) bool
 
 	last atomic.Int64 // the last timestamp sealed: each is later than the one before
 
@@ -69,6 +74,7 @@ type binding struct {
 	local *identity.Identity
 	peer  *identity.Peer
 	cert  bool
+	seal  bool // the peer sealed what it sent: seal what goes back
 }
 
 // Sender is who sent an envelope that Open verified, and which of this
@@ -76,6 +82,9 @@ type binding struct {
 type Sender struct {
 	Peer  *identity.Peer
 	Local *identity.Identity
+	// Sealed says the envelope's message was encrypted, not only
+	// authenticated.
+	Sealed bool
 }
 
 // New returns the Guard of the sidecar whose identity o.Source holds.
@@ -91,6 +100,7 @@ func New(o Options) *Guard {
 		sidecar:  o.Sidecar,
 		refresh:  o.Refresh,
 		logger:   telemetry.OrDiscard(o.Logger).With(telemetry.KeyComponent, "security"),
+		sealFor:  o.SealFor,
 	}
 }
 
@@ -108,7 +118,14 @@ func (g *Guard) Open(data []byte) (envelope.Envelope, Sender, error) {
 	if !ok {
 		return envelope.Envelope{}, Sender{}, ErrUnauthenticated
 	}
-	env, err := envelope.Open(msg)
+	var env envelope.Envelope
+	var sealed []byte
+	var err error
+	if isSealed(msg) {
+		sealed, env.Cred, err = openSealed(msg)
+	} else {
+		env, err = envelope.Open(msg)
+	}
 	if err != nil {
 		return env, Sender{}, err
 	}
@@ -133,12 +150,22 @@ func (g *Guard) Open(data []byte) (envelope.Envelope, Sender, error) {
 	if err := identity.VerifyMAC(msg, mac, key); err != nil {
 		return env, Sender{}, err
 	}
+	if sealed != nil {
+		plain, err := key.Unseal(nil, sealed[1:])
+		if err != nil {
+			return env, Sender{}, err
+		}
+		env.Kind, env.Msg = envelope.Kind(sealed[0]), plain
+		if env.Kind < envelope.KindRequest || env.Kind > envelope.KindFrame {
+			return env, Sender{}, fmt.Errorf("%w: sealed %s", envelope.ErrMalformed, env.Kind)
+		}
+	}
 	id, _ := envelope.PeekID(env.Msg)
 	if err := g.replay.Check(keyID, id, c.Timestamp); err != nil {
 		return env, Sender{}, err
 	}
 	c.MAC = mac
-	return env, Sender{Peer: peer, Local: local}, nil
+	return env, Sender{Peer: peer, Local: local, Sealed: sealed != nil}, nil
 }
 
 // Bind seals what this sidecar sends to subject for from: the subject
@@ -152,11 +179,11 @@ func (g *Guard) Bind(subject string, from Sender) {
 	local := g.src.Current()
 	sendCert := from.Local != local
 	if v, ok := g.bound.Load(subject); ok {
-		if b := v.(*binding); b.local == local && b.peer == from.Peer && b.cert == sendCert {
+		if b := v.(*binding); b.local == local && b.peer == from.Peer && b.cert == sendCert && b.seal == from.Sealed {
 			return
 		}
 	}
-	g.bound.Store(subject, &binding{local: local, peer: from.Peer, cert: sendCert})
+	g.bound.Store(subject, &binding{local: local, peer: from.Peer, cert: sendCert, seal: from.Sealed})
 }
 
 // Learn takes a newer certificate of service that a verified answer
@@ -181,13 +208,15 @@ func (g *Guard) Seal(ctx context.Context, subject string, b []byte) ([]byte, err
 	var local *identity.Identity
 	var peer *identity.Peer
 	var cert []byte
+	seal := false
 	if v, ok := g.bound.Load(subject); ok {
 		bd := v.(*binding)
-		local, peer = bd.local, bd.peer
+		local, peer, seal = bd.local, bd.peer, bd.seal
 		if bd.cert {
 			cert = local.Cert().Raw
 		}
 	} else if service, ok := g.subjects.ServiceOf(subject); ok {
+		seal = g.sealFor != nil && g.sealFor(service)
 		var err error
 		if peer, err = g.serviceCert(ctx, service); err != nil {
 			return b, err
@@ -204,6 +233,11 @@ func (g *Guard) Seal(ctx context.Context, subject string, b []byte) ([]byte, err
 	if err != nil {
 		return b, fmt.Errorf("seal for %s: %w", subject, err)
 	}
+	if seal {
+		if b, err = sealMessage(b, key); err != nil {
+			return b, err
+		}
+	}
 	from, to := key.Sender(), key.Receiver()
 	b = envelope.AppendCredentials(b, from[:], to[:], g.stamp(), cert)
 	return identity.AppendMAC(b, b, key), nil
@@ -216,7 +250,7 @@ const MaxCert = 3 << 10
 // Overhead implements bus.Sealer: the credential fields, a certificate of
 // up to MaxCert bytes and the MAC.
 func (g *Guard) Overhead() int {
-	return 2*(2+len(identity.KeyID{})) + 9 + 3 + MaxCert + identity.MACOverhead
+	return 2*(2+len(identity.KeyID{})) + 9 + 3 + MaxCert + identity.MACOverhead + identity.SealOverhead + 1
 }
 
 // stamp is the timestamp of an envelope: now, or one nanosecond past the
