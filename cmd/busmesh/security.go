@@ -111,7 +111,7 @@ func devIdentity(mesh, service string) (_ *config.Identity, remove func(), err e
 	if err != nil {
 		return nil, nil, fmt.Errorf("dev identity: %w", err)
 	}
-	remove = func() { os.RemoveAll(dir) }
+	remove = func() { _ = os.RemoveAll(dir) } // a temporary directory: nothing to do if it stays
 	defer func() {
 		if err != nil {
 			remove()

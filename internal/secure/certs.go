@@ -91,7 +91,7 @@ func (g *Guard) fetch(ctx context.Context, service string) (*identity.Peer, erro
 	subject := g.subjects.Certs(service)
 	t := time.NewTicker(fetchRetry)
 	defer t.Stop()
-	var last error = ErrNoReceiver
+	last := ErrNoReceiver
 	for {
 		if err := g.b.Publish(ctx, subject, msg); err != nil {
 			last = err
