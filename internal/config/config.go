@@ -88,9 +88,16 @@ type Ambassador struct {
 	// Timeout is the deadline of a call without X-Busmesh-Timeout (or a gRPC
 	// deadline).
 	Timeout Duration `yaml:"timeout"`
-	// MaxBodyBytes bounds request and response bodies; larger requests get
-	// 413.
+	// IdleTimeout ends an HTTP call, stream or upgraded connection when no
+	// byte has moved in either direction for this long (default 5m; "none"
+	// turns it off). It matters where the deadline is long or none.
+	IdleTimeout Timeout `yaml:"idle_timeout"`
+	// MaxBodyBytes caps request bodies: a larger one gets 413. 0, the
+	// default, is no cap: bodies stream under flow control.
 	MaxBodyBytes ByteSize `yaml:"max_body_bytes"`
+	// MaxResponseBytes caps response bodies: a larger one gets 502 before
+	// its status is sent, or is aborted after. 0, the default, is no cap.
+	MaxResponseBytes ByteSize `yaml:"max_response_bytes"`
 	// LB is the load balancing of services without their own: queue or
 	// direct.
 	LB string `yaml:"lb"`
@@ -140,6 +147,16 @@ type ServicePolicy struct {
 	// Seal encrypts the calls to the service, not only authenticates them
 	// (needs an identity; see docs/security.md): the broker sees ciphertext.
 	Seal bool `yaml:"seal"`
+	// Timeout is the deadline of the service's calls without
+	// X-Busmesh-Timeout; "none" for no deadline (streams, long polls,
+	// WebSockets). Unset: the ambassador's timeout.
+	Timeout Timeout `yaml:"timeout"`
+	// IdleTimeout is the service's idle timeout; unset: the ambassador's.
+	IdleTimeout Timeout `yaml:"idle_timeout"`
+	// MaxBodyBytes and MaxResponseBytes cap the service's request and
+	// response bodies; 0: the ambassador's caps.
+	MaxBodyBytes     ByteSize `yaml:"max_body_bytes"`
+	MaxResponseBytes ByteSize `yaml:"max_response_bytes"`
 }
 
 // TrafficRoute sends the calls it matches to one version.
@@ -191,7 +208,10 @@ type Adapter struct {
 	// Concurrency bounds the calls in flight to the application; more wait
 	// on the broker.
 	Concurrency int `yaml:"concurrency"`
-	// MaxBodyBytes bounds request and response bodies.
+	// MaxBodyBytes caps the application's response bodies: a larger one
+	// gets 502 before its status is sent, or is aborted after. 0, the
+	// default, is no cap. gRPC messages may be up to the larger of 4 MiB
+	// and this.
 	MaxBodyBytes ByteSize `yaml:"max_body_bytes"`
 	// Health checks the application; while it fails, the adapter takes no
 	// calls and announces itself unhealthy. No section: always healthy.
@@ -225,12 +245,12 @@ type Health struct {
 
 // Defaults.
 const (
-	DefaultTimeout      = 30 * time.Second
-	DefaultMaxBodyBytes = 4 << 20
-	DefaultConcurrency  = 128
-	DefaultBroker       = "embedded"
-	DefaultMesh         = "default"
-	DefaultInterval     = 2 * time.Second
+	DefaultTimeout     = 30 * time.Second
+	DefaultIdleTimeout = 5 * time.Minute
+	DefaultConcurrency = 128
+	DefaultBroker      = "embedded"
+	DefaultMesh        = "default"
+	DefaultInterval    = 2 * time.Second
 )
 
 // Default returns a Config with every default set and no sections.
@@ -266,7 +286,7 @@ type defaulter interface{ setDefaults() }
 
 func (a *Ambassador) setDefaults() {
 	a.Timeout = Duration(DefaultTimeout)
-	a.MaxBodyBytes = DefaultMaxBodyBytes
+	a.IdleTimeout = Timeout(DefaultIdleTimeout)
 	a.LB = LBQueue
 }
 
@@ -278,7 +298,7 @@ func (h *Health) setDefaults() {
 }
 
 // Policy returns the policy of calls to service: its own entry, with the
-// ambassador's lb where the entry leaves it empty.
+// ambassador's lb, timeouts and caps where the entry leaves them unset.
 func (a *Ambassador) Policy(service string) ServicePolicy {
 	var p ServicePolicy
 	if sp := a.Services[service]; sp != nil {
@@ -290,12 +310,23 @@ func (a *Ambassador) Policy(service string) ServicePolicy {
 	if p.LB == "" {
 		p.LB = LBQueue
 	}
+	if p.Timeout == 0 {
+		p.Timeout = Timeout(a.Timeout)
+	}
+	if p.IdleTimeout == 0 {
+		p.IdleTimeout = a.IdleTimeout
+	}
+	if p.MaxBodyBytes == 0 {
+		p.MaxBodyBytes = a.MaxBodyBytes
+	}
+	if p.MaxResponseBytes == 0 {
+		p.MaxResponseBytes = a.MaxResponseBytes
+	}
 	return p
 }
 
 func (a *Adapter) setDefaults() {
 	a.Concurrency = DefaultConcurrency
-	a.MaxBodyBytes = DefaultMaxBodyBytes
 }
 
 // Load reads a config file in the fixed order: defaults, the file,

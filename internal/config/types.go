@@ -27,6 +27,43 @@ func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d)
 // D returns d as a time.Duration.
 func (d Duration) D() time.Duration { return time.Duration(d) }
 
+// Timeout is a Duration that may also be "none": no limit at all. The
+// zero Timeout is unset (a default applies).
+type Timeout time.Duration
+
+// NoTimeout is the Timeout written "none".
+const NoTimeout = Timeout(-1)
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (t *Timeout) UnmarshalText(b []byte) error {
+	if strings.TrimSpace(string(b)) == "none" {
+		*t = NoTimeout
+		return nil
+	}
+	v, err := time.ParseDuration(string(b))
+	if err != nil || v <= 0 {
+		return fmt.Errorf("is not a positive duration or \"none\" (example: \"10m\")")
+	}
+	*t = Timeout(v)
+	return nil
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (t Timeout) MarshalText() ([]byte, error) {
+	if t == NoTimeout {
+		return []byte("none"), nil
+	}
+	return []byte(time.Duration(t).String()), nil
+}
+
+// D returns t as a time.Duration: 0 for none.
+func (t Timeout) D() time.Duration {
+	if t == NoTimeout {
+		return 0
+	}
+	return time.Duration(t)
+}
+
 // ByteSize is a number of bytes, written as an integer or with a unit:
 // 4194304, "4MiB", "512KiB", "1GB".
 type ByteSize int64

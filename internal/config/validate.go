@@ -135,9 +135,6 @@ func (c *Config) validate(errs *Error) {
 		if a.Timeout <= 0 {
 			errs.add("ambassador.timeout", 0, "%q must be positive (example: \"30s\")", a.Timeout.D().String())
 		}
-		if a.MaxBodyBytes <= 0 {
-			errs.add("ambassador.max_body_bytes", 0, "%d must be positive (example: \"4MiB\")", a.MaxBodyBytes)
-		}
 		checkLB(errs, "ambassador.lb", a.LB, false)
 		if a.MaxConnections < 0 {
 			errs.add("ambassador.max_connections", 0, "%d must be 0 (the default, 2048) or more", a.MaxConnections)
@@ -176,9 +173,6 @@ func (c *Config) validate(errs *Error) {
 		checkTarget(errs, a.Target)
 		if a.Concurrency < 1 {
 			errs.add("adapter.concurrency", 0, "%d must be at least 1", a.Concurrency)
-		}
-		if a.MaxBodyBytes <= 0 {
-			errs.add("adapter.max_body_bytes", 0, "%d must be positive (example: \"4MiB\")", a.MaxBodyBytes)
 		}
 		if h := a.Health; h != nil {
 			checkHealth(errs, h, a.Target)

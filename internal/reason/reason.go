@@ -59,6 +59,9 @@ const (
 	// Forbidden: the serving adapter's allow rules do not let the caller
 	// make this call.
 	Forbidden
+	// UpgradeUnsupported: the request asks for an HTTP upgrade (or a
+	// CONNECT tunnel) the mesh does not carry.
+	UpgradeUnsupported
 	// Unknown is a reason this version does not know, from a newer peer.
 	Unknown
 )
@@ -72,25 +75,26 @@ var table = [...]struct {
 	status int
 	code   codes.Code
 }{
-	None:              {"", http.StatusOK, codes.OK},
-	NoRoute:           {"no-route", http.StatusBadRequest, codes.Unimplemented},
-	BadTimeout:        {"bad-timeout", http.StatusBadRequest, codes.InvalidArgument},
-	BadRequest:        {"bad-request", http.StatusBadRequest, codes.InvalidArgument},
-	RequestTooLarge:   {"request-too-large", http.StatusRequestEntityTooLarge, codes.ResourceExhausted},
-	HeadersTooLarge:   {"headers-too-large", http.StatusRequestHeaderFieldsTooLarge, codes.ResourceExhausted},
-	URITooLong:        {"uri-too-long", http.StatusRequestURITooLong, codes.InvalidArgument},
-	NoHealthy:         {"no-healthy-instances", http.StatusServiceUnavailable, codes.Unavailable},
-	NoResponders:      {"no-responders", http.StatusServiceUnavailable, codes.Unavailable},
-	Overloaded:        {"overloaded", http.StatusServiceUnavailable, codes.ResourceExhausted},
-	BrokerUnavailable: {"broker-unavailable", http.StatusServiceUnavailable, codes.Unavailable},
-	Timeout:           {"timeout", http.StatusGatewayTimeout, codes.DeadlineExceeded},
-	Cancelled:         {"cancelled", StatusClientClosed, codes.Canceled},
-	AppUnreachable:    {"app-unreachable", http.StatusBadGateway, codes.Unavailable},
-	ResponseTooLarge:  {"response-too-large", http.StatusBadGateway, codes.ResourceExhausted},
-	ProtocolMismatch:  {"protocol-mismatch", http.StatusBadGateway, codes.Unimplemented},
-	StreamFailed:      {"stream-failed", http.StatusBadGateway, codes.Unavailable},
-	Forbidden:         {"forbidden", http.StatusForbidden, codes.PermissionDenied},
-	Unknown:           {"unknown", http.StatusBadGateway, codes.Unavailable},
+	None:               {"", http.StatusOK, codes.OK},
+	NoRoute:            {"no-route", http.StatusBadRequest, codes.Unimplemented},
+	BadTimeout:         {"bad-timeout", http.StatusBadRequest, codes.InvalidArgument},
+	BadRequest:         {"bad-request", http.StatusBadRequest, codes.InvalidArgument},
+	RequestTooLarge:    {"request-too-large", http.StatusRequestEntityTooLarge, codes.ResourceExhausted},
+	HeadersTooLarge:    {"headers-too-large", http.StatusRequestHeaderFieldsTooLarge, codes.ResourceExhausted},
+	URITooLong:         {"uri-too-long", http.StatusRequestURITooLong, codes.InvalidArgument},
+	NoHealthy:          {"no-healthy-instances", http.StatusServiceUnavailable, codes.Unavailable},
+	NoResponders:       {"no-responders", http.StatusServiceUnavailable, codes.Unavailable},
+	Overloaded:         {"overloaded", http.StatusServiceUnavailable, codes.ResourceExhausted},
+	BrokerUnavailable:  {"broker-unavailable", http.StatusServiceUnavailable, codes.Unavailable},
+	Timeout:            {"timeout", http.StatusGatewayTimeout, codes.DeadlineExceeded},
+	Cancelled:          {"cancelled", StatusClientClosed, codes.Canceled},
+	AppUnreachable:     {"app-unreachable", http.StatusBadGateway, codes.Unavailable},
+	ResponseTooLarge:   {"response-too-large", http.StatusBadGateway, codes.ResourceExhausted},
+	ProtocolMismatch:   {"protocol-mismatch", http.StatusBadGateway, codes.Unimplemented},
+	StreamFailed:       {"stream-failed", http.StatusBadGateway, codes.Unavailable},
+	Forbidden:          {"forbidden", http.StatusForbidden, codes.PermissionDenied},
+	UpgradeUnsupported: {"upgrade-unsupported", http.StatusNotImplemented, codes.Unimplemented},
+	Unknown:            {"unknown", http.StatusBadGateway, codes.Unavailable},
 }
 
 // String returns the reason's name, the X-Busmesh-Error value.

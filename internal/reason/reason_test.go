@@ -31,6 +31,7 @@ func TestStatusAndCode(t *testing.T) {
 		{reason.RequestTooLarge, 413, codes.ResourceExhausted},
 		{reason.ProtocolMismatch, 502, codes.Unimplemented},
 		{reason.Cancelled, 499, codes.Canceled},
+		{reason.UpgradeUnsupported, 501, codes.Unimplemented},
 		{reason.Reason(200), 502, codes.Unavailable},
 	}
 	for _, tt := range tests {
