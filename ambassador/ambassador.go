@@ -181,9 +181,15 @@ func (a *Ambassador) Start() error {
 		a.grpcAddr = grpcLn.Addr().String()
 		a.startGRPC(newConnLimiter(grpcLn, maxConns, false, a.logger, a.metrics))
 	}
+	// HTTP/1.1 and HTTP/2 without TLS (h2c, prior knowledge): a local
+	// port, as gRPC's is.
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
 	for i, raw := range lns {
 		ln := newConnLimiter(raw, maxConns, true, a.logger, a.metrics)
 		srv := &http.Server{
+			Protocols:         &protocols,
 			Handler:           a.Handler(ports[i].service),
 			ReadHeaderTimeout: 10 * time.Second,
 			IdleTimeout:       2 * time.Minute,

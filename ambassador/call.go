@@ -25,7 +25,8 @@ type Call struct {
 	Req envelope.Request
 	// Body is the request body's source.
 	Body Body
-	// Start is when the call arrived; Deadline when its caller gives up.
+	// Start is when the call arrived; Deadline when its caller gives up,
+	// zero for a call without a deadline (timeout: none).
 	Start, Deadline time.Time
 	// Version is the version subset the call goes to ("" for any), and
 	// Subject where it goes in queue mode: the route's, until traffic
@@ -38,6 +39,7 @@ type Call struct {
 	cancel context.CancelFunc
 	out    Outcome
 	ends   []func(*Outcome)
+	idle   *idleWatch // ends an HTTP call with no byte moving, when set
 	// http is the HTTP listener's Body, kept in the pooled call so that
 	// a call does not allocate one.
 	http httpBody
@@ -102,6 +104,12 @@ func (c *Call) failedWith(r reason.Reason, text string) {
 	c.out.Latency = time.Since(c.Start)
 }
 
+// nearDeadline reports whether the call's deadline has passed, or
+// nearly: a caller that gave up then counts as timed out.
+func (c *Call) nearDeadline() bool {
+	return !c.Deadline.IsZero() && time.Until(c.Deadline) < callerClockSlack
+}
+
 // reset readies a pooled call for its next use, keeping the capacity of
 // its header list but nothing it pointed to.
 func (c *Call) reset() {
@@ -109,7 +117,7 @@ func (c *Call) reset() {
 	clear(h[:cap(h)])
 	ends := c.ends
 	clear(ends)
-	c.Route, c.Body, c.pump, c.cancel, c.http = nil, nil, nil, nil, httpBody{}
+	c.Route, c.Body, c.pump, c.cancel, c.http, c.idle = nil, nil, nil, nil, httpBody{}, nil
 	c.Version, c.Subject = "", ""
 	c.Req = envelope.Request{Headers: h[:0]}
 	c.pick, c.out, c.ends = pickResult{}, Outcome{}, ends[:0]

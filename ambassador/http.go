@@ -2,13 +2,20 @@ package ambassador
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
+	"golang.org/x/net/http/httpguts"
+
 	"github.com/busmesh/busmesh/internal/bus"
+	"github.com/busmesh/busmesh/internal/config"
 	"github.com/busmesh/busmesh/internal/envelope"
 	"github.com/busmesh/busmesh/internal/reason"
 	"github.com/busmesh/busmesh/internal/stream"
@@ -54,15 +61,6 @@ func (a *Ambassador) Handler(service string) http.Handler {
 // pipeline, and writes its answer.
 func (a *Ambassador) serveHTTP(w http.ResponseWriter, r *http.Request, rt *Route) {
 	start := time.Now()
-	timeout := a.cfg.Timeout.D()
-	if v := r.Header.Get(HeaderTimeout); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil || d <= 0 {
-			a.refuseHTTP(w, rt, reason.Errorf(reason.BadTimeout, "%s: %q is not a positive duration (example: 250ms)", HeaderTimeout, v))
-			return
-		}
-		timeout = d
-	}
 	if n := headerEntries(r.Header); n > envelope.MaxHeaderFields {
 		a.refuseHTTP(w, rt, reason.Errorf(reason.HeadersTooLarge,
 			"%d header lines, over the %d the mesh carries", n/2, envelope.MaxHeaderFields/2))
@@ -73,25 +71,43 @@ func (a *Ambassador) serveHTTP(w http.ResponseWriter, r *http.Request, rt *Route
 			"a request target of %d bytes, over the %d the mesh carries", len(r.RequestURI), envelope.MaxPathBytes))
 		return
 	}
-	limit := int64(a.cfg.MaxBodyBytes)
+	if up, ok := upgradeOf(r); ok {
+		if !carried(up, r) {
+			a.refuseHTTP(w, rt, reason.Errorf(reason.UpgradeUnsupported,
+				"the mesh carries HTTP/1.1 upgrades such as websocket, not %s %q", r.Method, up))
+			return
+		}
+		a.serveUpgrade(w, r, rt, start, up)
+		return
+	}
+	timeout := rt.Policy.Timeout.D()
+	if v := r.Header.Get(HeaderTimeout); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			a.refuseHTTP(w, rt, reason.Errorf(reason.BadTimeout, "%s: %q is not a positive duration (example: 250ms)", HeaderTimeout, v))
+			return
+		}
+		timeout = d
+	}
+	limit := capOf(rt.Policy.MaxBodyBytes)
 	if r.ContentLength > limit {
 		a.refuseHTTP(w, rt, reason.Errorf(reason.RequestTooLarge,
 			"request body of %d bytes is over max_body_bytes (%d)", r.ContentLength, limit))
 		return
 	}
-	c, ctx := a.begin(r.Context(), rt, start, start.Add(timeout), false)
-	defer a.end(c)
-	path := r.RequestURI
-	if !strings.HasPrefix(path, "/") { // absolute form, as sent to a proxy
-		path = r.URL.RequestURI()
+	var deadline time.Time
+	if timeout > 0 {
+		deadline = start.Add(timeout)
 	}
-	req := &c.Req
-	req.Protocol, req.Method, req.Path, req.Host = envelope.ProtocolHTTP, r.Method, path, r.Host
-	req.Headers = envelope.AppendHTTPHeader(req.Headers, r.Header)
-	req.TraceParent, req.TraceState = r.Header.Get("Traceparent"), r.Header.Get("Tracestate")
-	c.http = httpBody{r: r, w: w, limit: limit, chunk: a.chunk}
+	c, ctx := a.begin(r.Context(), rt, start, deadline, false)
+	defer a.end(c)
+	if idle := rt.Policy.IdleTimeout.D(); idle > 0 && (timeout == 0 || idle < timeout) {
+		ctx, c.idle = watchIdle(ctx, idle)
+	}
+	a.request(c, r)
+	c.http = httpBody{r: r, w: w, limit: limit, chunk: a.chunk, idle: c.idle}
 	c.Body = &c.http
-	defer c.http.release()
+	defer c.releaseHTTP()
 	if err := a.invoke(ctx, c); err != nil {
 		a.writeHTTPError(w, c, meshError(err))
 		return
@@ -99,48 +115,135 @@ func (a *Ambassador) serveHTTP(w http.ResponseWriter, r *http.Request, rt *Route
 	a.respondHTTP(ctx, w, c)
 }
 
-// httpBody is an HTTP request body as a call's Body.
+// request fills the request envelope of an HTTP call.
+func (a *Ambassador) request(c *Call, r *http.Request) {
+	path := r.RequestURI
+	if !strings.HasPrefix(path, "/") { // absolute form, as sent to a proxy
+		path = r.URL.RequestURI()
+	}
+	req := &c.Req
+	req.Protocol, req.Method, req.Path, req.Host = envelope.ProtocolHTTP, r.Method, path, r.Host
+	req.Headers = envelope.AppendHTTPHeader(req.Headers, r.Header)
+	req.Headers = envelope.AppendTrailerNames(req.Headers, r.Trailer)
+	req.TraceParent, req.TraceState = r.Header.Get("Traceparent"), r.Header.Get("Tracestate")
+}
+
+// capOf returns a configured cap as a limit: 0 is none.
+func capOf(n config.ByteSize) int64 {
+	if n <= 0 {
+		return math.MaxInt64
+	}
+	return int64(n)
+}
+
+// httpBody is an HTTP request body as a call's Body. It sends what the
+// client has sent as it comes (a streaming upload is not held back to fill
+// a frame), and the request's trailers with the end of the body.
 type httpBody struct {
-	r     *http.Request
-	w     http.ResponseWriter
-	limit int64
-	chunk int
-	buf   *[]byte
-	sent  int64
+	r      *http.Request
+	w      http.ResponseWriter
+	limit  int64
+	chunk  int
+	idle   *idleWatch
+	buf    *[]byte
+	prompt stream.Prompt
+	sent   int64
 }
 
 func (b *httpBody) First(room int) ([]byte, bool, error) {
 	b.buf = bus.GetBuffer()
-	data, more, err := stream.ReadFirst(b.r.Body, b.buf, room, b.r.ContentLength)
+	data, more, err := b.prompt.First(b.r.Body, b.buf, room, b.r.ContentLength, stream.Settle)
 	if err != nil {
 		return nil, false, reason.Errorf(reason.BadRequest, "read request body: %v", err)
+	}
+	if int64(len(data)) > b.limit {
+		return nil, false, reason.Errorf(reason.RequestTooLarge, "request body is over max_body_bytes (%d)", b.limit)
+	}
+	if !more && len(b.r.Trailer) > 0 {
+		more = true // the trailers go with the end frame
 	}
 	if more {
 		// Full duplex: an adapter may answer before it has read the body.
 		_ = http.NewResponseController(b.w).EnableFullDuplex()
 	}
 	b.sent = int64(len(data))
+	b.idle.touch()
 	return data, more, nil
 }
 
 func (b *httpBody) Rest(ctx context.Context, s *stream.Sender) error {
+	// A client that stalls mid-body must not outlive the call: its read
+	// ends when ctx does.
+	stop := context.AfterFunc(ctx, func() { _ = http.NewResponseController(b.w).SetReadDeadline(time.Now()) })
+	defer stop()
 	buf := make([]byte, b.chunk)
-	_, err := s.Copy(ctx, b.r.Body, buf, true, b.sent, b.limit, nil)
+	trailers := func() []string { return envelope.AppendHTTPHeader(nil, b.r.Trailer) }
+	_, err := s.Copy(ctx, touchReader{&b.prompt, b.idle}, buf, false, b.sent, b.limit, trailers)
 	return err
 }
 
-func (b *httpBody) release() {
+// releaseHTTP ends what still reads the request body for c (the rest of
+// the body, a read First left in progress) and returns its buffer.
+func (c *Call) releaseHTTP() {
+	c.cancel()
+	if c.pump != nil {
+		<-c.pump
+	}
+	b := &c.http
+	if b.prompt.Pending() {
+		_ = http.NewResponseController(b.w).SetReadDeadline(time.Now())
+		b.prompt.Wait()
+	}
 	if b.buf != nil {
 		bus.PutBuffer(b.buf)
 	}
 }
 
+// touchReader records activity on an idle watch as it reads.
+type touchReader struct {
+	r    io.Reader
+	idle *idleWatch
+}
+
+func (t touchReader) Read(p []byte) (int, error) {
+	n, err := t.r.Read(p)
+	if n > 0 {
+		t.idle.touch()
+	}
+	return n, err
+}
+
 // respondHTTP writes the adapter's answer: status, headers, body (streamed
-// if it comes in frames, until the deadline) and trailers.
+// as it comes if it comes in frames, each frame flushed to the caller) and
+// trailers. A body over the route's response cap is refused with 502
+// before the status, or aborted after it.
 func (a *Ambassador) respondHTTP(ctx context.Context, w http.ResponseWriter, c *Call) {
 	resp := c.Answer()
+	limit := capOf(c.Route.Policy.MaxResponseBytes)
+	if resp.Error == "" && int64(len(resp.Body)) > limit {
+		a.cancelRemote(c, reason.ResponseTooLarge.String())
+		a.writeHTTPError(w, c, reason.Errorf(reason.ResponseTooLarge, "response body is over max_response_bytes (%d)", limit))
+		return
+	}
 	h := w.Header()
 	envelope.SetHTTPHeader(h, resp.Headers)
+	if n, err := strconv.ParseInt(h.Get("Content-Length"), 10, 64); err == nil && n > limit && resp.Error == "" {
+		clear(h)
+		a.cancelRemote(c, reason.ResponseTooLarge.String())
+		a.writeHTTPError(w, c, reason.Errorf(reason.ResponseTooLarge, "response body of %d bytes is over max_response_bytes (%d)", n, limit))
+		return
+	}
+	declared := envelope.TrailerNames(resp.Headers)
+	if len(declared) == 0 && !resp.More && len(resp.Trailers) > 0 {
+		// Announce them, so that HTTP/1.1 sends the body chunked and can
+		// carry them.
+		for i := 0; i+1 < len(resp.Trailers); i += 2 {
+			declared = append(declared, http.CanonicalHeaderKey(resp.Trailers[i]))
+		}
+	}
+	for _, name := range declared {
+		h.Add("Trailer", name)
+	}
 	if resp.Instance != "" {
 		h.Set(HeaderInstance, resp.Instance)
 	}
@@ -162,24 +265,28 @@ func (a *Ambassador) respondHTTP(ctx context.Context, w http.ResponseWriter, c *
 		}
 	}
 	if !resp.More {
-		setTrailers(h, resp.Trailers)
+		setTrailers(h, resp.Trailers, declared)
 		return
 	}
-	frames := a.answerFrames(c)
 	rc := http.NewResponseController(w)
+	_ = rc.Flush() // the head, before a slow body's first byte
+	frames := a.answerFrames(c)
+	sent := int64(len(resp.Body))
 	for {
 		data, err := frames.next(ctx)
 		if err == io.EOF {
-			setTrailers(h, frames.in.Trailers())
+			setTrailers(h, frames.in.Trailers(), declared)
 			return
 		}
-		if err != nil {
-			a.logger.Debug("response stream failed", telemetry.KeyService, c.Route.Service, telemetry.KeyErr, err)
-			a.cancelRemote(c, err.Error())
-			// The status is sent: abort the connection so the caller sees
-			// a broken body, not a short one that looks complete.
-			panic(http.ErrAbortHandler)
+		if err == nil && sent+int64(len(data)) > limit {
+			err = reason.Errorf(reason.ResponseTooLarge, "response body is over max_response_bytes (%d)", limit)
+			a.cancelRemote(c, reason.ResponseTooLarge.String())
 		}
+		if err != nil {
+			a.abortHTTP(ctx, c, err)
+		}
+		c.idle.touch()
+		sent += int64(len(data))
 		if _, err := w.Write(data); err != nil {
 			a.cancelRemote(c, "caller went away")
 			return
@@ -188,11 +295,58 @@ func (a *Ambassador) respondHTTP(ctx context.Context, w http.ResponseWriter, c *
 	}
 }
 
-// setTrailers sets trailers after the body, with http.TrailerPrefix since
-// they were not announced in the header.
-func setTrailers(h http.Header, trailers []string) {
+// abortHTTP ends a response whose status is sent but whose body broke off
+// (over a cap, the stream failed, the deadline or idle timeout passed): the
+// connection is aborted so that the caller sees a broken body (HTTP/1.1:
+// no last chunk, the connection closed; HTTP/2: the stream reset), never a
+// short one that looks complete. It is counted under its reason and
+// logged.
+func (a *Ambassador) abortHTTP(ctx context.Context, c *Call, err error) {
+	r := streamReason(ctx, err)
+	c.out.Reason, c.out.ReasonText = r, ""
+	a.cancelRemote(c, r.String())
+	if r != reason.Cancelled {
+		a.logger.Warn("response aborted after its status", telemetry.KeyService, c.Route.Service,
+			telemetry.KeyReason, r.String(), telemetry.KeyErr, err)
+	}
+	panic(http.ErrAbortHandler)
+}
+
+// streamReason names why a response stream broke off.
+func streamReason(ctx context.Context, err error) reason.Reason {
+	if e, ok := errors.AsType[*reason.Error](err); ok {
+		return e.Reason
+	}
+	if e, ok := errors.AsType[*reason.Error](context.Cause(ctx)); ok {
+		return e.Reason
+	}
+	switch {
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		return reason.Timeout
+	case ctx.Err() != nil:
+		return reason.Cancelled
+	}
+	// The adapter's cancel names its reason: "cancelled by the adapter: response-too-large".
+	if _, name, ok := strings.Cut(err.Error(), "cancelled by the adapter: "); ok {
+		if r := reason.Parse(name); r != reason.Unknown {
+			return r
+		}
+	}
+	return reason.StreamFailed
+}
+
+// setTrailers sets trailers after the body: those declared in the header
+// under their names, the others with http.TrailerPrefix.
+func setTrailers(h http.Header, trailers []string, declared []string) {
 	for i := 0; i+1 < len(trailers); i += 2 {
-		h.Add(http.TrailerPrefix+trailers[i], trailers[i+1])
+		name := http.CanonicalHeaderKey(trailers[i])
+		if !httpguts.ValidTrailerHeader(name) || !httpguts.ValidHeaderFieldValue(trailers[i+1]) {
+			continue
+		}
+		if !slices.Contains(declared, name) {
+			name = http.TrailerPrefix + name
+		}
+		h.Add(name, trailers[i+1])
 	}
 }
 

@@ -84,7 +84,10 @@ func (a *Ambassador) roundTrip(ctx context.Context, c *Call) error {
 	req.ID = a.inbox.register(&c.p, c.Route.Service)
 	req.Source, req.SourceService = a.sidecar, a.cfg.Service
 	req.Service, req.ReplyTo = c.Route.Service, a.inbox.subject
-	req.Deadline, req.Window = c.Deadline.UnixNano(), stream.DefaultWindow
+	req.Deadline, req.Window = 0, stream.DefaultWindow
+	if !c.Deadline.IsZero() {
+		req.Deadline = c.Deadline.UnixNano()
+	}
 	room := a.pub.MaxMessage() - req.EncodedSize() - stream.Slack
 	if room < 0 {
 		return reason.Errorf(reason.HeadersTooLarge, "request headers do not fit the broker's %d-byte messages", a.pub.MaxMessage())
@@ -166,17 +169,22 @@ func (a *Ambassador) await(ctx context.Context, c *Call) error {
 			return reason.Errorf(reason.NoResponders, "no instance of service %q is connected to the broker", c.Route.Service)
 		case errors.Is(err, stream.ErrTooLarge):
 			c.pick.done(doneInfo{reason: reason.RequestTooLarge})
-			return reason.Errorf(reason.RequestTooLarge, "request body is over max_body_bytes (%d)", a.cfg.MaxBodyBytes)
+			return reason.Errorf(reason.RequestTooLarge, "request body is over max_body_bytes (%d)", capOf(c.Route.Policy.MaxBodyBytes))
 		case err != nil:
 			c.pick.done(doneInfo{reason: reason.StreamFailed})
 			return reason.Errorf(reason.StreamFailed, "%v", err)
-		case errors.Is(ctx.Err(), context.DeadlineExceeded) || time.Until(c.Deadline) < callerClockSlack:
+		case errors.Is(ctx.Err(), context.DeadlineExceeded) || c.nearDeadline():
 			// A timeout counts as a (long) sample: the estimate then keeps
 			// calls away from the instance for a while.
 			c.pick.done(doneInfo{latency: took, sample: true, reason: reason.Timeout})
 			a.cancelRemote(c, "deadline exceeded")
 			return reason.Errorf(reason.Timeout, "no answer from service %q within %v", c.Route.Service,
 				c.Deadline.Sub(c.Start).Round(time.Millisecond))
+		case reason.Of(context.Cause(ctx)) == reason.Timeout:
+			// The idle timeout, or an upgrade's wait for its answer.
+			c.pick.done(doneInfo{latency: took, sample: true, reason: reason.Timeout})
+			a.cancelRemote(c, "timeout")
+			return context.Cause(ctx)
 		default:
 			c.pick.done(doneInfo{latency: took, reason: reason.Cancelled})
 			a.cancelRemote(c, "caller cancelled")
@@ -225,7 +233,8 @@ func (a *Ambassador) cancelRemote(c *Call, why string) {
 const callerClockSlack = 5 * time.Millisecond
 
 // begin takes a pooled call for a request on rt that arrived at start and
-// must be answered by deadline; ctx ends then, or when parent does.
+// must be answered by deadline (zero: none); ctx ends then, or when parent
+// does.
 func (a *Ambassador) begin(parent context.Context, rt *Route, start, deadline time.Time, grpc bool) (*Call, context.Context) {
 	c := callPool.Get().(*Call)
 	c.Route, c.Start, c.Deadline = rt, start, deadline
@@ -233,6 +242,11 @@ func (a *Ambassador) begin(parent context.Context, rt *Route, start, deadline ti
 		c.Version, c.Subject = rt.Policy.Version, rt.Subject
 	}
 	c.out.GRPC = grpc
+	if deadline.IsZero() {
+		ctx, cancel := context.WithCancel(parent)
+		c.cancel = cancel
+		return c, ctx
+	}
 	ctx, cancel := context.WithDeadline(parent, deadline)
 	c.cancel = cancel
 	return c, ctx
@@ -247,6 +261,7 @@ func (a *Ambassador) end(c *Call) {
 	if c.pump != nil {
 		<-c.pump
 	}
+	c.idle.stop()
 	for i := len(c.ends) - 1; i >= 0; i-- {
 		c.ends[i](&c.out)
 	}

@@ -81,3 +81,47 @@ func SetHTTPHeader(h http.Header, list []string) {
 		h[name] = v
 	}
 }
+
+// AppendTrailerNames appends a Trailer entry naming the keys of trailer,
+// the trailers a message declares before its body, if it declares any:
+// Trailer is hop-by-hop for AppendHTTPHeader, so declared trailers cross
+// the bus this way.
+func AppendTrailerNames(list []string, trailer http.Header) []string {
+	if len(trailer) == 0 {
+		return list
+	}
+	names := make([]string, 0, len(trailer))
+	for name := range trailer {
+		names = append(names, name)
+	}
+	return append(list, "Trailer", strings.Join(names, ", "))
+}
+
+// TrailerNames returns the canonical names the Trailer entries of a flat
+// header list declare.
+func TrailerNames(list []string) []string {
+	var names []string
+	for i := 0; i+1 < len(list); i += 2 {
+		if textproto.CanonicalMIMEHeaderKey(list[i]) != "Trailer" {
+			continue
+		}
+		for tok := range strings.SplitSeq(list[i+1], ",") {
+			if name := strings.TrimSpace(tok); httpguts.ValidHeaderFieldName(name) {
+				names = append(names, textproto.CanonicalMIMEHeaderKey(name))
+			}
+		}
+	}
+	return names
+}
+
+// Upgrade returns the value of the Upgrade entry of a flat header list, ""
+// when there is none. An upgrade request carries it past AppendHTTPHeader,
+// which leaves it out as hop-by-hop.
+func Upgrade(list []string) string {
+	for i := 0; i+1 < len(list); i += 2 {
+		if textproto.CanonicalMIMEHeaderKey(list[i]) == "Upgrade" {
+			return list[i+1]
+		}
+	}
+	return ""
+}
