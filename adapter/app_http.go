@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"math"
 	"net/http"
+	"net/url"
 	"strconv"
 	"sync"
 	"time"
@@ -23,13 +25,22 @@ import (
 // httpApp is an HTTP application.
 type httpApp struct {
 	target string // scheme://host[/base], no trailing slash
+	host   string // host:port, for upgrades
 	client *http.Client
-	limit  int64
+	limit  int64 // the response cap; math.MaxInt64 for none
 	health *config.Health
 }
 
 func newHTTPApp(target string, cfg *config.Adapter) *httpApp {
-	return &httpApp{target: target, client: newClient(cfg.Concurrency), limit: int64(cfg.MaxBodyBytes), health: cfg.Health}
+	limit := int64(cfg.MaxBodyBytes)
+	if limit <= 0 {
+		limit = math.MaxInt64
+	}
+	host := ""
+	if u, err := url.Parse(target); err == nil {
+		host = u.Host
+	}
+	return &httpApp{target: target, host: host, client: newClient(cfg.Concurrency), limit: limit, health: cfg.Health}
 }
 
 // newClient is the HTTP client of the local application: no proxy from the
@@ -59,15 +70,19 @@ func (h *httpApp) close() error {
 // worker (tail is nil).
 func (h *httpApp) serve(ctx context.Context, sc *serverCall) (tail func()) {
 	req := sc.req
+	if up := envelope.Upgrade(req.Headers); up != "" {
+		h.serveUpgrade(ctx, sc, up)
+		return
+	}
 	var body io.Reader = http.NoBody
 	contentLength := int64(len(req.Body))
+	var trailer http.Header
 	if req.More {
 		// Accept the call: the caller sends the rest of the body here.
 		if err := sc.accept(ctx); err != nil {
 			sc.a.logger.Debug("accept not sent", telemetry.KeyErr, err)
 			return nil
 		}
-		body = io.MultiReader(bytes.NewReader(req.Body), sc.body(ctx))
 		contentLength = -1
 		for i := 0; i+1 < len(req.Headers); i += 2 {
 			if http.CanonicalHeaderKey(req.Headers[i]) == "Content-Length" {
@@ -76,6 +91,17 @@ func (h *httpApp) serve(ctx context.Context, sc *serverCall) (tail func()) {
 				}
 			}
 		}
+		rest := sc.body(ctx)
+		if contentLength < 0 {
+			// Chunked: the caller's trailers, declared or not, follow
+			// the body; they are known when it ends.
+			trailer = make(http.Header)
+			for _, name := range envelope.TrailerNames(req.Headers) {
+				trailer[name] = nil
+			}
+			rest = &trailerReader{r: rest, in: sc.inbound, dst: trailer}
+		}
+		body = io.MultiReader(bytes.NewReader(req.Body), rest)
 	} else if len(req.Body) > 0 {
 		body = bytes.NewReader(req.Body)
 	}
@@ -91,6 +117,7 @@ func (h *httpApp) serve(ctx context.Context, sc *serverCall) (tail func()) {
 		return nil
 	}
 	httpReq.ContentLength = contentLength
+	httpReq.Trailer = trailer
 	httpReq.Header = make(http.Header, len(req.Headers)/2+2)
 	envelope.SetHTTPHeader(httpReq.Header, req.Headers)
 	if req.Host != "" {
@@ -121,15 +148,19 @@ func (h *httpApp) serve(ctx context.Context, sc *serverCall) (tail func()) {
 	return nil
 }
 
-// forward sends the application's response to the caller: in the response
-// message if it fits, else streamed in frames under the caller's window.
+// forward sends the application's response to the caller: in the
+// response message if it fits and is there, else streamed in frames under
+// the caller's window, each part as soon as the application has sent it.
+// A body over the cap gets 502 before the head is sent, and is aborted
+// (the caller's client sees an error) after.
 func (h *httpApp) forward(ctx context.Context, sc *serverCall, resp *http.Response) {
 	if resp.ContentLength > h.limit {
 		sc.fail(ctx, reason.ResponseTooLarge, fmt.Sprintf("response body of %d bytes is over max_body_bytes (%d)", resp.ContentLength, h.limit))
 		return
 	}
 	out := envelope.Response{Status: int32(resp.StatusCode)}
-	out.Headers = envelope.AppendHTTPHeader(make([]string, 0, 2*len(resp.Header)), resp.Header)
+	out.Headers = envelope.AppendHTTPHeader(make([]string, 0, 2*len(resp.Header)+2), resp.Header)
+	out.Headers = envelope.AppendTrailerNames(out.Headers, resp.Trailer)
 	sc.head(&out, false)
 	room := min(sc.a.pub.MaxMessage()-out.EncodedSize()-stream.Slack, stream.MaxInline)
 	if room < 0 {
@@ -137,10 +168,19 @@ func (h *httpApp) forward(ctx context.Context, sc *serverCall, resp *http.Respon
 		return
 	}
 	buf := bus.GetBuffer()
-	defer bus.PutBuffer(buf)
-	first, more, err := stream.ReadFirst(resp.Body, buf, room, resp.ContentLength)
+	var body stream.Prompt
+	defer func() {
+		resp.Body.Close() // ends a read First left in progress
+		body.Wait()
+		bus.PutBuffer(buf)
+	}()
+	first, more, err := body.First(resp.Body, buf, room, resp.ContentLength, stream.Settle)
 	if err != nil {
 		sc.fail(ctx, reason.AppUnreachable, "read response body: "+err.Error())
+		return
+	}
+	if int64(len(first)) > h.limit {
+		sc.fail(ctx, reason.ResponseTooLarge, fmt.Sprintf("response body is over max_body_bytes (%d)", h.limit))
 		return
 	}
 	sc.head(&out, more)
@@ -153,13 +193,32 @@ func (h *httpApp) forward(ctx context.Context, sc *serverCall, resp *http.Respon
 	}
 	chunk := make([]byte, sc.a.chunk)
 	trailers := func() []string { return envelope.AppendHTTPHeader(nil, resp.Trailer) }
-	if _, err := sc.sender().Copy(ctx, resp.Body, chunk, false, int64(len(first)), h.limit, trailers); err != nil && ctx.Err() == nil {
+	if _, err := sc.sender().Copy(ctx, &body, chunk, false, int64(len(first)), h.limit, trailers); err != nil && ctx.Err() == nil {
 		r := reason.AppUnreachable
 		if errors.Is(err, stream.ErrTooLarge) {
 			r = reason.ResponseTooLarge
+			sc.a.logger.Warn("response aborted after its status", telemetry.KeyReason, r.String(),
+				"max_body_bytes", h.limit, telemetry.KeyErr, err)
 		}
 		sc.abort(ctx, r, err)
 	}
+}
+
+// trailerReader reads a streamed request body and, at its end, sets the
+// trailers that came with the end frame, for the client to send after the
+// body.
+type trailerReader struct {
+	r   io.Reader
+	in  *stream.Inbound
+	dst http.Header
+}
+
+func (t *trailerReader) Read(p []byte) (int, error) {
+	n, err := t.r.Read(p)
+	if err == io.EOF {
+		envelope.SetHTTPHeader(t.dst, t.in.Trailers())
+	}
+	return n, err
 }
 
 // check GETs the health path: 2xx and 3xx are healthy.

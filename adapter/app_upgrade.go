@@ -1,0 +1,99 @@
+package adapter
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/busmesh/busmesh/internal/envelope"
+	"github.com/busmesh/busmesh/internal/reason"
+	"github.com/busmesh/busmesh/internal/telemetry"
+)
+
+// serveUpgrade performs an HTTP/1.1 upgrade (a WebSocket) against the
+// application on a connection of its own. When the application switches
+// protocols, the answer's head says so and both byte streams travel as the
+// call's frames until each side has ended: the caller's end frame becomes
+// a half-close toward the application, the application's end the end
+// frame. An application that refuses the upgrade has its answer passed
+// back as any other.
+func (h *httpApp) serveUpgrade(ctx context.Context, sc *serverCall, up string) {
+	req := sc.req
+	if !req.More {
+		sc.fail(ctx, reason.BadRequest, "an upgrade request must stream")
+		return
+	}
+	if err := sc.accept(ctx); err != nil {
+		sc.a.logger.Debug("accept not sent", telemetry.KeyErr, err)
+		return
+	}
+	httpReq, err := http.NewRequestWithContext(ctx, req.Method, h.target+req.Path, http.NoBody)
+	if err != nil {
+		sc.fail(ctx, reason.BadRequest, err.Error())
+		return
+	}
+	httpReq.Header = make(http.Header, len(req.Headers)/2+4)
+	envelope.SetHTTPHeader(httpReq.Header, req.Headers)
+	httpReq.Header.Set("Connection", "Upgrade")
+	httpReq.Header.Set("Upgrade", up)
+	if req.Host != "" {
+		httpReq.Header.Set("X-Forwarded-Host", req.Host)
+	}
+	if req.TraceParent != "" {
+		httpReq.Header.Set("Traceparent", req.TraceParent)
+	}
+	conn, err := (&net.Dialer{Timeout: 5 * time.Second}).DialContext(ctx, "tcp", h.host)
+	if err != nil {
+		sc.fail(ctx, reason.AppUnreachable, err.Error())
+		return
+	}
+	defer conn.Close()
+	// Both directions end when the call does (a cancel from the caller).
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Now()) })
+	defer stop()
+	if err := httpReq.Write(conn); err != nil {
+		sc.fail(ctx, reason.AppUnreachable, "send upgrade request: "+err.Error())
+		return
+	}
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, httpReq)
+	if err != nil {
+		sc.fail(ctx, reason.AppUnreachable, "read upgrade response: "+err.Error())
+		return
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		defer resp.Body.Close()
+		h.forward(ctx, sc, resp) // refused: the caller gets the application's answer
+		return
+	}
+	out := envelope.Response{Status: http.StatusSwitchingProtocols}
+	out.Headers = envelope.AppendHTTPHeader(make([]string, 0, 2*len(resp.Header)+2), resp.Header)
+	out.Headers = append(out.Headers, "Upgrade", resp.Header.Get("Upgrade"))
+	sc.head(&out, true)
+	if !sc.answer(ctx, &out) {
+		return
+	}
+	// The caller's bytes to the application, on their own goroutine.
+	toApp := make(chan struct{})
+	go func() {
+		defer close(toApp)
+		if _, err := io.Copy(conn, sc.body(ctx)); err != nil {
+			sc.a.logger.Debug("upgraded stream to the application ended", telemetry.KeyErr, err)
+			_ = conn.Close()
+			return
+		}
+		if cw, ok := conn.(interface{ CloseWrite() error }); ok {
+			_ = cw.CloseWrite()
+		}
+	}()
+	chunk := make([]byte, sc.a.chunk)
+	if _, err := sc.sender().Copy(ctx, br, chunk, false, 0, math.MaxInt64, nil); err != nil && ctx.Err() == nil {
+		sc.abort(ctx, reason.AppUnreachable, err)
+		_ = conn.Close()
+	}
+	<-toApp
+}
