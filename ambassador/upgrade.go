@@ -1,6 +1,7 @@
 package ambassador
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"math"
@@ -120,7 +121,15 @@ func (a *Ambassador) switchProtocols(ctx context.Context, w http.ResponseWriter,
 	// Both directions end when the call does (idle timeout, cancel).
 	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Now()) })
 	defer stop()
-	body.ready <- brw.Reader
+	// The caller's bytes: what the server read past the request, then the
+	// connection itself (not through the server's reader, whose end would
+	// cancel the request's context and so the call).
+	var client io.Reader = conn
+	if n := brw.Reader.Buffered(); n > 0 {
+		early, _ := brw.Reader.Peek(n)
+		client = io.MultiReader(bytes.NewReader(bytes.Clone(early)), conn)
+	}
+	body.ready <- client
 	frames := a.answerFrames(c)
 	for {
 		data, err := frames.next(ctx)

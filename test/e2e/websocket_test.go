@@ -1,0 +1,243 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// wsApp is a WebSocket application. /ws echoes every message with its
+// type; on the text message "ping-me" it also pings the caller and
+// reports the result on pinged; it reports how the connection ended on
+// ended. /ws-bye sends three messages and closes the connection itself
+// (StatusGoingAway), reporting on ended whether the caller completed the
+// close handshake. /refuse refuses the upgrade with 403.
+func wsApp(ended, pinged chan<- error) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/ws", func(w http.ResponseWriter, r *http.Request) {
+		c, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.CloseNow()
+		c.SetReadLimit(1 << 20)
+		ctx := r.Context()
+		for {
+			typ, data, err := c.Read(ctx)
+			if err != nil {
+				ended <- err
+				return
+			}
+			if string(data) == "ping-me" {
+				// The loop's reads take the pong.
+				go func() { pinged <- c.Ping(ctx) }()
+			}
+			if err := c.Write(ctx, typ, data); err != nil {
+				ended <- err
+				return
+			}
+		}
+	})
+	mux.HandleFunc("/ws-bye", func(w http.ResponseWriter, r *http.Request) {
+		c, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.CloseNow()
+		ctx := r.Context()
+		for i := range 3 {
+			if err := c.Write(ctx, websocket.MessageText, fmt.Appendf(nil, "bye-%d", i)); err != nil {
+				ended <- err
+				return
+			}
+		}
+		ended <- c.Close(websocket.StatusGoingAway, "done")
+	})
+	mux.HandleFunc("/refuse", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-App", "refused")
+		http.Error(w, "no websockets here", http.StatusForbidden)
+	})
+	return mux
+}
+
+func TestWebSocket(t *testing.T) {
+	for _, b := range brokers(t) {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			requireBroker(t, b)
+			ended, pinged := make(chan error, 10), make(chan error, 10)
+			m := startStreamMesh(t, b, binary, wsApp(ended, pinged))
+			t.Run("Echo", func(t *testing.T) { m.testWSEcho(t, ended, pinged) })
+			t.Run("CloseByApp", func(t *testing.T) { m.testWSCloseByApp(t, ended) })
+			t.Run("Refused", m.testWSRefused)
+			t.Run("Unsupported", m.testUpgradeUnsupported)
+		})
+	}
+}
+
+// wsMessage is the i-th message of the echo test: 1 B to 64 KiB, text
+// and binary in turn.
+func wsMessage(i int) (websocket.MessageType, []byte) {
+	size := 1 + (i*7919)%(64<<10)
+	if i%100 == 99 {
+		size = 64 << 10
+	}
+	data := bytes.Repeat([]byte{byte('a' + i%26)}, size)
+	copy(data, fmt.Sprint(i))
+	if i%2 == 0 {
+		return websocket.MessageText, data
+	}
+	return websocket.MessageBinary, data
+}
+
+// testWSEcho sends 1,000 messages while reading their echoes, pings along
+// the way (and is pinged by the app), and closes: the app must see a
+// clean close.
+func (m *streamMesh) testWSEcho(t *testing.T, ended, pinged <-chan error) {
+	ctx := testCtx(t, 2*time.Minute)
+	c, resp, err := websocket.Dial(ctx, "ws://"+m.port+"/ws", nil)
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	defer c.CloseNow()
+	if resp.StatusCode != http.StatusSwitchingProtocols || resp.Header.Get("X-Busmesh-Instance") == "" {
+		t.Errorf("handshake: status %d, X-Busmesh-Instance %q; want 101 from an instance", resp.StatusCode, resp.Header.Get("X-Busmesh-Instance"))
+	}
+	c.SetReadLimit(1 << 20)
+	if err := c.Write(ctx, websocket.MessageText, []byte("ping-me")); err != nil {
+		t.Fatal(err)
+	}
+	if _, data, err := c.Read(ctx); err != nil || string(data) != "ping-me" {
+		t.Fatalf("first echo: %q, %v", data, err)
+	}
+	const n = 1000
+	echoed := make(chan error, 1)
+	go func() {
+		for i := range n {
+			typ, data, err := c.Read(ctx)
+			if err != nil {
+				echoed <- fmt.Errorf("echo %d: %w", i, err)
+				return
+			}
+			wantTyp, want := wsMessage(i)
+			if typ != wantTyp || !bytes.Equal(data, want) {
+				echoed <- fmt.Errorf("echo %d: %v of %d bytes, want %v of %d bytes (out of order or damaged)", i, typ, len(data), wantTyp, len(want))
+				return
+			}
+		}
+		echoed <- nil
+	}()
+	var pings []time.Duration
+	for i := range n {
+		typ, data := wsMessage(i)
+		if err := c.Write(ctx, typ, data); err != nil {
+			t.Fatalf("write %d: %v", i, err)
+		}
+		if i%200 == 0 {
+			start := time.Now()
+			if err := c.Ping(ctx); err != nil {
+				t.Fatalf("ping after message %d: %v", i, err)
+			}
+			pings = append(pings, time.Since(start))
+		}
+	}
+	if err := <-echoed; err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-pinged:
+		if err != nil {
+			t.Errorf("the app's ping: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Errorf("the app's ping got no pong")
+	}
+	t.Logf("%s: 1000 messages echoed in order; ping round trips %v", m.broker.name, pings)
+	if err := c.Close(websocket.StatusNormalClosure, "bye"); err != nil {
+		t.Errorf("close: %v, want a clean close handshake", err)
+	}
+	select {
+	case err := <-ended:
+		if websocket.CloseStatus(err) != websocket.StatusNormalClosure {
+			t.Errorf("the app saw the connection end with %v, want a normal close", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Errorf("the app did not see the close")
+	}
+}
+
+// testWSCloseByApp: the app sends three messages and closes; the caller reads them, then the close; both ends see it clean.
+func (m *streamMesh) testWSCloseByApp(t *testing.T, ended <-chan error) {
+	ctx := testCtx(t, 30*time.Second)
+	c, _, err := websocket.Dial(ctx, "ws://"+m.port+"/ws-bye", nil)
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	defer c.CloseNow()
+	for i := range 3 {
+		_, data, err := c.Read(ctx)
+		if err != nil || string(data) != fmt.Sprintf("bye-%d", i) {
+			t.Fatalf("message %d: %q, %v", i, data, err)
+		}
+	}
+	_, _, err = c.Read(ctx)
+	if websocket.CloseStatus(err) != websocket.StatusGoingAway {
+		t.Errorf("after the messages: %v, want the app's close (going away)", err)
+	}
+	select {
+	case err := <-ended:
+		if err != nil {
+			t.Errorf("the app's close handshake: %v, want clean", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Errorf("the app's close did not complete")
+	}
+}
+
+// testWSRefused: an app that refuses the upgrade has its answer passed
+// back unchanged.
+func (m *streamMesh) testWSRefused(t *testing.T) {
+	ctx := testCtx(t, 30*time.Second)
+	_, resp, err := websocket.Dial(ctx, "ws://"+m.port+"/refuse", nil)
+	if err == nil {
+		t.Fatal("dial succeeded, want the app's refusal")
+	}
+	if resp == nil || resp.StatusCode != http.StatusForbidden || resp.Header.Get("X-App") != "refused" ||
+		resp.Header.Get("X-Busmesh-Error") != "" {
+		t.Fatalf("refusal arrived as %+v", resp)
+	}
+}
+
+// testUpgradeUnsupported: an upgrade the mesh does not carry (h2c) and a
+// CONNECT get 501 upgrade-unsupported, never a silent downgrade.
+func (m *streamMesh) testUpgradeUnsupported(t *testing.T) {
+	for _, raw := range []string{
+		"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n",
+		"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+	} {
+		conn, err := net.DialTimeout("tcp", m.port, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+		_, _ = conn.Write([]byte(raw))
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		conn.Close()
+		first, _, _ := strings.Cut(raw, "\r\n")
+		if err != nil {
+			t.Errorf("%s: %v", first, err)
+			continue
+		}
+		if resp.StatusCode != http.StatusNotImplemented || resp.Header.Get("X-Busmesh-Error") != "upgrade-unsupported" {
+			t.Errorf("%s: status %d, X-Busmesh-Error %q; want 501 upgrade-unsupported", first, resp.StatusCode, resp.Header.Get("X-Busmesh-Error"))
+		}
+	}
+}
+
