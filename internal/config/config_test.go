@@ -4,6 +4,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -149,5 +150,54 @@ func TestEmptyFileNeedsASection(t *testing.T) {
 	want := "config empty.yaml: 1 problem\n  (top level): no ambassador or adapter section: a sidecar needs at least one"
 	if err == nil || err.Error() != want {
 		t.Errorf("Parse(empty) = %v, want %q", err, want)
+	}
+}
+
+// TestStreamSettings: per-service deadlines (or none), idle timeouts and
+// caps, falling back to the ambassador's; caps are off by default.
+func TestStreamSettings(t *testing.T) {
+	yaml := `ambassador:
+  http: 127.0.0.1:15001
+  timeout: 10s
+  max_response_bytes: 8MiB
+  services:
+    events:
+      timeout: none
+      idle_timeout: 1m
+      max_body_bytes: 1MiB
+    files: {}
+adapter:
+  service: events
+  target: http://127.0.0.1:8080
+`
+	c, err := config.Parse("streams.yaml", []byte(yaml), noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Ambassador.MaxBodyBytes != 0 || c.Adapter.MaxBodyBytes != 0 {
+		t.Errorf("default caps = %d (ambassador), %d (adapter); want none", c.Ambassador.MaxBodyBytes, c.Adapter.MaxBodyBytes)
+	}
+	ev, files := c.Ambassador.Policy("events"), c.Ambassador.Policy("files")
+	want := []struct {
+		name      string
+		got, want any
+	}{
+		{"events timeout", ev.Timeout, config.NoTimeout},
+		{"events timeout duration", ev.Timeout.D(), time.Duration(0)},
+		{"events idle", ev.IdleTimeout.D(), time.Minute},
+		{"events request cap", ev.MaxBodyBytes, config.ByteSize(1 << 20)},
+		{"events response cap", ev.MaxResponseBytes, config.ByteSize(8 << 20)},
+		{"files timeout", files.Timeout.D(), 10 * time.Second},
+		{"files idle", files.IdleTimeout.D(), config.DefaultIdleTimeout},
+		{"files request cap", files.MaxBodyBytes, config.ByteSize(0)},
+	}
+	for _, w := range want {
+		if w.got != w.want {
+			t.Errorf("%s = %v, want %v", w.name, w.got, w.want)
+		}
+	}
+	_, err = config.Parse("bad.yaml", []byte("ambassador:\n  http: 127.0.0.1:15001\n  idle_timeout: 0s\n"), noEnv)
+	if err == nil || !strings.Contains(err.Error(), `ambassador.idle_timeout: "0s" is not a positive duration or "none"`) {
+		t.Errorf("idle_timeout: 0s gave %v, want it refused naming the key and what is allowed", err)
 	}
 }

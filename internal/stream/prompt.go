@@ -6,10 +6,15 @@ import (
 	"time"
 )
 
-// Settle is how long Prompt.First waits for a body whose source is slow
-// before the call's first message goes without the rest: what an
-// application has flushed reaches the other side within about this much.
-const Settle = 5 * time.Millisecond
+// How long Prompt.First holds a call's first message for a body whose
+// source is slow: at most Settle in all, and no more than Gap after the
+// last data came. What an application flushes then reaches the other side
+// within Gap (Settle before its first byte), while a body that arrives in
+// quick pieces still goes in one message.
+const (
+	Settle = 5 * time.Millisecond
+	Gap    = 500 * time.Microsecond
+)
 
 // Prompt reads a body for a call: its first part for the call's first
 // message (First), then the rest as an io.Reader for the frames (Read).
@@ -35,7 +40,8 @@ type readResult struct {
 // most max bytes; more says the rest follows. contentLength is the
 // declared length, -1 if unknown. A body of known length that fits is read
 // whole (it is on its way); otherwise First returns once the body ends,
-// max bytes are in, or settle has passed. The data is read into buf (see
+// max bytes are in, settle has passed, or nothing more has come for Gap
+// after some data. The data is read into buf (see
 // ReadFirst), which the caller must not reuse until Wait has returned.
 func (p *Prompt) First(body io.Reader, buf *[]byte, max int, contentLength int64, settle time.Duration) (data []byte, more bool, err error) {
 	p.body = body
@@ -55,6 +61,7 @@ func (p *Prompt) First(body io.Reader, buf *[]byte, max int, contentLength int64
 		b = make([]byte, 4<<10)
 	}
 	defer func() { *buf = b[:0] }()
+	deadline := time.Now().Add(settle)
 	timer := time.NewTimer(settle)
 	defer timer.Stop()
 	done := make(chan readResult, 1)
@@ -82,6 +89,8 @@ func (p *Prompt) First(body io.Reader, buf *[]byte, max int, contentLength int64
 				return b[:n], false, nil
 			case r.err != nil:
 				return nil, false, r.err
+			case r.n > 0:
+				timer.Reset(min(Gap, time.Until(deadline)))
 			}
 		case <-timer.C:
 			p.pending, p.region = done, region

@@ -104,7 +104,7 @@ type brokerCase struct {
 
 // brokers returns the brokers to run over, failing (in CI) or skipping
 // where one is not reachable.
-func brokers(t *testing.T) []brokerCase {
+func brokers(t testing.TB) []brokerCase {
 	t.Helper()
 	nats := envOr("BUSMESH_TEST_NATS", "127.0.0.1:4222")
 	rabbit := envOr("BUSMESH_TEST_RABBITMQ", "127.0.0.1:5672")
@@ -115,7 +115,7 @@ func brokers(t *testing.T) []brokerCase {
 	}
 }
 
-func requireBroker(t *testing.T, b brokerCase) {
+func requireBroker(t testing.TB, b brokerCase) {
 	t.Helper()
 	switch b.name {
 	case "nats":
@@ -138,7 +138,7 @@ func envOr(key, def string) string {
 }
 
 // freePort returns a loopback address nobody listens on now.
-func freePort(t *testing.T) string {
+func freePort(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -150,7 +150,7 @@ func freePort(t *testing.T) string {
 
 // sidecar is a running `busmesh sidecar` process.
 type sidecar struct {
-	t     *testing.T
+	t     testing.TB
 	name  string
 	cmd   *exec.Cmd
 	admin string
@@ -163,13 +163,13 @@ var placeholder = regexp.MustCompile(`\{\{(\w+)\}\}`)
 // startSidecar writes a config from a template, filling {{name}} from vars,
 // starts the sidecar and waits until its admin port says ready. The config
 // must set admin: {{admin}}.
-func startSidecar(t *testing.T, name, template string, vars map[string]string) *sidecar {
+func startSidecar(t testing.TB, name, template string, vars map[string]string) *sidecar {
 	t.Helper()
 	return startSidecarWith(t, binary, name, template, vars)
 }
 
 // startSidecarWith is startSidecar with a given binary.
-func startSidecarWith(t *testing.T, bin, name, template string, vars map[string]string) *sidecar {
+func startSidecarWith(t testing.TB, bin, name, template string, vars map[string]string) *sidecar {
 	t.Helper()
 	vars["admin"] = freePort(t)
 	text := placeholder.ReplaceAllStringFunc(template, func(m string) string {
@@ -289,7 +289,7 @@ func (b *syncBuffer) String() string {
 	return b.b.String()
 }
 
-func testCtx(t *testing.T, d time.Duration) context.Context {
+func testCtx(t testing.TB, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(t.Context(), d)
 	t.Cleanup(cancel)
 	return ctx

@@ -66,7 +66,7 @@ type streamMesh struct {
 	app     string // the application's own address, to compare with
 }
 
-func startStreamMesh(t *testing.T, b brokerCase, bin string, app http.Handler) *streamMesh {
+func startStreamMesh(t testing.TB, b brokerCase, bin string, app http.Handler) *streamMesh {
 	t.Helper()
 	srv := httptest.NewUnstartedServer(app)
 	srv.EnableHTTP2 = false
