@@ -326,12 +326,6 @@ func streamReason(ctx context.Context, err error) reason.Reason {
 	case ctx.Err() != nil:
 		return reason.Cancelled
 	}
-	// The adapter's cancel names its reason: "cancelled by the adapter: response-too-large".
-	if _, name, ok := strings.Cut(err.Error(), "cancelled by the adapter: "); ok {
-		if r := reason.Parse(name); r != reason.Unknown {
-			return r
-		}
-	}
 	return reason.StreamFailed
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/busmesh/busmesh/broker"
 	"github.com/busmesh/busmesh/internal/bus"
 	"github.com/busmesh/busmesh/internal/envelope"
+	"github.com/busmesh/busmesh/internal/reason"
 	"github.com/busmesh/busmesh/internal/secure"
 	"github.com/busmesh/busmesh/internal/stream"
 	"github.com/busmesh/busmesh/internal/telemetry"
@@ -273,7 +274,11 @@ func (p *pending) frame(f *envelope.Frame) {
 		p.window.Grant(int64(f.WindowUpdate))
 	}
 	if f.Cancel {
-		err := errors.New("cancelled by the adapter: " + f.Error)
+		// The adapter names its reason (response-too-large, app-unreachable).
+		err := &reason.Error{Reason: reason.Parse(f.Error), Detail: "cancelled by the adapter: " + f.Error}
+		if err.Reason == reason.None || err.Reason == reason.Unknown {
+			err.Reason = reason.StreamFailed
+		}
 		if p.inbound != nil {
 			p.inbound.Fail(err)
 		}

@@ -63,6 +63,7 @@ type streamMesh struct {
 	callees []*sidecar
 	port    string // the caller's port for service
 	cap     string // the caller's port for capped
+	shared  string // the caller's shared port
 	app     string // the application's own address, to compare with
 }
 
@@ -73,14 +74,14 @@ func startStreamMesh(t testing.TB, b brokerCase, bin string, app http.Handler) *
 	srv.Start()
 	t.Cleanup(srv.Close)
 	m := &streamMesh{broker: b, service: unique("stream"), capped: unique("capped"),
-		port: freePort(t), cap: freePort(t), app: srv.Listener.Addr().String()}
+		port: freePort(t), cap: freePort(t), shared: freePort(t), app: srv.Listener.Addr().String()}
 	for _, svc := range []string{m.service, m.capped} {
 		m.callees = append(m.callees, startSidecarWith(t, bin, "callee-"+svc, streamCalleeConfig, map[string]string{
 			"id": unique("callee"), "broker": b.url, "service": svc, "target": srv.URL,
 		}))
 	}
 	m.caller = startSidecarWith(t, bin, "caller-stream", streamCallerConfig, map[string]string{
-		"id": unique("caller"), "broker": b.url, "service": m.service, "http": freePort(t), "port": m.port,
+		"id": unique("caller"), "broker": b.url, "service": m.service, "http": m.shared, "port": m.port,
 		"capped": m.capped, "cappedPort": m.cap,
 	})
 	return m
@@ -307,27 +308,49 @@ func mustRead(r io.Reader) []byte {
 	return b
 }
 
-// testCapAbort: with max_response_bytes 1MiB, a 5 MiB chunked response is
-// aborted after its 200: the client reads an error, not a clean end, and
-// the caller counts it; a response of known length over the cap gets 502
-// before any status.
+// testCapAbort: a 5 MiB chunked response over a 1 MiB cap is aborted
+// after its 200, whether the caller's max_response_bytes or the callee's
+// max_body_bytes caps it: an HTTP/1.1 client and an HTTP/2 one read an
+// error, not a clean end, and the caller counts it; a response of known
+// length over the cap gets 502 before any status.
 func (m *streamMesh) testCapAbort(t *testing.T) {
-	series := fmt.Sprintf(`busmesh_ambassador_errors_total{reason="response-too-large",service=%q}`, m.capped)
-	before := m.caller.metric(series)
-	req := newRequest(t, "GET", fmt.Sprintf("http://%s/bytes?n=%d", m.cap, 5<<20), nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
+	// A third service, capped by its adapter, reached on the shared port.
+	adapterCapped := unique("acapped")
+	srvURL := "http://" + m.app
+	startSidecar(t, "callee-"+adapterCapped, streamCalleeConfig+"  max_body_bytes: 1MiB\n", map[string]string{
+		"id": unique("callee"), "broker": m.broker.url, "service": adapterCapped, "target": srvURL,
+	})
+	var protocols http.Protocols
+	protocols.SetUnencryptedHTTP2(true)
+	h2c := &http.Client{Transport: &http.Transport{Protocols: &protocols}}
+	for _, tc := range []struct {
+		name, service, addr, host string
+		client                    *http.Client
+	}{
+		{"caller cap, HTTP/1.1", m.capped, m.cap, "", http.DefaultClient},
+		{"caller cap, h2c", m.capped, m.cap, "", h2c},
+		{"callee cap, HTTP/1.1", adapterCapped, m.shared, adapterCapped, http.DefaultClient},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			series := fmt.Sprintf(`busmesh_ambassador_errors_total{reason="response-too-large",service=%q}`, tc.service)
+			before := m.caller.metric(series)
+			req := newRequest(t, "GET", fmt.Sprintf("http://%s/bytes?n=%d", tc.addr, 5<<20), nil)
+			req.Host = tc.host
+			resp, err := tc.client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n, err := io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || err == nil || errors.Is(err, io.EOF) {
+				t.Fatalf("status %d, read %d bytes, then %v; want 200 and a read error", resp.StatusCode, n, err)
+			}
+			if n > 2<<20 {
+				t.Errorf("read %d bytes before the abort, want about the 1 MiB cap", n)
+			}
+			eventually(t, 5*time.Second, "the abort to be counted", func() bool { return m.caller.metric(series) >= before+1 })
+		})
 	}
-	n, err := io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 200 || err == nil || errors.Is(err, io.EOF) {
-		t.Fatalf("status %d, read %d bytes, then %v; want 200 and a read error", resp.StatusCode, n, err)
-	}
-	if n > 2<<20 {
-		t.Errorf("read %d bytes before the abort, want about the 1 MiB cap", n)
-	}
-	eventually(t, 5*time.Second, "the abort to be counted", func() bool { return m.caller.metric(series) >= before+1 })
 	if !strings.Contains(m.caller.log.String(), "response aborted after its status") {
 		t.Errorf("the caller did not log the abort")
 	}
