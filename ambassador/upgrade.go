@@ -126,7 +126,7 @@ func (a *Ambassador) switchProtocols(ctx context.Context, w http.ResponseWriter,
 	// cancel the request's context and so the call).
 	var client io.Reader = conn
 	if n := brw.Reader.Buffered(); n > 0 {
-		early, _ := brw.Reader.Peek(n)
+		early, _ := brw.Peek(n)
 		client = io.MultiReader(bytes.NewReader(bytes.Clone(early)), conn)
 	}
 	body.ready <- client

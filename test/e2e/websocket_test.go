@@ -240,4 +240,3 @@ func (m *streamMesh) testUpgradeUnsupported(t *testing.T) {
 		}
 	}
 }
-
