@@ -26,6 +26,7 @@ import (
 type httpApp struct {
 	target string // scheme://host[/base], no trailing slash
 	host   string // host:port, for upgrades
+	tls    bool   // the target is https
 	client *http.Client
 	limit  int64 // the response cap; math.MaxInt64 for none
 	health *config.Health
@@ -36,11 +37,19 @@ func newHTTPApp(target string, cfg *config.Adapter) *httpApp {
 	if limit <= 0 {
 		limit = math.MaxInt64
 	}
-	host := ""
+	h := &httpApp{target: target, client: newClient(cfg.Concurrency), limit: limit, health: cfg.Health}
 	if u, err := url.Parse(target); err == nil {
-		host = u.Host
+		h.tls = u.Scheme == "https"
+		h.host = u.Host
+		if u.Port() == "" {
+			port := "80"
+			if h.tls {
+				port = "443"
+			}
+			h.host = net.JoinHostPort(u.Hostname(), port)
+		}
 	}
-	return &httpApp{target: target, host: host, client: newClient(cfg.Concurrency), limit: limit, health: cfg.Health}
+	return h
 }
 
 // newClient is the HTTP client of the local application: no proxy from the
@@ -154,7 +163,7 @@ func (h *httpApp) serve(ctx context.Context, sc *serverCall) (tail func()) {
 // A body over the cap gets 502 before the head is sent, and is aborted
 // (the caller's client sees an error) after.
 func (h *httpApp) forward(ctx context.Context, sc *serverCall, resp *http.Response) {
-	if resp.ContentLength > h.limit {
+	if resp.ContentLength > h.limit && sc.req.Method != http.MethodHead {
 		sc.fail(ctx, reason.ResponseTooLarge, fmt.Sprintf("response body of %d bytes is over max_body_bytes (%d)", resp.ContentLength, h.limit))
 		return
 	}
@@ -168,13 +177,24 @@ func (h *httpApp) forward(ctx context.Context, sc *serverCall, resp *http.Respon
 		return
 	}
 	buf := bus.GetBuffer()
-	var body stream.Prompt
-	defer func() {
-		resp.Body.Close() // ends a read First left in progress
-		body.Wait()
-		bus.PutBuffer(buf)
-	}()
-	first, more, err := body.First(resp.Body, buf, room, resp.ContentLength, stream.Settle)
+	var first []byte
+	var more bool
+	var err error
+	var rest io.Reader = resp.Body
+	if resp.ContentLength >= 0 && resp.ContentLength <= int64(room) {
+		// Whole and on its way: one message, no goroutine.
+		first, more, err = stream.ReadFirst(resp.Body, buf, room, resp.ContentLength)
+		defer bus.PutBuffer(buf)
+	} else {
+		body := new(stream.Prompt)
+		rest = body
+		defer func() {
+			resp.Body.Close() // ends a read First left in progress
+			body.Wait()
+			bus.PutBuffer(buf)
+		}()
+		first, more, err = body.First(resp.Body, buf, room, resp.ContentLength, stream.Settle)
+	}
 	if err != nil {
 		sc.fail(ctx, reason.AppUnreachable, "read response body: "+err.Error())
 		return
@@ -193,7 +213,7 @@ func (h *httpApp) forward(ctx context.Context, sc *serverCall, resp *http.Respon
 	}
 	chunk := make([]byte, sc.a.chunk)
 	trailers := func() []string { return envelope.AppendHTTPHeader(nil, resp.Trailer) }
-	if _, err := sc.sender().Copy(ctx, &body, chunk, false, int64(len(first)), h.limit, trailers); err != nil && ctx.Err() == nil {
+	if _, err := sc.sender().Copy(ctx, rest, chunk, false, int64(len(first)), h.limit, trailers); err != nil && ctx.Err() == nil {
 		r := reason.AppUnreachable
 		if errors.Is(err, stream.ErrTooLarge) {
 			r = reason.ResponseTooLarge

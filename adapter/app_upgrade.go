@@ -3,6 +3,7 @@ package adapter
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"io"
 	"math"
 	"net"
@@ -46,7 +47,7 @@ func (h *httpApp) serveUpgrade(ctx context.Context, sc *serverCall, up string) {
 	if req.TraceParent != "" {
 		httpReq.Header.Set("Traceparent", req.TraceParent)
 	}
-	conn, err := (&net.Dialer{Timeout: 5 * time.Second}).DialContext(ctx, "tcp", h.host)
+	conn, err := h.dial(ctx)
 	if err != nil {
 		sc.fail(ctx, reason.AppUnreachable, err.Error())
 		return
@@ -96,4 +97,15 @@ func (h *httpApp) serveUpgrade(ctx context.Context, sc *serverCall, up string) {
 		_ = conn.Close()
 	}
 	<-toApp
+}
+
+// dial opens a connection of its own to the application, for an upgrade.
+func (h *httpApp) dial(ctx context.Context) (net.Conn, error) {
+	d := &net.Dialer{Timeout: 5 * time.Second}
+	if !h.tls {
+		return d.DialContext(ctx, "tcp", h.host)
+	}
+	name, _, _ := net.SplitHostPort(h.host)
+	td := &tls.Dialer{NetDialer: d, Config: &tls.Config{ServerName: name, NextProtos: []string{"http/1.1"}}}
+	return td.DialContext(ctx, "tcp", h.host)
 }

@@ -227,10 +227,11 @@ func (a *Ambassador) respondHTTP(ctx context.Context, w http.ResponseWriter, c *
 	}
 	h := w.Header()
 	envelope.SetHTTPHeader(h, resp.Headers)
-	if n, err := strconv.ParseInt(h.Get("Content-Length"), 10, 64); err == nil && n > limit && resp.Error == "" {
+	if limit < math.MaxInt64 && resp.Error == "" && c.Req.Method != http.MethodHead && contentLength(h) > limit {
 		clear(h)
 		a.cancelRemote(c, reason.ResponseTooLarge.String())
-		a.writeHTTPError(w, c, reason.Errorf(reason.ResponseTooLarge, "response body of %d bytes is over max_response_bytes (%d)", n, limit))
+		a.writeHTTPError(w, c, reason.Errorf(reason.ResponseTooLarge, "response body of %s bytes is over max_response_bytes (%d)",
+			h.Get("Content-Length"), limit))
 		return
 	}
 	declared := envelope.TrailerNames(resp.Headers)
@@ -327,6 +328,15 @@ func streamReason(ctx context.Context, err error) reason.Reason {
 		return reason.Cancelled
 	}
 	return reason.StreamFailed
+}
+
+// contentLength returns the Content-Length of h, -1 when it has none.
+func contentLength(h http.Header) int64 {
+	n, err := strconv.ParseInt(h.Get("Content-Length"), 10, 64)
+	if err != nil {
+		return -1
+	}
+	return n
 }
 
 // setTrailers sets trailers after the body: those declared in the header

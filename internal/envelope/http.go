@@ -98,11 +98,12 @@ func AppendTrailerNames(list []string, trailer http.Header) []string {
 }
 
 // TrailerNames returns the canonical names the Trailer entries of a flat
-// header list declare.
+// header list declare (entries AppendTrailerNames wrote: AppendHTTPHeader
+// writes none).
 func TrailerNames(list []string) []string {
 	var names []string
 	for i := 0; i+1 < len(list); i += 2 {
-		if textproto.CanonicalMIMEHeaderKey(list[i]) != "Trailer" {
+		if list[i] != "Trailer" {
 			continue
 		}
 		for tok := range strings.SplitSeq(list[i+1], ",") {
@@ -115,11 +116,11 @@ func TrailerNames(list []string) []string {
 }
 
 // Upgrade returns the value of the Upgrade entry of a flat header list, ""
-// when there is none. An upgrade request carries it past AppendHTTPHeader,
-// which leaves it out as hop-by-hop.
+// when there is none. An upgrade request (and its 101 answer) carries one
+// past AppendHTTPHeader, which leaves Upgrade out as hop-by-hop.
 func Upgrade(list []string) string {
 	for i := 0; i+1 < len(list); i += 2 {
-		if textproto.CanonicalMIMEHeaderKey(list[i]) == "Upgrade" {
+		if list[i] == "Upgrade" {
 			return list[i+1]
 		}
 	}

@@ -10,7 +10,7 @@ import (
 
 func TestTrailerNames(t *testing.T) {
 	list := envelope.AppendTrailerNames([]string{"Content-Type", "text/plain"}, http.Header{"X-Sum": nil})
-	list = append(list, "trailer", "x-other, bad name,X-Third")
+	list = append(list, "Trailer", "x-other, bad name,X-Third")
 	got := envelope.TrailerNames(list)
 	if want := []string{"X-Sum", "X-Other", "X-Third"}; !slices.Equal(got, want) {
 		t.Errorf("TrailerNames = %q, want %q", got, want)
@@ -27,7 +27,7 @@ func TestTrailerNames(t *testing.T) {
 }
 
 func TestUpgrade(t *testing.T) {
-	if got := envelope.Upgrade([]string{"Sec-Websocket-Key", "k", "upgrade", "websocket"}); got != "websocket" {
+	if got := envelope.Upgrade([]string{"Sec-Websocket-Key", "k", "Upgrade", "websocket"}); got != "websocket" {
 		t.Errorf("Upgrade = %q, want websocket", got)
 	}
 	if got := envelope.Upgrade([]string{"Host", "x"}); got != "" {
