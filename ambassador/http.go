@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http/httpguts"
@@ -145,9 +146,10 @@ type httpBody struct {
 	limit  int64
 	chunk  int
 	idle   *idleWatch
-	buf    *[]byte
-	prompt stream.Prompt
-	sent   int64
+	buf     *[]byte
+	prompt  stream.Prompt
+	sent    int64
+	reading atomic.Bool // a read of the rest is in progress
 }
 
 func (b *httpBody) First(room int) ([]byte, bool, error) {
@@ -172,14 +174,41 @@ func (b *httpBody) First(room int) ([]byte, bool, error) {
 }
 
 func (b *httpBody) Rest(ctx context.Context, s *stream.Sender) error {
-	// A client that stalls mid-body must not outlive the call: its read
-	// ends when ctx does.
-	stop := context.AfterFunc(ctx, func() { _ = http.NewResponseController(b.w).SetReadDeadline(time.Now()) })
-	defer stop()
+	// A client that stalls mid-body must not outlive the call: a read in
+	// progress ends when ctx does. Only a read in progress: a read deadline
+	// on a connection whose body has ended would fail the server's own
+	// read of the next request. The deadline is set before Rest returns.
+	rc := http.NewResponseController(b.w)
+	unblocked := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		defer close(unblocked)
+		if b.reading.Load() {
+			_ = rc.SetReadDeadline(time.Now())
+		}
+	})
+	defer func() {
+		if !stop() {
+			<-unblocked
+		}
+	}()
 	buf := make([]byte, b.chunk)
 	trailers := func() []string { return envelope.AppendHTTPHeader(nil, b.r.Trailer) }
-	_, err := s.Copy(ctx, touchReader{&b.prompt, b.idle}, buf, false, b.sent, b.limit, trailers)
+	_, err := s.Copy(ctx, restReader{b}, buf, false, b.sent, b.limit, trailers)
 	return err
+}
+
+// restReader reads the rest of a request body, saying when a read is in
+// progress and recording activity.
+type restReader struct{ b *httpBody }
+
+func (r restReader) Read(p []byte) (int, error) {
+	r.b.reading.Store(true)
+	n, err := r.b.prompt.Read(p)
+	r.b.reading.Store(false)
+	if n > 0 {
+		r.b.idle.touch()
+	}
+	return n, err
 }
 
 // releaseHTTP ends what still reads the request body for c (the rest of
@@ -190,7 +219,8 @@ func (c *Call) releaseHTTP() {
 		<-c.pump
 	}
 	b := &c.http
-	if b.prompt.Pending() {
+	if b.prompt.Pending() && !b.prompt.Done() {
+		// Rare: the answer came before the client sent more of its body.
 		_ = http.NewResponseController(b.w).SetReadDeadline(time.Now())
 		b.prompt.Wait()
 	}

@@ -121,6 +121,22 @@ func (p *Prompt) Read(b []byte) (int, error) {
 // Pending reports whether a read First started is still to be taken.
 func (p *Prompt) Pending() bool { return p.pending != nil }
 
+// Done reports whether no read First started is still in progress (it
+// takes the result of one that has ended).
+func (p *Prompt) Done() bool {
+	if p.pending == nil {
+		return true
+	}
+	select {
+	case r := <-p.pending:
+		p.pending = nil
+		p.rest, p.err = p.region[:r.n], r.err
+		return true
+	default:
+		return false
+	}
+}
+
 // Wait waits for a read First left in progress, so that its buffer can be
 // reused; the caller must first make the body's Read return (close it, or
 // set a read deadline). The body is not read after Wait.

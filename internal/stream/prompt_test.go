@@ -79,6 +79,9 @@ func TestPromptNothingYet(t *testing.T) {
 	if err != nil || !more || len(data) != 0 || !p.Pending() {
 		t.Fatalf("First = %q, %v, %v, pending %v; want nothing yet, more, a read pending", data, more, err, p.Pending())
 	}
+	if p.Done() {
+		t.Error("Done with the source silent, want a read in progress")
+	}
 	pw.CloseWithError(io.ErrClosedPipe)
 	p.Wait()
 	if p.Pending() {

@@ -200,6 +200,9 @@ func runSidecar(t *testing.T, bin, name, file, admin string) *sidecar {
 	go func() { s.cmd.Wait(); close(s.done) }()
 	t.Cleanup(func() {
 		s.stop(syscall.SIGTERM)
+		if strings.Contains(s.log.String(), "WARNING: DATA RACE") {
+			t.Errorf("sidecar %s: the race detector found a data race", name)
+		}
 		if t.Failed() {
 			t.Logf("--- %s log ---\n%s", name, s.log.String())
 		}
