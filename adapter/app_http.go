@@ -75,13 +75,13 @@ func (h *httpApp) close() error {
 	return nil
 }
 
-// serve makes one HTTP call to the application. Its answer streams on the
-// worker (tail is nil).
+// serve makes one HTTP call to the application. An answer that streams on
+// after its head (Server-Sent Events, a download, an upgraded connection)
+// is returned as tail, to run apart from the worker.
 func (h *httpApp) serve(ctx context.Context, sc *serverCall) (tail func()) {
 	req := sc.req
 	if up := envelope.Upgrade(req.Headers); up != "" {
-		h.serveUpgrade(ctx, sc, up)
-		return
+		return h.serveUpgrade(ctx, sc, up)
 	}
 	var body io.Reader = http.NoBody
 	contentLength := int64(len(req.Body))
@@ -119,7 +119,12 @@ func (h *httpApp) serve(ctx context.Context, sc *serverCall) (tail func()) {
 	// worker (a place in concurrency) is held until the application has
 	// answered, not freed while it still works on an abandoned call.
 	appCtx, answered, stop := appContext(ctx)
-	defer stop()
+	detached := false
+	defer func() {
+		if !detached {
+			stop()
+		}
+	}()
 	httpReq, err := http.NewRequestWithContext(appCtx, req.Method, h.target+req.Path, body)
 	if err != nil {
 		sc.fail(ctx, reason.BadRequest, err.Error())
@@ -151,21 +156,38 @@ func (h *httpApp) serve(ctx context.Context, sc *serverCall) (tail func()) {
 		}
 		return nil
 	}
-	defer resp.Body.Close()
 	answered()
-	h.forward(ctx, sc, resp)
-	return nil
+	rest := h.forward(ctx, sc, resp)
+	if rest == nil {
+		return nil
+	}
+	// The answer streams on (events, a download): the rest goes apart
+	// from the worker, and the call to the application ends with it.
+	detached = true
+	return func() {
+		defer stop()
+		rest()
+	}
 }
 
 // forward sends the application's response to the caller: in the
 // response message if it fits and is there, else streamed in frames under
 // the caller's window, each part as soon as the application has sent it.
 // A body over the cap gets 502 before the head is sent, and is aborted
-// (the caller's client sees an error) after.
-func (h *httpApp) forward(ctx context.Context, sc *serverCall, resp *http.Response) {
+// (the caller's client sees an error) after. When the answer streams on
+// after its head, forward returns the rest, which closes resp.Body; else
+// nil, with resp.Body closed.
+func (h *httpApp) forward(ctx context.Context, sc *serverCall, resp *http.Response) (rest func()) {
+	var prompt *stream.Prompt
+	buf := bus.GetBuffer()
+	defer func() {
+		if rest == nil {
+			releaseBody(resp, prompt, buf)
+		}
+	}()
 	if resp.ContentLength > h.limit && sc.req.Method != http.MethodHead {
 		sc.fail(ctx, reason.ResponseTooLarge, fmt.Sprintf("response body of %d bytes is over max_body_bytes (%d)", resp.ContentLength, h.limit))
-		return
+		return nil
 	}
 	out := envelope.Response{Status: int32(resp.StatusCode)}
 	out.Headers = envelope.AppendHTTPHeader(make([]string, 0, 2*len(resp.Header)+2), resp.Header)
@@ -174,34 +196,27 @@ func (h *httpApp) forward(ctx context.Context, sc *serverCall, resp *http.Respon
 	room := min(sc.a.pub.MaxMessage()-out.EncodedSize()-stream.Slack, stream.MaxInline)
 	if room < 0 {
 		sc.fail(ctx, reason.ResponseTooLarge, "response headers do not fit a broker message")
-		return
+		return nil
 	}
-	buf := bus.GetBuffer()
 	var first []byte
 	var more bool
 	var err error
-	var rest io.Reader = resp.Body
+	var body io.Reader = resp.Body
 	if resp.ContentLength >= 0 && resp.ContentLength <= int64(room) {
 		// Whole and on its way: one message, no goroutine.
 		first, more, err = stream.ReadFirst(resp.Body, buf, room, resp.ContentLength)
-		defer bus.PutBuffer(buf)
 	} else {
-		body := new(stream.Prompt)
-		rest = body
-		defer func() {
-			resp.Body.Close() // ends a read First left in progress
-			body.Wait()
-			bus.PutBuffer(buf)
-		}()
-		first, more, err = body.First(resp.Body, buf, room, resp.ContentLength, stream.Settle)
+		prompt = new(stream.Prompt)
+		body = prompt
+		first, more, err = prompt.First(resp.Body, buf, room, resp.ContentLength, stream.Settle)
 	}
 	if err != nil {
 		sc.fail(ctx, reason.AppUnreachable, "read response body: "+err.Error())
-		return
+		return nil
 	}
 	if int64(len(first)) > h.limit {
 		sc.fail(ctx, reason.ResponseTooLarge, fmt.Sprintf("response body is over max_body_bytes (%d)", h.limit))
-		return
+		return nil
 	}
 	sc.head(&out, more)
 	out.Body = first
@@ -209,19 +224,33 @@ func (h *httpApp) forward(ctx context.Context, sc *serverCall, resp *http.Respon
 		out.Trailers = envelope.AppendHTTPHeader(nil, resp.Trailer)
 	}
 	if !sc.answer(ctx, &out) || !more {
-		return
+		return nil
 	}
-	chunk := make([]byte, sc.a.chunk)
-	trailers := func() []string { return envelope.AppendHTTPHeader(nil, resp.Trailer) }
-	if _, err := sc.sender().Copy(ctx, rest, chunk, false, int64(len(first)), h.limit, trailers); err != nil && ctx.Err() == nil {
-		r := reason.AppUnreachable
-		if errors.Is(err, stream.ErrTooLarge) {
-			r = reason.ResponseTooLarge
-			sc.a.logger.Warn("response aborted after its status", telemetry.KeyReason, r.String(),
-				"max_body_bytes", h.limit, telemetry.KeyErr, err)
+	sent, p := int64(len(first)), prompt // copies: the closure must not move them to the heap
+	return func() {
+		defer releaseBody(resp, p, buf)
+		chunk := make([]byte, sc.a.chunk)
+		trailers := func() []string { return envelope.AppendHTTPHeader(nil, resp.Trailer) }
+		if _, err := sc.sender().Copy(ctx, body, chunk, false, sent, h.limit, trailers); err != nil && ctx.Err() == nil {
+			r := reason.AppUnreachable
+			if errors.Is(err, stream.ErrTooLarge) {
+				r = reason.ResponseTooLarge
+				sc.a.logger.Warn("response aborted after its status", telemetry.KeyReason, r.String(),
+					"max_body_bytes", h.limit, telemetry.KeyErr, err)
+			}
+			sc.abort(ctx, r, err)
 		}
-		sc.abort(ctx, r, err)
 	}
+}
+
+// releaseBody closes an answer's body, ends a read of it in progress, and
+// returns its buffer.
+func releaseBody(resp *http.Response, prompt *stream.Prompt, buf *[]byte) {
+	resp.Body.Close()
+	if prompt != nil {
+		prompt.Wait()
+	}
+	bus.PutBuffer(buf)
 }
 
 // trailerReader reads a streamed request body and, at its end, sets the

@@ -21,21 +21,22 @@ import (
 // call's frames until each side has ended: the caller's end frame becomes
 // a half-close toward the application, the application's end the end
 // frame. An application that refuses the upgrade has its answer passed
-// back as any other.
-func (h *httpApp) serveUpgrade(ctx context.Context, sc *serverCall, up string) {
+// back as any other. Once the head is sent, the relaying is returned as
+// tail: an open connection does not hold a worker.
+func (h *httpApp) serveUpgrade(ctx context.Context, sc *serverCall, up string) (tail func()) {
 	req := sc.req
 	if !req.More {
 		sc.fail(ctx, reason.BadRequest, "an upgrade request must stream")
-		return
+		return nil
 	}
 	if err := sc.accept(ctx); err != nil {
 		sc.a.logger.Debug("accept not sent", telemetry.KeyErr, err)
-		return
+		return nil
 	}
 	httpReq, err := http.NewRequestWithContext(ctx, req.Method, h.target+req.Path, http.NoBody)
 	if err != nil {
 		sc.fail(ctx, reason.BadRequest, err.Error())
-		return
+		return nil
 	}
 	httpReq.Header = make(http.Header, len(req.Headers)/2+4)
 	envelope.SetHTTPHeader(httpReq.Header, req.Headers)
@@ -50,34 +51,56 @@ func (h *httpApp) serveUpgrade(ctx context.Context, sc *serverCall, up string) {
 	conn, err := h.dial(ctx)
 	if err != nil {
 		sc.fail(ctx, reason.AppUnreachable, err.Error())
-		return
+		return nil
 	}
-	defer conn.Close()
 	// Both directions end when the call does (a cancel from the caller).
 	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Now()) })
-	defer stop()
+	detached := false
+	defer func() {
+		if !detached {
+			stop()
+			_ = conn.Close()
+		}
+	}()
 	if err := httpReq.Write(conn); err != nil {
 		sc.fail(ctx, reason.AppUnreachable, "send upgrade request: "+err.Error())
-		return
+		return nil
 	}
 	br := bufio.NewReader(conn)
 	resp, err := http.ReadResponse(br, httpReq)
 	if err != nil {
 		sc.fail(ctx, reason.AppUnreachable, "read upgrade response: "+err.Error())
-		return
+		return nil
 	}
 	if resp.StatusCode != http.StatusSwitchingProtocols {
-		defer resp.Body.Close()
-		h.forward(ctx, sc, resp) // refused: the caller gets the application's answer
-		return
+		// Refused: the caller gets the application's answer.
+		rest := h.forward(ctx, sc, resp)
+		if rest == nil {
+			return nil
+		}
+		detached = true
+		return func() {
+			defer func() { stop(); _ = conn.Close() }()
+			rest()
+		}
 	}
 	out := envelope.Response{Status: http.StatusSwitchingProtocols}
 	out.Headers = envelope.AppendHTTPHeader(make([]string, 0, 2*len(resp.Header)+2), resp.Header)
 	out.Headers = append(out.Headers, "Upgrade", resp.Header.Get("Upgrade"))
 	sc.head(&out, true)
 	if !sc.answer(ctx, &out) {
-		return
+		return nil
 	}
+	detached = true
+	return func() {
+		defer func() { stop(); _ = conn.Close() }()
+		relay(ctx, sc, conn, br)
+	}
+}
+
+// relay carries an upgraded connection's bytes both ways until each
+// direction has ended.
+func relay(ctx context.Context, sc *serverCall, conn net.Conn, br *bufio.Reader) {
 	// The caller's bytes to the application, on their own goroutine.
 	toApp := make(chan struct{})
 	go func() {
