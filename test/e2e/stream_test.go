@@ -17,8 +17,9 @@ import (
 	"time"
 )
 
-// streamCallerConfig is a caller whose service has no deadline, a short
-// idle timeout and a cap on responses; everything else is uncapped.
+// streamCallerConfig is a caller whose service has no deadline and an
+// idle timeout, and a second service with a cap on responses; everything
+// else is uncapped.
 const streamCallerConfig = `# caller side: streams
 id: {{id}}
 broker: {{broker}}
@@ -35,7 +36,7 @@ ambassador:
   services:
     {{service}}:
       timeout: none
-      idle_timeout: 3s
+      idle_timeout: {{idle}}
     {{capped}}:
       max_response_bytes: 1MiB
 `
@@ -69,6 +70,12 @@ type streamMesh struct {
 
 func startStreamMesh(t testing.TB, b brokerCase, bin string, app http.Handler) *streamMesh {
 	t.Helper()
+	return startStreamMeshIdle(t, b, bin, app, "1m")
+}
+
+// startStreamMeshIdle is startStreamMesh with the service's idle timeout.
+func startStreamMeshIdle(t testing.TB, b brokerCase, bin string, app http.Handler, idle string) *streamMesh {
+	t.Helper()
 	srv := httptest.NewUnstartedServer(app)
 	srv.EnableHTTP2 = false
 	srv.Start()
@@ -82,7 +89,7 @@ func startStreamMesh(t testing.TB, b brokerCase, bin string, app http.Handler) *
 	}
 	m.caller = startSidecarWith(t, bin, "caller-stream", streamCallerConfig, map[string]string{
 		"id": unique("caller"), "broker": b.url, "service": m.service, "http": m.shared, "port": m.port,
-		"capped": m.capped, "cappedPort": m.cap,
+		"capped": m.capped, "cappedPort": m.cap, "idle": idle,
 	})
 	return m
 }
@@ -190,7 +197,7 @@ func TestHTTPStreaming(t *testing.T) {
 		t.Run(b.name, func(t *testing.T) {
 			t.Parallel()
 			requireBroker(t, b)
-			m := startStreamMesh(t, b, binary, streamApp())
+			m := startStreamMeshIdle(t, b, binary, streamApp(), "3s")
 			t.Run("UploadFlushThrough", m.testUploadFlush)
 			t.Run("Uncapped5MiB", m.testUncapped)
 			t.Run("CapAbortsVisibly", m.testCapAbort)
