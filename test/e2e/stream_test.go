@@ -177,19 +177,33 @@ func streamApp() http.Handler {
 }
 
 // pattern is a cheap deterministic byte stream, so that both ends of a
-// large transfer can check it without keeping it.
-type pattern struct{ x uint64 }
+// large transfer can check it without keeping it: a block of pseudo-random
+// bytes of prime length (so that frames moved by whole chunks would not
+// go unnoticed), repeated, starting at an offset given by the seed.
+type pattern struct{ off int }
 
-func newPattern(seed int64) *pattern { return &pattern{x: uint64(seed)*2654435761 + 1} }
+var patternBlock = func() []byte {
+	b := make([]byte, 65521)
+	x := uint64(88172645463325252)
+	for i := range b {
+		x ^= x << 13
+		x ^= x >> 7
+		x ^= x << 17
+		b[i] = byte(x)
+	}
+	return b
+}()
+
+func newPattern(seed int64) *pattern { return &pattern{off: int(seed % int64(len(patternBlock)))} }
 
 func (p *pattern) Read(b []byte) (int, error) {
-	for i := range b {
-		p.x ^= p.x << 13
-		p.x ^= p.x >> 7
-		p.x ^= p.x << 17
-		b[i] = byte(p.x)
+	n := 0
+	for n < len(b) {
+		m := copy(b[n:], patternBlock[p.off:])
+		n += m
+		p.off = (p.off + m) % len(patternBlock)
 	}
-	return len(b), nil
+	return n, nil
 }
 
 func TestHTTPStreaming(t *testing.T) {
