@@ -141,11 +141,11 @@ func capOf(n config.ByteSize) int64 {
 // client has sent as it comes (a streaming upload is not held back to fill
 // a frame), and the request's trailers with the end of the body.
 type httpBody struct {
-	r      *http.Request
-	w      http.ResponseWriter
-	limit  int64
-	chunk  int
-	idle   *idleWatch
+	r       *http.Request
+	w       http.ResponseWriter
+	limit   int64
+	chunk   int
+	idle    *idleWatch
 	buf     *[]byte
 	prompt  stream.Prompt
 	sent    int64

@@ -189,7 +189,7 @@ func startSidecarWith(t testing.TB, bin, name, template string, vars map[string]
 
 // runSidecar starts a sidecar on a config file whose admin port is admin,
 // and waits until it says ready.
-func runSidecar(t *testing.T, bin, name, file, admin string) *sidecar {
+func runSidecar(t testing.TB, bin, name, file, admin string) *sidecar {
 	t.Helper()
 	s := &sidecar{t: t, name: name, admin: admin, log: &syncBuffer{}, done: make(chan struct{})}
 	s.cmd = exec.Command(bin, "sidecar", "--config", file)
