@@ -31,6 +31,11 @@ else
 	$(GO) test -race -count=1 -run '$(T)' $(PKG)
 endif
 
+# The long end-to-end cases: a 60-second Server-Sent Events stream through
+# the mesh on every broker (a service with timeout: none).
+test-long:
+	BUSMESH_TEST_LONG=1 $(GO) test -race -count=1 -run 'TestHTTPLongStream' -v ./test/e2e/
+
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./internal/envelope/
 	$(GO) test -run '^$$' -fuzz '^FuzzVerifyMAC$$' -fuzztime $(FUZZTIME) ./internal/identity/
