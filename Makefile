@@ -24,7 +24,7 @@ build:
 # decoder. With T set, only the named tests run.
 test:
 ifeq ($(T),)
-	$(GO) test -race -count=1 $(PKG)
+	$(GO) test -race -count=1 -timeout 40m $(PKG)
 	cd deploy/validate && $(GO) test -count=1 ./...
 	$(MAKE) fuzz
 else
