@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -337,18 +338,36 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
-	return Parse(path, data, os.LookupEnv)
+	return ParseEnviron(path, data, os.Environ())
+}
+
+// ParseEnviron is Parse with the overrides taken from environ ("KEY=value"
+// entries, as os.Environ returns); a BUSMESH_ variable that names no key is
+// a problem too, reported with the nearest real one.
+func ParseEnviron(name string, data []byte, environ []string) (*Config, error) {
+	env := make(map[string]string, len(environ))
+	for _, kv := range environ {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			env[k] = v
+		}
+	}
+	return parse(name, data, func(k string) (string, bool) { v, ok := env[k]; return v, ok }, environ)
 }
 
 // Parse is Load for a file already read; name labels errors and lookupEnv
 // supplies the overrides (os.LookupEnv, or a map in tests).
 func Parse(name string, data []byte, lookupEnv func(string) (string, bool)) (*Config, error) {
+	return parse(name, data, lookupEnv, nil)
+}
+
+func parse(name string, data []byte, lookupEnv func(string) (string, bool), environ []string) (*Config, error) {
 	c := Default()
 	errs := &Error{File: name, lines: map[string]int{}}
 	// Every stage runs even after problems, so the error lists them all; a
 	// value that failed to decode keeps its (valid) default.
 	decodeYAML(data, c, errs)
 	applyEnv(c, lookupEnv, errs)
+	checkEnvNames(environ, errs)
 	c.Normalize()
 	c.validate(errs)
 	if len(errs.Problems) > 0 {

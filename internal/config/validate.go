@@ -85,9 +85,7 @@ func (c *Config) validate(errs *Error) {
 	if err := broker.ValidToken(c.ID); err != nil {
 		errs.add("id", 0, "%v", err)
 	}
-	if _, err := broker.ParseURL(c.Broker); err != nil {
-		errs.add("broker", 0, "%v", err)
-	}
+	checkBroker(errs, c.Broker)
 	listeners := map[string]string{} // address -> key, to catch two keys on one port
 	checkAddr(errs, listeners, "admin", c.Admin, true)
 	if !slices.Contains([]string{"debug", "info", "warn", "error"}, c.Log.Level) {
@@ -159,7 +157,9 @@ func (c *Config) validate(errs *Error) {
 		}
 	}
 	if a := c.Adapter; a != nil {
-		if err := broker.ValidToken(a.Service); err != nil {
+		if a.Service == "" {
+			errs.add("adapter.service", errs.lines["adapter"], "required (the name callers use, example: orders)")
+		} else if err := broker.ValidToken(a.Service); err != nil {
 			errs.add("adapter.service", 0, "%v (the service name, example: orders)", err)
 		}
 		if err := broker.ValidToken(a.Instance); err != nil {
@@ -170,7 +170,7 @@ func (c *Config) validate(errs *Error) {
 				errs.add("adapter.version", 0, "%v (it names the version's subject, example: v2)", err)
 			}
 		}
-		checkTarget(errs, a.Target)
+		checkTarget(errs, a.Target, errs.lines["adapter"])
 		if a.Concurrency < 1 {
 			errs.add("adapter.concurrency", 0, "%d must be at least 1", a.Concurrency)
 		}
@@ -205,10 +205,14 @@ func checkAddr(errs *Error, seen map[string]string, key, addr string, optional b
 	}
 }
 
-func checkTarget(errs *Error, target string) {
+func checkTarget(errs *Error, target string, sectionLine int) {
 	const key = "adapter.target"
+	if target == "" {
+		errs.add(key, sectionLine, "required (the application, example: http://127.0.0.1:8080 or grpc://127.0.0.1:9090)")
+		return
+	}
 	u, err := url.Parse(target)
-	if target == "" || err != nil || u.Host == "" {
+	if err != nil || u.Host == "" {
 		errs.add(key, 0, "%q is not an application URL (example: http://127.0.0.1:8080)", target)
 		return
 	}

@@ -1,0 +1,72 @@
+package config
+
+import (
+	"fmt"
+	"reflect"
+	"slices"
+	"strings"
+)
+
+// envTestPrefix starts the variables the test suites read (for example
+// BUSMESH_TEST_NATS): they are not config keys, and a sidecar ignores them.
+const envTestPrefix = EnvPrefix + "TEST_"
+
+// EnvNames returns every override variable a config has, sorted: one per
+// key that holds a single value (maps are set in the file only).
+func EnvNames() []string {
+	var names []string
+	collectEnvNames(reflect.TypeFor[Config](), "", &names)
+	slices.Sort(names)
+	return names
+}
+
+func collectEnvNames(t reflect.Type, key string, names *[]string) {
+	for i := range t.NumField() {
+		name, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ",")
+		if name == "" || name == "-" {
+			continue
+		}
+		ft := t.Field(i).Type
+		if ft.Kind() == reflect.Pointer {
+			ft = ft.Elem()
+		}
+		switch {
+		case reflect.PointerTo(ft).Implements(textUnmarshaler):
+			*names = append(*names, EnvName(join(key, name)))
+		case ft.Kind() == reflect.Struct:
+			collectEnvNames(ft, join(key, name), names)
+		case ft.Kind() != reflect.Map:
+			*names = append(*names, EnvName(join(key, name)))
+		}
+	}
+}
+
+// checkEnvNames reports each BUSMESH_ variable in environ ("KEY=value"
+// entries, as os.Environ returns) that names no key: a misspelled override
+// would otherwise be ignored without a word.
+func checkEnvNames(environ []string, errs *Error) {
+	known := EnvNames()
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		if !strings.HasPrefix(name, EnvPrefix) || strings.HasPrefix(name, envTestPrefix) || slices.Contains(known, name) {
+			continue
+		}
+		errs.addEnv(name, "unknown variable%s (each key has one: %s<KEY> in capitals, '_' for '.')",
+			suggestEnv(name, known), EnvPrefix)
+	}
+}
+
+// suggestEnv returns `; did you mean X?` for the closest known variable,
+// if one is close.
+func suggestEnv(got string, known []string) string {
+	best, bestDist := "", 4
+	for _, k := range known {
+		if d := editDistance(got, k); d < bestDist {
+			best, bestDist = k, d
+		}
+	}
+	if best == "" {
+		return ""
+	}
+	return fmt.Sprintf("; did you mean %s?", best)
+}
