@@ -12,7 +12,6 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
 	busmeshv1 "github.com/busmesh/busmesh/proto/busmesh/v1"
@@ -45,16 +44,6 @@ func (f *adminFlags) client(cmd *cobra.Command) (busmeshv1.AdminClient, context.
 	return busmeshv1.NewAdminClient(conn), ctx, func() { cancel(); conn.Close() }, nil
 }
 
-// printJSON writes m as the REST API would.
-func printJSON(w io.Writer, m proto.Message) error {
-	b, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(m)
-	if err != nil {
-		return err
-	}
-	_, err = fmt.Fprintln(w, string(b))
-	return err
-}
-
 func table(w io.Writer) *tabwriter.Writer { return tabwriter.NewWriter(w, 0, 4, 2, ' ', 0) }
 
 func row(tw *tabwriter.Writer, cols ...any) {
@@ -65,10 +54,11 @@ func row(tw *tabwriter.Writer, cols ...any) {
 	fmt.Fprintln(tw, strings.Join(s, "\t"))
 }
 
-// runAdmin makes one Admin API call and prints its answer: as JSON with
-// -o json, else with table.
+// runAdmin makes one Admin API call and prints its answer: view(resp) as
+// JSON with -o json, else with table. A failed call is said for people
+// (humanize).
 func runAdmin[T proto.Message](cmd *cobra.Command, f *adminFlags, what string,
-	call func(context.Context, busmeshv1.AdminClient) (T, error), table func(io.Writer, T) error) error {
+	call func(context.Context, busmeshv1.AdminClient) (T, error), table func(io.Writer, T) error, view func(T) any) error {
 	c, ctx, done, err := f.client(cmd)
 	if err != nil {
 		return err
@@ -76,12 +66,28 @@ func runAdmin[T proto.Message](cmd *cobra.Command, f *adminFlags, what string,
 	defer done()
 	resp, err := call(ctx, c)
 	if err != nil {
-		return fmt.Errorf("%s at %s: %w", what, f.addr, err)
+		return exitError{exitFailed, humanize(what, f.addr, "--timeout "+f.timeout.String(), err)}
 	}
 	if f.output == "json" {
-		return printJSON(cmd.OutOrStdout(), resp)
+		return writeJSON(cmd.OutOrStdout(), view(resp))
 	}
 	return table(cmd.OutOrStdout(), resp)
+}
+
+// noAmbassadorHint explains an empty answer from a sidecar without an
+// ambassador: only an ambassador keeps a view of the mesh.
+func noAmbassadorHint(cmd *cobra.Command, f *adminFlags, out io.Writer) {
+	c, ctx, done, err := f.client(cmd)
+	if err != nil {
+		return
+	}
+	defer done()
+	h, err := c.GetHealth(ctx, &busmeshv1.GetHealthRequest{})
+	if err != nil || h.Components["ambassador"] != "" {
+		return
+	}
+	fmt.Fprintf(out, "\nsidecar %s at %s runs no ambassador, so it keeps no view of the mesh (only ambassadors watch discovery).\n"+
+		"Ask a sidecar with an ambassador section: busmesh services --admin HOST:PORT\n", h.Sidecar, f.addr)
 }
 
 func newServicesCmd() *cobra.Command {
@@ -134,8 +140,11 @@ func newServicesCmd() *cobra.Command {
 					if err := tw.Flush(); err != nil {
 						return err
 					}
+					if len(resp.Services) == 0 {
+						noAmbassadorHint(cmd, &f, out)
+					}
 					return printSecurity(out, security)
-				})
+				}, servicesJSON)
 		},
 	}
 	f.register(cmd)
@@ -172,7 +181,7 @@ func newStatsCmd() *cobra.Command {
 						fmt.Fprintf(out, "\nrejected envelopes: %s\n", counts(resp.Rejected))
 					}
 					return nil
-				})
+				}, statsJSON)
 		},
 	}
 	f.register(cmd)
@@ -197,7 +206,7 @@ func newRoutesCmd() *cobra.Command {
 						row(tw, r.Kind, dash(r.Listen), dash(r.Match), r.Service, dash(r.Target))
 					}
 					return tw.Flush()
-				})
+				}, routesJSON)
 		},
 	}
 	f.register(cmd)

@@ -27,7 +27,12 @@ func newCallCmd() *cobra.Command {
 		Short: "Call a service through a sidecar's ambassador and print the answer",
 		Long: `Call a service through the ambassador of the sidecar at --admin, as an
 application would, and print the status, headers and body. -d @FILE sends a
-file's contents.`,
+file's contents.
+
+Exit status: 0 when the service answered below 500; 3 when the mesh answered
+instead of the service (the X-Busmesh-Error reason is printed: no-route,
+no-healthy-instances, timeout, ...); 4 when the service answered 5xx; 1
+when no sidecar answered at --admin; 2 for a mistake in the command line.`,
 		Example: `  busmesh call demo /hello
   busmesh call orders /orders -X POST -d '{"qty":1}' -H 'Content-Type: application/json'`,
 		Args: cobra.ExactArgs(2),
@@ -50,9 +55,12 @@ file's contents.`,
 			} else {
 				req.Body = []byte(data)
 			}
-			return runAdmin(cmd, &f, "call",
+			var answer *busmeshv1.CallResponse
+			err := runAdmin(cmd, &f, "call "+args[0],
 				func(ctx context.Context, c busmeshv1.AdminClient) (*busmeshv1.CallResponse, error) {
-					return c.Call(ctx, req)
+					resp, err := c.Call(ctx, req)
+					answer = resp
+					return resp, err
 				},
 				func(out io.Writer, resp *busmeshv1.CallResponse) error {
 					fmt.Fprintf(out, "%d (%v)\n", resp.Status, resp.Duration.AsDuration())
@@ -62,7 +70,11 @@ file's contents.`,
 					fmt.Fprintln(out)
 					_, err := out.Write(resp.Body)
 					return err
-				})
+				}, callResponseJSON)
+			if err != nil || answer == nil {
+				return err
+			}
+			return callExit(args[0], answer)
 		},
 	}
 	f.register(cmd)
@@ -70,4 +82,34 @@ file's contents.`,
 	cmd.Flags().StringVarP(&data, "data", "d", "", "request body, or @FILE")
 	cmd.Flags().StringArrayVarP(&headers, "header", "H", nil, "request header 'Name: value' (repeatable)")
 	return cmd
+}
+
+// callExit is the exit status of a call's answer (see the command's help):
+// a mesh error or a 5xx is not a success for a script.
+func callExit(service string, resp *busmeshv1.CallResponse) error {
+	if reason := resp.Headers["X-Busmesh-Error"]; reason != "" {
+		return exitError{exitMeshError, fmt.Errorf("call %s: the mesh answered %d %s, not the service%s",
+			service, resp.Status, reason, meshErrorHint(reason, service))}
+	}
+	if resp.Status >= 500 {
+		return exitError{exitServerError, fmt.Errorf("call %s: the service answered %d", service, resp.Status)}
+	}
+	return nil
+}
+
+// meshErrorHint says what to try for a mesh error reason.
+func meshErrorHint(reason, service string) string {
+	switch reason {
+	case "no-healthy-instances", "no-responders":
+		return fmt.Sprintf("\n  try: busmesh services %s (is an adapter for %q running, healthy, on the same broker and mesh?)", service, service)
+	case "no-route":
+		return "\n  try: busmesh services (which names does the mesh know?)"
+	case "timeout":
+		return "\n  try: a larger --timeout, or busmesh stats on the adapter's sidecar (is the application slow?)"
+	case "app-unreachable":
+		return "\n  try: busmesh check --config on the adapter's sidecar (is the application running at adapter.target?)"
+	case "broker-unavailable":
+		return "\n  try: the sidecar's log (the broker connection is down and being retried)"
+	}
+	return ""
 }

@@ -22,7 +22,7 @@ import (
 const devService = "demo"
 
 func newDevCmd() *cobra.Command {
-	var brokerKind, httpAddr, serviceAddr, adminAddr, logLevel string
+	var brokerKind, httpAddr, serviceAddr, adminAddr, logLevel, id string
 	cmd := &cobra.Command{
 		Use:   "dev",
 		Short: "Run a whole mesh in one process: broker, demo service, adapter, ambassador",
@@ -33,8 +33,9 @@ service through the broker. Other sidecars can join the printed broker URL.
 --broker kafka runs an in-process Kafka cluster (kfake) instead; --broker
 rabbitmq uses the RabbitMQ at $BUSMESH_BROKER, or amqp://guest:guest@127.0.0.1:5672/.
 
-If a preferred port is taken, a free one is used; the printed commands
-always name the ports in use.`,
+A port in use stops it with the flag that moves it (127.0.0.1:0 picks a free
+port; the printed commands name the ports in use). Two dev meshes on one
+RabbitMQ need their own --id: a second one with the same id is refused.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			logger, err := telemetry.NewLogger(os.Stderr, logLevel, "text")
@@ -59,14 +60,14 @@ always name the ports in use.`,
 			defer demo.Close()
 
 			cfg := config.Default()
-			cfg.ID = "dev"
+			cfg.ID = id
 			cfg.Broker = brokerURL
-			cfg.Admin = freeOr(adminAddr)
+			cfg.Admin = adminAddr
 			cfg.Log.Level = logLevel
 			cfg.Ambassador = config.NewAmbassador()
 			cfg.Ambassador.Service = "dev"
-			cfg.Ambassador.HTTP = freeOr(httpAddr)
-			cfg.Ambassador.Upstreams = map[string]string{devService: freeOr(serviceAddr)}
+			cfg.Ambassador.HTTP = httpAddr
+			cfg.Ambassador.Upstreams = map[string]string{devService: serviceAddr}
 			cfg.Adapter = config.NewAdapter()
 			cfg.Adapter.Service = devService
 			cfg.Adapter.Target = "http://" + demoLn.Addr().String()
@@ -81,7 +82,11 @@ always name the ports in use.`,
 			if err := cfg.Validate(); err != nil {
 				return usageError{err}
 			}
-			sc, err := startSidecar(ctx, cfg, logger)
+			sc, err := startSidecarWith(ctx, cfg, logger, startHints{
+				flags: map[string]string{"admin": "--admin", "ambassador.http": "--http",
+					"ambassador.upstreams." + devService: "--service-port"},
+				duplicateFix: "pass --id NAME (each dev mesh on a shared broker needs its own), or stop the other",
+			})
 			if err != nil {
 				return err
 			}
@@ -91,11 +96,14 @@ always name the ports in use.`,
 			fmt.Fprintf(out, "  demo service  http://%s (behind adapter %q)\n", demoLn.Addr(), devService)
 			fmt.Fprintf(out, "  ambassador    %s (shared port: the Host header names the service)\n", addrs[0])
 			fmt.Fprintf(out, "                %s (service %s)\n", addrs[1], devService)
-			fmt.Fprintf(out, "  admin         http://%s/metrics\n\n", sc.admin.Addr())
+			fmt.Fprintf(out, "  dashboard     http://%s/ (busmesh dashboard)\n", sc.admin.Addr())
+			fmt.Fprintf(out, "  admin         %s (busmesh services, stats, call use it)\n\n", sc.admin.Addr())
 			fmt.Fprintf(out, "Call the demo service through the broker:\n")
 			fmt.Fprintf(out, "  curl -H 'Host: %s' http://%s/hello\n", devService, addrs[0])
 			fmt.Fprintf(out, "  curl http://%s/echo -d 'any body'\n\n", addrs[1])
-			fmt.Fprintf(out, "Other sidecars join with: broker: %s\nPress Ctrl-C to stop.\n", broker.Redact(brokerURL))
+			// The URL as the user gave it, password included: it must work
+			// when pasted.
+			fmt.Fprintf(out, "Other sidecars join with: broker: %s\nPress Ctrl-C to stop.\n", brokerURL)
 			<-ctx.Done()
 			return sc.shutdown()
 		},
@@ -105,23 +113,8 @@ always name the ports in use.`,
 	cmd.Flags().StringVar(&serviceAddr, "service-port", "127.0.0.1:15080", "ambassador port of the demo service")
 	cmd.Flags().StringVar(&adminAddr, "admin", "127.0.0.1:15000", "admin port")
 	cmd.Flags().StringVar(&logLevel, "log-level", "warn", "log level: debug, info, warn, error")
+	cmd.Flags().StringVar(&id, "id", "dev", "the sidecar's id and the demo instance's name")
 	return cmd
-}
-
-// freeOr returns addr if it can be listened on now, else a free loopback
-// port: the dev mesh starts even when a preferred port is taken.
-func freeOr(addr string) string {
-	ln, err := net.Listen("tcp", addr)
-	if err == nil {
-		ln.Close()
-		return addr
-	}
-	ln, err = net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return addr
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 // devBroker starts or names the dev mesh's broker: its URL, a name to

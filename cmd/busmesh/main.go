@@ -20,6 +20,13 @@ var version = "dev"
 
 func main() {
 	if err := newRootCmd().Execute(); err != nil {
+		var ee exitError
+		if errors.As(err, &ee) {
+			if ee.err != nil {
+				fmt.Fprintln(os.Stderr, "busmesh:", ee.err)
+			}
+			os.Exit(ee.code)
+		}
 		var ue usageError
 		if errors.As(err, &ue) {
 			fmt.Fprintln(os.Stderr, err)
@@ -48,5 +55,6 @@ back. Switching brokers is one line of config.`,
 		SilenceErrors: true,
 	}
 	root.AddCommand(newSidecarCmd(), newDevCmd(), newServicesCmd(), newStatsCmd(), newRoutesCmd(), newCallCmd(), newCACmd(), newInjectCmd(), newVersionCmd())
+	root.AddCommand(newCheckCmd(), newWaitReadyCmd(), newDashboardCmd())
 	return root
 }

@@ -29,7 +29,10 @@ import (
 const drainTimeout = 30 * time.Second
 
 func newSidecarCmd() *cobra.Command {
-	var file string
+	var (
+		file, logLevel string
+		check          bool
+	)
 	cmd := &cobra.Command{
 		Use:   "sidecar --config FILE",
 		Short: "Run the ambassador and/or adapter a config file describes",
@@ -39,15 +42,26 @@ the mesh. BUSMESH_* environment variables override single keys, for example
 BUSMESH_BROKER=amqp://guest:guest@127.0.0.1:5672/ switches the broker.
 
 SIGINT or SIGTERM drains: no new calls are taken, calls in flight get up to
-30s to finish.`,
+30s to finish. When it serves, the sidecar logs one "ready" line with its
+addresses, and its admin port's /readyz answers ready from that moment.
+
+--check validates the config and that its ports are free, without starting
+(exit status 0 valid, 2 config invalid, 1 a port in use); busmesh check
+also tries the broker and the application.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if file == "" {
 				return usageError{errors.New("busmesh sidecar: --config FILE is required")}
 			}
+			if check {
+				return checkOnly(cmd, file)
+			}
 			cfg, err := config.Load(file)
 			if err != nil {
 				return usageError{err}
+			}
+			if logLevel != "" {
+				cfg.Log.Level = logLevel
 			}
 			logger, err := telemetry.NewLogger(os.Stderr, cfg.Log.Level, cfg.Log.Format)
 			if err != nil {
@@ -74,6 +88,8 @@ SIGINT or SIGTERM drains: no new calls are taken, calls in flight get up to
 		},
 	}
 	cmd.Flags().StringVarP(&file, "config", "c", "", "sidecar config file (YAML)")
+	cmd.Flags().BoolVar(&check, "check", false, "validate the config and its ports, then exit without starting")
+	cmd.Flags().StringVar(&logLevel, "log-level", "", "override log.level: debug, info, warn, error")
 	return cmd
 }
 
@@ -98,8 +114,25 @@ const discoverySettle = 250 * time.Millisecond
 
 // startSidecar starts what cfg describes. On error, what was started is
 // stopped again.
-func startSidecar(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *sidecar, err error) {
+func startSidecar(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*sidecar, error) {
+	return startSidecarWith(ctx, cfg, logger, startHints{})
+}
+
+// startHints say how to fix a failed start in the words of the command
+// that started it.
+type startHints struct {
+	// flags names the flag that sets a listener's key (dev mode).
+	flags map[string]string
+	// duplicateFix says how to rename a duplicate instance.
+	duplicateFix string
+}
+
+// startSidecarWith is startSidecar with start hints.
+func startSidecarWith(ctx context.Context, cfg *config.Config, logger *slog.Logger, hints startHints) (_ *sidecar, err error) {
 	logger = logger.With(telemetry.KeySidecar, cfg.ID)
+	if err := checkPorts(listeners(cfg), hints.flags); err != nil {
+		return nil, err
+	}
 	sc := &sidecar{cfg: cfg, logger: logger}
 	defer func() {
 		if err != nil {
@@ -109,7 +142,7 @@ func startSidecar(ctx context.Context, cfg *config.Config, logger *slog.Logger) 
 	metrics := telemetry.NewMetrics()
 	if cfg.Admin != "" {
 		sc.admin, err = admin.Start(admin.Options{Addr: cfg.Admin, Sidecar: cfg.ID, Broker: broker.Redact(cfg.Broker),
-			Metrics: metrics, Logger: logger, Token: cfg.AdminToken})
+			Metrics: metrics, Logger: logger, Token: cfg.AdminToken, Version: cliVersion(), Mesh: cfg.Mesh, Caller: callerName(cfg)})
 		if err != nil {
 			return nil, err
 		}
@@ -120,10 +153,14 @@ func startSidecar(ctx context.Context, cfg *config.Config, logger *slog.Logger) 
 		return nil, err
 	}
 	logger.Info("broker connected", telemetry.KeyBroker, broker.Redact(cfg.Broker))
+	brokerSince := time.Now()
 	if sc.security, err = startSecurity(cfg, sc.broker, logger); err != nil {
 		return nil, err
 	}
 	if cfg.Adapter != nil {
+		if err = refuseDuplicate(ctx, sc.broker, cfg, hints.duplicateFix); err != nil {
+			return nil, err
+		}
 		sc.adapter, err = adapter.New(adapter.Options{Config: cfg.Adapter, Sidecar: cfg.ID, Mesh: cfg.Mesh, Broker: sc.broker,
 			Logger: logger, Metrics: metrics, Announce: cfg.Discovery.Interval.D(), Security: sc.security.Guard()})
 		if err != nil {
@@ -162,7 +199,7 @@ func startSidecar(ctx context.Context, cfg *config.Config, logger *slog.Logger) 
 		}
 	}
 	if sc.admin != nil {
-		parts := admin.Sidecar{Routes: sc.routes(), Components: sc.components}
+		parts := admin.Sidecar{Routes: sc.routes(), Components: sc.components, BrokerSince: brokerSince}
 		if sc.ambassador != nil {
 			parts.Registry = sc.registry
 			parts.Calls = sc.ambassador.Handler("")
@@ -170,6 +207,7 @@ func startSidecar(ctx context.Context, cfg *config.Config, logger *slog.Logger) 
 		sc.admin.SetSidecar(parts)
 		sc.admin.SetReady(true)
 	}
+	logger.Info("ready", sc.readyAttrs()...)
 	return sc, nil
 }
 

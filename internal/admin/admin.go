@@ -1,7 +1,8 @@
 // Package admin serves a sidecar's admin port: the Admin API of
 // proto/busmesh/v1/admin.proto over gRPC and as REST/JSON through
 // grpc-gateway, Prometheus metrics on /metrics, liveness on /healthz,
-// readiness on /readyz and the Go profiler on /debug/pprof/, all on one
+// readiness on /readyz, the Go profiler on /debug/pprof/ and a dashboard
+// on / (with the sidecar's identity on /info), all on one
 // port (gRPC over unencrypted HTTP/2, the rest over HTTP/1 or 2). It reads
 // what the sidecar exposes; it does not run the data path. See
 // docs/architecture.md.
@@ -35,6 +36,9 @@ type Options struct {
 	Sidecar string
 	Broker  string // the broker URL, password hidden
 	Metrics *telemetry.Metrics
+	// Version, Mesh and Caller (the ambassador's service) are shown by
+	// /info and the dashboard.
+	Version, Mesh, Caller string
 	Logger  *slog.Logger // nil discards
 	// Token guards the privileged endpoints (see guard.go); "" lets only
 	// loopback peers use them.
@@ -53,6 +57,8 @@ type Sidecar struct {
 	Calls http.Handler
 	// Components reports the health of each part ("ok" or why not).
 	Components func() map[string]string
+	// BrokerSince is when the broker connection opened.
+	BrokerSince time.Time
 }
 
 // Server is the admin port.
@@ -106,6 +112,7 @@ func Start(o Options) (*Server, error) {
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	mux.Handle("/v1/", gateway)
+	s.registerUI(mux)
 
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)

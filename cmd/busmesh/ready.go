@@ -1,0 +1,64 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+
+	"github.com/busmesh/busmesh/broker"
+	"github.com/busmesh/busmesh/internal/config"
+)
+
+// readyAttrs are the addresses the "ready" log line names: where the
+// sidecar serves, logged at the moment /readyz turns ready.
+func (sc *sidecar) readyAttrs() []any {
+	attrs := []any{"broker", broker.Redact(sc.cfg.Broker)}
+	if sc.admin != nil {
+		attrs = append(attrs, "admin", sc.admin.Addr(), "dashboard", "http://"+sc.admin.Addr()+"/")
+	}
+	if a := sc.cfg.Ambassador; a != nil && sc.ambassador != nil {
+		addrs := sc.ambassador.Addrs()
+		if a.HTTP != "" {
+			attrs = append(attrs, "http", addrs[0])
+			addrs = addrs[1:]
+		}
+		for i, svc := range slices.Sorted(maps.Keys(a.Upstreams)) {
+			attrs = append(attrs, "upstream."+svc, addrs[i])
+		}
+		if g := sc.ambassador.GRPCAddr(); g != "" {
+			attrs = append(attrs, "grpc", g)
+		}
+	}
+	if a := sc.cfg.Adapter; a != nil {
+		attrs = append(attrs, "serves", a.Service+"/"+a.Instance, "target", a.Target)
+	}
+	return attrs
+}
+
+// callerName is the identity of the application calling through the
+// ambassador: ambassador.service, else the sidecar id.
+func callerName(cfg *config.Config) string {
+	if cfg.Ambassador != nil && cfg.Ambassador.Service != "" {
+		return cfg.Ambassador.Service
+	}
+	return cfg.ID
+}
+
+// refuseDuplicate fails the start when another sidecar on the broker
+// already serves this adapter's instance, or uses this sidecar's id.
+func refuseDuplicate(ctx context.Context, b broker.Broker, cfg *config.Config, fix string) error {
+	if fix == "" {
+		fix = fmt.Sprintf("give this one its own adapter.instance (and id), or stop the other; `busmesh services %s` on a caller shows who serves it",
+			cfg.Adapter.Service)
+	}
+	d, err := findDuplicate(ctx, b, cfg.Mesh, cfg.ID, cfg.Adapter.Service, cfg.Adapter.Instance, discoverySettle)
+	if err != nil {
+		return err
+	}
+	if d != nil {
+		d.fix = fix
+		return d
+	}
+	return nil
+}
