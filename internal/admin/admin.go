@@ -36,13 +36,15 @@ type Options struct {
 	Sidecar string
 	Broker  string // the broker URL, password hidden
 	Metrics *telemetry.Metrics
-	// Version, Mesh and Caller (the ambassador's service) are shown by
-	// /info and the dashboard.
-	Version, Mesh, Caller string
 	Logger  *slog.Logger // nil discards
 	// Token guards the privileged endpoints (see guard.go); "" lets only
 	// loopback peers use them.
 	Token string
+	// Version is the sidecar's busmesh version; Mesh its mesh; Caller the
+	// identity its ambassador calls as. /info and the dashboard show them.
+	Version string
+	Mesh    string
+	Caller  string
 }
 
 // Sidecar is what the admin API reads from the running sidecar. Set the

@@ -86,7 +86,7 @@ const state = { snaps: [], events: [], windowS: 30, last: null, failures: 0 };
 function renderHeader(info) {
   $('sidecar').textContent = info.sidecar;
   $('mesh').textContent = info.mesh ? 'mesh ' + info.mesh : '';
-  $('version').textContent = info.version;
+  $('version').textContent = 'busmesh ' + info.version;
   $('broker-url').textContent = info.broker;
   $('broker-url').title = info.broker;
   $('uptime').textContent = `${info.sidecar} up ${fmt.uptime(info.uptime_s)} · ${info.go}`;

@@ -1,0 +1,262 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"flag"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+)
+
+var screenshot = flag.String("screenshot", "", "where TestDashboard writes its screenshot (default: the test's temp dir; docs/dashboard.png is made with -screenshot ../../docs/dashboard.png)")
+
+// devMesh is a running `busmesh dev` process and the addresses it printed.
+type devMesh struct {
+	admin, shared, service string
+	stderr                 *syncBuffer
+}
+
+// startDev runs `busmesh dev` on the embedded broker with free ports and
+// reads its addresses from what it prints; the process is stopped with
+// SIGINT when the test ends.
+func startDev(t *testing.T, extra ...string) *devMesh {
+	t.Helper()
+	args := append([]string{"dev", "--http", freePort(t), "--service-port", freePort(t), "--admin", freePort(t)}, extra...)
+	cmd := exec.Command(binary, args...)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &devMesh{stderr: &syncBuffer{}}
+	cmd.Stderr = m.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := make(chan string, 64)
+	var reader sync.WaitGroup
+	reader.Go(func() {
+		s := bufio.NewScanner(stdout)
+		for s.Scan() {
+			lines <- s.Text()
+		}
+		close(lines)
+	})
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGINT)
+		exited := make(chan error, 1)
+		go func() { exited <- cmd.Wait() }()
+		select {
+		case <-exited:
+		case <-time.After(15 * time.Second):
+			cmd.Process.Kill()
+			<-exited
+			t.Errorf("busmesh dev did not stop within 15s of SIGINT")
+		}
+		reader.Wait()
+		if t.Failed() {
+			t.Logf("--- busmesh dev log ---\n%s", m.stderr.String())
+		}
+	})
+	timeout := time.After(30 * time.Second)
+	for {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatalf("busmesh dev ended its output early\n%s", m.stderr.String())
+			}
+			f := strings.Fields(l)
+			switch {
+			case len(f) >= 2 && f[0] == "ambassador":
+				m.shared = f[1]
+			case len(f) >= 3 && strings.HasPrefix(f[1], "(service"):
+				m.service = f[0]
+			case len(f) >= 2 && f[0] == "admin":
+				m.admin = f[1]
+			case strings.HasPrefix(l, "Press Ctrl-C"):
+				go func() { // keep draining so the process never blocks on stdout
+					for range lines {
+					}
+				}()
+				if m.admin == "" || m.shared == "" || m.service == "" {
+					t.Fatalf("busmesh dev did not print its addresses (admin %q, shared %q, service %q)", m.admin, m.shared, m.service)
+				}
+				return m
+			}
+		case <-timeout:
+			t.Fatalf("busmesh dev was not ready within 30s\n%s", m.stderr.String())
+		}
+	}
+}
+
+// requireChromium returns the Chromium binary: a missing one skips the test
+// outside CI and fails it in CI (.ci/run installs it).
+func requireChromium(t *testing.T) string {
+	t.Helper()
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatal("chromium is not installed; .ci/run installs it (apt-get install -y chromium)")
+	}
+	t.Skip("chromium is not installed: apt-get install -y chromium")
+	return ""
+}
+
+// TestDashboard opens the admin port's dashboard in headless Chromium
+// against a running `busmesh dev` under load: the demo service and its
+// instance show, the edge's request rate rises above zero within 3s of the
+// page opening, and injected mesh errors appear in the errors panel.
+func TestDashboard(t *testing.T) {
+	chrome := requireChromium(t)
+	m := startDev(t)
+
+	// Load: a steady stream of calls through the demo service's port.
+	loadCtx, stopLoad := context.WithCancel(t.Context())
+	var load sync.WaitGroup
+	defer func() { stopLoad(); load.Wait() }()
+	for range 2 {
+		load.Go(func() {
+			for loadCtx.Err() == nil {
+				req, _ := http.NewRequestWithContext(loadCtx, "GET", "http://"+m.service+"/hello", nil)
+				if resp, err := http.DefaultClient.Do(req); err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+				time.Sleep(2 * time.Millisecond)
+			}
+		})
+	}
+
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(chrome),
+		chromedp.Flag("headless", true),
+		chromedp.Flag("no-sandbox", true),
+		chromedp.Flag("disable-gpu", true),
+		chromedp.Flag("no-first-run", true),
+		chromedp.Flag("no-default-browser-check", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-extensions", true),
+		chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1440, 1000),
+	}
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(t.Context(), opts...)
+	defer cancelAlloc()
+	ctx, cancelCtx := chromedp.NewContext(allocCtx, chromedp.WithErrorf(func(string, ...any) {}))
+	defer cancelCtx()
+	ctx, cancelTimeout := context.WithTimeout(ctx, 90*time.Second)
+	defer cancelTimeout()
+
+	url := "http://" + m.admin + "/"
+	if err := chromedp.Do(ctx, chromedp.Navigate(url)); err != nil {
+		t.Fatalf("open %s in chromium: %v", url, err)
+	}
+	// From the page's first figures (the first scrape of the admin port).
+	waitJS(t, ctx, 10*time.Second, "the page's first scrape", `Number(document.body.dataset.samples || 0) >= 1`)
+	opened := time.Now()
+
+	// The demo service and its instance, from discovery.
+	waitJS(t, ctx, 10*time.Second, "a healthy instance dev of service demo",
+		`!!document.querySelector('#services [data-service="demo"] tr[data-instance="dev"][data-healthy="true"]')`)
+
+	// The edge's request rate rises above zero within 3s of the first scrape.
+	var rate float64
+	for {
+		var err error
+		rate, err = chromedp.Run(ctx, chromedp.Evaluate[float64](
+			`Number((document.querySelector('#edges tr[data-service="demo"]') || {dataset: {}}).dataset.rps || 0)`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rate > 0 {
+			break
+		}
+		if time.Since(opened) > 3*time.Second {
+			text, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.body.innerText`))
+			t.Fatalf("the edge dev → demo shows %v requests/s %v after the page opened, want above zero within 3s; the page reads:\n%s",
+				rate, time.Since(opened), text)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("edge dev → demo at %.1f requests/s, %v after the page opened", rate, time.Since(opened).Round(time.Millisecond))
+
+	// Mesh errors: a call to a service nobody serves (503
+	// no-healthy-instances) and a bad X-Busmesh-Timeout (400 bad-timeout).
+	for _, inject := range []struct{ host, timeout string }{{"nosuch", ""}, {"demo", "soon"}} {
+		req, _ := http.NewRequest("GET", "http://"+m.shared+"/x", nil)
+		req.Host = inject.host
+		if inject.timeout != "" {
+			req.Header.Set("X-Busmesh-Timeout", inject.timeout)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.Header.Get("X-Busmesh-Error") == "" {
+			t.Fatalf("call to %s (timeout %q) answered %d without X-Busmesh-Error", inject.host, inject.timeout, resp.StatusCode)
+		}
+	}
+	for _, reason := range []string{"no-healthy-instances", "bad-timeout"} {
+		waitJS(t, ctx, 10*time.Second, "the errors panel to show "+reason,
+			`!!document.querySelector('#errors [data-reason="`+reason+`"]') && !!document.querySelector('#events li[data-reason="`+reason+`"]')`)
+	}
+
+	// A picture for the README: dark theme, a few seconds of history.
+	time.Sleep(4 * time.Second)
+	if err := chromedp.Do(ctx,
+		chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+			_, err := chromedp.Evaluate[any](`document.documentElement.dataset.theme = 'dark'`)(ctx, t)
+			return err
+		}),
+		chromedp.Sleep(1200*time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := *screenshot
+	if path == "" {
+		path = filepath.Join(t.TempDir(), "dashboard.png")
+	}
+	if err := os.WriteFile(path, png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("screenshot: %s (%d bytes)", path, len(png))
+}
+
+// waitJS polls a JavaScript expression in the page until it is true.
+func waitJS(t *testing.T, ctx context.Context, d time.Duration, what, expr string) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](expr))
+		if err != nil {
+			t.Fatalf("waiting for %s: %v", what, err)
+		}
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			var text string
+			text, _ = chromedp.Run(ctx, chromedp.Evaluate[string](`document.body.innerText`))
+			t.Fatalf("timed out after %v waiting for %s; the page reads:\n%s", d, what, text)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
