@@ -2,13 +2,15 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"time"
 )
 
 // demoHandler is the dev mode's built-in service: it says hello with what
-// it received, and echoes bodies on /echo.
+// it received, echoes bodies on /echo and answers /status/CODE with CODE.
 func demoHandler(instance string) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/echo", func(w http.ResponseWriter, r *http.Request) {
@@ -23,6 +25,17 @@ func demoHandler(instance string) http.Handler {
 			w.Header().Set("Content-Type", ct)
 		}
 		w.Write(body)
+	})
+	mux.HandleFunc("/status/{code}", func(w http.ResponseWriter, r *http.Request) {
+		// Answers with the status it names: /status/503 shows what a
+		// failing service looks like through the mesh.
+		code, err := strconv.Atoi(r.PathValue("code"))
+		if err != nil || code < 200 || code > 599 {
+			http.Error(w, "want /status/200 to /status/599", http.StatusBadRequest)
+			return
+		}
+		w.WriteHeader(code)
+		fmt.Fprintf(w, "status %d, as asked\n", code)
 	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")

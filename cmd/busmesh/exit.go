@@ -1,6 +1,10 @@
 package main
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+)
 
 // Exit codes, for scripts. Documented in the README ("Exit codes") and in
 // `busmesh call --help`.
@@ -34,3 +38,19 @@ func (e exitError) Error() string {
 }
 
 func (e exitError) Unwrap() error { return e.err }
+
+// usageErrors makes wrong arguments and flags exit with exitUsage, on
+// every command under root.
+func usageErrors(root *cobra.Command) {
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	for _, c := range root.Commands() {
+		if args := c.Args; args != nil {
+			c.Args = func(cmd *cobra.Command, a []string) error {
+				if err := args(cmd, a); err != nil {
+					return usageError{fmt.Errorf("%s: %w (usage: busmesh %s)", cmd.Name(), err, cmd.Use)}
+				}
+				return nil
+			}
+		}
+	}
+}

@@ -56,5 +56,6 @@ back. Switching brokers is one line of config.`,
 	}
 	root.AddCommand(newSidecarCmd(), newDevCmd(), newServicesCmd(), newStatsCmd(), newRoutesCmd(), newCallCmd(), newCACmd(), newInjectCmd(), newVersionCmd())
 	root.AddCommand(newCheckCmd(), newWaitReadyCmd(), newDashboardCmd())
+	usageErrors(root)
 	return root
 }

@@ -205,9 +205,13 @@ func startSidecarWith(ctx context.Context, cfg *config.Config, logger *slog.Logg
 			parts.Calls = sc.ambassador.Handler("")
 		}
 		sc.admin.SetSidecar(parts)
+	}
+	// One line with the addresses, then /readyz: whoever sees ready can
+	// read where the sidecar serves.
+	logger.Info("ready", sc.readyAttrs()...)
+	if sc.admin != nil {
 		sc.admin.SetReady(true)
 	}
-	logger.Info("ready", sc.readyAttrs()...)
 	return sc, nil
 }
 

@@ -37,7 +37,7 @@ func TestSidecarStartErrors(t *testing.T) {
 	}{
 		{"bad config", "ambassador:\n  timeout: soon\n  htp: 127.0.0.1:1\n", nil, 2,
 			[]string{`ambassador.timeout: "soon" is not a duration`, `ambassador.htp: unknown key; did you mean "http"?`}},
-		{"unknown scheme", "broker: mqtt://127.0.0.1:1883\nambassador:\n  http: 127.0.0.1:0\n", nil, 1,
+		{"unknown scheme", "broker: mqtt://127.0.0.1:1883\nambassador:\n  http: 127.0.0.1:0\n", nil, 2, // a config error: found before connecting
 			[]string{`unknown broker scheme "mqtt"`, "amqp", "kafka", "nats"}},
 		{"unreachable broker", "ambassador:\n  http: 127.0.0.1:0\n", []string{"BUSMESH_BROKER=amqp://guest:hunter2@" + dead + "/"}, 1,
 			[]string{dead, "xxxxx"}},

@@ -23,6 +23,7 @@ var screenshot = flag.String("screenshot", "", "where TestDashboard writes its s
 // devMesh is a running `busmesh dev` process and the addresses it printed.
 type devMesh struct {
 	admin, shared, service string
+	broker                 string // the "join with" URL
 	stderr                 *syncBuffer
 }
 
@@ -82,6 +83,8 @@ func startDev(t *testing.T, extra ...string) *devMesh {
 				m.service = f[0]
 			case len(f) >= 2 && f[0] == "admin":
 				m.admin = f[1]
+			case strings.HasPrefix(l, "Other sidecars join with: broker: "):
+				m.broker = strings.TrimPrefix(l, "Other sidecars join with: broker: ")
 			case strings.HasPrefix(l, "Press Ctrl-C"):
 				go func() { // keep draining so the process never blocks on stdout
 					for range lines {

@@ -19,7 +19,8 @@ func TestDev(t *testing.T) {
 	for _, b := range brokers(t) {
 		t.Run(b.name, func(t *testing.T) {
 			requireBroker(t, b)
-			cmd := exec.Command(binary, "dev", "--broker", b.name,
+			// Its own id: dev meshes of other runs may share the RabbitMQ.
+			cmd := exec.Command(binary, "dev", "--broker", b.name, "--id", unique("dev"),
 				"--http", freePort(t), "--service-port", freePort(t), "--admin", freePort(t))
 			if b.name == "rabbitmq" {
 				cmd.Env = append(cmd.Environ(), "BUSMESH_BROKER="+b.url)
