@@ -210,6 +210,14 @@ func TestCLI(t *testing.T) {
 		if code, stdout, stderr := runCLI(t, nil, "wait-ready", "--admin", m.admin); code != 0 || !strings.Contains(stdout, "ready: "+m.admin) {
 			t.Errorf("wait-ready on a ready sidecar: exit %d\n%s%s", code, stdout, stderr)
 		}
+		if code, stdout, stderr := runCLI(t, nil, "wait-ready", "--admin", m.admin, "--service", "demo"); code != 0 ||
+			!strings.Contains(stdout, m.admin+" knows a healthy instance of demo") {
+			t.Errorf("wait-ready --service demo: exit %d\n%s%s", code, stdout, stderr)
+		}
+		if code, _, stderr := runCLI(t, nil, "wait-ready", "--admin", m.admin, "--service", "nosuch", "--timeout", "500ms"); code != 1 ||
+			!strings.Contains(stderr, "knows no healthy instance of nosuch after 500ms") {
+			t.Errorf("wait-ready --service nosuch: exit %d, want 1\n%s", code, stderr)
+		}
 		dead := deadAddr(t)
 		code, _, stderr := runCLI(t, nil, "wait-ready", "--admin", dead, "--timeout", "500ms")
 		if code != 1 || !strings.Contains(stderr, "sidecar at "+dead+" not ready after 500ms") {
