@@ -281,7 +281,7 @@ func checkGRPCHealth(ctx context.Context, c *checker, host, service string) {
 func checkOnly(cmd *cobra.Command, file string) error {
 	c := &checker{out: cmd.OutOrStdout()}
 	if cfg := runChecks(cmd.Context(), c, file, false); cfg == nil {
-		c.result()
+		_ = c.result() // prints the tally; an invalid config is a usage error
 		return exitError{code: exitUsage}
 	}
 	return c.result()

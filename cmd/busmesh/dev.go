@@ -88,7 +88,7 @@ RabbitMQ need their own --id: a second one with the same id is refused.`,
 				duplicateFix: "pass --id NAME (each dev mesh on a shared broker needs its own), or stop the other",
 			})
 			if err != nil {
-				return err
+				return startError(cfg, err)
 			}
 			addrs := sc.ambassador.Addrs()
 			out := cmd.OutOrStdout()

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -61,4 +62,14 @@ func refuseDuplicate(ctx context.Context, b broker.Broker, cfg *config.Config, f
 		return d
 	}
 	return nil
+}
+
+// startError says which sidecar failed to start, and what to try when the
+// error does not say it already.
+func startError(cfg *config.Config, err error) error {
+	var ce *broker.ConnectError
+	if errors.As(err, &ce) {
+		return fmt.Errorf("sidecar %s: %w\n  try: %s", cfg.ID, err, brokerFix(cfg.Broker, err))
+	}
+	return fmt.Errorf("sidecar %s: %w", cfg.ID, err)
 }

@@ -74,7 +74,7 @@ also tries the broker and the application.`,
 			defer stop()
 			sc, err := startSidecar(ctx, cfg, logger)
 			if err != nil {
-				return err
+				return startError(cfg, err)
 			}
 			watched := make(chan struct{})
 			go func() {
