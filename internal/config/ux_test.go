@@ -116,3 +116,26 @@ func TestEnvNames(t *testing.T) {
 		}
 	}
 }
+
+func TestTargets(t *testing.T) {
+	tests := []struct{ target, want string }{
+		{"http://127.0.0.1:8080", ""},
+		{"grpc://127.0.0.1:9090", ""},
+		{"https://app.internal", ""},
+		{"", "adapter.target: required"},
+		{"http://127.0.0.1:99999", `"http://127.0.0.1:99999" has no valid port (1-65535)`},
+		{"127.0.0.1:8080", "is not an application URL"},
+		{"ftp://127.0.0.1:21", `has scheme "ftp"`},
+	}
+	for _, tt := range tests {
+		c := config.Default()
+		c.Adapter = config.NewAdapter()
+		c.Adapter.Service = "orders"
+		c.Adapter.Target = tt.target
+		c.Normalize()
+		err := c.Validate()
+		if tt.want == "" && err != nil || tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
+			t.Errorf("target %q: %v, want %q", tt.target, err, tt.want)
+		}
+	}
+}

@@ -218,6 +218,12 @@ func checkTarget(errs *Error, target string, sectionLine int) {
 	}
 	if u.Scheme != "http" && u.Scheme != "https" && u.Scheme != "grpc" {
 		errs.add(key, 0, "%q has scheme %q (allowed: http, https, grpc)", target, u.Scheme)
+		return
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			errs.add(key, 0, "%q has no valid port (1-65535)", target)
+		}
 	}
 }
 
