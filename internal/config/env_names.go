@@ -42,8 +42,10 @@ func collectEnvNames(t reflect.Type, key string, names *[]string) {
 }
 
 // checkEnvNames reports each BUSMESH_ variable in environ ("KEY=value"
-// entries, as os.Environ returns) that names no key: a misspelled override
-// would otherwise be ignored without a word.
+// entries, as os.Environ returns) that is a near miss of a key's variable:
+// a misspelled override would otherwise be ignored without a word.
+// Variables far from every key are left alone: deployments define their
+// own (the Helm chart's BUSMESH_RABBITMQ_PASSWORD builds the broker URL).
 func checkEnvNames(environ []string, errs *Error) {
 	known := EnvNames()
 	for _, kv := range environ {
@@ -51,13 +53,14 @@ func checkEnvNames(environ []string, errs *Error) {
 		if !strings.HasPrefix(name, EnvPrefix) || strings.HasPrefix(name, envTestPrefix) || slices.Contains(known, name) {
 			continue
 		}
-		errs.addEnv(name, "unknown variable%s (each key has one: %s<KEY> in capitals, '_' for '.')",
-			suggestEnv(name, known), EnvPrefix)
+		if hint := suggestEnv(name, known); hint != "" {
+			errs.addEnv(name, "unknown variable%s (each key has one: %s<KEY> in capitals, '_' for '.')", hint, EnvPrefix)
+		}
 	}
 }
 
 // suggestEnv returns `; did you mean X?` for the closest known variable,
-// if one is close.
+// if one is within three edits.
 func suggestEnv(got string, known []string) string {
 	best, bestDist := "", 4
 	for _, k := range known {

@@ -26,6 +26,9 @@ func TestParseErrorsEnviron(t *testing.T) {
 			"BUSMESH_BROKR=nats://127.0.0.1:4222",
 			"BUSMESH_AMBASADOR_TIMEOUT=5s",
 			"BUSMESH_TEST_NATS=127.0.0.1:4222", // the test suites' own: not a key, not a problem
+			// A deployment's own variables, far from every key: not problems.
+			"BUSMESH_RABBITMQ_PASSWORD=secret",
+			"BUSMESH_ADMIN_TOKEN=t0ken",
 			"BUSMESH_AMBASSADOR_HTTP=127.0.0.1:15009",
 			"PATH=/usr/bin",
 		}},
