@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"strings"
 
@@ -71,10 +70,4 @@ func dialReason(msg string) string {
 		return strings.Trim(msg[i+2:], `"`)
 	}
 	return msg
-}
-
-// isAdminError reports whether err is a humanized Admin API failure.
-func isAdminError(err error) bool {
-	var ae *adminError
-	return errors.As(err, &ae)
 }
