@@ -199,7 +199,8 @@ func startSidecarWith(ctx context.Context, cfg *config.Config, logger *slog.Logg
 		}
 	}
 	if sc.admin != nil {
-		parts := admin.Sidecar{Routes: sc.routes(), Components: sc.components, BrokerSince: brokerSince}
+		parts := admin.Sidecar{Routes: sc.routes(), Components: sc.components, BrokerSince: brokerSince,
+			BrokerConnected: func() bool { return broker.Connected(sc.broker) }}
 		if sc.ambassador != nil {
 			parts.Registry = sc.registry
 			parts.Calls = sc.ambassador.Handler("")

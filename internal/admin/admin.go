@@ -61,6 +61,9 @@ type Sidecar struct {
 	Components func() map[string]string
 	// BrokerSince is when the broker connection opened.
 	BrokerSince time.Time
+	// BrokerConnected reports whether the connection is up now (nil: the
+	// backend cannot tell, taken as up).
+	BrokerConnected func() bool
 }
 
 // Server is the admin port.

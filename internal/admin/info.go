@@ -24,8 +24,8 @@ type Info struct {
 	// Broker is the broker URL, password hidden.
 	Broker string `json:"broker"`
 	// BrokerState is "connecting" until the sidecar's broker connection
-	// opened, then "connected" (a lost connection is retried by the
-	// backend; the dashboard shows broker-unavailable errors as they come).
+	// opened, then "connected", or "disconnected" while a backend that can
+	// tell (broker.Connectivity) is reconnecting.
 	BrokerState string `json:"broker_state"`
 	// BrokerSince is when the connection opened.
 	BrokerSince *time.Time        `json:"broker_since,omitempty"`
@@ -50,6 +50,9 @@ func (s *Server) info() Info {
 	if !parts.BrokerSince.IsZero() {
 		since := parts.BrokerSince.UTC()
 		in.BrokerState, in.BrokerSince = "connected", &since
+		if parts.BrokerConnected != nil && !parts.BrokerConnected() {
+			in.BrokerState = "disconnected"
+		}
 	}
 	if parts.Components != nil {
 		in.Components = parts.Components()

@@ -92,4 +92,8 @@ func TestInfo(t *testing.T) {
 		m["components"].(map[string]any)["ambassador"] != "ok" {
 		t.Errorf("/info after the start = %v", m)
 	}
+	s.SetSidecar(admin.Sidecar{BrokerSince: time.Now(), BrokerConnected: func() bool { return false }})
+	if m = read(); m["broker_state"] != "disconnected" {
+		t.Errorf("/info while the broker is down: broker_state %v, want disconnected", m["broker_state"])
+	}
 }

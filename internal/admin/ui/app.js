@@ -96,7 +96,10 @@ function renderHeader(info) {
 function renderBroker(info, w) {
   const unavailable = w.errors.filter((e) => e.reason === 'broker-unavailable').reduce((n, e) => n + e.count, 0);
   let cls = 'warn', text = info.broker_state;
-  if (info.broker_state === 'connected') {
+  if (info.broker_state === 'disconnected') {
+    cls = 'bad';
+    text = 'disconnected, reconnecting';
+  } else if (info.broker_state === 'connected') {
     cls = unavailable > 0 ? 'bad' : 'ok';
     text = unavailable > 0 ? `publishes failing (${unavailable} in the window)` : 'connected';
   }
