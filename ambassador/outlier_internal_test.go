@@ -27,7 +27,10 @@ func TestOutlierEjection(t *testing.T) {
 		}
 		return counts
 	}
-	pickAll(30) // every instance known
+	for i := range healthy { // every instance known and measured
+		b.statsFor("svc", healthy, i).observe(time.Millisecond)
+	}
+	pickAll(10)
 	stats := func(name string) *instanceStats {
 		b.mu.Lock()
 		defer b.mu.Unlock()
