@@ -145,7 +145,9 @@ func retryClass(err error, c *Call) (class string, delivered bool) {
 	case reason.AppUnreachable:
 		return config.RetryAppUnreachable, true
 	case reason.Overloaded:
-		return config.Retry503, false // shed by the adapter, never served
+		// Shed by the adapter, with a Retry-After: the pushback is
+		// honoured, the caller is told at once.
+		return "", false
 	default:
 		return "", false
 	}

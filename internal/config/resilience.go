@@ -58,8 +58,8 @@ const (
 	RetryBrokerUnavailable = "broker-unavailable"
 	// RetryAppUnreachable: the adapter could not reach its application.
 	RetryAppUnreachable = "app-unreachable"
-	// Retry503: the answer's status is 503 (the application's, or an
-	// adapter's overloaded).
+	// Retry503: the application answered 503 (an adapter's overloaded,
+	// which carries a Retry-After, is not retried).
 	Retry503 = "503"
 	// Retry5xx: any 5xx answer, 503 included.
 	Retry5xx = "5xx"
