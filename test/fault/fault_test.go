@@ -122,7 +122,8 @@ func rollingRestart(t *testing.T, b brokerCase) {
 
 // slowInstance: one instance turns slow (500 ms): the balancer, the
 // per-try timeout and ejection take it out; the p99 stays within 2× the
-// healthy p99 (or 100 ms, on a busy machine).
+// healthy p99 (or 250 ms, on a busy machine: half the slow instance's
+// time, so a slow instance left in the picks still fails the case).
 func slowInstance(t *testing.T, b brokerCase) {
 	m := startMesh(t, meshOptions{broker: b.url, lb: "direct", policy: resilient})
 	l := m.startLoad(8, get)
@@ -137,7 +138,7 @@ func slowInstance(t *testing.T, b brokerCase) {
 	report(t, "healthy", healthy)
 	report(t, "one instance slow (500ms)", s)
 	checkAnswered(t, s)
-	if limit := max(2*healthy.p99, 100*time.Millisecond); s.p99 > limit {
+	if limit := max(2*healthy.p99, 250*time.Millisecond); s.p99 > limit {
 		t.Errorf("p99 %v with a slow instance, over %v (2× the healthy %v)", s.p99, limit, healthy.p99)
 	}
 }
@@ -245,6 +246,14 @@ func overload(t *testing.T, b brokerCase) {
 		rss[sc.name] = rssKiB(t, sc.cmd.Process.Pid)
 	}
 	report(t, fmt.Sprintf("overload 500 callers: %d refused at once, %d slowly, RSS KiB %v", refused-refusedSlow, refusedSlow, rss), s)
+	// 500 callers in this process measure their calls late on a busy
+	// machine: lateness is judged with a second more of slack.
+	s.late = 0
+	for _, r := range l.since(start) {
+		if r.latency > lateAfter+time.Second {
+			s.late++
+		}
+	}
 	checkAnswered(t, s)
 	if refused == 0 {
 		t.Error("no call refused with 500 callers over max_concurrent 12 + max_pending 12")
