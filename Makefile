@@ -7,7 +7,7 @@ T        ?=
 FUZZTIME ?= 10s
 GOLANGCI ?= github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0
 
-.PHONY: all build test fuzz interop-soak lint proto bench discovery-bench hostile clean image image-prebuilt
+.PHONY: all build test fuzz fault interop-soak lint proto bench discovery-bench hostile clean image image-prebuilt
 
 # The container image (deploy/docker). CONTAINER is docker when its daemon
 # answers, else podman or buildah; all three take these arguments.
@@ -42,6 +42,11 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzLoadCert$$' -fuzztime $(FUZZTIME) ./internal/identity/
 	$(GO) test -run '^$$' -fuzz '^FuzzOpen$$' -fuzztime $(FUZZTIME) ./internal/secure/
 	$(GO) test -run '^$$' -fuzz '^FuzzInject$$' -fuzztime $(FUZZTIME) ./internal/inject/
+
+# The fault suite (test/fault) with a longer load after each fault, and the
+# Kafka broker-restart case, a known failure (make test runs it short).
+fault:
+	$(GO) test -count=1 -timeout 30m -v -run '^TestFault$$' ./test/fault/ -fault.duration=20s -fault.kafka-restart
 
 # grpc-go's interop soak cases through the mesh on every broker, at full
 # size: 8 threads, 1,000 channels each (the e2e suite runs them small).

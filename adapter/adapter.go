@@ -64,6 +64,7 @@ type Adapter struct {
 	pool    *workers
 	streams streamSet
 	calls   callTable
+	results results // answers kept for retries (duplicates.go)
 	life    lifecycle
 }
 
@@ -103,7 +104,7 @@ func New(o Options) (*Adapter, error) {
 	a.streams.max = maxStreams
 	a.guard = o.Security
 	a.policy = policy.Compile(o.Config.Allow)
-	a.admit = []admission{a.authenticated, a.forThisService, addressed, fresh, a.authorize}
+	a.admit = []admission{a.authenticated, a.forThisService, addressed, fresh, a.authorize, a.duplicate}
 	a.announce = discovery.NewAnnouncer(o.Broker, discovery.Self{
 		Service:     o.Config.Service,
 		Instance:    o.Config.Instance,

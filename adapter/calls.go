@@ -316,6 +316,7 @@ func (c *serverCall) answer(ctx context.Context, out *envelope.Response) bool {
 		return false
 	}
 	c.answered, c.status, c.headIn = true, int(out.Status), time.Since(c.start)
+	c.a.results.keep(c.req, out)
 	return true
 }
 

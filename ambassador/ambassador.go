@@ -55,6 +55,9 @@ type Ambassador struct {
 	mirrorSub   broker.Subscription
 	chunk       int // body frame size
 	lb          *balancer
+	// services holds each service's retry budget, breaker and limits
+	// (serviceOf), by service name: they outlive reloads.
+	services sync.Map
 	// table is the routing in force; Reload swaps it.
 	table    atomic.Pointer[table]
 	tableGen atomic.Uint64
@@ -85,7 +88,7 @@ func New(ctx context.Context, o Options) (*Ambassador, error) {
 		logger:   logger,
 		metrics:  o.Metrics,
 		reg:      o.Registry,
-		lb:       newBalancer(subjects),
+		lb:       newBalancer(subjects, logger, o.Metrics.Resilience),
 	}
 	if o.Security != nil {
 		a.pub.SetSealer(o.Security)
@@ -94,7 +97,7 @@ func New(ctx context.Context, o Options) (*Ambassador, error) {
 	if err := a.Reload(o.Config); err != nil {
 		return nil, err
 	}
-	a.invoke = chain(a.roundTrip, a.requireBroker, a.routeTraffic, a.requireHealthy)
+	a.invoke = chain(a.roundTrip, a.requireBroker, a.routeTraffic, a.requireHealthy, a.breaking, a.retrying)
 	in, err := newInbox(ctx, a.pub, subjects.Inbox(o.Sidecar), o.Sidecar, logger, o.Metrics, o.Security)
 	if err != nil {
 		return nil, fmt.Errorf("ambassador inbox: %w", err)

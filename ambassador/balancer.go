@@ -1,6 +1,7 @@
 package ambassador
 
 import (
+	"log/slog"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -12,6 +13,7 @@ import (
 	"github.com/busmesh/busmesh/internal/config"
 	"github.com/busmesh/busmesh/internal/discovery"
 	"github.com/busmesh/busmesh/internal/reason"
+	"github.com/busmesh/busmesh/internal/telemetry"
 )
 
 // idleDecay is how an instance's cost fades while it gets no calls: by e
@@ -38,8 +40,11 @@ const defaultRTT = time.Millisecond
 // (quick to rise, slower to fall) of what the ambassador measured.
 type balancer struct {
 	subjects broker.Subjects
+	logger   *slog.Logger
+	metrics  *telemetry.Resilience
 	mu       sync.Mutex
 	stats    map[instanceKey]*instanceStats
+	services map[string]*serviceGuard // outlier ejection's counts, by service
 	// typical is a running average of every latency measured, in
 	// nanoseconds: the latency assumed of an instance not yet measured, so
 	// a new instance gets its share of calls at once, and no more than its
@@ -55,14 +60,19 @@ type instanceStats struct {
 	instance string
 	b        *balancer
 	inflight atomic.Int64
+	service  string        // the instance's service, for logs and metrics
+	svc      *serviceGuard // its service's ejection counts
+	brk      breaker       // the instance's circuit breaker
+	ej       ejection      // its outlier ejection
 
 	mu    sync.Mutex
 	ewma  float64 // nanoseconds
 	stamp int64   // unix nanoseconds of the last sample
 }
 
-func newBalancer(subjects broker.Subjects) *balancer {
-	return &balancer{subjects: subjects, stats: map[instanceKey]*instanceStats{}}
+func newBalancer(subjects broker.Subjects, logger *slog.Logger, m *telemetry.Resilience) *balancer {
+	return &balancer{subjects: subjects, logger: telemetry.OrDiscard(logger), metrics: m, stats: map[instanceKey]*instanceStats{},
+		services: map[string]*serviceGuard{}}
 }
 
 // pick chooses an instance among the healthy ones, honouring the policy's
@@ -93,7 +103,7 @@ func (b *balancer) pick(service string, healthy []discovery.Instance, p config.S
 	bestCost := math.Inf(1)
 	try := func(i int) {
 		st := b.statsFor(service, healthy, i)
-		if st == avoid {
+		if st == avoid || !b.usable(st, p, now) {
 			return
 		}
 		if c := st.cost(now, b.typical.Load()); c < bestCost {
@@ -113,10 +123,29 @@ func (b *balancer) pick(service string, healthy []discovery.Instance, p config.S
 		}
 		try(cand[i])
 		try(cand[j])
-		if best == nil { // both were the one to avoid: n == 2
+		if best == nil { // both were the one to avoid, ejected or open
 			for _, k := range cand {
 				try(k)
 			}
+		}
+	}
+	if best == nil && len(cand) > 0 {
+		// Every candidate is ejected or has its circuit open: rather than
+		// fail the call, pick as if none were (Envoy's panic mode).
+		for _, k := range cand {
+			if st := b.statsFor(service, healthy, k); st != avoid {
+				if c := st.cost(now, b.typical.Load()); c < bestCost {
+					best, bestCost = st, c
+				}
+			}
+		}
+	}
+	if best != nil {
+		if n := int32(len(cand)); best.svc.instances.Load() != n {
+			best.svc.instances.Store(n)
+		}
+		if p.InstanceBreaker != nil {
+			best.brk.admit(now)
 		}
 	}
 	return best
@@ -139,10 +168,16 @@ func (b *balancer) statsFor(service string, healthy []discovery.Instance, i int)
 		if old.service == service && !slices.ContainsFunc(healthy, func(h discovery.Instance) bool {
 			return h.Sidecar == old.sidecar && h.Name == old.instance
 		}) {
+			b.stats[old].forget()
 			delete(b.stats, old)
 		}
 	}
-	st = &instanceStats{subject: b.subjects.Instance(service, inst.Name), instance: inst.Name, b: b}
+	svc := b.services[service]
+	if svc == nil {
+		svc = &serviceGuard{}
+		b.services[service] = svc
+	}
+	st = &instanceStats{subject: b.subjects.Instance(service, inst.Name), instance: inst.Name, b: b, service: service, svc: svc}
 	b.stats[k] = st
 	return st
 }
@@ -205,6 +240,7 @@ func (st *instanceStats) observe(rtt time.Duration) {
 type pickResult struct {
 	subject string
 	stats   *instanceStats // nil in queue mode
+	route   *Route         // the route picked for, with its policy
 }
 
 // doneInfo is what a pick hears back: how long the answer took, whether
@@ -213,6 +249,9 @@ type doneInfo struct {
 	latency time.Duration
 	sample  bool
 	reason  reason.Reason // None when the instance answered
+	// failed says the call failed on the instance's side: a 5xx answer,
+	// a gateway error or a timeout (breakers and ejection count these).
+	failed bool
 }
 
 // done reports the outcome of the call sent by pick. It must be called
@@ -220,23 +259,28 @@ type doneInfo struct {
 func (p pickResult) done(d doneInfo) {
 	if p.stats != nil {
 		p.stats.finish(d.latency, d.sample)
+		p.stats.judge(p.route, d)
 	}
 }
 
 // pick chooses where call c goes: its subject in queue mode, an instance
-// of its version other than avoid in direct mode. ok is false when no
-// instance qualifies.
-func (a *Ambassador) pick(c *Call, avoid *instanceStats) (pickResult, bool) {
+// of its version in direct mode, other than avoid while another may take
+// it. It fails when no healthy instance qualifies.
+func (a *Ambassador) pick(c *Call, avoid *instanceStats) (pickResult, *reason.Error) {
 	rt := c.Route
 	if !rt.direct() || a.reg == nil {
-		return pickResult{subject: c.Subject}, true
+		return pickResult{subject: c.Subject, route: rt}, nil
 	}
 	policy := rt.Policy
 	policy.Version = c.Version
-	st := a.lb.pick(rt.Service, a.reg.Healthy(rt.Service), policy, avoid)
+	healthy := a.reg.Healthy(rt.Service)
+	st := a.lb.pick(rt.Service, healthy, policy, avoid)
+	if st == nil && avoid != nil {
+		st = a.lb.pick(rt.Service, healthy, policy, nil)
+	}
 	if st == nil {
-		return pickResult{}, false
+		return pickResult{}, noHealthy(rt.Service, c.Version)
 	}
 	st.start()
-	return pickResult{subject: st.subject, stats: st}, true
+	return pickResult{subject: st.subject, stats: st, route: rt}, nil
 }

@@ -43,6 +43,10 @@ type Call struct {
 	// http is the HTTP listener's Body, kept in the pooled call so that
 	// a call does not allocate one.
 	http httpBody
+	// try is the state of the call's current attempt (retry.go); replay
+	// its Body when it may be retried.
+	try    attempt
+	replay replayBody
 }
 
 // Body is where a call's request body comes from.
@@ -121,4 +125,5 @@ func (c *Call) reset() {
 	c.Version, c.Subject = "", ""
 	c.Req = envelope.Request{Headers: h[:0]}
 	c.pick, c.out, c.ends = pickResult{}, Outcome{}, ends[:0]
+	c.try, c.replay = attempt{}, replayBody{}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"strconv"
 	"strings"
 	"time"
 
@@ -238,6 +239,9 @@ func (a *Ambassador) grpcError(ss grpc.ServerStream, c *Call, e *reason.Error) e
 		text = e.Reason.String()
 	}
 	ss.SetTrailer(metadata.Pairs(grpcMetaError, text))
+	if e.RetryAfter > 0 {
+		ss.SetTrailer(metadata.Pairs("grpc-retry-pushback-ms", strconv.FormatInt(e.RetryAfter.Milliseconds(), 10)))
+	}
 	service := ""
 	if c.Route != nil {
 		service = c.Route.Service

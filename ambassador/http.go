@@ -403,6 +403,9 @@ func (a *Ambassador) writeHTTPError(w http.ResponseWriter, c *Call, e *reason.Er
 	}
 	h := w.Header()
 	h.Set(HeaderError, e.Reason.String())
+	if e.RetryAfter > 0 {
+		h.Set("Retry-After", strconv.Itoa(int(max(e.RetryAfter.Round(time.Second), time.Second)/time.Second)))
+	}
 	h.Set("Content-Type", "text/plain; charset=utf-8")
 	h.Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(e.Reason.HTTPStatus())

@@ -78,16 +78,21 @@ func noHealthy(service, version string) *reason.Error {
 
 // roundTrip is the innermost Invoker: encode the request with the first
 // part of its body, pick where it goes, publish it, stream the rest of the
-// body once an adapter accepts, and wait for the answer.
+// body once an adapter accepts, and wait for the answer. It is one
+// attempt: the retry middleware runs it again for the next.
 func (a *Ambassador) roundTrip(ctx context.Context, c *Call) error {
 	req := &c.Req
 	req.ID = a.inbox.register(&c.p, c.Route.Service)
+	if c.try.keyed && req.AttemptOf == 0 {
+		req.AttemptOf = req.ID
+	}
 	req.Source, req.SourceService = a.sidecar, a.cfg.Service
 	req.Service, req.ReplyTo = c.Route.Service, a.inbox.subject
 	req.Deadline, req.Window = 0, stream.DefaultWindow
 	if !c.Deadline.IsZero() {
 		req.Deadline = c.Deadline.UnixNano()
 	}
+	req.Body, req.More = nil, false // a retry's: measured without the last attempt's
 	room := a.pub.MaxMessage() - req.EncodedSize() - stream.Slack
 	if room < 0 {
 		return reason.Errorf(reason.HeadersTooLarge, "request headers do not fit the broker's %d-byte messages", a.pub.MaxMessage())
@@ -100,25 +105,30 @@ func (a *Ambassador) roundTrip(ctx context.Context, c *Call) error {
 	if more {
 		c.p.expectAccept()
 	}
-	if err := a.send(ctx, c, nil); err != nil {
+	if err := a.send(ctx, c, c.try.avoid); err != nil {
 		return err
 	}
 	if more {
 		c.pump = make(chan struct{})
-		go a.sendRest(ctx, c)
+		pumpCtx := ctx
+		if c.try.keyed || c.try.replayable {
+			// A retry stops this attempt's pump before the next starts.
+			pumpCtx, c.try.stopPump = context.WithCancel(ctx)
+		}
+		go a.sendRest(pumpCtx, c)
 	}
 	return a.await(ctx, c)
 }
 
 // send picks where the request goes (other than avoid) and publishes it.
 func (a *Ambassador) send(ctx context.Context, c *Call, avoid *instanceStats) error {
-	pick, ok := a.pick(c, avoid)
-	if !ok {
-		return noHealthy(c.Route.Service, c.Version)
+	pick, perr := a.pick(c, avoid)
+	if perr != nil {
+		return perr
 	}
 	err := a.pub.PublishReturnable(ctx, pick.subject, &c.Req, c.Req.ID, a.inbox.returned)
 	if err != nil {
-		pick.done(doneInfo{reason: reason.BrokerUnavailable})
+		pick.done(doneInfo{reason: reason.BrokerUnavailable, failed: true})
 		if ctx.Err() == nil {
 			a.publishFailed("request", pick.subject, err)
 		}
@@ -134,25 +144,36 @@ func (a *Ambassador) send(ctx context.Context, c *Call, avoid *instanceStats) er
 	return nil
 }
 
-// await waits for the answer. In direct mode a request the broker hands
-// back undelivered goes once more, to another instance: it never reached
-// an application, so sending it again is safe. When ctx ends first, the
-// serving adapter is told to stop.
+// await waits for the answer, until the call's deadline or the attempt's
+// (per_try_timeout). In direct mode a request the broker hands back
+// undelivered goes to another instance: it never reached an application,
+// so sending it again is safe. When a deadline ends first, the serving
+// adapter is told to stop. Whatever the outcome, the pick hears it.
 func (a *Ambassador) await(ctx context.Context, c *Call) error {
 	sent := time.Now()
+	var perTry <-chan time.Time
+	if !c.try.deadline.IsZero() {
+		t := time.NewTimer(time.Until(c.try.deadline))
+		defer t.Stop()
+		perTry = t.C
+	}
 	for returned := 0; ; returned++ {
+		tryExpired := false
 		select {
 		case <-c.p.ready:
 		case <-ctx.Done():
+		case <-perTry:
+			tryExpired = true
 		}
 		answered, err := c.p.result()
 		if c.pick.stats != nil && errors.Is(err, errNoResponders) && ctx.Err() == nil && returned < maxReturned {
 			// Nobody is behind that instance (gone, or announced by someone
-			// else): discovery leaves it out for a while, and the call
-			// tries another while any is left.
+			// else): discovery leaves it out for a while, and the request,
+			// which reached no application, goes to another while any is
+			// left (the retry policy's no-responders is for what is left).
 			a.reg.Suspect(c.Route.Service, c.pick.stats.instance)
 			avoid := c.pick.stats
-			c.pick.done(doneInfo{reason: reason.NoResponders})
+			c.pick.done(doneInfo{reason: reason.NoResponders, failed: true})
 			c.pick = pickResult{}
 			c.p.clearFailure()
 			if a.send(ctx, c, avoid) == nil {
@@ -162,21 +183,26 @@ func (a *Ambassador) await(ctx context.Context, c *Call) error {
 		took := time.Since(sent)
 		switch {
 		case answered:
-			c.pick.done(doneInfo{latency: took, sample: true, reason: reason.Parse(c.p.resp.Error)})
+			resp := &c.p.resp
+			c.pick.done(doneInfo{latency: took, sample: true, reason: reason.Parse(resp.Error), failed: failedAnswer(resp)})
 			return nil
 		case errors.Is(err, errNoResponders):
-			c.pick.done(doneInfo{reason: reason.NoResponders})
+			c.pick.done(doneInfo{reason: reason.NoResponders, failed: true})
 			return reason.Errorf(reason.NoResponders, "no instance of service %q is connected to the broker", c.Route.Service)
 		case errors.Is(err, stream.ErrTooLarge):
 			c.pick.done(doneInfo{reason: reason.RequestTooLarge})
 			return reason.Errorf(reason.RequestTooLarge, "request body is over max_body_bytes (%d)", capOf(c.Route.Policy.MaxBodyBytes))
 		case err != nil:
-			c.pick.done(doneInfo{reason: reason.StreamFailed})
+			c.pick.done(doneInfo{reason: reason.StreamFailed, failed: true})
 			return reason.Errorf(reason.StreamFailed, "%v", err)
+		case tryExpired && ctx.Err() == nil:
+			c.pick.done(doneInfo{latency: took, sample: true, reason: reason.Timeout, failed: true})
+			a.cancelRemote(c, "per-try timeout")
+			return &reason.Error{Reason: reason.Timeout, Detail: fmt.Sprintf("no answer from service %q within the per-try timeout", c.Route.Service)}
 		case errors.Is(ctx.Err(), context.DeadlineExceeded) || c.nearDeadline():
 			// A timeout counts as a (long) sample: the estimate then keeps
 			// calls away from the instance for a while.
-			c.pick.done(doneInfo{latency: took, sample: true, reason: reason.Timeout})
+			c.pick.done(doneInfo{latency: took, sample: true, reason: reason.Timeout, failed: true})
 			a.cancelRemote(c, "deadline exceeded")
 			return reason.Errorf(reason.Timeout, "no answer from service %q within %v", c.Route.Service,
 				c.Deadline.Sub(c.Start).Round(time.Millisecond))

@@ -56,7 +56,7 @@ func TestBalancerPolicy(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			b := newBalancer(broker.NewSubjects(""))
+			b := newBalancer(broker.NewSubjects(""), nil, nil)
 			picked := map[string]bool{}
 			for range 200 {
 				st := b.pick("svc", healthy, tt.policy, nil)
@@ -77,7 +77,7 @@ func TestBalancerPolicy(t *testing.T) {
 }
 
 func TestBalancerAvoidsSlowAndBusy(t *testing.T) {
-	b := newBalancer(broker.NewSubjects(""))
+	b := newBalancer(broker.NewSubjects(""), nil, nil)
 	healthy := instances([3]string{"fast1"}, [3]string{"fast2"}, [3]string{"slow"})
 	for i, inst := range healthy {
 		st := b.statsFor("svc", healthy, i)
@@ -119,7 +119,7 @@ func TestBalancerAvoidsSlowAndBusy(t *testing.T) {
 // TestBalancerForgets: the stats of instances that left are dropped when a
 // new one arrives, so churn does not grow the balancer.
 func TestBalancerForgets(t *testing.T) {
-	b := newBalancer(broker.NewSubjects(""))
+	b := newBalancer(broker.NewSubjects(""), nil, nil)
 	for round := range 50 {
 		healthy := instances([3]string{"stays"}, [3]string{string(rune('a'+round%26)) + "-" + string(rune('0'+round/26))})
 		b.pick("svc", healthy, config.ServicePolicy{}, nil)

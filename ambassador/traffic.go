@@ -164,6 +164,7 @@ func (a *Ambassador) sendMirror(ctx context.Context, c *Call, m *mirror) {
 	copyReq.ID = a.inbox.nextID.Add(1)
 	copyReq.ReplyTo = a.mirrorInbox
 	copyReq.Version = m.version
+	copyReq.AttemptOf = 0 // a copy is never a retry: no adapter answers it from a record
 	if err := a.pub.Publish(context.WithoutCancel(ctx), m.subject, &copyReq); err != nil {
 		a.logger.Debug("mirror not sent", telemetry.KeySubject, m.subject, telemetry.KeyErr, err)
 		return

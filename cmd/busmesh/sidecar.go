@@ -171,7 +171,9 @@ func startSidecarWith(ctx context.Context, cfg *config.Config, logger *slog.Logg
 				return nil, err
 			}
 		}
-		if err = sc.adapter.Start(ctx); err != nil {
+		// Subscriptions live until shutdown drains them, not until the
+		// signal: cut at the signal, they would drop what is in flight.
+		if err = sc.adapter.Start(context.WithoutCancel(ctx)); err != nil {
 			return nil, err
 		}
 	}
@@ -184,7 +186,7 @@ func startSidecarWith(ctx context.Context, cfg *config.Config, logger *slog.Logg
 		sc.registry = discovery.NewRegistryWith(discovery.Options{Interval: cfg.Discovery.Interval.D(), Metrics: metrics, Logger: logger})
 		// The ambassador names the services it routes to (Registry.Route);
 		// the watcher then asks only those, and those calls ask for.
-		sc.ambassador, err = ambassador.New(ctx, ambassador.Options{Config: cfg.Ambassador, Sidecar: cfg.ID, Mesh: cfg.Mesh, Broker: sc.broker,
+		sc.ambassador, err = ambassador.New(context.WithoutCancel(ctx), ambassador.Options{Config: cfg.Ambassador, Sidecar: cfg.ID, Mesh: cfg.Mesh, Broker: sc.broker,
 			Logger: logger, Metrics: metrics, Registry: sc.registry, Security: sc.security.Guard()})
 		if err != nil {
 			return nil, err

@@ -158,6 +158,13 @@ type ServicePolicy struct {
 	// response bodies; 0: the ambassador's caps.
 	MaxBodyBytes     ByteSize `yaml:"max_body_bytes"`
 	MaxResponseBytes ByteSize `yaml:"max_response_bytes"`
+	// Retry, Breaker (the service's), InstanceBreaker (each instance's,
+	// direct mode) and Outlier (ejection, direct mode) make calls to the
+	// service fault tolerant; a section left out takes its defaults.
+	Retry           *Retry   `yaml:"retry"`
+	Breaker         *Breaker `yaml:"breaker"`
+	InstanceBreaker *Breaker `yaml:"instance_breaker"`
+	Outlier         *Outlier `yaml:"outlier"`
 }
 
 // TrafficRoute sends the calls it matches to one version.
@@ -323,6 +330,7 @@ func (a *Ambassador) Policy(service string) ServicePolicy {
 	if p.MaxResponseBytes == 0 {
 		p.MaxResponseBytes = a.MaxResponseBytes
 	}
+	p.withResilienceDefaults()
 	return p
 }
 

@@ -153,6 +153,7 @@ func (c *Config) validate(errs *Error) {
 					}
 				}
 				checkTraffic(errs, key, p)
+				checkResilience(errs, key, p, a.Policy(svc).LB == LBDirect)
 			}
 		}
 	}

@@ -34,6 +34,7 @@ func sampleRequest() *envelope.Request {
 		TraceState:    "a=b",
 		Window:        1 << 20,
 		Host:          "orders",
+		AttemptOf:     41,
 	}
 }
 

@@ -29,6 +29,9 @@ type Request struct {
 	TraceState    string
 	Window        uint32
 	Host          string
+	// AttemptOf is the id of the first attempt of a call the ambassador
+	// may retry, the same on every attempt; 0 on calls it never retries.
+	AttemptOf uint64
 }
 
 // DeadlineTime returns the deadline as a time, and false when there is none.
@@ -57,7 +60,8 @@ func (r *Request) size() int {
 		sizeBytes(15, len(r.TraceParent)) +
 		sizeBytes(16, len(r.TraceState)) +
 		sizeVarint(17, uint64(r.Window)) +
-		sizeBytes(18, len(r.Host))
+		sizeBytes(18, len(r.Host)) +
+		sizeFixed64(19, r.AttemptOf)
 }
 
 // AppendEnvelope appends r, wrapped in an Envelope, to b.
@@ -81,6 +85,7 @@ func (r *Request) AppendEnvelope(b []byte) []byte {
 	b = appendString(b, 16, r.TraceState)
 	b = appendVarint(b, 17, uint64(r.Window))
 	b = appendString(b, 18, r.Host)
+	b = appendFixed64(b, 19, r.AttemptOf)
 	return b
 }
 
@@ -127,6 +132,8 @@ func (r *Request) Unmarshal(b []byte) error {
 			r.Window = uint32(d.varint())
 		case 18:
 			r.Host = d.string()
+		case 19:
+			r.AttemptOf = d.fixed64()
 		default:
 			d.skip()
 		}

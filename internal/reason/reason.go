@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 
 	"google.golang.org/grpc/codes"
 )
@@ -62,6 +63,9 @@ const (
 	// UpgradeUnsupported: the request asks for an HTTP upgrade (or a
 	// CONNECT tunnel) the mesh does not carry.
 	UpgradeUnsupported
+	// CircuitOpen: the circuit breaker stopped calls to a failing service
+	// or instance for a while; try again after Retry-After.
+	CircuitOpen
 	// Unknown is a reason this version does not know, from a newer peer.
 	Unknown
 )
@@ -94,6 +98,7 @@ var table = [...]struct {
 	StreamFailed:       {"stream-failed", http.StatusBadGateway, codes.Unavailable},
 	Forbidden:          {"forbidden", http.StatusForbidden, codes.PermissionDenied},
 	UpgradeUnsupported: {"upgrade-unsupported", http.StatusNotImplemented, codes.Unimplemented},
+	CircuitOpen:        {"circuit-open", http.StatusServiceUnavailable, codes.Unavailable},
 	Unknown:            {"unknown", http.StatusBadGateway, codes.Unavailable},
 }
 
@@ -137,6 +142,9 @@ func Parse(s string) Reason {
 type Error struct {
 	Reason Reason
 	Detail string
+	// RetryAfter, when set, tells the caller when to try again (the
+	// Retry-After header, gRPC's grpc-retry-pushback-ms).
+	RetryAfter time.Duration
 }
 
 // Errorf returns an Error with a formatted detail.

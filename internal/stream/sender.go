@@ -25,12 +25,19 @@ type Sender struct {
 	ID      uint64
 	Source  string // the caller's sidecar id, on frames the caller sends
 	Window  *Window
+	// Tap, when set, sees every data frame before it is sent (data is
+	// reused after: it must copy what it keeps). A request body that may
+	// be sent again is kept this way.
+	Tap func(data []byte, end bool)
 
 	seq uint32
 }
 
 // Send sends one data frame (end marks the last, with trailers).
 func (s *Sender) Send(ctx context.Context, data []byte, end bool, trailers []string) error {
+	if s.Tap != nil {
+		s.Tap(data, end)
+	}
 	if err := s.Window.Take(ctx, Cost(len(data))); err != nil {
 		return err
 	}

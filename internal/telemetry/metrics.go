@@ -46,6 +46,8 @@ type Metrics struct {
 	// AuthzDecisions counts the adapter's authorization decisions, by
 	// calling service, served service and verdict (allow, deny).
 	AuthzDecisions *prometheus.CounterVec // caller, service, verdict
+	// Resilience: retries, budgets, breakers, ejections, duplicates.
+	Resilience *Resilience
 }
 
 // Buckets of the request duration histograms, in seconds: from 100µs, as a
@@ -133,6 +135,7 @@ func NewMetrics() *Metrics {
 	f(m.PublishErrors)
 	f(m.EnvelopesRejected)
 	f(m.RepliesUnmatched)
+	m.Resilience = newResilience(f)
 	return m
 }
 

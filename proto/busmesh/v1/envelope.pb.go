@@ -267,7 +267,12 @@ type Request struct {
 	// more (flow control of the response stream).
 	Window uint32 `protobuf:"varint,17,opt,name=window,proto3" json:"window,omitempty"`
 	// host is the HTTP Host the caller used.
-	Host          string `protobuf:"bytes,18,opt,name=host,proto3" json:"host,omitempty"`
+	Host string `protobuf:"bytes,18,opt,name=host,proto3" json:"host,omitempty"`
+	// attempt_of is the id of the first attempt of a call the ambassador may
+	// retry, the same on every attempt (0 on calls it never retries): an
+	// adapter that served an earlier attempt answers a retry from its record
+	// of the result instead of calling the application twice.
+	AttemptOf     uint64 `protobuf:"fixed64,19,opt,name=attempt_of,json=attemptOf,proto3" json:"attempt_of,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -426,6 +431,13 @@ func (x *Request) GetHost() string {
 		return x.Host
 	}
 	return ""
+}
+
+func (x *Request) GetAttemptOf() uint64 {
+	if x != nil {
+		return x.AttemptOf
+	}
+	return 0
 }
 
 // Response answers a call: the app's answer, or the mesh's when error is set.
@@ -739,7 +751,7 @@ const file_busmesh_v1_envelope_proto_rawDesc = "" +
 	"\x13timestamp_unix_nano\x18\f \x01(\x06R\x11timestampUnixNano\x12 \n" +
 	"\vcertificate\x18\r \x01(\fR\vcertificate\x12\x10\n" +
 	"\x03mac\x18\x0f \x01(\fR\x03macB\x06\n" +
-	"\x04kindJ\x04\b\x0e\x10\x0f\"\xff\x03\n" +
+	"\x04kindJ\x04\b\x0e\x10\x0f\"\x9e\x04\n" +
 	"\aRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x06R\x02id\x12\x16\n" +
 	"\x06source\x18\x02 \x01(\tR\x06source\x12%\n" +
@@ -761,7 +773,9 @@ const file_busmesh_v1_envelope_proto_rawDesc = "" +
 	"tracestate\x18\x10 \x01(\tR\n" +
 	"tracestate\x12\x16\n" +
 	"\x06window\x18\x11 \x01(\rR\x06window\x12\x12\n" +
-	"\x04host\x18\x12 \x01(\tR\x04host\"\x8d\x02\n" +
+	"\x04host\x18\x12 \x01(\tR\x04host\x12\x1d\n" +
+	"\n" +
+	"attempt_of\x18\x13 \x01(\x06R\tattemptOf\"\x8d\x02\n" +
 	"\bResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x06R\x02id\x12\x16\n" +
 	"\x06status\x18\x02 \x01(\x05R\x06status\x12\x18\n" +

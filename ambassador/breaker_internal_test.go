@@ -1,0 +1,157 @@
+package ambassador
+
+import (
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/busmesh/busmesh/internal/config"
+	"github.com/busmesh/busmesh/internal/envelope"
+)
+
+func TestBreakerStates(t *testing.T) {
+	cfg := config.NewServiceBreaker()
+	cfg.ConsecutiveFailures = 3
+	cfg.OpenFor = config.Duration(time.Second)
+	var b breaker
+	now := time.Now().UnixNano()
+	sec := int64(time.Second)
+	for range 2 {
+		b.record(cfg, now, true, false)
+	}
+	b.record(cfg, now, false, false) // a success breaks the run
+	for range 2 {
+		b.record(cfg, now, true, false)
+	}
+	if ok, _, _ := b.admit(now); !ok {
+		t.Fatal("open after 2 consecutive failures, want closed until 3")
+	}
+	if got := b.record(cfg, now, true, false); got != breakerOpen {
+		t.Fatalf("3rd consecutive failure: state change %d, want open", got)
+	}
+	if ok, _, wait := b.admit(now + sec/2); ok || wait <= 0 || wait > time.Second {
+		t.Fatalf("open breaker admitted a call (ok %v, wait %v)", ok, wait)
+	}
+	// Half-open: one probe goes, the next call does not.
+	ok, probe, _ := b.admit(now + sec)
+	if !ok || !probe {
+		t.Fatalf("after open_for: admitted %v, probe %v; want a probe", ok, probe)
+	}
+	if ok, _, _ := b.admit(now + sec); ok {
+		t.Fatal("a second call admitted while the probe is out")
+	}
+	// The probe fails: open again, for twice as long.
+	if got := b.record(cfg, now+sec, true, true); got != breakerOpen {
+		t.Fatalf("failed probe: state change %d, want open", got)
+	}
+	if ok, _, _ := b.admit(now + sec + sec*3/2); ok {
+		t.Fatal("reopened breaker admitted a call before 2×open_for")
+	}
+	ok, probe, _ = b.admit(now + 3*sec + 1)
+	if !ok || !probe {
+		t.Fatal("no probe after 2×open_for")
+	}
+	if got := b.record(cfg, now+3*sec, false, true); got != breakerClosed {
+		t.Fatalf("successful probe: state change %d, want closed", got)
+	}
+	if ok, probe, _ := b.admit(now + 3*sec); !ok || probe {
+		t.Fatal("closed breaker refused a call")
+	}
+}
+
+func TestBreakerFailureRatio(t *testing.T) {
+	cfg := config.NewServiceBreaker()
+	cfg.FailurePercent = 50
+	cfg.MinCalls = 10
+	var b breaker
+	now := time.Now().UnixNano()
+	// Alternating failures: never 2 in a row, but half of all calls.
+	opened := -1
+	for i := range 20 {
+		if b.record(cfg, now, i%2 == 1, false) == breakerOpen {
+			opened = i
+			break
+		}
+	}
+	if opened != 9 {
+		t.Fatalf("opened at call %d, want 9 (min_calls 10, 50%% failures)", opened)
+	}
+}
+
+// TestBreakerLimits: beyond max_concurrent + max_pending, calls are
+// answered at once with overloaded and a Retry-After; with the circuit
+// open, circuit-open.
+func TestBreakerLimits(t *testing.T) {
+	release := make(chan struct{})
+	sb := &scriptBroker{script: func(n int, req *envelope.Request) scripted {
+		return scripted{} // answered below, on release
+	}}
+	cfg := config.NewAmbassador()
+	cfg.Timeout = config.Duration(5 * time.Second)
+	brk := config.NewServiceBreaker()
+	brk.MaxConcurrent, brk.MaxPending = 2, 1
+	brk.ConsecutiveFailures = 3
+	cfg.Services = map[string]*config.ServicePolicy{"orders": {Breaker: brk}}
+	a, err := New(t.Context(), Options{Config: cfg, Sidecar: "web-1", Broker: sb})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		<-release
+		for _, r := range sb.requests() {
+			resp := &envelope.Response{ID: r.ID, Status: 500}
+			sb.mu.Lock()
+			h := sb.inbox
+			sb.mu.Unlock()
+			h(t.Context(), resp.AppendEnvelope(nil))
+		}
+	}()
+	var wg sync.WaitGroup
+	codes := make(chan int, 3)
+	for range 3 { // 2 in flight, 1 waiting
+		wg.Go(func() { codes <- call(a, "POST", nil).Code })
+	}
+	waitFor(t, func() bool { return len(sb.requests()) == 2 })
+	time.Sleep(20 * time.Millisecond)
+	start := time.Now()
+	w := call(a, "POST", nil)
+	if w.Code != 503 || w.Header().Get(HeaderError) != "overloaded" || w.Header().Get("Retry-After") == "" {
+		t.Errorf("4th call: %d %s=%q Retry-After %q; want 503 overloaded with Retry-After", w.Code, HeaderError,
+			w.Header().Get(HeaderError), w.Header().Get("Retry-After"))
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("the refused call took %v: want an answer at once", took)
+	}
+	close(release)
+	waitFor(t, func() bool { return len(sb.requests()) == 3 })
+	// The third answer comes from a second pass.
+	sb.mu.Lock()
+	last := sb.seen[2]
+	h := sb.inbox
+	sb.mu.Unlock()
+	h(t.Context(), (&envelope.Response{ID: last.ID, Status: 500}).AppendEnvelope(nil))
+	wg.Wait()
+	close(codes)
+	for c := range codes {
+		if c != 500 {
+			t.Errorf("a call in the limits got %d, want the application's 500", c)
+		}
+	}
+	// Three 500s in a row opened the circuit (consecutive_failures 3).
+	w = call(a, "POST", nil)
+	if w.Code != 503 || w.Header().Get(HeaderError) != "circuit-open" || w.Header().Get("Retry-After") == "" {
+		t.Errorf("after failures: %d %q Retry-After %q; want 503 circuit-open with Retry-After", w.Code,
+			w.Header().Get(HeaderError), w.Header().Get("Retry-After"))
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for range 500 {
+		if cond() {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatal("condition not met within 5s")
+}
