@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/busmesh/busmesh/broker"
 	"github.com/busmesh/busmesh/internal/reason"
 	"github.com/busmesh/busmesh/internal/stream"
@@ -151,6 +154,8 @@ func (a *Ambassador) await(ctx context.Context, c *Call) error {
 			// else): discovery leaves it out for a while, and the call
 			// tries another while any is left.
 			a.reg.Suspect(c.Route.Service, c.pick.stats.instance)
+			trace.SpanFromContext(ctx).AddEvent("busmesh.retry", trace.WithAttributes(
+				attribute.String("busmesh.reason", reason.NoResponders.String())))
 			avoid := c.pick.stats
 			c.pick.done(doneInfo{reason: reason.NoResponders})
 			c.pick = pickResult{}
@@ -177,7 +182,9 @@ func (a *Ambassador) await(ctx context.Context, c *Call) error {
 			// A timeout counts as a (long) sample: the estimate then keeps
 			// calls away from the instance for a while.
 			c.pick.done(doneInfo{latency: took, sample: true, reason: reason.Timeout})
-			a.cancelRemote(c, "deadline exceeded")
+			// The reason's name: the adapter counts the call as timed out
+			// too, even when this comes a moment before its deadline.
+			a.cancelRemote(c, reason.Timeout.String())
 			return reason.Errorf(reason.Timeout, "no answer from service %q within %v", c.Route.Service,
 				c.Deadline.Sub(c.Start).Round(time.Millisecond))
 		case reason.Of(context.Cause(ctx)) == reason.Timeout:
@@ -229,8 +236,9 @@ func (a *Ambassador) cancelRemote(c *Call, why string) {
 // callerClockSlack is how close to its deadline a call whose caller goes
 // away counts as timed out: a gRPC client resets the stream at its own
 // deadline, which reaches the ambassador a moment before the deadline the
-// ambassador derived from grpc-timeout.
-const callerClockSlack = 5 * time.Millisecond
+// ambassador derived from grpc-timeout (on a busy host, tens of
+// milliseconds before it).
+const callerClockSlack = 50 * time.Millisecond
 
 // begin takes a pooled call for a request on rt that arrived at start and
 // must be answered by deadline (zero: none); ctx ends then, or when parent
@@ -249,6 +257,7 @@ func (a *Ambassador) begin(parent context.Context, rt *Route, start, deadline ti
 	}
 	ctx, cancel := context.WithDeadline(parent, deadline)
 	c.cancel = cancel
+	a.started(c)
 	return c, ctx
 }
 
@@ -266,6 +275,9 @@ func (a *Ambassador) end(c *Call) {
 		c.ends[i](&c.out)
 	}
 	a.record(c)
+	if a.access != nil {
+		a.logAccess(c)
+	}
 	a.inbox.release(&c.p)
 	if cap(c.Req.Headers) <= 256 {
 		c.reset()

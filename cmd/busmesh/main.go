@@ -47,6 +47,6 @@ back. Switching brokers is one line of config.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newSidecarCmd(), newDevCmd(), newServicesCmd(), newStatsCmd(), newRoutesCmd(), newCallCmd(), newCACmd(), newInjectCmd(), newVersionCmd())
+	root.AddCommand(newSidecarCmd(), newDevCmd(), newServicesCmd(), newStatsCmd(), newRoutesCmd(), newCallCmd(), newCACmd(), newInjectCmd(), newVersionCmd(), newTopCmd())
 	return root
 }
