@@ -89,13 +89,22 @@ func start(t *testing.T, target string, grpcApp bool) *world {
 	return w
 }
 
-// span returns the one ended span of the given kind and name.
+// span returns the one ended span of the given kind and name. The
+// sidecars end their spans as a call ends there, a moment after its caller
+// had the answer (the adapter's once the answer's tail is sent): it waits
+// for one up to 5s.
 func (w *world) span(t *testing.T, kind trace.SpanKind, name string) tracetest.SpanStub {
 	t.Helper()
 	var found []tracetest.SpanStub
-	for _, s := range w.spans.GetSpans() {
-		if s.SpanKind == kind && s.Name == name {
-			found = append(found, s)
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		found = found[:0]
+		for _, s := range w.spans.GetSpans() {
+			if s.SpanKind == kind && s.Name == name {
+				found = append(found, s)
+			}
+		}
+		if len(found) > 0 || time.Now().After(deadline) {
+			break
 		}
 	}
 	if len(found) != 1 {
