@@ -35,6 +35,12 @@ type Options struct {
 	// Security authenticates what the adapter takes and seals what it
 	// sends; nil runs without (see package secure).
 	Security *secure.Guard
+	// Tracer, when set, makes a server span of every call, a child of the
+	// ambassador's, and hands its trace context to the application; nil
+	// leaves tracing off.
+	Tracer *telemetry.Tracer
+	// Access, when set, writes one access log line per call (sampled).
+	Access *telemetry.AccessLog
 }
 
 // Adapter takes a service's calls off the broker and makes them to the
@@ -60,6 +66,10 @@ type Adapter struct {
 	guard    *secure.Guard  // nil: security off
 	policy   *policy.Policy // nil: every caller allowed
 	latency  telemetry.LatencyWindow
+	tracer   *telemetry.Tracer
+	access   *telemetry.AccessLog
+	callers  telemetry.Bounded // callers admitted as label values
+	services natsServices      // the NATS services protocol ($SRV), on NATS
 
 	pool    *workers
 	streams streamSet
@@ -95,6 +105,9 @@ func New(o Options) (*Adapter, error) {
 		inflight: o.Metrics.AdapterInflight.WithLabelValues(o.Config.Service),
 		chunk:    stream.ChunkSize(pub.MaxMessage()),
 		calls:    callTable{m: map[callKey]*serverCall{}},
+		tracer:   o.Tracer,
+		access:   o.Access,
+		callers:  telemetry.Bounded{Max: maxCallers},
 	}
 	var err error
 	if a.app, err = newApp(o.Config); err != nil {

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/codes"
 
 	"github.com/busmesh/busmesh/broker"
@@ -123,6 +124,14 @@ type serverCall struct {
 	why      reason.Reason
 	answered bool
 	headIn   time.Duration // the application's time to its answer's head
+	bytesOut int           // the answer's body in its head, for the access log
+
+	// timedOut says the caller cancelled the call at its deadline (its
+	// clock may run a little ahead of ours).
+	timedOut atomic.Bool
+
+	edge *telemetry.Edge // the call's edge, for the window of `busmesh top`
+	span trace.Span      // the call's span, when tracing is on
 }
 
 // serve makes one call to the application and answers it. It owns what
@@ -140,13 +149,15 @@ func (a *Adapter) serve(req *envelope.Request) {
 	a.inflight.Inc()
 	sc := &serverCall{a: a, req: req, start: time.Now(), cancel: cancel}
 	sc.heard()
+	a.started(sc)
+	ctx = a.traced(ctx, sc)
 	key := callKey{req.Source, req.ID}
 	added := false
 	finish := func() {
 		if added {
 			a.calls.remove(key)
 		}
-		a.record(sc)
+		a.ended(sc) // metrics, span, access log
 		a.inflight.Dec()
 		cancel()
 	}
@@ -243,6 +254,9 @@ func (c *serverCall) frame(f *envelope.Frame) {
 	c.heard()
 	switch {
 	case f.Cancel:
+		if reason.Parse(f.Error) == reason.Timeout {
+			c.timedOut.Store(true)
+		}
 		if c.inbound != nil {
 			c.inbound.Fail(errors.New("cancelled by the caller: " + f.Error))
 		}
@@ -317,6 +331,7 @@ func (c *serverCall) answer(ctx context.Context, out *envelope.Response) bool {
 	}
 	c.answered, c.status, c.headIn = true, int(out.Status), time.Since(c.start)
 	c.a.results.keep(c.req, out)
+	c.bytesOut = len(out.Body)
 	return true
 }
 
@@ -383,23 +398,61 @@ func (c *serverCall) fail(ctx context.Context, r reason.Reason, detail string) {
 	c.headIn = time.Since(c.start)
 }
 
+// maxCallers bounds the caller label: the first maxCallers source services
+// named in requests get a series of their own, the rest share Unknown.
+const maxCallers = 1024
+
+// started counts a call in flight on its edge.
+func (a *Adapter) started(sc *serverCall) {
+	sc.edge = a.metrics.Window.Edge(telemetry.EdgeKey{Side: telemetry.SideAdapter,
+		Caller: a.callers.Admit(sc.req.SourceService), Service: a.cfg.Service}, nil)
+	sc.edge.Start()
+}
+
+// ended finishes what watches a call: its metrics, its span and its access
+// log line.
+func (a *Adapter) ended(sc *serverCall) {
+	a.record(sc)
+	if sc.span != nil {
+		a.endSpan(sc)
+	}
+	if a.access != nil {
+		a.logAccess(sc)
+	}
+}
+
 // record counts a call that ended, whatever its outcome: the one place the
-// adapter's request metrics are written.
+// adapter's request metrics are written (and the window of its edge fed).
 func (a *Adapter) record(sc *serverCall) {
 	if !sc.answered { // the caller went away, or its deadline passed first
 		sc.status, sc.code = reason.StatusClientClosed, codes.Canceled
-		if dl, ok := sc.req.DeadlineTime(); ok && !time.Now().Before(dl) {
+		if dl, ok := sc.req.DeadlineTime(); sc.timedOut.Load() || ok && !time.Now().Before(dl) {
 			sc.status, sc.code = http.StatusGatewayTimeout, codes.DeadlineExceeded
 		}
+		sc.headIn = time.Since(sc.start)
 	}
-	code := telemetry.Code(sc.status)
-	if sc.req.Protocol == envelope.ProtocolGRPC {
-		code = telemetry.GRPCCode(sc.code)
+	grpc := sc.req.Protocol == envelope.ProtocolGRPC
+	protocol, code, grpcCode := telemetry.ProtocolHTTP, telemetry.Code(sc.status), ""
+	if grpc {
+		protocol, code, grpcCode = telemetry.ProtocolGRPC, "", telemetry.GRPCCode(sc.code)
 	}
-	a.metrics.AdapterRequests.WithLabelValues(a.cfg.Service, code).Inc()
+	class := telemetry.Class(sc.status, grpc, sc.code)
+	caller, service, instance := sc.edge.Key().Caller, a.cfg.Service, a.cfg.Instance
+	a.metrics.AdapterRequests.WithLabelValues(caller, service, instance, protocol, class, code, grpcCode).Inc()
+	a.metrics.AdapterDuration.WithLabelValues(caller, service, instance, protocol).Observe(sc.headIn.Seconds())
 	if sc.answered {
-		a.metrics.AdapterDuration.WithLabelValues(a.cfg.Service).Observe(sc.headIn.Seconds())
 		a.latency.Observe(sc.headIn)
+	}
+	failed := !telemetry.Success(class)
+	sc.edge.Done(failed, sc.headIn)
+	if failed {
+		why := sc.why.String()
+		if why == "" {
+			why = code + grpcCode
+		}
+		a.services.count(true, sc.headIn, why)
+	} else {
+		a.services.count(false, sc.headIn, "")
 	}
 }
 
@@ -407,8 +460,9 @@ func (a *Adapter) record(sc *serverCall) {
 // overloaded, at once, without a worker or the application.
 func (a *Adapter) refuse(req *envelope.Request, detail string) {
 	sc := &serverCall{a: a, req: req, start: time.Now(), cancel: func() {}}
+	a.started(sc)
 	ctx, cancel := callContext(req)
 	defer cancel()
 	sc.fail(ctx, reason.Overloaded, detail)
-	a.record(sc)
+	a.ended(sc)
 }

@@ -57,6 +57,10 @@ func (a *Adapter) Start(ctx context.Context) error {
 			return err
 		}
 	}
+	if err := a.startServices(); err != nil {
+		_ = a.Shutdown(context.Background()) // the start's error is the one to report
+		return err
+	}
 	// Announce once calls can be taken, so no caller is sent here early.
 	if err := a.announce.Start(ctx, healthy); err != nil {
 		_ = a.Shutdown(context.Background()) // the start's error is the one to report
@@ -188,6 +192,7 @@ func (a *Adapter) Shutdown(ctx context.Context) error {
 	// Goodbye first: ambassadors stop choosing this instance before it
 	// stops taking calls.
 	errs = append(errs, a.announce.Stop(ctx))
+	a.stopServices()
 	t := time.NewTimer(leaveGrace)
 	select {
 	case <-t.C:

@@ -37,6 +37,11 @@ type Options struct {
 	// Security seals what the ambassador sends and authenticates what it
 	// takes; nil runs without (see package secure).
 	Security *secure.Guard
+	// Tracer, when set, makes a client span of every call and carries its
+	// trace context to the adapter; nil leaves tracing off.
+	Tracer *telemetry.Tracer
+	// Access, when set, writes one access log line per call (sampled).
+	Access *telemetry.AccessLog
 }
 
 // Ambassador takes HTTP and gRPC calls from local applications and carries
@@ -63,6 +68,9 @@ type Ambassador struct {
 	tableGen atomic.Uint64
 	// invoke is the call pipeline: the middleware around roundTrip.
 	invoke Invoker
+	tracer *telemetry.Tracer
+	access *telemetry.AccessLog
+	labels *labels
 
 	mu         sync.Mutex
 	grpcServer *grpc.Server
@@ -89,6 +97,9 @@ func New(ctx context.Context, o Options) (*Ambassador, error) {
 		metrics:  o.Metrics,
 		reg:      o.Registry,
 		lb:       newBalancer(subjects, logger, o.Metrics.Resilience),
+		tracer:   o.Tracer,
+		access:   o.Access,
+		labels:   newLabels(o.Config.Service),
 	}
 	if o.Security != nil {
 		a.pub.SetSealer(o.Security)
@@ -97,7 +108,11 @@ func New(ctx context.Context, o Options) (*Ambassador, error) {
 	if err := a.Reload(o.Config); err != nil {
 		return nil, err
 	}
-	a.invoke = chain(a.roundTrip, a.requireBroker, a.routeTraffic, a.requireHealthy, a.breaking, a.retrying)
+	var mw []Middleware
+	if a.tracer != nil { // off, the pipeline is as if tracing did not exist
+		mw = append(mw, a.traced)
+	}
+	a.invoke = chain(a.roundTrip, append(mw, a.requireBroker, a.routeTraffic, a.requireHealthy, a.breaking, a.retrying)...)
 	in, err := newInbox(ctx, a.pub, subjects.Inbox(o.Sidecar), o.Sidecar, logger, o.Metrics, o.Security)
 	if err != nil {
 		return nil, fmt.Errorf("ambassador inbox: %w", err)

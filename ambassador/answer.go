@@ -37,12 +37,14 @@ func (s *answerStream) next(ctx context.Context) ([]byte, error) {
 	}
 	chunk, grant, err := s.in.Next(ctx)
 	s.owed += grant
+	s.c.bytesOut += int64(len(chunk.Data))
 	return chunk.Data, err
 }
 
 // Read implements io.Reader over the answer's body.
 func (s *answerStream) reader(ctx context.Context) io.Reader {
 	return stream.NewReader(ctx, s.in, func(n int64) error {
+		s.c.bytesOut += n
 		err := stream.Grant(ctx, s.a.pub, s.peer, s.c.Req.ID, s.a.sidecar, n)
 		if err != nil && ctx.Err() == nil {
 			s.a.publishFailed("frame", s.peer, err)

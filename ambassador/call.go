@@ -10,6 +10,7 @@ import (
 	"github.com/busmesh/busmesh/internal/envelope"
 	"github.com/busmesh/busmesh/internal/reason"
 	"github.com/busmesh/busmesh/internal/stream"
+	"github.com/busmesh/busmesh/internal/telemetry"
 )
 
 // Call is one call on its way through the ambassador, whatever protocol the
@@ -39,7 +40,11 @@ type Call struct {
 	cancel context.CancelFunc
 	out    Outcome
 	ends   []func(*Outcome)
-	idle   *idleWatch // ends an HTTP call with no byte moving, when set
+	idle   *idleWatch      // ends an HTTP call with no byte moving, when set
+	edge   *telemetry.Edge // the call's edge: metrics labels and window
+	// bytesOut counts the answer's body streamed in frames, for the
+	// access log.
+	bytesOut int64
 	// http is the HTTP listener's Body, kept in the pooled call so that
 	// a call does not allocate one.
 	http httpBody
@@ -126,4 +131,5 @@ func (c *Call) reset() {
 	c.Req = envelope.Request{Headers: h[:0]}
 	c.pick, c.out, c.ends = pickResult{}, Outcome{}, ends[:0]
 	c.try, c.replay = attempt{}, replayBody{}
+	c.edge, c.bytesOut = nil, 0
 }

@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/busmesh/busmesh/broker"
 	"github.com/busmesh/busmesh/internal/reason"
 	"github.com/busmesh/busmesh/internal/stream"
@@ -172,6 +175,8 @@ func (a *Ambassador) await(ctx context.Context, c *Call) error {
 			// which reached no application, goes to another while any is
 			// left (the retry policy's no-responders is for what is left).
 			a.reg.Suspect(c.Route.Service, c.pick.stats.instance)
+			trace.SpanFromContext(ctx).AddEvent("busmesh.retry", trace.WithAttributes(
+				attribute.String("busmesh.reason", reason.NoResponders.String())))
 			avoid := c.pick.stats
 			c.pick.done(doneInfo{reason: reason.NoResponders, failed: true})
 			c.pick = pickResult{}
@@ -203,7 +208,9 @@ func (a *Ambassador) await(ctx context.Context, c *Call) error {
 			// A timeout counts as a (long) sample: the estimate then keeps
 			// calls away from the instance for a while.
 			c.pick.done(doneInfo{latency: took, sample: true, reason: reason.Timeout, failed: true})
-			a.cancelRemote(c, "deadline exceeded")
+			// The reason's name: the adapter counts the call as timed out
+			// too, even when this comes a moment before its deadline.
+			a.cancelRemote(c, reason.Timeout.String())
 			return reason.Errorf(reason.Timeout, "no answer from service %q within %v", c.Route.Service,
 				c.Deadline.Sub(c.Start).Round(time.Millisecond))
 		case reason.Of(context.Cause(ctx)) == reason.Timeout:
@@ -255,8 +262,9 @@ func (a *Ambassador) cancelRemote(c *Call, why string) {
 // callerClockSlack is how close to its deadline a call whose caller goes
 // away counts as timed out: a gRPC client resets the stream at its own
 // deadline, which reaches the ambassador a moment before the deadline the
-// ambassador derived from grpc-timeout.
-const callerClockSlack = 5 * time.Millisecond
+// ambassador derived from grpc-timeout (on a busy host, tens of
+// milliseconds before it).
+const callerClockSlack = 50 * time.Millisecond
 
 // begin takes a pooled call for a request on rt that arrived at start and
 // must be answered by deadline (zero: none); ctx ends then, or when parent
@@ -275,6 +283,7 @@ func (a *Ambassador) begin(parent context.Context, rt *Route, start, deadline ti
 	}
 	ctx, cancel := context.WithDeadline(parent, deadline)
 	c.cancel = cancel
+	a.started(c)
 	return c, ctx
 }
 
@@ -292,6 +301,9 @@ func (a *Ambassador) end(c *Call) {
 		c.ends[i](&c.out)
 	}
 	a.record(c)
+	if a.access != nil {
+		a.logAccess(c)
+	}
 	a.inbox.release(&c.p)
 	if cap(c.Req.Headers) <= 256 {
 		c.reset()

@@ -1,33 +1,80 @@
 package ambassador
 
 import (
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/busmesh/busmesh/internal/reason"
 	"github.com/busmesh/busmesh/internal/telemetry"
 )
 
+// maxInstances bounds the instance label: answers name their instance, and
+// a label value is admitted only for the first maxInstances names.
+const maxInstances = 4096
+
+// labels are what the ambassador's metrics say about the calls of a
+// sidecar: who calls (one caller per ambassador) and the bounded sets of
+// services and instances admitted as label values.
+type labels struct {
+	caller    string
+	services  telemetry.Bounded // services that may be label values
+	instances telemetry.Bounded
+}
+
+func newLabels(caller string) *labels {
+	if caller == "" {
+		caller = telemetry.Unknown
+	}
+	return &labels{caller: caller, services: telemetry.Bounded{Max: maxInstances}, instances: telemetry.Bounded{Max: maxInstances}}
+}
+
+// serviceLabel is the service label of a call on rt: its service when the
+// config names it or some instance of it has announced itself, else
+// Unknown, so that a Host header naming nothing adds no series.
+func (a *Ambassador) serviceLabel(rt *Route) string {
+	if rt == nil {
+		return telemetry.Unknown
+	}
+	s := rt.Service
+	if a.labels.services.Known(s) {
+		return s
+	}
+	if a.table.Load().services[s] != nil || (a.reg != nil && a.reg.Has(s)) {
+		return a.labels.services.Admit(s)
+	}
+	return telemetry.Unknown
+}
+
+// started counts a call in flight on its edge, from begin.
+func (a *Ambassador) started(c *Call) {
+	service := a.serviceLabel(c.Route)
+	caller := a.labels.caller
+	c.edge = a.metrics.Window.Edge(telemetry.EdgeKey{Side: telemetry.SideAmbassador, Caller: caller, Service: service},
+		func() prometheus.Gauge { return a.metrics.AmbassadorInflight.WithLabelValues(caller, service) })
+	c.edge.Start()
+}
+
 // record counts a call that ended, whatever its outcome: the one place the
-// ambassador's request metrics are written.
+// ambassador's request metrics are written (and the window of its edge
+// fed).
 func (a *Ambassador) record(c *Call) {
-	service := ""
-	if c.Route != nil {
-		service = c.Route.Service
-	}
 	o := &c.out
-	code := telemetry.Code(o.Status)
+	caller, service := c.edge.Key().Caller, c.edge.Key().Service
+	instance := ""
+	if name := c.p.resp.Instance; name != "" {
+		instance = a.labels.instances.Admit(name)
+	}
+	protocol, code, grpcCode := telemetry.ProtocolHTTP, telemetry.Code(o.Status), ""
 	if o.GRPC {
-		code = telemetry.GRPCCode(o.Code)
+		protocol, code, grpcCode = telemetry.ProtocolGRPC, "", telemetry.GRPCCode(o.Code)
 	}
-	a.metrics.AmbassadorRequests.WithLabelValues(service, code).Inc()
-	switch o.Reason {
-	case reason.None, reason.Cancelled:
-		a.metrics.AmbassadorDuration.WithLabelValues(service).Observe(o.Latency.Seconds())
-	default:
-		text := o.ReasonText
-		if text == "" {
-			text = o.Reason.String()
-		}
-		a.metrics.AmbassadorErrors.WithLabelValues(service, text).Inc()
+	class := telemetry.Class(o.Status, o.GRPC, o.Code)
+	m := a.metrics
+	m.AmbassadorRequests.WithLabelValues(caller, service, instance, protocol, class, code, grpcCode).Inc()
+	m.AmbassadorDuration.WithLabelValues(caller, service, instance, protocol).Observe(o.Latency.Seconds())
+	if o.Reason != reason.None {
+		m.AmbassadorErrors.WithLabelValues(caller, service, o.Reason.String()).Inc()
 	}
+	c.edge.Done(!telemetry.Success(class), o.Latency)
 }
 
 // publishFailed counts and logs an envelope the ambassador could not send;

@@ -130,6 +130,10 @@ func reconnectDelay(attempts int) time.Duration {
 	return d/2 + rand.N(d/2)
 }
 
+// NATS returns the connection, for what only NATS does (the NATS services
+// protocol an adapter answers).
+func (c *Conn) NATS() *nats.Conn { return c.nc }
+
 // MaxMessageBytes returns the server's max_payload.
 func (c *Conn) MaxMessageBytes() int { return int(c.nc.MaxPayload()) }
 

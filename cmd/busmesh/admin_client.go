@@ -129,7 +129,7 @@ func newServicesCmd() *cobra.Command {
 								healthy = "yes"
 							}
 							cols := []any{s.Name, in.Name, dash(in.Version), dash(in.Zone), healthy,
-								fmt.Sprintf("%d/%d", in.Inflight, in.Concurrency), in.P50.AsDuration(),
+								fmt.Sprintf("%d/%d", in.Inflight, in.Concurrency), humanPB(in.P50),
 								time.Since(in.LastSeen.AsTime()).Round(100*time.Millisecond).String() + " ago"}
 							if conflicts {
 								cols = append(cols, dash(in.Conflict))
@@ -155,37 +155,61 @@ func newStatsCmd() *cobra.Command {
 	var f adminFlags
 	cmd := &cobra.Command{
 		Use:   "stats",
-		Short: "Show a sidecar's traffic per service",
-		Args:  cobra.NoArgs,
+		Short: "Show a sidecar's traffic per service: totals and recent rates",
+		Long: `Show a sidecar's traffic per service: since start, the requests, their codes,
+the mesh's errors and the latency quantiles; over the recent window (see
+busmesh top), requests per second and the success rate.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			var traffic *busmeshv1.GetTrafficResponse
 			return runAdmin(cmd, &f, "stats",
 				func(ctx context.Context, c busmeshv1.AdminClient) (*busmeshv1.GetStatsResponse, error) {
+					var err error
+					if traffic, err = c.GetTraffic(ctx, &busmeshv1.GetTrafficRequest{}); err != nil {
+						return nil, err
+					}
 					return c.GetStats(ctx, &busmeshv1.GetStatsRequest{})
 				},
 				func(out io.Writer, resp *busmeshv1.GetStatsResponse) error {
-					fmt.Fprintf(out, "sidecar %s, up %v\n\n", resp.Sidecar, resp.Uptime.AsDuration().Round(time.Second))
-					tw := table(out)
-					row(tw, "SIDE", "SERVICE", "REQUESTS", "CODES", "MESH ERRORS", "P50", "P99")
-					for _, side := range []struct {
-						name  string
-						stats []*busmeshv1.ServiceStats
-					}{{"ambassador", resp.Ambassador}, {"adapter", resp.Adapter}} {
-						for _, s := range side.stats {
-							row(tw, side.name, s.Service, s.Requests, counts(s.Codes), counts(s.Errors), s.P50.AsDuration(), s.P99.AsDuration())
-						}
-					}
-					if err := tw.Flush(); err != nil {
-						return err
-					}
-					if len(resp.Rejected) > 0 {
-						fmt.Fprintf(out, "\nrejected envelopes: %s\n", counts(resp.Rejected))
-					}
-					return nil
+					return printStats(out, resp, traffic)
 				}, statsJSON)
 		},
 	}
 	f.register(cmd)
 	return cmd
+}
+
+// printStats writes the stats table: lifetime figures, and the recent
+// window's rate and success rate of each service.
+func printStats(out io.Writer, resp *busmeshv1.GetStatsResponse, traffic *busmeshv1.GetTrafficResponse) error {
+	recent := map[string]*busmeshv1.EdgeTraffic{}
+	for _, s := range traffic.GetServices() {
+		recent[s.Side+"/"+s.Service] = s
+	}
+	window := traffic.GetWindow().AsDuration()
+	fmt.Fprintf(out, "sidecar %s, up %v\n\n", resp.Sidecar, resp.Uptime.AsDuration().Round(time.Second))
+	tw := table(out)
+	row(tw, "SIDE", "SERVICE", "REQUESTS", "CODES", "MESH ERRORS", "P50", "P99",
+		fmt.Sprintf("REQ/S (%v)", window), fmt.Sprintf("SUCCESS (%v)", window))
+	for _, side := range []struct {
+		name  string
+		stats []*busmeshv1.ServiceStats
+	}{{"ambassador", resp.Ambassador}, {"adapter", resp.Adapter}} {
+		for _, s := range side.stats {
+			rps, success := "0", "-"
+			if r := recent[side.name+"/"+s.Service]; r != nil {
+				rps, success = rate(r.Rate), percent(r.SuccessRate, r.Requests)
+			}
+			row(tw, side.name, s.Service, s.Requests, counts(s.Codes), counts(s.Errors), humanPB(s.P50), humanPB(s.P99), rps, success)
+		}
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(resp.Rejected) > 0 {
+		fmt.Fprintf(out, "\nrejected envelopes: %s\n", counts(resp.Rejected))
+	}
+	return nil
 }
 
 func newRoutesCmd() *cobra.Command {

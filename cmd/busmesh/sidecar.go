@@ -105,6 +105,7 @@ type sidecar struct {
 	watcher    *discovery.Watcher
 	registry   *discovery.Registry
 	security   *security // nil: security off
+	tracer     *telemetry.Tracer
 }
 
 // discoverySettle is how long a starting ambassador waits for the answers
@@ -139,7 +140,8 @@ func startSidecarWith(ctx context.Context, cfg *config.Config, logger *slog.Logg
 			_ = sc.shutdown() // the start's error is the one to report
 		}
 	}()
-	metrics := telemetry.NewMetrics()
+	system := telemetry.System(cfg.Broker)
+	metrics := telemetry.NewMetrics(telemetry.WithBroker(system), telemetry.WithVersion(version))
 	if cfg.Admin != "" {
 		sc.admin, err = admin.Start(admin.Options{Addr: cfg.Admin, Sidecar: cfg.ID, Broker: broker.Redact(cfg.Broker),
 			Metrics: metrics, Logger: logger, Token: cfg.AdminToken, Version: cliVersion(), Mesh: cfg.Mesh, Caller: callerName(cfg)})
@@ -152,6 +154,14 @@ func startSidecarWith(ctx context.Context, cfg *config.Config, logger *slog.Logg
 	if sc.broker, err = broker.Open(openCtx, cfg.Broker, logger); err != nil {
 		return nil, err
 	}
+	sc.broker = telemetry.MeterBroker(sc.broker, metrics)
+	if sc.tracer, err = newTracer(ctx, cfg, system); err != nil {
+		return nil, err
+	}
+	var access *telemetry.AccessLog
+	if cfg.Log.Access.Enabled {
+		access = telemetry.NewAccessLog(os.Stderr, cfg.Log.Access.Sample)
+	}
 	logger.Info("broker connected", telemetry.KeyBroker, broker.Redact(cfg.Broker))
 	brokerSince := time.Now()
 	if sc.security, err = startSecurity(cfg, sc.broker, logger); err != nil {
@@ -162,7 +172,8 @@ func startSidecarWith(ctx context.Context, cfg *config.Config, logger *slog.Logg
 			return nil, err
 		}
 		sc.adapter, err = adapter.New(adapter.Options{Config: cfg.Adapter, Sidecar: cfg.ID, Mesh: cfg.Mesh, Broker: sc.broker,
-			Logger: logger, Metrics: metrics, Announce: cfg.Discovery.Interval.D(), Security: sc.security.Guard()})
+			Logger: logger, Metrics: metrics, Announce: cfg.Discovery.Interval.D(), Security: sc.security.Guard(),
+			Tracer: sc.tracer, Access: access})
 		if err != nil {
 			return nil, err
 		}
@@ -187,7 +198,8 @@ func startSidecarWith(ctx context.Context, cfg *config.Config, logger *slog.Logg
 		// The ambassador names the services it routes to (Registry.Route);
 		// the watcher then asks only those, and those calls ask for.
 		sc.ambassador, err = ambassador.New(context.WithoutCancel(ctx), ambassador.Options{Config: cfg.Ambassador, Sidecar: cfg.ID, Mesh: cfg.Mesh, Broker: sc.broker,
-			Logger: logger, Metrics: metrics, Registry: sc.registry, Security: sc.security.Guard()})
+			Logger: logger, Metrics: metrics, Registry: sc.registry, Security: sc.security.Guard(),
+			Tracer: sc.tracer, Access: access})
 		if err != nil {
 			return nil, err
 		}
@@ -216,6 +228,20 @@ func startSidecarWith(ctx context.Context, cfg *config.Config, logger *slog.Logg
 		sc.admin.SetReady(true)
 	}
 	return sc, nil
+}
+
+// newTracer returns the sidecar's tracer, nil when tracing is off. Its
+// spans name the sidecar's service: the adapter's, else the ambassador's.
+func newTracer(ctx context.Context, cfg *config.Config, system string) (*telemetry.Tracer, error) {
+	o := telemetry.TracingOptions{Endpoint: cfg.Tracing.Endpoint, Protocol: cfg.Tracing.Protocol,
+		Sampler: cfg.Tracing.Sampler, Ratio: cfg.Tracing.Ratio, Instance: cfg.ID, System: system}
+	switch {
+	case cfg.Adapter != nil:
+		o.Service = cfg.Adapter.Service
+	case cfg.Ambassador != nil:
+		o.Service = cfg.Ambassador.Service
+	}
+	return telemetry.NewTracer(ctx, o)
 }
 
 // routes lists the sidecar's ways in, for the admin API.
@@ -277,6 +303,7 @@ func (sc *sidecar) shutdown() error {
 	if sc.broker != nil {
 		errs = append(errs, sc.broker.Close())
 	}
+	errs = append(errs, sc.tracer.Shutdown(ctx))
 	if sc.admin != nil {
 		errs = append(errs, sc.admin.Shutdown(ctx))
 	}

@@ -28,6 +28,36 @@ func gatherStats(m *telemetry.Metrics) (*busmeshv1.GetStatsResponse, error) {
 		}
 		return s
 	}
+	// A service's latency is spread over series (one per caller, instance
+	// and protocol): their buckets are summed before the quantiles.
+	type hist struct {
+		stats  *busmeshv1.ServiceStats
+		count  uint64
+		bounds []float64
+		counts []uint64
+	}
+	hists := map[*busmeshv1.ServiceStats]*hist{}
+	merge := func(s *busmeshv1.ServiceStats, h *dto.Histogram) {
+		m := hists[s]
+		if m == nil {
+			m = &hist{stats: s}
+			hists[s] = m
+		}
+		m.count += h.GetSampleCount()
+		for i, b := range h.Bucket {
+			if i >= len(m.bounds) {
+				m.bounds = append(m.bounds, b.GetUpperBound())
+				m.counts = append(m.counts, 0)
+			}
+			m.counts[i] += b.GetCumulativeCount()
+		}
+	}
+	code := func(l map[string]string) string {
+		if c := l["grpc_code"]; c != "" {
+			return c
+		}
+		return l["code"]
+	}
 	resp := &busmeshv1.GetStatsResponse{Rejected: map[string]uint64{}}
 	for _, f := range families {
 		for _, metric := range f.Metric {
@@ -37,26 +67,33 @@ func gatherStats(m *telemetry.Metrics) (*busmeshv1.GetStatsResponse, error) {
 				s := get(amb, l["service"])
 				n := uint64(metric.GetCounter().GetValue())
 				s.Requests += n
-				s.Codes[l["code"]] += n
+				s.Codes[code(l)] += n
 			case "busmesh_ambassador_errors_total":
 				get(amb, l["service"]).Errors[l["reason"]] += uint64(metric.GetCounter().GetValue())
 			case "busmesh_ambassador_request_duration_seconds":
-				s := get(amb, l["service"])
-				s.P50, s.P99 = quantile(metric.GetHistogram(), 0.5), quantile(metric.GetHistogram(), 0.99)
+				merge(get(amb, l["service"]), metric.GetHistogram())
+			case "busmesh_ambassador_inflight_requests":
+				get(amb, l["service"]).Inflight += uint64(metric.GetGauge().GetValue())
 			case "busmesh_adapter_requests_total":
 				s := get(ad, l["service"])
 				n := uint64(metric.GetCounter().GetValue())
 				s.Requests += n
-				s.Codes[l["code"]] += n
+				s.Codes[code(l)] += n
 			case "busmesh_adapter_request_duration_seconds":
-				s := get(ad, l["service"])
-				s.P50, s.P99 = quantile(metric.GetHistogram(), 0.5), quantile(metric.GetHistogram(), 0.99)
+				merge(get(ad, l["service"]), metric.GetHistogram())
 			case "busmesh_adapter_inflight_requests":
 				get(ad, l["service"]).Inflight = uint64(metric.GetGauge().GetValue())
 			case "busmesh_envelopes_rejected_total":
 				resp.Rejected[l["component"]+"/"+l["reason"]] += uint64(metric.GetCounter().GetValue())
 			}
 		}
+	}
+	for s, m := range hists {
+		h := &dto.Histogram{SampleCount: &m.count}
+		for i := range m.bounds {
+			h.Bucket = append(h.Bucket, &dto.Bucket{UpperBound: &m.bounds[i], CumulativeCount: &m.counts[i]})
+		}
+		s.P50, s.P99 = quantile(h, 0.5), quantile(h, 0.99)
 	}
 	resp.Ambassador, resp.Adapter = sorted(amb), sorted(ad)
 	return resp, nil

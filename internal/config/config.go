@@ -47,6 +47,9 @@ type Config struct {
 	AdminToken string `yaml:"admin_token"`
 	// Discovery configures how instances find each other.
 	Discovery Discovery `yaml:"discovery"`
+	// Tracing exports OpenTelemetry spans of the calls the sidecar carries;
+	// off unless it names an endpoint.
+	Tracing Tracing `yaml:"tracing"`
 	// Ambassador, when present, takes calls from local applications.
 	Ambassador *Ambassador `yaml:"ambassador"`
 	// Adapter, when present, serves a local application to the mesh.
@@ -59,7 +62,42 @@ type Log struct {
 	Level string `yaml:"level"`
 	// Format is json or text.
 	Format string `yaml:"format"`
+	// Access configures the access log: one JSON line per call.
+	Access AccessLog `yaml:"access"`
 }
+
+// AccessLog is the opt-in access log: one JSON line per call, on stderr
+// with the other logs, whatever the log level.
+type AccessLog struct {
+	// Enabled turns the access log on.
+	Enabled bool `yaml:"enabled"`
+	// Sample is the share of calls logged, from 0 to 1 (default 1: all).
+	Sample float64 `yaml:"sample"`
+}
+
+// Tracing configures the OpenTelemetry trace exporter.
+type Tracing struct {
+	// Endpoint is the OTLP collector's URL: http://127.0.0.1:4317 for
+	// gRPC, http://127.0.0.1:4318/v1/traces for HTTP (https:// for TLS).
+	// Empty turns tracing off.
+	Endpoint string `yaml:"endpoint"`
+	// Protocol is grpc or http (OTLP over HTTP with protobuf). Default grpc.
+	Protocol string `yaml:"protocol"`
+	// Sampler decides which traces are recorded: parentbased_traceidratio
+	// (the default: follow the caller's decision, else sample Ratio of new
+	// traces), traceidratio, always_on or always_off.
+	Sampler string `yaml:"sampler"`
+	// Ratio is the share of traces sampled, from 0 to 1 (default 1).
+	Ratio float64 `yaml:"ratio"`
+}
+
+// The tracing samplers.
+const (
+	SamplerParentRatio = "parentbased_traceidratio"
+	SamplerRatio       = "traceidratio"
+	SamplerAlwaysOn    = "always_on"
+	SamplerAlwaysOff   = "always_off"
+)
 
 // Discovery configures announcements on busmesh.<mesh>.discovery.svc.<service>.
 type Discovery struct {
@@ -264,10 +302,11 @@ const (
 // Default returns a Config with every default set and no sections.
 func Default() *Config {
 	return &Config{
-		Mesh:   DefaultMesh,
-		Broker: DefaultBroker,
-		Procs:  1,
-		Log:    Log{Level: "info", Format: "json"},
+		Mesh:    DefaultMesh,
+		Broker:  DefaultBroker,
+		Procs:   1,
+		Log:     Log{Level: "info", Format: "json", Access: AccessLog{Sample: 1}},
+		Tracing: Tracing{Protocol: "grpc", Sampler: SamplerParentRatio, Ratio: 1},
 		Discovery: Discovery{
 			Interval: Duration(DefaultInterval),
 		},

@@ -36,8 +36,9 @@ func TestParseGood(t *testing.T) {
 		Broker:    "nats://127.0.0.1:4222",
 		Admin:     "127.0.0.1:15000",
 		Procs:     1,
-		Log:       config.Log{Level: "info", Format: "json"},
+		Log:       config.Log{Level: "info", Format: "json", Access: config.AccessLog{Sample: 1}},
 		Discovery: config.Discovery{Interval: config.Duration(config.DefaultInterval)},
+		Tracing:   config.Tracing{Protocol: "grpc", Sampler: config.SamplerParentRatio, Ratio: 1},
 		Ambassador: &config.Ambassador{
 			Service:      "web",
 			HTTP:         "127.0.0.1:15001",

@@ -124,6 +124,13 @@ func decodeValue(n *yaml.Node, v reflect.Value, key string, errs *Error) {
 			return
 		}
 		v.SetBool(b)
+	case reflect.Float64:
+		var f float64
+		if n.Kind != yaml.ScalarNode || n.Decode(&f) != nil {
+			errs.add(key, n.Line, "%s is not a number", quoted(n))
+			return
+		}
+		v.SetFloat(f)
 	default:
 		panic(fmt.Sprintf("config: no decoder for %s at %s", v.Type(), key))
 	}

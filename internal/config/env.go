@@ -71,6 +71,15 @@ func applyEnvValue(f reflect.Value, key string, lookup func(string) (string, boo
 			}
 			f.SetBool(b)
 		}
+	case reflect.Float64:
+		if s, ok := lookup(EnvName(key)); ok {
+			v, err := strconv.ParseFloat(s, 64)
+			if err != nil {
+				errs.addEnv(key, "%q (from %s) is not a number", s, EnvName(key))
+				return
+			}
+			f.SetFloat(v)
+		}
 	}
 	// Maps are not overridable one key at a time; set them in the file.
 }

@@ -94,6 +94,10 @@ func (c *Config) validate(errs *Error) {
 	if c.Log.Format != "json" && c.Log.Format != "text" {
 		errs.add("log.format", 0, "%q is not a format (allowed: json, text)", c.Log.Format)
 	}
+	if s := c.Log.Access.Sample; !(s >= 0 && s <= 1) {
+		errs.add("log.access.sample", 0, "%v is not a share (allowed: 0 to 1, example: 0.1)", s)
+	}
+	checkTracing(errs, &c.Tracing)
 	if c.Procs < 0 {
 		errs.add("procs", 0, "%d must be 0 (every CPU) or more", c.Procs)
 	}
@@ -318,5 +322,24 @@ func checkTraffic(errs *Error, key string, p *ServicePolicy) {
 		if m.Percent < 0 || m.Percent > 100 {
 			errs.add(key+".mirror.percent", 0, "%d must be 0 to 100", m.Percent)
 		}
+	}
+}
+
+func checkTracing(errs *Error, t *Tracing) {
+	if t.Endpoint != "" {
+		u, err := url.Parse(t.Endpoint)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			errs.add("tracing.endpoint", 0, "%q is not a collector URL (allowed: http:// or https://, example: http://127.0.0.1:4317)", t.Endpoint)
+		}
+	}
+	if t.Protocol != "grpc" && t.Protocol != "http" {
+		errs.add("tracing.protocol", 0, "%q is not a protocol (allowed: grpc, http)", t.Protocol)
+	}
+	allowed := []string{SamplerParentRatio, SamplerRatio, SamplerAlwaysOn, SamplerAlwaysOff}
+	if !slices.Contains(allowed, t.Sampler) {
+		errs.add("tracing.sampler", 0, "%q is not a sampler (allowed: %s)", t.Sampler, strings.Join(allowed, ", "))
+	}
+	if !(t.Ratio >= 0 && t.Ratio <= 1) {
+		errs.add("tracing.ratio", 0, "%v is not a share (allowed: 0 to 1, example: 0.1)", t.Ratio)
 	}
 }

@@ -625,6 +625,18 @@ func (r *Registry) Healthy(name string) []Instance {
 	return *s.healthy.Load()
 }
 
+// Has reports whether some instance of a service is known, healthy or
+// not. Unlike Healthy, it does not ask for a service not watched yet.
+func (r *Registry) Has(name string) bool {
+	s := (*r.services.Load())[name]
+	if s == nil {
+		return false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(s.entries) > 0
+}
+
 // Instances returns every known instance of a service, healthy or not,
 // sorted by name.
 func (r *Registry) Instances(name string) []Instance {

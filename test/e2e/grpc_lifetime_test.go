@@ -149,8 +149,9 @@ func TestGRPCCallLifetime(t *testing.T) {
 				if late > 0 {
 					t.Errorf("%d of %d cancellations reached the application more than 1s after the connections closed", late, n)
 				}
-				inflight := `busmesh_adapter_inflight_requests{service="` + service + `"}`
-				eventually(t, 2*time.Second, "the adapter's in-flight calls back to 0", func() bool { return callee.metric(inflight) == 0 })
+				eventually(t, 2*time.Second, "the adapter's in-flight calls back to 0", func() bool {
+					return callee.sum("busmesh_adapter_inflight_requests", map[string]string{"service": service}) == 0
+				})
 			})
 			t.Run("AmbassadorKilled", func(t *testing.T) {
 				w, caller, callee, service, addr := startWatchedMesh(t, b)

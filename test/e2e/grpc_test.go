@@ -352,11 +352,9 @@ func (m *grpcMesh) testSlowReader(t *testing.T) {
 // with, calls that reach their deadline and calls the caller cancels
 // included.
 func (m *grpcMesh) testCodesCounted(t *testing.T) {
-	series := func(side, code string) string {
-		return `busmesh_` + side + `_requests_total{code="grpc_` + code + `",service="` + m.service + `"}`
-	}
 	count := func(code string) (float64, float64) {
-		return m.caller.metric(series("ambassador", code)), m.callee.metric(series("adapter", code))
+		want := map[string]string{"service": m.service, "grpc_code": code, "protocol": "grpc"}
+		return m.caller.sum("busmesh_ambassador_requests_total", want), m.callee.sum("busmesh_adapter_requests_total", want)
 	}
 	okA, okB := count("OK")
 	dlA, dlB := count("DeadlineExceeded")

@@ -134,15 +134,17 @@ func TestInterop(t *testing.T) {
 			}
 			t.Run("rpc_soak", func(t *testing.T) { run(t, 150*time.Second, append(soak, "--test_case=rpc_soak")...) })
 			t.Run("channel_soak", func(t *testing.T) { run(t, 150*time.Second, append(soak, "--test_case=channel_soak")...) })
-			inflight := `busmesh_adapter_inflight_requests{service="` + service + `"}`
+			inflight := func() float64 {
+				return callee.sum("busmesh_adapter_inflight_requests", map[string]string{"service": service})
+			}
 			t.Cleanup(func() {
 				if t.Failed() {
-					t.Logf("adapter: in flight %v, reaped %v", callee.metric(inflight),
+					t.Logf("adapter: in flight %v, reaped %v", inflight(),
 						callee.metric(`busmesh_adapter_calls_reaped_total{service="`+service+`"}`))
 				}
 			})
 			eventually(t, time.Second, "the adapter's in-flight calls back to 0 after the client exits", func() bool {
-				return callee.metric(inflight) == 0
+				return inflight() == 0
 			})
 			start := time.Now()
 			callee.stop(syscall.SIGTERM)

@@ -423,8 +423,8 @@ type ServiceStats struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Service  string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
 	Requests uint64                 `protobuf:"varint,2,opt,name=requests,proto3" json:"requests,omitempty"`
-	// codes counts answers by status: HTTP codes ("200") and gRPC codes
-	// ("grpc_OK").
+	// codes counts answers by status: HTTP codes ("200") and gRPC code
+	// names ("OK", "DeadlineExceeded").
 	Codes map[string]uint64 `protobuf:"bytes,3,rep,name=codes,proto3" json:"codes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	// errors counts answers the mesh gave itself, by X-Busmesh-Error reason.
 	Errors map[string]uint64 `protobuf:"bytes,4,rep,name=errors,proto3" json:"errors,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
@@ -940,6 +940,239 @@ func (x *CallResponse) GetDuration() *durationpb.Duration {
 	return nil
 }
 
+type GetTrafficRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetTrafficRequest) Reset() {
+	*x = GetTrafficRequest{}
+	mi := &file_busmesh_v1_admin_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetTrafficRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetTrafficRequest) ProtoMessage() {}
+
+func (x *GetTrafficRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_busmesh_v1_admin_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetTrafficRequest.ProtoReflect.Descriptor instead.
+func (*GetTrafficRequest) Descriptor() ([]byte, []int) {
+	return file_busmesh_v1_admin_proto_rawDescGZIP(), []int{14}
+}
+
+type GetTrafficResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Sidecar string                 `protobuf:"bytes,1,opt,name=sidecar,proto3" json:"sidecar,omitempty"`
+	// window is the span the figures cover, ending now.
+	Window *durationpb.Duration `protobuf:"bytes,2,opt,name=window,proto3" json:"window,omitempty"`
+	// edges is each edge's traffic, by side, service and caller.
+	Edges []*EdgeTraffic `protobuf:"bytes,3,rep,name=edges,proto3" json:"edges,omitempty"`
+	// services is each service's traffic on each side, over all its
+	// callers (caller empty).
+	Services      []*EdgeTraffic `protobuf:"bytes,4,rep,name=services,proto3" json:"services,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetTrafficResponse) Reset() {
+	*x = GetTrafficResponse{}
+	mi := &file_busmesh_v1_admin_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetTrafficResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetTrafficResponse) ProtoMessage() {}
+
+func (x *GetTrafficResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_busmesh_v1_admin_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetTrafficResponse.ProtoReflect.Descriptor instead.
+func (*GetTrafficResponse) Descriptor() ([]byte, []int) {
+	return file_busmesh_v1_admin_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *GetTrafficResponse) GetSidecar() string {
+	if x != nil {
+		return x.Sidecar
+	}
+	return ""
+}
+
+func (x *GetTrafficResponse) GetWindow() *durationpb.Duration {
+	if x != nil {
+		return x.Window
+	}
+	return nil
+}
+
+func (x *GetTrafficResponse) GetEdges() []*EdgeTraffic {
+	if x != nil {
+		return x.Edges
+	}
+	return nil
+}
+
+func (x *GetTrafficResponse) GetServices() []*EdgeTraffic {
+	if x != nil {
+		return x.Services
+	}
+	return nil
+}
+
+// EdgeTraffic is the recent traffic of one edge (caller to service), as
+// one side of the sidecar saw it.
+type EdgeTraffic struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// side is "ambassador" (calls made) or "adapter" (calls served).
+	Side    string `protobuf:"bytes,1,opt,name=side,proto3" json:"side,omitempty"`
+	Caller  string `protobuf:"bytes,2,opt,name=caller,proto3" json:"caller,omitempty"`
+	Service string `protobuf:"bytes,3,opt,name=service,proto3" json:"service,omitempty"`
+	// requests and failures (5xx class) ended in the window.
+	Requests uint64 `protobuf:"varint,4,opt,name=requests,proto3" json:"requests,omitempty"`
+	Failures uint64 `protobuf:"varint,5,opt,name=failures,proto3" json:"failures,omitempty"`
+	// rate is requests per second over the window.
+	Rate float64 `protobuf:"fixed64,6,opt,name=rate,proto3" json:"rate,omitempty"`
+	// success_rate is the share of requests that did not fail (1 without
+	// requests).
+	SuccessRate float64 `protobuf:"fixed64,7,opt,name=success_rate,json=successRate,proto3" json:"success_rate,omitempty"`
+	// p50 and p99 are latency quantiles over the window.
+	P50 *durationpb.Duration `protobuf:"bytes,8,opt,name=p50,proto3" json:"p50,omitempty"`
+	P99 *durationpb.Duration `protobuf:"bytes,9,opt,name=p99,proto3" json:"p99,omitempty"`
+	// inflight counts the calls in flight now.
+	Inflight      int64 `protobuf:"varint,10,opt,name=inflight,proto3" json:"inflight,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EdgeTraffic) Reset() {
+	*x = EdgeTraffic{}
+	mi := &file_busmesh_v1_admin_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EdgeTraffic) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EdgeTraffic) ProtoMessage() {}
+
+func (x *EdgeTraffic) ProtoReflect() protoreflect.Message {
+	mi := &file_busmesh_v1_admin_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EdgeTraffic.ProtoReflect.Descriptor instead.
+func (*EdgeTraffic) Descriptor() ([]byte, []int) {
+	return file_busmesh_v1_admin_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *EdgeTraffic) GetSide() string {
+	if x != nil {
+		return x.Side
+	}
+	return ""
+}
+
+func (x *EdgeTraffic) GetCaller() string {
+	if x != nil {
+		return x.Caller
+	}
+	return ""
+}
+
+func (x *EdgeTraffic) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *EdgeTraffic) GetRequests() uint64 {
+	if x != nil {
+		return x.Requests
+	}
+	return 0
+}
+
+func (x *EdgeTraffic) GetFailures() uint64 {
+	if x != nil {
+		return x.Failures
+	}
+	return 0
+}
+
+func (x *EdgeTraffic) GetRate() float64 {
+	if x != nil {
+		return x.Rate
+	}
+	return 0
+}
+
+func (x *EdgeTraffic) GetSuccessRate() float64 {
+	if x != nil {
+		return x.SuccessRate
+	}
+	return 0
+}
+
+func (x *EdgeTraffic) GetP50() *durationpb.Duration {
+	if x != nil {
+		return x.P50
+	}
+	return nil
+}
+
+func (x *EdgeTraffic) GetP99() *durationpb.Duration {
+	if x != nil {
+		return x.P99
+	}
+	return nil
+}
+
+func (x *EdgeTraffic) GetInflight() int64 {
+	if x != nil {
+		return x.Inflight
+	}
+	return 0
+}
+
 var File_busmesh_v1_admin_proto protoreflect.FileDescriptor
 
 const file_busmesh_v1_admin_proto_rawDesc = "" +
@@ -1034,14 +1267,34 @@ const file_busmesh_v1_admin_proto_rawDesc = "" +
 	"\bduration\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\bduration\x1a:\n" +
 	"\fHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x012\xf3\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x13\n" +
+	"\x11GetTrafficRequest\"\xc5\x01\n" +
+	"\x12GetTrafficResponse\x12\x18\n" +
+	"\asidecar\x18\x01 \x01(\tR\asidecar\x121\n" +
+	"\x06window\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x06window\x12-\n" +
+	"\x05edges\x18\x03 \x03(\v2\x17.busmesh.v1.EdgeTrafficR\x05edges\x123\n" +
+	"\bservices\x18\x04 \x03(\v2\x17.busmesh.v1.EdgeTrafficR\bservices\"\xb8\x02\n" +
+	"\vEdgeTraffic\x12\x12\n" +
+	"\x04side\x18\x01 \x01(\tR\x04side\x12\x16\n" +
+	"\x06caller\x18\x02 \x01(\tR\x06caller\x12\x18\n" +
+	"\aservice\x18\x03 \x01(\tR\aservice\x12\x1a\n" +
+	"\brequests\x18\x04 \x01(\x04R\brequests\x12\x1a\n" +
+	"\bfailures\x18\x05 \x01(\x04R\bfailures\x12\x12\n" +
+	"\x04rate\x18\x06 \x01(\x01R\x04rate\x12!\n" +
+	"\fsuccess_rate\x18\a \x01(\x01R\vsuccessRate\x12+\n" +
+	"\x03p50\x18\b \x01(\v2\x19.google.protobuf.DurationR\x03p50\x12+\n" +
+	"\x03p99\x18\t \x01(\v2\x19.google.protobuf.DurationR\x03p99\x12\x1a\n" +
+	"\binflight\x18\n" +
+	" \x01(\x03R\binflight2\xc0\x03\n" +
 	"\x05Admin\x12Q\n" +
 	"\fListServices\x12\x1f.busmesh.v1.ListServicesRequest\x1a .busmesh.v1.ListServicesResponse\x12E\n" +
 	"\bGetStats\x12\x1b.busmesh.v1.GetStatsRequest\x1a\x1c.busmesh.v1.GetStatsResponse\x12K\n" +
 	"\n" +
 	"ListRoutes\x12\x1d.busmesh.v1.ListRoutesRequest\x1a\x1e.busmesh.v1.ListRoutesResponse\x12H\n" +
 	"\tGetHealth\x12\x1c.busmesh.v1.GetHealthRequest\x1a\x1d.busmesh.v1.GetHealthResponse\x129\n" +
-	"\x04Call\x12\x17.busmesh.v1.CallRequest\x1a\x18.busmesh.v1.CallResponseB7Z5github.com/busmesh/busmesh/proto/busmesh/v1;busmeshv1b\x06proto3"
+	"\x04Call\x12\x17.busmesh.v1.CallRequest\x1a\x18.busmesh.v1.CallResponse\x12K\n" +
+	"\n" +
+	"GetTraffic\x12\x1d.busmesh.v1.GetTrafficRequest\x1a\x1e.busmesh.v1.GetTrafficResponseB7Z5github.com/busmesh/busmesh/proto/busmesh/v1;busmeshv1b\x06proto3"
 
 var (
 	file_busmesh_v1_admin_proto_rawDescOnce sync.Once
@@ -1055,7 +1308,7 @@ func file_busmesh_v1_admin_proto_rawDescGZIP() []byte {
 	return file_busmesh_v1_admin_proto_rawDescData
 }
 
-var file_busmesh_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_busmesh_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_busmesh_v1_admin_proto_goTypes = []any{
 	(*ListServicesRequest)(nil),   // 0: busmesh.v1.ListServicesRequest
 	(*ListServicesResponse)(nil),  // 1: busmesh.v1.ListServicesResponse
@@ -1071,51 +1324,61 @@ var file_busmesh_v1_admin_proto_goTypes = []any{
 	(*GetHealthResponse)(nil),     // 11: busmesh.v1.GetHealthResponse
 	(*CallRequest)(nil),           // 12: busmesh.v1.CallRequest
 	(*CallResponse)(nil),          // 13: busmesh.v1.CallResponse
-	nil,                           // 14: busmesh.v1.Instance.LabelsEntry
-	nil,                           // 15: busmesh.v1.GetStatsResponse.RejectedEntry
-	nil,                           // 16: busmesh.v1.ServiceStats.CodesEntry
-	nil,                           // 17: busmesh.v1.ServiceStats.ErrorsEntry
-	nil,                           // 18: busmesh.v1.GetHealthResponse.ComponentsEntry
-	nil,                           // 19: busmesh.v1.CallRequest.HeadersEntry
-	nil,                           // 20: busmesh.v1.CallResponse.HeadersEntry
-	(*durationpb.Duration)(nil),   // 21: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
+	(*GetTrafficRequest)(nil),     // 14: busmesh.v1.GetTrafficRequest
+	(*GetTrafficResponse)(nil),    // 15: busmesh.v1.GetTrafficResponse
+	(*EdgeTraffic)(nil),           // 16: busmesh.v1.EdgeTraffic
+	nil,                           // 17: busmesh.v1.Instance.LabelsEntry
+	nil,                           // 18: busmesh.v1.GetStatsResponse.RejectedEntry
+	nil,                           // 19: busmesh.v1.ServiceStats.CodesEntry
+	nil,                           // 20: busmesh.v1.ServiceStats.ErrorsEntry
+	nil,                           // 21: busmesh.v1.GetHealthResponse.ComponentsEntry
+	nil,                           // 22: busmesh.v1.CallRequest.HeadersEntry
+	nil,                           // 23: busmesh.v1.CallResponse.HeadersEntry
+	(*durationpb.Duration)(nil),   // 24: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 25: google.protobuf.Timestamp
 }
 var file_busmesh_v1_admin_proto_depIdxs = []int32{
 	2,  // 0: busmesh.v1.ListServicesResponse.services:type_name -> busmesh.v1.Service
 	3,  // 1: busmesh.v1.Service.instances:type_name -> busmesh.v1.Instance
-	14, // 2: busmesh.v1.Instance.labels:type_name -> busmesh.v1.Instance.LabelsEntry
-	21, // 3: busmesh.v1.Instance.p50:type_name -> google.protobuf.Duration
-	22, // 4: busmesh.v1.Instance.last_seen:type_name -> google.protobuf.Timestamp
-	21, // 5: busmesh.v1.GetStatsResponse.uptime:type_name -> google.protobuf.Duration
+	17, // 2: busmesh.v1.Instance.labels:type_name -> busmesh.v1.Instance.LabelsEntry
+	24, // 3: busmesh.v1.Instance.p50:type_name -> google.protobuf.Duration
+	25, // 4: busmesh.v1.Instance.last_seen:type_name -> google.protobuf.Timestamp
+	24, // 5: busmesh.v1.GetStatsResponse.uptime:type_name -> google.protobuf.Duration
 	6,  // 6: busmesh.v1.GetStatsResponse.ambassador:type_name -> busmesh.v1.ServiceStats
 	6,  // 7: busmesh.v1.GetStatsResponse.adapter:type_name -> busmesh.v1.ServiceStats
-	15, // 8: busmesh.v1.GetStatsResponse.rejected:type_name -> busmesh.v1.GetStatsResponse.RejectedEntry
-	16, // 9: busmesh.v1.ServiceStats.codes:type_name -> busmesh.v1.ServiceStats.CodesEntry
-	17, // 10: busmesh.v1.ServiceStats.errors:type_name -> busmesh.v1.ServiceStats.ErrorsEntry
-	21, // 11: busmesh.v1.ServiceStats.p50:type_name -> google.protobuf.Duration
-	21, // 12: busmesh.v1.ServiceStats.p99:type_name -> google.protobuf.Duration
+	18, // 8: busmesh.v1.GetStatsResponse.rejected:type_name -> busmesh.v1.GetStatsResponse.RejectedEntry
+	19, // 9: busmesh.v1.ServiceStats.codes:type_name -> busmesh.v1.ServiceStats.CodesEntry
+	20, // 10: busmesh.v1.ServiceStats.errors:type_name -> busmesh.v1.ServiceStats.ErrorsEntry
+	24, // 11: busmesh.v1.ServiceStats.p50:type_name -> google.protobuf.Duration
+	24, // 12: busmesh.v1.ServiceStats.p99:type_name -> google.protobuf.Duration
 	9,  // 13: busmesh.v1.ListRoutesResponse.routes:type_name -> busmesh.v1.Route
-	18, // 14: busmesh.v1.GetHealthResponse.components:type_name -> busmesh.v1.GetHealthResponse.ComponentsEntry
-	19, // 15: busmesh.v1.CallRequest.headers:type_name -> busmesh.v1.CallRequest.HeadersEntry
-	21, // 16: busmesh.v1.CallRequest.timeout:type_name -> google.protobuf.Duration
-	20, // 17: busmesh.v1.CallResponse.headers:type_name -> busmesh.v1.CallResponse.HeadersEntry
-	21, // 18: busmesh.v1.CallResponse.duration:type_name -> google.protobuf.Duration
-	0,  // 19: busmesh.v1.Admin.ListServices:input_type -> busmesh.v1.ListServicesRequest
-	4,  // 20: busmesh.v1.Admin.GetStats:input_type -> busmesh.v1.GetStatsRequest
-	7,  // 21: busmesh.v1.Admin.ListRoutes:input_type -> busmesh.v1.ListRoutesRequest
-	10, // 22: busmesh.v1.Admin.GetHealth:input_type -> busmesh.v1.GetHealthRequest
-	12, // 23: busmesh.v1.Admin.Call:input_type -> busmesh.v1.CallRequest
-	1,  // 24: busmesh.v1.Admin.ListServices:output_type -> busmesh.v1.ListServicesResponse
-	5,  // 25: busmesh.v1.Admin.GetStats:output_type -> busmesh.v1.GetStatsResponse
-	8,  // 26: busmesh.v1.Admin.ListRoutes:output_type -> busmesh.v1.ListRoutesResponse
-	11, // 27: busmesh.v1.Admin.GetHealth:output_type -> busmesh.v1.GetHealthResponse
-	13, // 28: busmesh.v1.Admin.Call:output_type -> busmesh.v1.CallResponse
-	24, // [24:29] is the sub-list for method output_type
-	19, // [19:24] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	21, // 14: busmesh.v1.GetHealthResponse.components:type_name -> busmesh.v1.GetHealthResponse.ComponentsEntry
+	22, // 15: busmesh.v1.CallRequest.headers:type_name -> busmesh.v1.CallRequest.HeadersEntry
+	24, // 16: busmesh.v1.CallRequest.timeout:type_name -> google.protobuf.Duration
+	23, // 17: busmesh.v1.CallResponse.headers:type_name -> busmesh.v1.CallResponse.HeadersEntry
+	24, // 18: busmesh.v1.CallResponse.duration:type_name -> google.protobuf.Duration
+	24, // 19: busmesh.v1.GetTrafficResponse.window:type_name -> google.protobuf.Duration
+	16, // 20: busmesh.v1.GetTrafficResponse.edges:type_name -> busmesh.v1.EdgeTraffic
+	16, // 21: busmesh.v1.GetTrafficResponse.services:type_name -> busmesh.v1.EdgeTraffic
+	24, // 22: busmesh.v1.EdgeTraffic.p50:type_name -> google.protobuf.Duration
+	24, // 23: busmesh.v1.EdgeTraffic.p99:type_name -> google.protobuf.Duration
+	0,  // 24: busmesh.v1.Admin.ListServices:input_type -> busmesh.v1.ListServicesRequest
+	4,  // 25: busmesh.v1.Admin.GetStats:input_type -> busmesh.v1.GetStatsRequest
+	7,  // 26: busmesh.v1.Admin.ListRoutes:input_type -> busmesh.v1.ListRoutesRequest
+	10, // 27: busmesh.v1.Admin.GetHealth:input_type -> busmesh.v1.GetHealthRequest
+	12, // 28: busmesh.v1.Admin.Call:input_type -> busmesh.v1.CallRequest
+	14, // 29: busmesh.v1.Admin.GetTraffic:input_type -> busmesh.v1.GetTrafficRequest
+	1,  // 30: busmesh.v1.Admin.ListServices:output_type -> busmesh.v1.ListServicesResponse
+	5,  // 31: busmesh.v1.Admin.GetStats:output_type -> busmesh.v1.GetStatsResponse
+	8,  // 32: busmesh.v1.Admin.ListRoutes:output_type -> busmesh.v1.ListRoutesResponse
+	11, // 33: busmesh.v1.Admin.GetHealth:output_type -> busmesh.v1.GetHealthResponse
+	13, // 34: busmesh.v1.Admin.Call:output_type -> busmesh.v1.CallResponse
+	15, // 35: busmesh.v1.Admin.GetTraffic:output_type -> busmesh.v1.GetTrafficResponse
+	30, // [30:36] is the sub-list for method output_type
+	24, // [24:30] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_busmesh_v1_admin_proto_init() }
@@ -1129,7 +1392,7 @@ func file_busmesh_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_busmesh_v1_admin_proto_rawDesc), len(file_busmesh_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   21,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

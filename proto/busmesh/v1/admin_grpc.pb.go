@@ -24,6 +24,7 @@ const (
 	Admin_ListRoutes_FullMethodName   = "/busmesh.v1.Admin/ListRoutes"
 	Admin_GetHealth_FullMethodName    = "/busmesh.v1.Admin/GetHealth"
 	Admin_Call_FullMethodName         = "/busmesh.v1.Admin/Call"
+	Admin_GetTraffic_FullMethodName   = "/busmesh.v1.Admin/GetTraffic"
 )
 
 // AdminClient is the client API for Admin service.
@@ -46,6 +47,9 @@ type AdminClient interface {
 	// Call makes an HTTP call through the sidecar's ambassador.
 	// POST /v1/call
 	Call(ctx context.Context, in *CallRequest, opts ...grpc.CallOption) (*CallResponse, error)
+	// GetTraffic returns each edge's traffic over a recent sliding window
+	// (what `busmesh top` shows). GET /v1/traffic
+	GetTraffic(ctx context.Context, in *GetTrafficRequest, opts ...grpc.CallOption) (*GetTrafficResponse, error)
 }
 
 type adminClient struct {
@@ -106,6 +110,16 @@ func (c *adminClient) Call(ctx context.Context, in *CallRequest, opts ...grpc.Ca
 	return out, nil
 }
 
+func (c *adminClient) GetTraffic(ctx context.Context, in *GetTrafficRequest, opts ...grpc.CallOption) (*GetTrafficResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetTrafficResponse)
+	err := c.cc.Invoke(ctx, Admin_GetTraffic_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -126,6 +140,9 @@ type AdminServer interface {
 	// Call makes an HTTP call through the sidecar's ambassador.
 	// POST /v1/call
 	Call(context.Context, *CallRequest) (*CallResponse, error)
+	// GetTraffic returns each edge's traffic over a recent sliding window
+	// (what `busmesh top` shows). GET /v1/traffic
+	GetTraffic(context.Context, *GetTrafficRequest) (*GetTrafficResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -150,6 +167,9 @@ func (UnimplementedAdminServer) GetHealth(context.Context, *GetHealthRequest) (*
 }
 func (UnimplementedAdminServer) Call(context.Context, *CallRequest) (*CallResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Call not implemented")
+}
+func (UnimplementedAdminServer) GetTraffic(context.Context, *GetTrafficRequest) (*GetTrafficResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetTraffic not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -262,6 +282,24 @@ func _Admin_Call_Handler(srv interface{}, ctx context.Context, dec func(interfac
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_GetTraffic_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetTrafficRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).GetTraffic(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_GetTraffic_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).GetTraffic(ctx, req.(*GetTrafficRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -288,6 +326,10 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Call",
 			Handler:    _Admin_Call_Handler,
+		},
+		{
+			MethodName: "GetTraffic",
+			Handler:    _Admin_GetTraffic_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
