@@ -162,27 +162,29 @@ func TestReadmeQuickStart(t *testing.T) {
 	}
 	var s strings.Builder
 	s.WriteString("set -u\nstep() { echo \"+ $1\"; bash -c \"$1\" || { echo \"FAILED (exit $?): $1\"; exit 1; }; }\n")
+	// The first block is the two commands: the mesh (left running, as in
+	// a first terminal) and the test suite, which is what runs this test
+	// and is not run again inside it. The second terminal installs the
+	// command and uses it.
 	sawInstall, sawDev := false, false
-	for _, line := range lines(blocks[0]) {
-		switch {
-		case strings.HasPrefix(line, "busmesh dev"):
-			sawDev = true
-			cmd := strings.TrimSpace(trailingComment.ReplaceAllString(line, ""))
-			s.WriteString("echo '+ " + cmd + " (left running, as in a first terminal)'\n" + cmd + " > dev.log 2>&1 &\n")
-		case strings.HasPrefix(line, "export "):
-			s.WriteString("echo '+ " + line + "'\n" + line + "\n")
-		default:
-			sawInstall = sawInstall || strings.Contains(line, "install") || strings.Contains(line, "make build")
-			s.WriteString("step " + shellQuote(line) + "\n")
+	for i, b := range blocks {
+		for _, line := range lines(b) {
+			switch {
+			case i == 0 && strings.Contains(line, "busmesh dev"):
+				sawDev = true
+				cmd := strings.TrimSpace(trailingComment.ReplaceAllString(line, ""))
+				s.WriteString("echo '+ " + cmd + " (left running, as in a first terminal)'\n" + cmd + " > dev.log 2>&1 &\n")
+			case i == 0 && strings.HasPrefix(line, "make test"):
+			case strings.HasPrefix(line, "export "):
+				s.WriteString("echo '+ " + line + "'\n" + line + "\n")
+			default:
+				sawInstall = sawInstall || strings.Contains(line, "install") || strings.Contains(line, "make build")
+				s.WriteString("step " + shellQuote(line) + "\n")
+			}
 		}
 	}
 	if !sawInstall || !sawDev {
-		t.Fatalf("the quick start's first block must install busmesh before running busmesh dev:\n%s", blocks[0])
-	}
-	for _, b := range blocks[1:] {
-		for _, line := range lines(b) {
-			s.WriteString("step " + shellQuote(line) + "\n")
-		}
+		t.Fatalf("the quick start must run busmesh dev and install busmesh before its verbs:\n%s", strings.Join(blocks, "\n"))
 	}
 	s.WriteString("echo '--- busmesh dev printed:'; cat dev.log\n")
 	dir := freshClone(t)
