@@ -52,8 +52,9 @@ func (a *Adapter) authorize(req *envelope.Request, _ *envelope.Envelope, from se
 // without a worker or the application, counted with the calls served.
 func (a *Adapter) deny(req *envelope.Request, r *rejection) {
 	sc := &serverCall{a: a, req: req, start: time.Now(), cancel: func() {}}
+	a.started(sc)
 	ctx, cancel := callContext(req)
 	defer cancel()
 	sc.fail(ctx, r.answer, r.err.Error())
-	a.record(sc)
+	a.ended(sc)
 }
