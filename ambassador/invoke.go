@@ -276,14 +276,14 @@ func (a *Ambassador) begin(parent context.Context, rt *Route, start, deadline ti
 		c.Version, c.Subject = rt.Policy.Version, rt.Subject
 	}
 	c.out.GRPC = grpc
-	if deadline.IsZero() {
+	a.started(c)
+	if deadline.IsZero() { // timeout: none, and upgraded connections
 		ctx, cancel := context.WithCancel(parent)
 		c.cancel = cancel
 		return c, ctx
 	}
 	ctx, cancel := context.WithDeadline(parent, deadline)
 	c.cancel = cancel
-	a.started(c)
 	return c, ctx
 }
 

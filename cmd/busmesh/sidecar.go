@@ -168,8 +168,13 @@ func startSidecarWith(ctx context.Context, cfg *config.Config, logger *slog.Logg
 		return nil, err
 	}
 	if cfg.Adapter != nil {
-		if err = refuseDuplicate(ctx, sc.broker, cfg, hints.duplicateFix); err != nil {
-			return nil, err
+		// busmesh dev refuses to join a broker where its instance is
+		// served already; a sidecar starts, and discovery reports the
+		// conflict on both sides without losing a call.
+		if hints.duplicateFix != "" {
+			if err = refuseDuplicate(ctx, sc.broker, cfg, hints.duplicateFix); err != nil {
+				return nil, err
+			}
 		}
 		sc.adapter, err = adapter.New(adapter.Options{Config: cfg.Adapter, Sidecar: cfg.ID, Mesh: cfg.Mesh, Broker: sc.broker,
 			Logger: logger, Metrics: metrics, Announce: cfg.Discovery.Interval.D(), Security: sc.security.Guard(),

@@ -157,7 +157,9 @@ func TestCLI(t *testing.T) {
 		var demo, nosuch bool
 		for _, s := range stats.Ambassador {
 			demo = demo || s.Service == "demo" && s.Requests >= 1 && s.Codes["200"] >= 1 && s.P99Ms != nil
-			nosuch = nosuch || s.Service == "nosuch" && s.Errors["no-healthy-instances"] >= 1
+			// A service nobody serves is counted as unknown: a bogus name
+			// never becomes a label value.
+			nosuch = nosuch || s.Service == "unknown" && s.Errors["no-healthy-instances"] >= 1
 		}
 		if stats.Sidecar != "dev" || stats.UptimeS <= 0 || !demo || !nosuch {
 			t.Errorf("stats -o json = %+v, want counts as numbers for demo and the mesh error of nosuch", stats)
@@ -368,16 +370,6 @@ func TestStartRefusals(t *testing.T) {
 		// Found before the (unreachable) broker is tried.
 		if d := time.Since(start); d > 3*time.Second || strings.Contains(stderr, "connect to") {
 			t.Errorf("the port in use was found after trying the broker (%v)\n%s", d, stderr)
-		}
-	})
-
-	t.Run("duplicate instance", func(t *testing.T) {
-		m := startDev(t)
-		cfg := writeFile(t, "dup.yaml", "id: "+unique("dup")+"\nbroker: "+m.broker+"\nadapter:\n  service: demo\n  instance: dev\n  target: http://127.0.0.1:1\n")
-		code, _, stderr := runCLI(t, nil, "sidecar", "--config", cfg)
-		if code != 1 || !strings.Contains(stderr, `instance "dev" of service "demo" is already served on this broker (mesh "default") by sidecar "dev"`) ||
-			!strings.Contains(stderr, "adapter.instance") {
-			t.Errorf("a second instance dev of demo: exit %d, want 1 naming the other sidecar\n%s", code, stderr)
 		}
 	})
 

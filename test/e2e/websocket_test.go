@@ -211,7 +211,7 @@ func (m *streamMesh) testWSRefused(t *testing.T) {
 	}
 	if resp == nil || resp.StatusCode != http.StatusForbidden || resp.Header.Get("X-App") != "refused" ||
 		resp.Header.Get("X-Busmesh-Error") != "" {
-		t.Fatalf("refusal arrived as %+v", resp)
+		t.Fatalf("refusal arrived as %+v (err %v)", resp, err)
 	}
 }
 
