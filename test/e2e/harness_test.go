@@ -251,8 +251,10 @@ func (s *sidecar) stop(sig os.Signal) {
 	}
 }
 
-// metric returns the value of one sample on the sidecar's /metrics, 0 if
-// absent. series is the name with labels, as Prometheus prints it.
+// metric returns the sum of the samples on the sidecar's /metrics that
+// have series' name and every label series names (others may differ), 0
+// if none. series is written as Prometheus prints it:
+// name{label="value",...}.
 func (s *sidecar) metric(series string) float64 {
 	s.t.Helper()
 	resp, err := http.Get("http://" + s.admin + "/metrics")
@@ -261,16 +263,60 @@ func (s *sidecar) metric(series string) float64 {
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
+	name, want := splitSeries(series)
+	sum := 0.0
 	for line := range strings.SplitSeq(string(body), "\n") {
-		if rest, ok := strings.CutPrefix(line, series+" "); ok {
-			v, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
-			if err != nil {
-				s.t.Fatalf("metric %s: %v", series, err)
-			}
-			return v
+		if line == "" || line[0] == '#' {
+			continue
 		}
+		sp := strings.LastIndexByte(line, ' ')
+		if sp < 0 {
+			continue
+		}
+		n, labels := splitSeries(line[:sp])
+		if n != name {
+			continue
+		}
+		match := true
+		for k, v := range want {
+			if labels[k] != v {
+				match = false
+				break
+			}
+		}
+		if !match {
+			continue
+		}
+		v, err := strconv.ParseFloat(strings.TrimSpace(line[sp+1:]), 64)
+		if err != nil {
+			s.t.Fatalf("metric %s: %v", series, err)
+		}
+		sum += v
 	}
-	return 0
+	return sum
+}
+
+// splitSeries splits name{a="x",b="y"} into the name and its labels.
+func splitSeries(series string) (string, map[string]string) {
+	name, rest, ok := strings.Cut(series, "{")
+	labels := map[string]string{}
+	if !ok {
+		return name, labels
+	}
+	rest = strings.TrimSuffix(rest, "}")
+	for rest != "" {
+		k, after, ok := strings.Cut(rest, "=")
+		if !ok {
+			break
+		}
+		v, err := strconv.QuotedPrefix(after)
+		if err != nil {
+			break
+		}
+		labels[k], _ = strconv.Unquote(v)
+		rest = strings.TrimPrefix(after[len(v):], ",")
+	}
+	return name, labels
 }
 
 // syncBuffer is a bytes.Buffer safe for the process's writes and the
@@ -308,4 +354,21 @@ func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// grep returns the lines of the sidecar's /metrics that start with prefix.
+func (s *sidecar) grep(prefix string) string {
+	resp, err := http.Get("http://" + s.admin + "/metrics")
+	if err != nil {
+		return err.Error()
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	var out []string
+	for line := range strings.SplitSeq(string(body), "\n") {
+		if strings.HasPrefix(line, prefix) {
+			out = append(out, line)
+		}
+	}
+	return strings.Join(out, "\n")
 }
