@@ -103,19 +103,25 @@ func (in *Inbox) register(p *pending, service string) uint64 {
 	return id
 }
 
-// release forgets p: what arrives for it later is counted as unmatched.
-// The caller must be done with p and everything it handed out.
+// release forgets p and clears its answer: what arrives for it later is
+// counted as unmatched. The caller must be done with p and everything it
+// handed out.
 func (in *Inbox) release(p *pending) {
+	in.detach(p)
+	p.clear()
+}
+
+// detach stops deliveries to p: from its return nothing writes p's answer,
+// so the call's end can read it without a lock. An answer that was not
+// accepted (a late or rejected message half decoded) is cleared, so that
+// nothing reports what a stranger claimed.
+func (in *Inbox) detach(p *pending) {
 	p.mu.Lock()
 	id := p.id
 	p.id = 0 // from now on deliveries for id miss
-	// Keep the lists' capacity, not what they point to: a pooled call must
-	// not hold an old message's memory.
-	resp := p.resp
-	clear(resp.Headers[:cap(resp.Headers)])
-	clear(resp.Trailers[:cap(resp.Trailers)])
-	p.resp = envelope.Response{Headers: resp.Headers[:0], Trailers: resp.Trailers[:0]}
-	p.answered, p.err, p.inbound, p.window, p.accepted, p.peer = false, nil, nil, nil, nil, ""
+	if !p.answered {
+		p.clearResponseLocked()
+	}
 	p.mu.Unlock()
 	if id == 0 {
 		return
@@ -127,6 +133,23 @@ func (in *Inbox) release(p *pending) {
 	case <-p.ready:
 	default:
 	}
+}
+
+// clear resets a detached p for its next call.
+func (p *pending) clear() {
+	p.mu.Lock()
+	p.clearResponseLocked()
+	p.answered, p.err, p.inbound, p.window, p.accepted, p.peer = false, nil, nil, nil, nil, ""
+	p.mu.Unlock()
+}
+
+// clearResponseLocked keeps the lists' capacity, not what they point to: a
+// pooled call must not hold an old message's memory.
+func (p *pending) clearResponseLocked() {
+	resp := p.resp
+	clear(resp.Headers[:cap(resp.Headers)])
+	clear(resp.Trailers[:cap(resp.Trailers)])
+	p.resp = envelope.Response{Headers: resp.Headers[:0], Trailers: resp.Trailers[:0]}
 }
 
 func (in *Inbox) lookup(id uint64) *pending {

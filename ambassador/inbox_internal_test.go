@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/busmesh/busmesh/internal/config"
+	"github.com/busmesh/busmesh/internal/envelope"
 )
 
 // silentBroker takes requests and never answers.
@@ -47,5 +48,39 @@ func TestNothingLeftBehind(t *testing.T) {
 	}
 	if n := runtime.NumGoroutine(); n > base {
 		t.Errorf("%d goroutines after the calls, %d before", n, base)
+	}
+}
+
+// TestLateAnswerAfterEnd: an answer that lands while its call ends (the
+// call timed out as the adapter answered) is either taken before the call
+// is detached or not at all; what the end reads is never half written.
+// Run with -race: before detach, the end's read of the instance raced the
+// decoding of a late answer.
+func TestLateAnswerAfterEnd(t *testing.T) {
+	cfg := config.NewAmbassador()
+	a, err := New(t.Context(), Options{Config: cfg, Sidecar: "t", Broker: &silentBroker{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := a.inbox
+	p := &pending{ready: make(chan struct{}, 1)}
+	for range 200 {
+		resp := envelope.Response{Status: 200, Instance: "i-1"}
+		resp.ID = in.register(p, "orders")
+		msg := resp.AppendEnvelope(nil)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			in.handle(t.Context(), msg)
+		}()
+		in.detach(p)
+		if got := p.resp.Instance; got != "" && got != "i-1" {
+			t.Fatalf("instance %q after detach", got)
+		}
+		<-done
+		if p.answered && p.resp.Instance != "i-1" {
+			t.Fatalf("answered, instance %q", p.resp.Instance)
+		}
+		p.clear()
 	}
 }

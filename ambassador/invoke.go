@@ -297,6 +297,9 @@ func (a *Ambassador) end(c *Call) {
 		<-c.pump
 	}
 	c.idle.stop()
+	// No answer may land while the call is counted: a late one would race
+	// the reads of its instance below.
+	a.inbox.detach(&c.p)
 	for i := len(c.ends) - 1; i >= 0; i-- {
 		c.ends[i](&c.out)
 	}
@@ -304,7 +307,7 @@ func (a *Ambassador) end(c *Call) {
 	if a.access != nil {
 		a.logAccess(c)
 	}
-	a.inbox.release(&c.p)
+	c.p.clear()
 	if cap(c.Req.Headers) <= 256 {
 		c.reset()
 		callPool.Put(c)
