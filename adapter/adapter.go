@@ -76,6 +76,8 @@ type Adapter struct {
 	calls   callTable
 	results results // answers kept for retries (duplicates.go)
 	life    lifecycle
+	gate    servingGate // whether it takes calls: healthy and not stepped aside
+	eject   ejector     // self-ejection (ejection.go)
 }
 
 // New returns an Adapter; Start subscribes it.
@@ -116,6 +118,7 @@ func New(o Options) (*Adapter, error) {
 	a.pool = newWorkers(o.Config.Concurrency, a.serve, a.refuse)
 	a.streams.max = maxStreams
 	a.guard = o.Security
+	a.eject.cfg = o.Config.Outlier
 	a.policy = policy.Compile(o.Config.Allow)
 	a.admit = []admission{a.authenticated, a.forThisService, addressed, fresh, a.authorize, a.duplicate}
 	a.announce = discovery.NewAnnouncer(o.Broker, discovery.Self{

@@ -413,6 +413,7 @@ func (a *Adapter) started(sc *serverCall) {
 // log line.
 func (a *Adapter) ended(sc *serverCall) {
 	a.record(sc)
+	a.judge(sc)
 	if sc.span != nil {
 		a.endSpan(sc)
 	}

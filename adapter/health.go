@@ -42,11 +42,11 @@ func (a *Adapter) watchHealth(ctx context.Context, healthy bool) {
 		if healthy && streak >= h.UnhealthyAfter {
 			a.logger.Warn("application unhealthy: taking no calls", telemetry.KeyErr, err)
 			healthy, streak = false, 0
-			a.setServing(ctx, false)
+			a.setHealthy(false)
 		} else if !healthy && streak >= h.HealthyAfter {
 			a.logger.Info("application healthy: taking calls again")
 			healthy, streak = true, 0
-			a.setServing(ctx, true)
+			a.setHealthy(true)
 		}
 	}
 }

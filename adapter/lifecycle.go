@@ -51,6 +51,9 @@ func (a *Adapter) Start(ctx context.Context) error {
 			a.logger.Warn("application unhealthy at start: taking no calls until it passes", telemetry.KeyErr, err)
 		}
 	}
+	a.gate.mu.Lock()
+	a.gate.ctx, a.gate.unhealthy, a.gate.ejected, a.gate.closed = context.WithoutCancel(ctx), !healthy, false, false
+	a.gate.mu.Unlock()
 	if healthy {
 		if err := a.joinQueue(ctx); err != nil {
 			_ = a.Shutdown(context.Background()) // the start's error is the one to report
@@ -145,7 +148,7 @@ func (a *Adapter) leaveQueue() error {
 	return leave(q...)
 }
 
-// setServing follows the application's health. Unhealthy, the adapter
+// setServing joins or leaves the service (see servingGate). Leaving, the adapter
 // says so, then leaves the queue groups; it keeps its instance subject, so
 // a caller that chose it just before hearing still gets an answer.
 // Healthy, it joins the queue groups, then says so.
@@ -188,6 +191,7 @@ func (a *Adapter) Shutdown(ctx context.Context) error {
 		stopHealth()
 		<-healthDone
 	}
+	a.closeServing() // nothing rejoins the queue groups from here
 	var errs []error
 	// Goodbye first: ambassadors stop choosing this instance before it
 	// stops taking calls.

@@ -217,6 +217,11 @@ func startSidecarWith(ctx context.Context, cfg *config.Config, logger *slog.Logg
 			return nil, err
 		}
 	}
+	if sc.adapter != nil {
+		if err = sc.watchPeers(ctx, logger, metrics); err != nil {
+			return nil, err
+		}
+	}
 	if sc.admin != nil {
 		parts := admin.Sidecar{Routes: sc.routes(), Components: sc.components, BrokerSince: brokerSince,
 			BrokerConnected: func() bool { return broker.Connected(sc.broker) }}
@@ -233,6 +238,27 @@ func startSidecarWith(ctx context.Context, cfg *config.Config, logger *slog.Logg
 		sc.admin.SetReady(true)
 	}
 	return sc, nil
+}
+
+// watchPeers has discovery follow the adapter's own service, so the
+// adapter knows whether another instance can take its calls before it
+// steps aside (self-ejection). A sidecar without an ambassador gets a
+// registry and a watcher of its own for that one service.
+func (sc *sidecar) watchPeers(ctx context.Context, logger *slog.Logger, metrics *telemetry.Metrics) error {
+	cfg := sc.cfg
+	if sc.registry == nil {
+		sc.registry = discovery.NewRegistryWith(discovery.Options{Interval: cfg.Discovery.Interval.D(), Metrics: metrics, Logger: logger})
+		w, err := discovery.WatchWith(ctx, sc.broker, sc.registry,
+			discovery.WatchOptions{Mesh: cfg.Mesh, Sidecar: cfg.ID, Logger: logger, Settle: discoverySettle})
+		if err != nil {
+			return err
+		}
+		sc.watcher = w
+	}
+	// Not waited for: until the peers are heard, the adapter stays.
+	sc.registry.Learn(ctx, cfg.Adapter.Service, 0)
+	sc.adapter.SetPeers(sc.registry)
+	return nil
 }
 
 // newTracer returns the sidecar's tracer, nil when tracing is off. Its

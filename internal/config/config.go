@@ -269,6 +269,15 @@ type Adapter struct {
 	// Seal takes only sealed requests (encrypted, see docs/security.md);
 	// their answers are sealed too. Needs an identity.
 	Seal bool `yaml:"seal"`
+	// Outlier is self-ejection: when the application's answers fail
+	// Consecutive times in a row (5xx, gRPC UNAVAILABLE and the like, the
+	// application unreachable), the adapter leaves its service for
+	// BaseEjection × the number of times it was out, at most MaxEjection,
+	// unless its service has MaxEjectedPercent of its instances out (at
+	// least one of two or more) or no other healthy one. In queue mode the
+	// broker picks the instance, so only the instance can step aside.
+	// Default on (5, 30s, 300s, 10); consecutive: 0 turns it off.
+	Outlier *Outlier `yaml:"outlier"`
 }
 
 // Health is the adapter's check of its application.
@@ -375,6 +384,7 @@ func (a *Ambassador) Policy(service string) ServicePolicy {
 
 func (a *Adapter) setDefaults() {
 	a.Concurrency = DefaultConcurrency
+	a.Outlier = NewOutlier()
 }
 
 // Load reads a config file in the fixed order: defaults, the file,

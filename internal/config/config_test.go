@@ -57,6 +57,7 @@ func TestParseGood(t *testing.T) {
 			Labels:      map[string]string{"team": "web"},
 			Target:      "http://127.0.0.1:8080",
 			Concurrency: config.DefaultConcurrency,
+			Outlier:     config.NewOutlier(),
 			Health: &config.Health{HTTP: "/healthz", Interval: config.Duration(500 * time.Millisecond),
 				Timeout: config.Duration(time.Second), UnhealthyAfter: 2, HealthyAfter: 1},
 		},

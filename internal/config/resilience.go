@@ -229,20 +229,25 @@ func checkResilience(errs *Error, key string, p *ServicePolicy, direct bool) {
 	checkBreaker(errs, key+".breaker", p.Breaker)
 	checkBreaker(errs, key+".instance_breaker", p.InstanceBreaker)
 	if o := p.Outlier; o != nil {
-		k := key + ".outlier"
-		if o.Consecutive < 0 {
-			errs.add(k+".consecutive", 0, "%d must be 0 (off) or more", o.Consecutive)
-		}
-		if o.BaseEjection <= 0 || o.MaxEjection < o.BaseEjection {
-			errs.add(k+".base_ejection", 0, "%q (max_ejection %q): must be positive and at most max_ejection",
-				o.BaseEjection.D().String(), o.MaxEjection.D().String())
-		}
-		if o.MaxEjectedPercent < 0 || o.MaxEjectedPercent > 100 {
-			errs.add(k+".max_ejected_percent", 0, "%d is not a percentage (0 to 100)", o.MaxEjectedPercent)
-		}
+		checkOutlier(errs, key+".outlier", o)
 		if !direct {
-			errs.add(k, 0, "needs lb: direct (in queue mode the broker picks the instance)")
+			errs.add(key+".outlier", 0, "needs lb: direct (in queue mode the broker picks the instance)")
 		}
+	}
+}
+
+// checkOutlier checks an outlier section: the ambassador's (direct mode)
+// or the adapter's self-ejection.
+func checkOutlier(errs *Error, k string, o *Outlier) {
+	if o.Consecutive < 0 {
+		errs.add(k+".consecutive", 0, "%d must be 0 (off) or more", o.Consecutive)
+	}
+	if o.BaseEjection <= 0 || o.MaxEjection < o.BaseEjection {
+		errs.add(k+".base_ejection", 0, "%q (max_ejection %q): must be positive and at most max_ejection",
+			o.BaseEjection.D().String(), o.MaxEjection.D().String())
+	}
+	if o.MaxEjectedPercent < 0 || o.MaxEjectedPercent > 100 {
+		errs.add(k+".max_ejected_percent", 0, "%d is not a percentage (0 to 100)", o.MaxEjectedPercent)
 	}
 }
 

@@ -182,6 +182,9 @@ func (c *Config) validate(errs *Error) {
 		if h := a.Health; h != nil {
 			checkHealth(errs, h, a.Target)
 		}
+		if o := a.Outlier; o != nil {
+			checkOutlier(errs, "adapter.outlier", o)
+		}
 	}
 	c.validateSecurity(errs)
 }

@@ -28,6 +28,12 @@ type Resilience struct {
 	// Duplicates counts retried requests an adapter answered from its
 	// record of an earlier attempt, without calling the application.
 	Duplicates *prometheus.CounterVec // service
+	// SelfEjections counts an adapter's decisions to take itself out of
+	// its service (its application's answers kept failing), by outcome:
+	// ejected, or kept (its service had its share of instances out, or no
+	// other healthy one). SelfEjected is 1 while the adapter is out.
+	SelfEjections *prometheus.CounterVec // service, outcome
+	SelfEjected   *prometheus.GaugeVec   // service
 }
 
 func newResilience(register func(prometheus.Collector)) *Resilience {
@@ -64,6 +70,14 @@ func newResilience(register func(prometheus.Collector)) *Resilience {
 			Name: "busmesh_adapter_duplicates_total",
 			Help: "Retried requests answered from the record of an earlier attempt, without calling the application again.",
 		}, []string{"service"}),
+		SelfEjections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "busmesh_adapter_self_ejections_total",
+			Help: "An adapter's decisions to leave its service because its application's answers kept failing, by outcome (ejected, kept).",
+		}, []string{"service", "outcome"}),
+		SelfEjected: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "busmesh_adapter_self_ejected",
+			Help: "1 while the adapter has taken itself out of its service (outlier self-ejection), else 0.",
+		}, []string{"service"}),
 	}
 	register(r.Retries)
 	register(r.RetriesRefused)
@@ -73,5 +87,7 @@ func newResilience(register func(prometheus.Collector)) *Resilience {
 	register(r.Ejections)
 	register(r.Ejected)
 	register(r.Duplicates)
+	register(r.SelfEjections)
+	register(r.SelfEjected)
 	return r
 }
