@@ -85,3 +85,35 @@ ambassador:
 		t.Errorf("a single value for a list: %v", err)
 	}
 }
+
+// TestAdapterOutlier: self-ejection is on by default, a partial section
+// keeps the other defaults, consecutive 0 turns it off, and a bad value
+// names its key.
+func TestAdapterOutlier(t *testing.T) {
+	parse := func(extra string) (*config.Config, error) {
+		return config.Parse("a", []byte("adapter:\n  service: orders\n  target: http://127.0.0.1:8080\n"+extra), noEnv)
+	}
+	c, err := parse("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o := c.Adapter.Outlier; o == nil || *o != *config.NewOutlier() {
+		t.Errorf("default adapter.outlier = %+v, want %+v", o, config.NewOutlier())
+	}
+	c, err = parse("  outlier: {consecutive: 3}\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o := c.Adapter.Outlier; o.Consecutive != 3 || o.BaseEjection.D() != config.DefaultBaseEjection || o.MaxEjectedPercent != config.DefaultMaxEjectedPercent {
+		t.Errorf("partial adapter.outlier = %+v", o)
+	}
+	if c, err = parse("  outlier: {consecutive: 0}\n"); err != nil || c.Adapter.Outlier.Consecutive != 0 {
+		t.Errorf("consecutive 0: %v, %+v", err, c)
+	}
+	_, err = parse("  outlier: {max_ejected_percent: 101, base_ejection: 0s}\n")
+	for _, want := range []string{"adapter.outlier.max_ejected_percent: 101 is not a percentage", `adapter.outlier.base_ejection: "0s"`} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q: %v", want, err)
+		}
+	}
+}
