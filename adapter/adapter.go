@@ -73,6 +73,7 @@ type Adapter struct {
 
 	pool    *workers
 	streams streamSet
+	budget  *stream.Budget // credit of the request bodies streaming in
 	calls   callTable
 	results results // answers kept for retries (duplicates.go)
 	life    lifecycle
@@ -118,6 +119,7 @@ func New(o Options) (*Adapter, error) {
 	a.pool = newWorkers(o.Config.Concurrency, a.serve, a.refuse)
 	a.streams.max = maxStreams
 	a.guard = o.Security
+	a.budget = stream.NewBudget(stream.DefaultBudget)
 	a.eject.cfg = o.Config.Outlier
 	a.policy = policy.Compile(o.Config.Allow)
 	a.admit = []admission{a.authenticated, a.forThisService, addressed, fresh, a.authorize, a.duplicate}

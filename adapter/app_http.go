@@ -193,7 +193,9 @@ func (h *httpApp) forward(ctx context.Context, sc *serverCall, resp *http.Respon
 	out.Headers = envelope.AppendHTTPHeader(make([]string, 0, 2*len(resp.Header)+2), resp.Header)
 	out.Headers = envelope.AppendTrailerNames(out.Headers, resp.Trailer)
 	sc.head(&out, false)
-	room := min(sc.a.pub.MaxMessage()-out.EncodedSize()-stream.Slack, stream.MaxInline)
+	// The caller's window bounds the body in the head too: a caller short
+	// of memory (stream.Budget) offers a small one.
+	room := min(sc.a.pub.MaxMessage()-out.EncodedSize()-stream.Slack, stream.MaxInline, sc.window0())
 	if room < 0 {
 		sc.fail(ctx, reason.ResponseTooLarge, "response headers do not fit a broker message")
 		return nil
@@ -228,8 +230,18 @@ func (h *httpApp) forward(ctx context.Context, sc *serverCall, resp *http.Respon
 	}
 	sent, p := int64(len(first)), prompt // copies: the closure must not move them to the heap
 	return func() {
-		defer releaseBody(resp, p, buf)
-		chunk := make([]byte, sc.a.chunk)
+		// The first message's buffer (up to 1 MiB) goes back as soon as it
+		// holds nothing unread, not when the stream ends: a long or stalled
+		// stream holds only its chunk.
+		held := buf
+		defer func() { releaseBody(resp, p, held) }()
+		if p == nil {
+			bus.PutBuffer(held)
+			held = nil
+		} else {
+			body = &drainedReader{p: p, buf: &held}
+		}
+		chunk := make([]byte, min(sc.a.chunk, sc.window0())) // frames never exceed the window
 		trailers := func() []string { return envelope.AppendHTTPHeader(nil, resp.Trailer) }
 		if _, err := sc.sender().Copy(ctx, body, chunk, false, sent, h.limit, trailers); err != nil && ctx.Err() == nil {
 			r := reason.AppUnreachable
@@ -244,13 +256,31 @@ func (h *httpApp) forward(ctx context.Context, sc *serverCall, resp *http.Respon
 }
 
 // releaseBody closes an answer's body, ends a read of it in progress, and
-// returns its buffer.
+// returns its buffer (nil when returned already).
 func releaseBody(resp *http.Response, prompt *stream.Prompt, buf *[]byte) {
 	resp.Body.Close()
 	if prompt != nil {
 		prompt.Wait()
 	}
-	bus.PutBuffer(buf)
+	if buf != nil {
+		bus.PutBuffer(buf)
+	}
+}
+
+// drainedReader reads the rest of an answer through its Prompt and
+// returns the first message's buffer once the Prompt has drained it.
+type drainedReader struct {
+	p   *stream.Prompt
+	buf **[]byte
+}
+
+func (d *drainedReader) Read(b []byte) (int, error) {
+	n, err := d.p.Read(b)
+	if *d.buf != nil && d.p.Drained() {
+		bus.PutBuffer(*d.buf)
+		*d.buf = nil
+	}
+	return n, err
 }
 
 // trailerReader reads a streamed request body and, at its end, sets the

@@ -109,6 +109,7 @@ type serverCall struct {
 	start   time.Time
 	cancel  context.CancelFunc
 	inbound *stream.Inbound // the rest of the request body, when streamed
+	offered int64           // the window offered for it (stream.Budget.Offer)
 
 	mu     sync.Mutex
 	window *stream.Window // credit for response frames, once streaming
@@ -157,6 +158,9 @@ func (a *Adapter) serve(req *envelope.Request) {
 		if added {
 			a.calls.remove(key)
 		}
+		if sc.inbound != nil {
+			sc.inbound.Release() // unread body's credit back to the budget
+		}
 		a.ended(sc) // metrics, span, access log
 		a.inflight.Dec()
 		cancel()
@@ -171,7 +175,8 @@ func (a *Adapter) serve(req *envelope.Request) {
 		return
 	}
 	if req.More {
-		sc.inbound = stream.NewInbound(stream.DefaultWindow)
+		sc.offered = a.budget.Offer()
+		sc.inbound = stream.NewBudgetedInbound(sc.offered, a.budget)
 	}
 	if added = a.calls.add(key, sc); !added {
 		finish() // cancelled by its caller before it was served
@@ -277,7 +282,7 @@ func (c *serverCall) frame(f *envelope.Frame) {
 // accept tells the caller of a streaming call where to send the rest of
 // it, and how much.
 func (c *serverCall) accept(ctx context.Context) error {
-	f := envelope.Frame{ID: c.req.ID, ReplyTo: c.a.inbox, WindowUpdate: stream.DefaultWindow, Instance: c.a.cfg.Instance}
+	f := envelope.Frame{ID: c.req.ID, ReplyTo: c.a.inbox, WindowUpdate: uint32(c.offered), Instance: c.a.cfg.Instance}
 	if err := c.a.pub.Publish(ctx, c.req.ReplyTo, &f); err != nil {
 		return fmt.Errorf("accept: %w", err)
 	}
@@ -303,7 +308,7 @@ func (c *serverCall) head(out *envelope.Response, more bool) {
 		out.ReplyTo = c.a.inbox
 	}
 	if c.req.More {
-		out.Window = stream.DefaultWindow
+		out.Window = uint32(c.offered)
 	}
 	if more {
 		c.mu.Lock()
@@ -337,6 +342,15 @@ func (c *serverCall) answer(ctx context.Context, out *envelope.Response) bool {
 
 // ended records the gRPC status a call ended with.
 func (c *serverCall) ended(code codes.Code) { c.code = code }
+
+// window0 is the window the caller offered for the answer, which also
+// bounds the body sent in its head.
+func (c *serverCall) window0() int {
+	if c.req.Window == 0 {
+		return stream.DefaultWindow
+	}
+	return int(c.req.Window)
+}
 
 // sender returns the Sender of the answer's frames, under the caller's
 // window.

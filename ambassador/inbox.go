@@ -43,6 +43,8 @@ type Inbox struct {
 	sub broker.Subscription
 
 	guard *secure.Guard // nil: security off
+
+	budget *stream.Budget // the credit of every answer streaming in
 }
 
 // pending is a call's side of the inbox: what has arrived for it. Calls
@@ -63,6 +65,9 @@ type pending struct {
 	accepted chan struct{}   // closed when the adapter names its inbox
 	peer     string          // the serving adapter's inbox
 	service  string          // the service called: with security on, only its certificate answers
+	offered  int64           // the window its request offered for answer frames
+	budget   *stream.Budget  // the sidecar's, which that window is charged to
+	headHeld int64           // a streaming answer's head body, charged to budget
 }
 
 // newInbox subscribes to the sidecar's inbox subject.
@@ -78,6 +83,7 @@ func newInbox(ctx context.Context, pub *bus.Publisher, subject, source string, l
 		limiter: telemetry.Limiter{Interval: time.Second},
 		calls:   map[uint64]*pending{},
 		guard:   guard,
+		budget:  stream.NewBudget(stream.DefaultBudget),
 	}
 	// Ids start at a random point so that a restarted sidecar, which keeps
 	// its inbox, does not take its predecessor's late replies for its own.
@@ -96,6 +102,7 @@ func (in *Inbox) register(p *pending, service string) uint64 {
 	id := in.nextID.Add(1)
 	p.mu.Lock()
 	p.id, p.service = id, service
+	p.offered, p.budget = in.budget.Offer(), in.budget
 	p.mu.Unlock()
 	in.mu.Lock()
 	in.calls[id] = p
@@ -139,6 +146,11 @@ func (in *Inbox) detach(p *pending) {
 func (p *pending) clear() {
 	p.mu.Lock()
 	p.clearResponseLocked()
+	if p.inbound != nil {
+		p.inbound.Release() // unread answer's credit back to the budget
+	}
+	p.budget.Free(p.headHeld)
+	p.headHeld = 0
 	p.answered, p.err, p.inbound, p.window, p.accepted, p.peer = false, nil, nil, nil, nil, ""
 	p.mu.Unlock()
 }
@@ -276,8 +288,14 @@ func (p *pending) answer(id uint64, msg []byte) error {
 	if r.ReplyTo != "" {
 		p.acceptLocked(r.ReplyTo, int64(r.Window))
 	}
-	if r.More && p.inbound == nil {
-		p.inbound = stream.NewInbound(stream.DefaultWindow)
+	if r.More {
+		// Held while the stream lasts: counted, so later calls are offered
+		// less.
+		p.headHeld = int64(len(r.Body))
+		p.budget.Charge(p.headHeld)
+		if p.inbound == nil {
+			p.inbound = stream.NewBudgetedInbound(p.offered, p.budget)
+		}
 	}
 	p.mu.Unlock()
 	p.signal()
@@ -314,7 +332,7 @@ func (p *pending) frame(f *envelope.Frame) {
 	}
 	if f.Seq > 0 {
 		if p.inbound == nil {
-			p.inbound = stream.NewInbound(stream.DefaultWindow)
+			p.inbound = stream.NewBudgetedInbound(p.offered, p.budget)
 		}
 		p.inbound.Push(f)
 	}

@@ -91,7 +91,7 @@ func (a *Ambassador) roundTrip(ctx context.Context, c *Call) error {
 	}
 	req.Source, req.SourceService = a.sidecar, a.cfg.Service
 	req.Service, req.ReplyTo = c.Route.Service, a.inbox.subject
-	req.Deadline, req.Window = 0, stream.DefaultWindow
+	req.Deadline, req.Window = 0, uint32(c.p.offered)
 	if !c.Deadline.IsZero() {
 		req.Deadline = c.Deadline.UnixNano()
 	}

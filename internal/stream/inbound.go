@@ -25,6 +25,9 @@ type Chunk struct {
 // by the inbox dispatcher and never blocks; Next by the consumer.
 type Inbound struct {
 	window int64
+	budget *Budget // nil: not bounded beyond the window
+
+	held int64 // credit granted and not consumed, charged to budget (under mu)
 
 	mu       sync.Mutex
 	next     uint32 // seq of the frame Next returns next
@@ -46,6 +49,30 @@ type queued struct {
 // NewInbound returns an Inbound that granted the sender window bytes.
 func NewInbound(window int64) *Inbound {
 	return &Inbound{window: window, next: 1, signal: make(chan struct{}, 1)}
+}
+
+// NewBudgetedInbound returns an Inbound that granted the sender window
+// bytes (from b.Offer) and grants more only as b allows; its owner must
+// Release it when the call ends.
+func NewBudgetedInbound(window int64, b *Budget) *Inbound {
+	q := NewInbound(window)
+	q.budget, q.held = b, window
+	b.Charge(window)
+	return q
+}
+
+// Release returns the stream's credit to its budget: the call ended,
+// whatever was left unread.
+func (q *Inbound) Release() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.releaseLocked()
+}
+
+func (q *Inbound) releaseLocked() {
+	q.budget.free(q.held)
+	q.held = 0
+	q.budget = nil
 }
 
 // Push queues a data or end frame (Seq > 0). f's slices must stay valid: the
@@ -100,6 +127,7 @@ func (q *Inbound) failLocked(err error) {
 	if q.err == nil {
 		q.err = err
 		q.ready, q.early = nil, nil
+		q.releaseLocked()
 		q.notify()
 	}
 }
@@ -125,14 +153,22 @@ func (q *Inbound) Next(ctx context.Context) (c Chunk, grant int64, err error) {
 			cost := Cost(len(item.chunk.Data))
 			q.buffered -= cost
 			q.unacked += cost
+			used := min(cost, q.held)
+			q.held -= used
+			q.budget.free(used)
 			if item.end {
 				q.trailers = item.trailers
 				q.err = io.EOF
 				q.unacked = 0 // nothing more to receive: no credit to return
+				q.releaseLocked()
 			}
-			// Grant in quarters of the window: few updates, no stall.
+			// Grant in quarters of the window: few updates, no stall. Past
+			// the sidecar's budget, only enough to keep MinWindow in
+			// flight; the rest waits for a later read.
 			if q.unacked >= q.window/4 {
-				grant, q.unacked = q.unacked, 0
+				grant = q.budget.grant(q.unacked, q.held)
+				q.unacked -= grant
+				q.held += grant
 			}
 			q.mu.Unlock()
 			if item.end && len(item.chunk.Data) == 0 {

@@ -118,6 +118,11 @@ func (p *Prompt) Read(b []byte) (int, error) {
 	return p.body.Read(b)
 }
 
+// Drained reports whether the buffer First was given holds nothing more
+// to read: no read in progress fills it and what it read was returned.
+// From then on the buffer may be reused, while Read goes on.
+func (p *Prompt) Drained() bool { return p.pending == nil && len(p.rest) == 0 }
+
 // Pending reports whether a read First started is still to be taken.
 func (p *Prompt) Pending() bool { return p.pending != nil }
 

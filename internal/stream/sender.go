@@ -33,17 +33,32 @@ type Sender struct {
 	seq uint32
 }
 
-// Send sends one data frame (end marks the last, with trailers).
+// Send sends data as a data frame (end marks the last, with trailers),
+// in parts when the receiver's window holds less.
 func (s *Sender) Send(ctx context.Context, data []byte, end bool, trailers []string) error {
 	if s.Tap != nil {
 		s.Tap(data, end)
 	}
-	if err := s.Window.Take(ctx, Cost(len(data))); err != nil {
-		return err
+	for {
+		got, err := s.Window.TakeUpTo(ctx, Cost(len(data)))
+		if err != nil {
+			return err
+		}
+		n := min(len(data), max(int(got-FrameCost), 1)) // a window under FrameCost still moves
+		last := n == len(data)
+		s.seq++
+		f := envelope.Frame{ID: s.ID, Seq: s.seq, Data: data[:n], End: end && last, Source: s.Source}
+		if f.End {
+			f.Trailers = trailers
+		}
+		if err := s.Pub.Publish(ctx, s.Subject, &f); err != nil {
+			return err
+		}
+		if last {
+			return nil
+		}
+		data = data[n:]
 	}
-	s.seq++
-	f := envelope.Frame{ID: s.ID, Seq: s.seq, Data: data, End: end, Trailers: trailers, Source: s.Source}
-	return s.Pub.Publish(ctx, s.Subject, &f)
 }
 
 // SendChunked sends data as data frames of at most chunk bytes each, none

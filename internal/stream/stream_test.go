@@ -108,24 +108,107 @@ func TestInboundFail(t *testing.T) {
 
 func TestWindow(t *testing.T) {
 	w := stream.NewWindow(100)
-	if err := w.Take(ctx(t), 150); err != nil { // may overdraw once
-		t.Fatal(err)
+	if got, err := w.TakeUpTo(ctx(t), 150); err != nil || got != 100 { // never overdraws
+		t.Fatalf("TakeUpTo(150) on 100 = %d, %v; want 100", got, err)
 	}
 	took := make(chan error, 1)
-	go func() { took <- w.Take(ctx(t), 10) }()
+	go func() { _, err := w.TakeUpTo(ctx(t), 10); took <- err }()
 	select {
 	case err := <-took:
-		t.Fatalf("Take with no credit returned %v, want it to wait", err)
+		t.Fatalf("TakeUpTo with no credit returned %v, want it to wait", err)
 	case <-time.After(20 * time.Millisecond):
 	}
 	w.Grant(100)
 	if err := <-took; err != nil {
-		t.Fatalf("Take after Grant = %v", err)
+		t.Fatalf("TakeUpTo after Grant = %v", err)
 	}
 	boom := errors.New("closed")
 	w.Close(boom)
-	if err := w.Take(ctx(t), 1); err != boom {
-		t.Errorf("Take after Close = %v, want %v", err, boom)
+	if _, err := w.TakeUpTo(ctx(t), 1); err != boom {
+		t.Errorf("TakeUpTo after Close = %v, want %v", err, boom)
+	}
+}
+
+// TestBudget: past the sidecar's budget, new streams are offered
+// MinWindow and consumed credit is granted back only to MinWindow; a
+// stream's credit returns to the budget when it ends, fails or is
+// released, and a stream past the budget still moves.
+func TestBudget(t *testing.T) {
+	b := stream.NewBudget(2 * stream.DefaultWindow)
+	var ins []*stream.Inbound
+	for range 2 {
+		w := b.Offer()
+		if w != stream.DefaultWindow {
+			t.Fatalf("offer under the budget = %d, want %d", w, stream.DefaultWindow)
+		}
+		ins = append(ins, stream.NewBudgetedInbound(w, b))
+	}
+	if w := b.Offer(); w != stream.MinWindow {
+		t.Fatalf("offer past the budget = %d, want %d", w, stream.MinWindow)
+	}
+	small := stream.NewBudgetedInbound(stream.MinWindow, b)
+	// The small stream reads on: each chunk it consumes is granted back
+	// up to MinWindow, so it never stalls, however full the budget.
+	data := strings.Repeat("x", 16<<10)
+	granted := int64(0)
+	for i := uint32(1); i <= 40; i++ {
+		small.Push(frame(i, data, false))
+		_, g, err := small.Next(ctx(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		granted += g
+	}
+	if consumed := 40 * stream.Cost(len(data)); granted < consumed-stream.MinWindow {
+		t.Errorf("past the budget a reading stream was granted %d of the %d it consumed", granted, consumed)
+	}
+	if used := b.Used(); used > 2*stream.DefaultWindow+stream.MinWindow {
+		t.Errorf("budget used %d, over %d", used, 2*stream.DefaultWindow+stream.MinWindow)
+	}
+	ins[0].Release()
+	ins[1].Fail(errors.New("gone"))
+	small.Push(frame(41, "", true))
+	if _, _, err := small.Next(ctx(t)); err != io.EOF {
+		t.Fatalf("end frame: %v", err)
+	}
+	if used := b.Used(); used != 0 {
+		t.Errorf("budget used %d after every stream ended, want 0", used)
+	}
+	if w := b.Offer(); w != stream.DefaultWindow {
+		t.Errorf("offer after the streams ended = %d, want %d", w, stream.DefaultWindow)
+	}
+}
+
+// TestSenderSplits: a frame larger than the receiver's credit is sent in
+// parts, none over the credit, the last one marked end.
+func TestSenderSplits(t *testing.T) {
+	pub := &capture{}
+	w := stream.NewWindow(stream.Cost(10 << 10))
+	s := &stream.Sender{Pub: bus.NewPublisher(pub), Subject: "in", ID: 1, Window: w}
+	done := make(chan error, 1)
+	go func() { done <- s.Send(ctx(t), make([]byte, 25<<10), true, []string{"k", "v"}) }()
+	for range 2 {
+		time.Sleep(10 * time.Millisecond)
+		w.Grant(stream.Cost(10 << 10))
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	pub.mu.Lock()
+	frames := pub.frames
+	pub.mu.Unlock()
+	if len(frames) != 3 {
+		t.Fatalf("%d frames, want 3", len(frames))
+	}
+	total := 0
+	for i, f := range frames {
+		total += len(f.Data)
+		if len(f.Data) > 10<<10 || f.End != (i == 2) || (len(f.Trailers) > 0) != (i == 2) {
+			t.Errorf("frame %d: %d bytes, end %v, trailers %v", i, len(f.Data), f.End, f.Trailers)
+		}
+	}
+	if total != 25<<10 {
+		t.Errorf("sent %d bytes, want %d", total, 25<<10)
 	}
 }
 

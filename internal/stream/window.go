@@ -16,6 +16,7 @@ func Cost(n int) int64 { return int64(n) + FrameCost }
 // Window is the sender's side of flow control: credit, in bytes, that the
 // receiver has granted. Safe for concurrent use.
 type Window struct {
+	size   int64 // the initial credit: the receiver's window
 	mu     sync.Mutex
 	avail  int64
 	err    error
@@ -23,14 +24,23 @@ type Window struct {
 }
 
 // NewWindow returns a Window with initial credit.
-func NewWindow(initial int64) *Window { return &Window{avail: initial} }
+func NewWindow(initial int64) *Window { return &Window{size: initial, avail: initial} }
 
-// Take waits until some credit is available, then takes n (the balance may
-// go negative, so a message larger than the window still goes through, one
-// at a time). It returns ctx's error, or the error given to Close.
-func (w *Window) Take(ctx context.Context, n int64) error {
+// minTake is the least credit a sender waits for before it sends part of
+// a frame: no frames of a few bytes when the receiver grants in dribs.
+const minTake = FrameCost + 4<<10
+
+// TakeUpTo waits until credit is available, then takes up to n of it and
+// returns how much it took: n, or what the receiver granted when that is
+// less (at least the cost of a small frame, or n, or the whole window, if
+// smaller). The
+// balance never goes negative, as in HTTP/2: a frame larger than the
+// credit is sent in parts. It returns ctx's error, or the error given to
+// Close.
+func (w *Window) TakeUpTo(ctx context.Context, n int64) (int64, error) {
+	need := max(1, min(n, minTake, w.size))
 	w.mu.Lock()
-	for w.avail <= 0 && w.err == nil {
+	for w.avail < need && w.err == nil {
 		if w.signal == nil {
 			w.signal = make(chan struct{})
 		}
@@ -39,16 +49,17 @@ func (w *Window) Take(ctx context.Context, n int64) error {
 		select {
 		case <-ch:
 		case <-ctx.Done():
-			return ctx.Err()
+			return 0, ctx.Err()
 		}
 		w.mu.Lock()
 	}
 	defer w.mu.Unlock()
 	if w.err != nil {
-		return w.err
+		return 0, w.err
 	}
-	w.avail -= n
-	return nil
+	got := min(n, w.avail)
+	w.avail -= got
+	return got, nil
 }
 
 // Grant adds credit from a window update.
