@@ -262,9 +262,10 @@ func (a *Ambassador) cancelRemote(c *Call, why string) {
 // callerClockSlack is how close to its deadline a call whose caller goes
 // away counts as timed out: a gRPC client resets the stream at its own
 // deadline, which reaches the ambassador a moment before the deadline the
-// ambassador derived from grpc-timeout (on a busy host, tens of
-// milliseconds before it).
-const callerClockSlack = 50 * time.Millisecond
+// ambassador derived from grpc-timeout (the server starts its clock when it
+// reads the headers: on a busy host tens, at times over a hundred,
+// milliseconds after the client started its own).
+const callerClockSlack = 200 * time.Millisecond
 
 // begin takes a pooled call for a request on rt that arrived at start and
 // must be answered by deadline (zero: none); ctx ends then, or when parent

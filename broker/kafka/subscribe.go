@@ -1,6 +1,7 @@
 package kafka
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -132,7 +133,10 @@ func (s *subscription) run() {
 			if s.ctx.Err() != nil {
 				return
 			}
-			s.h(s.ctx, r.Value)
+			// A copy: r.Value is a slice of the whole fetch response, which a
+			// handler that keeps one message (a stalled stream's frame) would
+			// keep alive in full.
+			s.h(s.ctx, bytes.Clone(r.Value))
 			if s.group != nil {
 				s.cl.MarkCommitRecords(r)
 			}

@@ -61,9 +61,10 @@ func testStalledReaders(t *testing.T, b brokerCase) {
 	}))
 	t.Cleanup(app.Close)
 	service, port := unique("stall"), freePort(t)
-	callee := startSidecar(t, "callee", stalledCalleeConfig, map[string]string{
+	// The plain binary: the race detector multiplies memory 5–10×.
+	callee := startSidecarWith(t, plainBinary, "callee", stalledCalleeConfig, map[string]string{
 		"id": unique("callee"), "broker": b.url, "service": service, "target": app.URL})
-	caller := startSidecar(t, "caller", stalledCallerConfig, map[string]string{
+	caller := startSidecarWith(t, plainBinary, "caller", stalledCallerConfig, map[string]string{
 		"id": unique("caller"), "broker": b.url, "service": service, "port": port})
 	var conns []net.Conn
 	t.Cleanup(func() {
