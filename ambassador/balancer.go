@@ -4,7 +4,6 @@ import (
 	"log/slog"
 	"math"
 	"math/rand/v2"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -151,10 +150,11 @@ func (b *balancer) pick(service string, healthy []discovery.Instance, p config.S
 	return best
 }
 
-// statsFor returns the stats of healthy[i], made on first sight. Making
-// one is rare (a new instance), so that is when the stats of the service's
-// instances no longer healthy are dropped: the map stays the size of the
-// mesh, whatever its churn.
+// statsFor returns the stats of healthy[i], made on first sight. The
+// stats of a service's instances no longer healthy are dropped when they
+// outnumber the healthy ones: the map stays the size of the mesh whatever
+// its churn, and a service of thousands of instances appearing one by one
+// costs a sweep now and then, not one per instance.
 func (b *balancer) statsFor(service string, healthy []discovery.Instance, i int) *instanceStats {
 	inst := &healthy[i]
 	k := instanceKey{service, inst.Sidecar, inst.Name}
@@ -164,22 +164,34 @@ func (b *balancer) statsFor(service string, healthy []discovery.Instance, i int)
 	if st != nil {
 		return st
 	}
-	for old := range b.stats {
-		if old.service == service && !slices.ContainsFunc(healthy, func(h discovery.Instance) bool {
-			return h.Sidecar == old.sidecar && h.Name == old.instance
-		}) {
-			b.stats[old].forget()
-			delete(b.stats, old)
-		}
-	}
 	svc := b.services[service]
 	if svc == nil {
 		svc = &serviceGuard{}
 		b.services[service] = svc
 	}
+	if svc.known >= 2*len(healthy)+16 {
+		b.sweep(service, svc, healthy)
+	}
 	st = &instanceStats{subject: b.subjects.Instance(service, inst.Name), instance: inst.Name, b: b, service: service, svc: svc}
 	b.stats[k] = st
+	svc.known++
 	return st
+}
+
+// sweep drops the stats of service's instances that are not in healthy;
+// b.mu is held.
+func (b *balancer) sweep(service string, svc *serviceGuard, healthy []discovery.Instance) {
+	live := make(map[[2]string]bool, len(healthy))
+	for _, h := range healthy {
+		live[[2]string{h.Sidecar, h.Name}] = true
+	}
+	for old, st := range b.stats {
+		if old.service == service && !live[[2]string{old.sidecar, old.instance}] {
+			st.forget()
+			delete(b.stats, old)
+			svc.known--
+		}
+	}
 }
 
 // cost is the decayed latency estimate times the calls in flight plus one;

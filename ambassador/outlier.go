@@ -23,6 +23,7 @@ import (
 // serviceGuard counts a service's instances and those ejected, for the
 // ejection cap.
 type serviceGuard struct {
+	known     int          // stats kept for the service (under balancer.mu)
 	instances atomic.Int32 // healthy instances at the last pick
 	mu        sync.Mutex
 	ejected   int
