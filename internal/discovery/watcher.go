@@ -50,7 +50,8 @@ type Watcher struct {
 }
 
 // reconnectGrace is how long after its broker connection is back a
-// Watcher waits for answers before it expires anything.
+// Watcher waits at least for answers before it expires anything; at most,
+// an instance's lifetime (see expire).
 const reconnectGrace = time.Second
 
 // WatchOptions configure a Watcher.
@@ -254,7 +255,11 @@ func (w *Watcher) expire() {
 		return
 	}
 	if w.offline {
-		w.offline, w.graceTill = false, now.Add(reconnectGrace)
+		// Every instance gets a lifetime from now to be heard again: the
+		// adapters lost the broker too, and may take longer than this
+		// sidecar to be back. One that died meanwhile goes a lifetime
+		// late; one that lives is not dropped while it reconnects.
+		w.offline, w.graceTill = false, now.Add(max(reconnectGrace, ttlIntervals*w.reg.interval))
 		for _, name := range w.reg.Watched() {
 			w.ask(name)
 		}

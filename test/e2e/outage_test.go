@@ -98,7 +98,7 @@ func TestBrokerOutage(t *testing.T) {
 			}
 			// Down longer than an instance's lifetime in the registry: the
 			// ambassador must not take its own deafness for the mesh gone.
-			time.Sleep(time.Until(downAt.Add(8 * time.Second)))
+			time.Sleep(time.Until(downAt.Add(10 * time.Second))) // the 10 s, past an instance's 6 s lifetime
 			proxy.Up()
 			back := time.Now()
 			noHealthy := 0
