@@ -58,7 +58,7 @@ func newChecker(src *identity.Source, rejected rejections, logger *slog.Logger) 
 	if src == nil {
 		return nil
 	}
-	return &checker{src: src, skew: identity.DefaultSkew, rejected: rejected, logger: logger,
+	return &checker{src: src, skew: identity.DefaultSkew, rejected: rejected, logger: telemetry.OrDiscard(logger),
 		limiter: telemetry.Limiter{Interval: time.Second}, trusted: map[claimant]*trusted{}}
 }
 

@@ -43,7 +43,7 @@ type Signer struct {
 	src *identity.Source
 
 	mu    sync.Mutex
-	base  uint64             // the seq that carries chain[0]
+	base  uint64              // the seq that carries chain[0]
 	chain [][sha256.Size]byte // sha256(chain[k+1]) == chain[k]
 }
 

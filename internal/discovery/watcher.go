@@ -34,7 +34,7 @@ type Watcher struct {
 	logger   *slog.Logger
 	id       string // the inbox token
 	inbox    broker.Subscription
-	checker  *checker // nil without an identity
+	checker  *checker        // nil without an identity
 	ctx      context.Context // the subscriptions'; cancelled by Close
 	cancel   context.CancelFunc
 	stop     chan struct{}
