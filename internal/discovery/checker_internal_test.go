@@ -41,6 +41,11 @@ func marshalled(t *testing.T, s *Signer, a *busmeshv1.Announcement) ([]byte, *bu
 // timestamp and credentials as set.
 func resign(t *testing.T, s *Signer, a *busmeshv1.Announcement) []byte {
 	t.Helper()
+	return resignB(t, s, a)
+}
+
+func resignB(t testing.TB, s *Signer, a *busmeshv1.Announcement) []byte {
+	t.Helper()
 	a.Signature = nil
 	b, err := proto.Marshal(a)
 	if err != nil {
