@@ -36,7 +36,7 @@ func BenchmarkWatcherHeartbeat(b *testing.B) {
 			for i := range msgs {
 				a := &busmeshv1.Announcement{Kind: busmeshv1.Announcement_KIND_HELLO, Service: "orders",
 					Instance: "i" + string(rune('a'+i%instances/26)) + string(rune('a'+i%instances%26)),
-					Sidecar: "sc", Incarnation: "inc", Healthy: true, Seq: uint64(i/instances + 1), IntervalMs: 2000}
+					Sidecar:  "sc", Incarnation: "inc", Healthy: true, Seq: uint64(i/instances + 1), IntervalMs: 2000}
 				var err error
 				switch mode {
 				case "unsigned":
