@@ -3,6 +3,7 @@ package discovery
 import (
 	"bytes"
 	"crypto/sha256"
+	"crypto/x509"
 	"log/slog"
 	"maps"
 	"sync"
@@ -106,7 +107,7 @@ func (c *checker) verify(data []byte, a *busmeshv1.Announcement, now time.Time) 
 	if t := time.Unix(0, a.TimestampUnixNano); t.Before(now.Add(-c.skew)) || t.After(now.Add(c.skew)) {
 		return "stale"
 	}
-	c.remember(who, a, peer.Cert().NotAfter)
+	c.remember(who, a, peer.Cert())
 	return ""
 }
 
@@ -145,9 +146,10 @@ func sameClaim(a, b *busmeshv1.Announcement) bool {
 		bytes.Equal(a.Certificate, b.Certificate)
 }
 
-// remember keeps a, whose signature verified, as who's last word: a
-// goodbye forgets who.
-func (c *checker) remember(who claimant, a *busmeshv1.Announcement, notAfter time.Time) {
+// remember keeps a, whose signature verified under cert, as who's last
+// word: a goodbye forgets who. The claim keeps cert's DER, which the
+// instances of a service share, not a's copy.
+func (c *checker) remember(who claimant, a *busmeshv1.Announcement, cert *x509.Certificate) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if a.Kind == busmeshv1.Announcement_KIND_GOODBYE {
@@ -170,7 +172,7 @@ func (c *checker) remember(who claimant, a *busmeshv1.Announcement, notAfter tim
 	}
 	if t.claim == nil || !sameClaim(t.claim, a) {
 		t.claim = &busmeshv1.Announcement{Kind: a.Kind, Healthy: a.Healthy, Version: a.Version, Zone: a.Zone,
-			Concurrency: a.Concurrency, IntervalMs: a.IntervalMs, Labels: maps.Clone(a.Labels), Certificate: a.Certificate}
+			Concurrency: a.Concurrency, IntervalMs: a.IntervalMs, Labels: maps.Clone(a.Labels), Certificate: cert.Raw}
 	}
-	t.notAfter, t.seq, t.token = notAfter, a.Seq, [sha256.Size]byte(a.Chain)
+	t.notAfter, t.seq, t.token = cert.NotAfter, a.Seq, [sha256.Size]byte(a.Chain)
 }
