@@ -160,7 +160,7 @@ func (a *Announcer) Start(ctx context.Context, healthy bool) error {
 	// Does another live sidecar claim this instance? Its answer comes back
 	// on the ping subject, which this Announcer reads.
 	claim, err := a.signer.marshal(&busmeshv1.Announcement{Kind: busmeshv1.Announcement_KIND_PING, Service: a.self.Service,
-		Instance: a.self.Instance, Sidecar: a.self.Sidecar, Incarnation: a.incarnation, ReplyTo: ping})
+		Instance: a.self.Instance, Sidecar: a.self.Sidecar, Incarnation: a.incarnation, ReplyTo: ping}, true)
 	if err == nil {
 		err = a.b.Publish(ctx, ping, claim)
 	}
@@ -328,7 +328,8 @@ func (a *Announcer) send(ctx context.Context, kind busmeshv1.Announcement_Kind, 
 		P50Micros:   uint64(p50.Microseconds()),
 	}
 	a.mu.Unlock()
-	data, err := a.signer.marshal(msg)
+	// What goes to one asker carries the certificate: it may not have it.
+	data, err := a.signer.marshal(msg, subject != a.subjects.Discovery(a.self.Service))
 	if err != nil {
 		return err
 	}

@@ -3,7 +3,7 @@ package discovery
 import (
 	"bytes"
 	"crypto/sha256"
-	"crypto/x509"
+	"fmt"
 	"log/slog"
 	"maps"
 	"sync"
@@ -46,9 +46,12 @@ type checker struct {
 type claimant struct{ service, instance, sidecar, incarnation string }
 
 // trusted is the last announcement accepted from a claimant: its claim
-// (the announcement whose signature verified), seq and chain token.
+// (the announcement whose signature verified, see claimOf), certificate,
+// seq and chain token.
 type trusted struct {
 	claim    *busmeshv1.Announcement
+	cert     []byte // DER, shared with the Verifier's peer
+	key      identity.KeyID
 	notAfter time.Time
 	seq      uint64
 	token    [sha256.Size]byte
@@ -83,7 +86,7 @@ func (c *checker) check(data []byte, a *busmeshv1.Announcement) bool {
 
 // verify returns why a cannot be believed, "" if it can.
 func (c *checker) verify(data []byte, a *busmeshv1.Announcement, now time.Time) string {
-	if len(a.Certificate) == 0 || len(a.Signature) == 0 {
+	if (len(a.Certificate) == 0 && len(a.KeyId) == 0) || len(a.Signature) == 0 {
 		return "unauthenticated"
 	}
 	who := claimant{a.Service, a.Instance, a.Sidecar, a.Incarnation}
@@ -94,7 +97,7 @@ func (c *checker) verify(data []byte, a *busmeshv1.Announcement, now time.Time) 
 	if !ok {
 		return "unauthenticated"
 	}
-	peer, err := c.src.Current().Verifier().VerifyPeer(a.Certificate)
+	peer, err := c.peer(a)
 	if err != nil {
 		return identity.Reason(err)
 	}
@@ -107,8 +110,24 @@ func (c *checker) verify(data []byte, a *busmeshv1.Announcement, now time.Time) 
 	if t := time.Unix(0, a.TimestampUnixNano); t.Before(now.Add(-c.skew)) || t.After(now.Add(c.skew)) {
 		return "stale"
 	}
-	c.remember(who, a, peer.Cert())
+	c.remember(who, a, peer)
 	return ""
+}
+
+// peer is the verified sender of a: by the certificate it carries, or by
+// the fingerprint of one verified before (ErrUnknownKey if none was: the
+// sender's next message with its certificate, at most certEvery
+// heartbeats later, or its answer to a ping, will be).
+func (c *checker) peer(a *busmeshv1.Announcement) (*identity.Peer, error) {
+	v := c.src.Current().Verifier()
+	if len(a.Certificate) != 0 {
+		return v.VerifyPeer(a.Certificate)
+	}
+	id, ok := identity.KeyIDFromBytes(a.KeyId)
+	if !ok {
+		return nil, fmt.Errorf("announcement key id of %d bytes: %w", len(a.KeyId), identity.ErrMalformed)
+	}
+	return v.Peer(id)
 }
 
 // chained reports whether a heartbeat repeats the claim last accepted
@@ -127,6 +146,9 @@ func (c *checker) chained(who claimant, a *busmeshv1.Announcement, now time.Time
 		!sameClaim(t.claim, a) {
 		return false
 	}
+	if len(a.Certificate) != 0 && !bytes.Equal(a.Certificate, t.cert) || len(a.Certificate) == 0 && string(a.KeyId) != string(t.key[:]) {
+		return false // another certificate
+	}
 	h := [sha256.Size]byte(a.Chain)
 	for range a.Seq - t.seq {
 		h = sha256.Sum256(h[:])
@@ -139,17 +161,22 @@ func (c *checker) chained(who claimant, a *busmeshv1.Announcement, now time.Time
 }
 
 // sameClaim reports whether b claims what a did: everything but the
-// readings, the seq and the credentials that change with each message.
+// readings, the seq and the credentials.
 func sameClaim(a, b *busmeshv1.Announcement) bool {
 	return a.Kind == b.Kind && a.Healthy == b.Healthy && a.Version == b.Version && a.Zone == b.Zone &&
-		a.Concurrency == b.Concurrency && a.IntervalMs == b.IntervalMs && maps.Equal(a.Labels, b.Labels) &&
-		bytes.Equal(a.Certificate, b.Certificate)
+		a.Concurrency == b.Concurrency && a.IntervalMs == b.IntervalMs && maps.Equal(a.Labels, b.Labels)
 }
 
-// remember keeps a, whose signature verified under cert, as who's last
-// word: a goodbye forgets who. The claim keeps cert's DER, which the
+// claimOf copies what sameClaim compares.
+func claimOf(a *busmeshv1.Announcement) *busmeshv1.Announcement {
+	return &busmeshv1.Announcement{Kind: a.Kind, Healthy: a.Healthy, Version: a.Version, Zone: a.Zone,
+		Concurrency: a.Concurrency, IntervalMs: a.IntervalMs, Labels: maps.Clone(a.Labels)}
+}
+
+// remember keeps a, whose signature peer's key verified, as who's last
+// word: a goodbye forgets who. It keeps the peer's DER, which the
 // instances of a service share, not a's copy.
-func (c *checker) remember(who claimant, a *busmeshv1.Announcement, cert *x509.Certificate) {
+func (c *checker) remember(who claimant, a *busmeshv1.Announcement, peer *identity.Peer) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if a.Kind == busmeshv1.Announcement_KIND_GOODBYE {
@@ -171,8 +198,8 @@ func (c *checker) remember(who claimant, a *busmeshv1.Announcement, cert *x509.C
 		c.trusted[who] = t
 	}
 	if t.claim == nil || !sameClaim(t.claim, a) {
-		t.claim = &busmeshv1.Announcement{Kind: a.Kind, Healthy: a.Healthy, Version: a.Version, Zone: a.Zone,
-			Concurrency: a.Concurrency, IntervalMs: a.IntervalMs, Labels: maps.Clone(a.Labels), Certificate: cert.Raw}
+		t.claim = claimOf(a)
 	}
-	t.notAfter, t.seq, t.token = cert.NotAfter, a.Seq, [sha256.Size]byte(a.Chain)
+	t.cert, t.key = peer.Cert().Raw, peer.KeyID()
+	t.notAfter, t.seq, t.token = peer.Cert().NotAfter, a.Seq, [sha256.Size]byte(a.Chain)
 }

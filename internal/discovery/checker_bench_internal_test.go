@@ -40,7 +40,7 @@ func BenchmarkWatcherHeartbeat(b *testing.B) {
 				var err error
 				switch mode {
 				case "unsigned":
-					msgs[i], err = (*Signer)(nil).marshal(a)
+					msgs[i], err = (*Signer)(nil).marshal(a, false)
 				case "signed-every":
 					msgs[i], err = signers[i%instances].Marshal(a)
 					if err == nil {
@@ -82,7 +82,7 @@ func BenchmarkAnnouncerSign(b *testing.B) {
 			for i := range b.N {
 				a := &busmeshv1.Announcement{Kind: busmeshv1.Announcement_KIND_HELLO, Service: "orders", Instance: "a",
 					Sidecar: "sc", Incarnation: "inc", Healthy: true, Seq: uint64(i + 1), IntervalMs: 2000}
-				if _, err := s.marshal(a); err != nil {
+				if _, err := s.marshal(a, false); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -240,3 +240,93 @@ func TestCheckerInsecure(t *testing.T) {
 		t.Error("an insecure checker rejected a signed hello")
 	}
 }
+
+// TestSignerCertificate: heartbeats that repeat the last claim carry the
+// certificate's fingerprint, one in certEvery the certificate; a change,
+// a goodbye and an answer to one asker carry it. A receiver that never
+// saw the certificate rejects a heartbeat without it (unknown-key) and
+// takes the next one with it.
+func TestSignerCertificate(t *testing.T) {
+	mesh := newTestCA(t, "shop")
+	local, _ := mesh.issue(t, "web", "")
+	orders, _ := mesh.issue(t, "orders", "")
+	s := NewSigner(orders)
+	hasCert := func(a *busmeshv1.Announcement, full bool) bool {
+		t.Helper()
+		var data []byte
+		var err error
+		if full {
+			data, err = s.MarshalFull(a)
+		} else {
+			data, err = s.Marshal(a)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got busmeshv1.Announcement
+		if err := proto.Unmarshal(data, &got); err != nil {
+			t.Fatal(err)
+		}
+		if len(got.Certificate) == 0 && len(got.KeyId) != 32 {
+			t.Fatalf("seq %d carries neither certificate nor key id", a.Seq)
+		}
+		return len(got.Certificate) != 0
+	}
+	seq := uint64(0)
+	next := func(healthy bool) *busmeshv1.Announcement { seq++; return heartbeat(seq, healthy) }
+	if !hasCert(next(true), false) {
+		t.Error("the first hello has no certificate")
+	}
+	with := 0
+	for range 2 * certEvery {
+		if hasCert(next(true), false) {
+			with++
+		}
+	}
+	if with != 2 {
+		t.Errorf("%d of %d repeated heartbeats carried the certificate, want 2", with, 2*certEvery)
+	}
+	if !hasCert(next(false), false) {
+		t.Error("a changed claim has no certificate")
+	}
+	if !hasCert(next(false), true) {
+		t.Error("an answer (MarshalFull) has no certificate")
+	}
+	bye := next(false)
+	bye.Kind = busmeshv1.Announcement_KIND_GOODBYE
+	if !hasCert(bye, false) {
+		t.Error("a goodbye has no certificate")
+	}
+
+	// A receiver that missed the certificate.
+	m := telemetry.NewMetrics()
+	ch := newChecker(local, newRejections(m), nil)
+	s = NewSigner(orders)
+	first, _ := marshalled(t, s, heartbeat(1, true)) // lost
+	_ = first
+	bare, a := marshalled(t, s, heartbeat(2, true))
+	if len(a.Certificate) != 0 {
+		t.Fatal("the second heartbeat carries the certificate")
+	}
+	if ch.check(bare, a) {
+		t.Error("a heartbeat without certificate from an unknown one was accepted")
+	}
+	if got := testutil.ToFloat64(m.EnvelopesRejected.WithLabelValues("discovery", "unknown-key")); got != 1 {
+		t.Errorf("rejected{unknown-key} = %v, want 1", got)
+	}
+	taken := false
+	for seq := uint64(3); seq < 3+certEvery; seq++ {
+		data, a := marshalled(t, s, heartbeat(seq, true))
+		if ok := ch.check(data, a); ok && !taken {
+			taken = true
+			if len(a.Certificate) == 0 {
+				t.Errorf("heartbeat %d without certificate taken before one with it", seq)
+			}
+		} else if taken && !ok {
+			t.Errorf("heartbeat %d rejected after the certificate was seen", seq)
+		}
+	}
+	if !taken {
+		t.Errorf("no heartbeat taken in %d after the lost one", certEvery)
+	}
+}

@@ -20,6 +20,11 @@ import (
 // change, gap or rotation. A chain costs the sender 8 KiB.
 const chainLength = 256
 
+// certEvery: of the heartbeats that repeat the last claim, and so carry
+// only the certificate's fingerprint, one in certEvery carries the
+// certificate again, for receivers that missed it.
+const certEvery = 16
+
 // signatureField is the Announcement field that carries the signature,
 // always last (proto/busmesh/v1/discovery.proto).
 const signatureField protowire.Number = 19
@@ -38,13 +43,18 @@ var signatureOverhead = len(signatureHeader) + signatureSize
 // number carries its token of a hash chain the signer draws: a receiver
 // that checked the signature of one announcement accepts a later one
 // that claims nothing new by hashing its token forward, instead of
-// checking another signature. Safe for concurrent use.
+// checking another signature. Such a heartbeat carries the certificate's
+// fingerprint instead of the certificate (400 bytes), except one in
+// certEvery. Safe for concurrent use.
 type Signer struct {
 	src *identity.Source
 
 	mu    sync.Mutex
-	base  uint64              // the seq that carries chain[0]
-	chain [][sha256.Size]byte // sha256(chain[k+1]) == chain[k]
+	base  uint64                  // the seq that carries chain[0]
+	chain [][sha256.Size]byte     // sha256(chain[k+1]) == chain[k]
+	sent  *busmeshv1.Announcement // the claim last sent with the certificate
+	key   identity.KeyID          // and that certificate's fingerprint
+	bare  int                     // heartbeats sent since without it
 }
 
 // NewSigner returns a Signer for src's identity; nil if src is nil (no
@@ -57,10 +67,8 @@ func NewSigner(src *identity.Source) *Signer {
 }
 
 // token returns the chain token of seq; a seq before the chain or past
-// its end starts a new chain.
+// its end starts a new chain. s.mu is held.
 func (s *Signer) token(seq uint64) []byte {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.chain == nil || seq < s.base || seq-s.base >= chainLength {
 		s.chain = make([][sha256.Size]byte, chainLength)
 		_, _ = rand.Read(s.chain[chainLength-1][:]) // never fails (crypto/rand)
@@ -73,18 +81,39 @@ func (s *Signer) token(seq uint64) []byte {
 	return t[:]
 }
 
-// Marshal encodes m with the credentials: the current certificate, the
-// time, the chain token of m's seq (none when seq is 0) and, last, the
-// signature over all of it. It sets m's credential fields.
-func (s *Signer) Marshal(m *busmeshv1.Announcement) ([]byte, error) {
+// Marshal encodes m, sent to every watcher of its service, with the
+// credentials: the current certificate (or, for a heartbeat that repeats
+// the last claim sent with it, its fingerprint), the time, the chain
+// token of m's seq (none when seq is 0) and, last, the signature over all
+// of it. It sets m's credential fields. Call it with increasing seqs.
+func (s *Signer) Marshal(m *busmeshv1.Announcement) ([]byte, error) { return s.encode(m, false) }
+
+// MarshalFull is Marshal with the certificate whatever m is: for an
+// answer to one asker, which may not have it.
+func (s *Signer) MarshalFull(m *busmeshv1.Announcement) ([]byte, error) { return s.encode(m, true) }
+
+func (s *Signer) encode(m *busmeshv1.Announcement, full bool) ([]byte, error) {
 	id := s.src.Current()
-	m.Certificate = id.Cert().Raw
 	m.TimestampUnixNano = time.Now().UnixNano()
-	m.Chain = nil
+	m.Chain, m.Certificate, m.KeyId, m.Signature = nil, nil, nil, nil
+	s.mu.Lock()
 	if m.Seq != 0 {
 		m.Chain = s.token(m.Seq)
 	}
-	m.Signature = nil
+	repeat := m.Kind == busmeshv1.Announcement_KIND_HELLO && m.Seq > s.base && s.sent != nil &&
+		s.key == id.KeyID() && sameClaim(s.sent, m)
+	switch {
+	case repeat && !full && s.bare < certEvery-1:
+		s.bare++
+		key := id.KeyID()
+		m.KeyId = key[:]
+	case m.Kind == busmeshv1.Announcement_KIND_HELLO:
+		m.Certificate = id.Cert().Raw
+		s.sent, s.key, s.bare = claimOf(m), id.KeyID(), 0
+	default:
+		m.Certificate = id.Cert().Raw
+	}
+	s.mu.Unlock()
 	b, err := proto.MarshalOptions{}.MarshalAppend(make([]byte, 0, proto.Size(m)+signatureOverhead), m)
 	if err != nil {
 		return nil, fmt.Errorf("encode announcement: %w", err)
@@ -97,12 +126,12 @@ func (s *Signer) Marshal(m *busmeshv1.Announcement) ([]byte, error) {
 	return append(b, sig...), nil
 }
 
-// marshal encodes m, signed when s is not nil.
-func (s *Signer) marshal(m *busmeshv1.Announcement) ([]byte, error) {
+// marshal encodes m, signed when s is not nil; full as in MarshalFull.
+func (s *Signer) marshal(m *busmeshv1.Announcement, full bool) ([]byte, error) {
 	if s == nil {
 		return proto.Marshal(m)
 	}
-	return s.Marshal(m)
+	return s.encode(m, full)
 }
 
 // splitSignature returns what precedes the signature field at the end of

@@ -124,10 +124,14 @@ type Announcement struct {
 	// changes nothing with a hash instead of a signature check; signature
 	// the Ed25519ctx signature (identity.SignBroadcast) over every byte
 	// before it, always the last field.
+	// A heartbeat that repeats the sender's last claim carries key_id, the
+	// SHA-256 fingerprint of its certificate, instead of the certificate
+	// (one in certEvery still carries it, and every other message does).
 	Certificate       []byte `protobuf:"bytes,16,opt,name=certificate,proto3" json:"certificate,omitempty"`
 	TimestampUnixNano int64  `protobuf:"varint,17,opt,name=timestamp_unix_nano,json=timestampUnixNano,proto3" json:"timestamp_unix_nano,omitempty"`
 	Chain             []byte `protobuf:"bytes,18,opt,name=chain,proto3" json:"chain,omitempty"`
 	Signature         []byte `protobuf:"bytes,19,opt,name=signature,proto3" json:"signature,omitempty"`
+	KeyId             []byte `protobuf:"bytes,20,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
 	unknownFields     protoimpl.UnknownFields
 	sizeCache         protoimpl.SizeCache
 }
@@ -295,12 +299,19 @@ func (x *Announcement) GetSignature() []byte {
 	return nil
 }
 
+func (x *Announcement) GetKeyId() []byte {
+	if x != nil {
+		return x.KeyId
+	}
+	return nil
+}
+
 var File_busmesh_v1_discovery_proto protoreflect.FileDescriptor
 
 const file_busmesh_v1_discovery_proto_rawDesc = "" +
 	"\n" +
 	"\x1abusmesh/v1/discovery.proto\x12\n" +
-	"busmesh.v1\"\xf4\x05\n" +
+	"busmesh.v1\"\x8b\x06\n" +
 	"\fAnnouncement\x121\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1d.busmesh.v1.Announcement.KindR\x04kind\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12\x1a\n" +
@@ -323,7 +334,8 @@ const file_busmesh_v1_discovery_proto_rawDesc = "" +
 	"\vcertificate\x18\x10 \x01(\fR\vcertificate\x12.\n" +
 	"\x13timestamp_unix_nano\x18\x11 \x01(\x03R\x11timestampUnixNano\x12\x14\n" +
 	"\x05chain\x18\x12 \x01(\fR\x05chain\x12\x1c\n" +
-	"\tsignature\x18\x13 \x01(\fR\tsignature\x1a9\n" +
+	"\tsignature\x18\x13 \x01(\fR\tsignature\x12\x15\n" +
+	"\x06key_id\x18\x14 \x01(\fR\x05keyId\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"M\n" +
