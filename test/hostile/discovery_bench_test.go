@@ -172,6 +172,13 @@ func benchDiscovery(b *testing.B, sc scenario) {
 	b.ReportMetric(msgs, "msgs-in/s")
 	b.ReportMetric(float64(len(m.caller.services("big").GetServices()[0].GetInstances())), "known")
 	b.ReportMetric(rate, "calls/s")
+	if sc.signed {
+		rejected := 0.0
+		for _, reason := range []string{"unauthenticated", "unknown-key", "bad-signature", "wrong-service", "stale", "foreign"} {
+			rejected += m.caller.metric(`busmesh_envelopes_rejected_total{component="discovery",reason="` + reason + `"}`)
+		}
+		b.ReportMetric(rejected, "discovery-rejected")
+	}
 	switch {
 	case isEmpty:
 		empty.cpu, empty.rss, empty.rate = cpu, rss, rate
@@ -419,7 +426,7 @@ func (s *sim) start(ctx context.Context) {
 					continue
 				}
 				if signed != nil {
-					hello = signed[i].next(s.b)
+					hello = signed[i].next(s.b, true)
 				}
 				s.conn.Publish(ctx, p.ReplyTo, hello)
 				s.answers.Add(1)
@@ -462,7 +469,7 @@ func (s *sim) start(ctx context.Context) {
 				if !crashed {
 					data := h.data
 					if h.signed != nil {
-						data = h.signed.next(s.b)
+						data = h.signed.next(s.b, false)
 					}
 					s.conn.Publish(ctx, h.subject, data)
 				}
@@ -479,12 +486,17 @@ type signedInstance struct {
 	signer *discovery.Signer
 }
 
-// next is the instance's next hello, signed.
-func (si *signedInstance) next(b testing.TB) []byte {
+// next is the instance's next hello, signed; full (an answer to one
+// asker) carries the certificate, as an adapter's does.
+func (si *signedInstance) next(b testing.TB, full bool) []byte {
 	si.mu.Lock()
 	defer si.mu.Unlock()
 	si.a.Seq++
-	data, err := si.signer.Marshal(si.a)
+	marshal := si.signer.Marshal
+	if full {
+		marshal = si.signer.MarshalFull
+	}
+	data, err := marshal(si.a)
 	if err != nil {
 		b.Error(err)
 	}
