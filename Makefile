@@ -41,6 +41,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzVerifyMAC$$' -fuzztime $(FUZZTIME) ./internal/identity/
 	$(GO) test -run '^$$' -fuzz '^FuzzLoadCert$$' -fuzztime $(FUZZTIME) ./internal/identity/
 	$(GO) test -run '^$$' -fuzz '^FuzzOpen$$' -fuzztime $(FUZZTIME) ./internal/secure/
+	$(GO) test -run '^$$' -fuzz '^FuzzCheckAnnouncement$$' -fuzztime $(FUZZTIME) ./internal/discovery/
 	$(GO) test -run '^$$' -fuzz '^FuzzInject$$' -fuzztime $(FUZZTIME) ./internal/inject/
 
 # The fault suite (test/fault) with a longer load after each fault, and the

@@ -133,6 +133,9 @@ func New(o Options) (*Adapter, error) {
 		Concurrency: o.Config.Concurrency,
 		Mesh:        o.Mesh,
 	}, o.Announce, a.readings, a.logger).WithMetrics(o.Metrics)
+	if o.Security != nil {
+		a.announce.WithIdentity(o.Security.Source()) // announcements are signed
+	}
 	return a, nil
 }
 

@@ -2,10 +2,12 @@ package rabbitmq
 
 import (
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -38,6 +40,15 @@ const (
 	optConfirm  = "confirm"
 	optMaxBytes = "max_message_bytes"
 )
+
+// tlsOptions are the TLS options of an amqps:// URL, named as the NATS
+// and Kafka backends name theirs, and the amqp091-go option each becomes.
+var tlsOptions = map[string]string{
+	"tls_ca":          "cacertfile",
+	"tls_cert":        "certfile",
+	"tls_key":         "keyfile",
+	"tls_server_name": "server_name_indication",
+}
 
 // passThrough lists the query options amqp091-go reads itself (ParseURI).
 var passThrough = []string{
@@ -74,6 +85,7 @@ func parseConfig(u *url.URL) (config, error) {
 	cfg.user = u.User.Username()
 	q := u.Query()
 	var bad []error
+	tlsSet := map[string]string{} // tls_* option -> value
 	for key, vals := range q {
 		val := vals[len(vals)-1]
 		switch key {
@@ -100,14 +112,30 @@ func parseConfig(u *url.URL) (config, error) {
 				bad = append(bad, fmt.Errorf("option %s=%q: want a positive number of bytes", key, val))
 			}
 			cfg.maxBytes = n
+		case "tls_ca", "tls_cert", "tls_key", "tls_server_name":
+			if err := checkTLSOption(u.Scheme, key, val); err != nil {
+				bad = append(bad, err)
+			}
+			tlsSet[key] = val
 		default:
 			if !slices.Contains(passThrough, key) {
-				known := append([]string{optExchange, optPrefetch, optConfirm, optMaxBytes}, passThrough...)
+				known := append([]string{optExchange, optPrefetch, optConfirm, optMaxBytes,
+					"tls_ca", "tls_cert", "tls_key", "tls_server_name"}, passThrough...)
 				bad = append(bad, fmt.Errorf("unknown option %q (known: %s)", key, strings.Join(known, ", ")))
 			}
 			continue
 		}
 		q.Del(key)
+	}
+	for key, val := range tlsSet {
+		opt := tlsOptions[key]
+		if q.Has(opt) {
+			bad = append(bad, fmt.Errorf("options %s and %s: the same setting given twice; keep %s", key, opt, key))
+		}
+		q.Set(opt, val)
+	}
+	if (q.Get("certfile") == "") != (q.Get("keyfile") == "") {
+		bad = append(bad, fmt.Errorf("options tls_cert and tls_key go together (a client certificate and its key, PEM files)"))
 	}
 	if len(bad) > 0 {
 		slices.SortFunc(bad, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
@@ -121,6 +149,29 @@ func parseConfig(u *url.URL) (config, error) {
 		return cfg, fmt.Errorf("broker URL %s: %w", cfg.redacted, err)
 	}
 	return cfg, nil
+}
+
+// checkTLSOption checks a TLS option's value: only amqps:// has TLS, and
+// files must be readable PEM (tls_ca: at least one certificate), so that a
+// mistake is reported at start rather than as a failed handshake.
+func checkTLSOption(scheme, key, val string) error {
+	if scheme != SchemeTLS {
+		return fmt.Errorf("option %s=%q: only with %s:// (TLS), not %s://", key, val, SchemeTLS, scheme)
+	}
+	if key == "tls_server_name" {
+		if val == "" {
+			return fmt.Errorf("option %s=%q: want the host name the server's certificate names", key, val)
+		}
+		return nil
+	}
+	data, err := os.ReadFile(val)
+	switch {
+	case err != nil:
+		return fmt.Errorf("option %s=%q: want a readable PEM file: %w", key, val, err)
+	case key == "tls_ca" && !x509.NewCertPool().AppendCertsFromPEM(data):
+		return fmt.Errorf("option %s=%q: want a PEM file of CA certificates, found none", key, val)
+	}
+	return nil
 }
 
 // serverMaxBytes is the max_message_size a server of these properties has

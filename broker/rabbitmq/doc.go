@@ -5,14 +5,19 @@
 // # URL
 //
 //	amqp://user:pass@host:5672/vhost?exchange=busmesh&prefetch=8
-//	amqps://user:pass@host:5671/vhost?cacertfile=/etc/ca.pem
+//	amqps://user:pass@host:5671/vhost?tls_ca=/etc/ca.pem&tls_server_name=rabbit.example
 //
 // Options: exchange (default "busmesh"), prefetch (queue-group members'
 // unacknowledged messages, default 8), confirm (wait for publisher confirms,
 // default false), max_message_bytes (the server's max_message_size, when it
-// is not the default of its version). amqp091-go's own options (heartbeat,
-// connection_timeout, channel_max, the TLS files) pass through; any other
-// is an error.
+// is not the default of its version). For amqps:// only, named as the NATS
+// and Kafka backends name theirs: tls_ca (a PEM file of the CAs to trust
+// instead of the system's), tls_cert and tls_key (a client certificate and
+// its key, PEM), tls_server_name (the name to expect in the server's
+// certificate, when it is not the host dialed); the files are checked at
+// Dial. amqp091-go's own options (heartbeat, connection_timeout,
+// channel_max, and its names for the TLS settings: cacertfile, certfile,
+// keyfile, server_name_indication) pass through; any other is an error.
 //
 // # What maps to what
 //

@@ -2,6 +2,8 @@ package rabbitmq
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -222,6 +224,10 @@ func connectErr(ctx context.Context, deadline time.Time, connected bool, cfg con
 		return fmt.Errorf("%w: %w", ctxErr, err)
 	case errors.As(err, &ae) && ae.Code == amqp.AccessRefused:
 		return fmt.Errorf("log in as %q: %w", cfg.user, err)
+	case errors.As(err, new(x509.HostnameError)):
+		return fmt.Errorf("TLS handshake: the server's certificate does not name the host dialed (set tls_server_name to a name it has): %w", err)
+	case errors.As(err, new(*tls.CertificateVerificationError)):
+		return fmt.Errorf("TLS handshake: the server's certificate does not verify against tls_ca (or the system's CAs without it): %w", err)
 	}
 	return err
 }

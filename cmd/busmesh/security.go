@@ -72,6 +72,14 @@ func (s *security) Guard() *secure.Guard {
 	return s.guard
 }
 
+// Source is the sidecar's identity, nil when security is off.
+func (s *security) Source() *identity.Source {
+	if s == nil {
+		return nil
+	}
+	return s.src
+}
+
 // state is "on" or "off", for the admin API.
 func (s *security) state() string {
 	if s == nil {

@@ -209,7 +209,8 @@ func startSidecarWith(ctx context.Context, cfg *config.Config, logger *slog.Logg
 			return nil, err
 		}
 		sc.watcher, err = discovery.WatchWith(ctx, sc.broker, sc.registry,
-			discovery.WatchOptions{Mesh: cfg.Mesh, Sidecar: cfg.ID, Logger: logger, Settle: discoverySettle})
+			discovery.WatchOptions{Mesh: cfg.Mesh, Sidecar: cfg.ID, Logger: logger, Settle: discoverySettle,
+				Identity: sc.security.Source()})
 		if err != nil {
 			return nil, err
 		}

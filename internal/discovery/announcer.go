@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/busmesh/busmesh/broker"
+	"github.com/busmesh/busmesh/internal/identity"
 	"github.com/busmesh/busmesh/internal/telemetry"
 	busmeshv1 "github.com/busmesh/busmesh/proto/busmesh/v1"
 )
@@ -74,6 +75,9 @@ type Announcer struct {
 	logger      *slog.Logger
 	rejected    rejections
 	answers     *rate.Limiter
+	signer      *Signer  // nil without an identity
+	checker     *checker // nil without an identity
+	src         *identity.Source
 
 	mu      sync.Mutex
 	healthy bool
@@ -118,6 +122,15 @@ func (a *Announcer) WithMetrics(m *telemetry.Metrics) *Announcer {
 	return a
 }
 
+// WithIdentity signs what the Announcer sends with src's current identity
+// (hellos, goodbyes, ping answers and its claim at start), and believes
+// another sidecar's claim on its instance only if signed. Call it before
+// Start, after WithMetrics; nil src leaves it unsigned.
+func (a *Announcer) WithIdentity(src *identity.Source) *Announcer {
+	a.src, a.signer = src, NewSigner(src)
+	return a
+}
+
 // newIncarnation draws the random id of one start of a sidecar.
 func newIncarnation() string {
 	var b [8]byte
@@ -134,6 +147,7 @@ func (a *Announcer) Start(ctx context.Context, healthy bool) error {
 	a.mu.Lock()
 	a.healthy = healthy
 	a.mu.Unlock()
+	a.checker = newChecker(a.src, a.rejected, a.logger)
 	ping := a.subjects.DiscoveryPing(a.self.Service)
 	sub, err := a.b.Subscribe(ctx, ping, a.handle)
 	if err != nil {
@@ -145,9 +159,12 @@ func (a *Announcer) Start(ctx context.Context, healthy bool) error {
 	}
 	// Does another live sidecar claim this instance? Its answer comes back
 	// on the ping subject, which this Announcer reads.
-	claim, _ := proto.Marshal(&busmeshv1.Announcement{Kind: busmeshv1.Announcement_KIND_PING, Service: a.self.Service,
-		Instance: a.self.Instance, Sidecar: a.self.Sidecar, Incarnation: a.incarnation, ReplyTo: ping})
-	if err := a.b.Publish(ctx, ping, claim); err != nil {
+	claim, err := a.signer.marshal(&busmeshv1.Announcement{Kind: busmeshv1.Announcement_KIND_PING, Service: a.self.Service,
+		Instance: a.self.Instance, Sidecar: a.self.Sidecar, Incarnation: a.incarnation, ReplyTo: ping}, true)
+	if err == nil {
+		err = a.b.Publish(ctx, ping, claim)
+	}
+	if err != nil {
 		a.logger.Warn("instance claim not sent", telemetry.KeyErr, err)
 	}
 	a.wg.Go(a.loop)
@@ -155,7 +172,9 @@ func (a *Announcer) Start(ctx context.Context, healthy bool) error {
 }
 
 // handle takes a message on the service's ping subject: a ping to answer,
-// or another sidecar's answer to a claim of this instance id.
+// or another sidecar's answer to a claim of this instance id. Pings ask
+// and are answered unsigned; a claim on this instance counts only when
+// its credentials check (with an identity).
 func (a *Announcer) handle(_ context.Context, data []byte) {
 	var m busmeshv1.Announcement
 	if len(data) > maxAnnouncementBytes || proto.Unmarshal(data, &m) != nil {
@@ -167,14 +186,14 @@ func (a *Announcer) handle(_ context.Context, data []byte) {
 	switch {
 	case mine:
 	case m.Kind == busmeshv1.Announcement_KIND_HELLO:
-		if m.Instance == a.self.Instance {
+		if m.Instance == a.self.Instance && a.checker.check(data, &m) {
 			a.rival(from)
 		}
 	case m.Kind == busmeshv1.Announcement_KIND_PING:
 		if m.Instance != "" && m.Instance != a.self.Instance {
 			return
 		}
-		if m.Instance == a.self.Instance && m.Sidecar != "" {
+		if m.Instance == a.self.Instance && m.Sidecar != "" && a.checker.check(data, &m) {
 			a.rival(from)
 		}
 		a.ask(m.ReplyTo)
@@ -309,7 +328,8 @@ func (a *Announcer) send(ctx context.Context, kind busmeshv1.Announcement_Kind, 
 		P50Micros:   uint64(p50.Microseconds()),
 	}
 	a.mu.Unlock()
-	data, err := proto.Marshal(msg)
+	// What goes to one asker carries the certificate: it may not have it.
+	data, err := a.signer.marshal(msg, subject != a.subjects.Discovery(a.self.Service))
 	if err != nil {
 		return err
 	}

@@ -15,6 +15,9 @@ type rejections struct {
 	instanceLimit prometheus.Counter // a new instance over the service's bound
 	serviceLimit  prometheus.Counter // a service asked for over the bound
 	pingLimit     prometheus.Counter // pings over an adapter's answer rate
+
+	// The credential checks' reasons (checker) are counted by name.
+	metrics *telemetry.Metrics
 }
 
 func newRejections(m *telemetry.Metrics) rejections {
@@ -31,5 +34,14 @@ func newRejections(m *telemetry.Metrics) rejections {
 		instanceLimit: c("instance-limit"),
 		serviceLimit:  c("service-limit"),
 		pingLimit:     c("ping-limit"),
+		metrics:       m,
+	}
+}
+
+// count counts a rejection by reason: unauthenticated, bad-signature,
+// wrong-service, stale, or a certificate's (identity.Reason).
+func (r rejections) count(reason string) {
+	if r.metrics != nil {
+		r.metrics.EnvelopesRejected.WithLabelValues("discovery", reason).Inc()
 	}
 }

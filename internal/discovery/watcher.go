@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/busmesh/busmesh/broker"
+	"github.com/busmesh/busmesh/internal/identity"
 	"github.com/busmesh/busmesh/internal/telemetry"
 	busmeshv1 "github.com/busmesh/busmesh/proto/busmesh/v1"
 )
@@ -33,6 +34,7 @@ type Watcher struct {
 	logger   *slog.Logger
 	id       string // the inbox token
 	inbox    broker.Subscription
+	checker  *checker        // nil without an identity
 	ctx      context.Context // the subscriptions'; cancelled by Close
 	cancel   context.CancelFunc
 	stop     chan struct{}
@@ -67,6 +69,10 @@ type WatchOptions struct {
 	Logger *slog.Logger
 	// Settle is how long Watch waits for the first answers.
 	Settle time.Duration
+	// Identity, when set, makes the Watcher believe only announcements
+	// signed by a certificate of this identity's mesh CA naming the
+	// announced service (docs/security.md); nil believes all, unsigned.
+	Identity *identity.Source
 }
 
 // Watch is WatchWith for mesh, with a random inbox name.
@@ -95,6 +101,7 @@ func WatchWith(ctx context.Context, b broker.Broker, reg *Registry, o WatchOptio
 		stop:   make(chan struct{}),
 		subs:   map[string]broker.Subscription{},
 	}
+	w.checker = newChecker(o.Identity, reg.rejected, w.logger)
 	settle := o.Settle
 	w.ctx, w.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	inbox, err := b.Subscribe(w.ctx, w.subjects.DiscoveryInbox(w.id), w.handleAnswer)
@@ -226,7 +233,7 @@ func (w *Watcher) decode(data []byte) (*busmeshv1.Announcement, bool) {
 // handle applies an announcement heard on a service's subject.
 func (w *Watcher) handle(_ context.Context, data []byte) {
 	a, ok := w.decode(data)
-	if !ok || a.Kind == busmeshv1.Announcement_KIND_PING {
+	if !ok || a.Kind == busmeshv1.Announcement_KIND_PING || !w.checker.check(data, a) {
 		return
 	}
 	if w.reg.update(a, false) {
@@ -238,7 +245,7 @@ func (w *Watcher) handle(_ context.Context, data []byte) {
 // handleAnswer applies an answer to a ping.
 func (w *Watcher) handleAnswer(ctx context.Context, data []byte) {
 	a, ok := w.decode(data)
-	if !ok || a.Kind != busmeshv1.Announcement_KIND_HELLO {
+	if !ok || a.Kind != busmeshv1.Announcement_KIND_HELLO || !w.checker.check(data, a) {
 		return
 	}
 	w.reg.update(a, true)

@@ -107,6 +107,10 @@ func New(o Options) *Guard {
 // Service is the service the sidecar's certificate names.
 func (g *Guard) Service() string { return g.src.Current().Service() }
 
+// Source is the identity the Guard follows: discovery signs and checks
+// announcements with it.
+func (g *Guard) Source() *identity.Source { return g.src }
+
 // Open decodes and authenticates an envelope taken off the bus: it must
 // end with a MAC, name its sender's certificate (verified against the mesh
 // CA, or carried in the envelope) and one of this sidecar's identities as

@@ -94,6 +94,10 @@ func testRotationUnderLoad(t *testing.T, b brokerCase) {
 	if got := rotations(m.caller); got != 1 {
 		t.Errorf("caller rotated %d times, want 1", got)
 	}
+	// Announcements signed with the new certificates are believed.
+	if got := countLines(m.caller.log.String(), `"msg":"announcement rejected"`); got != 0 {
+		t.Errorf("the caller rejected %d announcements during rotation", got)
+	}
 	t.Logf("%s: %d calls, %d failed, while rotating", b.name, ok.Load(), failed.Load())
 }
 

@@ -20,6 +20,7 @@ import (
 
 	"github.com/busmesh/busmesh/broker"
 	"github.com/busmesh/busmesh/internal/discovery"
+	"github.com/busmesh/busmesh/internal/identity"
 	busmeshv1 "github.com/busmesh/busmesh/proto/busmesh/v1"
 )
 
@@ -50,6 +51,10 @@ func BenchmarkDiscovery(b *testing.B) {
 		{name: "routed-5000in1", inBig: 4999},
 		{name: "storm-10000/s-unheard", storm: 10_000, unheard: true},
 		{name: "storm-10000/s", storm: 10_000},
+		{name: "signed-empty", signed: true},
+		{name: "signed-routed-1000in1", inBig: 999, signed: true},
+		{name: "signed-routed-5000in1", inBig: 4999, signed: true},
+		{name: "signed-storm-10000/s", storm: 10_000, signed: true},
 	} {
 		b.Run(sc.name, func(b *testing.B) { benchDiscovery(b, sc) })
 	}
@@ -69,6 +74,11 @@ type scenario struct {
 	// the storm costs the machine (its sender, the broker) without
 	// reaching any sidecar, the baseline of the storm's ratio.
 	unheard bool
+	// signed gives the mesh identities: the sidecars sign and check
+	// announcements, and so do the simulated instances (each signs every
+	// heartbeat, with its own hash chain); the storm stays unsigned. The
+	// in-process latencies are not measured.
+	signed bool
 }
 
 // empty holds the empty mesh's figures, for the ratios.
@@ -90,6 +100,9 @@ func benchDiscovery(b *testing.B, sc scenario) {
 	url := "nats://" + srv.addr
 	m := newMesh(b, url)
 	m.service, m.interval = "big", benchInterval
+	if sc.signed {
+		m.secure()
+	}
 	before := os.Getenv("BUSMESH_BENCH_BEFORE")
 	if before != "" {
 		m.bin = before
@@ -98,6 +111,9 @@ func benchDiscovery(b *testing.B, sc scenario) {
 
 	s := newSim(b, url, m.name)
 	s.legacy = before != ""
+	if sc.signed {
+		s.ca = m.ca
+	}
 	s.add("big", "sim", inBig)
 	for i := range others {
 		s.add(fmt.Sprintf("other%04d", i), "sim", perOther)
@@ -134,7 +150,10 @@ func benchDiscovery(b *testing.B, sc scenario) {
 	msgs := float64(srv.outMsgs(b, amb)-msgs0) / idle.Seconds()
 	rss := procRSS(b, m.caller.cmd.Process.Pid)
 
-	if !s.legacy {
+	switch {
+	case sc.signed:
+		s.crash("big", "real-crash") // as measureLatencies does
+	case !s.legacy:
 		measureLatencies(b, url, m.name, s, inBig+1).report(b)
 	}
 
@@ -153,6 +172,13 @@ func benchDiscovery(b *testing.B, sc scenario) {
 	b.ReportMetric(msgs, "msgs-in/s")
 	b.ReportMetric(float64(len(m.caller.services("big").GetServices()[0].GetInstances())), "known")
 	b.ReportMetric(rate, "calls/s")
+	if sc.signed {
+		rejected := 0.0
+		for _, reason := range []string{"unauthenticated", "unknown-key", "bad-signature", "wrong-service", "stale", "foreign"} {
+			rejected += m.caller.metric(`busmesh_envelopes_rejected_total{component="discovery",reason="` + reason + `"}`)
+		}
+		b.ReportMetric(rejected, "discovery-rejected")
+	}
 	switch {
 	case isEmpty:
 		empty.cpu, empty.rss, empty.rate = cpu, rss, rate
@@ -285,15 +311,20 @@ type sim struct {
 	storming bool
 	wg       sync.WaitGroup
 
+	ca      *meshCA // set: the instances sign what they send
+	sources map[string]*identity.Source
+
 	mu       sync.Mutex
 	services map[string][][]byte // service → its instances' hellos
+	signed   map[string][]*signedInstance
 	names    map[string][]string
 	crashed  map[string]bool
 }
 
 func newSim(b testing.TB, url, mesh string) *sim {
 	s := &sim{b: b, subjects: broker.NewSubjects(mesh), mesh: mesh, services: map[string][][]byte{},
-		names: map[string][]string{}, crashed: map[string]bool{}}
+		names: map[string][]string{}, crashed: map[string]bool{}, sources: map[string]*identity.Source{},
+		signed: map[string][]*signedInstance{}}
 	s.conn = s.open(b, url)
 	return s
 }
@@ -318,10 +349,19 @@ func (s *sim) add(service, prefix string, n int) {
 		if service == "big" && i == n-1 {
 			name = "real-crash"
 		}
-		data, _ := proto.Marshal(&busmeshv1.Announcement{Kind: busmeshv1.Announcement_KIND_HELLO, Service: service,
+		a := &busmeshv1.Announcement{Kind: busmeshv1.Announcement_KIND_HELLO, Service: service,
 			Instance: name, Sidecar: name, Incarnation: "sim", Healthy: true,
-			IntervalMs: uint32(benchInterval.Milliseconds())})
+			IntervalMs: uint32(benchInterval.Milliseconds())}
+		data, _ := proto.Marshal(a)
 		s.services[service] = append(s.services[service], data)
+		if s.ca != nil {
+			src := s.sources[service]
+			if src == nil {
+				src = s.ca.source(s.b, service)
+				s.sources[service] = src
+			}
+			s.signed[service] = append(s.signed[service], &signedInstance{a: a, signer: discovery.NewSigner(src)})
+		}
 		s.names[service] = append(s.names[service], name)
 	}
 }
@@ -354,6 +394,7 @@ func (s *sim) start(ctx context.Context) {
 	type hb struct {
 		subject, name string
 		data          []byte
+		signed        *signedInstance // nil: send data
 	}
 	var all []hb
 	if s.legacy {
@@ -363,12 +404,17 @@ func (s *sim) start(ctx context.Context) {
 		subject := s.subjects.Discovery(service)
 		if s.legacy {
 			for i, data := range msgs {
-				all = append(all, hb{"busmesh." + s.mesh + ".discovery", s.names[service][i], data})
+				all = append(all, hb{subject: "busmesh." + s.mesh + ".discovery", name: s.names[service][i], data: data})
 			}
 			continue
 		}
+		signed := s.signed[service]
 		for i, data := range msgs {
-			all = append(all, hb{subject, s.names[service][i], data})
+			h := hb{subject: subject, name: s.names[service][i], data: data}
+			if signed != nil {
+				h.signed = signed[i]
+			}
+			all = append(all, h)
 		}
 		_, err := s.conn.Subscribe(ctx, s.subjects.DiscoveryPing(service), func(_ context.Context, data []byte) {
 			var p busmeshv1.Announcement
@@ -378,6 +424,9 @@ func (s *sim) start(ctx context.Context) {
 			for i, hello := range msgs {
 				if p.Instance != "" && p.Instance != s.names[service][i] {
 					continue
+				}
+				if signed != nil {
+					hello = signed[i].next(s.b, true)
 				}
 				s.conn.Publish(ctx, p.ReplyTo, hello)
 				s.answers.Add(1)
@@ -418,11 +467,40 @@ func (s *sim) start(ctx context.Context) {
 				crashed := s.crashed[h.name]
 				s.mu.Unlock()
 				if !crashed {
-					s.conn.Publish(ctx, h.subject, h.data)
+					data := h.data
+					if h.signed != nil {
+						data = h.signed.next(s.b, false)
+					}
+					s.conn.Publish(ctx, h.subject, data)
 				}
 			}
 		}
 	})
+}
+
+// signedInstance is a simulated instance that signs: every message has
+// the next seq, the time and the chain token of that seq.
+type signedInstance struct {
+	mu     sync.Mutex
+	a      *busmeshv1.Announcement
+	signer *discovery.Signer
+}
+
+// next is the instance's next hello, signed; full (an answer to one
+// asker) carries the certificate, as an adapter's does.
+func (si *signedInstance) next(b testing.TB, full bool) []byte {
+	si.mu.Lock()
+	defer si.mu.Unlock()
+	si.a.Seq++
+	marshal := si.signer.Marshal
+	if full {
+		marshal = si.signer.MarshalFull
+	}
+	data, err := marshal(si.a)
+	if err != nil {
+		b.Error(err)
+	}
+	return data
 }
 
 // storm publishes perSecond discovery messages about "big" in mesh until

@@ -241,6 +241,7 @@ type mesh struct {
 	caller   *sidecar
 	port     string // the caller's port for the service
 	app      *httptest.Server
+	ca       *meshCA // set by secure: sidecars get identities
 }
 
 // newMesh starts the application shared by the instances; addInstance
@@ -257,7 +258,7 @@ func newMesh(t testing.TB, url string) *mesh {
 // addInstance starts an adapter sidecar with the given sidecar id and
 // instance name.
 func (m *mesh) addInstance(id, instance string) *sidecar {
-	return startSidecarWith(m.t, m.bin, id, fmt.Sprintf(`id: %s
+	return startSidecarWith(m.t, m.bin, id, m.identity(m.service)+fmt.Sprintf(`id: %s
 mesh: %s
 broker: %s
 discovery:
@@ -272,7 +273,7 @@ adapter:
 // startCaller starts the ambassador, balancing the service by lb.
 func (m *mesh) startCaller(lb string) {
 	m.port = freePort(m.t)
-	m.caller = startSidecarWith(m.t, m.bin, "caller", fmt.Sprintf(`id: %s
+	m.caller = startSidecarWith(m.t, m.bin, "caller", m.identity("web")+fmt.Sprintf(`id: %s
 mesh: %s
 broker: %s
 discovery:

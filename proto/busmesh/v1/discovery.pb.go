@@ -114,9 +114,26 @@ type Announcement struct {
 	Incarnation string `protobuf:"bytes,14,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
 	// reply_to, on a ping, is where the answers go; instance, when set, asks
 	// only that instance.
-	ReplyTo       string `protobuf:"bytes,15,opt,name=reply_to,json=replyTo,proto3" json:"reply_to,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ReplyTo string `protobuf:"bytes,15,opt,name=reply_to,json=replyTo,proto3" json:"reply_to,omitempty"`
+	// Credentials, set by a sender with an identity (docs/security.md,
+	// "Signed discovery"); a receiver with an identity rejects a hello,
+	// goodbye or claim without them. certificate is the sender's
+	// certificate (DER); timestamp_unix_nano when the message was signed;
+	// chain the hash-chain token of this seq (SHA-256 of the next seq's
+	// token is this one's), which lets a receiver accept a heartbeat that
+	// changes nothing with a hash instead of a signature check; signature
+	// the Ed25519ctx signature (identity.SignBroadcast) over every byte
+	// before it, always the last field.
+	// A heartbeat that repeats the sender's last claim carries key_id, the
+	// SHA-256 fingerprint of its certificate, instead of the certificate
+	// (one in certEvery still carries it, and every other message does).
+	Certificate       []byte `protobuf:"bytes,16,opt,name=certificate,proto3" json:"certificate,omitempty"`
+	TimestampUnixNano int64  `protobuf:"varint,17,opt,name=timestamp_unix_nano,json=timestampUnixNano,proto3" json:"timestamp_unix_nano,omitempty"`
+	Chain             []byte `protobuf:"bytes,18,opt,name=chain,proto3" json:"chain,omitempty"`
+	Signature         []byte `protobuf:"bytes,19,opt,name=signature,proto3" json:"signature,omitempty"`
+	KeyId             []byte `protobuf:"bytes,20,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *Announcement) Reset() {
@@ -254,12 +271,47 @@ func (x *Announcement) GetReplyTo() string {
 	return ""
 }
 
+func (x *Announcement) GetCertificate() []byte {
+	if x != nil {
+		return x.Certificate
+	}
+	return nil
+}
+
+func (x *Announcement) GetTimestampUnixNano() int64 {
+	if x != nil {
+		return x.TimestampUnixNano
+	}
+	return 0
+}
+
+func (x *Announcement) GetChain() []byte {
+	if x != nil {
+		return x.Chain
+	}
+	return nil
+}
+
+func (x *Announcement) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
+func (x *Announcement) GetKeyId() []byte {
+	if x != nil {
+		return x.KeyId
+	}
+	return nil
+}
+
 var File_busmesh_v1_discovery_proto protoreflect.FileDescriptor
 
 const file_busmesh_v1_discovery_proto_rawDesc = "" +
 	"\n" +
 	"\x1abusmesh/v1/discovery.proto\x12\n" +
-	"busmesh.v1\"\xee\x04\n" +
+	"busmesh.v1\"\x8b\x06\n" +
 	"\fAnnouncement\x121\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1d.busmesh.v1.Announcement.KindR\x04kind\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12\x1a\n" +
@@ -278,7 +330,12 @@ const file_busmesh_v1_discovery_proto_rawDesc = "" +
 	"\n" +
 	"p50_micros\x18\r \x01(\x04R\tp50Micros\x12 \n" +
 	"\vincarnation\x18\x0e \x01(\tR\vincarnation\x12\x19\n" +
-	"\breply_to\x18\x0f \x01(\tR\areplyTo\x1a9\n" +
+	"\breply_to\x18\x0f \x01(\tR\areplyTo\x12 \n" +
+	"\vcertificate\x18\x10 \x01(\fR\vcertificate\x12.\n" +
+	"\x13timestamp_unix_nano\x18\x11 \x01(\x03R\x11timestampUnixNano\x12\x14\n" +
+	"\x05chain\x18\x12 \x01(\fR\x05chain\x12\x1c\n" +
+	"\tsignature\x18\x13 \x01(\fR\tsignature\x12\x15\n" +
+	"\x06key_id\x18\x14 \x01(\fR\x05keyId\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"M\n" +
