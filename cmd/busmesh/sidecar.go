@@ -250,7 +250,8 @@ func (sc *sidecar) watchPeers(ctx context.Context, logger *slog.Logger, metrics 
 	if sc.registry == nil {
 		sc.registry = discovery.NewRegistryWith(discovery.Options{Interval: cfg.Discovery.Interval.D(), Metrics: metrics, Logger: logger})
 		w, err := discovery.WatchWith(ctx, sc.broker, sc.registry,
-			discovery.WatchOptions{Mesh: cfg.Mesh, Sidecar: cfg.ID, Logger: logger, Settle: discoverySettle})
+			discovery.WatchOptions{Mesh: cfg.Mesh, Sidecar: cfg.ID, Logger: logger, Settle: discoverySettle,
+				Identity: sc.security.Source()})
 		if err != nil {
 			return err
 		}
