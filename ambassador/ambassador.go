@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"slices"
@@ -66,6 +67,12 @@ type Ambassador struct {
 	// table is the routing in force; Reload swaps it.
 	table    atomic.Pointer[table]
 	tableGen atomic.Uint64
+	// ctl serializes changes of the table: file reloads and admin
+	// changes. file is the config file's section in force, overrides the
+	// traffic rules admin changes set over it.
+	ctl       sync.Mutex
+	file      *config.Ambassador
+	overrides map[string]override
 	// invoke is the call pipeline: the middleware around roundTrip.
 	invoke Invoker
 	tracer *telemetry.Tracer
@@ -131,8 +138,29 @@ func New(ctx context.Context, o Options) (*Ambassador, error) {
 // Reload compiles cfg's routes and policies into a new routing table and
 // swaps it in whole: calls in flight keep the table they started with, new
 // calls take the new one. Ports are not reopened. On error the table in
-// force stays.
+// force stays. cfg is the config file's: traffic rules an admin change set
+// stay over it while cfg leaves that service's rules as they were (see
+// overrides.go).
 func (a *Ambassador) Reload(cfg *config.Ambassador) error {
+	a.ctl.Lock()
+	defer a.ctl.Unlock()
+	kept, dropped := a.rebase(cfg)
+	eff := a.effective(cfg, kept)
+	if err := a.swap(eff); err != nil {
+		return err
+	}
+	a.file, a.overrides = cfg, kept
+	for _, svc := range dropped {
+		a.logger.Warn("admin traffic change replaced by the config file", telemetry.KeyService, svc, "routes_version", a.RoutesVersion())
+	}
+	for _, svc := range slices.Sorted(maps.Keys(kept)) {
+		a.logger.Info("admin traffic change kept over the config file", telemetry.KeyService, svc, "routes_version", a.RoutesVersion())
+	}
+	return nil
+}
+
+// swap compiles cfg into the next table and puts it in force.
+func (a *Ambassador) swap(cfg *config.Ambassador) error {
 	t, err := compile(cfg, a.subjects, a.tableGen.Add(1))
 	if err != nil {
 		return fmt.Errorf("ambassador routes: %w", err)

@@ -142,23 +142,7 @@ func (c *Config) validate(errs *Error) {
 			errs.add("ambassador.max_connections", 0, "%d must be 0 (the default, 2048) or more", a.MaxConnections)
 		}
 		for _, svc := range slices.Sorted(maps.Keys(a.Services)) {
-			key := "ambassador.services." + svc
-			if err := broker.ValidToken(svc); err != nil {
-				errs.add(key, 0, "service name %v", err)
-			}
-			if p := a.Services[svc]; p != nil {
-				checkLB(errs, key+".lb", p.LB, true)
-				if p.PreferZone != "" && a.Policy(svc).LB != LBDirect {
-					errs.add(key+".prefer_zone", 0, "needs lb: direct (the ambassador picks the instance)")
-				}
-				if p.Version != "" {
-					if err := broker.ValidToken(p.Version); err != nil {
-						errs.add(key+".version", 0, "%v (it names a subject, example: v2)", err)
-					}
-				}
-				checkTraffic(errs, key, p)
-				checkResilience(errs, key, p, a.Policy(svc).LB == LBDirect)
-			}
+			a.checkService(errs, svc)
 		}
 	}
 	if a := c.Adapter; a != nil {
@@ -276,6 +260,40 @@ func checkHealth(errs *Error, h *Health, target string) {
 	if h.HealthyAfter < 1 {
 		errs.add("adapter.health.healthy_after", 0, "%d must be at least 1", h.HealthyAfter)
 	}
+}
+
+// ValidateService checks ambassador.services.<service> as the config file's
+// validation does, with the same messages; name labels the error (where
+// the change came from). It returns nil or an *Error.
+func (a *Ambassador) ValidateService(name, service string) error {
+	errs := &Error{File: name, lines: map[string]int{}}
+	a.checkService(errs, service)
+	if len(errs.Problems) > 0 {
+		return errs
+	}
+	return nil
+}
+
+func (a *Ambassador) checkService(errs *Error, svc string) {
+	key := "ambassador.services." + svc
+	if err := broker.ValidToken(svc); err != nil {
+		errs.add(key, 0, "service name %v", err)
+	}
+	p := a.Services[svc]
+	if p == nil {
+		return
+	}
+	checkLB(errs, key+".lb", p.LB, true)
+	if p.PreferZone != "" && a.Policy(svc).LB != LBDirect {
+		errs.add(key+".prefer_zone", 0, "needs lb: direct (the ambassador picks the instance)")
+	}
+	if p.Version != "" {
+		if err := broker.ValidToken(p.Version); err != nil {
+			errs.add(key+".version", 0, "%v (it names a subject, example: v2)", err)
+		}
+	}
+	checkTraffic(errs, key, p)
+	checkResilience(errs, key, p, a.Policy(svc).LB == LBDirect)
 }
 
 // checkTraffic validates a service's routes, split and mirror.
