@@ -65,24 +65,13 @@ func (a *Ambassador) effective(file *config.Ambassador, overrides map[string]ove
 	return &eff
 }
 
-// ServiceRouting is one service's entry in the routing table in force.
-type ServiceRouting struct {
-	// Policy is the service's policy as configured (before defaults),
-	// with an admin change's traffic rules over the file's.
-	Policy config.ServicePolicy
-	// LB is the balancing in force: the policy's, else the ambassador's.
-	LB string
-	// Admin is set when an admin change set the traffic rules.
-	Admin bool
-}
-
 // Routing returns the version of the routing table in force and the
 // services it names, each with its policy.
-func (a *Ambassador) Routing() (uint64, map[string]ServiceRouting) {
+func (a *Ambassador) Routing() (uint64, map[string]config.ServiceRouting) {
 	a.ctl.Lock() // the table and the overrides together
 	defer a.ctl.Unlock()
 	t := a.table.Load()
-	out := map[string]ServiceRouting{}
+	out := map[string]config.ServiceRouting{}
 	for _, svc := range t.serviceNames() {
 		var p config.ServicePolicy
 		if sp := t.cfg.Services[svc]; sp != nil {
@@ -90,7 +79,7 @@ func (a *Ambassador) Routing() (uint64, map[string]ServiceRouting) {
 			p.SetTraffic(sp.Traffic())
 		}
 		_, admin := a.overrides[svc]
-		out[svc] = ServiceRouting{Policy: p, LB: t.cfg.Policy(svc).LB, Admin: admin}
+		out[svc] = config.ServiceRouting{Policy: p, LB: t.cfg.Policy(svc).LB, Admin: admin}
 	}
 	return t.version, out
 }

@@ -223,6 +223,7 @@ func startSidecarWith(ctx context.Context, cfg *config.Config, logger *slog.Logg
 		if sc.ambassador != nil {
 			parts.Registry = sc.registry
 			parts.Calls = sc.ambassador.Handler("")
+			parts.Routing = sc.ambassador
 		}
 		sc.admin.SetSidecar(parts)
 	}

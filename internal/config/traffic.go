@@ -19,6 +19,19 @@ type Traffic struct {
 	Mirror   *Mirror
 }
 
+// ServiceRouting is one service's entry in a running sidecar's routing
+// table, as the admin API shows it.
+type ServiceRouting struct {
+	// Policy is the service's policy as configured (before defaults); its
+	// traffic keys are what calls are routed by.
+	Policy ServicePolicy
+	// LB is the balancing in force: queue or direct.
+	LB string
+	// Admin is set when an admin change set the traffic rules, over the
+	// config file's.
+	Admin bool
+}
+
 // Traffic returns a copy of p's traffic rules, sharing nothing with p.
 func (p *ServicePolicy) Traffic() Traffic {
 	t := Traffic{Split: maps.Clone(p.Split), Sticky: p.Sticky, Fallback: p.Fallback}
