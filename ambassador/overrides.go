@@ -114,7 +114,7 @@ func (a *Ambassador) ChangeTraffic(service string, change func(version uint64, r
 		overrides[service] = override{rules: rules, base: base}
 	}
 	eff := a.effective(a.file, overrides)
-	if err := eff.ValidateService("admin change", service); err != nil {
+	if err := eff.ValidateService("(admin change)", service); err != nil {
 		return 0, err
 	}
 	if err := a.swap(eff); err != nil {

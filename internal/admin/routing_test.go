@@ -39,7 +39,7 @@ func (f *fakeRouting) ChangeTraffic(service string, change func(uint64, config.T
 	}
 	p.SetTraffic(rules)
 	a := &config.Ambassador{LB: "queue", Services: map[string]*config.ServicePolicy{service: &p}}
-	if err := a.ValidateService("admin change", service); err != nil {
+	if err := a.ValidateService("(admin change)", service); err != nil {
 		return 0, err
 	}
 	f.policies[service] = p
