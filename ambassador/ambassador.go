@@ -43,6 +43,10 @@ type Options struct {
 	Tracer *telemetry.Tracer
 	// Access, when set, writes one access log line per call (sampled).
 	Access *telemetry.AccessLog
+	// Brokers are the connections of ambassador.brokers, by name: a
+	// mirror with a broker copies calls there. The caller closes them,
+	// after Shutdown.
+	Brokers map[string]broker.Broker
 }
 
 // Ambassador takes HTTP and gRPC calls from local applications and carries
@@ -59,6 +63,8 @@ type Ambassador struct {
 	// mirrorInbox takes the answers to mirrored calls, to count and drop.
 	mirrorInbox string
 	mirrorSub   broker.Subscription
+	// shadows are the other brokers mirrors copy to, by name.
+	shadows map[string]*shadow
 	chunk       int // body frame size
 	lb          *balancer
 	// services holds each service's retry budget, breaker and limits
@@ -112,6 +118,7 @@ func New(ctx context.Context, o Options) (*Ambassador, error) {
 		a.pub.SetSealer(o.Security)
 	}
 	a.chunk = stream.ChunkSize(a.pub.MaxMessage())
+	a.shadows = newShadows(o)
 	if err := a.Reload(o.Config); err != nil {
 		return nil, err
 	}
@@ -126,12 +133,17 @@ func New(ctx context.Context, o Options) (*Ambassador, error) {
 	}
 	a.inbox = in
 	a.mirrorInbox = subjects.Inbox(o.Sidecar) + ".mirror"
-	mirrors, err := o.Broker.Subscribe(ctx, a.mirrorInbox, mirrorAnswers(o.Metrics, logger))
+	mirrors, err := o.Broker.Subscribe(ctx, a.mirrorInbox, mirrorAnswers(o.Metrics, logger, primary))
 	if err != nil {
 		_ = in.close() // the subscribe error is the one to report
 		return nil, fmt.Errorf("ambassador mirror inbox: %w", err)
 	}
 	a.mirrorSub = mirrors
+	if err := a.openShadows(ctx, o); err != nil {
+		_ = in.close() // the shadow's error is the one to report
+		_ = mirrors.Unsubscribe()
+		return nil, err
+	}
 	return a, nil
 }
 
@@ -161,7 +173,7 @@ func (a *Ambassador) Reload(cfg *config.Ambassador) error {
 
 // swap compiles cfg into the next table and puts it in force.
 func (a *Ambassador) swap(cfg *config.Ambassador) error {
-	t, err := compile(cfg, a.subjects, a.tableGen.Add(1))
+	t, err := compile(cfg, a.subjects, a.shadows, a.tableGen.Add(1))
 	if err != nil {
 		return fmt.Errorf("ambassador routes: %w", err)
 	}
@@ -303,5 +315,6 @@ func (a *Ambassador) Shutdown(ctx context.Context) error {
 	if err := a.mirrorSub.Unsubscribe(); err != nil {
 		errs = append(errs, err)
 	}
+	errs = append(errs, a.closeShadows())
 	return errors.Join(errs...)
 }

@@ -44,7 +44,8 @@ type table struct {
 	version  uint64
 	cfg      *config.Ambassador
 	subjects broker.Subjects
-	services map[string]*Route // every service the config names
+	shadows  map[string]*shadow // the other brokers mirrors may copy to
+	services map[string]*Route  // every service the config names
 	prefixes []prefixRoute     // grpc_routes, longest prefix first
 
 	mu    sync.RWMutex
@@ -53,8 +54,13 @@ type table struct {
 
 // compile builds the table of cfg. It fails on what config validation lets
 // through but routing cannot use.
-func compile(cfg *config.Ambassador, subjects broker.Subjects, version uint64) (*table, error) {
-	t := &table{version: version, cfg: cfg, subjects: subjects, services: map[string]*Route{}, hosts: map[string]*Route{}}
+func compile(cfg *config.Ambassador, subjects broker.Subjects, shadows map[string]*shadow, version uint64) (*table, error) {
+	t := &table{version: version, cfg: cfg, subjects: subjects, shadows: shadows, services: map[string]*Route{}, hosts: map[string]*Route{}}
+	for _, svc := range slices.Sorted(maps.Keys(cfg.Services)) {
+		if p := cfg.Services[svc]; p != nil && p.Mirror != nil && p.Mirror.Broker != "" && shadows[p.Mirror.Broker] == nil {
+			return nil, fmt.Errorf("ambassador.services.%s.mirror.broker: %q is not a broker this sidecar opened at start (ambassador.brokers takes a restart)", svc, p.Mirror.Broker)
+		}
+	}
 	add := func(service string) (*Route, error) {
 		if err := broker.ValidToken(service); err != nil {
 			return nil, fmt.Errorf("service name %v", err)
@@ -95,7 +101,7 @@ func (t *table) newRoute(service string) *Route {
 	if p.Version != "" {
 		subject = t.subjects.Version(service, p.Version)
 	}
-	return &Route{Service: service, Subject: subject, Policy: p, traffic: compileTraffic(service, p, t.subjects)}
+	return &Route{Service: service, Subject: subject, Policy: p, traffic: compileTraffic(service, p, t.subjects, t.shadows)}
 }
 
 // serviceNames returns the services the config names.

@@ -44,11 +44,13 @@ type mirror struct {
 	version string
 	subject string
 	percent int
+	shadow  *shadow // the other broker copies go to; nil: the sidecar's own
+	label   string  // the metrics' to_broker: primary or the shadow's name
 }
 
 // compileTraffic compiles p's traffic rules for service; nil when it has
 // none.
-func compileTraffic(service string, p config.ServicePolicy, subjects broker.Subjects) *traffic {
+func compileTraffic(service string, p config.ServicePolicy, subjects broker.Subjects, shadows map[string]*shadow) *traffic {
 	if len(p.Routes) == 0 && len(p.Split) == 0 && p.Mirror == nil {
 		return nil
 	}
@@ -66,7 +68,13 @@ func compileTraffic(service string, p config.ServicePolicy, subjects broker.Subj
 		}
 	}
 	if m := p.Mirror; m != nil && m.Percent > 0 {
-		t.mirror = &mirror{version: m.Version, subject: subjects.Version(service, m.Version), percent: m.Percent}
+		t.mirror = &mirror{version: m.Version, subject: subjects.Version(service, m.Version), percent: m.Percent, label: primary}
+		if m.Version == "" { // on another broker: the service's queue group there
+			t.mirror.subject = subjects.Service(service)
+		}
+		if m.Broker != "" {
+			t.mirror.shadow, t.mirror.label = shadows[m.Broker], m.Broker // compile checked it is open
+		}
 	}
 	return t
 }
@@ -165,15 +173,23 @@ func (a *Ambassador) sendMirror(ctx context.Context, c *Call, m *mirror) {
 	copyReq.ReplyTo = a.mirrorInbox
 	copyReq.Version = m.version
 	copyReq.AttemptOf = 0 // a copy is never a retry: no adapter answers it from a record
-	if err := a.pub.Publish(context.WithoutCancel(ctx), m.subject, &copyReq); err != nil {
-		a.logger.Debug("mirror not sent", telemetry.KeySubject, m.subject, telemetry.KeyErr, err)
+	pub := a.pub
+	if m.shadow != nil {
+		pub = m.shadow.pub // its mirror inbox has the same subject there
+	}
+	if err := pub.Publish(context.WithoutCancel(ctx), m.subject, &copyReq); err != nil {
+		a.logger.Debug("mirror not sent", telemetry.KeySubject, m.subject, telemetry.KeyBroker, m.label, telemetry.KeyErr, err)
 		return
 	}
-	a.metrics.Mirrored.WithLabelValues(c.Route.Service, m.version).Inc()
+	a.metrics.Mirrored.WithLabelValues(c.Route.Service, m.version, m.label).Inc()
 }
 
-// mirrorAnswers counts the answers to mirrored calls and drops them.
-func mirrorAnswers(m *telemetry.Metrics, logger *slog.Logger) func(context.Context, []byte) {
+// primary is the to_broker label of copies on the sidecar's own broker.
+const primary = "primary"
+
+// mirrorAnswers counts the answers to mirrored calls that come over one
+// broker (label: primary or the ambassador.brokers name) and drops them.
+func mirrorAnswers(m *telemetry.Metrics, logger *slog.Logger, label string) func(context.Context, []byte) {
 	return func(_ context.Context, data []byte) {
 		e, err := envelope.Open(data)
 		if err != nil || e.Kind != envelope.KindResponse {
@@ -184,6 +200,6 @@ func mirrorAnswers(m *telemetry.Metrics, logger *slog.Logger) func(context.Conte
 			logger.Debug("mirror answer undecodable", telemetry.KeyErr, err)
 			return
 		}
-		m.MirrorAnswers.WithLabelValues(telemetry.Code(int(r.Status))).Inc()
+		m.MirrorAnswers.WithLabelValues(telemetry.Code(int(r.Status)), label).Inc()
 	}
 }

@@ -155,7 +155,8 @@ type trafficRoute struct {
 }
 
 type trafficMirror struct {
-	Version string `json:"version"`
+	Version string `json:"version,omitempty"`
+	Broker  string `json:"broker,omitempty"`
 	Percent int32  `json:"percent"`
 }
 
@@ -171,7 +172,7 @@ func serviceTrafficJSON(s *busmeshv1.ServiceTraffic) trafficJSON {
 		out.Routes = append(out.Routes, j)
 	}
 	if m := r.GetMirror(); m != nil {
-		out.Mirror = &trafficMirror{m.Version, m.Percent}
+		out.Mirror = &trafficMirror{m.Version, m.Broker, m.Percent}
 	}
 	return out
 }

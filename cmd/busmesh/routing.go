@@ -22,7 +22,14 @@ func printRouting(out io.Writer, services []*busmeshv1.ServiceTraffic) error {
 		}
 		mirror := "-"
 		if m := r.GetMirror(); m != nil && m.Percent > 0 {
-			mirror = fmt.Sprintf("%d%% to %s", m.Percent, m.Version)
+			to := m.Version
+			switch {
+			case m.Broker != "" && to == "":
+				to = "broker " + m.Broker
+			case m.Broker != "":
+				to += " on broker " + m.Broker
+			}
+			mirror = fmt.Sprintf("%d%% to %s", m.Percent, to)
 		}
 		fallback := r.GetFallback()
 		if fallback == "" {

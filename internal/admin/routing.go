@@ -114,7 +114,7 @@ func trafficToPB(t config.Traffic) *busmeshv1.TrafficRules {
 			Headers: r.Match.Headers, PathPrefix: r.Match.PathPrefix, GrpcMethod: r.Match.GRPCMethod, Caller: r.Match.Caller}})
 	}
 	if m := t.Mirror; m != nil {
-		out.Mirror = &busmeshv1.TrafficMirror{Version: m.Version, Percent: int32(m.Percent)}
+		out.Mirror = &busmeshv1.TrafficMirror{Version: m.Version, Percent: int32(m.Percent), Broker: m.Broker}
 	}
 	return out
 }
@@ -133,7 +133,7 @@ func trafficFromPB(r *busmeshv1.TrafficRules) config.Traffic {
 			Headers: maps.Clone(m.GetHeaders()), PathPrefix: m.GetPathPrefix(), GRPCMethod: m.GetGrpcMethod(), Caller: m.GetCaller()}})
 	}
 	if m := r.GetMirror(); m != nil {
-		t.Mirror = &config.Mirror{Version: m.GetVersion(), Percent: int(m.GetPercent())}
+		t.Mirror = &config.Mirror{Version: m.GetVersion(), Percent: int(m.GetPercent()), Broker: m.GetBroker()}
 	}
 	return t
 }

@@ -68,3 +68,24 @@ func TestValidateService(t *testing.T) {
 		}
 	}
 }
+
+func TestMirrorBrokerValidation(t *testing.T) {
+	parse := func(yaml string) error {
+		_, err := config.Parse("t.yaml", []byte("broker: nats://127.0.0.1:4222\nambassador:\n  http: 127.0.0.1:15001\n"+yaml),
+			func(string) (string, bool) { return "", false })
+		return err
+	}
+	ok := "  brokers: {shadow: \"amqp://guest:guest@127.0.0.1:5672/\"}\n  services:\n    orders:\n      mirror: {broker: shadow, percent: 10}\n"
+	if err := parse(ok); err != nil {
+		t.Errorf("a mirror to another broker, no version: %v", err)
+	}
+	for yaml, want := range map[string]string{
+		"  services:\n    orders:\n      mirror: {broker: shadow, percent: 10}\n": `ambassador.services.orders.mirror.broker: "shadow" is not in ambassador.brokers (allowed: none set)`,
+		"  brokers: {shadow: \"amqp//x\"}\n":                                      `ambassador.brokers.shadow: "amqp//x" is not a broker URL`,
+		"  brokers: {a.b: \"nats://127.0.0.1:4222\"}\n":                           "ambassador.brokers.a.b: broker name",
+	} {
+		if err := parse(yaml); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want %q", yaml, err, want)
+		}
+	}
+}

@@ -141,6 +141,13 @@ func (c *Config) validate(errs *Error) {
 		if a.MaxConnections < 0 {
 			errs.add("ambassador.max_connections", 0, "%d must be 0 (the default, 2048) or more", a.MaxConnections)
 		}
+		for _, name := range slices.Sorted(maps.Keys(a.Brokers)) {
+			key := "ambassador.brokers." + name
+			if err := broker.ValidToken(name); err != nil {
+				errs.add(key, 0, "broker name %v", err)
+			}
+			checkBrokerURL(errs, key, a.Brokers[name])
+		}
 		for _, svc := range slices.Sorted(maps.Keys(a.Services)) {
 			a.checkService(errs, svc)
 		}
@@ -293,6 +300,11 @@ func (a *Ambassador) checkService(errs *Error, svc string) {
 		}
 	}
 	checkTraffic(errs, key, p)
+	if m := p.Mirror; m != nil && m.Broker != "" {
+		if _, ok := a.Brokers[m.Broker]; !ok {
+			errs.add(key+".mirror.broker", 0, "%q is not in ambassador.brokers (allowed: %s)", m.Broker, allowedNames(a.Brokers))
+		}
+	}
 	checkResilience(errs, key, p, a.Policy(svc).LB == LBDirect)
 }
 
@@ -336,11 +348,21 @@ func checkTraffic(errs *Error, key string, p *ServicePolicy) {
 		errs.add(key+".fallback", 0, "%q is not a fallback (allowed: any, none)", p.Fallback)
 	}
 	if m := p.Mirror; m != nil {
-		version(key+".mirror.version", m.Version)
+		if m.Broker == "" || m.Version != "" { // to another broker, the version is optional
+			version(key+".mirror.version", m.Version)
+		}
 		if m.Percent < 0 || m.Percent > 100 {
 			errs.add(key+".mirror.percent", 0, "%d must be 0 to 100", m.Percent)
 		}
 	}
+}
+
+// allowedNames lists a map's keys for an error message.
+func allowedNames[V any](m map[string]V) string {
+	if len(m) == 0 {
+		return "none set"
+	}
+	return strings.Join(slices.Sorted(maps.Keys(m)), ", ")
 }
 
 func checkTracing(errs *Error, t *Tracing) {

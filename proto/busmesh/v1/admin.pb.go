@@ -899,9 +899,12 @@ func (x *TrafficMatch) GetCaller() string {
 }
 
 type TrafficMirror struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Version       string                 `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
-	Percent       int32                  `protobuf:"varint,2,opt,name=percent,proto3" json:"percent,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Version string                 `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
+	Percent int32                  `protobuf:"varint,2,opt,name=percent,proto3" json:"percent,omitempty"`
+	// broker names an ambassador.brokers entry: the copies go to the same
+	// service there.
+	Broker        string `protobuf:"bytes,3,opt,name=broker,proto3" json:"broker,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -948,6 +951,13 @@ func (x *TrafficMirror) GetPercent() int32 {
 		return x.Percent
 	}
 	return 0
+}
+
+func (x *TrafficMirror) GetBroker() string {
+	if x != nil {
+		return x.Broker
+	}
+	return ""
 }
 
 type SetTrafficRequest struct {
@@ -1799,10 +1809,11 @@ const file_busmesh_v1_admin_proto_rawDesc = "" +
 	"\x06caller\x18\x04 \x01(\tR\x06caller\x1a:\n" +
 	"\fHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"C\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"[\n" +
 	"\rTrafficMirror\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x18\n" +
-	"\apercent\x18\x02 \x01(\x05R\apercent\"|\n" +
+	"\apercent\x18\x02 \x01(\x05R\apercent\x12\x16\n" +
+	"\x06broker\x18\x03 \x01(\tR\x06broker\"|\n" +
 	"\x11SetTrafficRequest\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12.\n" +
 	"\x05rules\x18\x02 \x01(\v2\x18.busmesh.v1.TrafficRulesR\x05rules\x12\x1d\n" +

@@ -1,0 +1,33 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"time"
+
+	"github.com/busmesh/busmesh/broker"
+	"github.com/busmesh/busmesh/internal/telemetry"
+)
+
+// openShadows connects to the ambassador's other brokers (ambassador.brokers),
+// which mirrors copy calls to. On error the ones opened are closed.
+func openShadows(ctx context.Context, urls map[string]string, logger *slog.Logger) (map[string]broker.Broker, error) {
+	out := map[string]broker.Broker{}
+	for _, name := range slices.Sorted(maps.Keys(urls)) {
+		openCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		b, err := broker.Open(openCtx, urls[name], logger.With("mirror_broker", name))
+		cancel()
+		if err != nil {
+			for _, o := range out {
+				_ = o.Close() // the open error is the one to report
+			}
+			return nil, fmt.Errorf("ambassador.brokers.%s: %w", name, err)
+		}
+		logger.Info("mirror broker connected", "mirror_broker", name, telemetry.KeyBroker, broker.Redact(urls[name]))
+		out[name] = b
+	}
+	return out, nil
+}
