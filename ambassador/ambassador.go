@@ -65,8 +65,8 @@ type Ambassador struct {
 	mirrorSub   broker.Subscription
 	// shadows are the other brokers mirrors copy to, by name.
 	shadows map[string]*shadow
-	chunk       int // body frame size
-	lb          *balancer
+	chunk   int // body frame size
+	lb      *balancer
 	// services holds each service's retry budget, breaker and limits
 	// (serviceOf), by service name: they outlive reloads.
 	services sync.Map

@@ -46,7 +46,7 @@ type table struct {
 	subjects broker.Subjects
 	shadows  map[string]*shadow // the other brokers mirrors may copy to
 	services map[string]*Route  // every service the config names
-	prefixes []prefixRoute     // grpc_routes, longest prefix first
+	prefixes []prefixRoute      // grpc_routes, longest prefix first
 
 	mu    sync.RWMutex
 	hosts map[string]*Route // Host or :authority → route
