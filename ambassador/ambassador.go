@@ -63,8 +63,10 @@ type Ambassador struct {
 	// mirrorInbox takes the answers to mirrored calls, to count and drop.
 	mirrorInbox string
 	mirrorSub   broker.Subscription
-	// shadows are the other brokers mirrors copy to, by name.
+	// shadows are the other brokers mirrors copy to, by name; mirrors
+	// publish the copies, by broker name ("" the sidecar's own).
 	shadows map[string]*shadow
+	mirrors map[string]*mirrorSender
 	chunk   int // body frame size
 	lb      *balancer
 	// services holds each service's retry budget, breaker and limits
@@ -119,6 +121,10 @@ func New(ctx context.Context, o Options) (*Ambassador, error) {
 	}
 	a.chunk = stream.ChunkSize(a.pub.MaxMessage())
 	a.shadows = newShadows(o)
+	a.mirrors = map[string]*mirrorSender{"": newMirrorSender(a.pub, primary, o.Metrics, logger)}
+	for name, s := range a.shadows {
+		a.mirrors[name] = s.out
+	}
 	if err := a.Reload(o.Config); err != nil {
 		return nil, err
 	}
@@ -143,6 +149,9 @@ func New(ctx context.Context, o Options) (*Ambassador, error) {
 		_ = in.close() // the shadow's error is the one to report
 		_ = mirrors.Unsubscribe()
 		return nil, err
+	}
+	for _, m := range a.mirrors {
+		m.start()
 	}
 	return a, nil
 }
@@ -173,7 +182,7 @@ func (a *Ambassador) Reload(cfg *config.Ambassador) error {
 
 // swap compiles cfg into the next table and puts it in force.
 func (a *Ambassador) swap(cfg *config.Ambassador) error {
-	t, err := compile(cfg, a.subjects, a.shadows, a.tableGen.Add(1))
+	t, err := compile(cfg, a.subjects, a.mirrors, a.tableGen.Add(1))
 	if err != nil {
 		return fmt.Errorf("ambassador routes: %w", err)
 	}
@@ -309,6 +318,9 @@ func (a *Ambassador) Shutdown(ctx context.Context) error {
 		}
 	}
 	a.wg.Wait()
+	for _, m := range a.mirrors { // no call left to queue copies
+		m.close()
+	}
 	if err := a.inbox.close(); err != nil {
 		errs = append(errs, err)
 	}

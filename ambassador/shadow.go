@@ -7,6 +7,7 @@ import (
 
 	"github.com/busmesh/busmesh/broker"
 	"github.com/busmesh/busmesh/internal/bus"
+	"github.com/busmesh/busmesh/internal/telemetry"
 )
 
 // shadow is another broker a mirror copies calls to: a broker migration
@@ -16,13 +17,13 @@ import (
 type shadow struct {
 	name string
 	b    broker.Broker
-	pub  *bus.Publisher
+	out  *mirrorSender
 	sub  broker.Subscription
 }
 
 // newShadows makes a publisher for each of o.Brokers, sealing as the
-// sidecar's own does. The table compiles against them; openShadows
-// subscribes their mirror inboxes.
+// sidecar's own does, and its mirror sender. The table compiles against
+// them; openShadows subscribes their mirror inboxes.
 func newShadows(o Options) map[string]*shadow {
 	out := make(map[string]*shadow, len(o.Brokers))
 	for name, b := range o.Brokers {
@@ -30,7 +31,7 @@ func newShadows(o Options) map[string]*shadow {
 		if o.Security != nil {
 			pub.SetSealer(o.Security)
 		}
-		out[name] = &shadow{name: name, b: b, pub: pub}
+		out[name] = &shadow{name: name, b: b, out: newMirrorSender(pub, name, o.Metrics, o.Logger.With(telemetry.KeyComponent, "ambassador"))}
 	}
 	return out
 }

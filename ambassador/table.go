@@ -44,9 +44,9 @@ type table struct {
 	version  uint64
 	cfg      *config.Ambassador
 	subjects broker.Subjects
-	shadows  map[string]*shadow // the other brokers mirrors may copy to
-	services map[string]*Route  // every service the config names
-	prefixes []prefixRoute      // grpc_routes, longest prefix first
+	mirrors  map[string]*mirrorSender // by ambassador.brokers name; "" the own broker
+	services map[string]*Route        // every service the config names
+	prefixes []prefixRoute            // grpc_routes, longest prefix first
 
 	mu    sync.RWMutex
 	hosts map[string]*Route // Host or :authority → route
@@ -54,10 +54,10 @@ type table struct {
 
 // compile builds the table of cfg. It fails on what config validation lets
 // through but routing cannot use.
-func compile(cfg *config.Ambassador, subjects broker.Subjects, shadows map[string]*shadow, version uint64) (*table, error) {
-	t := &table{version: version, cfg: cfg, subjects: subjects, shadows: shadows, services: map[string]*Route{}, hosts: map[string]*Route{}}
+func compile(cfg *config.Ambassador, subjects broker.Subjects, mirrors map[string]*mirrorSender, version uint64) (*table, error) {
+	t := &table{version: version, cfg: cfg, subjects: subjects, mirrors: mirrors, services: map[string]*Route{}, hosts: map[string]*Route{}}
 	for _, svc := range slices.Sorted(maps.Keys(cfg.Services)) {
-		if p := cfg.Services[svc]; p != nil && p.Mirror != nil && p.Mirror.Broker != "" && shadows[p.Mirror.Broker] == nil {
+		if p := cfg.Services[svc]; p != nil && p.Mirror != nil && p.Mirror.Broker != "" && mirrors[p.Mirror.Broker] == nil {
 			return nil, fmt.Errorf("ambassador.services.%s.mirror.broker: %q is not a broker this sidecar opened at start (ambassador.brokers takes a restart)", svc, p.Mirror.Broker)
 		}
 	}
@@ -101,7 +101,7 @@ func (t *table) newRoute(service string) *Route {
 	if p.Version != "" {
 		subject = t.subjects.Version(service, p.Version)
 	}
-	return &Route{Service: service, Subject: subject, Policy: p, traffic: compileTraffic(service, p, t.subjects, t.shadows)}
+	return &Route{Service: service, Subject: subject, Policy: p, traffic: compileTraffic(service, p, t.subjects, t.mirrors)}
 }
 
 // serviceNames returns the services the config names.

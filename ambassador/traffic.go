@@ -44,13 +44,12 @@ type mirror struct {
 	version string
 	subject string
 	percent int
-	shadow  *shadow // the other broker copies go to; nil: the sidecar's own
-	label   string  // the metrics' to_broker: primary or the shadow's name
+	out     *mirrorSender // the broker copies go over
 }
 
 // compileTraffic compiles p's traffic rules for service; nil when it has
 // none.
-func compileTraffic(service string, p config.ServicePolicy, subjects broker.Subjects, shadows map[string]*shadow) *traffic {
+func compileTraffic(service string, p config.ServicePolicy, subjects broker.Subjects, mirrors map[string]*mirrorSender) *traffic {
 	if len(p.Routes) == 0 && len(p.Split) == 0 && p.Mirror == nil {
 		return nil
 	}
@@ -68,12 +67,11 @@ func compileTraffic(service string, p config.ServicePolicy, subjects broker.Subj
 		}
 	}
 	if m := p.Mirror; m != nil && m.Percent > 0 {
-		t.mirror = &mirror{version: m.Version, subject: subjects.Version(service, m.Version), percent: m.Percent, label: primary}
+		// mirrors[""] is the sidecar's own broker; compile checked that
+		// another one named is open.
+		t.mirror = &mirror{version: m.Version, subject: subjects.Version(service, m.Version), percent: m.Percent, out: mirrors[m.Broker]}
 		if m.Version == "" { // on another broker: the service's queue group there
 			t.mirror.subject = subjects.Service(service)
-		}
-		if m.Broker != "" {
-			t.mirror.shadow, t.mirror.label = shadows[m.Broker], m.Broker // compile checked it is open
 		}
 	}
 	return t
@@ -158,30 +156,25 @@ func (a *Ambassador) routeTraffic(next Invoker) Invoker {
 		}
 		err := next(ctx, c)
 		if t.mirror != nil && !c.Req.More && rand.IntN(100) < t.mirror.percent {
-			a.sendMirror(ctx, c, t.mirror)
+			a.sendMirror(c, t.mirror)
 		}
 		return err
 	}
 }
 
-// sendMirror publishes a copy of c's request to the mirror version, fire
-// and forget: it has an id of its own and its answer goes to the mirror
-// inbox, where it is counted and dropped, so the caller never sees it.
-func (a *Ambassador) sendMirror(ctx context.Context, c *Call, m *mirror) {
+// sendMirror copies c's request to the mirror, fire and forget: the copy
+// has an id of its own and its answer goes to the mirror inbox (the same
+// subject on every broker), where it is counted and dropped, so the caller
+// never sees it. The copy is encoded now, while c is at hand, and
+// published off the caller's path (mirrorSender).
+func (a *Ambassador) sendMirror(c *Call, m *mirror) {
 	copyReq := c.Req
 	copyReq.ID = a.inbox.nextID.Add(1)
 	copyReq.ReplyTo = a.mirrorInbox
 	copyReq.Version = m.version
 	copyReq.AttemptOf = 0 // a copy is never a retry: no adapter answers it from a record
-	pub := a.pub
-	if m.shadow != nil {
-		pub = m.shadow.pub // its mirror inbox has the same subject there
-	}
-	if err := pub.Publish(context.WithoutCancel(ctx), m.subject, &copyReq); err != nil {
-		a.logger.Debug("mirror not sent", telemetry.KeySubject, m.subject, telemetry.KeyBroker, m.label, telemetry.KeyErr, err)
-		return
-	}
-	a.metrics.Mirrored.WithLabelValues(c.Route.Service, m.version, m.label).Inc()
+	data := copyReq.AppendEnvelope(make([]byte, 0, copyReq.EncodedSize()))
+	m.out.send(mirrorCopy{subject: m.subject, service: c.Route.Service, version: m.version, data: data})
 }
 
 // primary is the to_broker label of copies on the sidecar's own broker.

@@ -146,6 +146,9 @@ func (c *Config) validate(errs *Error) {
 			if err := broker.ValidToken(name); err != nil {
 				errs.add(key, 0, "broker name %v", err)
 			}
+			if name == "primary" {
+				errs.add(key, 0, "the name primary is taken: metrics call the sidecar's own broker so (example: shadow)")
+			}
 			checkBrokerURL(errs, key, a.Brokers[name])
 		}
 		for _, svc := range slices.Sorted(maps.Keys(a.Services)) {

@@ -33,6 +33,9 @@ type Metrics struct {
 	// sidecar's own broker) or an ambassador.brokers name.
 	Mirrored      *prometheus.CounterVec // service, version, to_broker
 	MirrorAnswers *prometheus.CounterVec // code, to_broker
+	// MirrorDropped counts copies not sent: the broker's queue was full
+	// (queue_full) or its publish failed (publish_failed).
+	MirrorDropped *prometheus.CounterVec // service, to_broker, reason
 	// ConnectionsClosed counts connections an ambassador listener closed at
 	// its connection limit.
 	ConnectionsClosed *prometheus.CounterVec // listener, reason
@@ -164,6 +167,10 @@ func NewMetrics(opts ...MetricsOption) *Metrics {
 			Name: "busmesh_ambassador_mirror_answers_total",
 			Help: "Answers to mirrored calls, by status code and the broker they came over; the callers never see them.",
 		}, []string{"code", "to_broker"}),
+		MirrorDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "busmesh_ambassador_mirror_dropped_total",
+			Help: "Mirror copies not sent, by service, broker and reason: queue_full (the broker is not keeping up) or publish_failed.",
+		}, []string{"service", "to_broker", "reason"}),
 		ConnectionsClosed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "busmesh_ambassador_connections_closed_total",
 			Help: "Connections a listener closed at its connection limit: the longest idle one to make room (evicted-idle), or the new one when none was idle (refused).",
@@ -229,6 +236,7 @@ func NewMetrics(opts ...MetricsOption) *Metrics {
 	f(m.ConnectionsClosed)
 	f(m.Mirrored)
 	f(m.MirrorAnswers)
+	f(m.MirrorDropped)
 	f(m.CallsReaped)
 	f(m.PublishErrors)
 	f(m.EnvelopesRejected)
