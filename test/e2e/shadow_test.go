@@ -6,6 +6,8 @@ import (
 	"math"
 	"net/http"
 	"net/http/httptest"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -151,4 +153,135 @@ func testShadowBroker(t *testing.T, primary, shadow brokerCase) {
 	if hits[0].Load()-before[0] != n {
 		t.Errorf("the primary served %d calls, want %d", hits[0].Load()-before[0], n)
 	}
+}
+
+// TestMirrorLatency: a slow mirror adds nothing to the caller's p99. One
+// caller sidecar (built without the race detector) on NATS; on RabbitMQ
+// the same service runs as version fast and as version slow (answers after
+// 50 ms). Rounds alternate, side by side: every call mirrored to fast,
+// then to slow (changed through the admin API), with no mirror for
+// reference; each round 4 callers make 1,000 calls. Copying costs the
+// caller's sidecar the same either way; the mirror's slowness must add
+// nothing: the median p99 mirrored to slow stays within 1.5× (plus 1 ms)
+// of the median p99 mirrored to fast, over five rounds of each.
+func TestMirrorLatency(t *testing.T) {
+	all := brokers(t)
+	primary, shadow := all[0], all[1] // nats, rabbitmq
+	requireBroker(t, primary)
+	requireBroker(t, shadow)
+	service := unique("quote")
+	primaryApp := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		io.WriteString(w, primary.name)
+	}))
+	t.Cleanup(primaryApp.Close)
+	startSidecarWith(t, plainBinary, "callee-nats", plainCalleeConfig, map[string]string{
+		"id": unique("quote-nats"), "broker": primary.url, "service": service, "target": primaryApp.URL,
+	})
+	for _, v := range []string{"fast", "slow"} {
+		app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			if v == "slow" {
+				time.Sleep(50 * time.Millisecond)
+			}
+			io.WriteString(w, v)
+		}))
+		t.Cleanup(app.Close)
+		startSidecarWith(t, plainBinary, "callee-"+v, versionedCalleeConfig, map[string]string{
+			"id": unique("quote-" + v), "broker": shadow.url, "service": service, "version": v, "target": app.URL,
+		})
+	}
+	port := freePort(t)
+	caller := startSidecarWith(t, plainBinary, "caller", shadowCallerConfig, map[string]string{
+		"id": unique("web"), "broker": primary.url, "service": service, "port": port, "shadow": shadow.url,
+	})
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
+	t.Cleanup(client.CloseIdleConnections)
+	call := func() error {
+		resp, err := client.Get("http://" + port + "/")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 || string(body) != primary.name {
+			return fmt.Errorf("status %d: %s", resp.StatusCode, body)
+		}
+		return nil
+	}
+	mirror := func(version string) {
+		t.Helper()
+		body := fmt.Sprintf(`{"mirror":{"broker":"shadow","version":%q,"percent":100}}`, version)
+		if version == "" {
+			body = `{}`
+		}
+		if code, out := adminPut(t, "http://"+caller.admin+"/v1/routes/"+service, body); code != 200 {
+			t.Fatalf("PUT /v1/routes/%s %s = %d %s", service, body, code, out)
+		}
+	}
+	round := func() time.Duration {
+		var mu sync.Mutex
+		var lat []time.Duration
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		for range 4 {
+			wg.Go(func() {
+				for next.Add(1) <= 1000 {
+					began := time.Now()
+					err := call()
+					d := time.Since(began)
+					if err != nil {
+						t.Errorf("call: %v", err)
+						return
+					}
+					mu.Lock()
+					lat = append(lat, d)
+					mu.Unlock()
+				}
+			})
+		}
+		wg.Wait()
+		return p99(lat)
+	}
+	eventually(t, 10*time.Second, "the service answers", func() bool { return call() == nil })
+	for _, v := range []string{"fast", "slow"} {
+		mirror(v)
+		eventually(t, 20*time.Second, "a copy answered by "+v, func() bool {
+			before := caller.metric(`busmesh_ambassador_mirror_answers_total{to_broker="shadow"}`)
+			_ = call()
+			time.Sleep(100 * time.Millisecond)
+			return caller.metric(`busmesh_ambassador_mirror_answers_total{to_broker="shadow"}`) > before
+		})
+	}
+	p99s := map[string][]time.Duration{}
+	for range 5 {
+		for _, v := range []string{"", "fast", "slow"} {
+			mirror(v)
+			p99s[v] = append(p99s[v], round())
+		}
+	}
+	median := func(d []time.Duration) time.Duration {
+		s := slices.Clone(d)
+		slices.Sort(s)
+		return s[len(s)/2]
+	}
+	none, fast, slow := median(p99s[""]), median(p99s["fast"]), median(p99s["slow"])
+	t.Logf("caller p99, median of 5 rounds of 1,000 calls: no mirror %v; every call mirrored over %s to a fast service %v, to a 50ms-slow one %v (slow/fast ×%.2f)",
+		none, shadow.name, fast, slow, float64(slow)/float64(fast))
+	t.Logf("rounds: none %v, fast %v, slow %v", p99s[""], p99s["fast"], p99s["slow"])
+	if slow > fast*3/2+time.Millisecond {
+		t.Errorf("a slow mirror raised the caller's p99: %v against %v with a fast one, want within 1.5× (+1ms)", slow, fast)
+	}
+}
+
+// adminPut makes a PUT with a JSON body on the admin API from loopback.
+func adminPut(t *testing.T, url, body string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPut, url, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	out, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(out)
 }
