@@ -3,6 +3,8 @@ package ambassador
 import (
 	"context"
 	"log/slog"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/busmesh/busmesh/internal/bus"
@@ -40,6 +42,8 @@ type mirrorSender struct {
 	ctx     context.Context
 	cancel  context.CancelFunc
 	done    chan struct{}
+	closed  sync.Once
+	started atomic.Bool
 }
 
 func newMirrorSender(pub *bus.Publisher, label string, metrics *telemetry.Metrics, logger *slog.Logger) *mirrorSender {
@@ -49,7 +53,11 @@ func newMirrorSender(pub *bus.Publisher, label string, metrics *telemetry.Metric
 }
 
 // start runs the publishing goroutine; close ends it.
-func (s *mirrorSender) start() { go s.run() }
+func (s *mirrorSender) start() {
+	if s.started.CompareAndSwap(false, true) {
+		go s.run()
+	}
+}
 
 // send queues c without waiting; with the queue full, c is dropped.
 func (s *mirrorSender) send(c mirrorCopy) {
@@ -76,9 +84,16 @@ func (s *mirrorSender) run() {
 }
 
 // close lets the queued copies go out for up to mirrorFlush, then drops
-// the rest, and returns once the goroutine has ended. No send may follow.
-func (s *mirrorSender) close() {
+// the rest, and returns once the goroutine has ended. No send may follow;
+// a second close does nothing.
+func (s *mirrorSender) close() { s.closed.Do(s.stop) }
+
+func (s *mirrorSender) stop() {
 	close(s.queue)
+	if !s.started.Load() {
+		s.cancel()
+		return // no goroutine to wait for; what was queued is dropped
+	}
 	t := time.NewTimer(mirrorFlush)
 	defer t.Stop()
 	select {
