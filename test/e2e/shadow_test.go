@@ -150,6 +150,9 @@ func testShadowBroker(t *testing.T, primary, shadow brokerCase) {
 		t.Errorf("counts disagree: copies sent %.0f, served by the app %d, counted by the shadow adapter %.0f, answers counted %.0f",
 			sent, shadowHits(), served, answered)
 	}
+	if d := caller.metric(`busmesh_ambassador_mirror_dropped_total`); d > 0 {
+		t.Errorf("%v mirror copies dropped: %s", d, caller.grep("busmesh_ambassador_mirror_dropped_total"))
+	}
 	if hits[0].Load()-before[0] != n {
 		t.Errorf("the primary served %d calls, want %d", hits[0].Load()-before[0], n)
 	}
