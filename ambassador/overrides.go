@@ -89,8 +89,9 @@ func (a *Ambassador) Routing() (uint64, map[string]config.ServiceRouting) {
 // new rules (or an error, which is returned as is). The new rules are
 // validated as the config file's are, then a new table is swapped in:
 // calls in flight keep theirs, new calls take the new one at once. It
-// returns the new table's version. Changes and reloads are serialized, so
-// change sees the table it replaces.
+// returns the new table's version (the one in force when the rules are
+// those in force already). Changes and reloads are serialized, so change
+// sees the table it replaces.
 func (a *Ambassador) ChangeTraffic(service string, change func(version uint64, rules config.Traffic) (config.Traffic, error)) (uint64, error) {
 	a.ctl.Lock()
 	defer a.ctl.Unlock()
@@ -102,6 +103,9 @@ func (a *Ambassador) ChangeTraffic(service string, change func(version uint64, r
 	rules, err := change(t.version, now)
 	if err != nil {
 		return 0, err
+	}
+	if rules.Equal(now) {
+		return t.version, nil // nothing to change: the same table, the same version
 	}
 	overrides := maps.Clone(a.overrides)
 	if overrides == nil {

@@ -50,6 +50,9 @@ func TestAdminChangeAndReload(t *testing.T) {
 	if s, admin := split(a, "orders"); !maps.Equal(s, map[string]int{"v1": 0, "v2": 100}) || !admin {
 		t.Errorf("after the shift: split %v, admin %v", s, admin)
 	}
+	if v, err := a.ChangeTraffic("orders", shift(map[string]int{"v2": 100})); err != nil || v != 2 {
+		t.Errorf("the same shift again = %d, %v; want version 2 kept (no change)", v, err)
+	}
 	if got := a.table.Load().route("orders").traffic.split; len(got) != 1 || got[0].version != "v2" {
 		t.Errorf("compiled split after the shift = %+v, want v2 alone", got)
 	}

@@ -34,9 +34,12 @@ over config file reloads until the file changes this service's traffic
 rules (then the file wins, and the sidecar logs it); a restart starts from
 the file. busmesh routes shows the table and where each rule comes from.
 
-Exit status: 0 changed, 1 could not (no sidecar, no admin token, the table
-changed under --if-version), 2 usage (bad arguments, or rules the sidecar
-refused as invalid).`,
+Several sidecars (each caller's has its own table): --admin A,B,C changes
+each in turn, goes on past one that fails, and says which did what.
+
+Exit status: 0 changed (on every sidecar), 1 could not (no sidecar, no
+admin token, the table changed under --if-version), 2 usage (bad
+arguments, or rules the sidecar refused as invalid).`,
 		Args: cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req := &busmeshv1.ShiftTrafficRequest{Service: args[0], Split: map[string]int32{}, IfVersion: ifVersion}
@@ -54,31 +57,87 @@ refused as invalid).`,
 				}
 				req.Split[v] = int32(n)
 			}
-			c, ctx, done, err := f.client(cmd)
-			if err != nil {
-				return err
+			addrs := strings.Split(f.addr, ",")
+			if len(addrs) > 1 && ifVersion != 0 {
+				return usageError{fmt.Errorf("shift: --if-version takes one --admin address (each sidecar's table has its own version)")}
 			}
-			defer done()
-			resp, err := c.ShiftTraffic(ctx, req)
-			if err != nil {
-				code := exitFailed
-				if status.Code(err) == codes.InvalidArgument {
-					code = exitUsage
-				}
-				return exitError{code, humanize("shift "+args[0], f.addr, "--timeout "+f.timeout.String(), err)}
-			}
-			if f.output == "json" {
-				return writeJSON(cmd.OutOrStdout(), struct {
-					Version uint64      `json:"version"`
-					Service trafficJSON `json:"service"`
-				}{resp.Version, serviceTrafficJSON(resp.Service)})
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: split %s (routing table version %d)\n",
-				args[0], splitText(resp.Service.GetRules().GetSplit()), resp.Version)
-			return nil
+			return shiftAll(cmd, &f, addrs, req)
 		},
 	}
 	f.register(cmd)
 	cmd.Flags().Uint64Var(&ifVersion, "if-version", 0, "change only if the routing table in force has this version (see busmesh routes)")
 	return cmd
+}
+
+// shiftResult is one sidecar's outcome, for -o json.
+type shiftResult struct {
+	Admin   string       `json:"admin"`
+	Version uint64       `json:"version,omitempty"`
+	Service *trafficJSON `json:"service,omitempty"`
+	Error   string       `json:"error,omitempty"`
+}
+
+// shiftAll shifts on each sidecar in turn, going on past failures, and
+// exits with the worst outcome: usage (a refused rule) over failure.
+func shiftAll(cmd *cobra.Command, f *adminFlags, addrs []string, req *busmeshv1.ShiftTrafficRequest) error {
+	out := cmd.OutOrStdout()
+	var results []shiftResult
+	code := exitOK
+	var last error
+	for _, addr := range addrs {
+		g := *f
+		g.addr = strings.TrimSpace(addr)
+		c, ctx, done, err := g.client(cmd)
+		if err != nil {
+			return err
+		}
+		resp, err := c.ShiftTraffic(ctx, req)
+		done()
+		if err != nil {
+			last = humanize("shift "+req.Service, g.addr, "--timeout "+g.timeout.String(), err)
+			if status.Code(err) == codes.InvalidArgument {
+				code = exitUsage
+			} else if code == exitOK {
+				code = exitFailed
+			}
+			results = append(results, shiftResult{Admin: g.addr, Error: last.Error()})
+			if len(addrs) > 1 {
+				fmt.Fprintf(cmd.ErrOrStderr(), "busmesh: %s: %v\n", g.addr, last)
+			}
+			continue
+		}
+		svc := serviceTrafficJSON(resp.Service)
+		results = append(results, shiftResult{Admin: g.addr, Version: resp.Version, Service: &svc})
+		if f.output == "json" {
+			continue
+		}
+		prefix := ""
+		if len(addrs) > 1 {
+			prefix = g.addr + ": "
+		}
+		fmt.Fprintf(out, "%s%s: split %s (routing table version %d)\n",
+			prefix, req.Service, splitText(resp.Service.GetRules().GetSplit()), resp.Version)
+	}
+	// -o json: one sidecar's answer as an object (nothing when it failed,
+	// as other verbs), several as a list with each one's error.
+	if f.output == "json" && (len(addrs) > 1 || code == exitOK) {
+		var v any = results
+		if len(addrs) == 1 {
+			v = struct {
+				Version uint64       `json:"version"`
+				Service *trafficJSON `json:"service"`
+			}{results[0].Version, results[0].Service}
+		}
+		if err := writeJSON(out, v); err != nil {
+			return err
+		}
+	}
+	switch {
+	case code == exitOK:
+		return nil
+	case len(addrs) == 1:
+		return exitError{code, last}
+	default:
+		return exitError{code, fmt.Errorf("shift %s: not done on every sidecar (see above)", req.Service)}
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -83,7 +84,10 @@ func testBlueGreenShift(t *testing.T, b brokerCase, lb string) {
 		return string(body), nil
 	}
 	cli := func(token string, args ...string) (string, int) {
-		cmd := exec.Command(binary, append(args, "--admin", admin)...)
+		if !slices.Contains(args, "--admin") {
+			args = append(args, "--admin", admin)
+		}
+		cmd := exec.Command(binary, args...)
 		cmd.Env = append(os.Environ(), "BUSMESH_ADMIN_TOKEN="+token)
 		out, err := cmd.CombinedOutput()
 		code := 0
@@ -162,6 +166,12 @@ func testBlueGreenShift(t *testing.T, b brokerCase, lb string) {
 	if fails.Load() > 0 || lateBlue.Load() > 0 || greenAfter.Load() == 0 {
 		t.Errorf("blue-green by busmesh shift: %d of %d calls failed, %d went to blue over 1s after the switch, %d to green",
 			fails.Load(), total.Load(), lateBlue.Load(), greenAfter.Load())
+	}
+
+	// Again, as on a fleet (--admin A,B): no change, the same version.
+	if out, code := cli("s3cret", "shift", service, "v2=100", "--admin", admin+","+admin); code != 0 ||
+		strings.Count(out, "routing table version 2") != 2 {
+		t.Errorf("shift again on two addresses: exit %d, %s; want 0 and version 2 twice", code, out)
 	}
 
 	// busmesh routes confirms: the new version, the split, its source.
