@@ -85,14 +85,15 @@ func (a *Ambassador) Routing() (uint64, map[string]config.ServiceRouting) {
 }
 
 // ChangeTraffic changes a service's traffic rules on the running sidecar:
-// change gets the table's version and the rules in force, and returns the
-// new rules (or an error, which is returned as is). The new rules are
+// change gets the table's version, the rules in force and the config
+// file's, and returns the new rules (or an error, which is returned as
+// is); the file's rules make the service follow the file again. The new rules are
 // validated as the config file's are, then a new table is swapped in:
 // calls in flight keep theirs, new calls take the new one at once. It
 // returns the new table's version (the one in force when the rules are
 // those in force already). Changes and reloads are serialized, so change
 // sees the table it replaces.
-func (a *Ambassador) ChangeTraffic(service string, change func(version uint64, rules config.Traffic) (config.Traffic, error)) (uint64, error) {
+func (a *Ambassador) ChangeTraffic(service string, change func(version uint64, now, file config.Traffic) (config.Traffic, error)) (uint64, error) {
 	a.ctl.Lock()
 	defer a.ctl.Unlock()
 	t := a.table.Load()
@@ -100,7 +101,8 @@ func (a *Ambassador) ChangeTraffic(service string, change func(version uint64, r
 	if p := t.cfg.Services[service]; p != nil {
 		now = p.Traffic()
 	}
-	rules, err := change(t.version, now)
+	base := fileTraffic(a.file, service)
+	rules, err := change(t.version, now, base)
 	if err != nil {
 		return 0, err
 	}
@@ -111,7 +113,6 @@ func (a *Ambassador) ChangeTraffic(service string, change func(version uint64, r
 	if overrides == nil {
 		overrides = map[string]override{}
 	}
-	base := fileTraffic(a.file, service)
 	if rules.Equal(base) {
 		delete(overrides, service) // back to what the file says
 	} else {

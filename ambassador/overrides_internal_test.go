@@ -36,8 +36,8 @@ func TestAdminChangeAndReload(t *testing.T) {
 	if err := a.Reload(loadAmbassador(t, file)); err != nil {
 		t.Fatal(err)
 	}
-	shift := func(w map[string]int) func(uint64, config.Traffic) (config.Traffic, error) {
-		return func(_ uint64, r config.Traffic) (config.Traffic, error) {
+	shift := func(w map[string]int) func(uint64, config.Traffic, config.Traffic) (config.Traffic, error) {
+		return func(_ uint64, r, _ config.Traffic) (config.Traffic, error) {
 			s, err := config.Shift("split", r.Split, w)
 			r.Split = s
 			return r, err
@@ -58,7 +58,7 @@ func TestAdminChangeAndReload(t *testing.T) {
 	}
 
 	// A bad change is refused with the file's messages; the table stays.
-	_, err = a.ChangeTraffic("orders", func(_ uint64, r config.Traffic) (config.Traffic, error) {
+	_, err = a.ChangeTraffic("orders", func(_ uint64, r, _ config.Traffic) (config.Traffic, error) {
 		r.Split = map[string]int{"v2": -5}
 		return r, nil
 	})
@@ -87,6 +87,16 @@ func TestAdminChangeAndReload(t *testing.T) {
 	}
 	if _, admin := split(a, "orders"); admin {
 		t.Error("rules equal to the file's still count as an admin change")
+	}
+	// Back to the file's rules.
+	if _, err := a.ChangeTraffic("orders", shift(map[string]int{"v2": 100})); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.ChangeTraffic("orders", func(_ uint64, _, file config.Traffic) (config.Traffic, error) { return file, nil }); err != nil {
+		t.Fatal(err)
+	}
+	if s, admin := split(a, "orders"); s["v1"] != 50 || admin {
+		t.Errorf("after a reset: split %v, admin %v; want the file's", s, admin)
 	}
 	// A service the file does not name can take rules.
 	if _, err := a.ChangeTraffic("search", shift(map[string]int{"v3": 100})); err != nil {

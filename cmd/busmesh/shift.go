@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"strconv"
 	"strings"
@@ -15,8 +16,9 @@ import (
 func newShiftCmd() *cobra.Command {
 	var f adminFlags
 	var ifVersion uint64
+	var reset bool
 	cmd := &cobra.Command{
-		Use:   "shift SERVICE VERSION=PERCENT...",
+		Use:   "shift SERVICE VERSION=PERCENT... | shift SERVICE --reset",
 		Short: "Change a service's split weights on a running sidecar (canary, blue-green)",
 		Long: `Change a service's split weights on a running sidecar, through its admin API.
 The weights are percentages of the calls: the versions named get theirs, and
@@ -32,7 +34,8 @@ The change is validated as the config file is, applies to new calls at once
 table version. Header routes still win over the split. The change stays
 over config file reloads until the file changes this service's traffic
 rules (then the file wins, and the sidecar logs it); a restart starts from
-the file. busmesh routes shows the table and where each rule comes from.
+the file. --reset drops the admin change: the file's rules are in force
+again. busmesh routes shows the table and where each rule comes from.
 
 Several sidecars (each caller's has its own table): --admin A,B,C changes
 each in turn, goes on past one that fails, and says which did what.
@@ -40,8 +43,23 @@ each in turn, goes on past one that fails, and says which did what.
 Exit status: 0 changed (on every sidecar), 1 could not (no sidecar, no
 admin token, the table changed under --if-version), 2 usage (bad
 arguments, or rules the sidecar refused as invalid).`,
-		Args: cobra.MinimumNArgs(2),
+		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			addrs := strings.Split(f.addr, ",")
+			if len(addrs) > 1 && ifVersion != 0 {
+				return usageError{fmt.Errorf("shift: --if-version takes one --admin address (each sidecar's table has its own version)")}
+			}
+			switch {
+			case reset && len(args) > 1:
+				return usageError{fmt.Errorf("shift: --reset takes no weights (usage: busmesh shift SERVICE --reset)")}
+			case reset:
+				rr := &busmeshv1.ResetTrafficRequest{Service: args[0], IfVersion: ifVersion}
+				return shiftAll(cmd, &f, addrs, args[0], func(ctx context.Context, c busmeshv1.AdminClient) (*busmeshv1.SetTrafficResponse, error) {
+					return c.ResetTraffic(ctx, rr)
+				})
+			case len(args) < 2:
+				return usageError{fmt.Errorf("shift: no weights (usage: busmesh shift SERVICE VERSION=PERCENT..., example: v2=100; or --reset)")}
+			}
 			req := &busmeshv1.ShiftTrafficRequest{Service: args[0], Split: map[string]int32{}, IfVersion: ifVersion}
 			for _, a := range args[1:] {
 				v, w, ok := strings.Cut(a, "=")
@@ -57,14 +75,13 @@ arguments, or rules the sidecar refused as invalid).`,
 				}
 				req.Split[v] = int32(n)
 			}
-			addrs := strings.Split(f.addr, ",")
-			if len(addrs) > 1 && ifVersion != 0 {
-				return usageError{fmt.Errorf("shift: --if-version takes one --admin address (each sidecar's table has its own version)")}
-			}
-			return shiftAll(cmd, &f, addrs, req)
+			return shiftAll(cmd, &f, addrs, args[0], func(ctx context.Context, c busmeshv1.AdminClient) (*busmeshv1.SetTrafficResponse, error) {
+				return c.ShiftTraffic(ctx, req)
+			})
 		},
 	}
 	f.register(cmd)
+	cmd.Flags().BoolVar(&reset, "reset", false, "drop the admin change: the config file's traffic rules are in force again")
 	cmd.Flags().Uint64Var(&ifVersion, "if-version", 0, "change only if the routing table in force has this version (see busmesh routes)")
 	return cmd
 }
@@ -79,7 +96,8 @@ type shiftResult struct {
 
 // shiftAll shifts on each sidecar in turn, going on past failures, and
 // exits with the worst outcome: usage (a refused rule) over failure.
-func shiftAll(cmd *cobra.Command, f *adminFlags, addrs []string, req *busmeshv1.ShiftTrafficRequest) error {
+func shiftAll(cmd *cobra.Command, f *adminFlags, addrs []string, service string,
+	call func(context.Context, busmeshv1.AdminClient) (*busmeshv1.SetTrafficResponse, error)) error {
 	out := cmd.OutOrStdout()
 	var results []shiftResult
 	code := exitOK
@@ -91,10 +109,10 @@ func shiftAll(cmd *cobra.Command, f *adminFlags, addrs []string, req *busmeshv1.
 		if err != nil {
 			return err
 		}
-		resp, err := c.ShiftTraffic(ctx, req)
+		resp, err := call(ctx, c)
 		done()
 		if err != nil {
-			last = humanize("shift "+req.Service, g.addr, "--timeout "+g.timeout.String(), err)
+			last = humanize("shift "+service, g.addr, "--timeout "+g.timeout.String(), err)
 			if status.Code(err) == codes.InvalidArgument {
 				code = exitUsage
 			} else if code == exitOK {
@@ -116,7 +134,7 @@ func shiftAll(cmd *cobra.Command, f *adminFlags, addrs []string, req *busmeshv1.
 			prefix = g.addr + ": "
 		}
 		fmt.Fprintf(out, "%s%s: split %s (routing table version %d)\n",
-			prefix, req.Service, splitText(resp.Service.GetRules().GetSplit()), resp.Version)
+			prefix, service, splitText(resp.Service.GetRules().GetSplit()), resp.Version)
 	}
 	// -o json: one sidecar's answer as an object (nothing when it failed,
 	// as other verbs), several as a list with each one's error.
@@ -138,6 +156,6 @@ func shiftAll(cmd *cobra.Command, f *adminFlags, addrs []string, req *busmeshv1.
 	case len(addrs) == 1:
 		return exitError{code, last}
 	default:
-		return exitError{code, fmt.Errorf("shift %s: not done on every sidecar (see above)", req.Service)}
+		return exitError{code, fmt.Errorf("shift %s: not done on every sidecar (see above)", service)}
 	}
 }

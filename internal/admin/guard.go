@@ -28,8 +28,8 @@ var readOnlyRPCs = map[string]bool{
 // when no token is set, only from a loopback peer: moving the admin port
 // off loopback for Prometheus then exposes no call endpoint and no
 // profiler. Privileged: the Admin API's Call (POST /v1/call or gRPC), its
-// route changes (PUT and PATCH /v1/routes/{service}, SetTraffic and
-// ShiftTraffic), /debug/pprof/, and any request that is not a GET or HEAD.
+// route changes (PUT, PATCH and DELETE /v1/routes/{service}, SetTraffic,
+// ShiftTraffic and ResetTraffic), /debug/pprof/, and any request that is not a GET or HEAD.
 func guard(token string, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !privileged(r) || allowed(r, token) {

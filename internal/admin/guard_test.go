@@ -28,6 +28,7 @@ func TestGuard(t *testing.T) {
 		{"shift off loopback, no token set", "", "PATCH", "/v1/routes/orders", "10.0.0.9:5000", "", http.StatusUnauthorized},
 		{"shift without the token", "s3cret", "PATCH", "/v1/routes/orders", "127.0.0.1:5000", "", http.StatusUnauthorized},
 		{"shift with the token", "s3cret", "PATCH", "/v1/routes/orders", "10.0.0.9:5000", "Bearer s3cret", http.StatusTeapot},
+		{"reset off loopback, no token set", "", "DELETE", "/v1/routes/orders", "10.0.0.9:5000", "", http.StatusUnauthorized},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -58,6 +59,7 @@ func TestGuardGRPC(t *testing.T) {
 		{"/busmesh.v1.Admin/SetTraffic", "", "16"},
 		{"/busmesh.v1.Admin/ShiftTraffic", "", "16"},
 		{"/busmesh.v1.Admin/ShiftTraffic", "Bearer s3cret", ""},
+		{"/busmesh.v1.Admin/ResetTraffic", "", "16"},
 	} {
 		r := httptest.NewRequest("POST", c.path, nil)
 		r.ProtoMajor = 2

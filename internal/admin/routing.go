@@ -20,11 +20,11 @@ type Routing interface {
 	// Routing returns the table's version and each service it names.
 	Routing() (uint64, map[string]config.ServiceRouting)
 	// ChangeTraffic sets a service's traffic rules to what change makes of
-	// the rules in force (change runs with changes held off, so it may
-	// check the version), validated as the config file's are, and swaps
-	// the table. It returns the new table's version, or change's error,
-	// or an *config.Error.
-	ChangeTraffic(service string, change func(version uint64, rules config.Traffic) (config.Traffic, error)) (uint64, error)
+	// the rules in force and the config file's (change runs with changes
+	// held off, so it may check the version), validated as the config
+	// file's are, and swaps the table. It returns the new table's version,
+	// or change's error, or an *config.Error.
+	ChangeTraffic(service string, change func(version uint64, now, file config.Traffic) (config.Traffic, error)) (uint64, error)
 }
 
 // errStale refuses a change made against another version of the table.
@@ -47,7 +47,12 @@ func (a *api) ListRoutes(context.Context, *busmeshv1.ListRoutesRequest) (*busmes
 // SetTraffic replaces a service's traffic rules.
 func (a *api) SetTraffic(_ context.Context, req *busmeshv1.SetTrafficRequest) (*busmeshv1.SetTrafficResponse, error) {
 	rules := trafficFromPB(req.Rules)
-	return a.change(req.Service, req.IfVersion, func(config.Traffic) (config.Traffic, error) { return rules, nil })
+	return a.change(req.Service, req.IfVersion, func(_, _ config.Traffic) (config.Traffic, error) { return rules, nil })
+}
+
+// ResetTraffic puts the config file's traffic rules back in force.
+func (a *api) ResetTraffic(_ context.Context, req *busmeshv1.ResetTrafficRequest) (*busmeshv1.SetTrafficResponse, error) {
+	return a.change(req.Service, req.IfVersion, func(_, file config.Traffic) (config.Traffic, error) { return file, nil })
 }
 
 // ShiftTraffic sets a service's split weights as percentages.
@@ -56,7 +61,7 @@ func (a *api) ShiftTraffic(_ context.Context, req *busmeshv1.ShiftTrafficRequest
 	for v, w := range req.Split {
 		weights[v] = int(w)
 	}
-	return a.change(req.Service, req.IfVersion, func(now config.Traffic) (config.Traffic, error) {
+	return a.change(req.Service, req.IfVersion, func(now, _ config.Traffic) (config.Traffic, error) {
 		split, err := config.Shift("ambassador.services."+req.Service+".split", now.Split, weights)
 		now.Split = split
 		return now, err
@@ -65,7 +70,7 @@ func (a *api) ShiftTraffic(_ context.Context, req *busmeshv1.ShiftTrafficRequest
 
 // change applies an admin change of a service's traffic rules and answers
 // with the service's entry in the new table.
-func (a *api) change(service string, ifVersion uint64, change func(config.Traffic) (config.Traffic, error)) (*busmeshv1.SetTrafficResponse, error) {
+func (a *api) change(service string, ifVersion uint64, change func(now, file config.Traffic) (config.Traffic, error)) (*busmeshv1.SetTrafficResponse, error) {
 	routing := a.s.parts().Routing
 	if routing == nil {
 		return nil, status.Error(codes.FailedPrecondition, "this sidecar has no ambassador: it routes no calls")
@@ -73,11 +78,11 @@ func (a *api) change(service string, ifVersion uint64, change func(config.Traffi
 	if service == "" {
 		return nil, status.Error(codes.InvalidArgument, "service is required")
 	}
-	version, err := routing.ChangeTraffic(service, func(v uint64, now config.Traffic) (config.Traffic, error) {
+	version, err := routing.ChangeTraffic(service, func(v uint64, now, file config.Traffic) (config.Traffic, error) {
 		if ifVersion != 0 && v != ifVersion {
 			return now, fmt.Errorf("%w: version %d is in force, not %d (if_version)", errStale, v, ifVersion)
 		}
-		return change(now)
+		return change(now, file)
 	})
 	var ce *config.Error
 	switch {

@@ -29,11 +29,11 @@ func (f *fakeRouting) Routing() (uint64, map[string]config.ServiceRouting) {
 	return f.version, out
 }
 
-func (f *fakeRouting) ChangeTraffic(service string, change func(uint64, config.Traffic) (config.Traffic, error)) (uint64, error) {
+func (f *fakeRouting) ChangeTraffic(service string, change func(uint64, config.Traffic, config.Traffic) (config.Traffic, error)) (uint64, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	p := f.policies[service]
-	rules, err := change(f.version, p.Traffic())
+	rules, err := change(f.version, p.Traffic(), config.Traffic{Split: map[string]int{"v1": 100}})
 	if err != nil {
 		return 0, err
 	}
@@ -88,14 +88,15 @@ func TestRoutesAPI(t *testing.T) {
 		{"stale put", "PUT", "/orders?if_version=2", `{"split":{"v2":100}}`, 409, "version 3 is in force, not 2"},
 		{"current", "PATCH", "/orders", `{"split":{"v2":100},"if_version":"3"}`, 200, `"version":"4"`},
 		{"bad service", "PUT", "/no.such", `{}`, 400, "service name"},
+		{"reset", "DELETE", "/orders", "", 200, `"split":{"v1":100}`},
 	} {
 		code, body := send(t, cmpOr(c.method, "GET"), base+c.path, c.body)
 		if code != c.code || !has(body, c.want) {
 			t.Errorf("%s: %s %s = %d %s, want %d with %q", c.name, c.method, c.path, code, body, c.code, c.want)
 		}
 	}
-	if v, _ := f.Routing(); v != 4 {
-		t.Errorf("version %d after three changes, want 4", v)
+	if v, _ := f.Routing(); v != 5 {
+		t.Errorf("version %d after four changes, want 5", v)
 	}
 }
 

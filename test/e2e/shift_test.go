@@ -194,6 +194,13 @@ func testBlueGreenShift(t *testing.T, b brokerCase, lb string) {
 	if out, _ := cli("", "routes"); !strings.Contains(out, "routing table version 2") {
 		t.Errorf("routes: %s, want the version", out)
 	}
+	// --reset: the file's rules again, and calls on blue.
+	if out, code := cli("s3cret", "shift", service, "--reset"); code != 0 || !strings.Contains(out, "split v1=100 (routing table version 3)") {
+		t.Errorf("shift --reset: exit %d, %s; want the file's split, version 3", code, out)
+	}
+	if v, err := call(); err != nil || v != "v1" {
+		t.Errorf("after --reset: %q, %v; want v1", v, err)
+	}
 	if !strings.Contains(caller.log.String(), `"msg":"routes changed by the admin API"`) {
 		t.Error("the caller did not log the admin change")
 	}

@@ -1087,6 +1087,58 @@ func (x *ShiftTrafficRequest) GetIfVersion() uint64 {
 	return 0
 }
 
+type ResetTrafficRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Service       string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	IfVersion     uint64                 `protobuf:"varint,2,opt,name=if_version,json=ifVersion,proto3" json:"if_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResetTrafficRequest) Reset() {
+	*x = ResetTrafficRequest{}
+	mi := &file_busmesh_v1_admin_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResetTrafficRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResetTrafficRequest) ProtoMessage() {}
+
+func (x *ResetTrafficRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_busmesh_v1_admin_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResetTrafficRequest.ProtoReflect.Descriptor instead.
+func (*ResetTrafficRequest) Descriptor() ([]byte, []int) {
+	return file_busmesh_v1_admin_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ResetTrafficRequest) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *ResetTrafficRequest) GetIfVersion() uint64 {
+	if x != nil {
+		return x.IfVersion
+	}
+	return 0
+}
+
 type SetTrafficResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// version is the version of the new table.
@@ -1099,7 +1151,7 @@ type SetTrafficResponse struct {
 
 func (x *SetTrafficResponse) Reset() {
 	*x = SetTrafficResponse{}
-	mi := &file_busmesh_v1_admin_proto_msgTypes[16]
+	mi := &file_busmesh_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1111,7 +1163,7 @@ func (x *SetTrafficResponse) String() string {
 func (*SetTrafficResponse) ProtoMessage() {}
 
 func (x *SetTrafficResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_busmesh_v1_admin_proto_msgTypes[16]
+	mi := &file_busmesh_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1124,7 +1176,7 @@ func (x *SetTrafficResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetTrafficResponse.ProtoReflect.Descriptor instead.
 func (*SetTrafficResponse) Descriptor() ([]byte, []int) {
-	return file_busmesh_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_busmesh_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SetTrafficResponse) GetVersion() uint64 {
@@ -1162,7 +1214,7 @@ type Route struct {
 
 func (x *Route) Reset() {
 	*x = Route{}
-	mi := &file_busmesh_v1_admin_proto_msgTypes[17]
+	mi := &file_busmesh_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1174,7 +1226,7 @@ func (x *Route) String() string {
 func (*Route) ProtoMessage() {}
 
 func (x *Route) ProtoReflect() protoreflect.Message {
-	mi := &file_busmesh_v1_admin_proto_msgTypes[17]
+	mi := &file_busmesh_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1187,7 +1239,7 @@ func (x *Route) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Route.ProtoReflect.Descriptor instead.
 func (*Route) Descriptor() ([]byte, []int) {
-	return file_busmesh_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_busmesh_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Route) GetKind() string {
@@ -1233,7 +1285,7 @@ type GetHealthRequest struct {
 
 func (x *GetHealthRequest) Reset() {
 	*x = GetHealthRequest{}
-	mi := &file_busmesh_v1_admin_proto_msgTypes[18]
+	mi := &file_busmesh_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1245,7 +1297,7 @@ func (x *GetHealthRequest) String() string {
 func (*GetHealthRequest) ProtoMessage() {}
 
 func (x *GetHealthRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_busmesh_v1_admin_proto_msgTypes[18]
+	mi := &file_busmesh_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1258,7 +1310,7 @@ func (x *GetHealthRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHealthRequest.ProtoReflect.Descriptor instead.
 func (*GetHealthRequest) Descriptor() ([]byte, []int) {
-	return file_busmesh_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_busmesh_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 type GetHealthResponse struct {
@@ -1275,7 +1327,7 @@ type GetHealthResponse struct {
 
 func (x *GetHealthResponse) Reset() {
 	*x = GetHealthResponse{}
-	mi := &file_busmesh_v1_admin_proto_msgTypes[19]
+	mi := &file_busmesh_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1287,7 +1339,7 @@ func (x *GetHealthResponse) String() string {
 func (*GetHealthResponse) ProtoMessage() {}
 
 func (x *GetHealthResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_busmesh_v1_admin_proto_msgTypes[19]
+	mi := &file_busmesh_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1300,7 +1352,7 @@ func (x *GetHealthResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHealthResponse.ProtoReflect.Descriptor instead.
 func (*GetHealthResponse) Descriptor() ([]byte, []int) {
-	return file_busmesh_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_busmesh_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GetHealthResponse) GetSidecar() string {
@@ -1348,7 +1400,7 @@ type CallRequest struct {
 
 func (x *CallRequest) Reset() {
 	*x = CallRequest{}
-	mi := &file_busmesh_v1_admin_proto_msgTypes[20]
+	mi := &file_busmesh_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1360,7 +1412,7 @@ func (x *CallRequest) String() string {
 func (*CallRequest) ProtoMessage() {}
 
 func (x *CallRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_busmesh_v1_admin_proto_msgTypes[20]
+	mi := &file_busmesh_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1373,7 +1425,7 @@ func (x *CallRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallRequest.ProtoReflect.Descriptor instead.
 func (*CallRequest) Descriptor() ([]byte, []int) {
-	return file_busmesh_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_busmesh_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CallRequest) GetService() string {
@@ -1430,7 +1482,7 @@ type CallResponse struct {
 
 func (x *CallResponse) Reset() {
 	*x = CallResponse{}
-	mi := &file_busmesh_v1_admin_proto_msgTypes[21]
+	mi := &file_busmesh_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1442,7 +1494,7 @@ func (x *CallResponse) String() string {
 func (*CallResponse) ProtoMessage() {}
 
 func (x *CallResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_busmesh_v1_admin_proto_msgTypes[21]
+	mi := &file_busmesh_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1455,7 +1507,7 @@ func (x *CallResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallResponse.ProtoReflect.Descriptor instead.
 func (*CallResponse) Descriptor() ([]byte, []int) {
-	return file_busmesh_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_busmesh_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *CallResponse) GetStatus() int32 {
@@ -1494,7 +1546,7 @@ type GetTrafficRequest struct {
 
 func (x *GetTrafficRequest) Reset() {
 	*x = GetTrafficRequest{}
-	mi := &file_busmesh_v1_admin_proto_msgTypes[22]
+	mi := &file_busmesh_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1506,7 +1558,7 @@ func (x *GetTrafficRequest) String() string {
 func (*GetTrafficRequest) ProtoMessage() {}
 
 func (x *GetTrafficRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_busmesh_v1_admin_proto_msgTypes[22]
+	mi := &file_busmesh_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1519,7 +1571,7 @@ func (x *GetTrafficRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTrafficRequest.ProtoReflect.Descriptor instead.
 func (*GetTrafficRequest) Descriptor() ([]byte, []int) {
-	return file_busmesh_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_busmesh_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 type GetTrafficResponse struct {
@@ -1538,7 +1590,7 @@ type GetTrafficResponse struct {
 
 func (x *GetTrafficResponse) Reset() {
 	*x = GetTrafficResponse{}
-	mi := &file_busmesh_v1_admin_proto_msgTypes[23]
+	mi := &file_busmesh_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1550,7 +1602,7 @@ func (x *GetTrafficResponse) String() string {
 func (*GetTrafficResponse) ProtoMessage() {}
 
 func (x *GetTrafficResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_busmesh_v1_admin_proto_msgTypes[23]
+	mi := &file_busmesh_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1563,7 +1615,7 @@ func (x *GetTrafficResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTrafficResponse.ProtoReflect.Descriptor instead.
 func (*GetTrafficResponse) Descriptor() ([]byte, []int) {
-	return file_busmesh_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_busmesh_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *GetTrafficResponse) GetSidecar() string {
@@ -1621,7 +1673,7 @@ type EdgeTraffic struct {
 
 func (x *EdgeTraffic) Reset() {
 	*x = EdgeTraffic{}
-	mi := &file_busmesh_v1_admin_proto_msgTypes[24]
+	mi := &file_busmesh_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1633,7 +1685,7 @@ func (x *EdgeTraffic) String() string {
 func (*EdgeTraffic) ProtoMessage() {}
 
 func (x *EdgeTraffic) ProtoReflect() protoreflect.Message {
-	mi := &file_busmesh_v1_admin_proto_msgTypes[24]
+	mi := &file_busmesh_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1646,7 +1698,7 @@ func (x *EdgeTraffic) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EdgeTraffic.ProtoReflect.Descriptor instead.
 func (*EdgeTraffic) Descriptor() ([]byte, []int) {
-	return file_busmesh_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_busmesh_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *EdgeTraffic) GetSide() string {
@@ -1827,7 +1879,11 @@ const file_busmesh_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"SplitEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x05R\x05value:\x028\x01\"d\n" +
+	"\x05value\x18\x02 \x01(\x05R\x05value:\x028\x01\"N\n" +
+	"\x13ResetTrafficRequest\x12\x18\n" +
+	"\aservice\x18\x01 \x01(\tR\aservice\x12\x1d\n" +
+	"\n" +
+	"if_version\x18\x02 \x01(\x04R\tifVersion\"d\n" +
 	"\x12SetTrafficResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x04R\aversion\x124\n" +
 	"\aservice\x18\x02 \x01(\v2\x1a.busmesh.v1.ServiceTrafficR\aservice\"{\n" +
@@ -1883,7 +1939,7 @@ const file_busmesh_v1_admin_proto_rawDesc = "" +
 	"\x03p50\x18\b \x01(\v2\x19.google.protobuf.DurationR\x03p50\x12+\n" +
 	"\x03p99\x18\t \x01(\v2\x19.google.protobuf.DurationR\x03p99\x12\x1a\n" +
 	"\binflight\x18\n" +
-	" \x01(\x03R\binflight2\xde\x04\n" +
+	" \x01(\x03R\binflight2\xaf\x05\n" +
 	"\x05Admin\x12Q\n" +
 	"\fListServices\x12\x1f.busmesh.v1.ListServicesRequest\x1a .busmesh.v1.ListServicesResponse\x12E\n" +
 	"\bGetStats\x12\x1b.busmesh.v1.GetStatsRequest\x1a\x1c.busmesh.v1.GetStatsResponse\x12K\n" +
@@ -1891,7 +1947,8 @@ const file_busmesh_v1_admin_proto_rawDesc = "" +
 	"ListRoutes\x12\x1d.busmesh.v1.ListRoutesRequest\x1a\x1e.busmesh.v1.ListRoutesResponse\x12K\n" +
 	"\n" +
 	"SetTraffic\x12\x1d.busmesh.v1.SetTrafficRequest\x1a\x1e.busmesh.v1.SetTrafficResponse\x12O\n" +
-	"\fShiftTraffic\x12\x1f.busmesh.v1.ShiftTrafficRequest\x1a\x1e.busmesh.v1.SetTrafficResponse\x12H\n" +
+	"\fShiftTraffic\x12\x1f.busmesh.v1.ShiftTrafficRequest\x1a\x1e.busmesh.v1.SetTrafficResponse\x12O\n" +
+	"\fResetTraffic\x12\x1f.busmesh.v1.ResetTrafficRequest\x1a\x1e.busmesh.v1.SetTrafficResponse\x12H\n" +
 	"\tGetHealth\x12\x1c.busmesh.v1.GetHealthRequest\x1a\x1d.busmesh.v1.GetHealthResponse\x129\n" +
 	"\x04Call\x12\x17.busmesh.v1.CallRequest\x1a\x18.busmesh.v1.CallResponse\x12K\n" +
 	"\n" +
@@ -1909,7 +1966,7 @@ func file_busmesh_v1_admin_proto_rawDescGZIP() []byte {
 	return file_busmesh_v1_admin_proto_rawDescData
 }
 
-var file_busmesh_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
+var file_busmesh_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_busmesh_v1_admin_proto_goTypes = []any{
 	(*ListServicesRequest)(nil),   // 0: busmesh.v1.ListServicesRequest
 	(*ListServicesResponse)(nil),  // 1: busmesh.v1.ListServicesResponse
@@ -1927,81 +1984,84 @@ var file_busmesh_v1_admin_proto_goTypes = []any{
 	(*TrafficMirror)(nil),         // 13: busmesh.v1.TrafficMirror
 	(*SetTrafficRequest)(nil),     // 14: busmesh.v1.SetTrafficRequest
 	(*ShiftTrafficRequest)(nil),   // 15: busmesh.v1.ShiftTrafficRequest
-	(*SetTrafficResponse)(nil),    // 16: busmesh.v1.SetTrafficResponse
-	(*Route)(nil),                 // 17: busmesh.v1.Route
-	(*GetHealthRequest)(nil),      // 18: busmesh.v1.GetHealthRequest
-	(*GetHealthResponse)(nil),     // 19: busmesh.v1.GetHealthResponse
-	(*CallRequest)(nil),           // 20: busmesh.v1.CallRequest
-	(*CallResponse)(nil),          // 21: busmesh.v1.CallResponse
-	(*GetTrafficRequest)(nil),     // 22: busmesh.v1.GetTrafficRequest
-	(*GetTrafficResponse)(nil),    // 23: busmesh.v1.GetTrafficResponse
-	(*EdgeTraffic)(nil),           // 24: busmesh.v1.EdgeTraffic
-	nil,                           // 25: busmesh.v1.Instance.LabelsEntry
-	nil,                           // 26: busmesh.v1.GetStatsResponse.RejectedEntry
-	nil,                           // 27: busmesh.v1.ServiceStats.CodesEntry
-	nil,                           // 28: busmesh.v1.ServiceStats.ErrorsEntry
-	nil,                           // 29: busmesh.v1.TrafficRules.SplitEntry
-	nil,                           // 30: busmesh.v1.TrafficMatch.HeadersEntry
-	nil,                           // 31: busmesh.v1.ShiftTrafficRequest.SplitEntry
-	nil,                           // 32: busmesh.v1.GetHealthResponse.ComponentsEntry
-	nil,                           // 33: busmesh.v1.CallRequest.HeadersEntry
-	nil,                           // 34: busmesh.v1.CallResponse.HeadersEntry
-	(*durationpb.Duration)(nil),   // 35: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 36: google.protobuf.Timestamp
+	(*ResetTrafficRequest)(nil),   // 16: busmesh.v1.ResetTrafficRequest
+	(*SetTrafficResponse)(nil),    // 17: busmesh.v1.SetTrafficResponse
+	(*Route)(nil),                 // 18: busmesh.v1.Route
+	(*GetHealthRequest)(nil),      // 19: busmesh.v1.GetHealthRequest
+	(*GetHealthResponse)(nil),     // 20: busmesh.v1.GetHealthResponse
+	(*CallRequest)(nil),           // 21: busmesh.v1.CallRequest
+	(*CallResponse)(nil),          // 22: busmesh.v1.CallResponse
+	(*GetTrafficRequest)(nil),     // 23: busmesh.v1.GetTrafficRequest
+	(*GetTrafficResponse)(nil),    // 24: busmesh.v1.GetTrafficResponse
+	(*EdgeTraffic)(nil),           // 25: busmesh.v1.EdgeTraffic
+	nil,                           // 26: busmesh.v1.Instance.LabelsEntry
+	nil,                           // 27: busmesh.v1.GetStatsResponse.RejectedEntry
+	nil,                           // 28: busmesh.v1.ServiceStats.CodesEntry
+	nil,                           // 29: busmesh.v1.ServiceStats.ErrorsEntry
+	nil,                           // 30: busmesh.v1.TrafficRules.SplitEntry
+	nil,                           // 31: busmesh.v1.TrafficMatch.HeadersEntry
+	nil,                           // 32: busmesh.v1.ShiftTrafficRequest.SplitEntry
+	nil,                           // 33: busmesh.v1.GetHealthResponse.ComponentsEntry
+	nil,                           // 34: busmesh.v1.CallRequest.HeadersEntry
+	nil,                           // 35: busmesh.v1.CallResponse.HeadersEntry
+	(*durationpb.Duration)(nil),   // 36: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 37: google.protobuf.Timestamp
 }
 var file_busmesh_v1_admin_proto_depIdxs = []int32{
 	2,  // 0: busmesh.v1.ListServicesResponse.services:type_name -> busmesh.v1.Service
 	3,  // 1: busmesh.v1.Service.instances:type_name -> busmesh.v1.Instance
-	25, // 2: busmesh.v1.Instance.labels:type_name -> busmesh.v1.Instance.LabelsEntry
-	35, // 3: busmesh.v1.Instance.p50:type_name -> google.protobuf.Duration
-	36, // 4: busmesh.v1.Instance.last_seen:type_name -> google.protobuf.Timestamp
-	35, // 5: busmesh.v1.GetStatsResponse.uptime:type_name -> google.protobuf.Duration
+	26, // 2: busmesh.v1.Instance.labels:type_name -> busmesh.v1.Instance.LabelsEntry
+	36, // 3: busmesh.v1.Instance.p50:type_name -> google.protobuf.Duration
+	37, // 4: busmesh.v1.Instance.last_seen:type_name -> google.protobuf.Timestamp
+	36, // 5: busmesh.v1.GetStatsResponse.uptime:type_name -> google.protobuf.Duration
 	6,  // 6: busmesh.v1.GetStatsResponse.ambassador:type_name -> busmesh.v1.ServiceStats
 	6,  // 7: busmesh.v1.GetStatsResponse.adapter:type_name -> busmesh.v1.ServiceStats
-	26, // 8: busmesh.v1.GetStatsResponse.rejected:type_name -> busmesh.v1.GetStatsResponse.RejectedEntry
-	27, // 9: busmesh.v1.ServiceStats.codes:type_name -> busmesh.v1.ServiceStats.CodesEntry
-	28, // 10: busmesh.v1.ServiceStats.errors:type_name -> busmesh.v1.ServiceStats.ErrorsEntry
-	35, // 11: busmesh.v1.ServiceStats.p50:type_name -> google.protobuf.Duration
-	35, // 12: busmesh.v1.ServiceStats.p99:type_name -> google.protobuf.Duration
-	17, // 13: busmesh.v1.ListRoutesResponse.routes:type_name -> busmesh.v1.Route
+	27, // 8: busmesh.v1.GetStatsResponse.rejected:type_name -> busmesh.v1.GetStatsResponse.RejectedEntry
+	28, // 9: busmesh.v1.ServiceStats.codes:type_name -> busmesh.v1.ServiceStats.CodesEntry
+	29, // 10: busmesh.v1.ServiceStats.errors:type_name -> busmesh.v1.ServiceStats.ErrorsEntry
+	36, // 11: busmesh.v1.ServiceStats.p50:type_name -> google.protobuf.Duration
+	36, // 12: busmesh.v1.ServiceStats.p99:type_name -> google.protobuf.Duration
+	18, // 13: busmesh.v1.ListRoutesResponse.routes:type_name -> busmesh.v1.Route
 	9,  // 14: busmesh.v1.ListRoutesResponse.services:type_name -> busmesh.v1.ServiceTraffic
 	10, // 15: busmesh.v1.ServiceTraffic.rules:type_name -> busmesh.v1.TrafficRules
 	11, // 16: busmesh.v1.TrafficRules.routes:type_name -> busmesh.v1.TrafficRoute
-	29, // 17: busmesh.v1.TrafficRules.split:type_name -> busmesh.v1.TrafficRules.SplitEntry
+	30, // 17: busmesh.v1.TrafficRules.split:type_name -> busmesh.v1.TrafficRules.SplitEntry
 	13, // 18: busmesh.v1.TrafficRules.mirror:type_name -> busmesh.v1.TrafficMirror
 	12, // 19: busmesh.v1.TrafficRoute.match:type_name -> busmesh.v1.TrafficMatch
-	30, // 20: busmesh.v1.TrafficMatch.headers:type_name -> busmesh.v1.TrafficMatch.HeadersEntry
+	31, // 20: busmesh.v1.TrafficMatch.headers:type_name -> busmesh.v1.TrafficMatch.HeadersEntry
 	10, // 21: busmesh.v1.SetTrafficRequest.rules:type_name -> busmesh.v1.TrafficRules
-	31, // 22: busmesh.v1.ShiftTrafficRequest.split:type_name -> busmesh.v1.ShiftTrafficRequest.SplitEntry
+	32, // 22: busmesh.v1.ShiftTrafficRequest.split:type_name -> busmesh.v1.ShiftTrafficRequest.SplitEntry
 	9,  // 23: busmesh.v1.SetTrafficResponse.service:type_name -> busmesh.v1.ServiceTraffic
-	32, // 24: busmesh.v1.GetHealthResponse.components:type_name -> busmesh.v1.GetHealthResponse.ComponentsEntry
-	33, // 25: busmesh.v1.CallRequest.headers:type_name -> busmesh.v1.CallRequest.HeadersEntry
-	35, // 26: busmesh.v1.CallRequest.timeout:type_name -> google.protobuf.Duration
-	34, // 27: busmesh.v1.CallResponse.headers:type_name -> busmesh.v1.CallResponse.HeadersEntry
-	35, // 28: busmesh.v1.CallResponse.duration:type_name -> google.protobuf.Duration
-	35, // 29: busmesh.v1.GetTrafficResponse.window:type_name -> google.protobuf.Duration
-	24, // 30: busmesh.v1.GetTrafficResponse.edges:type_name -> busmesh.v1.EdgeTraffic
-	24, // 31: busmesh.v1.GetTrafficResponse.services:type_name -> busmesh.v1.EdgeTraffic
-	35, // 32: busmesh.v1.EdgeTraffic.p50:type_name -> google.protobuf.Duration
-	35, // 33: busmesh.v1.EdgeTraffic.p99:type_name -> google.protobuf.Duration
+	33, // 24: busmesh.v1.GetHealthResponse.components:type_name -> busmesh.v1.GetHealthResponse.ComponentsEntry
+	34, // 25: busmesh.v1.CallRequest.headers:type_name -> busmesh.v1.CallRequest.HeadersEntry
+	36, // 26: busmesh.v1.CallRequest.timeout:type_name -> google.protobuf.Duration
+	35, // 27: busmesh.v1.CallResponse.headers:type_name -> busmesh.v1.CallResponse.HeadersEntry
+	36, // 28: busmesh.v1.CallResponse.duration:type_name -> google.protobuf.Duration
+	36, // 29: busmesh.v1.GetTrafficResponse.window:type_name -> google.protobuf.Duration
+	25, // 30: busmesh.v1.GetTrafficResponse.edges:type_name -> busmesh.v1.EdgeTraffic
+	25, // 31: busmesh.v1.GetTrafficResponse.services:type_name -> busmesh.v1.EdgeTraffic
+	36, // 32: busmesh.v1.EdgeTraffic.p50:type_name -> google.protobuf.Duration
+	36, // 33: busmesh.v1.EdgeTraffic.p99:type_name -> google.protobuf.Duration
 	0,  // 34: busmesh.v1.Admin.ListServices:input_type -> busmesh.v1.ListServicesRequest
 	4,  // 35: busmesh.v1.Admin.GetStats:input_type -> busmesh.v1.GetStatsRequest
 	7,  // 36: busmesh.v1.Admin.ListRoutes:input_type -> busmesh.v1.ListRoutesRequest
 	14, // 37: busmesh.v1.Admin.SetTraffic:input_type -> busmesh.v1.SetTrafficRequest
 	15, // 38: busmesh.v1.Admin.ShiftTraffic:input_type -> busmesh.v1.ShiftTrafficRequest
-	18, // 39: busmesh.v1.Admin.GetHealth:input_type -> busmesh.v1.GetHealthRequest
-	20, // 40: busmesh.v1.Admin.Call:input_type -> busmesh.v1.CallRequest
-	22, // 41: busmesh.v1.Admin.GetTraffic:input_type -> busmesh.v1.GetTrafficRequest
-	1,  // 42: busmesh.v1.Admin.ListServices:output_type -> busmesh.v1.ListServicesResponse
-	5,  // 43: busmesh.v1.Admin.GetStats:output_type -> busmesh.v1.GetStatsResponse
-	8,  // 44: busmesh.v1.Admin.ListRoutes:output_type -> busmesh.v1.ListRoutesResponse
-	16, // 45: busmesh.v1.Admin.SetTraffic:output_type -> busmesh.v1.SetTrafficResponse
-	16, // 46: busmesh.v1.Admin.ShiftTraffic:output_type -> busmesh.v1.SetTrafficResponse
-	19, // 47: busmesh.v1.Admin.GetHealth:output_type -> busmesh.v1.GetHealthResponse
-	21, // 48: busmesh.v1.Admin.Call:output_type -> busmesh.v1.CallResponse
-	23, // 49: busmesh.v1.Admin.GetTraffic:output_type -> busmesh.v1.GetTrafficResponse
-	42, // [42:50] is the sub-list for method output_type
-	34, // [34:42] is the sub-list for method input_type
+	16, // 39: busmesh.v1.Admin.ResetTraffic:input_type -> busmesh.v1.ResetTrafficRequest
+	19, // 40: busmesh.v1.Admin.GetHealth:input_type -> busmesh.v1.GetHealthRequest
+	21, // 41: busmesh.v1.Admin.Call:input_type -> busmesh.v1.CallRequest
+	23, // 42: busmesh.v1.Admin.GetTraffic:input_type -> busmesh.v1.GetTrafficRequest
+	1,  // 43: busmesh.v1.Admin.ListServices:output_type -> busmesh.v1.ListServicesResponse
+	5,  // 44: busmesh.v1.Admin.GetStats:output_type -> busmesh.v1.GetStatsResponse
+	8,  // 45: busmesh.v1.Admin.ListRoutes:output_type -> busmesh.v1.ListRoutesResponse
+	17, // 46: busmesh.v1.Admin.SetTraffic:output_type -> busmesh.v1.SetTrafficResponse
+	17, // 47: busmesh.v1.Admin.ShiftTraffic:output_type -> busmesh.v1.SetTrafficResponse
+	17, // 48: busmesh.v1.Admin.ResetTraffic:output_type -> busmesh.v1.SetTrafficResponse
+	20, // 49: busmesh.v1.Admin.GetHealth:output_type -> busmesh.v1.GetHealthResponse
+	22, // 50: busmesh.v1.Admin.Call:output_type -> busmesh.v1.CallResponse
+	24, // 51: busmesh.v1.Admin.GetTraffic:output_type -> busmesh.v1.GetTrafficResponse
+	43, // [43:52] is the sub-list for method output_type
+	34, // [34:43] is the sub-list for method input_type
 	34, // [34:34] is the sub-list for extension type_name
 	34, // [34:34] is the sub-list for extension extendee
 	0,  // [0:34] is the sub-list for field type_name
@@ -2018,7 +2078,7 @@ func file_busmesh_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_busmesh_v1_admin_proto_rawDesc), len(file_busmesh_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   35,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -24,6 +24,7 @@ const (
 	Admin_ListRoutes_FullMethodName   = "/busmesh.v1.Admin/ListRoutes"
 	Admin_SetTraffic_FullMethodName   = "/busmesh.v1.Admin/SetTraffic"
 	Admin_ShiftTraffic_FullMethodName = "/busmesh.v1.Admin/ShiftTraffic"
+	Admin_ResetTraffic_FullMethodName = "/busmesh.v1.Admin/ResetTraffic"
 	Admin_GetHealth_FullMethodName    = "/busmesh.v1.Admin/GetHealth"
 	Admin_Call_FullMethodName         = "/busmesh.v1.Admin/Call"
 	Admin_GetTraffic_FullMethodName   = "/busmesh.v1.Admin/GetTraffic"
@@ -52,6 +53,10 @@ type AdminClient interface {
 	// versions named get theirs, the split's others share the rest.
 	// PATCH /v1/routes/{service}. Privileged (admin token or loopback).
 	ShiftTraffic(ctx context.Context, in *ShiftTrafficRequest, opts ...grpc.CallOption) (*SetTrafficResponse, error)
+	// ResetTraffic drops an admin change of a service's traffic rules: the
+	// config file's rules are in force again. DELETE /v1/routes/{service}.
+	// Privileged (admin token or loopback).
+	ResetTraffic(ctx context.Context, in *ResetTrafficRequest, opts ...grpc.CallOption) (*SetTrafficResponse, error)
 	// GetHealth reports the sidecar's health. GET /v1/health
 	GetHealth(ctx context.Context, in *GetHealthRequest, opts ...grpc.CallOption) (*GetHealthResponse, error)
 	// Call makes an HTTP call through the sidecar's ambassador.
@@ -120,6 +125,16 @@ func (c *adminClient) ShiftTraffic(ctx context.Context, in *ShiftTrafficRequest,
 	return out, nil
 }
 
+func (c *adminClient) ResetTraffic(ctx context.Context, in *ResetTrafficRequest, opts ...grpc.CallOption) (*SetTrafficResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetTrafficResponse)
+	err := c.cc.Invoke(ctx, Admin_ResetTraffic_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *adminClient) GetHealth(ctx context.Context, in *GetHealthRequest, opts ...grpc.CallOption) (*GetHealthResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GetHealthResponse)
@@ -173,6 +188,10 @@ type AdminServer interface {
 	// versions named get theirs, the split's others share the rest.
 	// PATCH /v1/routes/{service}. Privileged (admin token or loopback).
 	ShiftTraffic(context.Context, *ShiftTrafficRequest) (*SetTrafficResponse, error)
+	// ResetTraffic drops an admin change of a service's traffic rules: the
+	// config file's rules are in force again. DELETE /v1/routes/{service}.
+	// Privileged (admin token or loopback).
+	ResetTraffic(context.Context, *ResetTrafficRequest) (*SetTrafficResponse, error)
 	// GetHealth reports the sidecar's health. GET /v1/health
 	GetHealth(context.Context, *GetHealthRequest) (*GetHealthResponse, error)
 	// Call makes an HTTP call through the sidecar's ambassador.
@@ -205,6 +224,9 @@ func (UnimplementedAdminServer) SetTraffic(context.Context, *SetTrafficRequest) 
 }
 func (UnimplementedAdminServer) ShiftTraffic(context.Context, *ShiftTrafficRequest) (*SetTrafficResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ShiftTraffic not implemented")
+}
+func (UnimplementedAdminServer) ResetTraffic(context.Context, *ResetTrafficRequest) (*SetTrafficResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ResetTraffic not implemented")
 }
 func (UnimplementedAdminServer) GetHealth(context.Context, *GetHealthRequest) (*GetHealthResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetHealth not implemented")
@@ -326,6 +348,24 @@ func _Admin_ShiftTraffic_Handler(srv interface{}, ctx context.Context, dec func(
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_ResetTraffic_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ResetTrafficRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ResetTraffic(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ResetTraffic_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ResetTraffic(ctx, req.(*ResetTrafficRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Admin_GetHealth_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(GetHealthRequest)
 	if err := dec(in); err != nil {
@@ -406,6 +446,10 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ShiftTraffic",
 			Handler:    _Admin_ShiftTraffic_Handler,
+		},
+		{
+			MethodName: "ResetTraffic",
+			Handler:    _Admin_ResetTraffic_Handler,
 		},
 		{
 			MethodName: "GetHealth",
