@@ -24,10 +24,22 @@ func openShadows(ctx context.Context, urls map[string]string, logger *slog.Logge
 			for _, o := range out {
 				_ = o.Close() // the open error is the one to report
 			}
-			return nil, fmt.Errorf("ambassador.brokers.%s: %w", name, err)
+			return nil, &mirrorBrokerError{name, err}
 		}
 		logger.Info("mirror broker connected", "mirror_broker", name, telemetry.KeyBroker, broker.Redact(urls[name]))
 		out[name] = b
 	}
 	return out, nil
 }
+
+// mirrorBrokerError is a failure to open one of ambassador.brokers.
+type mirrorBrokerError struct {
+	name string
+	err  error
+}
+
+func (e *mirrorBrokerError) Error() string {
+	return fmt.Sprintf("ambassador.brokers.%s: %v", e.name, e.err)
+}
+
+func (e *mirrorBrokerError) Unwrap() error { return e.err }
