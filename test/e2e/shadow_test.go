@@ -166,7 +166,9 @@ func testShadowBroker(t *testing.T, primary, shadow brokerCase) {
 // reference; each round 4 callers make 1,000 calls. Copying costs the
 // caller's sidecar the same either way; the mirror's slowness must add
 // nothing: the median p99 mirrored to slow stays within 1.5× (plus 1 ms)
-// of the median p99 mirrored to fast, over five rounds of each.
+// of the median p99 mirrored to fast, over five rounds of each; best of
+// three such comparisons, as the other timing bounds (a loaded machine
+// moves single rounds by tens of milliseconds).
 func TestMirrorLatency(t *testing.T) {
 	all := brokers(t)
 	primary, shadow := all[0], all[1] // nats, rabbitmq
@@ -254,25 +256,30 @@ func TestMirrorLatency(t *testing.T) {
 			return caller.metric(`busmesh_ambassador_mirror_answers_total{to_broker="shadow"}`) > before
 		})
 	}
-	p99s := map[string][]time.Duration{}
-	for range 5 {
-		for _, v := range []string{"", "fast", "slow"} {
-			mirror(v)
-			p99s[v] = append(p99s[v], round())
-		}
-	}
 	median := func(d []time.Duration) time.Duration {
 		s := slices.Clone(d)
 		slices.Sort(s)
 		return s[len(s)/2]
 	}
-	none, fast, slow := median(p99s[""]), median(p99s["fast"]), median(p99s["slow"])
-	t.Logf("caller p99, median of 5 rounds of 1,000 calls: no mirror %v; every call mirrored over %s to a fast service %v, to a 50ms-slow one %v (slow/fast ×%.2f)",
-		none, shadow.name, fast, slow, float64(slow)/float64(fast))
-	t.Logf("rounds: none %v, fast %v, slow %v", p99s[""], p99s["fast"], p99s["slow"])
-	if slow > fast*3/2+time.Millisecond {
-		t.Errorf("a slow mirror raised the caller's p99: %v against %v with a fast one, want within 1.5× (+1ms)", slow, fast)
+	best := math.Inf(1)
+	for attempt := range 3 {
+		p99s := map[string][]time.Duration{}
+		for range 5 {
+			for _, v := range []string{"", "fast", "slow"} {
+				mirror(v)
+				p99s[v] = append(p99s[v], round())
+			}
+		}
+		none, fast, slow := median(p99s[""]), median(p99s["fast"]), median(p99s["slow"])
+		t.Logf("attempt %d: caller p99, median of 5 rounds of 1,000 calls: no mirror %v; every call mirrored over %s to a fast service %v, to a 50ms-slow one %v (slow/fast ×%.2f)",
+			attempt+1, none, shadow.name, fast, slow, float64(slow)/float64(fast))
+		t.Logf("rounds: none %v, fast %v, slow %v", p99s[""], p99s["fast"], p99s["slow"])
+		if slow <= fast*3/2+time.Millisecond {
+			return
+		}
+		best = math.Min(best, float64(slow)/float64(fast))
 	}
+	t.Errorf("a slow mirror raised the caller's p99 ×%.2f against a fast one at best, want within 1.5× (+1ms)", best)
 }
 
 // adminPut makes a PUT with a JSON body on the admin API from loopback.
