@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"slices"
@@ -42,6 +43,10 @@ type Options struct {
 	Tracer *telemetry.Tracer
 	// Access, when set, writes one access log line per call (sampled).
 	Access *telemetry.AccessLog
+	// Brokers are the connections of ambassador.brokers, by name: a
+	// mirror with a broker copies calls there. The caller closes them,
+	// after Shutdown.
+	Brokers map[string]broker.Broker
 }
 
 // Ambassador takes HTTP and gRPC calls from local applications and carries
@@ -58,14 +63,24 @@ type Ambassador struct {
 	// mirrorInbox takes the answers to mirrored calls, to count and drop.
 	mirrorInbox string
 	mirrorSub   broker.Subscription
-	chunk       int // body frame size
-	lb          *balancer
+	// shadows are the other brokers mirrors copy to, by name; mirrors
+	// publish the copies, by broker name ("" the sidecar's own).
+	shadows map[string]*shadow
+	mirrors map[string]*mirrorSender
+	chunk   int // body frame size
+	lb      *balancer
 	// services holds each service's retry budget, breaker and limits
 	// (serviceOf), by service name: they outlive reloads.
 	services sync.Map
 	// table is the routing in force; Reload swaps it.
 	table    atomic.Pointer[table]
 	tableGen atomic.Uint64
+	// ctl serializes changes of the table: file reloads and admin
+	// changes. file is the config file's section in force, overrides the
+	// traffic rules admin changes set over it.
+	ctl       sync.Mutex
+	file      *config.Ambassador
+	overrides map[string]override
 	// invoke is the call pipeline: the middleware around roundTrip.
 	invoke Invoker
 	tracer *telemetry.Tracer
@@ -105,6 +120,11 @@ func New(ctx context.Context, o Options) (*Ambassador, error) {
 		a.pub.SetSealer(o.Security)
 	}
 	a.chunk = stream.ChunkSize(a.pub.MaxMessage())
+	a.shadows = newShadows(o)
+	a.mirrors = map[string]*mirrorSender{"": newMirrorSender(a.pub, primary, o.Metrics, logger)}
+	for name, s := range a.shadows {
+		a.mirrors[name] = s.out
+	}
 	if err := a.Reload(o.Config); err != nil {
 		return nil, err
 	}
@@ -119,21 +139,50 @@ func New(ctx context.Context, o Options) (*Ambassador, error) {
 	}
 	a.inbox = in
 	a.mirrorInbox = subjects.Inbox(o.Sidecar) + ".mirror"
-	mirrors, err := o.Broker.Subscribe(ctx, a.mirrorInbox, mirrorAnswers(o.Metrics, logger))
+	mirrors, err := o.Broker.Subscribe(ctx, a.mirrorInbox, mirrorAnswers(o.Metrics, logger, primary))
 	if err != nil {
 		_ = in.close() // the subscribe error is the one to report
 		return nil, fmt.Errorf("ambassador mirror inbox: %w", err)
 	}
 	a.mirrorSub = mirrors
+	if err := a.openShadows(ctx, o); err != nil {
+		_ = in.close() // the shadow's error is the one to report
+		_ = mirrors.Unsubscribe()
+		return nil, err
+	}
+	for _, m := range a.mirrors {
+		m.start()
+	}
 	return a, nil
 }
 
 // Reload compiles cfg's routes and policies into a new routing table and
 // swaps it in whole: calls in flight keep the table they started with, new
 // calls take the new one. Ports are not reopened. On error the table in
-// force stays.
+// force stays. cfg is the config file's: traffic rules an admin change set
+// stay over it while cfg leaves that service's rules as they were (see
+// overrides.go).
 func (a *Ambassador) Reload(cfg *config.Ambassador) error {
-	t, err := compile(cfg, a.subjects, a.tableGen.Add(1))
+	a.ctl.Lock()
+	defer a.ctl.Unlock()
+	kept, dropped := a.rebase(cfg)
+	eff := a.effective(cfg, kept)
+	if err := a.swap(eff); err != nil {
+		return err
+	}
+	a.file, a.overrides = cfg, kept
+	for _, svc := range dropped {
+		a.logger.Warn("admin traffic change replaced by the config file", telemetry.KeyService, svc, "routes_version", a.RoutesVersion())
+	}
+	for _, svc := range slices.Sorted(maps.Keys(kept)) {
+		a.logger.Info("admin traffic change kept over the config file", telemetry.KeyService, svc, "routes_version", a.RoutesVersion())
+	}
+	return nil
+}
+
+// swap compiles cfg into the next table and puts it in force.
+func (a *Ambassador) swap(cfg *config.Ambassador) error {
+	t, err := compile(cfg, a.subjects, a.mirrors, a.tableGen.Add(1))
 	if err != nil {
 		return fmt.Errorf("ambassador routes: %w", err)
 	}
@@ -269,11 +318,15 @@ func (a *Ambassador) Shutdown(ctx context.Context) error {
 		}
 	}
 	a.wg.Wait()
+	for _, m := range a.mirrors { // no call left to queue copies
+		m.close()
+	}
 	if err := a.inbox.close(); err != nil {
 		errs = append(errs, err)
 	}
 	if err := a.mirrorSub.Unsubscribe(); err != nil {
 		errs = append(errs, err)
 	}
+	errs = append(errs, a.closeShadows())
 	return errors.Join(errs...)
 }

@@ -44,8 +44,9 @@ type table struct {
 	version  uint64
 	cfg      *config.Ambassador
 	subjects broker.Subjects
-	services map[string]*Route // every service the config names
-	prefixes []prefixRoute     // grpc_routes, longest prefix first
+	mirrors  map[string]*mirrorSender // by ambassador.brokers name; "" the own broker
+	services map[string]*Route        // every service the config names
+	prefixes []prefixRoute            // grpc_routes, longest prefix first
 
 	mu    sync.RWMutex
 	hosts map[string]*Route // Host or :authority → route
@@ -53,8 +54,13 @@ type table struct {
 
 // compile builds the table of cfg. It fails on what config validation lets
 // through but routing cannot use.
-func compile(cfg *config.Ambassador, subjects broker.Subjects, version uint64) (*table, error) {
-	t := &table{version: version, cfg: cfg, subjects: subjects, services: map[string]*Route{}, hosts: map[string]*Route{}}
+func compile(cfg *config.Ambassador, subjects broker.Subjects, mirrors map[string]*mirrorSender, version uint64) (*table, error) {
+	t := &table{version: version, cfg: cfg, subjects: subjects, mirrors: mirrors, services: map[string]*Route{}, hosts: map[string]*Route{}}
+	for _, svc := range slices.Sorted(maps.Keys(cfg.Services)) {
+		if p := cfg.Services[svc]; p != nil && p.Mirror != nil && p.Mirror.Broker != "" && mirrors[p.Mirror.Broker] == nil {
+			return nil, fmt.Errorf("ambassador.services.%s.mirror.broker: %q is not a broker this sidecar opened at start (ambassador.brokers takes a restart)", svc, p.Mirror.Broker)
+		}
+	}
 	add := func(service string) (*Route, error) {
 		if err := broker.ValidToken(service); err != nil {
 			return nil, fmt.Errorf("service name %v", err)
@@ -95,7 +101,7 @@ func (t *table) newRoute(service string) *Route {
 	if p.Version != "" {
 		subject = t.subjects.Version(service, p.Version)
 	}
-	return &Route{Service: service, Subject: subject, Policy: p, traffic: compileTraffic(service, p, t.subjects)}
+	return &Route{Service: service, Subject: subject, Policy: p, traffic: compileTraffic(service, p, t.subjects, t.mirrors)}
 }
 
 // serviceNames returns the services the config names.

@@ -44,11 +44,12 @@ type mirror struct {
 	version string
 	subject string
 	percent int
+	out     *mirrorSender // the broker copies go over
 }
 
 // compileTraffic compiles p's traffic rules for service; nil when it has
 // none.
-func compileTraffic(service string, p config.ServicePolicy, subjects broker.Subjects) *traffic {
+func compileTraffic(service string, p config.ServicePolicy, subjects broker.Subjects, mirrors map[string]*mirrorSender) *traffic {
 	if len(p.Routes) == 0 && len(p.Split) == 0 && p.Mirror == nil {
 		return nil
 	}
@@ -66,7 +67,12 @@ func compileTraffic(service string, p config.ServicePolicy, subjects broker.Subj
 		}
 	}
 	if m := p.Mirror; m != nil && m.Percent > 0 {
-		t.mirror = &mirror{version: m.Version, subject: subjects.Version(service, m.Version), percent: m.Percent}
+		// mirrors[""] is the sidecar's own broker; compile checked that
+		// another one named is open.
+		t.mirror = &mirror{version: m.Version, subject: subjects.Version(service, m.Version), percent: m.Percent, out: mirrors[m.Broker]}
+		if m.Version == "" { // on another broker: the service's queue group there
+			t.mirror.subject = subjects.Service(service)
+		}
 	}
 	return t
 }
@@ -150,30 +156,33 @@ func (a *Ambassador) routeTraffic(next Invoker) Invoker {
 		}
 		err := next(ctx, c)
 		if t.mirror != nil && !c.Req.More && rand.IntN(100) < t.mirror.percent {
-			a.sendMirror(ctx, c, t.mirror)
+			a.sendMirror(c, t.mirror)
 		}
 		return err
 	}
 }
 
-// sendMirror publishes a copy of c's request to the mirror version, fire
-// and forget: it has an id of its own and its answer goes to the mirror
-// inbox, where it is counted and dropped, so the caller never sees it.
-func (a *Ambassador) sendMirror(ctx context.Context, c *Call, m *mirror) {
+// sendMirror copies c's request to the mirror, fire and forget: the copy
+// has an id of its own and its answer goes to the mirror inbox (the same
+// subject on every broker), where it is counted and dropped, so the caller
+// never sees it. The copy is encoded now, while c is at hand, and
+// published off the caller's path (mirrorSender).
+func (a *Ambassador) sendMirror(c *Call, m *mirror) {
 	copyReq := c.Req
 	copyReq.ID = a.inbox.nextID.Add(1)
 	copyReq.ReplyTo = a.mirrorInbox
 	copyReq.Version = m.version
 	copyReq.AttemptOf = 0 // a copy is never a retry: no adapter answers it from a record
-	if err := a.pub.Publish(context.WithoutCancel(ctx), m.subject, &copyReq); err != nil {
-		a.logger.Debug("mirror not sent", telemetry.KeySubject, m.subject, telemetry.KeyErr, err)
-		return
-	}
-	a.metrics.Mirrored.WithLabelValues(c.Route.Service, m.version).Inc()
+	data := copyReq.AppendEnvelope(make([]byte, 0, copyReq.EncodedSize()))
+	m.out.send(mirrorCopy{subject: m.subject, service: c.Route.Service, version: m.version, data: data})
 }
 
-// mirrorAnswers counts the answers to mirrored calls and drops them.
-func mirrorAnswers(m *telemetry.Metrics, logger *slog.Logger) func(context.Context, []byte) {
+// primary is the to_broker label of copies on the sidecar's own broker.
+const primary = "primary"
+
+// mirrorAnswers counts the answers to mirrored calls that come over one
+// broker (label: primary or the ambassador.brokers name) and drops them.
+func mirrorAnswers(m *telemetry.Metrics, logger *slog.Logger, label string) func(context.Context, []byte) {
 	return func(_ context.Context, data []byte) {
 		e, err := envelope.Open(data)
 		if err != nil || e.Kind != envelope.KindResponse {
@@ -184,6 +193,6 @@ func mirrorAnswers(m *telemetry.Metrics, logger *slog.Logger) func(context.Conte
 			logger.Debug("mirror answer undecodable", telemetry.KeyErr, err)
 			return
 		}
-		m.MirrorAnswers.WithLabelValues(telemetry.Code(int(r.Status))).Inc()
+		m.MirrorAnswers.WithLabelValues(telemetry.Code(int(r.Status)), label).Inc()
 	}
 }

@@ -216,8 +216,12 @@ func newRoutesCmd() *cobra.Command {
 	var f adminFlags
 	cmd := &cobra.Command{
 		Use:   "routes",
-		Short: "List how a sidecar's ports lead to services",
-		Args:  cobra.NoArgs,
+		Short: "Show how a sidecar's ports lead to services, and the routing table in force with its version",
+		Long: `Show how a sidecar's ports lead to services, then the routing table in
+force: its version (one more at every reload or admin change) and each
+service's traffic rules (split, routes, sticky, fallback, mirror), with
+where they come from: the config file, or an admin change (busmesh shift).`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runAdmin(cmd, &f, "routes",
 				func(ctx context.Context, c busmeshv1.AdminClient) (*busmeshv1.ListRoutesResponse, error) {
@@ -229,7 +233,14 @@ func newRoutesCmd() *cobra.Command {
 					for _, r := range resp.Routes {
 						row(tw, r.Kind, dash(r.Listen), dash(r.Match), r.Service, dash(r.Target))
 					}
-					return tw.Flush()
+					if err := tw.Flush(); err != nil {
+						return err
+					}
+					if resp.Version == 0 {
+						return nil // no ambassador: no routing table
+					}
+					fmt.Fprintf(out, "\nrouting table version %d\n", resp.Version)
+					return printRouting(out, resp.Services)
 				}, routesJSON)
 		},
 	}

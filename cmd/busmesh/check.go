@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -103,6 +105,9 @@ func runChecks(ctx context.Context, c *checker, file string, online bool) *confi
 	c.ok("config %s is valid (sidecar %s, mesh %s)", file, cfg.ID, cfg.Mesh)
 	if online {
 		checkBrokerReachable(ctx, c, cfg)
+		if cfg.Ambassador != nil {
+			checkMirrorBrokers(ctx, c, cfg.Ambassador.Brokers)
+		}
 	}
 	running := runningHere(cfg)
 	for _, l := range listeners(cfg) {
@@ -171,6 +176,25 @@ func checkBrokerReachable(ctx context.Context, c *checker, cfg *config.Config) {
 	elapsed := time.Since(start)
 	_ = b.Close() // a check's connection; its close error changes nothing
 	c.ok("broker %s answers with the given credentials (connected in %v)", shown, elapsed.Round(time.Millisecond))
+}
+
+// checkMirrorBrokers checks that each of ambassador.brokers answers: the
+// sidecar opens them at start and will not start without them.
+func checkMirrorBrokers(ctx context.Context, c *checker, urls map[string]string) {
+	for _, name := range slices.Sorted(maps.Keys(urls)) {
+		raw, shown := urls[name], broker.Redact(urls[name])
+		octx, cancel := context.WithTimeout(ctx, checkTimeout)
+		start := time.Now()
+		b, err := broker.Open(octx, raw, nil)
+		cancel()
+		if err != nil {
+			c.fail(fmt.Sprintf("is the broker running? or fix ambassador.brokers.%s (the sidecar does not start without it)", name),
+				"mirror broker %s %s: %v", name, shown, brokerReason(err))
+			continue
+		}
+		_ = b.Close() // a check's connection; its close error changes nothing
+		c.ok("mirror broker %s %s answers (connected in %v)", name, shown, time.Since(start).Round(time.Millisecond))
+	}
 }
 
 // brokerReason drops the URL an Open error repeats: the line names it.

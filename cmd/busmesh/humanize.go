@@ -49,6 +49,12 @@ func humanize(what, addr string, timeoutFlag string, err error) error {
 		e.fix = "use the admin address of a sidecar with an ambassador section (the one your application calls)"
 	case codes.InvalidArgument:
 		e.msg = st.Message()
+	case codes.Unauthenticated:
+		e.msg = fmt.Sprintf("the sidecar at %s refused: %s", addr, st.Message())
+		e.fix = "set BUSMESH_ADMIN_TOKEN to the sidecar's admin token, or run on the sidecar's host (loopback needs none when no token is set)"
+	case codes.Aborted:
+		e.msg = st.Message()
+		e.fix = "read the table again (busmesh routes) and retry with its version"
 	default:
 		e.msg = fmt.Sprintf("the sidecar at %s answered %s: %s", addr, st.Code(), st.Message())
 	}

@@ -116,9 +116,63 @@ func routesJSON(r *busmeshv1.ListRoutesResponse) any {
 	}
 	out := struct {
 		Routes []route `json:"routes"`
-	}{Routes: []route{}}
+		// Version is the routing table's (0: no ambassador).
+		Version  uint64        `json:"version"`
+		Services []trafficJSON `json:"services"`
+	}{Routes: []route{}, Version: r.Version, Services: []trafficJSON{}}
 	for _, rt := range r.Routes {
 		out.Routes = append(out.Routes, route{rt.Kind, rt.Listen, rt.Match, rt.Service, rt.Target})
+	}
+	for _, s := range r.Services {
+		out.Services = append(out.Services, serviceTrafficJSON(s))
+	}
+	return out
+}
+
+// trafficJSON is a service's entry in the routing table, with the config
+// file's key names.
+type trafficJSON struct {
+	Service  string           `json:"service"`
+	LB       string           `json:"lb"`
+	Version  string           `json:"version,omitempty"`
+	Routes   []trafficRoute   `json:"routes,omitempty"`
+	Split    map[string]int32 `json:"split,omitempty"`
+	Sticky   string           `json:"sticky,omitempty"`
+	Fallback string           `json:"fallback,omitempty"`
+	Mirror   *trafficMirror   `json:"mirror,omitempty"`
+	// Source is "file" or "admin".
+	Source string `json:"source"`
+}
+
+type trafficRoute struct {
+	Match struct {
+		Headers    map[string]string `json:"headers,omitempty"`
+		PathPrefix string            `json:"path_prefix,omitempty"`
+		GRPCMethod string            `json:"grpc_method,omitempty"`
+		Caller     string            `json:"caller,omitempty"`
+	} `json:"match"`
+	Version string `json:"version"`
+}
+
+type trafficMirror struct {
+	Version string `json:"version,omitempty"`
+	Broker  string `json:"broker,omitempty"`
+	Percent int32  `json:"percent"`
+}
+
+func serviceTrafficJSON(s *busmeshv1.ServiceTraffic) trafficJSON {
+	r := s.GetRules()
+	out := trafficJSON{Service: s.Service, LB: s.Lb, Version: s.Version, Split: r.GetSplit(),
+		Sticky: r.GetSticky(), Fallback: r.GetFallback(), Source: s.Source}
+	for _, rt := range r.GetRoutes() {
+		var j trafficRoute
+		m := rt.GetMatch()
+		j.Match.Headers, j.Match.PathPrefix, j.Match.GRPCMethod, j.Match.Caller = m.GetHeaders(), m.GetPathPrefix(), m.GetGrpcMethod(), m.GetCaller()
+		j.Version = rt.Version
+		out.Routes = append(out.Routes, j)
+	}
+	if m := r.GetMirror(); m != nil {
+		out.Mirror = &trafficMirror{m.Version, m.Broker, m.Percent}
 	}
 	return out
 }

@@ -54,7 +54,7 @@ back. Switching brokers is one line of config.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newSidecarCmd(), newDevCmd(), newServicesCmd(), newStatsCmd(), newRoutesCmd(), newCallCmd(), newCACmd(), newInjectCmd(), newVersionCmd(), newTopCmd())
+	root.AddCommand(newSidecarCmd(), newDevCmd(), newServicesCmd(), newStatsCmd(), newRoutesCmd(), newShiftCmd(), newCallCmd(), newCACmd(), newInjectCmd(), newVersionCmd(), newTopCmd())
 	root.AddCommand(newCheckCmd(), newWaitReadyCmd(), newDashboardCmd())
 	usageErrors(root)
 	return root

@@ -68,6 +68,10 @@ func refuseDuplicate(ctx context.Context, b broker.Broker, cfg *config.Config, f
 // error does not say it already.
 func startError(cfg *config.Config, err error) error {
 	var ce *broker.ConnectError
+	var me *mirrorBrokerError
+	if errors.As(err, &me) {
+		return fmt.Errorf("sidecar %s: %w\n  try: is that broker running? or fix or remove ambassador.brokers.%s (busmesh check --config checks them all)", cfg.ID, err, me.name)
+	}
 	if errors.As(err, &ce) {
 		return fmt.Errorf("sidecar %s: %w\n  try: %s", cfg.ID, err, brokerFix(cfg.Broker, err))
 	}

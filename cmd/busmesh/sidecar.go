@@ -106,6 +106,8 @@ type sidecar struct {
 	registry   *discovery.Registry
 	security   *security // nil: security off
 	tracer     *telemetry.Tracer
+	// shadows are the ambassador.brokers connections, by name.
+	shadows map[string]broker.Broker
 }
 
 // discoverySettle is how long a starting ambassador waits for the answers
@@ -199,12 +201,15 @@ func startSidecarWith(ctx context.Context, cfg *config.Config, logger *slog.Logg
 				return nil, err
 			}
 		}
+		if sc.shadows, err = openShadows(ctx, cfg.Ambassador.Brokers, logger); err != nil {
+			return nil, err
+		}
 		sc.registry = discovery.NewRegistryWith(discovery.Options{Interval: cfg.Discovery.Interval.D(), Metrics: metrics, Logger: logger})
 		// The ambassador names the services it routes to (Registry.Route);
 		// the watcher then asks only those, and those calls ask for.
 		sc.ambassador, err = ambassador.New(context.WithoutCancel(ctx), ambassador.Options{Config: cfg.Ambassador, Sidecar: cfg.ID, Mesh: cfg.Mesh, Broker: sc.broker,
 			Logger: logger, Metrics: metrics, Registry: sc.registry, Security: sc.security.Guard(),
-			Tracer: sc.tracer, Access: access})
+			Tracer: sc.tracer, Access: access, Brokers: sc.shadows})
 		if err != nil {
 			return nil, err
 		}
@@ -229,6 +234,7 @@ func startSidecarWith(ctx context.Context, cfg *config.Config, logger *slog.Logg
 		if sc.ambassador != nil {
 			parts.Registry = sc.registry
 			parts.Calls = sc.ambassador.Handler("")
+			parts.Routing = sc.ambassador
 		}
 		sc.admin.SetSidecar(parts)
 	}
@@ -335,6 +341,9 @@ func (sc *sidecar) shutdown() error {
 	errs = append(errs, sc.security.close())
 	if sc.broker != nil {
 		errs = append(errs, sc.broker.Close())
+	}
+	for _, b := range sc.shadows {
+		errs = append(errs, b.Close())
 	}
 	errs = append(errs, sc.tracer.Shutdown(ctx))
 	if sc.admin != nil {

@@ -4,8 +4,9 @@
 // readiness on /readyz, the Go profiler on /debug/pprof/ and a dashboard
 // on / (with the sidecar's identity on /info), all on one
 // port (gRPC over unencrypted HTTP/2, the rest over HTTP/1 or 2). It reads
-// what the sidecar exposes; it does not run the data path. See
-// docs/architecture.md.
+// what the sidecar exposes, and changes one thing: the ambassador's traffic
+// rules (routing.go), through the ambassador. It does not run the data
+// path. See docs/architecture.md.
 package admin
 
 import (
@@ -24,6 +25,7 @@ import (
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/busmesh/busmesh/internal/discovery"
 	"github.com/busmesh/busmesh/internal/telemetry"
@@ -54,6 +56,9 @@ type Sidecar struct {
 	Registry *discovery.Registry
 	// Routes lists the sidecar's routes.
 	Routes []*busmeshv1.Route
+	// Routing is the ambassador's routing table: ListRoutes shows it,
+	// SetTraffic and ShiftTraffic change it.
+	Routing Routing
 	// Calls is the ambassador's shared-port handler: the Call method goes
 	// through it, the Host header naming the service.
 	Calls http.Handler
@@ -95,7 +100,14 @@ func Start(o Options) (*Server, error) {
 	api := &api{s: s}
 	s.grpc = grpc.NewServer()
 	busmeshv1.RegisterAdminServer(s.grpc, api)
-	gateway := runtime.NewServeMux()
+	// Unknown JSON keys are refused, as the config file's are: a typo in
+	// a route change must not pass as "no such rule".
+	gateway := runtime.NewServeMux(runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.HTTPBodyMarshaler{
+		Marshaler: &runtime.JSONPb{
+			MarshalOptions:   protojson.MarshalOptions{EmitUnpopulated: true},
+			UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
+		},
+	}))
 	if err := busmeshv1.RegisterAdminHandlerServer(context.Background(), gateway, api); err != nil {
 		ln.Close()
 		return nil, fmt.Errorf("admin gateway: %w", err)

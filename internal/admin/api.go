@@ -72,10 +72,6 @@ func (a *api) GetStats(context.Context, *busmeshv1.GetStatsRequest) (*busmeshv1.
 	return st, nil
 }
 
-func (a *api) ListRoutes(context.Context, *busmeshv1.ListRoutesRequest) (*busmeshv1.ListRoutesResponse, error) {
-	return &busmeshv1.ListRoutesResponse{Routes: a.s.parts().Routes}, nil
-}
-
 func (a *api) GetHealth(context.Context, *busmeshv1.GetHealthRequest) (*busmeshv1.GetHealthResponse, error) {
 	resp := &busmeshv1.GetHealthResponse{Sidecar: a.s.opts.Sidecar, Ready: a.s.ready.Load(), Broker: a.s.opts.Broker}
 	if f := a.s.parts().Components; f != nil {

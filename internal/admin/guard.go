@@ -15,8 +15,8 @@ const TokenHeader = "Authorization"
 // port can face Prometheus and the kubelet off loopback.
 var openPaths = map[string]bool{"/metrics": true, "/healthz": true, "/readyz": true}
 
-// readOnlyRPCs are the Admin API methods that only read. Call, pprof and
-// anything that is not a GET are privileged.
+// readOnlyRPCs are the Admin API methods that only read. Call, the route
+// changes, pprof and anything that is not a GET are privileged.
 var readOnlyRPCs = map[string]bool{
 	"/busmesh.v1.Admin/ListServices": true,
 	"/busmesh.v1.Admin/GetStats":     true,
@@ -27,8 +27,9 @@ var readOnlyRPCs = map[string]bool{
 // guard lets privileged requests through only with the admin token, or,
 // when no token is set, only from a loopback peer: moving the admin port
 // off loopback for Prometheus then exposes no call endpoint and no
-// profiler. Privileged: the Admin API's Call (POST /v1/call or gRPC),
-// /debug/pprof/, and any request that is not a GET or HEAD.
+// profiler. Privileged: the Admin API's Call (POST /v1/call or gRPC), its
+// route changes (PUT, PATCH and DELETE /v1/routes/{service}, SetTraffic,
+// ShiftTraffic and ResetTraffic), /debug/pprof/, and any request that is not a GET or HEAD.
 func guard(token string, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !privileged(r) || allowed(r, token) {

@@ -22,6 +22,13 @@ func TestGuard(t *testing.T) {
 		{"call with a wrong token", "s3cret", "POST", "/v1/call", "127.0.0.1:5000", "Bearer nope", http.StatusUnauthorized},
 		{"call with the token", "s3cret", "POST", "/v1/call", "10.0.0.9:5000", "Bearer s3cret", http.StatusTeapot},
 		{"pprof with the token", "s3cret", "GET", "/debug/pprof/heap", "10.0.0.9:5000", "Bearer s3cret", http.StatusTeapot},
+		{"routes read off loopback", "", "GET", "/v1/routes", "10.0.0.9:5000", "", http.StatusTeapot},
+		{"route change from loopback, no token set", "", "PUT", "/v1/routes/orders", "127.0.0.1:5000", "", http.StatusTeapot},
+		{"route change off loopback, no token set", "", "PUT", "/v1/routes/orders", "10.0.0.9:5000", "", http.StatusUnauthorized},
+		{"shift off loopback, no token set", "", "PATCH", "/v1/routes/orders", "10.0.0.9:5000", "", http.StatusUnauthorized},
+		{"shift without the token", "s3cret", "PATCH", "/v1/routes/orders", "127.0.0.1:5000", "", http.StatusUnauthorized},
+		{"shift with the token", "s3cret", "PATCH", "/v1/routes/orders", "10.0.0.9:5000", "Bearer s3cret", http.StatusTeapot},
+		{"reset off loopback, no token set", "", "DELETE", "/v1/routes/orders", "10.0.0.9:5000", "", http.StatusUnauthorized},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -48,6 +55,11 @@ func TestGuardGRPC(t *testing.T) {
 		{"/busmesh.v1.Admin/ListServices", "", ""},
 		{"/busmesh.v1.Admin/Call", "", "16"},
 		{"/busmesh.v1.Admin/Call", "Bearer s3cret", ""},
+		{"/busmesh.v1.Admin/ListRoutes", "", ""},
+		{"/busmesh.v1.Admin/SetTraffic", "", "16"},
+		{"/busmesh.v1.Admin/ShiftTraffic", "", "16"},
+		{"/busmesh.v1.Admin/ShiftTraffic", "Bearer s3cret", ""},
+		{"/busmesh.v1.Admin/ResetTraffic", "", "16"},
 	} {
 		r := httptest.NewRequest("POST", c.path, nil)
 		r.ProtoMajor = 2

@@ -54,6 +54,20 @@ func (p *Publisher) Publish(ctx context.Context, subject string, m Message) erro
 	return err
 }
 
+// PublishEncoded is Publish for an envelope already encoded
+// (m.AppendEnvelope): it seals env when p seals, and publishes it. It is
+// for copies encoded on the caller's path and published later, off it.
+// env is not kept, but sealing may append to it.
+func (p *Publisher) PublishEncoded(ctx context.Context, subject string, env []byte) error {
+	if p.sealer != nil {
+		var err error
+		if env, err = p.sealer.Seal(ctx, subject, env); err != nil {
+			return err
+		}
+	}
+	return p.b.Publish(ctx, subject, env)
+}
+
 // PublishReturnable is Publish for a request: on a backend that can tell,
 // a request nobody is subscribed to makes the broker call onReturn(token)
 // soon after. Elsewhere it is Publish.

@@ -20,8 +20,10 @@ var schemeTypo = regexp.MustCompile(`^([a-z][a-z0-9+.-]*):?/*([^/].*)$`)
 // checkBroker checks the broker URL before anything connects: its shape,
 // its scheme (against the backends this binary registered, when any did)
 // and its host:port pairs.
-func checkBroker(errs *Error, raw string) {
-	const key = "broker"
+func checkBroker(errs *Error, raw string) { checkBrokerURL(errs, "broker", raw) }
+
+// checkBrokerURL is checkBroker for the URL at key.
+func checkBrokerURL(errs *Error, key, raw string) {
 	u, err := broker.ParseURL(raw)
 	if err != nil {
 		errs.add(key, 0, "%v", err)

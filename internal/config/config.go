@@ -142,6 +142,11 @@ type Ambassador struct {
 	LB string `yaml:"lb"`
 	// Services sets how calls to a service are balanced.
 	Services map[string]*ServicePolicy `yaml:"services"`
+	// Brokers are more broker connections, by name, that a service's
+	// mirror can copy calls to (mirror: {broker: shadow, percent: 10}):
+	// the same service on another broker, to canary a broker migration.
+	// They open at start; a change takes a restart.
+	Brokers map[string]string `yaml:"brokers"`
 	// MaxConnections bounds each listener's connections; at the limit a
 	// new connection takes the place of the longest idle one. 0: 2,048,
 	// or a quarter of the file descriptors if less.
@@ -223,9 +228,12 @@ type TrafficMatch struct {
 	Caller string `yaml:"caller"`
 }
 
-// Mirror copies a share of a service's calls to a version.
+// Mirror copies a share of a service's calls to a version, or to the
+// same service (a version of it, when set) on another broker.
 type Mirror struct {
 	Version string `yaml:"version"`
+	// Broker names an ambassador.brokers entry: the copies go there.
+	Broker  string `yaml:"broker"`
 	Percent int    `yaml:"percent"`
 }
 

@@ -141,24 +141,18 @@ func (c *Config) validate(errs *Error) {
 		if a.MaxConnections < 0 {
 			errs.add("ambassador.max_connections", 0, "%d must be 0 (the default, 2048) or more", a.MaxConnections)
 		}
+		for _, name := range slices.Sorted(maps.Keys(a.Brokers)) {
+			key := "ambassador.brokers." + name
+			if err := broker.ValidToken(name); err != nil {
+				errs.add(key, 0, "broker name %v", err)
+			}
+			if name == "primary" {
+				errs.add(key, 0, "the name primary is taken: metrics call the sidecar's own broker so (example: shadow)")
+			}
+			checkBrokerURL(errs, key, a.Brokers[name])
+		}
 		for _, svc := range slices.Sorted(maps.Keys(a.Services)) {
-			key := "ambassador.services." + svc
-			if err := broker.ValidToken(svc); err != nil {
-				errs.add(key, 0, "service name %v", err)
-			}
-			if p := a.Services[svc]; p != nil {
-				checkLB(errs, key+".lb", p.LB, true)
-				if p.PreferZone != "" && a.Policy(svc).LB != LBDirect {
-					errs.add(key+".prefer_zone", 0, "needs lb: direct (the ambassador picks the instance)")
-				}
-				if p.Version != "" {
-					if err := broker.ValidToken(p.Version); err != nil {
-						errs.add(key+".version", 0, "%v (it names a subject, example: v2)", err)
-					}
-				}
-				checkTraffic(errs, key, p)
-				checkResilience(errs, key, p, a.Policy(svc).LB == LBDirect)
-			}
+			a.checkService(errs, svc)
 		}
 	}
 	if a := c.Adapter; a != nil {
@@ -281,6 +275,45 @@ func checkHealth(errs *Error, h *Health, target string) {
 	}
 }
 
+// ValidateService checks ambassador.services.<service> as the config file's
+// validation does, with the same messages; name labels the error (where
+// the change came from). It returns nil or an *Error.
+func (a *Ambassador) ValidateService(name, service string) error {
+	errs := &Error{File: name, lines: map[string]int{}}
+	a.checkService(errs, service)
+	if len(errs.Problems) > 0 {
+		return errs
+	}
+	return nil
+}
+
+func (a *Ambassador) checkService(errs *Error, svc string) {
+	key := "ambassador.services." + svc
+	if err := broker.ValidToken(svc); err != nil {
+		errs.add(key, 0, "service name %v", err)
+	}
+	p := a.Services[svc]
+	if p == nil {
+		return
+	}
+	checkLB(errs, key+".lb", p.LB, true)
+	if p.PreferZone != "" && a.Policy(svc).LB != LBDirect {
+		errs.add(key+".prefer_zone", 0, "needs lb: direct (the ambassador picks the instance)")
+	}
+	if p.Version != "" {
+		if err := broker.ValidToken(p.Version); err != nil {
+			errs.add(key+".version", 0, "%v (it names a subject, example: v2)", err)
+		}
+	}
+	checkTraffic(errs, key, p)
+	if m := p.Mirror; m != nil && m.Broker != "" {
+		if _, ok := a.Brokers[m.Broker]; !ok {
+			errs.add(key+".mirror.broker", 0, "%q is not in ambassador.brokers (allowed: %s)", m.Broker, allowedNames(a.Brokers))
+		}
+	}
+	checkResilience(errs, key, p, a.Policy(svc).LB == LBDirect)
+}
+
 // checkTraffic validates a service's routes, split and mirror.
 func checkTraffic(errs *Error, key string, p *ServicePolicy) {
 	version := func(k, v string) {
@@ -321,11 +354,21 @@ func checkTraffic(errs *Error, key string, p *ServicePolicy) {
 		errs.add(key+".fallback", 0, "%q is not a fallback (allowed: any, none)", p.Fallback)
 	}
 	if m := p.Mirror; m != nil {
-		version(key+".mirror.version", m.Version)
+		if m.Broker == "" || m.Version != "" { // to another broker, the version is optional
+			version(key+".mirror.version", m.Version)
+		}
 		if m.Percent < 0 || m.Percent > 100 {
 			errs.add(key+".mirror.percent", 0, "%d must be 0 to 100", m.Percent)
 		}
 	}
+}
+
+// allowedNames lists a map's keys for an error message.
+func allowedNames[V any](m map[string]V) string {
+	if len(m) == 0 {
+		return "none set"
+	}
+	return strings.Join(slices.Sorted(maps.Keys(m)), ", ")
 }
 
 func checkTracing(errs *Error, t *Tracing) {

@@ -29,9 +29,13 @@ type Metrics struct {
 	AmbassadorErrors   *prometheus.CounterVec   // caller, service, reason: the X-Busmesh-Error values
 	AmbassadorInflight *prometheus.GaugeVec     // caller, service
 	// Mirrored counts calls copied to a mirror version; MirrorAnswers the
-	// answers to them, which are dropped.
-	Mirrored      *prometheus.CounterVec // service, version
-	MirrorAnswers *prometheus.CounterVec // code
+	// answers to them, which are dropped. to_broker is "primary" (the
+	// sidecar's own broker) or an ambassador.brokers name.
+	Mirrored      *prometheus.CounterVec // service, version, to_broker
+	MirrorAnswers *prometheus.CounterVec // code, to_broker
+	// MirrorDropped counts copies not sent: the broker's queue was full
+	// (queue_full) or its publish failed (publish_failed).
+	MirrorDropped *prometheus.CounterVec // service, to_broker, reason
 	// ConnectionsClosed counts connections an ambassador listener closed at
 	// its connection limit.
 	ConnectionsClosed *prometheus.CounterVec // listener, reason
@@ -157,12 +161,16 @@ func NewMetrics(opts ...MetricsOption) *Metrics {
 		}, []string{"caller", "service"}),
 		Mirrored: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "busmesh_ambassador_mirrored_total",
-			Help: "Calls copied to a mirror version, fire and forget, by service and version.",
-		}, []string{"service", "version"}),
+			Help: "Calls copied to a mirror, fire and forget, by service, version and the broker they went over (primary, or an ambassador.brokers name).",
+		}, []string{"service", "version", "to_broker"}),
 		MirrorAnswers: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "busmesh_ambassador_mirror_answers_total",
-			Help: "Answers to mirrored calls, by status code; the callers never see them.",
-		}, []string{"code"}),
+			Help: "Answers to mirrored calls, by status code and the broker they came over; the callers never see them.",
+		}, []string{"code", "to_broker"}),
+		MirrorDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "busmesh_ambassador_mirror_dropped_total",
+			Help: "Mirror copies not sent, by service, broker and reason: queue_full (the broker is not keeping up) or publish_failed.",
+		}, []string{"service", "to_broker", "reason"}),
 		ConnectionsClosed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "busmesh_ambassador_connections_closed_total",
 			Help: "Connections a listener closed at its connection limit: the longest idle one to make room (evicted-idle), or the new one when none was idle (refused).",
@@ -228,6 +236,7 @@ func NewMetrics(opts ...MetricsOption) *Metrics {
 	f(m.ConnectionsClosed)
 	f(m.Mirrored)
 	f(m.MirrorAnswers)
+	f(m.MirrorDropped)
 	f(m.CallsReaped)
 	f(m.PublishErrors)
 	f(m.EnvelopesRejected)

@@ -326,6 +326,17 @@ func TestCheck(t *testing.T) {
 		}
 	})
 
+	t.Run("mirror brokers", func(t *testing.T) {
+		dead := "nats://" + deadAddr(t)
+		file := writeFile(t, "mirror.yaml", "id: "+unique("check")+"\nbroker: "+m.broker+"\nadmin: "+freePort(t)+
+			"\nambassador:\n  http: "+freePort(t)+"\n  brokers:\n    shadow: "+m.broker+"\n    gone: "+dead+"\n")
+		code, stdout, _ := runCLI(t, nil, "check", "--config", file)
+		if code != 1 || !strings.Contains(stdout, "[ok]   mirror broker shadow "+m.broker+" answers") ||
+			!strings.Contains(stdout, "[FAIL] mirror broker gone "+dead) || !strings.Contains(stdout, "fix ambassador.brokers.gone") {
+			t.Errorf("check with a dead mirror broker: exit %d, want 1 naming it\n%s", code, stdout)
+		}
+	})
+
 	t.Run("sidecar --check", func(t *testing.T) {
 		code, stdout, stderr := runCLI(t, nil, "sidecar", "--check", "--config", config(m.broker, freePort(t), app.URL, "/healthz"))
 		if code != 0 || !strings.Contains(stdout, "[ok]   config ") || strings.Contains(stdout, "broker ") {

@@ -173,6 +173,9 @@ func testTrafficSplit(t *testing.T, b brokerCase, lb string) {
 	if math.Abs(mirrored-0.10) > 0.02 {
 		t.Errorf("the mirror got %.1f%% of the calls, want 10%% ± 2", 100*mirrored)
 	}
+	if d := caller.metric(`busmesh_ambassador_mirror_dropped_total`); d > 0 {
+		t.Errorf("%v mirror copies dropped: %s", d, caller.grep("busmesh_ambassador_mirror_dropped_total"))
+	}
 
 	// Blue-green under load: 8 callers, the split moved to green mid-way.
 	write(`      split: {v1: 100}

@@ -552,8 +552,13 @@ func (*ListRoutesRequest) Descriptor() ([]byte, []int) {
 }
 
 type ListRoutesResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Routes        []*Route               `protobuf:"bytes,1,rep,name=routes,proto3" json:"routes,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Routes []*Route               `protobuf:"bytes,1,rep,name=routes,proto3" json:"routes,omitempty"`
+	// version is the version of the routing table in force: 1 at start,
+	// one more at every reload or admin change. 0: no ambassador.
+	Version uint64 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	// services is each service the table names, with its traffic rules.
+	Services      []*ServiceTraffic `protobuf:"bytes,3,rep,name=services,proto3" json:"services,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -595,6 +600,599 @@ func (x *ListRoutesResponse) GetRoutes() []*Route {
 	return nil
 }
 
+func (x *ListRoutesResponse) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *ListRoutesResponse) GetServices() []*ServiceTraffic {
+	if x != nil {
+		return x.Services
+	}
+	return nil
+}
+
+// ServiceTraffic is one service in the routing table in force.
+type ServiceTraffic struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Service string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	// lb is queue or direct.
+	Lb string `protobuf:"bytes,2,opt,name=lb,proto3" json:"lb,omitempty"`
+	// version pins every call to one version (the policy's version key).
+	Version string        `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
+	Rules   *TrafficRules `protobuf:"bytes,4,opt,name=rules,proto3" json:"rules,omitempty"`
+	// source is "file" (the config file's rules) or "admin" (an admin
+	// change's, kept until the file changes this service's rules).
+	Source        string `protobuf:"bytes,5,opt,name=source,proto3" json:"source,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ServiceTraffic) Reset() {
+	*x = ServiceTraffic{}
+	mi := &file_busmesh_v1_admin_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ServiceTraffic) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ServiceTraffic) ProtoMessage() {}
+
+func (x *ServiceTraffic) ProtoReflect() protoreflect.Message {
+	mi := &file_busmesh_v1_admin_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ServiceTraffic.ProtoReflect.Descriptor instead.
+func (*ServiceTraffic) Descriptor() ([]byte, []int) {
+	return file_busmesh_v1_admin_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ServiceTraffic) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *ServiceTraffic) GetLb() string {
+	if x != nil {
+		return x.Lb
+	}
+	return ""
+}
+
+func (x *ServiceTraffic) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *ServiceTraffic) GetRules() *TrafficRules {
+	if x != nil {
+		return x.Rules
+	}
+	return nil
+}
+
+func (x *ServiceTraffic) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+// TrafficRules are a service's traffic rules, with the shape and meaning
+// of the config file's keys (ambassador.services.<name>).
+type TrafficRules struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// routes send matching calls to a version, before the split; the first
+	// that matches wins.
+	Routes []*TrafficRoute `protobuf:"bytes,1,rep,name=routes,proto3" json:"routes,omitempty"`
+	// split spreads the other calls over versions by weight.
+	Split map[string]int32 `protobuf:"bytes,2,rep,name=split,proto3" json:"split,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// sticky names a header whose hash picks the split's version.
+	Sticky string `protobuf:"bytes,3,opt,name=sticky,proto3" json:"sticky,omitempty"`
+	// fallback is any (the default) or none.
+	Fallback      string         `protobuf:"bytes,4,opt,name=fallback,proto3" json:"fallback,omitempty"`
+	Mirror        *TrafficMirror `protobuf:"bytes,5,opt,name=mirror,proto3" json:"mirror,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TrafficRules) Reset() {
+	*x = TrafficRules{}
+	mi := &file_busmesh_v1_admin_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TrafficRules) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TrafficRules) ProtoMessage() {}
+
+func (x *TrafficRules) ProtoReflect() protoreflect.Message {
+	mi := &file_busmesh_v1_admin_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TrafficRules.ProtoReflect.Descriptor instead.
+func (*TrafficRules) Descriptor() ([]byte, []int) {
+	return file_busmesh_v1_admin_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *TrafficRules) GetRoutes() []*TrafficRoute {
+	if x != nil {
+		return x.Routes
+	}
+	return nil
+}
+
+func (x *TrafficRules) GetSplit() map[string]int32 {
+	if x != nil {
+		return x.Split
+	}
+	return nil
+}
+
+func (x *TrafficRules) GetSticky() string {
+	if x != nil {
+		return x.Sticky
+	}
+	return ""
+}
+
+func (x *TrafficRules) GetFallback() string {
+	if x != nil {
+		return x.Fallback
+	}
+	return ""
+}
+
+func (x *TrafficRules) GetMirror() *TrafficMirror {
+	if x != nil {
+		return x.Mirror
+	}
+	return nil
+}
+
+type TrafficRoute struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Match         *TrafficMatch          `protobuf:"bytes,1,opt,name=match,proto3" json:"match,omitempty"`
+	Version       string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TrafficRoute) Reset() {
+	*x = TrafficRoute{}
+	mi := &file_busmesh_v1_admin_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TrafficRoute) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TrafficRoute) ProtoMessage() {}
+
+func (x *TrafficRoute) ProtoReflect() protoreflect.Message {
+	mi := &file_busmesh_v1_admin_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TrafficRoute.ProtoReflect.Descriptor instead.
+func (*TrafficRoute) Descriptor() ([]byte, []int) {
+	return file_busmesh_v1_admin_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *TrafficRoute) GetMatch() *TrafficMatch {
+	if x != nil {
+		return x.Match
+	}
+	return nil
+}
+
+func (x *TrafficRoute) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+type TrafficMatch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Headers       map[string]string      `protobuf:"bytes,1,rep,name=headers,proto3" json:"headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	PathPrefix    string                 `protobuf:"bytes,2,opt,name=path_prefix,json=pathPrefix,proto3" json:"path_prefix,omitempty"`
+	GrpcMethod    string                 `protobuf:"bytes,3,opt,name=grpc_method,json=grpcMethod,proto3" json:"grpc_method,omitempty"`
+	Caller        string                 `protobuf:"bytes,4,opt,name=caller,proto3" json:"caller,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TrafficMatch) Reset() {
+	*x = TrafficMatch{}
+	mi := &file_busmesh_v1_admin_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TrafficMatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TrafficMatch) ProtoMessage() {}
+
+func (x *TrafficMatch) ProtoReflect() protoreflect.Message {
+	mi := &file_busmesh_v1_admin_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TrafficMatch.ProtoReflect.Descriptor instead.
+func (*TrafficMatch) Descriptor() ([]byte, []int) {
+	return file_busmesh_v1_admin_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *TrafficMatch) GetHeaders() map[string]string {
+	if x != nil {
+		return x.Headers
+	}
+	return nil
+}
+
+func (x *TrafficMatch) GetPathPrefix() string {
+	if x != nil {
+		return x.PathPrefix
+	}
+	return ""
+}
+
+func (x *TrafficMatch) GetGrpcMethod() string {
+	if x != nil {
+		return x.GrpcMethod
+	}
+	return ""
+}
+
+func (x *TrafficMatch) GetCaller() string {
+	if x != nil {
+		return x.Caller
+	}
+	return ""
+}
+
+type TrafficMirror struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Version string                 `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
+	Percent int32                  `protobuf:"varint,2,opt,name=percent,proto3" json:"percent,omitempty"`
+	// broker names an ambassador.brokers entry: the copies go to the same
+	// service there.
+	Broker        string `protobuf:"bytes,3,opt,name=broker,proto3" json:"broker,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TrafficMirror) Reset() {
+	*x = TrafficMirror{}
+	mi := &file_busmesh_v1_admin_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TrafficMirror) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TrafficMirror) ProtoMessage() {}
+
+func (x *TrafficMirror) ProtoReflect() protoreflect.Message {
+	mi := &file_busmesh_v1_admin_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TrafficMirror.ProtoReflect.Descriptor instead.
+func (*TrafficMirror) Descriptor() ([]byte, []int) {
+	return file_busmesh_v1_admin_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *TrafficMirror) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *TrafficMirror) GetPercent() int32 {
+	if x != nil {
+		return x.Percent
+	}
+	return 0
+}
+
+func (x *TrafficMirror) GetBroker() string {
+	if x != nil {
+		return x.Broker
+	}
+	return ""
+}
+
+type SetTrafficRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Service string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	// rules replace the service's traffic rules whole; empty rules send
+	// its calls to any version.
+	Rules *TrafficRules `protobuf:"bytes,2,opt,name=rules,proto3" json:"rules,omitempty"`
+	// if_version, when set, refuses the change (ABORTED, HTTP 409) unless
+	// the table in force has this version.
+	IfVersion     uint64 `protobuf:"varint,3,opt,name=if_version,json=ifVersion,proto3" json:"if_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetTrafficRequest) Reset() {
+	*x = SetTrafficRequest{}
+	mi := &file_busmesh_v1_admin_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetTrafficRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetTrafficRequest) ProtoMessage() {}
+
+func (x *SetTrafficRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_busmesh_v1_admin_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetTrafficRequest.ProtoReflect.Descriptor instead.
+func (*SetTrafficRequest) Descriptor() ([]byte, []int) {
+	return file_busmesh_v1_admin_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *SetTrafficRequest) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *SetTrafficRequest) GetRules() *TrafficRules {
+	if x != nil {
+		return x.Rules
+	}
+	return nil
+}
+
+func (x *SetTrafficRequest) GetIfVersion() uint64 {
+	if x != nil {
+		return x.IfVersion
+	}
+	return 0
+}
+
+type ShiftTrafficRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Service string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	// split is the weights to set, as percentages (0 to 100, adding up to
+	// at most 100): {v2: 100} moves every call to v2; {v2: 10} from {v1:
+	// 100} gives {v1: 90, v2: 10}.
+	Split         map[string]int32 `protobuf:"bytes,2,rep,name=split,proto3" json:"split,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	IfVersion     uint64           `protobuf:"varint,3,opt,name=if_version,json=ifVersion,proto3" json:"if_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ShiftTrafficRequest) Reset() {
+	*x = ShiftTrafficRequest{}
+	mi := &file_busmesh_v1_admin_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShiftTrafficRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShiftTrafficRequest) ProtoMessage() {}
+
+func (x *ShiftTrafficRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_busmesh_v1_admin_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShiftTrafficRequest.ProtoReflect.Descriptor instead.
+func (*ShiftTrafficRequest) Descriptor() ([]byte, []int) {
+	return file_busmesh_v1_admin_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ShiftTrafficRequest) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *ShiftTrafficRequest) GetSplit() map[string]int32 {
+	if x != nil {
+		return x.Split
+	}
+	return nil
+}
+
+func (x *ShiftTrafficRequest) GetIfVersion() uint64 {
+	if x != nil {
+		return x.IfVersion
+	}
+	return 0
+}
+
+type ResetTrafficRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Service       string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	IfVersion     uint64                 `protobuf:"varint,2,opt,name=if_version,json=ifVersion,proto3" json:"if_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResetTrafficRequest) Reset() {
+	*x = ResetTrafficRequest{}
+	mi := &file_busmesh_v1_admin_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResetTrafficRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResetTrafficRequest) ProtoMessage() {}
+
+func (x *ResetTrafficRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_busmesh_v1_admin_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResetTrafficRequest.ProtoReflect.Descriptor instead.
+func (*ResetTrafficRequest) Descriptor() ([]byte, []int) {
+	return file_busmesh_v1_admin_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ResetTrafficRequest) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *ResetTrafficRequest) GetIfVersion() uint64 {
+	if x != nil {
+		return x.IfVersion
+	}
+	return 0
+}
+
+type SetTrafficResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// version is the version of the new table.
+	Version uint64 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	// service is the service's entry in the new table.
+	Service       *ServiceTraffic `protobuf:"bytes,2,opt,name=service,proto3" json:"service,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetTrafficResponse) Reset() {
+	*x = SetTrafficResponse{}
+	mi := &file_busmesh_v1_admin_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetTrafficResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetTrafficResponse) ProtoMessage() {}
+
+func (x *SetTrafficResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_busmesh_v1_admin_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetTrafficResponse.ProtoReflect.Descriptor instead.
+func (*SetTrafficResponse) Descriptor() ([]byte, []int) {
+	return file_busmesh_v1_admin_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *SetTrafficResponse) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *SetTrafficResponse) GetService() *ServiceTraffic {
+	if x != nil {
+		return x.Service
+	}
+	return nil
+}
+
 // Route is one way in: a port, or a method prefix, and where it leads.
 type Route struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -616,7 +1214,7 @@ type Route struct {
 
 func (x *Route) Reset() {
 	*x = Route{}
-	mi := &file_busmesh_v1_admin_proto_msgTypes[9]
+	mi := &file_busmesh_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -628,7 +1226,7 @@ func (x *Route) String() string {
 func (*Route) ProtoMessage() {}
 
 func (x *Route) ProtoReflect() protoreflect.Message {
-	mi := &file_busmesh_v1_admin_proto_msgTypes[9]
+	mi := &file_busmesh_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -641,7 +1239,7 @@ func (x *Route) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Route.ProtoReflect.Descriptor instead.
 func (*Route) Descriptor() ([]byte, []int) {
-	return file_busmesh_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_busmesh_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Route) GetKind() string {
@@ -687,7 +1285,7 @@ type GetHealthRequest struct {
 
 func (x *GetHealthRequest) Reset() {
 	*x = GetHealthRequest{}
-	mi := &file_busmesh_v1_admin_proto_msgTypes[10]
+	mi := &file_busmesh_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -699,7 +1297,7 @@ func (x *GetHealthRequest) String() string {
 func (*GetHealthRequest) ProtoMessage() {}
 
 func (x *GetHealthRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_busmesh_v1_admin_proto_msgTypes[10]
+	mi := &file_busmesh_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -712,7 +1310,7 @@ func (x *GetHealthRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHealthRequest.ProtoReflect.Descriptor instead.
 func (*GetHealthRequest) Descriptor() ([]byte, []int) {
-	return file_busmesh_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_busmesh_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 type GetHealthResponse struct {
@@ -729,7 +1327,7 @@ type GetHealthResponse struct {
 
 func (x *GetHealthResponse) Reset() {
 	*x = GetHealthResponse{}
-	mi := &file_busmesh_v1_admin_proto_msgTypes[11]
+	mi := &file_busmesh_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -741,7 +1339,7 @@ func (x *GetHealthResponse) String() string {
 func (*GetHealthResponse) ProtoMessage() {}
 
 func (x *GetHealthResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_busmesh_v1_admin_proto_msgTypes[11]
+	mi := &file_busmesh_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -754,7 +1352,7 @@ func (x *GetHealthResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHealthResponse.ProtoReflect.Descriptor instead.
 func (*GetHealthResponse) Descriptor() ([]byte, []int) {
-	return file_busmesh_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_busmesh_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GetHealthResponse) GetSidecar() string {
@@ -802,7 +1400,7 @@ type CallRequest struct {
 
 func (x *CallRequest) Reset() {
 	*x = CallRequest{}
-	mi := &file_busmesh_v1_admin_proto_msgTypes[12]
+	mi := &file_busmesh_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -814,7 +1412,7 @@ func (x *CallRequest) String() string {
 func (*CallRequest) ProtoMessage() {}
 
 func (x *CallRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_busmesh_v1_admin_proto_msgTypes[12]
+	mi := &file_busmesh_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -827,7 +1425,7 @@ func (x *CallRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallRequest.ProtoReflect.Descriptor instead.
 func (*CallRequest) Descriptor() ([]byte, []int) {
-	return file_busmesh_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_busmesh_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CallRequest) GetService() string {
@@ -884,7 +1482,7 @@ type CallResponse struct {
 
 func (x *CallResponse) Reset() {
 	*x = CallResponse{}
-	mi := &file_busmesh_v1_admin_proto_msgTypes[13]
+	mi := &file_busmesh_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -896,7 +1494,7 @@ func (x *CallResponse) String() string {
 func (*CallResponse) ProtoMessage() {}
 
 func (x *CallResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_busmesh_v1_admin_proto_msgTypes[13]
+	mi := &file_busmesh_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -909,7 +1507,7 @@ func (x *CallResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallResponse.ProtoReflect.Descriptor instead.
 func (*CallResponse) Descriptor() ([]byte, []int) {
-	return file_busmesh_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_busmesh_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *CallResponse) GetStatus() int32 {
@@ -948,7 +1546,7 @@ type GetTrafficRequest struct {
 
 func (x *GetTrafficRequest) Reset() {
 	*x = GetTrafficRequest{}
-	mi := &file_busmesh_v1_admin_proto_msgTypes[14]
+	mi := &file_busmesh_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -960,7 +1558,7 @@ func (x *GetTrafficRequest) String() string {
 func (*GetTrafficRequest) ProtoMessage() {}
 
 func (x *GetTrafficRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_busmesh_v1_admin_proto_msgTypes[14]
+	mi := &file_busmesh_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -973,7 +1571,7 @@ func (x *GetTrafficRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTrafficRequest.ProtoReflect.Descriptor instead.
 func (*GetTrafficRequest) Descriptor() ([]byte, []int) {
-	return file_busmesh_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_busmesh_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 type GetTrafficResponse struct {
@@ -992,7 +1590,7 @@ type GetTrafficResponse struct {
 
 func (x *GetTrafficResponse) Reset() {
 	*x = GetTrafficResponse{}
-	mi := &file_busmesh_v1_admin_proto_msgTypes[15]
+	mi := &file_busmesh_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1004,7 +1602,7 @@ func (x *GetTrafficResponse) String() string {
 func (*GetTrafficResponse) ProtoMessage() {}
 
 func (x *GetTrafficResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_busmesh_v1_admin_proto_msgTypes[15]
+	mi := &file_busmesh_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1017,7 +1615,7 @@ func (x *GetTrafficResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTrafficResponse.ProtoReflect.Descriptor instead.
 func (*GetTrafficResponse) Descriptor() ([]byte, []int) {
-	return file_busmesh_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_busmesh_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *GetTrafficResponse) GetSidecar() string {
@@ -1075,7 +1673,7 @@ type EdgeTraffic struct {
 
 func (x *EdgeTraffic) Reset() {
 	*x = EdgeTraffic{}
-	mi := &file_busmesh_v1_admin_proto_msgTypes[16]
+	mi := &file_busmesh_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1087,7 +1685,7 @@ func (x *EdgeTraffic) String() string {
 func (*EdgeTraffic) ProtoMessage() {}
 
 func (x *EdgeTraffic) ProtoReflect() protoreflect.Message {
-	mi := &file_busmesh_v1_admin_proto_msgTypes[16]
+	mi := &file_busmesh_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1100,7 +1698,7 @@ func (x *EdgeTraffic) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EdgeTraffic.ProtoReflect.Descriptor instead.
 func (*EdgeTraffic) Descriptor() ([]byte, []int) {
-	return file_busmesh_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_busmesh_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *EdgeTraffic) GetSide() string {
@@ -1230,9 +1828,65 @@ const file_busmesh_v1_admin_proto_rawDesc = "" +
 	"\vErrorsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\x13\n" +
-	"\x11ListRoutesRequest\"?\n" +
+	"\x11ListRoutesRequest\"\x91\x01\n" +
 	"\x12ListRoutesResponse\x12)\n" +
-	"\x06routes\x18\x01 \x03(\v2\x11.busmesh.v1.RouteR\x06routes\"{\n" +
+	"\x06routes\x18\x01 \x03(\v2\x11.busmesh.v1.RouteR\x06routes\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\x126\n" +
+	"\bservices\x18\x03 \x03(\v2\x1a.busmesh.v1.ServiceTrafficR\bservices\"\x9c\x01\n" +
+	"\x0eServiceTraffic\x12\x18\n" +
+	"\aservice\x18\x01 \x01(\tR\aservice\x12\x0e\n" +
+	"\x02lb\x18\x02 \x01(\tR\x02lb\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\tR\aversion\x12.\n" +
+	"\x05rules\x18\x04 \x01(\v2\x18.busmesh.v1.TrafficRulesR\x05rules\x12\x16\n" +
+	"\x06source\x18\x05 \x01(\tR\x06source\"\x9c\x02\n" +
+	"\fTrafficRules\x120\n" +
+	"\x06routes\x18\x01 \x03(\v2\x18.busmesh.v1.TrafficRouteR\x06routes\x129\n" +
+	"\x05split\x18\x02 \x03(\v2#.busmesh.v1.TrafficRules.SplitEntryR\x05split\x12\x16\n" +
+	"\x06sticky\x18\x03 \x01(\tR\x06sticky\x12\x1a\n" +
+	"\bfallback\x18\x04 \x01(\tR\bfallback\x121\n" +
+	"\x06mirror\x18\x05 \x01(\v2\x19.busmesh.v1.TrafficMirrorR\x06mirror\x1a8\n" +
+	"\n" +
+	"SplitEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x05R\x05value:\x028\x01\"X\n" +
+	"\fTrafficRoute\x12.\n" +
+	"\x05match\x18\x01 \x01(\v2\x18.busmesh.v1.TrafficMatchR\x05match\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\tR\aversion\"\xe5\x01\n" +
+	"\fTrafficMatch\x12?\n" +
+	"\aheaders\x18\x01 \x03(\v2%.busmesh.v1.TrafficMatch.HeadersEntryR\aheaders\x12\x1f\n" +
+	"\vpath_prefix\x18\x02 \x01(\tR\n" +
+	"pathPrefix\x12\x1f\n" +
+	"\vgrpc_method\x18\x03 \x01(\tR\n" +
+	"grpcMethod\x12\x16\n" +
+	"\x06caller\x18\x04 \x01(\tR\x06caller\x1a:\n" +
+	"\fHeadersEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"[\n" +
+	"\rTrafficMirror\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\tR\aversion\x12\x18\n" +
+	"\apercent\x18\x02 \x01(\x05R\apercent\x12\x16\n" +
+	"\x06broker\x18\x03 \x01(\tR\x06broker\"|\n" +
+	"\x11SetTrafficRequest\x12\x18\n" +
+	"\aservice\x18\x01 \x01(\tR\aservice\x12.\n" +
+	"\x05rules\x18\x02 \x01(\v2\x18.busmesh.v1.TrafficRulesR\x05rules\x12\x1d\n" +
+	"\n" +
+	"if_version\x18\x03 \x01(\x04R\tifVersion\"\xca\x01\n" +
+	"\x13ShiftTrafficRequest\x12\x18\n" +
+	"\aservice\x18\x01 \x01(\tR\aservice\x12@\n" +
+	"\x05split\x18\x02 \x03(\v2*.busmesh.v1.ShiftTrafficRequest.SplitEntryR\x05split\x12\x1d\n" +
+	"\n" +
+	"if_version\x18\x03 \x01(\x04R\tifVersion\x1a8\n" +
+	"\n" +
+	"SplitEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x05R\x05value:\x028\x01\"N\n" +
+	"\x13ResetTrafficRequest\x12\x18\n" +
+	"\aservice\x18\x01 \x01(\tR\aservice\x12\x1d\n" +
+	"\n" +
+	"if_version\x18\x02 \x01(\x04R\tifVersion\"d\n" +
+	"\x12SetTrafficResponse\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\x04R\aversion\x124\n" +
+	"\aservice\x18\x02 \x01(\v2\x1a.busmesh.v1.ServiceTrafficR\aservice\"{\n" +
 	"\x05Route\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x16\n" +
 	"\x06listen\x18\x02 \x01(\tR\x06listen\x12\x14\n" +
@@ -1285,12 +1939,16 @@ const file_busmesh_v1_admin_proto_rawDesc = "" +
 	"\x03p50\x18\b \x01(\v2\x19.google.protobuf.DurationR\x03p50\x12+\n" +
 	"\x03p99\x18\t \x01(\v2\x19.google.protobuf.DurationR\x03p99\x12\x1a\n" +
 	"\binflight\x18\n" +
-	" \x01(\x03R\binflight2\xc0\x03\n" +
+	" \x01(\x03R\binflight2\xaf\x05\n" +
 	"\x05Admin\x12Q\n" +
 	"\fListServices\x12\x1f.busmesh.v1.ListServicesRequest\x1a .busmesh.v1.ListServicesResponse\x12E\n" +
 	"\bGetStats\x12\x1b.busmesh.v1.GetStatsRequest\x1a\x1c.busmesh.v1.GetStatsResponse\x12K\n" +
 	"\n" +
-	"ListRoutes\x12\x1d.busmesh.v1.ListRoutesRequest\x1a\x1e.busmesh.v1.ListRoutesResponse\x12H\n" +
+	"ListRoutes\x12\x1d.busmesh.v1.ListRoutesRequest\x1a\x1e.busmesh.v1.ListRoutesResponse\x12K\n" +
+	"\n" +
+	"SetTraffic\x12\x1d.busmesh.v1.SetTrafficRequest\x1a\x1e.busmesh.v1.SetTrafficResponse\x12O\n" +
+	"\fShiftTraffic\x12\x1f.busmesh.v1.ShiftTrafficRequest\x1a\x1e.busmesh.v1.SetTrafficResponse\x12O\n" +
+	"\fResetTraffic\x12\x1f.busmesh.v1.ResetTrafficRequest\x1a\x1e.busmesh.v1.SetTrafficResponse\x12H\n" +
 	"\tGetHealth\x12\x1c.busmesh.v1.GetHealthRequest\x1a\x1d.busmesh.v1.GetHealthResponse\x129\n" +
 	"\x04Call\x12\x17.busmesh.v1.CallRequest\x1a\x18.busmesh.v1.CallResponse\x12K\n" +
 	"\n" +
@@ -1308,7 +1966,7 @@ func file_busmesh_v1_admin_proto_rawDescGZIP() []byte {
 	return file_busmesh_v1_admin_proto_rawDescData
 }
 
-var file_busmesh_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_busmesh_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_busmesh_v1_admin_proto_goTypes = []any{
 	(*ListServicesRequest)(nil),   // 0: busmesh.v1.ListServicesRequest
 	(*ListServicesResponse)(nil),  // 1: busmesh.v1.ListServicesResponse
@@ -1319,66 +1977,94 @@ var file_busmesh_v1_admin_proto_goTypes = []any{
 	(*ServiceStats)(nil),          // 6: busmesh.v1.ServiceStats
 	(*ListRoutesRequest)(nil),     // 7: busmesh.v1.ListRoutesRequest
 	(*ListRoutesResponse)(nil),    // 8: busmesh.v1.ListRoutesResponse
-	(*Route)(nil),                 // 9: busmesh.v1.Route
-	(*GetHealthRequest)(nil),      // 10: busmesh.v1.GetHealthRequest
-	(*GetHealthResponse)(nil),     // 11: busmesh.v1.GetHealthResponse
-	(*CallRequest)(nil),           // 12: busmesh.v1.CallRequest
-	(*CallResponse)(nil),          // 13: busmesh.v1.CallResponse
-	(*GetTrafficRequest)(nil),     // 14: busmesh.v1.GetTrafficRequest
-	(*GetTrafficResponse)(nil),    // 15: busmesh.v1.GetTrafficResponse
-	(*EdgeTraffic)(nil),           // 16: busmesh.v1.EdgeTraffic
-	nil,                           // 17: busmesh.v1.Instance.LabelsEntry
-	nil,                           // 18: busmesh.v1.GetStatsResponse.RejectedEntry
-	nil,                           // 19: busmesh.v1.ServiceStats.CodesEntry
-	nil,                           // 20: busmesh.v1.ServiceStats.ErrorsEntry
-	nil,                           // 21: busmesh.v1.GetHealthResponse.ComponentsEntry
-	nil,                           // 22: busmesh.v1.CallRequest.HeadersEntry
-	nil,                           // 23: busmesh.v1.CallResponse.HeadersEntry
-	(*durationpb.Duration)(nil),   // 24: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 25: google.protobuf.Timestamp
+	(*ServiceTraffic)(nil),        // 9: busmesh.v1.ServiceTraffic
+	(*TrafficRules)(nil),          // 10: busmesh.v1.TrafficRules
+	(*TrafficRoute)(nil),          // 11: busmesh.v1.TrafficRoute
+	(*TrafficMatch)(nil),          // 12: busmesh.v1.TrafficMatch
+	(*TrafficMirror)(nil),         // 13: busmesh.v1.TrafficMirror
+	(*SetTrafficRequest)(nil),     // 14: busmesh.v1.SetTrafficRequest
+	(*ShiftTrafficRequest)(nil),   // 15: busmesh.v1.ShiftTrafficRequest
+	(*ResetTrafficRequest)(nil),   // 16: busmesh.v1.ResetTrafficRequest
+	(*SetTrafficResponse)(nil),    // 17: busmesh.v1.SetTrafficResponse
+	(*Route)(nil),                 // 18: busmesh.v1.Route
+	(*GetHealthRequest)(nil),      // 19: busmesh.v1.GetHealthRequest
+	(*GetHealthResponse)(nil),     // 20: busmesh.v1.GetHealthResponse
+	(*CallRequest)(nil),           // 21: busmesh.v1.CallRequest
+	(*CallResponse)(nil),          // 22: busmesh.v1.CallResponse
+	(*GetTrafficRequest)(nil),     // 23: busmesh.v1.GetTrafficRequest
+	(*GetTrafficResponse)(nil),    // 24: busmesh.v1.GetTrafficResponse
+	(*EdgeTraffic)(nil),           // 25: busmesh.v1.EdgeTraffic
+	nil,                           // 26: busmesh.v1.Instance.LabelsEntry
+	nil,                           // 27: busmesh.v1.GetStatsResponse.RejectedEntry
+	nil,                           // 28: busmesh.v1.ServiceStats.CodesEntry
+	nil,                           // 29: busmesh.v1.ServiceStats.ErrorsEntry
+	nil,                           // 30: busmesh.v1.TrafficRules.SplitEntry
+	nil,                           // 31: busmesh.v1.TrafficMatch.HeadersEntry
+	nil,                           // 32: busmesh.v1.ShiftTrafficRequest.SplitEntry
+	nil,                           // 33: busmesh.v1.GetHealthResponse.ComponentsEntry
+	nil,                           // 34: busmesh.v1.CallRequest.HeadersEntry
+	nil,                           // 35: busmesh.v1.CallResponse.HeadersEntry
+	(*durationpb.Duration)(nil),   // 36: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 37: google.protobuf.Timestamp
 }
 var file_busmesh_v1_admin_proto_depIdxs = []int32{
 	2,  // 0: busmesh.v1.ListServicesResponse.services:type_name -> busmesh.v1.Service
 	3,  // 1: busmesh.v1.Service.instances:type_name -> busmesh.v1.Instance
-	17, // 2: busmesh.v1.Instance.labels:type_name -> busmesh.v1.Instance.LabelsEntry
-	24, // 3: busmesh.v1.Instance.p50:type_name -> google.protobuf.Duration
-	25, // 4: busmesh.v1.Instance.last_seen:type_name -> google.protobuf.Timestamp
-	24, // 5: busmesh.v1.GetStatsResponse.uptime:type_name -> google.protobuf.Duration
+	26, // 2: busmesh.v1.Instance.labels:type_name -> busmesh.v1.Instance.LabelsEntry
+	36, // 3: busmesh.v1.Instance.p50:type_name -> google.protobuf.Duration
+	37, // 4: busmesh.v1.Instance.last_seen:type_name -> google.protobuf.Timestamp
+	36, // 5: busmesh.v1.GetStatsResponse.uptime:type_name -> google.protobuf.Duration
 	6,  // 6: busmesh.v1.GetStatsResponse.ambassador:type_name -> busmesh.v1.ServiceStats
 	6,  // 7: busmesh.v1.GetStatsResponse.adapter:type_name -> busmesh.v1.ServiceStats
-	18, // 8: busmesh.v1.GetStatsResponse.rejected:type_name -> busmesh.v1.GetStatsResponse.RejectedEntry
-	19, // 9: busmesh.v1.ServiceStats.codes:type_name -> busmesh.v1.ServiceStats.CodesEntry
-	20, // 10: busmesh.v1.ServiceStats.errors:type_name -> busmesh.v1.ServiceStats.ErrorsEntry
-	24, // 11: busmesh.v1.ServiceStats.p50:type_name -> google.protobuf.Duration
-	24, // 12: busmesh.v1.ServiceStats.p99:type_name -> google.protobuf.Duration
-	9,  // 13: busmesh.v1.ListRoutesResponse.routes:type_name -> busmesh.v1.Route
-	21, // 14: busmesh.v1.GetHealthResponse.components:type_name -> busmesh.v1.GetHealthResponse.ComponentsEntry
-	22, // 15: busmesh.v1.CallRequest.headers:type_name -> busmesh.v1.CallRequest.HeadersEntry
-	24, // 16: busmesh.v1.CallRequest.timeout:type_name -> google.protobuf.Duration
-	23, // 17: busmesh.v1.CallResponse.headers:type_name -> busmesh.v1.CallResponse.HeadersEntry
-	24, // 18: busmesh.v1.CallResponse.duration:type_name -> google.protobuf.Duration
-	24, // 19: busmesh.v1.GetTrafficResponse.window:type_name -> google.protobuf.Duration
-	16, // 20: busmesh.v1.GetTrafficResponse.edges:type_name -> busmesh.v1.EdgeTraffic
-	16, // 21: busmesh.v1.GetTrafficResponse.services:type_name -> busmesh.v1.EdgeTraffic
-	24, // 22: busmesh.v1.EdgeTraffic.p50:type_name -> google.protobuf.Duration
-	24, // 23: busmesh.v1.EdgeTraffic.p99:type_name -> google.protobuf.Duration
-	0,  // 24: busmesh.v1.Admin.ListServices:input_type -> busmesh.v1.ListServicesRequest
-	4,  // 25: busmesh.v1.Admin.GetStats:input_type -> busmesh.v1.GetStatsRequest
-	7,  // 26: busmesh.v1.Admin.ListRoutes:input_type -> busmesh.v1.ListRoutesRequest
-	10, // 27: busmesh.v1.Admin.GetHealth:input_type -> busmesh.v1.GetHealthRequest
-	12, // 28: busmesh.v1.Admin.Call:input_type -> busmesh.v1.CallRequest
-	14, // 29: busmesh.v1.Admin.GetTraffic:input_type -> busmesh.v1.GetTrafficRequest
-	1,  // 30: busmesh.v1.Admin.ListServices:output_type -> busmesh.v1.ListServicesResponse
-	5,  // 31: busmesh.v1.Admin.GetStats:output_type -> busmesh.v1.GetStatsResponse
-	8,  // 32: busmesh.v1.Admin.ListRoutes:output_type -> busmesh.v1.ListRoutesResponse
-	11, // 33: busmesh.v1.Admin.GetHealth:output_type -> busmesh.v1.GetHealthResponse
-	13, // 34: busmesh.v1.Admin.Call:output_type -> busmesh.v1.CallResponse
-	15, // 35: busmesh.v1.Admin.GetTraffic:output_type -> busmesh.v1.GetTrafficResponse
-	30, // [30:36] is the sub-list for method output_type
-	24, // [24:30] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	27, // 8: busmesh.v1.GetStatsResponse.rejected:type_name -> busmesh.v1.GetStatsResponse.RejectedEntry
+	28, // 9: busmesh.v1.ServiceStats.codes:type_name -> busmesh.v1.ServiceStats.CodesEntry
+	29, // 10: busmesh.v1.ServiceStats.errors:type_name -> busmesh.v1.ServiceStats.ErrorsEntry
+	36, // 11: busmesh.v1.ServiceStats.p50:type_name -> google.protobuf.Duration
+	36, // 12: busmesh.v1.ServiceStats.p99:type_name -> google.protobuf.Duration
+	18, // 13: busmesh.v1.ListRoutesResponse.routes:type_name -> busmesh.v1.Route
+	9,  // 14: busmesh.v1.ListRoutesResponse.services:type_name -> busmesh.v1.ServiceTraffic
+	10, // 15: busmesh.v1.ServiceTraffic.rules:type_name -> busmesh.v1.TrafficRules
+	11, // 16: busmesh.v1.TrafficRules.routes:type_name -> busmesh.v1.TrafficRoute
+	30, // 17: busmesh.v1.TrafficRules.split:type_name -> busmesh.v1.TrafficRules.SplitEntry
+	13, // 18: busmesh.v1.TrafficRules.mirror:type_name -> busmesh.v1.TrafficMirror
+	12, // 19: busmesh.v1.TrafficRoute.match:type_name -> busmesh.v1.TrafficMatch
+	31, // 20: busmesh.v1.TrafficMatch.headers:type_name -> busmesh.v1.TrafficMatch.HeadersEntry
+	10, // 21: busmesh.v1.SetTrafficRequest.rules:type_name -> busmesh.v1.TrafficRules
+	32, // 22: busmesh.v1.ShiftTrafficRequest.split:type_name -> busmesh.v1.ShiftTrafficRequest.SplitEntry
+	9,  // 23: busmesh.v1.SetTrafficResponse.service:type_name -> busmesh.v1.ServiceTraffic
+	33, // 24: busmesh.v1.GetHealthResponse.components:type_name -> busmesh.v1.GetHealthResponse.ComponentsEntry
+	34, // 25: busmesh.v1.CallRequest.headers:type_name -> busmesh.v1.CallRequest.HeadersEntry
+	36, // 26: busmesh.v1.CallRequest.timeout:type_name -> google.protobuf.Duration
+	35, // 27: busmesh.v1.CallResponse.headers:type_name -> busmesh.v1.CallResponse.HeadersEntry
+	36, // 28: busmesh.v1.CallResponse.duration:type_name -> google.protobuf.Duration
+	36, // 29: busmesh.v1.GetTrafficResponse.window:type_name -> google.protobuf.Duration
+	25, // 30: busmesh.v1.GetTrafficResponse.edges:type_name -> busmesh.v1.EdgeTraffic
+	25, // 31: busmesh.v1.GetTrafficResponse.services:type_name -> busmesh.v1.EdgeTraffic
+	36, // 32: busmesh.v1.EdgeTraffic.p50:type_name -> google.protobuf.Duration
+	36, // 33: busmesh.v1.EdgeTraffic.p99:type_name -> google.protobuf.Duration
+	0,  // 34: busmesh.v1.Admin.ListServices:input_type -> busmesh.v1.ListServicesRequest
+	4,  // 35: busmesh.v1.Admin.GetStats:input_type -> busmesh.v1.GetStatsRequest
+	7,  // 36: busmesh.v1.Admin.ListRoutes:input_type -> busmesh.v1.ListRoutesRequest
+	14, // 37: busmesh.v1.Admin.SetTraffic:input_type -> busmesh.v1.SetTrafficRequest
+	15, // 38: busmesh.v1.Admin.ShiftTraffic:input_type -> busmesh.v1.ShiftTrafficRequest
+	16, // 39: busmesh.v1.Admin.ResetTraffic:input_type -> busmesh.v1.ResetTrafficRequest
+	19, // 40: busmesh.v1.Admin.GetHealth:input_type -> busmesh.v1.GetHealthRequest
+	21, // 41: busmesh.v1.Admin.Call:input_type -> busmesh.v1.CallRequest
+	23, // 42: busmesh.v1.Admin.GetTraffic:input_type -> busmesh.v1.GetTrafficRequest
+	1,  // 43: busmesh.v1.Admin.ListServices:output_type -> busmesh.v1.ListServicesResponse
+	5,  // 44: busmesh.v1.Admin.GetStats:output_type -> busmesh.v1.GetStatsResponse
+	8,  // 45: busmesh.v1.Admin.ListRoutes:output_type -> busmesh.v1.ListRoutesResponse
+	17, // 46: busmesh.v1.Admin.SetTraffic:output_type -> busmesh.v1.SetTrafficResponse
+	17, // 47: busmesh.v1.Admin.ShiftTraffic:output_type -> busmesh.v1.SetTrafficResponse
+	17, // 48: busmesh.v1.Admin.ResetTraffic:output_type -> busmesh.v1.SetTrafficResponse
+	20, // 49: busmesh.v1.Admin.GetHealth:output_type -> busmesh.v1.GetHealthResponse
+	22, // 50: busmesh.v1.Admin.Call:output_type -> busmesh.v1.CallResponse
+	24, // 51: busmesh.v1.Admin.GetTraffic:output_type -> busmesh.v1.GetTrafficResponse
+	43, // [43:52] is the sub-list for method output_type
+	34, // [34:43] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_busmesh_v1_admin_proto_init() }
@@ -1392,7 +2078,7 @@ func file_busmesh_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_busmesh_v1_admin_proto_rawDesc), len(file_busmesh_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   24,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

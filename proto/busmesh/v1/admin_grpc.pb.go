@@ -22,6 +22,9 @@ const (
 	Admin_ListServices_FullMethodName = "/busmesh.v1.Admin/ListServices"
 	Admin_GetStats_FullMethodName     = "/busmesh.v1.Admin/GetStats"
 	Admin_ListRoutes_FullMethodName   = "/busmesh.v1.Admin/ListRoutes"
+	Admin_SetTraffic_FullMethodName   = "/busmesh.v1.Admin/SetTraffic"
+	Admin_ShiftTraffic_FullMethodName = "/busmesh.v1.Admin/ShiftTraffic"
+	Admin_ResetTraffic_FullMethodName = "/busmesh.v1.Admin/ResetTraffic"
 	Admin_GetHealth_FullMethodName    = "/busmesh.v1.Admin/GetHealth"
 	Admin_Call_FullMethodName         = "/busmesh.v1.Admin/Call"
 	Admin_GetTraffic_FullMethodName   = "/busmesh.v1.Admin/GetTraffic"
@@ -39,9 +42,21 @@ type AdminClient interface {
 	ListServices(ctx context.Context, in *ListServicesRequest, opts ...grpc.CallOption) (*ListServicesResponse, error)
 	// GetStats returns the sidecar's traffic per service. GET /v1/stats
 	GetStats(ctx context.Context, in *GetStatsRequest, opts ...grpc.CallOption) (*GetStatsResponse, error)
-	// ListRoutes lists how the sidecar's ports map to services.
-	// GET /v1/routes
+	// ListRoutes lists how the sidecar's ports map to services, and the
+	// routing table in force with its version. GET /v1/routes
 	ListRoutes(ctx context.Context, in *ListRoutesRequest, opts ...grpc.CallOption) (*ListRoutesResponse, error)
+	// SetTraffic replaces a service's traffic rules on the running
+	// sidecar, validated as the config file's are. PUT /v1/routes/{service}
+	// with the rules as the body. Privileged (admin token or loopback).
+	SetTraffic(ctx context.Context, in *SetTrafficRequest, opts ...grpc.CallOption) (*SetTrafficResponse, error)
+	// ShiftTraffic changes a service's split weights, as percentages: the
+	// versions named get theirs, the split's others share the rest.
+	// PATCH /v1/routes/{service}. Privileged (admin token or loopback).
+	ShiftTraffic(ctx context.Context, in *ShiftTrafficRequest, opts ...grpc.CallOption) (*SetTrafficResponse, error)
+	// ResetTraffic drops an admin change of a service's traffic rules: the
+	// config file's rules are in force again. DELETE /v1/routes/{service}.
+	// Privileged (admin token or loopback).
+	ResetTraffic(ctx context.Context, in *ResetTrafficRequest, opts ...grpc.CallOption) (*SetTrafficResponse, error)
 	// GetHealth reports the sidecar's health. GET /v1/health
 	GetHealth(ctx context.Context, in *GetHealthRequest, opts ...grpc.CallOption) (*GetHealthResponse, error)
 	// Call makes an HTTP call through the sidecar's ambassador.
@@ -90,6 +105,36 @@ func (c *adminClient) ListRoutes(ctx context.Context, in *ListRoutesRequest, opt
 	return out, nil
 }
 
+func (c *adminClient) SetTraffic(ctx context.Context, in *SetTrafficRequest, opts ...grpc.CallOption) (*SetTrafficResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetTrafficResponse)
+	err := c.cc.Invoke(ctx, Admin_SetTraffic_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) ShiftTraffic(ctx context.Context, in *ShiftTrafficRequest, opts ...grpc.CallOption) (*SetTrafficResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetTrafficResponse)
+	err := c.cc.Invoke(ctx, Admin_ShiftTraffic_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) ResetTraffic(ctx context.Context, in *ResetTrafficRequest, opts ...grpc.CallOption) (*SetTrafficResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetTrafficResponse)
+	err := c.cc.Invoke(ctx, Admin_ResetTraffic_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *adminClient) GetHealth(ctx context.Context, in *GetHealthRequest, opts ...grpc.CallOption) (*GetHealthResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GetHealthResponse)
@@ -132,9 +177,21 @@ type AdminServer interface {
 	ListServices(context.Context, *ListServicesRequest) (*ListServicesResponse, error)
 	// GetStats returns the sidecar's traffic per service. GET /v1/stats
 	GetStats(context.Context, *GetStatsRequest) (*GetStatsResponse, error)
-	// ListRoutes lists how the sidecar's ports map to services.
-	// GET /v1/routes
+	// ListRoutes lists how the sidecar's ports map to services, and the
+	// routing table in force with its version. GET /v1/routes
 	ListRoutes(context.Context, *ListRoutesRequest) (*ListRoutesResponse, error)
+	// SetTraffic replaces a service's traffic rules on the running
+	// sidecar, validated as the config file's are. PUT /v1/routes/{service}
+	// with the rules as the body. Privileged (admin token or loopback).
+	SetTraffic(context.Context, *SetTrafficRequest) (*SetTrafficResponse, error)
+	// ShiftTraffic changes a service's split weights, as percentages: the
+	// versions named get theirs, the split's others share the rest.
+	// PATCH /v1/routes/{service}. Privileged (admin token or loopback).
+	ShiftTraffic(context.Context, *ShiftTrafficRequest) (*SetTrafficResponse, error)
+	// ResetTraffic drops an admin change of a service's traffic rules: the
+	// config file's rules are in force again. DELETE /v1/routes/{service}.
+	// Privileged (admin token or loopback).
+	ResetTraffic(context.Context, *ResetTrafficRequest) (*SetTrafficResponse, error)
 	// GetHealth reports the sidecar's health. GET /v1/health
 	GetHealth(context.Context, *GetHealthRequest) (*GetHealthResponse, error)
 	// Call makes an HTTP call through the sidecar's ambassador.
@@ -161,6 +218,15 @@ func (UnimplementedAdminServer) GetStats(context.Context, *GetStatsRequest) (*Ge
 }
 func (UnimplementedAdminServer) ListRoutes(context.Context, *ListRoutesRequest) (*ListRoutesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListRoutes not implemented")
+}
+func (UnimplementedAdminServer) SetTraffic(context.Context, *SetTrafficRequest) (*SetTrafficResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetTraffic not implemented")
+}
+func (UnimplementedAdminServer) ShiftTraffic(context.Context, *ShiftTrafficRequest) (*SetTrafficResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ShiftTraffic not implemented")
+}
+func (UnimplementedAdminServer) ResetTraffic(context.Context, *ResetTrafficRequest) (*SetTrafficResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ResetTraffic not implemented")
 }
 func (UnimplementedAdminServer) GetHealth(context.Context, *GetHealthRequest) (*GetHealthResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetHealth not implemented")
@@ -246,6 +312,60 @@ func _Admin_ListRoutes_Handler(srv interface{}, ctx context.Context, dec func(in
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_SetTraffic_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetTrafficRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).SetTraffic(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_SetTraffic_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).SetTraffic(ctx, req.(*SetTrafficRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_ShiftTraffic_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ShiftTrafficRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ShiftTraffic(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ShiftTraffic_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ShiftTraffic(ctx, req.(*ShiftTrafficRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_ResetTraffic_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ResetTrafficRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ResetTraffic(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ResetTraffic_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ResetTraffic(ctx, req.(*ResetTrafficRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Admin_GetHealth_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(GetHealthRequest)
 	if err := dec(in); err != nil {
@@ -318,6 +438,18 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListRoutes",
 			Handler:    _Admin_ListRoutes_Handler,
+		},
+		{
+			MethodName: "SetTraffic",
+			Handler:    _Admin_SetTraffic_Handler,
+		},
+		{
+			MethodName: "ShiftTraffic",
+			Handler:    _Admin_ShiftTraffic_Handler,
+		},
+		{
+			MethodName: "ResetTraffic",
+			Handler:    _Admin_ResetTraffic_Handler,
 		},
 		{
 			MethodName: "GetHealth",

@@ -1,0 +1,63 @@
+package ambassador
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/busmesh/busmesh/broker"
+	"github.com/busmesh/busmesh/internal/bus"
+	"github.com/busmesh/busmesh/internal/telemetry"
+)
+
+// shadow is another broker a mirror copies calls to: a broker migration
+// canaried like a release. Copies go to the same subjects there (the mesh
+// and the service are the same), and their answers come back to the
+// ambassador's mirror inbox on that broker, to be counted and dropped.
+type shadow struct {
+	name string
+	b    broker.Broker
+	out  *mirrorSender
+	sub  broker.Subscription
+}
+
+// newShadows makes a publisher for each of o.Brokers, sealing as the
+// sidecar's own does, and its mirror sender. The table compiles against
+// them; openShadows subscribes their mirror inboxes.
+func newShadows(o Options) map[string]*shadow {
+	out := make(map[string]*shadow, len(o.Brokers))
+	for name, b := range o.Brokers {
+		pub := bus.NewPublisher(b)
+		if o.Security != nil {
+			pub.SetSealer(o.Security)
+		}
+		out[name] = &shadow{name: name, b: b, out: newMirrorSender(pub, name, o.Metrics, o.Logger.With(telemetry.KeyComponent, "ambassador"))}
+	}
+	return out
+}
+
+// openShadows subscribes the mirror inbox on each shadow broker.
+func (a *Ambassador) openShadows(ctx context.Context, o Options) error {
+	for name, s := range a.shadows {
+		sub, err := s.b.Subscribe(ctx, a.mirrorInbox, mirrorAnswers(o.Metrics, a.logger, name))
+		if err != nil {
+			_ = a.closeShadows() // the subscribe error is the one to report
+			return fmt.Errorf("ambassador mirror inbox on broker %s: %w", name, err)
+		}
+		s.sub = sub
+	}
+	return nil
+}
+
+// closeShadows ends the mirror inbox subscriptions; the connections are
+// the caller's.
+func (a *Ambassador) closeShadows() error {
+	var errs []error
+	for _, s := range a.shadows {
+		if s.sub != nil {
+			errs = append(errs, s.sub.Unsubscribe())
+			s.sub = nil
+		}
+	}
+	return errors.Join(errs...)
+}
