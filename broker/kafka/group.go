@@ -74,7 +74,7 @@ func (c *Conn) QueueSubscribe(ctx context.Context, subject, group string, h brok
 		return nil, fmt.Errorf("queue subscribe %s: %w", subject, err)
 	}
 	m := &member{subject: subject, id: GroupID(subject, group), start: start, kick: make(chan struct{}, 1), ready: make(chan struct{})}
-	cl, err := kgo.NewClient(append(append(c.cfg.clientOpts(c.logger), c.cfg.consumeOpts()...),
+	cl, err := kgo.NewClient(append(append(c.clientOpts(), c.cfg.consumeOpts()...),
 		kgo.ConsumerGroup(m.id),
 		kgo.ConsumeTopics(subject),
 		kgo.Balancers(kgo.CooperativeStickyBalancer()),

@@ -74,7 +74,7 @@ func (c *Conn) Subscribe(ctx context.Context, subject string, h broker.Handler) 
 	for p, off := range ends {
 		from[p] = kgo.NewOffset().At(off)
 	}
-	cl, err := kgo.NewClient(append(append(c.cfg.clientOpts(c.logger), c.cfg.consumeOpts()...),
+	cl, err := kgo.NewClient(append(append(c.clientOpts(), c.cfg.consumeOpts()...),
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{subject: from}))...)
 	if err != nil {
 		return nil, fmt.Errorf("subscribe %s: %w", subject, err)
@@ -148,6 +148,9 @@ func (s *subscription) fetchError(topic string, part int32, err error) {
 	}
 	if s.group != nil {
 		s.group.failed(err)
+	}
+	if topicLost(err) {
+		s.c.health.suspect() // check the topics
 	}
 	lv := s.c.logger.Warn
 	if kerr.IsRetriable(err) {

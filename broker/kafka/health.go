@@ -1,0 +1,96 @@
+package kafka
+
+import (
+	"context"
+	"net"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/busmesh/busmesh/internal/telemetry"
+)
+
+// Probing the cluster. A lost connection is confirmed or dismissed by one
+// metadata request bounded by probeTimeout; while no broker answers, one is
+// asked again every probeInterval.
+const (
+	probeTimeout  = 750 * time.Millisecond
+	probeInterval = 250 * time.Millisecond
+)
+
+// health tracks whether the cluster is reachable. franz-go reconnects on
+// its own and says so only through hooks, so every client of a Conn
+// reports its lost connections and failed dials here, and the Conn's
+// watcher asks the cluster whether it is still there.
+type health struct {
+	down atomic.Bool   // no broker answered the last probe
+	kick chan struct{} // a connection was lost or could not be made
+}
+
+func newHealth() *health { return &health{kick: make(chan struct{}, 1)} }
+
+// suspect wakes the watcher; it never blocks, as franz-go's hooks must not.
+func (h *health) suspect() {
+	select {
+	case h.kick <- struct{}{}:
+	default:
+	}
+}
+
+// OnBrokerConnect implements kgo.HookBrokerConnect: a failed dial is a
+// reason to probe.
+func (h *health) OnBrokerConnect(_ kgo.BrokerMetadata, _ time.Duration, _ net.Conn, err error) {
+	if err != nil {
+		h.suspect()
+	}
+}
+
+// OnBrokerDisconnect implements kgo.HookBrokerDisconnect: so is a lost
+// connection, though franz-go also closes idle ones (the probe then finds
+// the cluster there and nothing changes).
+func (h *health) OnBrokerDisconnect(kgo.BrokerMetadata, net.Conn) { h.suspect() }
+
+// Connected implements broker.Connectivity: false from the first failed
+// probe after a lost connection (within about a second of losing every
+// broker, as long as the connections close; a silent network is noticed
+// only when a request times out) until a broker answers again.
+func (c *Conn) Connected() bool { return !c.health.down.Load() }
+
+// watch probes the cluster whenever a client lost a connection or failed
+// to dial, until a broker answers; then it checks the topics in use, which
+// a cluster that came back empty no longer has. It runs until Close.
+func (c *Conn) watch() {
+	for {
+		select {
+		case <-c.done:
+			return
+		case <-c.health.kick:
+		}
+		for !c.probe() {
+			if !c.health.down.Swap(true) {
+				c.logger.Warn("Kafka cluster unreachable")
+			}
+			select {
+			case <-c.done:
+				return
+			case <-time.After(probeInterval):
+			}
+		}
+		if c.health.down.Swap(false) {
+			c.logger.Info("Kafka cluster reachable again")
+		}
+		c.recoverTopics()
+	}
+}
+
+// probe reports whether a broker answers a metadata request.
+func (c *Conn) probe() bool {
+	ctx, cancel := context.WithTimeout(c.ctx, probeTimeout)
+	defer cancel()
+	err := c.cl.Ping(ctx)
+	if err != nil && c.ctx.Err() == nil {
+		c.logger.Debug("probe failed", telemetry.KeyErr, err)
+	}
+	return err == nil
+}
