@@ -56,7 +56,8 @@ type Conn struct {
 
 	ctx      context.Context // of every record; cancelled when Close stops flushing
 	cancel   context.CancelFunc
-	buffered atomic.Int64 // bytes published and not yet answered
+	buffered atomic.Int64             // bytes published and not yet answered
+	promise  func(*kgo.Record, error) // c.produced, bound once: a method value per Produce allocates
 
 	mu     sync.Mutex
 	subs   map[*subscription]struct{}
@@ -143,6 +144,7 @@ func dial(ctx context.Context, u *url.URL, logger *slog.Logger) (*Conn, error) {
 		done:   make(chan struct{}),
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.promise = c.produced
 	c.watching.Go(c.watch)
 	return c, nil
 }
@@ -223,7 +225,7 @@ func (c *Conn) Publish(ctx context.Context, subject string, data []byte) error {
 	if c.buffered.Add(int64(len(data))) > maxBuffered {
 		pctx = ctx // full: wait for room only as long as the caller does
 	}
-	c.cl.Produce(pctx, r, c.produced)
+	c.cl.Produce(pctx, r, c.promise)
 	return nil
 }
 
