@@ -2,6 +2,8 @@ package kafka
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net"
 	"sync/atomic"
 	"time"
@@ -11,12 +13,16 @@ import (
 	"github.com/busmesh/busmesh/internal/telemetry"
 )
 
-// Probing the cluster. A lost connection is confirmed or dismissed by one
+// Probing the cluster. A lost connection is confirmed or dismissed by a
 // metadata request bounded by probeTimeout; while no broker answers, one is
-// asked again every probeInterval.
+// asked again every probeInterval. A probe that fails because no broker
+// could be reached (refused, reset) counts at once; probes that only ran
+// out of time count once they have failed for slowFor, so a busy cluster
+// (a thousand topics created at once) is not taken for a lost one.
 const (
 	probeTimeout  = 750 * time.Millisecond
 	probeInterval = 250 * time.Millisecond
+	slowFor       = 2 * time.Second
 )
 
 // health tracks whether the cluster is reachable. franz-go reconnects on
@@ -38,18 +44,32 @@ func (h *health) suspect() {
 	}
 }
 
+// clientHook is one franz-go client's hooks into health. Its client's own
+// Close closes connections too, which says nothing about the cluster: off
+// is set first.
+type clientHook struct {
+	h   *health
+	off atomic.Bool
+}
+
+func (h *health) hook() *clientHook { return &clientHook{h: h} }
+
 // OnBrokerConnect implements kgo.HookBrokerConnect: a failed dial is a
 // reason to probe.
-func (h *health) OnBrokerConnect(_ kgo.BrokerMetadata, _ time.Duration, _ net.Conn, err error) {
-	if err != nil {
-		h.suspect()
+func (k *clientHook) OnBrokerConnect(_ kgo.BrokerMetadata, _ time.Duration, _ net.Conn, err error) {
+	if err != nil && !k.off.Load() {
+		k.h.suspect()
 	}
 }
 
 // OnBrokerDisconnect implements kgo.HookBrokerDisconnect: so is a lost
 // connection, though franz-go also closes idle ones (the probe then finds
 // the cluster there and nothing changes).
-func (h *health) OnBrokerDisconnect(kgo.BrokerMetadata, net.Conn) { h.suspect() }
+func (k *clientHook) OnBrokerDisconnect(kgo.BrokerMetadata, net.Conn) {
+	if !k.off.Load() {
+		k.h.suspect()
+	}
+}
 
 // Connected implements broker.Connectivity: false from the first failed
 // probe after a lost connection (within about a second of losing every
@@ -67,9 +87,26 @@ func (c *Conn) watch() {
 			return
 		case <-c.health.kick:
 		}
-		for !c.probe() {
-			if !c.health.down.Swap(true) {
-				c.logger.Warn("Kafka cluster unreachable")
+		var slowSince time.Time
+		for {
+			err := c.probe()
+			if err == nil {
+				break
+			}
+			select {
+			case <-c.done:
+				return // the probe failed because Close cancelled it
+			default:
+			}
+			lost := !errors.Is(err, context.DeadlineExceeded)
+			if !lost {
+				if slowSince.IsZero() {
+					slowSince = time.Now()
+				}
+				lost = time.Since(slowSince) >= slowFor
+			}
+			if lost && !c.health.down.Swap(true) {
+				c.logger.Warn("Kafka cluster unreachable", telemetry.KeyErr, err)
 			}
 			select {
 			case <-c.done:
@@ -84,13 +121,16 @@ func (c *Conn) watch() {
 	}
 }
 
-// probe reports whether a broker answers a metadata request.
-func (c *Conn) probe() bool {
+// probe asks a broker for metadata: nil when one answered.
+func (c *Conn) probe() error {
 	ctx, cancel := context.WithTimeout(c.ctx, probeTimeout)
 	defer cancel()
 	err := c.cl.Ping(ctx)
+	if err != nil && ctx.Err() != nil {
+		err = fmt.Errorf("%w (%v)", context.DeadlineExceeded, err)
+	}
 	if err != nil && c.ctx.Err() == nil {
 		c.logger.Debug("probe failed", telemetry.KeyErr, err)
 	}
-	return err == nil
+	return err
 }

@@ -108,7 +108,7 @@ func dial(ctx context.Context, u *url.URL, logger *slog.Logger) (*Conn, error) {
 		acks = kgo.AllISRAcks()
 	}
 	h := newHealth()
-	opts := append(cfg.clientOpts(logger, h),
+	opts := append(cfg.clientOpts(logger, h.hook()),
 		kgo.RequiredAcks(acks),
 		kgo.ProducerLinger(0),                             // a lone request goes out at once; a busy producer batches instead
 		kgo.ProducerBatchCompression(kgo.NoCompression()), // small envelopes: snappy costs more than it saves
@@ -163,14 +163,16 @@ func produceByName() *kversion.Versions {
 	return vs
 }
 
-// clientOpts returns the options every client of c shares.
-func (c *Conn) clientOpts() []kgo.Opt { return c.cfg.clientOpts(c.logger, c.health) }
+// clientOpts returns the options every client of c shares, with hooks
+// reporting to c's health through k.
+func (c *Conn) clientOpts(k *clientHook) []kgo.Opt { return c.cfg.clientOpts(c.logger, k) }
 
 // clientOpts returns what every client of a Conn shares: brokers,
-// identity, TLS, SASL, logging, and hooks reporting lost connections to h.
-func (c *config) clientOpts(logger *slog.Logger, h *health) []kgo.Opt {
+// identity, TLS, SASL, logging, and hooks reporting lost connections
+// through k.
+func (c *config) clientOpts(logger *slog.Logger, k *clientHook) []kgo.Opt {
 	opts := []kgo.Opt{
-		kgo.WithHooks(h),
+		kgo.WithHooks(k),
 		kgo.SeedBrokers(c.addrs...),
 		kgo.ClientID(c.clientID),
 		kgo.DialTimeout(c.dialTimeout),

@@ -26,6 +26,7 @@ type subscription struct {
 	c       *Conn
 	subject string
 	cl      *kgo.Client
+	hook    *clientHook // cl's, silenced before Unsubscribe closes cl
 	h       broker.Handler
 
 	ctx    context.Context // the handler's; cancelled by Unsubscribe
@@ -74,12 +75,13 @@ func (c *Conn) Subscribe(ctx context.Context, subject string, h broker.Handler) 
 	for p, off := range ends {
 		from[p] = kgo.NewOffset().At(off)
 	}
-	cl, err := kgo.NewClient(append(append(c.clientOpts(), c.cfg.consumeOpts()...),
+	hook := c.health.hook()
+	cl, err := kgo.NewClient(append(append(c.clientOpts(hook), c.cfg.consumeOpts()...),
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{subject: from}))...)
 	if err != nil {
 		return nil, fmt.Errorf("subscribe %s: %w", subject, err)
 	}
-	s := newSubscription(ctx, c, subject, cl, h)
+	s := newSubscription(ctx, c, subject, cl, hook, h)
 	if err := c.start(s, s.run); err != nil {
 		return nil, err
 	}
@@ -87,8 +89,8 @@ func (c *Conn) Subscribe(ctx context.Context, subject string, h broker.Handler) 
 	return s, nil
 }
 
-func newSubscription(ctx context.Context, c *Conn, subject string, cl *kgo.Client, h broker.Handler) *subscription {
-	s := &subscription{c: c, subject: subject, cl: cl, h: h}
+func newSubscription(ctx context.Context, c *Conn, subject string, cl *kgo.Client, hook *clientHook, h broker.Handler) *subscription {
+	s := &subscription{c: c, subject: subject, cl: cl, hook: hook, h: h}
 	s.ctx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	return s
 }
@@ -100,6 +102,7 @@ func (c *Conn) start(s *subscription, run ...func()) error {
 	defer c.mu.Unlock()
 	if c.closed {
 		s.cancel()
+		s.hook.off.Store(true)
 		s.cl.Close()
 		return broker.ErrClosed
 	}
@@ -175,6 +178,7 @@ func (s *subscription) Unsubscribe() error {
 			_ = s.cl.LeaveGroupContext(ctx)
 			cancel()
 		}
+		s.hook.off.Store(true)
 		s.cl.Close()
 		s.c.mu.Lock()
 		delete(s.c.subs, s)
