@@ -44,10 +44,12 @@
 //
 // The backend is a broker.Connectivity: every franz-go client of a Conn
 // reports lost connections and failed dials through kgo's hooks, and the
-// Conn then asks the cluster for metadata (750 ms at most); while no broker
-// answers, Connected is false, and a probe every 250 ms notices the return.
-// A lost cluster is reported within about a second when its connections
-// close (a silent network is noticed only when a request times out).
+// Conn then asks the cluster for metadata (750 ms at most). When no broker
+// can be reached (refused, reset), Connected turns false at once, so a lost
+// cluster is reported within about a second; probes that only time out
+// turn it false after 2 s of them (a busy cluster is not a lost one; a
+// silent network is noticed that late too). A probe every 250 ms notices
+// the return.
 //
 // After every such episode the Conn looks up the topics it uses, by ID. A
 // cluster that came back empty (restarted without its data, replaced, or a

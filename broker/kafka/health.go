@@ -71,10 +71,10 @@ func (k *clientHook) OnBrokerDisconnect(kgo.BrokerMetadata, net.Conn) {
 	}
 }
 
-// Connected implements broker.Connectivity: false from the first failed
-// probe after a lost connection (within about a second of losing every
-// broker, as long as the connections close; a silent network is noticed
-// only when a request times out) until a broker answers again.
+// Connected implements broker.Connectivity: false from the first probe
+// after a lost connection that could reach no broker (within about a second
+// of losing every broker, when their connections close), or after 2 s of
+// probes without an answer, until a broker answers again.
 func (c *Conn) Connected() bool { return !c.health.down.Load() }
 
 // watch probes the cluster whenever a client lost a connection or failed
