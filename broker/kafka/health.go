@@ -126,6 +126,11 @@ func (c *Conn) probe() error {
 	ctx, cancel := context.WithTimeout(c.ctx, probeTimeout)
 	defer cancel()
 	err := c.cl.Ping(ctx)
+	if err != nil && ctx.Err() == nil {
+		// A request on a connection that was cut fails (EOF) and drops the
+		// connection: a second ping dials anew.
+		err = c.cl.Ping(ctx)
+	}
 	if err != nil && ctx.Err() != nil {
 		err = fmt.Errorf("%w (%v)", context.DeadlineExceeded, err)
 	}

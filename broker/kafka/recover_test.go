@@ -5,10 +5,12 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/busmesh/busmesh/broker"
 )
@@ -56,6 +58,49 @@ func TestConnectivity(t *testing.T) {
 		}
 		_ = b.Publish(ctx, "health.test", []byte(strconv.Itoa(i)))
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestSlowClusterStaysConnected makes the cluster answer every metadata
+// request a second late for 0.8 s, after dropping every connection: the
+// probes time out, but a cluster that answers slowly is not a lost one,
+// and Connected stays true.
+func TestSlowClusterStaysConnected(t *testing.T) {
+	c := startCluster(t)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	b := dial(t, c.url)
+	defer b.Close()
+	got := newTally()
+	if _, err := b.Subscribe(ctx, "slow.test", got.add); err != nil {
+		t.Fatal(err)
+	}
+	// The subscription is fetching once a message arrives: its long poll
+	// notices the cut.
+	if err := b.Publish(ctx, "slow.test", []byte("0")); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 10*time.Second, "the first message", func() bool { return got.count() == 1 })
+	var slowed atomic.Int32
+	until := time.Now().Add(800 * time.Millisecond)
+	c.kc.ControlKey(int16(kmsg.Metadata), func(kmsg.Request) (kmsg.Response, error, bool) {
+		if time.Now().After(until) {
+			c.kc.DropControl()
+			return nil, nil, false
+		}
+		c.kc.KeepControl()
+		slowed.Add(1)
+		time.Sleep(time.Second)
+		return nil, nil, false
+	})
+	c.cut(t)
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		if !broker.Connected(b) {
+			t.Fatal("Connected() = false while the cluster answered slowly")
+		}
+	}
+	if slowed.Load() == 0 {
+		t.Fatal("no metadata request was slowed: the case proved nothing")
 	}
 }
 
