@@ -238,7 +238,11 @@ func (c *Conn) produced(r *kgo.Record, err error) {
 		return
 	}
 	if topicLost(err) {
-		c.health.suspect() // check the topics
+		// The cluster lost the topic; the check says so once, not once
+		// per message.
+		c.health.suspect()
+		c.logger.Debug("publish failed", telemetry.KeySubject, r.Topic, telemetry.KeyErr, err)
+		return
 	}
 	c.logger.Warn("publish failed", telemetry.KeySubject, r.Topic, telemetry.KeyErr, err)
 }

@@ -14,11 +14,14 @@ import (
 
 // recoverTopics checks, after the cluster was away, that every topic in
 // use still exists under the ID it had. A cluster restarted empty (or
-// replaced, or a topic deleted) has lost them: the Conn creates them
-// again, and since franz-go refuses to follow a topic to a new instance of
-// the same name, it purges the old one from its producer and points each
-// subscription on it at the new one. Other Conns find the topic recreated
-// under a new ID and do the same. A check that fails is tried again.
+// replaced, or a topic deleted) has lost them: the Conn creates them all
+// again at once, those it only publishes to as well (in the fault suite,
+// leaving those to the next Publish let discovery's answers arrive late
+// enough for instances to expire in two runs of three). Since franz-go
+// refuses to follow a topic to a new instance of the same name, it purges
+// the old one from its producer and points each subscription on it at the
+// new one. Other Conns find the topic recreated under a new ID and do the
+// same. A check that fails is tried again.
 func (c *Conn) recoverTopics() {
 	names := c.topics.names()
 	if len(names) == 0 {
@@ -31,17 +34,25 @@ func (c *Conn) recoverTopics() {
 		c.retryRecover("look up topics", err)
 		return
 	}
-	changed := map[string]int{} // topic → its partitions
+	c.mu.Lock()
+	subscribed := map[string]bool{}
+	for s := range c.subs {
+		subscribed[s.subject] = true
+	}
+	c.mu.Unlock()
+	changed := map[string]int{} // subscribed topics under a new ID → their partitions
+	var purge []string          // topics the producer must forget
 	for _, name := range names {
 		d := found[name]
 		id, parts := d.id, d.parts
-		if errors.Is(d.err, kerr.UnknownTopicOrPartition) {
+		switch {
+		case errors.Is(d.err, kerr.UnknownTopicOrPartition):
 			if id, err = c.topics.create(ctx, name); err != nil {
 				c.retryRecover("create topic "+name, err)
 				continue
 			}
 			parts = int(c.cfg.partitionsFor(name))
-		} else if d.err != nil {
+		case d.err != nil:
 			c.retryRecover("look up topic "+name, d.err)
 			continue
 		}
@@ -49,11 +60,15 @@ func (c *Conn) recoverTopics() {
 			continue
 		}
 		c.topics.known.Store(name, id)
-		changed[name] = parts
+		purge = append(purge, name)
+		if subscribed[name] {
+			changed[name] = parts
+		}
 	}
-	if len(changed) == 0 {
+	if len(purge) == 0 {
 		return
 	}
+	c.cl.PurgeTopicsFromProducing(purge...)
 	topics := slices.Sorted(func(yield func(string) bool) {
 		for t := range changed {
 			if !yield(t) {
@@ -61,8 +76,7 @@ func (c *Conn) recoverTopics() {
 			}
 		}
 	})
-	c.logger.Warn("topics lost by the cluster are in use again", keyCount, len(topics), keyTopics, topics)
-	c.cl.PurgeTopicsFromProducing(topics...)
+	c.logger.Warn("the cluster lost topics in use: subscriptions resumed on new ones", keyCount, len(purge), keyTopics, topics)
 	c.mu.Lock()
 	var subs []*subscription
 	for s := range c.subs {
