@@ -32,9 +32,10 @@ const (
 type health struct {
 	down atomic.Bool   // no broker answered the last probe
 	kick chan struct{} // a connection was lost or could not be made
+	up   chan struct{} // a client connected while down: probe now
 }
 
-func newHealth() *health { return &health{kick: make(chan struct{}, 1)} }
+func newHealth() *health { return &health{kick: make(chan struct{}, 1), up: make(chan struct{}, 1)} }
 
 // suspect wakes the watcher; it never blocks, as franz-go's hooks must not.
 func (h *health) suspect() {
@@ -55,10 +56,32 @@ type clientHook struct {
 func (h *health) hook() *clientHook { return &clientHook{h: h} }
 
 // OnBrokerConnect implements kgo.HookBrokerConnect: a failed dial is a
-// reason to probe.
+// reason to probe, and so, while the cluster is away, is a dial that
+// worked: it may be back.
 func (k *clientHook) OnBrokerConnect(_ kgo.BrokerMetadata, _ time.Duration, _ net.Conn, err error) {
-	if err != nil && !k.off.Load() {
+	switch {
+	case k.off.Load():
+	case err != nil:
 		k.h.suspect()
+	case k.h.down.Load():
+		select {
+		case k.h.up <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// OnBrokerE2E implements kgo.HookBrokerE2E: while the cluster is taken
+// for away, a request a broker answered proves it back, even when the
+// probes are slow to say so (a starved process).
+func (k *clientHook) OnBrokerE2E(_ kgo.BrokerMetadata, _ int16, e2e kgo.BrokerE2E) {
+	if e2e.WriteErr != nil || e2e.ReadErr != nil || !k.h.down.Load() || k.off.Load() {
+		return
+	}
+	k.h.down.Store(false)
+	select {
+	case k.h.up <- struct{}{}:
+	default:
 	}
 }
 
@@ -88,6 +111,7 @@ func (c *Conn) watch() {
 		case <-c.health.kick:
 		}
 		var slowSince time.Time
+		wasDown := false
 		for {
 			err := c.probe()
 			if err == nil {
@@ -97,6 +121,9 @@ func (c *Conn) watch() {
 			case <-c.done:
 				return // the probe failed because Close cancelled it
 			default:
+			}
+			if wasDown && !c.health.down.Load() {
+				break // a client's request was answered meanwhile (OnBrokerE2E)
 			}
 			lost := !errors.Is(err, context.DeadlineExceeded)
 			if !lost {
@@ -108,13 +135,22 @@ func (c *Conn) watch() {
 			if lost && !c.health.down.Swap(true) {
 				c.logger.Warn("Kafka cluster unreachable", telemetry.KeyErr, err)
 			}
+			wasDown = wasDown || c.health.down.Load()
+			// The probe's own dial does not count as a client connecting;
+			// another client's dial during the wait cuts it short, so the
+			// return is noticed as soon as franz-go reconnects.
+			select {
+			case <-c.health.up:
+			default:
+			}
 			select {
 			case <-c.done:
 				return
 			case <-time.After(probeInterval):
+			case <-c.health.up:
 			}
 		}
-		if c.health.down.Swap(false) {
+		if c.health.down.Swap(false) || wasDown {
 			c.logger.Info("Kafka cluster reachable again")
 		}
 		c.recoverTopics()
