@@ -48,8 +48,9 @@
 // can be reached (refused, reset), Connected turns false at once, so a lost
 // cluster is reported within about a second; probes that only time out
 // turn it false after 2 s of them (a busy cluster is not a lost one; a
-// silent network is noticed that late too). A probe every 250 ms notices
-// the return.
+// silent network is noticed that late too). The first request a broker
+// answers, or a probe (every 250 ms, or at once when a client reconnects),
+// turns it true again.
 //
 // After every such episode the Conn looks up the topics it uses, by ID. A
 // cluster that came back empty (restarted without its data, replaced, or a
