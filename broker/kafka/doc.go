@@ -42,6 +42,27 @@
 // broker answering as soon as a message is there; fetch_wait only bounds an
 // idle poll.
 //
+// The backend is a broker.Connectivity: every franz-go client of a Conn
+// reports lost connections and failed dials through kgo's hooks, and the
+// Conn then asks the cluster for metadata (750 ms at most). When no broker
+// can be reached (refused, reset), Connected turns false at once, so a lost
+// cluster is reported within about a second; probes that only time out
+// turn it false after 2 s of them (a busy cluster is not a lost one; a
+// silent network is noticed that late too). The first request a broker
+// answers, or a probe (every 250 ms, or at once when a client reconnects),
+// turns it true again.
+//
+// After every such episode the Conn looks up the topics it uses, by ID. A
+// cluster that came back empty (restarted without its data, replaced, or a
+// topic deleted) no longer has them: the Conn creates them again, and as
+// kgo refuses to follow a name to a new topic ID, it purges the old topic
+// from its producer and points each subscription at the new topic from its
+// first message; queue-group members rejoin their group, which starts at
+// the first message too. Another Conn finds the topic under a new ID and
+// does the same. Messages in flight across the loss are lost (at most
+// once); the mesh's retries cover calls. Produce requests are held at v12
+// (topics by name, as Kafka 2.8 to 4.0 speak).
+//
 // Kafka cannot tell a publisher that nobody listens, so the backend is not a
 // broker.Returner; it is a broker.SizeLimiter.
 //

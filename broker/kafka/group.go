@@ -74,7 +74,8 @@ func (c *Conn) QueueSubscribe(ctx context.Context, subject, group string, h brok
 		return nil, fmt.Errorf("queue subscribe %s: %w", subject, err)
 	}
 	m := &member{subject: subject, id: GroupID(subject, group), start: start, kick: make(chan struct{}, 1), ready: make(chan struct{})}
-	cl, err := kgo.NewClient(append(append(c.cfg.clientOpts(c.logger), c.cfg.consumeOpts()...),
+	hook := c.health.hook()
+	cl, err := kgo.NewClient(append(append(c.clientOpts(hook), c.cfg.consumeOpts()...),
 		kgo.ConsumerGroup(m.id),
 		kgo.ConsumeTopics(subject),
 		kgo.Balancers(kgo.CooperativeStickyBalancer()),
@@ -89,7 +90,7 @@ func (c *Conn) QueueSubscribe(ctx context.Context, subject, group string, h brok
 	if err != nil {
 		return nil, fmt.Errorf("queue subscribe %s: %w", subject, err)
 	}
-	s := newSubscription(ctx, c, subject, cl, h)
+	s := newSubscription(ctx, c, subject, cl, hook, h)
 	s.group, m.s = m, s
 	if err := c.start(s, s.run, m.commitStarts); err != nil {
 		return nil, err

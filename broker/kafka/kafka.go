@@ -12,8 +12,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+	"github.com/twmb/franz-go/pkg/kversion"
 
 	"github.com/busmesh/busmesh/broker"
 	"github.com/busmesh/busmesh/internal/telemetry"
@@ -51,15 +52,19 @@ type Conn struct {
 	logger *slog.Logger
 	cl     *kgo.Client
 	topics *topics
+	health *health
 
 	ctx      context.Context // of every record; cancelled when Close stops flushing
 	cancel   context.CancelFunc
-	buffered atomic.Int64 // bytes published and not yet answered
+	buffered atomic.Int64             // bytes published and not yet answered
+	promise  func(*kgo.Record, error) // c.produced, bound once: a method value per Produce allocates
 
 	mu     sync.Mutex
 	subs   map[*subscription]struct{}
 	closed bool
 	done   chan struct{} // closed when Close starts
+
+	watching sync.WaitGroup // the watcher of the cluster's health
 }
 
 func open(ctx context.Context, u *url.URL, logger *slog.Logger) (broker.Broker, error) {
@@ -102,7 +107,8 @@ func dial(ctx context.Context, u *url.URL, logger *slog.Logger) (*Conn, error) {
 	if cfg.acks == -1 {
 		acks = kgo.AllISRAcks()
 	}
-	opts := append(cfg.clientOpts(logger),
+	h := newHealth()
+	opts := append(cfg.clientOpts(logger, h.hook()),
 		kgo.RequiredAcks(acks),
 		kgo.ProducerLinger(0),                             // a lone request goes out at once; a busy producer batches instead
 		kgo.ProducerBatchCompression(kgo.NoCompression()), // small envelopes: snappy costs more than it saves
@@ -110,6 +116,7 @@ func dial(ctx context.Context, u *url.URL, logger *slog.Logger) (*Conn, error) {
 		kgo.MaxBufferedBytes(maxBuffered),
 		kgo.MaxBufferedRecords(1<<20), // maxBuffered is the bound that matters
 		kgo.RecordPartitioner(kgo.RoundRobinPartitioner()),
+		kgo.MaxVersions(produceByName()),
 	)
 	if cfg.acks != -1 {
 		opts = append(opts, kgo.DisableIdempotentWrite()) // idempotence needs acks=all
@@ -131,18 +138,41 @@ func dial(ctx context.Context, u *url.URL, logger *slog.Logger) (*Conn, error) {
 		cfg:    cfg,
 		logger: logger,
 		cl:     cl,
-		topics: newTopics(cfg, kadm.NewClient(cl)),
+		topics: newTopics(cfg, cl),
+		health: h,
 		subs:   map[*subscription]struct{}{},
 		done:   make(chan struct{}),
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.promise = c.produced
+	c.watching.Go(c.watch)
 	return c, nil
 }
 
-// clientOpts returns what every client of the Conn shares: brokers,
-// identity, TLS, SASL and logging.
-func (c *config) clientOpts(logger *slog.Logger) []kgo.Opt {
+// produceByName returns franz-go's request versions with Produce held at
+// v12, which names topics; v13 (Kafka 4.1) names them by ID. After a
+// cluster restarted empty, a produce request names topics the new cluster
+// never had; kfake, which the tests run on, crashes on a request with two
+// unknown topic IDs. v12 is what Kafka 2.8 to 4.0 speak, and a recreated
+// topic is purged from the producer either way (recoverTopics).
+func produceByName() *kversion.Versions {
+	vs := kversion.Stable()
+	if v, ok := vs.LookupMaxKeyVersion(int16(kmsg.Produce)); ok && v > 12 {
+		vs.SetMaxKeyVersion(int16(kmsg.Produce), 12)
+	}
+	return vs
+}
+
+// clientOpts returns the options every client of c shares, with hooks
+// reporting to c's health through k.
+func (c *Conn) clientOpts(k *clientHook) []kgo.Opt { return c.cfg.clientOpts(c.logger, k) }
+
+// clientOpts returns what every client of a Conn shares: brokers,
+// identity, TLS, SASL, logging, and hooks reporting lost connections
+// through k.
+func (c *config) clientOpts(logger *slog.Logger, k *clientHook) []kgo.Opt {
 	opts := []kgo.Opt{
+		kgo.WithHooks(k),
 		kgo.SeedBrokers(c.addrs...),
 		kgo.ClientID(c.clientID),
 		kgo.DialTimeout(c.dialTimeout),
@@ -197,7 +227,7 @@ func (c *Conn) Publish(ctx context.Context, subject string, data []byte) error {
 	if c.buffered.Add(int64(len(data))) > maxBuffered {
 		pctx = ctx // full: wait for room only as long as the caller does
 	}
-	c.cl.Produce(pctx, r, c.produced)
+	c.cl.Produce(pctx, r, c.promise)
 	return nil
 }
 
@@ -205,6 +235,13 @@ func (c *Conn) Publish(ctx context.Context, subject string, data []byte) error {
 func (c *Conn) produced(r *kgo.Record, err error) {
 	c.buffered.Add(-int64(len(r.Value)))
 	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, kgo.ErrClientClosed) {
+		return
+	}
+	if topicLost(err) {
+		// The cluster lost the topic; the check says so once, not once
+		// per message.
+		c.health.suspect()
+		c.logger.Debug("publish failed", telemetry.KeySubject, r.Topic, telemetry.KeyErr, err)
 		return
 	}
 	c.logger.Warn("publish failed", telemetry.KeySubject, r.Topic, telemetry.KeyErr, err)
@@ -239,6 +276,7 @@ func (c *Conn) Close() error {
 	cancel()
 	wg.Wait()
 	c.cancel()
+	c.watching.Wait()
 	c.cl.Close()
 	return errors.Join(errs...)
 }
@@ -277,5 +315,6 @@ const (
 var (
 	_ broker.Broker       = (*Conn)(nil)
 	_ broker.SizeLimiter  = (*Conn)(nil)
+	_ broker.Connectivity = (*Conn)(nil)
 	_ broker.Subscription = (*subscription)(nil)
 )

@@ -27,6 +27,7 @@ type subscription struct {
 	c       *Conn
 	subject string
 	cl      *kgo.Client
+	hook    *clientHook // cl's, silenced before Unsubscribe closes cl
 	h       broker.Handler
 
 	ctx    context.Context // the handler's; cancelled by Unsubscribe
@@ -75,12 +76,13 @@ func (c *Conn) Subscribe(ctx context.Context, subject string, h broker.Handler) 
 	for p, off := range ends {
 		from[p] = kgo.NewOffset().At(off)
 	}
-	cl, err := kgo.NewClient(append(append(c.cfg.clientOpts(c.logger), c.cfg.consumeOpts()...),
+	hook := c.health.hook()
+	cl, err := kgo.NewClient(append(append(c.clientOpts(hook), c.cfg.consumeOpts()...),
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{subject: from}))...)
 	if err != nil {
 		return nil, fmt.Errorf("subscribe %s: %w", subject, err)
 	}
-	s := newSubscription(ctx, c, subject, cl, h)
+	s := newSubscription(ctx, c, subject, cl, hook, h)
 	if err := c.start(s, s.run); err != nil {
 		return nil, err
 	}
@@ -88,8 +90,8 @@ func (c *Conn) Subscribe(ctx context.Context, subject string, h broker.Handler) 
 	return s, nil
 }
 
-func newSubscription(ctx context.Context, c *Conn, subject string, cl *kgo.Client, h broker.Handler) *subscription {
-	s := &subscription{c: c, subject: subject, cl: cl, h: h}
+func newSubscription(ctx context.Context, c *Conn, subject string, cl *kgo.Client, hook *clientHook, h broker.Handler) *subscription {
+	s := &subscription{c: c, subject: subject, cl: cl, hook: hook, h: h}
 	s.ctx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	return s
 }
@@ -101,6 +103,7 @@ func (c *Conn) start(s *subscription, run ...func()) error {
 	defer c.mu.Unlock()
 	if c.closed {
 		s.cancel()
+		s.hook.off.Store(true)
 		s.cl.Close()
 		return broker.ErrClosed
 	}
@@ -153,6 +156,9 @@ func (s *subscription) fetchError(topic string, part int32, err error) {
 	if s.group != nil {
 		s.group.failed(err)
 	}
+	if topicLost(err) {
+		s.c.health.suspect() // check the topics
+	}
 	lv := s.c.logger.Warn
 	if kerr.IsRetriable(err) {
 		lv = s.c.logger.Debug
@@ -176,6 +182,7 @@ func (s *subscription) Unsubscribe() error {
 			_ = s.cl.LeaveGroupContext(ctx)
 			cancel()
 		}
+		s.hook.off.Store(true)
 		s.cl.Close()
 		s.c.mu.Lock()
 		delete(s.c.subs, s)

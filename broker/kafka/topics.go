@@ -11,6 +11,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/busmesh/busmesh/broker"
 )
@@ -22,16 +24,17 @@ const requestTimeout = 10 * time.Second
 // topics creates the topics of the subjects in use, once each.
 type topics struct {
 	cfg *config
+	cl  *kgo.Client
 	adm *kadm.Client
 
-	known sync.Map // topic name → struct{}: exists
+	known sync.Map // topic name → kadm.TopicID: exists, under that ID
 
 	mu       sync.Mutex
 	creating map[string]chan struct{} // topics being looked up or created
 }
 
-func newTopics(cfg *config, adm *kadm.Client) *topics {
-	return &topics{cfg: cfg, adm: adm, creating: map[string]chan struct{}{}}
+func newTopics(cfg *config, cl *kgo.Client) *topics {
+	return &topics{cfg: cfg, cl: cl, adm: kadm.NewClient(cl), creating: map[string]chan struct{}{}}
 }
 
 // ensure creates topic name unless it is known to exist. Concurrent calls
@@ -60,11 +63,11 @@ func (ts *topics) ensure(ctx context.Context, name string) error {
 				return ctx.Err()
 			}
 		}
-		err := ts.create(ctx, name)
+		id, err := ts.create(ctx, name)
 		ts.mu.Lock()
 		delete(ts.creating, name)
 		if err == nil {
-			ts.known.Store(name, struct{}{})
+			ts.known.Store(name, id)
 		}
 		ts.mu.Unlock()
 		close(wait)
@@ -73,9 +76,9 @@ func (ts *topics) ensure(ctx context.Context, name string) error {
 }
 
 // create asks the cluster for topic name, with the partitions its subject
-// needs and a message size limit that fits MaxMessageBytes. A topic that
-// exists already is fine.
-func (ts *topics) create(ctx context.Context, name string) error {
+// needs and a message size limit that fits MaxMessageBytes, and returns its
+// ID. A topic that exists already is fine.
+func (ts *topics) create(ctx context.Context, name string) (kadm.TopicID, error) {
 	ctx, cancel := context.WithTimeout(ctx, ts.cfg.dialTimeout)
 	defer cancel()
 	maxBytes := strconv.Itoa(ts.cfg.maxBatch())
@@ -91,14 +94,68 @@ func (ts *topics) create(ctx context.Context, name string) error {
 		var kafkaErr *kerr.Error
 		if !errors.As(err, &kafkaErr) {
 			// No broker answered.
-			return fmt.Errorf("create topic %s: %w (%w)", name, broker.ErrDisconnected, err)
+			return kadm.TopicID{}, fmt.Errorf("create topic %s: %w (%w)", name, broker.ErrDisconnected, err)
 		}
 		if res.ErrMessage != "" {
-			return fmt.Errorf("create topic %s: %w: %s", name, err, res.ErrMessage)
+			return kadm.TopicID{}, fmt.Errorf("create topic %s: %w: %s", name, err, res.ErrMessage)
 		}
-		return fmt.Errorf("create topic %s: %w", name, err)
+		return kadm.TopicID{}, fmt.Errorf("create topic %s: %w", name, err)
 	}
-	return nil
+	if err == nil && res.ID != (kadm.TopicID{}) {
+		return res.ID, nil
+	}
+	// Created by someone else (or by a broker that does not say the ID).
+	found, err := ts.lookup(ctx, name)
+	if err == nil {
+		err = found[name].err
+	}
+	if err != nil {
+		return kadm.TopicID{}, fmt.Errorf("look up topic %s: %w", name, err)
+	}
+	return found[name].id, nil
+}
+
+// topicState is what the cluster says about one topic.
+type topicState struct {
+	id    kadm.TopicID
+	parts int
+	err   error // kerr.UnknownTopicOrPartition: the cluster has no such topic
+}
+
+// lookup asks the cluster about topics, bypassing franz-go's metadata
+// cache (kadm's ListTopics answers from it for up to MetadataMinAge, which
+// may predate a restart).
+func (ts *topics) lookup(ctx context.Context, names ...string) (map[string]topicState, error) {
+	req := kmsg.NewPtrMetadataRequest()
+	for _, n := range names {
+		rt := kmsg.NewMetadataRequestTopic()
+		rt.Topic = kmsg.StringPtr(n)
+		req.Topics = append(req.Topics, rt)
+	}
+	res, err := req.RequestWith(ctx, ts.cl)
+	if err != nil {
+		return nil, err
+	}
+	found := make(map[string]topicState, len(names))
+	for _, n := range names {
+		found[n] = topicState{err: kerr.UnknownTopicOrPartition}
+	}
+	for _, t := range res.Topics {
+		if t.Topic != nil {
+			found[*t.Topic] = topicState{id: t.TopicID, parts: len(t.Partitions), err: kerr.ErrorForCode(t.ErrorCode)}
+		}
+	}
+	return found, nil
+}
+
+// names returns the topics known to exist.
+func (ts *topics) names() []string {
+	var names []string
+	ts.known.Range(func(k, _ any) bool {
+		names = append(names, k.(string))
+		return true
+	})
+	return names
 }
 
 // endOffsets returns, for every partition of topic name, the offset the

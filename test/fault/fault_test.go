@@ -296,17 +296,12 @@ func rssKiB(t *testing.T, pid int) int64 {
 
 // brokerRestart: the broker goes away under load for a second and comes
 // back: every call is answered by its deadline, and calls succeed again
-// within 2 s of the broker's return.
-//
-// Kafka does not pass yet: after kfake restarts empty (its topics gone),
-// the mesh does not recover: discovery's announcements never arrive again
-// and every call is answered 503 no-healthy-instances until the sidecars
-// restart. That is broker/kafka's to fix (recreate the topics, resume
-// fetching on the new ones); the case runs with -fault.kafka-restart
-// (make fault).
+// within 2 s of the broker's return. Kafka's kfake comes back empty, its
+// topics and groups gone: broker/kafka recreates the topics in use and
+// resumes its subscriptions and groups on them.
 func brokerRestart(t *testing.T, name string) {
 	if name == "kafka" && !*kafkaRestart {
-		t.Skip("known failure: the mesh does not recover from a Kafka cluster restarted empty (broker/kafka); run with -fault.kafka-restart")
+		t.Skip("-fault.kafka-restart=false")
 	}
 	br := startOwnBroker(t, name)
 	m := startMesh(t, meshOptions{broker: br.url(), lb: "direct", policy: resilient})
