@@ -22,6 +22,7 @@ var readOnlyRPCs = map[string]bool{
 	"/busmesh.v1.Admin/GetStats":     true,
 	"/busmesh.v1.Admin/ListRoutes":   true,
 	"/busmesh.v1.Admin/GetHealth":    true,
+	"/busmesh.v1.Admin/GetTraffic":   true, // as GET /v1/traffic, which busmesh top reads
 }
 
 // guard lets privileged requests through only with the admin token, or,

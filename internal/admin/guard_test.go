@@ -56,6 +56,7 @@ func TestGuardGRPC(t *testing.T) {
 		{"/busmesh.v1.Admin/Call", "", "16"},
 		{"/busmesh.v1.Admin/Call", "Bearer s3cret", ""},
 		{"/busmesh.v1.Admin/ListRoutes", "", ""},
+		{"/busmesh.v1.Admin/GetTraffic", "", ""},
 		{"/busmesh.v1.Admin/SetTraffic", "", "16"},
 		{"/busmesh.v1.Admin/ShiftTraffic", "", "16"},
 		{"/busmesh.v1.Admin/ShiftTraffic", "Bearer s3cret", ""},
