@@ -80,18 +80,7 @@ func testShadowBroker(t *testing.T, primary, shadow brokerCase) {
 	})
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
 	t.Cleanup(client.CloseIdleConnections)
-	call := func() (string, error) {
-		resp, err := client.Get("http://" + port + "/")
-		if err != nil {
-			return "", err
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		if resp.StatusCode != 200 {
-			return "", fmt.Errorf("status %d %s: %s", resp.StatusCode, resp.Header.Get("X-Busmesh-Error"), body)
-		}
-		return string(body), nil
-	}
+	call := getter(client, port)
 	eventually(t, 10*time.Second, "the service answers", func() bool {
 		_, err := call()
 		return err == nil

@@ -67,22 +67,7 @@ func testBlueGreenShift(t *testing.T, b brokerCase, lb string) {
 	caller := runSidecar(t, binary, "caller", file, admin)
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8}}
 	t.Cleanup(client.CloseIdleConnections)
-	call := func(headers ...string) (string, error) {
-		req, _ := http.NewRequest("GET", "http://"+port+"/", nil)
-		for i := 0; i+1 < len(headers); i += 2 {
-			req.Header.Set(headers[i], headers[i+1])
-		}
-		resp, err := client.Do(req)
-		if err != nil {
-			return "", err
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		if resp.StatusCode != 200 {
-			return "", fmt.Errorf("status %d %s: %s", resp.StatusCode, resp.Header.Get("X-Busmesh-Error"), body)
-		}
-		return string(body), nil
-	}
+	call := getter(client, port)
 	cli := func(token string, args ...string) (string, int) {
 		if !slices.Contains(args, "--admin") {
 			args = append(args, "--admin", admin)

@@ -90,22 +90,7 @@ func testTrafficSplit(t *testing.T, b brokerCase, lb string) {
 	caller := runSidecar(t, binary, "caller", file, admin)
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
 	t.Cleanup(client.CloseIdleConnections)
-	call := func(headers ...string) (string, error) {
-		req, _ := http.NewRequest("GET", "http://"+port+"/", nil)
-		for i := 0; i+1 < len(headers); i += 2 {
-			req.Header.Set(headers[i], headers[i+1])
-		}
-		resp, err := client.Do(req)
-		if err != nil {
-			return "", err
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		if resp.StatusCode != 200 {
-			return "", fmt.Errorf("status %d %s: %s", resp.StatusCode, resp.Header.Get("X-Busmesh-Error"), body)
-		}
-		return string(body), nil
-	}
+	call := getter(client, port)
 	// many makes n calls from 16 callers and counts the answers by version.
 	many := func(n int, headers ...string) (map[string]int, int) {
 		var mu sync.Mutex
@@ -235,4 +220,26 @@ func waitReload(t *testing.T, s *sidecar, n int) {
 	eventually(t, 5*time.Second, fmt.Sprintf("reload %d", n), func() bool {
 		return strings.Count(s.log.String(), `"msg":"routes reloaded"`) >= n
 	})
+}
+
+// getter returns a function that GETs / through the ambassador port with
+// the given header pairs and returns the answer's body (the version that
+// served it), or an error naming the status and X-Busmesh-Error.
+func getter(client *http.Client, port string) func(headers ...string) (string, error) {
+	return func(headers ...string) (string, error) {
+		req, _ := http.NewRequest("GET", "http://"+port+"/", nil)
+		for i := 0; i+1 < len(headers); i += 2 {
+			req.Header.Set(headers[i], headers[i+1])
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 {
+			return "", fmt.Errorf("status %d %s: %s", resp.StatusCode, resp.Header.Get("X-Busmesh-Error"), body)
+		}
+		return string(body), nil
+	}
 }
