@@ -1,10 +1,7 @@
 package ambassador
 
 import (
-	"bytes"
 	"context"
-	"io"
-	"net/http"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -135,23 +132,5 @@ func newSecureBenchAmbassador(b *testing.B) *Ambassador {
 // on: the ambassador seals the request and opens the answer, and the
 // loop broker, as the adapter, opens the request and seals the answer.
 func BenchmarkAmbassadorHTTPSecure(b *testing.B) {
-	a := newSecureBenchAmbassador(b)
-	h := a.Handler("orders")
-	body := bytes.Repeat([]byte("x"), 128)
-	rd := bytes.NewReader(body)
-	req, _ := http.NewRequest("POST", "http://127.0.0.1:9001/orders/7?x=1", io.NopCloser(rd))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("User-Agent", "bench")
-	req.Header.Set("Accept", "*/*")
-	req.ContentLength = int64(len(body))
-	w := &discardWriter{h: http.Header{}}
-	b.ReportAllocs()
-	for b.Loop() {
-		rd.Reset(body)
-		clear(w.h)
-		h.ServeHTTP(w, req)
-		if w.status != 200 {
-			b.Fatalf("status %d", w.status)
-		}
-	}
+	benchHTTP(b, newSecureBenchAmbassador(b), "User-Agent", "bench", "Accept", "*/*")
 }

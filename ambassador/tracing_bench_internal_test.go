@@ -1,10 +1,7 @@
 package ambassador
 
 import (
-	"bytes"
 	"context"
-	"io"
-	"net/http"
 	"testing"
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -37,24 +34,7 @@ func BenchmarkAmbassadorHTTPTracing(b *testing.B) {
 				tp = sdktrace.NewTracerProvider(sdktrace.WithSampler(c.sampler), sdktrace.WithBatcher(discardExporter{}))
 				b.Cleanup(func() { tp.Shutdown(context.Background()) })
 			}
-			a := tracingAmbassador(b, tp)
-			h := a.Handler("orders")
-			body := bytes.Repeat([]byte("x"), 128)
-			rd := bytes.NewReader(body)
-			req, _ := http.NewRequest("POST", "http://127.0.0.1:9001/orders/7?x=1", io.NopCloser(rd))
-			req.Header.Set("Content-Type", "application/json")
-			req.Header.Set("Traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
-			req.ContentLength = int64(len(body))
-			w := &discardWriter{h: http.Header{}}
-			b.ReportAllocs()
-			for b.Loop() {
-				rd.Reset(body)
-				clear(w.h)
-				h.ServeHTTP(w, req)
-				if w.status != 200 {
-					b.Fatalf("status %d", w.status)
-				}
-			}
+			benchHTTP(b, tracingAmbassador(b, tp), "Traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
 		})
 	}
 }

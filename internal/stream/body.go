@@ -56,9 +56,7 @@ func ReadFirst(body io.Reader, buf *[]byte, max int, contentLength int64) (data 
 	n := 0
 	for n < max {
 		if n == len(b) {
-			nb := make([]byte, min(max, 2*len(b)))
-			copy(nb, b[:n])
-			b = nb
+			b = grow(b, max)
 		}
 		m, err := body.Read(b[n:min(len(b), max)])
 		n += m
@@ -72,4 +70,12 @@ func ReadFirst(body io.Reader, buf *[]byte, max int, contentLength int64) (data 
 	}
 	*buf = b[:0]
 	return b[:n], true, nil
+}
+
+// grow returns a buffer twice b's length (at most max) holding b's data:
+// a body of unknown length costs a buffer the size of what came.
+func grow(b []byte, max int) []byte {
+	nb := make([]byte, min(max, 2*len(b)))
+	copy(nb, b)
+	return nb
 }

@@ -68,9 +68,7 @@ func (p *Prompt) First(body io.Reader, buf *[]byte, max int, contentLength int64
 	n := 0
 	for n < max {
 		if n == len(b) {
-			nb := make([]byte, min(max, 2*len(b)))
-			copy(nb, b[:n])
-			b = nb
+			b = grow(b, max)
 		}
 		region := b[n:min(len(b), max)]
 		go func() {
