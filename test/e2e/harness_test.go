@@ -372,3 +372,23 @@ func (s *sidecar) grep(prefix string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// callers runs call from n goroutines, each calling again as soon as it
+// returns, until stop is called; stop waits for them to end.
+func callers(n int, call func()) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				call()
+			}
+		})
+	}
+	return func() { close(done); wg.Wait() }
+}

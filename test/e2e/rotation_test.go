@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -42,33 +41,22 @@ func testRotationUnderLoad(t *testing.T, b brokerCase) {
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8}}
 	var ok, failed atomic.Int64
 	var firstErr atomic.Value
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for range 8 {
-		wg.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				resp, err := client.Get("http://" + m.port + "/load")
-				if err == nil {
-					io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					if resp.StatusCode != 200 {
-						err = &statusError{resp.StatusCode, resp.Header.Get("X-Busmesh-Error")}
-					}
-				}
-				if err != nil {
-					failed.Add(1)
-					firstErr.CompareAndSwap(nil, err)
-					continue
-				}
-				ok.Add(1)
+	stop := callers(8, func() {
+		resp, err := client.Get("http://" + m.port + "/load")
+		if err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				err = &statusError{resp.StatusCode, resp.Header.Get("X-Busmesh-Error")}
 			}
-		})
-	}
+		}
+		if err != nil {
+			failed.Add(1)
+			firstErr.CompareAndSwap(nil, err)
+			return
+		}
+		ok.Add(1)
+	})
 	steps := []func(){
 		func() { m.pki.reissue(m.calleeCert, m.service) },
 		func() { m.pki.reissue(m.callerCert, "web") },
@@ -79,8 +67,7 @@ func testRotationUnderLoad(t *testing.T, b brokerCase) {
 		step()
 	}
 	time.Sleep(5 * time.Second)
-	close(stop)
-	wg.Wait()
+	stop()
 	if failed.Load() != 0 {
 		t.Errorf("%d of %d calls failed during rotation; first: %v", failed.Load(), ok.Load()+failed.Load(), firstErr.Load())
 	}

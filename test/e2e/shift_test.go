@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -103,38 +102,27 @@ func testBlueGreenShift(t *testing.T, b brokerCase, lb string) {
 
 	var switched atomic.Int64 // unix nanoseconds when shift returned
 	var total, fails, lateBlue, blueAfter, greenAfter atomic.Int64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for range 8 {
-		wg.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				sent := time.Now().UnixNano()
-				v, err := call()
-				total.Add(1)
-				if err != nil {
-					if fails.Add(1) <= 3 {
-						t.Logf("call failed: %v", err)
-					}
-					continue
-				}
-				if sw := switched.Load(); sw != 0 && sent > sw {
-					if v == "v1" {
-						blueAfter.Add(1)
-						if sent > sw+int64(time.Second) {
-							lateBlue.Add(1)
-						}
-					} else {
-						greenAfter.Add(1)
-					}
-				}
+	stop := callers(8, func() {
+		sent := time.Now().UnixNano()
+		v, err := call()
+		total.Add(1)
+		if err != nil {
+			if fails.Add(1) <= 3 {
+				t.Logf("call failed: %v", err)
 			}
-		})
-	}
+			return
+		}
+		if sw := switched.Load(); sw != 0 && sent > sw {
+			if v == "v1" {
+				blueAfter.Add(1)
+				if sent > sw+int64(time.Second) {
+					lateBlue.Add(1)
+				}
+			} else {
+				greenAfter.Add(1)
+			}
+		}
+	})
 	time.Sleep(6 * time.Second)
 	began := time.Now()
 	out, code := cli("s3cret", "shift", service, "v2=100")
@@ -144,8 +132,7 @@ func testBlueGreenShift(t *testing.T, b brokerCase, lb string) {
 		t.Errorf("shift: exit %d, %s; want 0, v1=0 v2=100, version 2", code, out)
 	}
 	time.Sleep(6 * time.Second)
-	close(stop)
-	wg.Wait()
+	stop()
 	t.Logf("%s/%s: %d calls, %d failed; after the switch %d on green, %d on blue (%d of them sent over 1s after)",
 		b.name, lb, total.Load(), fails.Load(), greenAfter.Load(), blueAfter.Load(), lateBlue.Load())
 	if fails.Load() > 0 || lateBlue.Load() > 0 || greenAfter.Load() == 0 {

@@ -168,28 +168,17 @@ func testTrafficSplit(t *testing.T, b brokerCase, lb string) {
 	waitReload(t, caller, 2)
 	var switched atomic.Int64 // unix nanoseconds of the reload
 	var lateBlue, fails atomic.Int64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for range 8 {
-		wg.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				sent := time.Now().UnixNano()
-				v, err := call()
-				if err != nil {
-					fails.Add(1)
-					continue
-				}
-				if sw := switched.Load(); sw != 0 && v == "v1" && sent > sw+int64(time.Second) {
-					lateBlue.Add(1)
-				}
-			}
-		})
-	}
+	stop := callers(8, func() {
+		sent := time.Now().UnixNano()
+		v, err := call()
+		if err != nil {
+			fails.Add(1)
+			return
+		}
+		if sw := switched.Load(); sw != 0 && v == "v1" && sent > sw+int64(time.Second) {
+			lateBlue.Add(1)
+		}
+	})
 	time.Sleep(time.Second)
 	write(`      split: {v2: 100}
 `)
@@ -204,8 +193,7 @@ func testTrafficSplit(t *testing.T, b brokerCase, lb string) {
 			strings.Contains(caller.log.String(), "split.v2")
 	})
 	time.Sleep(500 * time.Millisecond)
-	close(stop)
-	wg.Wait()
+	stop()
 	if fails.Load() > 0 || lateBlue.Load() > 0 {
 		t.Errorf("blue-green under load: %d calls failed, %d went to blue over 1s after the switch", fails.Load(), lateBlue.Load())
 	}
