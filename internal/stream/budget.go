@@ -68,9 +68,7 @@ func (b *Budget) Charge(n int64) {
 }
 
 // Free returns n bytes to the budget.
-func (b *Budget) Free(n int64) { b.free(n) }
-
-func (b *Budget) free(n int64) {
+func (b *Budget) Free(n int64) {
 	if b != nil && n > 0 {
 		b.used.Add(-n)
 	}

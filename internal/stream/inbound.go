@@ -70,7 +70,7 @@ func (q *Inbound) Release() {
 }
 
 func (q *Inbound) releaseLocked() {
-	q.budget.free(q.held)
+	q.budget.Free(q.held)
 	q.held = 0
 	q.budget = nil
 }
@@ -155,7 +155,7 @@ func (q *Inbound) Next(ctx context.Context) (c Chunk, grant int64, err error) {
 			q.unacked += cost
 			used := min(cost, q.held)
 			q.held -= used
-			q.budget.free(used)
+			q.budget.Free(used)
 			if item.end {
 				q.trailers = item.trailers
 				q.err = io.EOF
