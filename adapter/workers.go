@@ -18,11 +18,20 @@ import (
 // times the application's moving service time, over the workers) plus its
 // own service time must fit in what is left of its deadline. A call that
 // cannot is answered overloaded at once, costing neither a worker nor the
-// application anything, instead of timing out after holding a place. While
-// the oldest waiting call has waited longer than lifoAfter, workers take
-// the newest first (adaptive LIFO, as large RPC servers do): under
-// overload fresh calls, which have their whole deadline left, are served
-// rather than starved behind stale ones.
+// application anything, instead of timing out after holding a place.
+//
+// A burst waits as long as its deadlines allow, but a standing line — one
+// that has not emptied for standingAfter — is overload, not a burst: then
+// a call waits only if it is served within about one service time (as
+// CoDel keeps a standing queue short), and the rest are answered at once.
+// A longer line would not serve more calls, only answer them later.
+//
+// While the oldest waiting call has waited longer than lifoAfter, workers
+// take the newest first (adaptive LIFO, as large RPC servers do): fresh
+// calls, which have their whole deadline left, are served rather than
+// starved behind stale ones. A waiting call that can no longer be served
+// in time is answered overloaded when a worker next looks, not left to
+// its caller's deadline.
 type workers struct {
 	max     int
 	maxWait int
@@ -34,12 +43,16 @@ type workers struct {
 	mu      sync.Mutex
 	wake    sync.Cond
 	waiting []waitingCall // oldest first
-	started int
-	idle    int
-	closed  bool
+	// lineSince is when the waiting line last stopped being empty.
+	lineSince time.Time
+	started   int
+	idle      int
+	closed    bool
 
 	busy    atomic.Int32 // serving a call
 	running sync.WaitGroup
+
+	now func() time.Time // time.Now; a test's clock
 }
 
 type waitingCall struct {
@@ -58,8 +71,17 @@ const lifoAfter = 100 * time.Millisecond
 // deadlines, so a flood cannot hold the adapter's memory.
 const maxWaiting = 1024
 
+// standingAfter is how long the waiting line must stay non-empty to be a
+// standing line (CoDel's interval).
+const standingAfter = 100 * time.Millisecond
+
+// standingWait is the shortest wait a standing line still admits, for an
+// application whose calls take less: a line of one service time would be
+// too short to keep fast workers busy between arrivals.
+const standingWait = 20 * time.Millisecond
+
 func newWorkers(max int, serve func(*envelope.Request), refuse func(*envelope.Request, string)) *workers {
-	w := &workers{max: max, maxWait: maxWaiting, serve: serve, refuse: refuse}
+	w := &workers{max: max, maxWait: maxWaiting, serve: serve, refuse: refuse, now: time.Now}
 	w.wake.L = &w.mu
 	return w
 }
@@ -68,14 +90,14 @@ func newWorkers(max int, serve func(*envelope.Request), refuse func(*envelope.Re
 // limit, or lets it wait if it can still be served in time, or refuses it.
 // It never blocks.
 func (w *workers) dispatch(_ context.Context, req *envelope.Request) {
-	now := time.Now()
+	now := w.now()
 	w.mu.Lock()
 	switch {
 	case w.closed:
 		w.mu.Unlock()
 		return
 	case w.idle > len(w.waiting):
-		w.waiting = append(w.waiting, waitingCall{req, now, true})
+		w.enqueue(waitingCall{req, now, true})
 		w.wake.Signal()
 		w.mu.Unlock()
 		return
@@ -86,20 +108,45 @@ func (w *workers) dispatch(_ context.Context, req *envelope.Request) {
 		go w.work(req)
 		return
 	}
-	if len(w.waiting) >= w.maxWait {
+	if why := w.admit(req, now); why != "" {
 		w.mu.Unlock()
-		w.refuse(req, "the instance has as many calls waiting as it keeps")
+		w.refuse(req, why)
 		return
+	}
+	w.enqueue(waitingCall{req, now, false})
+	w.mu.Unlock()
+}
+
+// admit says why a call that finds every worker busy may not wait, or ""
+// when it may. w.mu is held.
+func (w *workers) admit(req *envelope.Request, now time.Time) string {
+	if len(w.waiting) >= w.maxWait {
+		return "the instance has as many calls waiting as it keeps"
 	}
 	cost := w.cost.get()
-	if cost == 0 && len(w.waiting) >= w.max || !w.inTime(req, time.Duration(len(w.waiting)/w.max+1)*cost, now) {
+	if cost == 0 {
 		// Before the first call is measured, one round waits at most.
-		w.mu.Unlock()
-		w.refuse(req, "the instance cannot serve the call before its deadline")
-		return
+		if len(w.waiting) >= w.max {
+			return "the instance cannot serve the call before its deadline"
+		}
+		return ""
 	}
-	w.waiting = append(w.waiting, waitingCall{req, now, false})
-	w.mu.Unlock()
+	wait := time.Duration(len(w.waiting)/w.max+1) * cost
+	if len(w.waiting) > 0 && now.Sub(w.lineSince) > standingAfter && wait > max(cost, standingWait) {
+		return "the instance is overloaded: its waiting line has not emptied for " + standingAfter.String()
+	}
+	if !w.inTime(req, wait, now) {
+		return "the instance cannot serve the call before its deadline"
+	}
+	return ""
+}
+
+// enqueue adds a call to the waiting line. w.mu is held.
+func (w *workers) enqueue(c waitingCall) {
+	if len(w.waiting) == 0 {
+		w.lineSince = c.since
+	}
+	w.waiting = append(w.waiting, c)
 }
 
 // inTime reports whether a call that waits for wait, then takes the
@@ -122,9 +169,9 @@ func (w *workers) work(req *envelope.Request) {
 	defer w.running.Done()
 	for {
 		w.busy.Add(1)
-		start := time.Now()
+		start := w.now()
 		w.serve(req)
-		w.cost.observe(time.Since(start))
+		w.cost.observe(w.now().Sub(start))
 		w.busy.Add(-1)
 		if req = w.next(); req == nil {
 			return
@@ -146,7 +193,18 @@ func (w *workers) next() *envelope.Request {
 			w.wake.Wait()
 			w.idle--
 		}
-		now := time.Now()
+		now := w.now()
+		if late := w.sweep(now); len(late) > 0 {
+			w.mu.Unlock()
+			for _, req := range late {
+				w.refuse(req, "the call waited too long to be served before its deadline")
+			}
+			w.mu.Lock()
+			continue
+		}
+		if len(w.waiting) == 0 {
+			continue
+		}
 		var c waitingCall
 		if now.Sub(w.waiting[0].since) > lifoAfter {
 			c = w.waiting[len(w.waiting)-1]
@@ -157,18 +215,29 @@ func (w *workers) next() *envelope.Request {
 			w.waiting[0] = waitingCall{}
 			w.waiting = w.waiting[1:]
 		}
-		if c.req.Deadline != 0 && now.UnixNano() >= c.req.Deadline {
-			continue // its caller has given up: nobody to answer
-		}
-		if !c.handoff && !w.inTime(c.req, 0, now) {
-			w.mu.Unlock()
-			w.refuse(c.req, "the call waited too long to be served before its deadline")
-			w.mu.Lock()
-			continue
-		}
 		w.mu.Unlock()
 		return c.req
 	}
+}
+
+// sweep takes out of the waiting line every call that can no longer be
+// served before its deadline, and returns those whose callers still wait
+// for an answer (the others have given up: nobody to answer). Calls handed
+// to an idle worker are not checked. w.mu is held.
+func (w *workers) sweep(now time.Time) []*envelope.Request {
+	var late []*envelope.Request
+	kept := w.waiting[:0]
+	for _, c := range w.waiting {
+		switch {
+		case c.handoff || w.inTime(c.req, 0, now):
+			kept = append(kept, c)
+		case now.UnixNano() < c.req.Deadline:
+			late = append(late, c.req)
+		}
+	}
+	clear(w.waiting[len(kept):])
+	w.waiting = kept
+	return late
 }
 
 // close tells the workers that no call comes any more: each ends once

@@ -57,6 +57,7 @@ func TestOverload(t *testing.T) {
 			var ok, overloaded, other, late int
 			others := map[string]int{}
 			var refusals []time.Duration
+			slowAt := map[int]int{}
 			end := time.Now().Add(*overloadFor)
 			var wg sync.WaitGroup
 			began := time.Now()
@@ -82,6 +83,9 @@ func TestOverload(t *testing.T) {
 						case reason == "overloaded":
 							overloaded++
 							refusals = append(refusals, took)
+							if took > 50*time.Millisecond {
+								slowAt[int(start.Sub(began)/time.Second)]++
+							}
 						default:
 							other++
 							others[http.StatusText(status)+" "+reason]++
@@ -105,6 +109,7 @@ func TestOverload(t *testing.T) {
 			if len(refusals) > 0 {
 				p95 = refusals[len(refusals)*95/100]
 			}
+			t.Logf("%s: overloaded answers over 50ms, by the second of the run their call was sent in: %v", b.name, slowAt)
 			t.Logf("%s: %.0f calls/s served (capacity 80), %d overloaded (%d within 50ms, p95 %v), %d other failures %v, %d answered after 2.25s, at most %d calls in the app at once",
 				b.name, float64(ok)/secs, overloaded, fast, p95.Round(time.Millisecond), other, others, late, maxInApp.Load())
 			// The bars are 80 % of capacity and 95 % of refusals within 50 ms
@@ -118,6 +123,11 @@ func TestOverload(t *testing.T) {
 			}
 			if overloaded == 0 || float64(prompt) < 0.75*float64(overloaded) {
 				t.Errorf("%d of %d overloaded answers within 100ms, want at least 75%%", prompt, overloaded)
+			}
+			// A call that waited at the instance is served or refused in
+			// time, never left to its caller's deadline (504).
+			if total := ok + overloaded + other; other*100 > total {
+				t.Errorf("%d of %d calls failed other than overloaded (%v), want at most 1%%", other, total, others)
 			}
 			if m := maxInApp.Load(); m > 4 {
 				t.Errorf("the application saw %d calls at once, want at most 4 (adapter.concurrency)", m)

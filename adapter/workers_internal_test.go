@@ -1,0 +1,188 @@
+package adapter
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/busmesh/busmesh/internal/envelope"
+)
+
+// workersUnderTest drives a pool of workers on a clock the test moves: each
+// served call blocks until the test releases it, and every call served or
+// refused is recorded by its id.
+type workersUnderTest struct {
+	*workers
+	clock   atomic.Int64 // unix nanoseconds
+	release chan struct{}
+
+	mu      sync.Mutex
+	served  []string
+	refused map[string]string
+}
+
+func newWorkersUnderTest(max int, cost time.Duration) *workersUnderTest {
+	u := &workersUnderTest{release: make(chan struct{}), refused: map[string]string{}}
+	u.clock.Store(time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC).UnixNano())
+	u.workers = newWorkers(max, func(req *envelope.Request) {
+		u.mu.Lock()
+		u.served = append(u.served, req.Path)
+		u.mu.Unlock()
+		<-u.release
+	}, func(req *envelope.Request, detail string) {
+		u.mu.Lock()
+		u.refused[req.Path] = detail
+		u.mu.Unlock()
+	})
+	u.now = func() time.Time { return time.Unix(0, u.clock.Load()) }
+	u.cost.observe(cost)
+	return u
+}
+
+func (u *workersUnderTest) advance(d time.Duration) { u.clock.Add(int64(d)) }
+
+// call dispatches a call with a deadline that far from the test's now.
+func (u *workersUnderTest) call(id string, deadline time.Duration) {
+	u.dispatch(context.Background(), &envelope.Request{Path: id, Deadline: u.now().Add(deadline).UnixNano()})
+}
+
+func (u *workersUnderTest) waitingNow() int {
+	u.workers.mu.Lock()
+	defer u.workers.mu.Unlock()
+	return len(u.waiting)
+}
+
+func (u *workersUnderTest) refusal(id string) (string, bool) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	why, ok := u.refused[id]
+	return why, ok
+}
+
+// eventually waits for cond, which worker goroutines make true.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !cond(); {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func (u *workersUnderTest) servedCount() int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return len(u.served)
+}
+
+// A burst waits as long as its deadlines allow; once the line has stood
+// for standingAfter, a call that would wait longer than a service time is
+// refused at once, and one that fits in a service time still waits.
+func TestWorkersStandingLine(t *testing.T) {
+	u := newWorkersUnderTest(2, 50*time.Millisecond)
+	defer func() { u.close(); close(u.release); u.wait() }()
+	u.call("busy-1", 2*time.Second)
+	u.call("busy-2", 2*time.Second)
+	eventually(t, "both workers serve", func() bool { return u.servedCount() == 2 })
+
+	for i := range 10 { // a burst: (10/2+1) × 50 ms fits a 2 s deadline
+		u.call("burst-"+string(rune('a'+i)), 2*time.Second)
+	}
+	if n := u.waitingNow(); n != 10 {
+		t.Fatalf("%d of a burst of 10 wait, want all", n)
+	}
+
+	u.advance(standingAfter + time.Millisecond)
+	u.call("late-comer", 2*time.Second)
+	why, ok := u.refusal("late-comer")
+	if !ok || !strings.Contains(why, "overloaded") {
+		t.Fatalf("a call behind a standing line: refused %v (%q), want refused at once as overloaded", ok, why)
+	}
+	if n := u.waitingNow(); n != 10 {
+		t.Fatalf("%d waiting after the refusal, want the burst's 10", n)
+	}
+}
+
+// A standing line that is short — its calls are served within a service
+// time — still takes calls, so the workers never run dry under overload.
+func TestWorkersStandingLineKeepsOneRound(t *testing.T) {
+	u := newWorkersUnderTest(4, 50*time.Millisecond)
+	defer func() { u.close(); close(u.release); u.wait() }()
+	for i := range 4 {
+		u.call("busy-"+string(rune('a'+i)), 2*time.Second)
+	}
+	eventually(t, "four workers serve", func() bool { return u.servedCount() == 4 })
+	u.call("first", 2*time.Second)
+	u.advance(standingAfter + time.Millisecond)
+	for i := range 3 { // (1..3)/4+1 service times: one round
+		u.call("round-"+string(rune('a'+i)), 2*time.Second)
+	}
+	if n := u.waitingNow(); n != 4 {
+		t.Fatalf("%d waiting, want 4 (one round of a standing line)", n)
+	}
+	u.call("fifth", 2*time.Second)
+	if _, ok := u.refusal("fifth"); !ok {
+		t.Fatal("the fifth call behind a standing line waits, want it refused")
+	}
+}
+
+// A waiting call that can no longer be served before its deadline is
+// answered overloaded when a worker frees up, and one whose deadline has
+// passed is neither served nor answered: nobody waits for it.
+func TestWorkersSweepLateCalls(t *testing.T) {
+	u := newWorkersUnderTest(1, 50*time.Millisecond)
+	defer func() { u.close(); close(u.release); u.wait() }()
+	u.call("busy", 2*time.Second)
+	eventually(t, "the worker serves", func() bool { return u.servedCount() == 1 })
+	u.call("tight", 500*time.Millisecond)
+	u.call("gone", 300*time.Millisecond)
+	u.call("roomy", 2*time.Second)
+	if n := u.waitingNow(); n != 3 {
+		t.Fatalf("%d waiting, want 3", n)
+	}
+
+	u.advance(450 * time.Millisecond) // "tight" no longer fits, "gone" has expired
+	u.release <- struct{}{}
+	eventually(t, "the next call is served", func() bool { return u.servedCount() == 2 })
+	if why, ok := u.refusal("tight"); !ok || !strings.Contains(why, "deadline") {
+		t.Errorf(`"tight" refused %v (%q), want refused for its deadline`, ok, why)
+	}
+	if _, ok := u.refusal("gone"); ok {
+		t.Error(`"gone" was answered after its caller gave up`)
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if got := u.served[1]; got != "roomy" {
+		t.Errorf("served %q next, want roomy", got)
+	}
+}
+
+// However calls arrive, no more than max are served at once.
+func TestWorkersBoundConcurrency(t *testing.T) {
+	var in, most atomic.Int32
+	w := newWorkers(4, func(*envelope.Request) {
+		n := in.Add(1)
+		for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+		}
+		time.Sleep(time.Millisecond)
+		in.Add(-1)
+	}, func(*envelope.Request, string) {})
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for range 200 {
+				w.dispatch(context.Background(), &envelope.Request{Deadline: time.Now().Add(time.Second).UnixNano()})
+			}
+		})
+	}
+	wg.Wait()
+	w.close()
+	w.wait()
+	if m := most.Load(); m > 4 {
+		t.Fatalf("%d calls served at once, want at most 4", m)
+	}
+}
