@@ -45,9 +45,11 @@ type workers struct {
 	waiting []waitingCall // oldest first
 	// lineSince is when the waiting line last stopped being empty.
 	lineSince time.Time
-	started   int
-	idle      int
-	closed    bool
+	// sweptAt is when the line was last swept of calls too late to serve.
+	sweptAt time.Time
+	started int
+	idle    int
+	closed  bool
 
 	busy    atomic.Int32 // serving a call
 	running sync.WaitGroup
@@ -74,6 +76,12 @@ const maxWaiting = 1024
 // standingAfter is how long the waiting line must stay non-empty to be a
 // standing line (CoDel's interval).
 const standingAfter = 100 * time.Millisecond
+
+// sweepEvery is how often at most a worker sweeps the whole waiting line
+// (the call it takes is checked every time): often enough that a call is
+// refused soon after it stops fitting, rarely enough that a long line
+// costs little per call.
+const sweepEvery = 5 * time.Millisecond
 
 // standingWait is the shortest wait a standing line still admits, for an
 // application whose calls take less: a line of one service time would be
@@ -194,16 +202,19 @@ func (w *workers) next() *envelope.Request {
 			w.idle--
 		}
 		now := w.now()
-		if late := w.sweep(now); len(late) > 0 {
-			w.mu.Unlock()
-			for _, req := range late {
-				w.refuse(req, "the call waited too long to be served before its deadline")
+		if now.Sub(w.sweptAt) >= sweepEvery {
+			w.sweptAt = now
+			if late := w.sweep(now); len(late) > 0 {
+				w.mu.Unlock()
+				for _, req := range late {
+					w.refuse(req, "the call waited too long to be served before its deadline")
+				}
+				w.mu.Lock()
+				continue
 			}
-			w.mu.Lock()
-			continue
-		}
-		if len(w.waiting) == 0 {
-			continue
+			if len(w.waiting) == 0 {
+				continue
+			}
 		}
 		var c waitingCall
 		if now.Sub(w.waiting[0].since) > lifoAfter {
@@ -214,6 +225,15 @@ func (w *workers) next() *envelope.Request {
 			c = w.waiting[0]
 			w.waiting[0] = waitingCall{}
 			w.waiting = w.waiting[1:]
+		}
+		if c.req.Deadline != 0 && now.UnixNano() >= c.req.Deadline {
+			continue // its caller has given up: nobody to answer
+		}
+		if !c.handoff && !w.inTime(c.req, 0, now) {
+			w.mu.Unlock()
+			w.refuse(c.req, "the call waited too long to be served before its deadline")
+			w.mu.Lock()
+			continue
 		}
 		w.mu.Unlock()
 		return c.req

@@ -2,8 +2,11 @@ package discovery
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
+
+	"google.golang.org/protobuf/proto"
 
 	busmeshv1 "github.com/busmesh/busmesh/proto/busmesh/v1"
 )
@@ -87,5 +90,34 @@ func BenchmarkAnnouncerSign(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// BenchmarkWatcherStorm is the ambassador's cost of a neighbour's
+// announcement storm about a routed service (as test/hostile's storm
+// sends it): forged hellos about a live instance and hellos of instances
+// nobody runs, alternating.
+func BenchmarkWatcherStorm(b *testing.B) {
+	reg := NewRegistryWith(Options{Interval: 2 * time.Second})
+	reg.Route([]string{"big"})
+	w := &Watcher{reg: reg, logger: reg.logger}
+	real := &busmeshv1.Announcement{Kind: busmeshv1.Announcement_KIND_HELLO, Service: "big", Instance: "real",
+		Sidecar: "sc", Incarnation: "inc", Healthy: true, Seq: 1, IntervalMs: 2000}
+	reg.update(real, true)
+	msgs := make([][]byte, 30_000)
+	for n := range msgs {
+		a := &busmeshv1.Announcement{Kind: busmeshv1.Announcement_KIND_HELLO, Service: "big", Instance: "real",
+			Sidecar: "storm", Seq: uint64(n) << 32, IntervalMs: 60_000}
+		if n%2 == 1 {
+			a = &busmeshv1.Announcement{Kind: busmeshv1.Announcement_KIND_HELLO, Service: "big",
+				Instance: fmt.Sprintf("storm%d", n), Sidecar: "storm", Healthy: n%4 == 1, Seq: uint64(n)}
+		}
+		msgs[n], _ = proto.Marshal(a)
+	}
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		w.handle(ctx, msgs[i%len(msgs)])
 	}
 }
