@@ -1,0 +1,259 @@
+package adapter
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// directTransport is the HTTP/1.1 client of a plain-HTTP application for
+// calls whose request body is in hand: the worker writes the request and
+// reads the answer on a kept connection itself. net/http's Transport hands
+// every call to two goroutines of its connection (a write loop and a read
+// loop), two wake-ups per call on the request path; here there are none.
+// The wire format is still net/http's own (Request.Write, ReadResponse).
+// Anything else — a request body still arriving, TLS, an upgrade — goes
+// to the Transport.
+type directTransport struct {
+	dial     func(ctx context.Context, network, addr string) (net.Conn, error)
+	fallback *http.Transport
+	maxIdle  int
+
+	mu   sync.Mutex
+	idle []*directConn // the most recently used last
+}
+
+// directConn is one kept connection to the application.
+type directConn struct {
+	net.Conn
+	raw       syscall.RawConn
+	br        *bufio.Reader
+	bw        *bufio.Writer
+	idleSince time.Time
+}
+
+// directIdleTimeout is how long a connection may stay idle and still be
+// used, as the Transport's IdleConnTimeout.
+const directIdleTimeout = 90 * time.Second
+
+func newDirectTransport(fallback *http.Transport, maxIdle int) *directTransport {
+	return &directTransport{dial: fallback.DialContext, fallback: fallback, maxIdle: maxIdle}
+}
+
+// RoundTrip makes one call.
+func (t *directTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Scheme != "http" || req.Method == http.MethodConnect || req.Header.Get("Upgrade") != "" ||
+		req.Body != nil && req.Body != http.NoBody && req.GetBody == nil {
+		return t.fallback.RoundTrip(req)
+	}
+	for attempt := 0; ; attempt++ {
+		c, reused, err := t.conn(req.Context(), req.URL.Host)
+		if err != nil {
+			closeBody(req)
+			return nil, err
+		}
+		resp, answered, err := t.exchange(c, req)
+		if err == nil {
+			return resp, nil
+		}
+		c.Close()
+		// A kept connection the application closed as the call went out:
+		// the Transport's rule, again on a new one if nothing was answered
+		// and the request may be sent twice.
+		if !reused || answered || attempt > 0 || !idempotent(req) || req.Context().Err() != nil {
+			closeBody(req)
+			return nil, err
+		}
+		if req.GetBody != nil {
+			if req.Body, err = req.GetBody(); err != nil {
+				return nil, err
+			}
+		}
+	}
+}
+
+// exchange writes req on c and reads the head of its answer, skipping
+// informational answers. answered tells that some of the answer came.
+func (t *directTransport) exchange(c *directConn, req *http.Request) (_ *http.Response, answered bool, _ error) {
+	// A cancelled call interrupts the connection's reads and writes; the
+	// connection is then not kept.
+	stop := context.AfterFunc(req.Context(), func() { c.SetDeadline(time.Unix(1, 0)) })
+	if err := req.Write(c.bw); err != nil {
+		stop()
+		return nil, false, err
+	}
+	if err := c.bw.Flush(); err != nil {
+		stop()
+		return nil, false, err
+	}
+	for {
+		resp, err := http.ReadResponse(c.br, req)
+		if err != nil {
+			stop()
+			return nil, c.br.Buffered() > 0, contextErr(req.Context(), err)
+		}
+		if resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols {
+			continue // 100 Continue, 103 Early Hints: the answer follows
+		}
+		keep := !resp.Close && !req.Close
+		if resp.Body == http.NoBody { // the answer is whole already
+			(&directBody{t: t, c: c, stop: stop, keep: keep}).release(true)
+			return resp, true, nil
+		}
+		resp.Body = &directBody{ReadCloser: resp.Body, t: t, c: c, stop: stop, keep: keep, ctx: req.Context()}
+		return resp, true, nil
+	}
+}
+
+// contextErr reports a cancelled call as its context's error, as the
+// Transport does, rather than as the deadline that interrupted it.
+func contextErr(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return err
+}
+
+// conn takes a kept connection that is still open, or dials one.
+func (t *directTransport) conn(ctx context.Context, addr string) (*directConn, bool, error) {
+	now := time.Now()
+	for {
+		t.mu.Lock()
+		if len(t.idle) == 0 {
+			t.mu.Unlock()
+			break
+		}
+		c := t.idle[len(t.idle)-1]
+		t.idle[len(t.idle)-1] = nil
+		t.idle = t.idle[:len(t.idle)-1]
+		t.mu.Unlock()
+		if now.Sub(c.idleSince) < directIdleTimeout && c.open() {
+			return c, true, nil
+		}
+		c.Close()
+	}
+	nc, err := t.dial(ctx, "tcp", addr)
+	if err != nil {
+		return nil, false, err
+	}
+	c := &directConn{Conn: nc, br: bufio.NewReaderSize(nc, 4096), bw: bufio.NewWriterSize(nc, 4096)}
+	if sc, ok := nc.(syscall.Conn); ok {
+		c.raw, _ = sc.SyscallConn()
+	}
+	return c, false, nil
+}
+
+// open tells whether the application has not closed a kept connection
+// (nor sent on it unasked), with one non-blocking peek: what the
+// Transport's read loop learns by always reading.
+func (c *directConn) open() bool {
+	if c.br.Buffered() > 0 {
+		return false
+	}
+	if c.raw == nil {
+		return true
+	}
+	alive := false
+	var b [1]byte
+	err := c.raw.Read(func(fd uintptr) bool {
+		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		alive = n < 0 && (err == syscall.EAGAIN || err == syscall.EWOULDBLOCK)
+		return true // never wait
+	})
+	return err == nil && alive
+}
+
+// put keeps c for the next call.
+func (t *directTransport) put(c *directConn) {
+	c.idleSince = time.Now()
+	t.mu.Lock()
+	if len(t.idle) < t.maxIdle {
+		t.idle = append(t.idle, c)
+		t.mu.Unlock()
+		return
+	}
+	t.mu.Unlock()
+	c.Close()
+}
+
+// CloseIdleConnections closes the kept connections, and the Transport's.
+func (t *directTransport) CloseIdleConnections() {
+	t.mu.Lock()
+	idle := t.idle
+	t.idle = nil
+	t.mu.Unlock()
+	for _, c := range idle {
+		c.Close()
+	}
+	t.fallback.CloseIdleConnections()
+}
+
+// directBody is an answer's body: read to its end on a connection that
+// stays open, the connection is kept; closed before, it is closed.
+type directBody struct {
+	io.ReadCloser
+	t    *directTransport
+	c    *directConn
+	ctx  context.Context
+	stop func() bool
+	keep bool
+	done bool
+}
+
+func (b *directBody) Read(p []byte) (int, error) {
+	if b.done {
+		return 0, io.EOF
+	}
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF {
+		b.release(true)
+	} else if err != nil {
+		err = contextErr(b.ctx, err)
+		b.release(false)
+	}
+	return n, err
+}
+
+func (b *directBody) Close() error {
+	if !b.done {
+		b.release(false)
+	}
+	return nil
+}
+
+// release ends the call on the connection: kept when the whole answer was
+// read, nothing cancelled it and neither side asked to close.
+func (b *directBody) release(whole bool) {
+	b.done = true
+	if b.stop() && whole && b.keep {
+		b.t.put(b.c)
+		return
+	}
+	b.c.Close()
+}
+
+// idempotent tells whether a request may be sent twice, by the
+// Transport's rule: a safe method, or an idempotency key.
+func idempotent(req *http.Request) bool {
+	switch req.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return true
+	}
+	_, key := req.Header["Idempotency-Key"]
+	_, xkey := req.Header["X-Idempotency-Key"]
+	return key || xkey
+}
+
+// closeBody closes a request's body the call did not send.
+func closeBody(req *http.Request) {
+	if req.Body != nil {
+		req.Body.Close()
+	}
+}
+
+var _ http.RoundTripper = (*directTransport)(nil)

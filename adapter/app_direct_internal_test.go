@@ -1,0 +1,199 @@
+package adapter
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// countingServer is an application that counts the connections it takes.
+func countingServer(t *testing.T, h http.HandlerFunc) (*httptest.Server, *atomic.Int32) {
+	t.Helper()
+	var conns atomic.Int32
+	srv := httptest.NewUnstartedServer(h)
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return srv, &conns
+}
+
+func call(t *testing.T, c *http.Client, ctx context.Context, method, url, body string) (int, string, error) {
+	t.Helper()
+	var r io.Reader
+	if body != "" {
+		r = strings.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, url, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
+}
+
+// Calls one after another share one kept connection, whatever their
+// answers: with a body, without one (204, HEAD), after 103 Early Hints.
+func TestDirectKeepsConnection(t *testing.T) {
+	srv, conns := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/empty":
+			w.WriteHeader(http.StatusNoContent)
+		case "/hints":
+			w.Header().Set("Link", "</style.css>; rel=preload")
+			w.WriteHeader(http.StatusEarlyHints)
+			io.WriteString(w, "after hints")
+		default:
+			b, _ := io.ReadAll(r.Body)
+			io.WriteString(w, r.Method+" "+string(b))
+		}
+	})
+	c := newClient(4)
+	defer c.CloseIdleConnections()
+	ctx := context.Background()
+	for i := range 5 {
+		if code, body, err := call(t, c, ctx, "POST", srv.URL+"/echo", "hello"); err != nil || code != 200 || body != "POST hello" {
+			t.Fatalf("call %d: %d %q %v", i, code, body, err)
+		}
+		if code, _, err := call(t, c, ctx, "GET", srv.URL+"/empty", ""); err != nil || code != 204 {
+			t.Fatalf("call %d to /empty: %d %v", i, code, err)
+		}
+		if code, body, err := call(t, c, ctx, "HEAD", srv.URL+"/echo", ""); err != nil || code != 200 || body != "" {
+			t.Fatalf("HEAD %d: %d %q %v", i, code, body, err)
+		}
+		if code, body, err := call(t, c, ctx, "GET", srv.URL+"/hints", ""); err != nil || code != 200 || body != "after hints" {
+			t.Fatalf("call %d to /hints: %d %q %v", i, code, body, err)
+		}
+	}
+	if n := conns.Load(); n != 1 {
+		t.Fatalf("20 calls took %d connections, want 1", n)
+	}
+}
+
+// A kept connection the application closed while it was idle is noticed
+// before it is used: a POST, which may not be sent twice, still succeeds.
+func TestDirectNoticesClosedConnection(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var conns atomic.Int32
+	go func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns.Add(1)
+			go func() { // one answer per connection, which then closes without saying so
+				defer nc.Close()
+				req, err := http.ReadRequest(bufio.NewReader(nc))
+				if err != nil {
+					return
+				}
+				io.Copy(io.Discard, req.Body)
+				io.WriteString(nc, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			}()
+		}
+	}()
+	c := newClient(4)
+	defer c.CloseIdleConnections()
+	for i := range 3 {
+		if code, body, err := call(t, c, context.Background(), "POST", "http://"+ln.Addr().String()+"/", "x"); err != nil || body != "ok" {
+			t.Fatalf("call %d: %d %q %v", i, code, body, err)
+		}
+		time.Sleep(20 * time.Millisecond) // the application closes its side
+	}
+	if n := conns.Load(); n != 3 {
+		t.Fatalf("%d connections, want 3 (one per call)", n)
+	}
+}
+
+// A cancelled call ends at once with its context's error, and its
+// connection is not kept; a body closed before its end does not keep its
+// connection either.
+func TestDirectCancelAndEarlyClose(t *testing.T) {
+	release := make(chan struct{})
+	srv, conns := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			<-release
+		}
+		if r.URL.Path == "/big" {
+			io.WriteString(w, strings.Repeat("x", 1<<20))
+			return
+		}
+		io.WriteString(w, "fast")
+	})
+	defer close(release)
+	c := newClient(4)
+	defer c.CloseIdleConnections()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, _, err := call(t, c, ctx, "GET", srv.URL+"/slow", "")
+	if !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > 2*time.Second {
+		t.Fatalf("a call past its deadline: %v after %v, want context.DeadlineExceeded at once", err, time.Since(start))
+	}
+
+	req, _ := http.NewRequest("GET", srv.URL+"/big", nil)
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Read(make([]byte, 10))
+	resp.Body.Close()
+
+	if code, body, err := call(t, c, context.Background(), "GET", srv.URL+"/fast", ""); err != nil || code != 200 || body != "fast" {
+		t.Fatalf("after: %d %q %v", code, body, err)
+	}
+	if n := conns.Load(); n != 3 {
+		t.Fatalf("%d connections, want 3 (neither the cancelled nor the half-read one kept)", n)
+	}
+}
+
+// A request body that is still arriving goes through net/http's Transport,
+// chunked, with its trailers.
+func TestDirectFallsBackForStreamedBody(t *testing.T) {
+	srv, _ := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		io.WriteString(w, string(b)+" "+r.Trailer.Get("X-Sum"))
+	})
+	c := newClient(4)
+	defer c.CloseIdleConnections()
+	pr, pw := io.Pipe()
+	req, _ := http.NewRequest("POST", srv.URL+"/", pr)
+	req.ContentLength = -1
+	req.Trailer = http.Header{"X-Sum": nil}
+	go func() {
+		io.WriteString(pw, "streamed")
+		req.Trailer.Set("X-Sum", "42") // known once the body has ended
+		pw.Close()
+	}()
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if string(b) != "streamed 42" {
+		t.Fatalf("got %q, want the streamed body and its trailer", b)
+	}
+}
