@@ -41,7 +41,9 @@ func (a *Ambassador) requireHealthy(next Invoker) Invoker {
 	return func(ctx context.Context, c *Call) error {
 		// A service no route names is learnt on its first call: asked, and
 		// the answer awaited briefly (discovery.Registry.Learn).
-		if a.reg != nil && !a.available(c.Route.Service, c.Version) &&
+		// Discovery sees the sidecar's own broker: a call split onto
+		// another goes on, and its broker says whether anyone took it.
+		if a.reg != nil && c.lane == a.primary && !a.available(c.Route.Service, c.Version) &&
 			!(a.reg.Learn(ctx, c.Route.Service, learnWait) && a.available(c.Route.Service, c.Version)) {
 			return noHealthy(c.Route.Service, c.Version)
 		}
@@ -96,9 +98,10 @@ func (a *Ambassador) roundTrip(ctx context.Context, c *Call) error {
 		req.Deadline = c.Deadline.UnixNano()
 	}
 	req.Body, req.More = nil, false // a retry's: measured without the last attempt's
-	room := a.pub.MaxMessage() - req.EncodedSize() - stream.Slack
+	pub := c.lane.pub
+	room := pub.MaxMessage() - req.EncodedSize() - stream.Slack
 	if room < 0 {
-		return reason.Errorf(reason.HeadersTooLarge, "request headers do not fit the broker's %d-byte messages", a.pub.MaxMessage())
+		return reason.Errorf(reason.HeadersTooLarge, "request headers do not fit the broker's %d-byte messages", pub.MaxMessage())
 	}
 	body, more, err := c.Body.First(min(room, stream.MaxInline))
 	if err != nil {
@@ -125,11 +128,14 @@ func (a *Ambassador) roundTrip(ctx context.Context, c *Call) error {
 
 // send picks where the request goes (other than avoid) and publishes it.
 func (a *Ambassador) send(ctx context.Context, c *Call, avoid *instanceStats) error {
+	if c.lane != a.primary && !broker.Connected(c.lane.pub.Broker()) {
+		return reason.Errorf(reason.BrokerUnavailable, "the sidecar's connection to broker %s is down; it is reconnecting", c.lane.name)
+	}
 	pick, perr := a.pick(c, avoid)
 	if perr != nil {
 		return perr
 	}
-	err := a.pub.PublishReturnable(ctx, pick.subject, &c.Req, c.Req.ID, a.inbox.returned)
+	err := c.lane.pub.PublishReturnable(ctx, pick.subject, &c.Req, c.Req.ID, a.inbox.returned)
 	if err != nil {
 		pick.done(doneInfo{reason: reason.BrokerUnavailable, failed: true})
 		if ctx.Err() == nil {
@@ -235,12 +241,12 @@ func (a *Ambassador) sendRest(ctx context.Context, c *Call) {
 	if err != nil {
 		return
 	}
-	s := &stream.Sender{Pub: a.pub, Subject: peer, ID: c.Req.ID, Source: a.sidecar, Window: window}
+	s := &stream.Sender{Pub: c.lane.pub, Subject: peer, ID: c.Req.ID, Source: a.sidecar, Window: window}
 	if err := c.Body.Rest(ctx, s); err != nil && ctx.Err() == nil {
 		if !errors.Is(err, stream.ErrTooLarge) && !errors.Is(err, stream.ErrReadBody) {
 			a.publishFailed("frame", peer, err)
 		}
-		_ = stream.Cancel(context.WithoutCancel(ctx), a.pub, peer, c.Req.ID, a.sidecar, err.Error())
+		_ = stream.Cancel(context.WithoutCancel(ctx), c.lane.pub, peer, c.Req.ID, a.sidecar, err.Error())
 		c.p.fail(c.Req.ID, err)
 	}
 }
@@ -254,7 +260,7 @@ func (a *Ambassador) cancelRemote(c *Call, why string) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	if err := stream.Cancel(ctx, a.pub, subject, c.Req.ID, a.sidecar, why); err != nil {
+	if err := stream.Cancel(ctx, c.lane.pub, subject, c.Req.ID, a.sidecar, why); err != nil {
 		a.logger.Debug("cancel not sent", telemetry.KeySubject, subject, telemetry.KeyErr, err)
 	}
 }
@@ -272,7 +278,7 @@ const callerClockSlack = 200 * time.Millisecond
 // does.
 func (a *Ambassador) begin(parent context.Context, rt *Route, start, deadline time.Time, grpc bool) (*Call, context.Context) {
 	c := callPool.Get().(*Call)
-	c.Route, c.Start, c.Deadline = rt, start, deadline
+	c.Route, c.Start, c.Deadline, c.lane = rt, start, deadline, a.primary
 	if rt != nil {
 		c.Version, c.Subject = rt.Policy.Version, rt.Subject
 	}
