@@ -35,3 +35,12 @@ func (a *Ambassador) onLane(c *Call) string {
 	}
 	return " on broker " + c.lane.name
 }
+
+// splitBroker names the broker c went over when its service is split over
+// brokers (the X-Busmesh-Broker header), else "".
+func (c *Call) splitBroker() string {
+	if c.lane == nil || c.Route == nil || c.Route.traffic == nil || len(c.Route.traffic.lanes) == 0 {
+		return ""
+	}
+	return c.lane.name
+}
