@@ -149,12 +149,14 @@ func shiftAll(cmd *cobra.Command, f *adminFlags, addrs []string, service string,
 		if len(addrs) > 1 {
 			prefix = g.addr + ": "
 		}
-		brokers := ""
-		if b := resp.Service.GetRules().GetBrokers(); len(b) > 0 {
-			brokers = ", brokers " + splitText(b)
+		rules := resp.Service.GetRules()
+		weights := "split " + splitText(rules.GetSplit())
+		if b := rules.GetBrokers(); len(b) > 0 && len(rules.GetSplit()) == 0 {
+			weights = "brokers " + splitText(b)
+		} else if len(b) > 0 {
+			weights += ", brokers " + splitText(b)
 		}
-		fmt.Fprintf(out, "%s%s: split %s%s (routing table version %d)\n",
-			prefix, service, splitText(resp.Service.GetRules().GetSplit()), brokers, resp.Version)
+		fmt.Fprintf(out, "%s%s: %s (routing table version %d)\n", prefix, service, weights, resp.Version)
 	}
 	// -o json: one sidecar's answer as an object (nothing when it failed,
 	// as other verbs), several as a list with each one's error.
