@@ -47,6 +47,11 @@ type Options struct {
 	// mirror with a broker copies calls there, a service's brokers
 	// weights send calls there. The caller closes them, after Shutdown.
 	Brokers map[string]broker.Broker
+	// Registries are the mesh as discovery sees it over each of Brokers,
+	// by the same names: what direct mode picks from and the
+	// no-healthy-instances check asks on that broker. A broker without
+	// one gets its calls in queue mode, unchecked.
+	Registries map[string]*discovery.Registry
 }
 
 // Ambassador takes HTTP and gRPC calls from local applications and carries
@@ -125,7 +130,7 @@ func New(ctx context.Context, o Options) (*Ambassador, error) {
 	}
 	a.shadows = newShadows(o)
 	a.mirrors = map[string]*mirrorSender{"": newMirrorSender(a.pub, primary, o.Metrics, logger)}
-	a.primary = &lane{name: primaryLane, pub: a.pub}
+	a.primary = &lane{name: primaryLane, pub: a.pub, reg: a.reg, lb: a.lb}
 	a.lanes = map[string]*lane{primaryLane: a.primary}
 	maxMsg := a.pub.MaxMessage()
 	for name, s := range a.shadows {
@@ -198,8 +203,10 @@ func (a *Ambassador) swap(cfg *config.Ambassador) error {
 		return fmt.Errorf("ambassador routes: %w", err)
 	}
 	a.table.Store(t)
-	if a.reg != nil {
-		a.reg.Route(t.serviceNames()) // discovery follows the routes
+	for _, l := range a.lanes {
+		if l.reg != nil {
+			l.reg.Route(t.serviceNames()) // discovery follows the routes
+		}
 	}
 	return nil
 }

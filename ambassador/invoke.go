@@ -10,6 +10,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/busmesh/busmesh/broker"
+	"github.com/busmesh/busmesh/internal/discovery"
 	"github.com/busmesh/busmesh/internal/reason"
 	"github.com/busmesh/busmesh/internal/stream"
 	"github.com/busmesh/busmesh/internal/telemetry"
@@ -40,11 +41,11 @@ func chain(inner Invoker, mw ...Middleware) Invoker {
 func (a *Ambassador) requireHealthy(next Invoker) Invoker {
 	return func(ctx context.Context, c *Call) error {
 		// A service no route names is learnt on its first call: asked, and
-		// the answer awaited briefly (discovery.Registry.Learn).
-		// Discovery sees the sidecar's own broker: a call split onto
-		// another goes on, and its broker says whether anyone took it.
-		if a.reg != nil && c.lane == a.primary && !a.available(c.Route.Service, c.Version) &&
-			!(a.reg.Learn(ctx, c.Route.Service, learnWait) && a.available(c.Route.Service, c.Version)) {
+		// the answer awaited briefly (discovery.Registry.Learn). Each
+		// broker has its discovery: a call split onto another asks there.
+		reg := c.lane.reg
+		if reg != nil && !available(reg, c.Route.Service, c.Version) &&
+			!(reg.Learn(ctx, c.Route.Service, learnWait) && available(reg, c.Route.Service, c.Version)) {
 			return noHealthy(c.Route.Service, c.Version)
 		}
 		return next(ctx, c)
@@ -59,10 +60,10 @@ const maxReturned = 1024
 // discovery to learn its instances.
 const learnWait = 500 * time.Millisecond
 
-// available reports whether discovery knows a healthy instance of service
-// at version ("" for any).
-func (a *Ambassador) available(service, version string) bool {
-	healthy := a.reg.Healthy(service)
+// available reports whether reg knows a healthy instance of service at
+// version ("" for any).
+func available(reg *discovery.Registry, service, version string) bool {
+	healthy := reg.Healthy(service)
 	if version == "" {
 		return len(healthy) > 0
 	}
@@ -180,7 +181,7 @@ func (a *Ambassador) await(ctx context.Context, c *Call) error {
 			// else): discovery leaves it out for a while, and the request,
 			// which reached no application, goes to another while any is
 			// left (the retry policy's no-responders is for what is left).
-			a.reg.Suspect(c.Route.Service, c.pick.stats.instance)
+			c.lane.reg.Suspect(c.Route.Service, c.pick.stats.instance)
 			trace.SpanFromContext(ctx).AddEvent("busmesh.retry", trace.WithAttributes(
 				attribute.String("busmesh.reason", reason.NoResponders.String())))
 			avoid := c.pick.stats

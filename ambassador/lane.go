@@ -3,6 +3,7 @@ package ambassador
 import (
 	"github.com/busmesh/busmesh/internal/bus"
 	"github.com/busmesh/busmesh/internal/config"
+	"github.com/busmesh/busmesh/internal/discovery"
 )
 
 // lane is one broker connection calls travel over: the sidecar's own
@@ -12,10 +13,14 @@ import (
 // publisher, and its answer comes back to the ambassador's inbox subject
 // on that broker, which is subscribed there too and feeds the same
 // pending-call table. So the rest of the call path does not know which
-// broker carries it.
+// broker carries it. Each lane has its own discovery (the instances that
+// announce themselves over that broker) and its own balancer, for direct
+// mode and the no-healthy-instances check.
 type lane struct {
 	name string // config.PrimaryBroker or an ambassador.brokers name: the to_broker label
 	pub  *bus.Publisher
+	reg  *discovery.Registry // nil: no discovery over this broker (calls go to the queue subject)
+	lb   *balancer
 }
 
 // laneShare is one entry of a route's brokers weights, cumulative.

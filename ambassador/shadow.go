@@ -35,7 +35,9 @@ func newShadows(o Options) map[string]*shadow {
 		if o.Security != nil {
 			pub.SetSealer(o.Security)
 		}
-		out[name] = &shadow{name: name, b: b, lane: &lane{name: name, pub: pub},
+		l := &lane{name: name, pub: pub, reg: o.Registries[name],
+			lb: newBalancer(broker.NewSubjects(o.Mesh), o.Logger.With(telemetry.KeyComponent, "ambassador"), o.Metrics.Resilience)}
+		out[name] = &shadow{name: name, b: b, lane: l,
 			out: newMirrorSender(pub, name, o.Metrics, o.Logger.With(telemetry.KeyComponent, "ambassador"))}
 	}
 	return out

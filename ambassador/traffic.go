@@ -173,8 +173,8 @@ func (a *Ambassador) routeTraffic(next Invoker) Invoker {
 		}
 		t.choose(c, a.cfg.Service)
 		t.chooseLane(c)
-		// Discovery knows the instances of the sidecar's own broker only.
-		if c.Version != c.Route.Policy.Version && a.reg != nil && c.lane == a.primary && !a.available(c.Route.Service, c.Version) {
+		// Each broker's discovery knows the instances over that broker.
+		if reg := c.lane.reg; c.Version != c.Route.Policy.Version && reg != nil && !available(reg, c.Route.Service, c.Version) {
 			if t.fallback == config.FallbackNone {
 				return noHealthy(c.Route.Service, c.Version)
 			}

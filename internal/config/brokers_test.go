@@ -9,8 +9,8 @@ import (
 )
 
 // TestBrokerSplitValidation: a service's brokers weights name the primary
-// or an ambassador.brokers entry, are percentages adding up to 100, and
-// need queue mode for any other broker.
+// or an ambassador.brokers entry and are percentages adding up to 100, in
+// either mode.
 func TestBrokerSplitValidation(t *testing.T) {
 	parse := func(yaml string) error {
 		_, err := config.Parse("t.yaml", []byte("broker: nats://127.0.0.1:4222\nambassador:\n  http: 127.0.0.1:15001\n"+
@@ -21,7 +21,7 @@ func TestBrokerSplitValidation(t *testing.T) {
 	for _, ok := range []string{
 		"      brokers: {primary: 90, rabbit: 10}\n",
 		"      brokers: {rabbit: 100}\n",
-		"      lb: direct\n      brokers: {primary: 100, rabbit: 0}\n",
+		"      lb: direct\n      brokers: {primary: 90, rabbit: 10}\n",
 		"      split: {v1: 90, v2: 10}\n      brokers: {primary: 50, rabbit: 50}\n",
 	} {
 		if err := parse(ok); err != nil {
@@ -29,11 +29,10 @@ func TestBrokerSplitValidation(t *testing.T) {
 		}
 	}
 	for yaml, want := range map[string]string{
-		"      brokers: {primary: 90, kafka: 10}\n":                    `ambassador.services.orders.brokers.kafka: "kafka" is not a broker (allowed: primary, rabbit; more go in ambassador.brokers)`,
-		"      brokers: {primary: 90, rabbit: 20}\n":                   "ambassador.services.orders.brokers: the weights add up to 110 (primary=90 rabbit=20), not 100",
-		"      brokers: {rabbit: 10}\n":                                "ambassador.services.orders.brokers: the weights add up to 10 (rabbit=10), not 100",
-		"      brokers: {rabbit: -1, primary: 101}\n":                  "ambassador.services.orders.brokers.primary: 101 is not a percentage (allowed: 0 to 100)",
-		"      lb: direct\n      brokers: {primary: 90, rabbit: 10}\n": "ambassador.services.orders.brokers.rabbit: 10% on another broker needs lb: queue",
+		"      brokers: {primary: 90, kafka: 10}\n":   `ambassador.services.orders.brokers.kafka: "kafka" is not a broker (allowed: primary, rabbit; more go in ambassador.brokers)`,
+		"      brokers: {primary: 90, rabbit: 20}\n":  "ambassador.services.orders.brokers: the weights add up to 110 (primary=90 rabbit=20), not 100",
+		"      brokers: {rabbit: 10}\n":               "ambassador.services.orders.brokers: the weights add up to 10 (rabbit=10), not 100",
+		"      brokers: {rabbit: -1, primary: 101}\n": "ambassador.services.orders.brokers.primary: 101 is not a percentage (allowed: 0 to 100)",
 	} {
 		if err := parse(yaml); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%q: %v, want %q", yaml, err, want)

@@ -192,7 +192,8 @@ type ServicePolicy struct {
 	// Brokers spreads the calls over broker connections by percentage:
 	// PrimaryBroker (the sidecar's own) and ambassador.brokers names,
 	// adding up to 100 ({primary: 90, kafka: 10}). Calls on another broker
-	// are real calls, answered to the caller; queue mode only. Empty: all
+	// are real calls, answered to the caller; in direct mode the instance
+	// is picked among those discovery sees over that broker. Empty: all
 	// on the primary.
 	Brokers map[string]int `yaml:"brokers"`
 	// Seal encrypts the calls to the service, not only authenticates them

@@ -1,7 +1,6 @@
 package config
 
 import (
-	"cmp"
 	"fmt"
 	"maps"
 	"net"
@@ -312,15 +311,13 @@ func (a *Ambassador) checkService(errs *Error, svc string) {
 			errs.add(key+".mirror.broker", 0, "%q is not in ambassador.brokers (allowed: %s)", m.Broker, allowedNames(a.Brokers))
 		}
 	}
-	a.checkBrokerSplit(errs, svc, key, p)
+	a.checkBrokerSplit(errs, key, p)
 	checkResilience(errs, key, p, a.Policy(svc).LB == LBDirect)
 }
 
-// checkBrokerSplit validates a service's brokers weights: known names,
-// percentages adding up to 100, and queue mode for any other broker (in
-// direct mode the pick needs the instances of that broker, which
-// discovery over the sidecar's own broker does not see).
-func (a *Ambassador) checkBrokerSplit(errs *Error, svc, key string, p *ServicePolicy) {
+// checkBrokerSplit validates a service's brokers weights: known names and
+// percentages adding up to 100.
+func (a *Ambassador) checkBrokerSplit(errs *Error, key string, p *ServicePolicy) {
 	if len(p.Brokers) == 0 {
 		return
 	}
@@ -328,7 +325,7 @@ func (a *Ambassador) checkBrokerSplit(errs *Error, svc, key string, p *ServicePo
 	if len(a.Brokers) > 0 {
 		allowed += ", " + allowedNames(a.Brokers)
 	}
-	total, other := 0, ""
+	total, other := 0, "kafka"
 	for _, name := range slices.Sorted(maps.Keys(p.Brokers)) {
 		k, w := key+".brokers."+name, p.Brokers[name]
 		if _, ok := a.Brokers[name]; !ok && name != PrimaryBroker {
@@ -340,17 +337,13 @@ func (a *Ambassador) checkBrokerSplit(errs *Error, svc, key string, p *ServicePo
 			continue
 		}
 		total += w
-		if name != PrimaryBroker && w > 0 && other == "" {
+		if name != PrimaryBroker {
 			other = name
 		}
 	}
 	if total != 100 {
 		errs.add(key+".brokers", 0, "the weights add up to %d (%s), not 100 (example: primary: 90, %s: 10)",
-			total, weightList(p.Brokers), cmp.Or(other, "kafka"))
-	}
-	if other != "" && a.Policy(svc).LB == LBDirect {
-		errs.add(key+".brokers."+other, 0, "%d%% on another broker needs lb: queue (allowed with lb: direct: %s: 100; direct mode picks instances the sidecar's own broker announces)",
-			p.Brokers[other], PrimaryBroker)
+			total, weightList(p.Brokers), other)
 	}
 }
 

@@ -27,6 +27,7 @@ ambassador:
     {{second}}: {{url}}
   services:
     {{service}}:
+      lb: {{lb}}
       brokers: {primary: 100}
 `
 
@@ -40,16 +41,24 @@ ambassador:
 // the body and in X-Busmesh-Broker). No call fails; the 10 % share holds
 // within ±2 % by the callers' answers and by the adapters' own counts; a
 // body larger than one message streams both ways over the second broker.
+// In queue mode to RabbitMQ and Kafka; in direct mode to RabbitMQ, where
+// the instance is picked among those discovery sees over RabbitMQ.
 func TestBrokerSplit(t *testing.T) {
 	all := brokers(t)
 	primary := all[0] // nats
 	for _, second := range all[1:] {
-		t.Run("nats-to-"+second.name, func(t *testing.T) {
-			t.Parallel()
-			requireBroker(t, primary)
-			requireBroker(t, second)
-			testBrokerSplit(t, primary, second)
-		})
+		modes := []string{"queue"}
+		if second.name == "rabbitmq" {
+			modes = append(modes, "direct")
+		}
+		for _, lb := range modes {
+			t.Run("nats-to-"+second.name+"/"+lb, func(t *testing.T) {
+				t.Parallel()
+				requireBroker(t, primary)
+				requireBroker(t, second)
+				testBrokerSplit(t, primary, second, lb)
+			})
+		}
 	}
 }
 
@@ -57,7 +66,7 @@ func TestBrokerSplit(t *testing.T) {
 // body), and the X-Busmesh-Broker header.
 type splitAnswer struct{ body, header string }
 
-func testBrokerSplit(t *testing.T, primary, second brokerCase) {
+func testBrokerSplit(t *testing.T, primary, second brokerCase, lb string) {
 	service := unique("ledger")
 	var adapters [2]*sidecar
 	for i, b := range []brokerCase{primary, second} {
@@ -76,7 +85,7 @@ func testBrokerSplit(t *testing.T, primary, second brokerCase) {
 	port := freePort(t)
 	caller := startSidecar(t, "caller", brokerSplitCallerConfig, map[string]string{
 		"id": unique("web"), "broker": primary.url, "service": service, "port": port,
-		"second": second.name, "url": second.url,
+		"second": second.name, "url": second.url, "lb": lb,
 	})
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
 	t.Cleanup(client.CloseIdleConnections)
@@ -170,8 +179,8 @@ func testBrokerSplit(t *testing.T, primary, second brokerCase) {
 	n1 := got[1][onPrimary] + got[1][onSecond]
 	share := float64(got[1][onSecond]) / float64(n1)
 	adapterShare := during[1] / (during[0] + during[1])
-	t.Logf("nats to %s: %d calls, %d failed; before: %v; at 10%%: %d calls, %d over %s (%.2f%%), adapters counted %.0f on nats and %.0f on %s (%.2f%%); after the cut-over: %v",
-		second.name, total.Load(), failed.Load(), got[0], n1, got[1][onSecond], second.name, 100*share,
+	t.Logf("nats to %s, %s: %d calls, %d failed; before: %v; at 10%%: %d calls, %d over %s (%.2f%%), adapters counted %.0f on nats and %.0f on %s (%.2f%%); after the cut-over: %v",
+		second.name, lb, total.Load(), failed.Load(), got[0], n1, got[1][onSecond], second.name, 100*share,
 		during[0], during[1], second.name, 100*adapterShare, got[2])
 	t.Logf("caller: %s", caller.grep("busmesh_ambassador_broker_calls_total"))
 	if failed.Load() > 0 {
