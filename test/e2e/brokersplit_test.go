@@ -7,7 +7,9 @@ import (
 	"math"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -28,7 +30,7 @@ ambassador:
   services:
     {{service}}:
       lb: {{lb}}
-      brokers: {primary: 100}
+      brokers: {{weights}}
 `
 
 // TestBrokerSplit: a broker migration done live, as a release. The
@@ -41,6 +43,8 @@ ambassador:
 // the body and in X-Busmesh-Broker). No call fails; the 10 % share holds
 // within ±2 % by the callers' answers and by the adapters' own counts; a
 // body larger than one message streams both ways over the second broker.
+// Then the config file: weights adding up to 110 are refused (the error
+// names key and value, the cut-over stays), 50/50 applies live.
 // In queue mode to RabbitMQ and Kafka; in direct mode to RabbitMQ, where
 // the instance is picked among those discovery sees over RabbitMQ.
 func TestBrokerSplit(t *testing.T) {
@@ -82,11 +86,20 @@ func testBrokerSplit(t *testing.T, primary, second brokerCase, lb string) {
 			"id": unique("ledger-" + b.name), "broker": b.url, "service": service, "target": app.URL,
 		})
 	}
-	port := freePort(t)
-	caller := startSidecar(t, "caller", brokerSplitCallerConfig, map[string]string{
-		"id": unique("web"), "broker": primary.url, "service": service, "port": port,
-		"second": second.name, "url": second.url, "lb": lb,
-	})
+	port, admin := freePort(t), freePort(t)
+	file := filepath.Join(t.TempDir(), "caller.yaml")
+	id := unique("web")
+	write := func(weights string) {
+		t.Helper()
+		text := strings.NewReplacer("{{id}}", id, "{{broker}}", primary.url, "{{admin}}", admin, "{{service}}", service,
+			"{{port}}", port, "{{second}}", second.name, "{{url}}", second.url, "{{lb}}", lb, "{{weights}}", weights).
+			Replace(brokerSplitCallerConfig)
+		if err := os.WriteFile(file, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("{primary: 100}")
+	caller := runSidecar(t, binary, "caller", file, admin)
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
 	t.Cleanup(client.CloseIdleConnections)
 	call := func() (splitAnswer, error) {
@@ -197,5 +210,32 @@ func testBrokerSplit(t *testing.T, primary, second brokerCase, lb string) {
 	}
 	if len(got[2]) != 1 || got[2][onSecond] == 0 {
 		t.Errorf("after the cut-over: %v, want every call over %s", got[2], second.name)
+	}
+
+	// The config file: a bad value is refused and the cut-over stays; a
+	// good one applies (and, changing this service's rules, replaces the
+	// admin change).
+	write(fmt.Sprintf("{primary: 90, %s: 20}", second.name))
+	want := fmt.Sprintf("ambassador.services.%s.brokers: the weights add up to 110 (", service)
+	eventually(t, 5*time.Second, "the bad weights refused", func() bool {
+		log := caller.log.String()
+		return strings.Contains(log, "config reload refused") && strings.Contains(log, want) && strings.Contains(log, second.name+"=20")
+	})
+	if a, err := call(); err != nil || a != onSecond {
+		t.Errorf("after a refused reload: %v, %v; want the cut-over in force (%v)", a, err, onSecond)
+	}
+	write(fmt.Sprintf("{primary: 50, %s: 50}", second.name))
+	waitReload(t, caller, 1)
+	seen := map[splitAnswer]int{}
+	for range 200 {
+		a, err := call()
+		if err != nil {
+			t.Fatalf("after the 50/50 reload: %v", err)
+		}
+		seen[a]++
+	}
+	t.Logf("after the 50/50 reload: %v", seen)
+	if seen[onPrimary] < 50 || seen[onSecond] < 50 {
+		t.Errorf("after the 50/50 reload: %v, want both brokers", seen)
 	}
 }
