@@ -179,10 +179,12 @@ func testBrokerSplit(t *testing.T, primary, second brokerCase, lb string) {
 	phase.Store(1)
 	before := [2]float64{served(0), served(1)}
 	time.Sleep(10 * time.Second)
+	// The adapters' counts before the cut-over: after it, every call
+	// would add to the second's.
+	during := [2]float64{served(0) - before[0], served(1) - before[1]}
 	phase.Store(-1)
 	shift("broker:" + second.name + "=100")
 	phase.Store(2)
-	during := [2]float64{served(0) - before[0], served(1) - before[1]}
 	time.Sleep(6 * time.Second)
 	stop()
 
