@@ -30,8 +30,8 @@ their weights now. So, from v1=100:
   busmesh shift orders v1=100      # and back
 
 broker:NAME=PERCENT shifts the service's calls between brokers the same way
-(NAME is primary, the sidecar's own broker, or an ambassador.brokers name;
-queue mode): calls there are real calls, answered to the caller.
+(NAME is primary, the sidecar's own broker, or an ambassador.brokers name):
+calls there are real calls, answered to the caller.
 
   busmesh shift orders broker:kafka=10    # canary: primary=90 kafka=10
   busmesh shift orders broker:kafka=100   # cut over: every new call on kafka
