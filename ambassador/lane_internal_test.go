@@ -54,3 +54,25 @@ func TestBrokerSplitTable(t *testing.T) {
 		t.Errorf("compile with an unknown broker: %v, want %q", err, want)
 	}
 }
+
+// TestServiceStatePerBroker: a service split over brokers keeps a retry
+// budget and breaker on each, so a failing new broker opens its own
+// breaker, not the primary's.
+func TestServiceStatePerBroker(t *testing.T) {
+	a := &Ambassador{primary: &lane{name: primaryLane}}
+	rabbit := &lane{name: "rabbit"}
+	rt := &Route{Service: "orders", Policy: (&config.Ambassador{}).Policy("orders")}
+	onPrimary, onRabbit := &Call{Route: rt, lane: a.primary}, &Call{Route: rt, lane: rabbit}
+	if a.serviceOf(onPrimary) == a.serviceOf(onRabbit) {
+		t.Error("one state for the primary and rabbit")
+	}
+	if a.serviceOf(onRabbit) != a.serviceOf(&Call{Route: rt, lane: rabbit}) {
+		t.Error("two states for rabbit")
+	}
+	if a.serviceOf(onPrimary) != a.serviceOf(&Call{Route: rt}) {
+		t.Error("a call without a lane is not on the primary")
+	}
+	if got := a.onLane(onRabbit); got != " on broker rabbit" {
+		t.Errorf("onLane = %q", got)
+	}
+}
