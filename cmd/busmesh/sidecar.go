@@ -206,6 +206,13 @@ func startSidecarWith(ctx context.Context, cfg *config.Config, logger *slog.Logg
 		if sc.shadows, err = openShadows(ctx, cfg.Ambassador.Brokers, logger); err != nil {
 			return nil, err
 		}
+		if g := sc.security.Guard(); g != nil {
+			for _, name := range slices.Sorted(maps.Keys(sc.shadows)) {
+				if err = g.AddBroker(ctx, sc.shadows[name]); err != nil {
+					return nil, fmt.Errorf("ambassador.brokers.%s: %w", name, err)
+				}
+			}
+		}
 		sc.registry = discovery.NewRegistryWith(discovery.Options{Interval: cfg.Discovery.Interval.D(), Metrics: metrics, Logger: logger})
 		registries := map[string]*discovery.Registry{}
 		for name := range sc.shadows {
