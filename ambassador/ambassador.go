@@ -44,9 +44,14 @@ type Options struct {
 	// Access, when set, writes one access log line per call (sampled).
 	Access *telemetry.AccessLog
 	// Brokers are the connections of ambassador.brokers, by name: a
-	// mirror with a broker copies calls there. The caller closes them,
-	// after Shutdown.
+	// mirror with a broker copies calls there, a service's brokers
+	// weights send calls there. The caller closes them, after Shutdown.
 	Brokers map[string]broker.Broker
+	// Registries are the mesh as discovery sees it over each of Brokers,
+	// by the same names: what direct mode picks from and the
+	// no-healthy-instances check asks on that broker. A broker without
+	// one gets its calls in queue mode, unchecked.
+	Registries map[string]*discovery.Registry
 }
 
 // Ambassador takes HTTP and gRPC calls from local applications and carries
@@ -67,6 +72,10 @@ type Ambassador struct {
 	// publish the copies, by broker name ("" the sidecar's own).
 	shadows map[string]*shadow
 	mirrors map[string]*mirrorSender
+	// primary is the lane of the sidecar's own broker; lanes every lane,
+	// by brokers weights name (primary, or an ambassador.brokers name).
+	primary *lane
+	lanes   map[string]*lane
 	chunk   int // body frame size
 	lb      *balancer
 	// services holds each service's retry budget, breaker and limits
@@ -119,12 +128,19 @@ func New(ctx context.Context, o Options) (*Ambassador, error) {
 	if o.Security != nil {
 		a.pub.SetSealer(o.Security)
 	}
-	a.chunk = stream.ChunkSize(a.pub.MaxMessage())
 	a.shadows = newShadows(o)
 	a.mirrors = map[string]*mirrorSender{"": newMirrorSender(a.pub, primary, o.Metrics, logger)}
+	a.primary = &lane{name: primaryLane, pub: a.pub, reg: a.reg, lb: a.lb}
+	a.lanes = map[string]*lane{primaryLane: a.primary}
+	maxMsg := a.pub.MaxMessage()
 	for name, s := range a.shadows {
 		a.mirrors[name] = s.out
+		a.lanes[name] = s.lane
+		maxMsg = min(maxMsg, s.lane.pub.MaxMessage())
 	}
+	// Bodies are framed before the call's broker is chosen: frames fit
+	// the smallest broker's messages.
+	a.chunk = stream.ChunkSize(maxMsg)
 	if err := a.Reload(o.Config); err != nil {
 		return nil, err
 	}
@@ -182,13 +198,15 @@ func (a *Ambassador) Reload(cfg *config.Ambassador) error {
 
 // swap compiles cfg into the next table and puts it in force.
 func (a *Ambassador) swap(cfg *config.Ambassador) error {
-	t, err := compile(cfg, a.subjects, a.mirrors, a.tableGen.Add(1))
+	t, err := compile(cfg, a.subjects, a.mirrors, a.lanes, a.tableGen.Add(1))
 	if err != nil {
 		return fmt.Errorf("ambassador routes: %w", err)
 	}
 	a.table.Store(t)
-	if a.reg != nil {
-		a.reg.Route(t.serviceNames()) // discovery follows the routes
+	for _, l := range a.lanes {
+		if l.reg != nil {
+			l.reg.Route(t.serviceNames()) // discovery follows the routes
+		}
 	}
 	return nil
 }

@@ -29,7 +29,7 @@ func (s *answerStream) next(ctx context.Context) ([]byte, error) {
 	if s.owed > 0 && s.peer != "" {
 		// Without its grant the adapter would stall: a grant that cannot
 		// be sent fails the stream now.
-		if err := stream.Grant(ctx, s.a.pub, s.peer, s.c.Req.ID, s.a.sidecar, s.owed); err != nil {
+		if err := stream.Grant(ctx, s.c.lane.pub, s.peer, s.c.Req.ID, s.a.sidecar, s.owed); err != nil {
 			s.a.publishFailed("frame", s.peer, err)
 			return nil, err
 		}
@@ -45,7 +45,7 @@ func (s *answerStream) next(ctx context.Context) ([]byte, error) {
 func (s *answerStream) reader(ctx context.Context) io.Reader {
 	return stream.NewReader(ctx, s.in, func(n int64) error {
 		s.c.bytesOut += n
-		err := stream.Grant(ctx, s.a.pub, s.peer, s.c.Req.ID, s.a.sidecar, n)
+		err := stream.Grant(ctx, s.c.lane.pub, s.peer, s.c.Req.ID, s.a.sidecar, n)
 		if err != nil && ctx.Err() == nil {
 			s.a.publishFailed("frame", s.peer, err)
 		}

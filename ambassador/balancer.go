@@ -280,15 +280,16 @@ func (p pickResult) done(d doneInfo) {
 // it. It fails when no healthy instance qualifies.
 func (a *Ambassador) pick(c *Call, avoid *instanceStats) (pickResult, *reason.Error) {
 	rt := c.Route
-	if !rt.direct() || a.reg == nil {
+	l := c.lane
+	if !rt.direct() || l.reg == nil {
 		return pickResult{subject: c.Subject, route: rt}, nil
 	}
 	policy := rt.Policy
 	policy.Version = c.Version
-	healthy := a.reg.Healthy(rt.Service)
-	st := a.lb.pick(rt.Service, healthy, policy, avoid)
+	healthy := l.reg.Healthy(rt.Service)
+	st := l.lb.pick(rt.Service, healthy, policy, avoid)
 	if st == nil && avoid != nil {
-		st = a.lb.pick(rt.Service, healthy, policy, nil)
+		st = l.lb.pick(rt.Service, healthy, policy, nil)
 	}
 	if st == nil {
 		return pickResult{}, noHealthy(rt.Service, c.Version)

@@ -167,10 +167,16 @@ type serviceState struct {
 	pending atomic.Int64  // calls waiting for a slot
 }
 
-// serviceOf returns the state of rt's service, made on first use with
-// rt's policy.
-func (a *Ambassador) serviceOf(rt *Route) *serviceState {
-	if s, ok := a.services.Load(rt.Service); ok {
+// serviceOf returns the state of c's service on c's broker, made on first
+// use with the route's policy. A service split over brokers has a state
+// on each: a new broker failing opens its own breaker and spends its own
+// retry budget, and the calls on the primary go on.
+func (a *Ambassador) serviceOf(c *Call) *serviceState {
+	rt, key := c.Route, c.Route.Service
+	if c.lane != nil && c.lane != a.primary {
+		key += "@" + c.lane.name
+	}
+	if s, ok := a.services.Load(key); ok {
 		return s.(*serviceState)
 	}
 	p := rt.Policy
@@ -178,7 +184,7 @@ func (a *Ambassador) serviceOf(rt *Route) *serviceState {
 	if n := p.Breaker.MaxConcurrent; n > 0 {
 		s.slots = make(chan struct{}, n)
 	}
-	actual, _ := a.services.LoadOrStore(rt.Service, s)
+	actual, _ := a.services.LoadOrStore(key, s)
 	return actual.(*serviceState)
 }
 
@@ -192,7 +198,7 @@ func (a *Ambassador) breaking(next Invoker) Invoker {
 		if cfg == nil {
 			return next(ctx, c)
 		}
-		s := a.serviceOf(c.Route)
+		s := a.serviceOf(c)
 		if s.slots != nil {
 			if err := a.takeSlot(ctx, c, s, cfg); err != nil {
 				return err
@@ -205,7 +211,7 @@ func (a *Ambassador) breaking(next Invoker) Invoker {
 		ok, probe, wait := s.brk.admit(time.Now().UnixNano())
 		if !ok {
 			a.metrics.Resilience.BreakerRefused.WithLabelValues(c.Route.Service, reason.CircuitOpen.String()).Inc()
-			e := reason.Errorf(reason.CircuitOpen, "the circuit of service %q is open", c.Route.Service)
+			e := reason.Errorf(reason.CircuitOpen, "the circuit of service %q is open%s", c.Route.Service, a.onLane(c))
 			e.RetryAfter = wait
 			return e
 		}

@@ -35,6 +35,7 @@ type Call struct {
 	Version, Subject string
 
 	p      pending       // what arrives from the serving adapter
+	lane   *lane         // the broker the call goes over: the primary, or a brokers split's pick
 	pick   pickResult    // the instance picked in direct mode
 	pump   chan struct{} // closed when the rest of the body has been sent
 	cancel context.CancelFunc
@@ -131,5 +132,5 @@ func (c *Call) reset() {
 	c.Req = envelope.Request{Headers: h[:0]}
 	c.pick, c.out, c.ends = pickResult{}, Outcome{}, ends[:0]
 	c.try, c.replay = attempt{}, replayBody{}
-	c.edge, c.bytesOut = nil, 0
+	c.edge, c.bytesOut, c.lane = nil, 0, nil
 }

@@ -22,11 +22,12 @@ import (
 	"github.com/busmesh/busmesh/internal/telemetry"
 )
 
-// grpcMetaError and grpcMetaInstance are X-Busmesh-Error and
-// X-Busmesh-Instance as gRPC metadata.
+// grpcMetaError, grpcMetaInstance and grpcMetaBroker are X-Busmesh-Error,
+// X-Busmesh-Instance and X-Busmesh-Broker as gRPC metadata.
 const (
 	grpcMetaError    = "x-busmesh-error"
 	grpcMetaInstance = "x-busmesh-instance"
+	grpcMetaBroker   = "x-busmesh-broker"
 )
 
 func (a *Ambassador) newGRPCServer() *grpc.Server {
@@ -174,6 +175,9 @@ func (a *Ambassador) respondGRPC(ctx context.Context, ss grpc.ServerStream, c *C
 	header := grpcwire.Metadata(resp.Headers)
 	if resp.Instance != "" {
 		header.Set(grpcMetaInstance, resp.Instance)
+	}
+	if b := c.splitBroker(); b != "" {
+		header.Set(grpcMetaBroker, b)
 	}
 	c.answeredBy(200)
 	if err := ss.SetHeader(header); err != nil {

@@ -31,6 +31,9 @@ const (
 	HeaderError = "X-Busmesh-Error"
 	// HeaderInstance names the instance that served the call.
 	HeaderInstance = "X-Busmesh-Instance"
+	// HeaderBroker names the broker a call of a service split over
+	// brokers went over: primary or an ambassador.brokers name.
+	HeaderBroker = "X-Busmesh-Broker"
 )
 
 // Handler returns the HTTP handler of a port: a per-service port when
@@ -277,6 +280,9 @@ func (a *Ambassador) respondHTTP(ctx context.Context, w http.ResponseWriter, c *
 	}
 	if resp.Instance != "" {
 		h.Set(HeaderInstance, resp.Instance)
+	}
+	if b := c.splitBroker(); b != "" {
+		h.Set(HeaderBroker, b)
 	}
 	status := int(resp.Status)
 	if status < 100 || status > 999 {

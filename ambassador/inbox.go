@@ -187,9 +187,19 @@ func (in *Inbox) onReturn(id uint64) {
 	}
 }
 
-// handle dispatches one message from the inbox. It never blocks: a call's
-// frames queue in its stream.Inbound, bounded by the window it granted.
-func (in *Inbox) handle(_ context.Context, data []byte) {
+// handle dispatches one message from the inbox on the sidecar's own
+// broker. It never blocks: a call's frames queue in its stream.Inbound,
+// bounded by the window it granted.
+func (in *Inbox) handle(_ context.Context, data []byte) { in.dispatch(in.pub, data) }
+
+// handlerOn is handle for the inbox's subscription on another broker
+// (calls split over brokers): the same calls table, and pongs go back
+// over pub, that broker's publisher.
+func (in *Inbox) handlerOn(pub *bus.Publisher) func(context.Context, []byte) {
+	return func(_ context.Context, data []byte) { in.dispatch(pub, data) }
+}
+
+func (in *Inbox) dispatch(pub *bus.Publisher, data []byte) {
 	e, from, ok := in.open(data)
 	if !ok {
 		return
@@ -220,7 +230,7 @@ func (in *Inbox) handle(_ context.Context, data []byte) {
 		}
 		if f.Ping {
 			in.bind(&e, from)
-			in.answerPing(&f)
+			in.answerPing(pub, &f)
 			return
 		}
 		if p := in.lookup(f.ID); p != nil && in.sentBy(p, &e, from, len(data)) {
@@ -234,7 +244,7 @@ func (in *Inbox) handle(_ context.Context, data []byte) {
 // answerPing answers a serving adapter's liveness ping: pong while the
 // call is still waited for, cancel when it is not (it ended, and its
 // cancel was lost, or this sidecar restarted).
-func (in *Inbox) answerPing(f *envelope.Frame) {
+func (in *Inbox) answerPing(pub *bus.Publisher, f *envelope.Frame) {
 	if f.ReplyTo == "" {
 		return
 	}
@@ -251,7 +261,7 @@ func (in *Inbox) answerPing(f *envelope.Frame) {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		if err := in.pub.Publish(ctx, peer, &answer); err != nil {
+		if err := pub.Publish(ctx, peer, &answer); err != nil {
 			in.logger.Debug("pong not sent", telemetry.KeySubject, peer, telemetry.KeyErr, err)
 		}
 	}()

@@ -10,6 +10,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/busmesh/busmesh/broker"
+	"github.com/busmesh/busmesh/internal/discovery"
 	"github.com/busmesh/busmesh/internal/reason"
 	"github.com/busmesh/busmesh/internal/stream"
 	"github.com/busmesh/busmesh/internal/telemetry"
@@ -40,9 +41,11 @@ func chain(inner Invoker, mw ...Middleware) Invoker {
 func (a *Ambassador) requireHealthy(next Invoker) Invoker {
 	return func(ctx context.Context, c *Call) error {
 		// A service no route names is learnt on its first call: asked, and
-		// the answer awaited briefly (discovery.Registry.Learn).
-		if a.reg != nil && !a.available(c.Route.Service, c.Version) &&
-			!(a.reg.Learn(ctx, c.Route.Service, learnWait) && a.available(c.Route.Service, c.Version)) {
+		// the answer awaited briefly (discovery.Registry.Learn). Each
+		// broker has its discovery: a call split onto another asks there.
+		reg := c.lane.reg
+		if reg != nil && !available(reg, c.Route.Service, c.Version) &&
+			!(reg.Learn(ctx, c.Route.Service, learnWait) && available(reg, c.Route.Service, c.Version)) {
 			return noHealthy(c.Route.Service, c.Version)
 		}
 		return next(ctx, c)
@@ -57,10 +60,10 @@ const maxReturned = 1024
 // discovery to learn its instances.
 const learnWait = 500 * time.Millisecond
 
-// available reports whether discovery knows a healthy instance of service
-// at version ("" for any).
-func (a *Ambassador) available(service, version string) bool {
-	healthy := a.reg.Healthy(service)
+// available reports whether reg knows a healthy instance of service at
+// version ("" for any).
+func available(reg *discovery.Registry, service, version string) bool {
+	healthy := reg.Healthy(service)
 	if version == "" {
 		return len(healthy) > 0
 	}
@@ -96,9 +99,10 @@ func (a *Ambassador) roundTrip(ctx context.Context, c *Call) error {
 		req.Deadline = c.Deadline.UnixNano()
 	}
 	req.Body, req.More = nil, false // a retry's: measured without the last attempt's
-	room := a.pub.MaxMessage() - req.EncodedSize() - stream.Slack
+	pub := c.lane.pub
+	room := pub.MaxMessage() - req.EncodedSize() - stream.Slack
 	if room < 0 {
-		return reason.Errorf(reason.HeadersTooLarge, "request headers do not fit the broker's %d-byte messages", a.pub.MaxMessage())
+		return reason.Errorf(reason.HeadersTooLarge, "request headers do not fit the broker's %d-byte messages", pub.MaxMessage())
 	}
 	body, more, err := c.Body.First(min(room, stream.MaxInline))
 	if err != nil {
@@ -125,11 +129,14 @@ func (a *Ambassador) roundTrip(ctx context.Context, c *Call) error {
 
 // send picks where the request goes (other than avoid) and publishes it.
 func (a *Ambassador) send(ctx context.Context, c *Call, avoid *instanceStats) error {
+	if c.lane != a.primary && !broker.Connected(c.lane.pub.Broker()) {
+		return reason.Errorf(reason.BrokerUnavailable, "the sidecar's connection to broker %s is down; it is reconnecting", c.lane.name)
+	}
 	pick, perr := a.pick(c, avoid)
 	if perr != nil {
 		return perr
 	}
-	err := a.pub.PublishReturnable(ctx, pick.subject, &c.Req, c.Req.ID, a.inbox.returned)
+	err := c.lane.pub.PublishReturnable(ctx, pick.subject, &c.Req, c.Req.ID, a.inbox.returned)
 	if err != nil {
 		pick.done(doneInfo{reason: reason.BrokerUnavailable, failed: true})
 		if ctx.Err() == nil {
@@ -174,7 +181,7 @@ func (a *Ambassador) await(ctx context.Context, c *Call) error {
 			// else): discovery leaves it out for a while, and the request,
 			// which reached no application, goes to another while any is
 			// left (the retry policy's no-responders is for what is left).
-			a.reg.Suspect(c.Route.Service, c.pick.stats.instance)
+			c.lane.reg.Suspect(c.Route.Service, c.pick.stats.instance)
 			trace.SpanFromContext(ctx).AddEvent("busmesh.retry", trace.WithAttributes(
 				attribute.String("busmesh.reason", reason.NoResponders.String())))
 			avoid := c.pick.stats
@@ -235,12 +242,12 @@ func (a *Ambassador) sendRest(ctx context.Context, c *Call) {
 	if err != nil {
 		return
 	}
-	s := &stream.Sender{Pub: a.pub, Subject: peer, ID: c.Req.ID, Source: a.sidecar, Window: window}
+	s := &stream.Sender{Pub: c.lane.pub, Subject: peer, ID: c.Req.ID, Source: a.sidecar, Window: window}
 	if err := c.Body.Rest(ctx, s); err != nil && ctx.Err() == nil {
 		if !errors.Is(err, stream.ErrTooLarge) && !errors.Is(err, stream.ErrReadBody) {
 			a.publishFailed("frame", peer, err)
 		}
-		_ = stream.Cancel(context.WithoutCancel(ctx), a.pub, peer, c.Req.ID, a.sidecar, err.Error())
+		_ = stream.Cancel(context.WithoutCancel(ctx), c.lane.pub, peer, c.Req.ID, a.sidecar, err.Error())
 		c.p.fail(c.Req.ID, err)
 	}
 }
@@ -254,7 +261,7 @@ func (a *Ambassador) cancelRemote(c *Call, why string) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	if err := stream.Cancel(ctx, a.pub, subject, c.Req.ID, a.sidecar, why); err != nil {
+	if err := stream.Cancel(ctx, c.lane.pub, subject, c.Req.ID, a.sidecar, why); err != nil {
 		a.logger.Debug("cancel not sent", telemetry.KeySubject, subject, telemetry.KeyErr, err)
 	}
 }
@@ -272,7 +279,7 @@ const callerClockSlack = 200 * time.Millisecond
 // does.
 func (a *Ambassador) begin(parent context.Context, rt *Route, start, deadline time.Time, grpc bool) (*Call, context.Context) {
 	c := callPool.Get().(*Call)
-	c.Route, c.Start, c.Deadline = rt, start, deadline
+	c.Route, c.Start, c.Deadline, c.lane = rt, start, deadline, a.primary
 	if rt != nil {
 		c.Version, c.Subject = rt.Policy.Version, rt.Subject
 	}

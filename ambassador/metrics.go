@@ -74,6 +74,9 @@ func (a *Ambassador) record(c *Call) {
 	if o.Reason != reason.None {
 		m.AmbassadorErrors.WithLabelValues(caller, service, o.Reason.String()).Inc()
 	}
+	if c.Route != nil && c.Route.traffic != nil && len(c.Route.traffic.lanes) > 0 && c.lane != nil {
+		m.BrokerCalls.WithLabelValues(service, c.lane.name, class).Inc()
+	}
 	c.edge.Done(!telemetry.Success(class), o.Latency)
 }
 

@@ -50,7 +50,7 @@ func (a *Ambassador) retrying(next Invoker) Invoker {
 		if pol == nil || pol.Attempts <= 1 {
 			return next(ctx, c)
 		}
-		s := a.serviceOf(c.Route)
+		s := a.serviceOf(c)
 		s.budget.deposit(time.Now().UnixNano())
 		c.try.keyed = retryableMethod(pol, &c.Req)
 		c.try.replayable = true

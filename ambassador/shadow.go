@@ -10,15 +10,19 @@ import (
 	"github.com/busmesh/busmesh/internal/telemetry"
 )
 
-// shadow is another broker a mirror copies calls to: a broker migration
-// canaried like a release. Copies go to the same subjects there (the mesh
-// and the service are the same), and their answers come back to the
-// ambassador's mirror inbox on that broker, to be counted and dropped.
+// shadow is another broker a mirror copies calls to, or a brokers split
+// sends calls to: a broker migration canaried like a release. Copies and
+// calls go to the same subjects there (the mesh and the service are the
+// same). Copies' answers come back to the ambassador's mirror inbox on
+// that broker, to be counted and dropped; calls' answers to its inbox
+// there, delivered to the caller as the primary's are.
 type shadow struct {
-	name string
-	b    broker.Broker
-	out  *mirrorSender
-	sub  broker.Subscription
+	name  string
+	b     broker.Broker
+	lane  *lane
+	out   *mirrorSender
+	sub   broker.Subscription // the mirror inbox
+	inbox broker.Subscription // the call inbox
 }
 
 // newShadows makes a publisher for each of o.Brokers, sealing as the
@@ -31,12 +35,16 @@ func newShadows(o Options) map[string]*shadow {
 		if o.Security != nil {
 			pub.SetSealer(o.Security)
 		}
-		out[name] = &shadow{name: name, b: b, out: newMirrorSender(pub, name, o.Metrics, o.Logger.With(telemetry.KeyComponent, "ambassador"))}
+		l := &lane{name: name, pub: pub, reg: o.Registries[name],
+			lb: newBalancer(broker.NewSubjects(o.Mesh), o.Logger.With(telemetry.KeyComponent, "ambassador"), o.Metrics.Resilience)}
+		out[name] = &shadow{name: name, b: b, lane: l,
+			out: newMirrorSender(pub, name, o.Metrics, o.Logger.With(telemetry.KeyComponent, "ambassador"))}
 	}
 	return out
 }
 
-// openShadows subscribes the mirror inbox on each shadow broker.
+// openShadows subscribes the mirror inbox and the call inbox on each
+// shadow broker.
 func (a *Ambassador) openShadows(ctx context.Context, o Options) error {
 	for name, s := range a.shadows {
 		sub, err := s.b.Subscribe(ctx, a.mirrorInbox, mirrorAnswers(o.Metrics, a.logger, name))
@@ -45,6 +53,10 @@ func (a *Ambassador) openShadows(ctx context.Context, o Options) error {
 			return fmt.Errorf("ambassador mirror inbox on broker %s: %w", name, err)
 		}
 		s.sub = sub
+		if s.inbox, err = s.b.Subscribe(ctx, a.inbox.subject, a.inbox.handlerOn(s.lane.pub)); err != nil {
+			_ = a.closeShadows()
+			return fmt.Errorf("ambassador inbox on broker %s: %w", name, err)
+		}
 	}
 	return nil
 }
@@ -57,6 +69,10 @@ func (a *Ambassador) closeShadows() error {
 		if s.sub != nil {
 			errs = append(errs, s.sub.Unsubscribe())
 			s.sub = nil
+		}
+		if s.inbox != nil {
+			errs = append(errs, s.inbox.Unsubscribe())
+			s.inbox = nil
 		}
 	}
 	return errors.Join(errs...)

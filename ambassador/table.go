@@ -45,6 +45,7 @@ type table struct {
 	cfg      *config.Ambassador
 	subjects broker.Subjects
 	mirrors  map[string]*mirrorSender // by ambassador.brokers name; "" the own broker
+	lanes    map[string]*lane         // by brokers weights name; primary the own broker
 	services map[string]*Route        // every service the config names
 	prefixes []prefixRoute            // grpc_routes, longest prefix first
 
@@ -54,11 +55,21 @@ type table struct {
 
 // compile builds the table of cfg. It fails on what config validation lets
 // through but routing cannot use.
-func compile(cfg *config.Ambassador, subjects broker.Subjects, mirrors map[string]*mirrorSender, version uint64) (*table, error) {
-	t := &table{version: version, cfg: cfg, subjects: subjects, mirrors: mirrors, services: map[string]*Route{}, hosts: map[string]*Route{}}
+func compile(cfg *config.Ambassador, subjects broker.Subjects, mirrors map[string]*mirrorSender, lanes map[string]*lane, version uint64) (*table, error) {
+	t := &table{version: version, cfg: cfg, subjects: subjects, mirrors: mirrors, lanes: lanes, services: map[string]*Route{}, hosts: map[string]*Route{}}
 	for _, svc := range slices.Sorted(maps.Keys(cfg.Services)) {
-		if p := cfg.Services[svc]; p != nil && p.Mirror != nil && p.Mirror.Broker != "" && mirrors[p.Mirror.Broker] == nil {
+		p := cfg.Services[svc]
+		if p == nil {
+			continue
+		}
+		if p.Mirror != nil && p.Mirror.Broker != "" && mirrors[p.Mirror.Broker] == nil {
 			return nil, fmt.Errorf("ambassador.services.%s.mirror.broker: %q is not a broker this sidecar opened at start (ambassador.brokers takes a restart)", svc, p.Mirror.Broker)
+		}
+		for _, name := range slices.Sorted(maps.Keys(p.Brokers)) {
+			if lanes[name] == nil {
+				return nil, fmt.Errorf("ambassador.services.%s.brokers.%s: %q is not a broker this sidecar opened at start (allowed: %s; ambassador.brokers takes a restart)",
+					svc, name, name, strings.Join(slices.Sorted(maps.Keys(lanes)), ", "))
+			}
 		}
 	}
 	add := func(service string) (*Route, error) {
@@ -101,7 +112,7 @@ func (t *table) newRoute(service string) *Route {
 	if p.Version != "" {
 		subject = t.subjects.Version(service, p.Version)
 	}
-	return &Route{Service: service, Subject: subject, Policy: p, traffic: compileTraffic(service, p, t.subjects, t.mirrors)}
+	return &Route{Service: service, Subject: subject, Policy: p, traffic: compileTraffic(service, p, t.subjects, t.mirrors, t.lanes)}
 }
 
 // serviceNames returns the services the config names.

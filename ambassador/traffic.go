@@ -26,6 +26,7 @@ type traffic struct {
 	sticky   string // header name, "" for a random pick
 	fallback string // config.FallbackAny or FallbackNone
 	mirror   *mirror
+	lanes    []laneShare // brokers weights, cumulative; nil: all on the primary
 }
 
 type trafficRoute struct {
@@ -49,8 +50,8 @@ type mirror struct {
 
 // compileTraffic compiles p's traffic rules for service; nil when it has
 // none.
-func compileTraffic(service string, p config.ServicePolicy, subjects broker.Subjects, mirrors map[string]*mirrorSender) *traffic {
-	if len(p.Routes) == 0 && len(p.Split) == 0 && p.Mirror == nil {
+func compileTraffic(service string, p config.ServicePolicy, subjects broker.Subjects, mirrors map[string]*mirrorSender, lanes map[string]*lane) *traffic {
+	if len(p.Routes) == 0 && len(p.Split) == 0 && p.Mirror == nil && len(p.Brokers) == 0 {
 		return nil
 	}
 	t := &traffic{sticky: p.Sticky, fallback: p.Fallback}
@@ -66,6 +67,14 @@ func compileTraffic(service string, p config.ServicePolicy, subjects broker.Subj
 			t.split = append(t.split, weighted{upTo: t.total, version: v, subject: subjects.Version(service, v)})
 		}
 	}
+	upTo := 0
+	for _, name := range slices.Sorted(maps.Keys(p.Brokers)) {
+		// compile checked that every name is a lane.
+		if w := p.Brokers[name]; w > 0 {
+			upTo += w
+			t.lanes = append(t.lanes, laneShare{upTo: upTo, lane: lanes[name]})
+		}
+	}
 	if m := p.Mirror; m != nil && m.Percent > 0 {
 		// mirrors[""] is the sidecar's own broker; compile checked that
 		// another one named is open.
@@ -75,6 +84,21 @@ func compileTraffic(service string, p config.ServicePolicy, subjects broker.Subj
 		}
 	}
 	return t
+}
+
+// chooseLane sets the broker call c goes over by the brokers weights,
+// which add up to 100.
+func (t *traffic) chooseLane(c *Call) {
+	if len(t.lanes) == 0 {
+		return
+	}
+	n := rand.IntN(100)
+	for i := range t.lanes {
+		if n < t.lanes[i].upTo {
+			c.lane = t.lanes[i].lane
+			return
+		}
+	}
 }
 
 // choose sets the version and subject of call c: the first route that
@@ -148,7 +172,9 @@ func (a *Ambassador) routeTraffic(next Invoker) Invoker {
 			return next(ctx, c)
 		}
 		t.choose(c, a.cfg.Service)
-		if c.Version != c.Route.Policy.Version && a.reg != nil && !a.available(c.Route.Service, c.Version) {
+		t.chooseLane(c)
+		// Each broker's discovery knows the instances over that broker.
+		if reg := c.lane.reg; c.Version != c.Route.Policy.Version && reg != nil && !available(reg, c.Route.Service, c.Version) {
 			if t.fallback == config.FallbackNone {
 				return noHealthy(c.Route.Service, c.Version)
 			}

@@ -137,6 +137,7 @@ type trafficJSON struct {
 	Version  string           `json:"version,omitempty"`
 	Routes   []trafficRoute   `json:"routes,omitempty"`
 	Split    map[string]int32 `json:"split,omitempty"`
+	Brokers  map[string]int32 `json:"brokers,omitempty"`
 	Sticky   string           `json:"sticky,omitempty"`
 	Fallback string           `json:"fallback,omitempty"`
 	Mirror   *trafficMirror   `json:"mirror,omitempty"`
@@ -162,7 +163,7 @@ type trafficMirror struct {
 
 func serviceTrafficJSON(s *busmeshv1.ServiceTraffic) trafficJSON {
 	r := s.GetRules()
-	out := trafficJSON{Service: s.Service, LB: s.Lb, Version: s.Version, Split: r.GetSplit(),
+	out := trafficJSON{Service: s.Service, LB: s.Lb, Version: s.Version, Split: r.GetSplit(), Brokers: r.GetBrokers(),
 		Sticky: r.GetSticky(), Fallback: r.GetFallback(), Source: s.Source}
 	for _, rt := range r.GetRoutes() {
 		var j trafficRoute

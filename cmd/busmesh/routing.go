@@ -13,7 +13,7 @@ import (
 // printRouting writes each service's traffic rules, one line each.
 func printRouting(out io.Writer, services []*busmeshv1.ServiceTraffic) error {
 	tw := table(out)
-	row(tw, "SERVICE", "LB", "SPLIT", "ROUTES", "STICKY", "FALLBACK", "MIRROR", "SOURCE")
+	row(tw, "SERVICE", "LB", "SPLIT", "BROKERS", "ROUTES", "STICKY", "FALLBACK", "MIRROR", "SOURCE")
 	for _, s := range services {
 		r := s.Rules
 		split := splitText(r.GetSplit())
@@ -35,12 +35,12 @@ func printRouting(out io.Writer, services []*busmeshv1.ServiceTraffic) error {
 		if fallback == "" {
 			fallback = "any" // the default
 		}
-		row(tw, s.Service, s.Lb, split, routesText(r.GetRoutes()), dash(r.GetSticky()), fallback, mirror, s.Source)
+		row(tw, s.Service, s.Lb, split, splitText(r.GetBrokers()), routesText(r.GetRoutes()), dash(r.GetSticky()), fallback, mirror, s.Source)
 	}
 	return tw.Flush()
 }
 
-// splitText is "v1=90 v2=10", versions sorted; "-" for none.
+// splitText is "v1=90 v2=10", versions (or brokers) sorted; "-" for none.
 func splitText(split map[string]int32) string {
 	if len(split) == 0 {
 		return "-"

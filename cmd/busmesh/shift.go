@@ -18,8 +18,8 @@ func newShiftCmd() *cobra.Command {
 	var ifVersion uint64
 	var reset bool
 	cmd := &cobra.Command{
-		Use:   "shift SERVICE VERSION=PERCENT... | shift SERVICE --reset",
-		Short: "Change a service's split weights on a running sidecar (canary, blue-green)",
+		Use:   "shift SERVICE [VERSION=PERCENT | broker:NAME=PERCENT]... | shift SERVICE --reset",
+		Short: "Change a service's split or broker weights on a running sidecar (canary, blue-green, broker migration)",
 		Long: `Change a service's split weights on a running sidecar, through its admin API.
 The weights are percentages of the calls: the versions named get theirs, and
 what they leave of 100 goes to the split's other versions in proportion to
@@ -28,6 +28,14 @@ their weights now. So, from v1=100:
   busmesh shift orders v2=10       # canary: v1=90 v2=10
   busmesh shift orders v2=100      # blue-green: v1=0 v2=100
   busmesh shift orders v1=100      # and back
+
+broker:NAME=PERCENT shifts the service's calls between brokers the same way
+(NAME is primary, the sidecar's own broker, or an ambassador.brokers name):
+calls there are real calls, answered to the caller.
+
+  busmesh shift orders broker:kafka=10    # canary: primary=90 kafka=10
+  busmesh shift orders broker:kafka=100   # cut over: every new call on kafka
+  busmesh shift orders broker:primary=100 # and back
 
 The change is validated as the config file is, applies to new calls at once
 (calls in flight finish where they were sent) and prints the new routing
@@ -60,20 +68,28 @@ arguments, or rules the sidecar refused as invalid).`,
 			case len(args) < 2:
 				return usageError{fmt.Errorf("shift: no weights (usage: busmesh shift SERVICE VERSION=PERCENT..., example: v2=100; or --reset)")}
 			}
-			req := &busmeshv1.ShiftTrafficRequest{Service: args[0], Split: map[string]int32{}, IfVersion: ifVersion}
+			req := &busmeshv1.ShiftTrafficRequest{Service: args[0], IfVersion: ifVersion}
 			for _, a := range args[1:] {
 				v, w, ok := strings.Cut(a, "=")
 				n, err := strconv.Atoi(w)
-				if !ok || v == "" || err != nil {
-					return usageError{fmt.Errorf("shift: %q is not VERSION=PERCENT (example: v2=100)", a)}
+				name, isBroker := strings.CutPrefix(v, "broker:")
+				if !ok || name == "" || err != nil {
+					return usageError{fmt.Errorf("shift: %q is not VERSION=PERCENT or broker:NAME=PERCENT (example: v2=100, broker:kafka=10)", a)}
 				}
 				if n < 0 || n > 100 {
 					return usageError{fmt.Errorf("shift: %q: %d is not a percentage (allowed: 0 to 100)", a, n)}
 				}
-				if _, dup := req.Split[v]; dup {
-					return usageError{fmt.Errorf("shift: version %s given twice", v)}
+				weights, what := &req.Split, "version"
+				if isBroker {
+					weights, what = &req.Brokers, "broker"
 				}
-				req.Split[v] = int32(n)
+				if *weights == nil {
+					*weights = map[string]int32{}
+				}
+				if _, dup := (*weights)[name]; dup {
+					return usageError{fmt.Errorf("shift: %s %s given twice", what, name)}
+				}
+				(*weights)[name] = int32(n)
 			}
 			return shiftAll(cmd, &f, addrs, args[0], func(ctx context.Context, c busmeshv1.AdminClient) (*busmeshv1.SetTrafficResponse, error) {
 				return c.ShiftTraffic(ctx, req)
@@ -133,8 +149,14 @@ func shiftAll(cmd *cobra.Command, f *adminFlags, addrs []string, service string,
 		if len(addrs) > 1 {
 			prefix = g.addr + ": "
 		}
-		fmt.Fprintf(out, "%s%s: split %s (routing table version %d)\n",
-			prefix, service, splitText(resp.Service.GetRules().GetSplit()), resp.Version)
+		rules := resp.Service.GetRules()
+		weights := "split " + splitText(rules.GetSplit())
+		if b := rules.GetBrokers(); len(b) > 0 && len(rules.GetSplit()) == 0 {
+			weights = "brokers " + splitText(b)
+		} else if len(b) > 0 {
+			weights += ", brokers " + splitText(b)
+		}
+		fmt.Fprintf(out, "%s%s: %s (routing table version %d)\n", prefix, service, weights, resp.Version)
 	}
 	// -o json: one sidecar's answer as an object (nothing when it failed,
 	// as other verbs), several as a list with each one's error.

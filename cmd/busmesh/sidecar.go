@@ -106,8 +106,10 @@ type sidecar struct {
 	registry   *discovery.Registry
 	security   *security // nil: security off
 	tracer     *telemetry.Tracer
-	// shadows are the ambassador.brokers connections, by name.
-	shadows map[string]broker.Broker
+	// shadows are the ambassador.brokers connections, by name, and the
+	// discovery watching each (direct mode and health over that broker).
+	shadows        map[string]broker.Broker
+	shadowWatchers []*discovery.Watcher
 }
 
 // discoverySettle is how long a starting ambassador waits for the answers
@@ -204,14 +206,35 @@ func startSidecarWith(ctx context.Context, cfg *config.Config, logger *slog.Logg
 		if sc.shadows, err = openShadows(ctx, cfg.Ambassador.Brokers, logger); err != nil {
 			return nil, err
 		}
+		if g := sc.security.Guard(); g != nil {
+			for _, name := range slices.Sorted(maps.Keys(sc.shadows)) {
+				if err = g.AddBroker(ctx, sc.shadows[name]); err != nil {
+					return nil, fmt.Errorf("ambassador.brokers.%s: %w", name, err)
+				}
+			}
+		}
 		sc.registry = discovery.NewRegistryWith(discovery.Options{Interval: cfg.Discovery.Interval.D(), Metrics: metrics, Logger: logger})
+		registries := map[string]*discovery.Registry{}
+		for name := range sc.shadows {
+			registries[name] = discovery.NewRegistryWith(discovery.Options{Interval: cfg.Discovery.Interval.D(), Metrics: metrics,
+				Logger: logger.With("mirror_broker", name)})
+		}
 		// The ambassador names the services it routes to (Registry.Route);
 		// the watcher then asks only those, and those calls ask for.
 		sc.ambassador, err = ambassador.New(context.WithoutCancel(ctx), ambassador.Options{Config: cfg.Ambassador, Sidecar: cfg.ID, Mesh: cfg.Mesh, Broker: sc.broker,
 			Logger: logger, Metrics: metrics, Registry: sc.registry, Security: sc.security.Guard(),
-			Tracer: sc.tracer, Access: access, Brokers: sc.shadows})
+			Tracer: sc.tracer, Access: access, Brokers: sc.shadows, Registries: registries})
 		if err != nil {
 			return nil, err
+		}
+		for _, name := range slices.Sorted(maps.Keys(sc.shadows)) {
+			w, err := discovery.WatchWith(ctx, sc.shadows[name], registries[name],
+				discovery.WatchOptions{Mesh: cfg.Mesh, Sidecar: cfg.ID, Logger: logger.With("mirror_broker", name), Settle: discoverySettle,
+					Identity: sc.security.Source()})
+			if err != nil {
+				return nil, fmt.Errorf("ambassador.brokers.%s: discovery: %w", name, err)
+			}
+			sc.shadowWatchers = append(sc.shadowWatchers, w)
 		}
 		sc.watcher, err = discovery.WatchWith(ctx, sc.broker, sc.registry,
 			discovery.WatchOptions{Mesh: cfg.Mesh, Sidecar: cfg.ID, Logger: logger, Settle: discoverySettle,
@@ -337,6 +360,9 @@ func (sc *sidecar) shutdown() error {
 	}
 	if sc.watcher != nil {
 		errs = append(errs, sc.watcher.Close())
+	}
+	for _, w := range sc.shadowWatchers {
+		errs = append(errs, w.Close())
 	}
 	errs = append(errs, sc.security.close())
 	if sc.broker != nil {

@@ -55,17 +55,39 @@ func (a *api) ResetTraffic(_ context.Context, req *busmeshv1.ResetTrafficRequest
 	return a.change(req.Service, req.IfVersion, func(_, file config.Traffic) (config.Traffic, error) { return file, nil })
 }
 
-// ShiftTraffic sets a service's split weights as percentages.
+// ShiftTraffic sets a service's split weights, its brokers weights, or
+// both, as percentages.
 func (a *api) ShiftTraffic(_ context.Context, req *busmeshv1.ShiftTrafficRequest) (*busmeshv1.SetTrafficResponse, error) {
-	weights := map[string]int{}
-	for v, w := range req.Split {
-		weights[v] = int(w)
+	if len(req.Split) == 0 && len(req.Brokers) == 0 {
+		return nil, status.Error(codes.InvalidArgument, "no weights given: set split (example: {v2: 100}) or brokers (example: {kafka: 100})")
 	}
+	key := "ambassador.services." + req.Service
 	return a.change(req.Service, req.IfVersion, func(now, _ config.Traffic) (config.Traffic, error) {
-		split, err := config.Shift("ambassador.services."+req.Service+".split", now.Split, weights)
-		now.Split = split
-		return now, err
+		if len(req.Split) > 0 {
+			split, err := config.Shift(key+".split", now.Split, ints(req.Split))
+			if err != nil {
+				return now, err
+			}
+			now.Split = split
+		}
+		if len(req.Brokers) > 0 {
+			brokers, err := config.ShiftBrokers(key+".brokers", now.Brokers, ints(req.Brokers))
+			if err != nil {
+				return now, err
+			}
+			now.Brokers = brokers
+		}
+		return now, nil
 	})
+}
+
+// ints converts a map of weights from the API's.
+func ints(m map[string]int32) map[string]int {
+	out := make(map[string]int, len(m))
+	for k, v := range m {
+		out[k] = int(v)
+	}
+	return out
 }
 
 // change applies an admin change of a service's traffic rules and answers
@@ -114,6 +136,12 @@ func trafficToPB(t config.Traffic) *busmeshv1.TrafficRules {
 			out.Split[v] = int32(w)
 		}
 	}
+	if len(t.Brokers) > 0 {
+		out.Brokers = map[string]int32{}
+		for b, w := range t.Brokers {
+			out.Brokers[b] = int32(w)
+		}
+	}
 	for _, r := range t.Routes {
 		out.Routes = append(out.Routes, &busmeshv1.TrafficRoute{Version: r.Version, Match: &busmeshv1.TrafficMatch{
 			Headers: r.Match.Headers, PathPrefix: r.Match.PathPrefix, GrpcMethod: r.Match.GRPCMethod, Caller: r.Match.Caller}})
@@ -131,6 +159,9 @@ func trafficFromPB(r *busmeshv1.TrafficRules) config.Traffic {
 		for v, w := range r.GetSplit() {
 			t.Split[v] = int(w)
 		}
+	}
+	if len(r.GetBrokers()) > 0 {
+		t.Brokers = ints(r.GetBrokers())
 	}
 	for _, rt := range r.GetRoutes() {
 		m := rt.GetMatch()

@@ -38,7 +38,8 @@ func (f *fakeRouting) ChangeTraffic(service string, change func(uint64, config.T
 		return 0, err
 	}
 	p.SetTraffic(rules)
-	a := &config.Ambassador{LB: "queue", Services: map[string]*config.ServicePolicy{service: &p}}
+	a := &config.Ambassador{LB: "queue", Services: map[string]*config.ServicePolicy{service: &p},
+		Brokers: map[string]string{"kafka": "kafka://127.0.0.1:9092"}}
 	if err := a.ValidateService("(admin change)", service); err != nil {
 		return 0, err
 	}
@@ -87,6 +88,11 @@ func TestRoutesAPI(t *testing.T) {
 		{"stale", "PATCH", "/orders", `{"split":{"v2":100},"if_version":"2"}`, 409, "version 3 is in force, not 2"},
 		{"stale put", "PUT", "/orders?if_version=2", `{"split":{"v2":100}}`, 409, "version 3 is in force, not 2"},
 		{"current", "PATCH", "/orders", `{"split":{"v2":100},"if_version":"3"}`, 200, `"version":"4"`},
+		{"broker canary", "PATCH", "/orders", `{"brokers":{"kafka":10}}`, 200, `"brokers":{"kafka":10,"primary":90}`},
+		{"unknown broker", "PATCH", "/orders", `{"brokers":{"rabbit":10}}`, 400,
+			`ambassador.services.orders.brokers.rabbit: \"rabbit\" is not a broker (allowed: primary, kafka`},
+		{"broker cut-over", "PATCH", "/orders", `{"brokers":{"kafka":100}}`, 200, `"brokers":{"kafka":100,"primary":0}`},
+		{"brokers not 100", "PUT", "/orders", `{"split":{"v1":1},"brokers":{"kafka":40,"primary":10}}`, 400, "the weights add up to 50 (kafka=40 primary=10), not 100"},
 		{"bad service", "PUT", "/no.such", `{}`, 400, "service name"},
 		{"reset", "DELETE", "/orders", "", 200, `"split":{"v1":100}`},
 	} {
@@ -95,8 +101,8 @@ func TestRoutesAPI(t *testing.T) {
 			t.Errorf("%s: %s %s = %d %s, want %d with %q", c.name, c.method, c.path, code, body, c.code, c.want)
 		}
 	}
-	if v, _ := f.Routing(); v != 5 {
-		t.Errorf("version %d after four changes, want 5", v)
+	if v, _ := f.Routing(); v != 7 {
+		t.Errorf("version %d after six changes, want 7", v)
 	}
 }
 

@@ -143,9 +143,10 @@ type Ambassador struct {
 	// Services sets how calls to a service are balanced.
 	Services map[string]*ServicePolicy `yaml:"services"`
 	// Brokers are more broker connections, by name, that a service's
-	// mirror can copy calls to (mirror: {broker: shadow, percent: 10}):
-	// the same service on another broker, to canary a broker migration.
-	// They open at start; a change takes a restart.
+	// mirror can copy calls to (mirror: {broker: shadow, percent: 10}) and
+	// its calls can be split over (services.<s>.brokers: {primary: 90,
+	// shadow: 10}): the same service on another broker, to canary a broker
+	// migration. They open at start; a change takes a restart.
 	Brokers map[string]string `yaml:"brokers"`
 	// MaxConnections bounds each listener's connections; at the limit a
 	// new connection takes the place of the longest idle one. 0: 2,048,
@@ -188,6 +189,13 @@ type ServicePolicy struct {
 	// Mirror copies a share of the calls to a version, fire and forget:
 	// their answers are counted and discarded.
 	Mirror *Mirror `yaml:"mirror"`
+	// Brokers spreads the calls over broker connections by percentage:
+	// PrimaryBroker (the sidecar's own) and ambassador.brokers names,
+	// adding up to 100 ({primary: 90, kafka: 10}). Calls on another broker
+	// are real calls, answered to the caller; in direct mode the instance
+	// is picked among those discovery sees over that broker. Empty: all
+	// on the primary.
+	Brokers map[string]int `yaml:"brokers"`
 	// Seal encrypts the calls to the service, not only authenticates them
 	// (needs an identity; see docs/security.md): the broker sees ciphertext.
 	Seal bool `yaml:"seal"`
@@ -236,6 +244,11 @@ type Mirror struct {
 	Broker  string `yaml:"broker"`
 	Percent int    `yaml:"percent"`
 }
+
+// PrimaryBroker is the name of the sidecar's own broker in a service's
+// brokers weights (and the to_broker metrics label); ambassador.brokers
+// may not use it.
+const PrimaryBroker = "primary"
 
 // The fallbacks of a version without healthy instances.
 const (

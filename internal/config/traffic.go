@@ -17,6 +17,7 @@ type Traffic struct {
 	Sticky   string
 	Fallback string
 	Mirror   *Mirror
+	Brokers  map[string]int
 }
 
 // ServiceRouting is one service's entry in a running sidecar's routing
@@ -34,7 +35,7 @@ type ServiceRouting struct {
 
 // Traffic returns a copy of p's traffic rules, sharing nothing with p.
 func (p *ServicePolicy) Traffic() Traffic {
-	t := Traffic{Split: maps.Clone(p.Split), Sticky: p.Sticky, Fallback: p.Fallback}
+	t := Traffic{Split: maps.Clone(p.Split), Sticky: p.Sticky, Fallback: p.Fallback, Brokers: maps.Clone(p.Brokers)}
 	for _, r := range p.Routes {
 		r.Match.Headers = maps.Clone(r.Match.Headers)
 		t.Routes = append(t.Routes, r)
@@ -48,7 +49,7 @@ func (p *ServicePolicy) Traffic() Traffic {
 
 // SetTraffic replaces p's traffic rules with t's; its other keys stay.
 func (p *ServicePolicy) SetTraffic(t Traffic) {
-	p.Routes, p.Split, p.Sticky, p.Fallback, p.Mirror = t.Routes, t.Split, t.Sticky, t.Fallback, t.Mirror
+	p.Routes, p.Split, p.Sticky, p.Fallback, p.Mirror, p.Brokers = t.Routes, t.Split, t.Sticky, t.Fallback, t.Mirror, t.Brokers
 }
 
 // Equal reports whether t and u route alike: an empty list or map equals
@@ -60,6 +61,9 @@ func (t Traffic) Equal(u Traffic) bool {
 		}
 		if len(t.Split) == 0 {
 			t.Split = nil
+		}
+		if len(t.Brokers) == 0 {
+			t.Brokers = nil
 		}
 		for i := range t.Routes {
 			if len(t.Routes[i].Match.Headers) == 0 {
@@ -152,4 +156,16 @@ func weightList(w map[string]int) string {
 		parts = append(parts, fmt.Sprintf("%s=%d", v, w[v]))
 	}
 	return strings.Join(parts, " ")
+}
+
+// ShiftBrokers sets a service's brokers weights as Shift sets a split's:
+// the brokers named get theirs, the others share the rest in proportion.
+// With no brokers weights yet, every call is on the primary broker, so
+// {kafka: 10} gives {primary: 90, kafka: 10}. key names the weights in
+// errors (ambassador.services.orders.brokers).
+func ShiftBrokers(key string, brokers, weights map[string]int) (map[string]int, error) {
+	if len(brokers) == 0 {
+		brokers = map[string]int{PrimaryBroker: 100}
+	}
+	return Shift(key, brokers, weights)
 }

@@ -146,7 +146,7 @@ func (c *Config) validate(errs *Error) {
 			if err := broker.ValidToken(name); err != nil {
 				errs.add(key, 0, "broker name %v", err)
 			}
-			if name == "primary" {
+			if name == PrimaryBroker {
 				errs.add(key, 0, "the name primary is taken: metrics call the sidecar's own broker so (example: shadow)")
 			}
 			checkBrokerURL(errs, key, a.Brokers[name])
@@ -311,7 +311,40 @@ func (a *Ambassador) checkService(errs *Error, svc string) {
 			errs.add(key+".mirror.broker", 0, "%q is not in ambassador.brokers (allowed: %s)", m.Broker, allowedNames(a.Brokers))
 		}
 	}
+	a.checkBrokerSplit(errs, key, p)
 	checkResilience(errs, key, p, a.Policy(svc).LB == LBDirect)
+}
+
+// checkBrokerSplit validates a service's brokers weights: known names and
+// percentages adding up to 100.
+func (a *Ambassador) checkBrokerSplit(errs *Error, key string, p *ServicePolicy) {
+	if len(p.Brokers) == 0 {
+		return
+	}
+	allowed := PrimaryBroker
+	if len(a.Brokers) > 0 {
+		allowed += ", " + allowedNames(a.Brokers)
+	}
+	total, other := 0, "kafka"
+	for _, name := range slices.Sorted(maps.Keys(p.Brokers)) {
+		k, w := key+".brokers."+name, p.Brokers[name]
+		if _, ok := a.Brokers[name]; !ok && name != PrimaryBroker {
+			errs.add(k, 0, "%q is not a broker (allowed: %s; more go in ambassador.brokers)", name, allowed)
+			continue
+		}
+		if w < 0 || w > 100 {
+			errs.add(k, 0, "%d is not a percentage (allowed: 0 to 100)", w)
+			continue
+		}
+		total += w
+		if name != PrimaryBroker {
+			other = name
+		}
+	}
+	if total != 100 {
+		errs.add(key+".brokers", 0, "the weights add up to %d (%s), not 100 (example: primary: 90, %s: 10)",
+			total, weightList(p.Brokers), other)
+	}
 }
 
 // checkTraffic validates a service's routes, split and mirror.

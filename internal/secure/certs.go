@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/busmesh/busmesh/broker"
 	"github.com/busmesh/busmesh/internal/envelope"
 	"github.com/busmesh/busmesh/internal/identity"
 	"github.com/busmesh/busmesh/internal/telemetry"
@@ -89,12 +90,20 @@ func (g *Guard) fetch(ctx context.Context, service string) (*identity.Peer, erro
 		Method: certMethod, ReplyTo: g.subjects.CertsReply(g.sidecar)}
 	msg := req.AppendEnvelope(nil)
 	subject := g.subjects.Certs(service)
+	g.mu.Lock()
+	over := append([]broker.Broker{g.b}, g.more...)
+	g.mu.Unlock()
 	t := time.NewTicker(fetchRetry)
 	defer t.Stop()
 	last := ErrNoReceiver
 	for {
-		if err := g.b.Publish(ctx, subject, msg); err != nil {
-			last = err
+		// Over every broker: the service may run on another one only
+		// (calls split over brokers); any answer is checked against the
+		// mesh CA, whichever broker carried it.
+		for _, b := range over {
+			if err := b.Publish(ctx, subject, msg); err != nil {
+				last = err
+			}
 		}
 		select {
 		case der := <-answers:
@@ -124,6 +133,21 @@ func (g *Guard) StartAmbassador(ctx context.Context) error {
 	}
 	g.mu.Lock()
 	g.subs = append(g.subs, sub)
+	g.mu.Unlock()
+	return nil
+}
+
+// AddBroker has the ambassador ask for certificates over b too, one of
+// its other brokers (ambassador.brokers): it subscribes the certificate
+// answers there. Call it at start, before calls.
+func (g *Guard) AddBroker(ctx context.Context, b broker.Broker) error {
+	sub, err := b.Subscribe(ctx, g.subjects.CertsReply(g.sidecar), g.handleCertAnswer)
+	if err != nil {
+		return fmt.Errorf("certificate inbox: %w", err)
+	}
+	g.mu.Lock()
+	g.subs = append(g.subs, sub)
+	g.more = append(g.more, b)
 	g.mu.Unlock()
 	return nil
 }

@@ -64,6 +64,9 @@ type Guard struct {
 
 	mu   sync.Mutex
 	subs []broker.Subscription
+	// more are the ambassador's other brokers (AddBroker): certificate
+	// requests go over them too.
+	more []broker.Broker
 	wg   sync.WaitGroup
 }
 

@@ -36,6 +36,10 @@ type Metrics struct {
 	// MirrorDropped counts copies not sent: the broker's queue was full
 	// (queue_full) or its publish failed (publish_failed).
 	MirrorDropped *prometheus.CounterVec // service, to_broker, reason
+	// BrokerCalls counts the calls of services split over brokers (their
+	// brokers weights), by the broker each went over and its outcome's
+	// class: to_broker is bounded by the brokers opened at start.
+	BrokerCalls *prometheus.CounterVec // service, to_broker, class
 	// ConnectionsClosed counts connections an ambassador listener closed at
 	// its connection limit.
 	ConnectionsClosed *prometheus.CounterVec // listener, reason
@@ -171,6 +175,10 @@ func NewMetrics(opts ...MetricsOption) *Metrics {
 			Name: "busmesh_ambassador_mirror_dropped_total",
 			Help: "Mirror copies not sent, by service, broker and reason: queue_full (the broker is not keeping up) or publish_failed.",
 		}, []string{"service", "to_broker", "reason"}),
+		BrokerCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "busmesh_ambassador_broker_calls_total",
+			Help: "Calls of services split over brokers (brokers weights), by service, the broker each went over (primary, or an ambassador.brokers name) and status class.",
+		}, []string{"service", "to_broker", "class"}),
 		ConnectionsClosed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "busmesh_ambassador_connections_closed_total",
 			Help: "Connections a listener closed at its connection limit: the longest idle one to make room (evicted-idle), or the new one when none was idle (refused).",
@@ -237,6 +245,7 @@ func NewMetrics(opts ...MetricsOption) *Metrics {
 	f(m.Mirrored)
 	f(m.MirrorAnswers)
 	f(m.MirrorDropped)
+	f(m.BrokerCalls)
 	f(m.CallsReaped)
 	f(m.PublishErrors)
 	f(m.EnvelopesRejected)

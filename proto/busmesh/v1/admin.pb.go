@@ -707,8 +707,12 @@ type TrafficRules struct {
 	// sticky names a header whose hash picks the split's version.
 	Sticky string `protobuf:"bytes,3,opt,name=sticky,proto3" json:"sticky,omitempty"`
 	// fallback is any (the default) or none.
-	Fallback      string         `protobuf:"bytes,4,opt,name=fallback,proto3" json:"fallback,omitempty"`
-	Mirror        *TrafficMirror `protobuf:"bytes,5,opt,name=mirror,proto3" json:"mirror,omitempty"`
+	Fallback string         `protobuf:"bytes,4,opt,name=fallback,proto3" json:"fallback,omitempty"`
+	Mirror   *TrafficMirror `protobuf:"bytes,5,opt,name=mirror,proto3" json:"mirror,omitempty"`
+	// brokers spreads the calls over broker connections by percentage:
+	// primary (the sidecar's own) and ambassador.brokers names, adding up to
+	// 100. Empty: every call on the primary.
+	Brokers       map[string]int32 `protobuf:"bytes,6,rep,name=brokers,proto3" json:"brokers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -774,6 +778,13 @@ func (x *TrafficRules) GetFallback() string {
 func (x *TrafficRules) GetMirror() *TrafficMirror {
 	if x != nil {
 		return x.Mirror
+	}
+	return nil
+}
+
+func (x *TrafficRules) GetBrokers() map[string]int32 {
+	if x != nil {
+		return x.Brokers
 	}
 	return nil
 }
@@ -1030,8 +1041,11 @@ type ShiftTrafficRequest struct {
 	// split is the weights to set, as percentages (0 to 100, adding up to
 	// at most 100): {v2: 100} moves every call to v2; {v2: 10} from {v1:
 	// 100} gives {v1: 90, v2: 10}.
-	Split         map[string]int32 `protobuf:"bytes,2,rep,name=split,proto3" json:"split,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
-	IfVersion     uint64           `protobuf:"varint,3,opt,name=if_version,json=ifVersion,proto3" json:"if_version,omitempty"`
+	Split     map[string]int32 `protobuf:"bytes,2,rep,name=split,proto3" json:"split,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	IfVersion uint64           `protobuf:"varint,3,opt,name=if_version,json=ifVersion,proto3" json:"if_version,omitempty"`
+	// brokers is the brokers weights to set, as split's are: {kafka: 10}
+	// from none gives {primary: 90, kafka: 10}; {kafka: 100} cuts over.
+	Brokers       map[string]int32 `protobuf:"bytes,4,rep,name=brokers,proto3" json:"brokers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1085,6 +1099,13 @@ func (x *ShiftTrafficRequest) GetIfVersion() uint64 {
 		return x.IfVersion
 	}
 	return 0
+}
+
+func (x *ShiftTrafficRequest) GetBrokers() map[string]int32 {
+	if x != nil {
+		return x.Brokers
+	}
+	return nil
 }
 
 type ResetTrafficRequest struct {
@@ -1838,15 +1859,19 @@ const file_busmesh_v1_admin_proto_rawDesc = "" +
 	"\x02lb\x18\x02 \x01(\tR\x02lb\x12\x18\n" +
 	"\aversion\x18\x03 \x01(\tR\aversion\x12.\n" +
 	"\x05rules\x18\x04 \x01(\v2\x18.busmesh.v1.TrafficRulesR\x05rules\x12\x16\n" +
-	"\x06source\x18\x05 \x01(\tR\x06source\"\x9c\x02\n" +
+	"\x06source\x18\x05 \x01(\tR\x06source\"\x99\x03\n" +
 	"\fTrafficRules\x120\n" +
 	"\x06routes\x18\x01 \x03(\v2\x18.busmesh.v1.TrafficRouteR\x06routes\x129\n" +
 	"\x05split\x18\x02 \x03(\v2#.busmesh.v1.TrafficRules.SplitEntryR\x05split\x12\x16\n" +
 	"\x06sticky\x18\x03 \x01(\tR\x06sticky\x12\x1a\n" +
 	"\bfallback\x18\x04 \x01(\tR\bfallback\x121\n" +
-	"\x06mirror\x18\x05 \x01(\v2\x19.busmesh.v1.TrafficMirrorR\x06mirror\x1a8\n" +
+	"\x06mirror\x18\x05 \x01(\v2\x19.busmesh.v1.TrafficMirrorR\x06mirror\x12?\n" +
+	"\abrokers\x18\x06 \x03(\v2%.busmesh.v1.TrafficRules.BrokersEntryR\abrokers\x1a8\n" +
 	"\n" +
 	"SplitEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x05R\x05value:\x028\x01\x1a:\n" +
+	"\fBrokersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x05R\x05value:\x028\x01\"X\n" +
 	"\fTrafficRoute\x12.\n" +
@@ -1870,14 +1895,18 @@ const file_busmesh_v1_admin_proto_rawDesc = "" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12.\n" +
 	"\x05rules\x18\x02 \x01(\v2\x18.busmesh.v1.TrafficRulesR\x05rules\x12\x1d\n" +
 	"\n" +
-	"if_version\x18\x03 \x01(\x04R\tifVersion\"\xca\x01\n" +
+	"if_version\x18\x03 \x01(\x04R\tifVersion\"\xce\x02\n" +
 	"\x13ShiftTrafficRequest\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12@\n" +
 	"\x05split\x18\x02 \x03(\v2*.busmesh.v1.ShiftTrafficRequest.SplitEntryR\x05split\x12\x1d\n" +
 	"\n" +
-	"if_version\x18\x03 \x01(\x04R\tifVersion\x1a8\n" +
+	"if_version\x18\x03 \x01(\x04R\tifVersion\x12F\n" +
+	"\abrokers\x18\x04 \x03(\v2,.busmesh.v1.ShiftTrafficRequest.BrokersEntryR\abrokers\x1a8\n" +
 	"\n" +
 	"SplitEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x05R\x05value:\x028\x01\x1a:\n" +
+	"\fBrokersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x05R\x05value:\x028\x01\"N\n" +
 	"\x13ResetTrafficRequest\x12\x18\n" +
@@ -1966,7 +1995,7 @@ func file_busmesh_v1_admin_proto_rawDescGZIP() []byte {
 	return file_busmesh_v1_admin_proto_rawDescData
 }
 
-var file_busmesh_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_busmesh_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_busmesh_v1_admin_proto_goTypes = []any{
 	(*ListServicesRequest)(nil),   // 0: busmesh.v1.ListServicesRequest
 	(*ListServicesResponse)(nil),  // 1: busmesh.v1.ListServicesResponse
@@ -1999,72 +2028,76 @@ var file_busmesh_v1_admin_proto_goTypes = []any{
 	nil,                           // 28: busmesh.v1.ServiceStats.CodesEntry
 	nil,                           // 29: busmesh.v1.ServiceStats.ErrorsEntry
 	nil,                           // 30: busmesh.v1.TrafficRules.SplitEntry
-	nil,                           // 31: busmesh.v1.TrafficMatch.HeadersEntry
-	nil,                           // 32: busmesh.v1.ShiftTrafficRequest.SplitEntry
-	nil,                           // 33: busmesh.v1.GetHealthResponse.ComponentsEntry
-	nil,                           // 34: busmesh.v1.CallRequest.HeadersEntry
-	nil,                           // 35: busmesh.v1.CallResponse.HeadersEntry
-	(*durationpb.Duration)(nil),   // 36: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 37: google.protobuf.Timestamp
+	nil,                           // 31: busmesh.v1.TrafficRules.BrokersEntry
+	nil,                           // 32: busmesh.v1.TrafficMatch.HeadersEntry
+	nil,                           // 33: busmesh.v1.ShiftTrafficRequest.SplitEntry
+	nil,                           // 34: busmesh.v1.ShiftTrafficRequest.BrokersEntry
+	nil,                           // 35: busmesh.v1.GetHealthResponse.ComponentsEntry
+	nil,                           // 36: busmesh.v1.CallRequest.HeadersEntry
+	nil,                           // 37: busmesh.v1.CallResponse.HeadersEntry
+	(*durationpb.Duration)(nil),   // 38: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 39: google.protobuf.Timestamp
 }
 var file_busmesh_v1_admin_proto_depIdxs = []int32{
 	2,  // 0: busmesh.v1.ListServicesResponse.services:type_name -> busmesh.v1.Service
 	3,  // 1: busmesh.v1.Service.instances:type_name -> busmesh.v1.Instance
 	26, // 2: busmesh.v1.Instance.labels:type_name -> busmesh.v1.Instance.LabelsEntry
-	36, // 3: busmesh.v1.Instance.p50:type_name -> google.protobuf.Duration
-	37, // 4: busmesh.v1.Instance.last_seen:type_name -> google.protobuf.Timestamp
-	36, // 5: busmesh.v1.GetStatsResponse.uptime:type_name -> google.protobuf.Duration
+	38, // 3: busmesh.v1.Instance.p50:type_name -> google.protobuf.Duration
+	39, // 4: busmesh.v1.Instance.last_seen:type_name -> google.protobuf.Timestamp
+	38, // 5: busmesh.v1.GetStatsResponse.uptime:type_name -> google.protobuf.Duration
 	6,  // 6: busmesh.v1.GetStatsResponse.ambassador:type_name -> busmesh.v1.ServiceStats
 	6,  // 7: busmesh.v1.GetStatsResponse.adapter:type_name -> busmesh.v1.ServiceStats
 	27, // 8: busmesh.v1.GetStatsResponse.rejected:type_name -> busmesh.v1.GetStatsResponse.RejectedEntry
 	28, // 9: busmesh.v1.ServiceStats.codes:type_name -> busmesh.v1.ServiceStats.CodesEntry
 	29, // 10: busmesh.v1.ServiceStats.errors:type_name -> busmesh.v1.ServiceStats.ErrorsEntry
-	36, // 11: busmesh.v1.ServiceStats.p50:type_name -> google.protobuf.Duration
-	36, // 12: busmesh.v1.ServiceStats.p99:type_name -> google.protobuf.Duration
+	38, // 11: busmesh.v1.ServiceStats.p50:type_name -> google.protobuf.Duration
+	38, // 12: busmesh.v1.ServiceStats.p99:type_name -> google.protobuf.Duration
 	18, // 13: busmesh.v1.ListRoutesResponse.routes:type_name -> busmesh.v1.Route
 	9,  // 14: busmesh.v1.ListRoutesResponse.services:type_name -> busmesh.v1.ServiceTraffic
 	10, // 15: busmesh.v1.ServiceTraffic.rules:type_name -> busmesh.v1.TrafficRules
 	11, // 16: busmesh.v1.TrafficRules.routes:type_name -> busmesh.v1.TrafficRoute
 	30, // 17: busmesh.v1.TrafficRules.split:type_name -> busmesh.v1.TrafficRules.SplitEntry
 	13, // 18: busmesh.v1.TrafficRules.mirror:type_name -> busmesh.v1.TrafficMirror
-	12, // 19: busmesh.v1.TrafficRoute.match:type_name -> busmesh.v1.TrafficMatch
-	31, // 20: busmesh.v1.TrafficMatch.headers:type_name -> busmesh.v1.TrafficMatch.HeadersEntry
-	10, // 21: busmesh.v1.SetTrafficRequest.rules:type_name -> busmesh.v1.TrafficRules
-	32, // 22: busmesh.v1.ShiftTrafficRequest.split:type_name -> busmesh.v1.ShiftTrafficRequest.SplitEntry
-	9,  // 23: busmesh.v1.SetTrafficResponse.service:type_name -> busmesh.v1.ServiceTraffic
-	33, // 24: busmesh.v1.GetHealthResponse.components:type_name -> busmesh.v1.GetHealthResponse.ComponentsEntry
-	34, // 25: busmesh.v1.CallRequest.headers:type_name -> busmesh.v1.CallRequest.HeadersEntry
-	36, // 26: busmesh.v1.CallRequest.timeout:type_name -> google.protobuf.Duration
-	35, // 27: busmesh.v1.CallResponse.headers:type_name -> busmesh.v1.CallResponse.HeadersEntry
-	36, // 28: busmesh.v1.CallResponse.duration:type_name -> google.protobuf.Duration
-	36, // 29: busmesh.v1.GetTrafficResponse.window:type_name -> google.protobuf.Duration
-	25, // 30: busmesh.v1.GetTrafficResponse.edges:type_name -> busmesh.v1.EdgeTraffic
-	25, // 31: busmesh.v1.GetTrafficResponse.services:type_name -> busmesh.v1.EdgeTraffic
-	36, // 32: busmesh.v1.EdgeTraffic.p50:type_name -> google.protobuf.Duration
-	36, // 33: busmesh.v1.EdgeTraffic.p99:type_name -> google.protobuf.Duration
-	0,  // 34: busmesh.v1.Admin.ListServices:input_type -> busmesh.v1.ListServicesRequest
-	4,  // 35: busmesh.v1.Admin.GetStats:input_type -> busmesh.v1.GetStatsRequest
-	7,  // 36: busmesh.v1.Admin.ListRoutes:input_type -> busmesh.v1.ListRoutesRequest
-	14, // 37: busmesh.v1.Admin.SetTraffic:input_type -> busmesh.v1.SetTrafficRequest
-	15, // 38: busmesh.v1.Admin.ShiftTraffic:input_type -> busmesh.v1.ShiftTrafficRequest
-	16, // 39: busmesh.v1.Admin.ResetTraffic:input_type -> busmesh.v1.ResetTrafficRequest
-	19, // 40: busmesh.v1.Admin.GetHealth:input_type -> busmesh.v1.GetHealthRequest
-	21, // 41: busmesh.v1.Admin.Call:input_type -> busmesh.v1.CallRequest
-	23, // 42: busmesh.v1.Admin.GetTraffic:input_type -> busmesh.v1.GetTrafficRequest
-	1,  // 43: busmesh.v1.Admin.ListServices:output_type -> busmesh.v1.ListServicesResponse
-	5,  // 44: busmesh.v1.Admin.GetStats:output_type -> busmesh.v1.GetStatsResponse
-	8,  // 45: busmesh.v1.Admin.ListRoutes:output_type -> busmesh.v1.ListRoutesResponse
-	17, // 46: busmesh.v1.Admin.SetTraffic:output_type -> busmesh.v1.SetTrafficResponse
-	17, // 47: busmesh.v1.Admin.ShiftTraffic:output_type -> busmesh.v1.SetTrafficResponse
-	17, // 48: busmesh.v1.Admin.ResetTraffic:output_type -> busmesh.v1.SetTrafficResponse
-	20, // 49: busmesh.v1.Admin.GetHealth:output_type -> busmesh.v1.GetHealthResponse
-	22, // 50: busmesh.v1.Admin.Call:output_type -> busmesh.v1.CallResponse
-	24, // 51: busmesh.v1.Admin.GetTraffic:output_type -> busmesh.v1.GetTrafficResponse
-	43, // [43:52] is the sub-list for method output_type
-	34, // [34:43] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	31, // 19: busmesh.v1.TrafficRules.brokers:type_name -> busmesh.v1.TrafficRules.BrokersEntry
+	12, // 20: busmesh.v1.TrafficRoute.match:type_name -> busmesh.v1.TrafficMatch
+	32, // 21: busmesh.v1.TrafficMatch.headers:type_name -> busmesh.v1.TrafficMatch.HeadersEntry
+	10, // 22: busmesh.v1.SetTrafficRequest.rules:type_name -> busmesh.v1.TrafficRules
+	33, // 23: busmesh.v1.ShiftTrafficRequest.split:type_name -> busmesh.v1.ShiftTrafficRequest.SplitEntry
+	34, // 24: busmesh.v1.ShiftTrafficRequest.brokers:type_name -> busmesh.v1.ShiftTrafficRequest.BrokersEntry
+	9,  // 25: busmesh.v1.SetTrafficResponse.service:type_name -> busmesh.v1.ServiceTraffic
+	35, // 26: busmesh.v1.GetHealthResponse.components:type_name -> busmesh.v1.GetHealthResponse.ComponentsEntry
+	36, // 27: busmesh.v1.CallRequest.headers:type_name -> busmesh.v1.CallRequest.HeadersEntry
+	38, // 28: busmesh.v1.CallRequest.timeout:type_name -> google.protobuf.Duration
+	37, // 29: busmesh.v1.CallResponse.headers:type_name -> busmesh.v1.CallResponse.HeadersEntry
+	38, // 30: busmesh.v1.CallResponse.duration:type_name -> google.protobuf.Duration
+	38, // 31: busmesh.v1.GetTrafficResponse.window:type_name -> google.protobuf.Duration
+	25, // 32: busmesh.v1.GetTrafficResponse.edges:type_name -> busmesh.v1.EdgeTraffic
+	25, // 33: busmesh.v1.GetTrafficResponse.services:type_name -> busmesh.v1.EdgeTraffic
+	38, // 34: busmesh.v1.EdgeTraffic.p50:type_name -> google.protobuf.Duration
+	38, // 35: busmesh.v1.EdgeTraffic.p99:type_name -> google.protobuf.Duration
+	0,  // 36: busmesh.v1.Admin.ListServices:input_type -> busmesh.v1.ListServicesRequest
+	4,  // 37: busmesh.v1.Admin.GetStats:input_type -> busmesh.v1.GetStatsRequest
+	7,  // 38: busmesh.v1.Admin.ListRoutes:input_type -> busmesh.v1.ListRoutesRequest
+	14, // 39: busmesh.v1.Admin.SetTraffic:input_type -> busmesh.v1.SetTrafficRequest
+	15, // 40: busmesh.v1.Admin.ShiftTraffic:input_type -> busmesh.v1.ShiftTrafficRequest
+	16, // 41: busmesh.v1.Admin.ResetTraffic:input_type -> busmesh.v1.ResetTrafficRequest
+	19, // 42: busmesh.v1.Admin.GetHealth:input_type -> busmesh.v1.GetHealthRequest
+	21, // 43: busmesh.v1.Admin.Call:input_type -> busmesh.v1.CallRequest
+	23, // 44: busmesh.v1.Admin.GetTraffic:input_type -> busmesh.v1.GetTrafficRequest
+	1,  // 45: busmesh.v1.Admin.ListServices:output_type -> busmesh.v1.ListServicesResponse
+	5,  // 46: busmesh.v1.Admin.GetStats:output_type -> busmesh.v1.GetStatsResponse
+	8,  // 47: busmesh.v1.Admin.ListRoutes:output_type -> busmesh.v1.ListRoutesResponse
+	17, // 48: busmesh.v1.Admin.SetTraffic:output_type -> busmesh.v1.SetTrafficResponse
+	17, // 49: busmesh.v1.Admin.ShiftTraffic:output_type -> busmesh.v1.SetTrafficResponse
+	17, // 50: busmesh.v1.Admin.ResetTraffic:output_type -> busmesh.v1.SetTrafficResponse
+	20, // 51: busmesh.v1.Admin.GetHealth:output_type -> busmesh.v1.GetHealthResponse
+	22, // 52: busmesh.v1.Admin.Call:output_type -> busmesh.v1.CallResponse
+	24, // 53: busmesh.v1.Admin.GetTraffic:output_type -> busmesh.v1.GetTrafficResponse
+	45, // [45:54] is the sub-list for method output_type
+	36, // [36:45] is the sub-list for method input_type
+	36, // [36:36] is the sub-list for extension type_name
+	36, // [36:36] is the sub-list for extension extendee
+	0,  // [0:36] is the sub-list for field type_name
 }
 
 func init() { file_busmesh_v1_admin_proto_init() }
@@ -2078,7 +2111,7 @@ func file_busmesh_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_busmesh_v1_admin_proto_rawDesc), len(file_busmesh_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   36,
+			NumMessages:   38,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1,0 +1,60 @@
+package config_test
+
+import (
+	"maps"
+	"strings"
+	"testing"
+
+	"github.com/busmesh/busmesh/internal/config"
+)
+
+// TestBrokerSplitValidation: a service's brokers weights name the primary
+// or an ambassador.brokers entry and are percentages adding up to 100, in
+// either mode.
+func TestBrokerSplitValidation(t *testing.T) {
+	parse := func(yaml string) error {
+		_, err := config.Parse("t.yaml", []byte("broker: nats://127.0.0.1:4222\nambassador:\n  http: 127.0.0.1:15001\n"+
+			"  brokers: {rabbit: \"amqp://guest:guest@127.0.0.1:5672/\"}\n  services:\n    orders:\n"+yaml),
+			func(string) (string, bool) { return "", false })
+		return err
+	}
+	for _, ok := range []string{
+		"      brokers: {primary: 90, rabbit: 10}\n",
+		"      brokers: {rabbit: 100}\n",
+		"      lb: direct\n      brokers: {primary: 90, rabbit: 10}\n",
+		"      split: {v1: 90, v2: 10}\n      brokers: {primary: 50, rabbit: 50}\n",
+	} {
+		if err := parse(ok); err != nil {
+			t.Errorf("%q: %v", ok, err)
+		}
+	}
+	for yaml, want := range map[string]string{
+		"      brokers: {primary: 90, kafka: 10}\n":   `ambassador.services.orders.brokers.kafka: "kafka" is not a broker (allowed: primary, rabbit; more go in ambassador.brokers)`,
+		"      brokers: {primary: 90, rabbit: 20}\n":  "ambassador.services.orders.brokers: the weights add up to 110 (primary=90 rabbit=20), not 100",
+		"      brokers: {rabbit: 10}\n":               "ambassador.services.orders.brokers: the weights add up to 10 (rabbit=10), not 100",
+		"      brokers: {rabbit: -1, primary: 101}\n": "ambassador.services.orders.brokers.primary: 101 is not a percentage (allowed: 0 to 100)",
+	} {
+		if err := parse(yaml); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want %q", yaml, err, want)
+		}
+	}
+}
+
+func TestShiftBrokers(t *testing.T) {
+	const key = "ambassador.services.orders.brokers"
+	for _, tt := range []struct {
+		now, weights, want map[string]int
+	}{
+		{nil, map[string]int{"rabbit": 10}, map[string]int{"primary": 90, "rabbit": 10}},
+		{map[string]int{"primary": 90, "rabbit": 10}, map[string]int{"rabbit": 100}, map[string]int{"primary": 0, "rabbit": 100}},
+		{map[string]int{"primary": 0, "rabbit": 100}, map[string]int{"primary": 100}, map[string]int{"primary": 100, "rabbit": 0}},
+	} {
+		got, err := config.ShiftBrokers(key, tt.now, tt.weights)
+		if err != nil || !maps.Equal(got, tt.want) {
+			t.Errorf("ShiftBrokers(%v, %v) = %v, %v; want %v", tt.now, tt.weights, got, err, tt.want)
+		}
+	}
+	if _, err := config.ShiftBrokers(key, nil, map[string]int{"rabbit": 120}); err == nil || !strings.Contains(err.Error(), key+".rabbit: 120 is not a percentage") {
+		t.Errorf("ShiftBrokers 120: %v", err)
+	}
+}
