@@ -82,3 +82,13 @@ func examplePort(scheme string) string {
 	}
 	return "4222"
 }
+
+// sameBroker tells whether two broker URLs name the same server: the
+// same scheme, hosts and path (a RabbitMQ vhost), whatever their options
+// and credentials.
+func sameBroker(a, b string) bool {
+	ua, errA := broker.ParseURL(a)
+	ub, errB := broker.ParseURL(b)
+	return errA == nil && errB == nil && ua.Host != "" &&
+		ua.Scheme == ub.Scheme && ua.Host == ub.Host && strings.TrimSuffix(ua.Path, "/") == strings.TrimSuffix(ub.Path, "/")
+}

@@ -58,3 +58,21 @@ func TestShiftBrokers(t *testing.T) {
 		t.Errorf("ShiftBrokers 120: %v", err)
 	}
 }
+
+// TestBrokerSameAsPrimary: an ambassador.brokers entry that names the
+// sidecar's own broker (other credentials or options aside) is refused;
+// another vhost on the same server is another broker.
+func TestBrokerSameAsPrimary(t *testing.T) {
+	parse := func(primary, other string) error {
+		_, err := config.Parse("t.yaml", []byte("broker: "+primary+"\nambassador:\n  http: 127.0.0.1:15001\n"+
+			"  brokers: {again: \""+other+"\"}\n"), func(string) (string, bool) { return "", false })
+		return err
+	}
+	err := parse("nats://127.0.0.1:4222", "nats://u:p@127.0.0.1:4222?mesh=x")
+	if err == nil || !strings.Contains(err.Error(), "ambassador.brokers.again:") || !strings.Contains(err.Error(), "is the sidecar's own broker") {
+		t.Errorf("the primary again: %v, want refused naming ambassador.brokers.again", err)
+	}
+	if err := parse("amqp://guest:guest@127.0.0.1:5672/", "amqp://guest:guest@127.0.0.1:5672/other"); err != nil {
+		t.Errorf("another vhost: %v, want accepted", err)
+	}
+}

@@ -150,6 +150,12 @@ func (c *Config) validate(errs *Error) {
 				errs.add(key, 0, "the name primary is taken: metrics call the sidecar's own broker so (example: shadow)")
 			}
 			checkBrokerURL(errs, key, a.Brokers[name])
+			if sameBroker(a.Brokers[name], c.Broker) {
+				// Its inbox would hear every answer twice, and a split or
+				// a mirror there would carry nothing new.
+				errs.add(key, 0, "%q is the sidecar's own broker (broker: %q); name another broker, or remove it",
+					broker.Redact(a.Brokers[name]), broker.Redact(c.Broker))
+			}
 		}
 		for _, svc := range slices.Sorted(maps.Keys(a.Services)) {
 			a.checkService(errs, svc)

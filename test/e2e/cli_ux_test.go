@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/busmesh/busmesh/broker"
 )
 
 // runCLI runs the busmesh binary and returns its exit code, stdout and
@@ -328,10 +330,12 @@ func TestCheck(t *testing.T) {
 
 	t.Run("mirror brokers", func(t *testing.T) {
 		dead := "nats://" + deadAddr(t)
+		rabbit := brokers(t)[1] // another broker than the sidecar's own
+		requireBroker(t, rabbit)
 		file := writeFile(t, "mirror.yaml", "id: "+unique("check")+"\nbroker: "+m.broker+"\nadmin: "+freePort(t)+
-			"\nambassador:\n  http: "+freePort(t)+"\n  brokers:\n    shadow: "+m.broker+"\n    gone: "+dead+"\n")
+			"\nambassador:\n  http: "+freePort(t)+"\n  brokers:\n    shadow: \""+rabbit.url+"\"\n    gone: "+dead+"\n")
 		code, stdout, _ := runCLI(t, nil, "check", "--config", file)
-		if code != 1 || !strings.Contains(stdout, "[ok]   mirror broker shadow "+m.broker+" answers") ||
+		if code != 1 || !strings.Contains(stdout, "[ok]   mirror broker shadow "+broker.Redact(rabbit.url)+" answers") ||
 			!strings.Contains(stdout, "[FAIL] mirror broker gone "+dead) || !strings.Contains(stdout, "fix ambassador.brokers.gone") {
 			t.Errorf("check with a dead mirror broker: exit %d, want 1 naming it\n%s", code, stdout)
 		}
