@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"net"
 	"testing"
 	"time"
 
@@ -41,18 +40,11 @@ func TestBrokerSplitGRPC(t *testing.T) {
 			t.Parallel()
 			requireBroker(t, primary)
 			requireBroker(t, second)
-			lis, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			srv := grpc.NewServer()
-			testpb.RegisterEchoServer(srv, testpb.Server{})
-			go srv.Serve(lis)
-			t.Cleanup(srv.Stop)
+			echo := startEchoServer(t)
 			m := &grpcMesh{service: unique("grpc")}
 			grpcAddr := freePort(t)
 			m.callee = startSidecar(t, "grpc-callee", grpcCalleeConfig, map[string]string{
-				"id": unique("gcallee"), "broker": second.url, "service": m.service, "target": lis.Addr().String(),
+				"id": unique("gcallee"), "broker": second.url, "service": m.service, "target": echo,
 			})
 			m.caller = startSidecar(t, "grpc-caller", grpcBrokerSplitCallerConfig, map[string]string{
 				"id": unique("gcaller"), "broker": primary.url, "service": m.service, "grpc": grpcAddr, "url": second.url,

@@ -50,8 +50,9 @@ func startGRPCMesh(t *testing.T, b brokerCase) *grpcMesh {
 	return startGRPCMeshWith(t, b, binary)
 }
 
-// startGRPCMeshWith is startGRPCMesh with a given busmesh binary.
-func startGRPCMeshWith(t *testing.T, b brokerCase, bin string) *grpcMesh {
+// startEchoServer starts the gRPC test service (testpb's Echo) on a free
+// loopback port, stopped when the test ends, and returns its address.
+func startEchoServer(t *testing.T) string {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -61,11 +62,18 @@ func startGRPCMeshWith(t *testing.T, b brokerCase, bin string) *grpcMesh {
 	testpb.RegisterEchoServer(srv, testpb.Server{})
 	go srv.Serve(lis)
 	t.Cleanup(srv.Stop)
+	return lis.Addr().String()
+}
+
+// startGRPCMeshWith is startGRPCMesh with a given busmesh binary.
+func startGRPCMeshWith(t *testing.T, b brokerCase, bin string) *grpcMesh {
+	t.Helper()
+	echo := startEchoServer(t)
 
 	m := &grpcMesh{service: unique("grpc")}
 	grpcAddr := freePort(t)
 	m.callee = startSidecarWith(t, bin, "grpc-callee", grpcCalleeConfig, map[string]string{
-		"id": unique("gcallee"), "broker": b.url, "service": m.service, "target": lis.Addr().String(),
+		"id": unique("gcallee"), "broker": b.url, "service": m.service, "target": echo,
 	})
 	m.caller = startSidecarWith(t, bin, "grpc-caller", grpcCallerConfig, map[string]string{
 		"id": unique("gcaller"), "broker": b.url, "service": m.service, "grpc": grpcAddr,

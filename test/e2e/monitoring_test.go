@@ -87,14 +87,7 @@ func startMonMesh(t *testing.T, b brokerCase) *monMesh {
 	}
 	go app.Serve(httpLn)
 	t.Cleanup(func() { app.Close() })
-	rpcLn, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer()
-	testpb.RegisterEchoServer(srv, testpb.Server{})
-	go srv.Serve(rpcLn)
-	t.Cleanup(srv.Stop)
+	echo := startEchoServer(t)
 
 	m := &monMesh{broker: b, callerName: unique("mix-caller"), httpService: unique("mix-http"), rpcService: unique("mix-grpc"),
 		http: freePort(t)}
@@ -105,7 +98,7 @@ func startMonMesh(t *testing.T, b brokerCase) *monMesh {
 	})
 	m.rpcCallee = startSidecar(t, "mix-grpc-callee", monCalleeConfig, map[string]string{
 		"id": unique("mgcallee"), "broker": b.url, "service": m.rpcService, "instance": m.rpcInstance,
-		"target": "grpc://" + rpcLn.Addr().String(),
+		"target": "grpc://" + echo,
 	})
 	grpcAddr := freePort(t)
 	m.caller = startSidecar(t, "mix-caller", monCallerConfig, map[string]string{

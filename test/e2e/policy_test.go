@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"fmt"
-	"net"
 	"testing"
 	"time"
 
@@ -93,18 +92,11 @@ func testPolicy(t *testing.T, b brokerCase) {
 	}
 
 	t.Run("grpc", func(t *testing.T) {
-		lis, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		srv := grpc.NewServer()
-		testpb.RegisterEchoServer(srv, testpb.Server{})
-		go srv.Serve(lis)
-		t.Cleanup(srv.Stop)
+		echo := startEchoServer(t)
 		service := unique("gsecure")
 		calleeCert := m.pki.issue(service, time.Hour, time.Now())
 		startSidecar(t, "grpc-secure-callee", secureCalleeConfig, calleeCert.vars(map[string]string{
-			"id": unique("gcallee"), "broker": b.url, "service": service, "target": "grpc://" + lis.Addr().String(),
+			"id": unique("gcallee"), "broker": b.url, "service": service, "target": "grpc://" + echo,
 			"extra": policyRules,
 		}))
 		grpcAddr := freePort(t)
