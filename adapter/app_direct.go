@@ -3,10 +3,12 @@ package adapter
 import (
 	"bufio"
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -36,6 +38,14 @@ type directConn struct {
 	bw        *bufio.Writer
 	idleSince time.Time
 }
+
+// earlyAnswerWait is how long an answer is awaited after the application
+// stopped taking the request.
+const earlyAnswerWait = time.Second
+
+// maxInformational bounds the 1xx answers before a call's answer, as the
+// Transport does.
+const maxInformational = 5
 
 // directIdleTimeout is how long a connection may stay idle and still be
 // used, as the Transport's IdleConnTimeout.
@@ -69,10 +79,13 @@ func (t *directTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			closeBody(req)
 			return nil, err
 		}
-		if req.GetBody != nil {
-			if req.Body, err = req.GetBody(); err != nil {
+		if req.GetBody != nil { // a copy: the caller's request is not changed
+			body, err := req.GetBody()
+			if err != nil {
 				return nil, err
 			}
+			req = req.Clone(req.Context())
+			req.Body = body
 		}
 	}
 }
@@ -83,14 +96,22 @@ func (t *directTransport) exchange(c *directConn, req *http.Request) (_ *http.Re
 	// A cancelled call interrupts the connection's reads and writes; the
 	// connection is then not kept.
 	stop := context.AfterFunc(req.Context(), func() { c.SetDeadline(time.Unix(1, 0)) })
-	if err := req.Write(c.bw); err != nil {
-		stop()
-		return nil, false, err
+	err := req.Write(c.bw)
+	if err == nil {
+		err = c.bw.Flush()
 	}
-	if err := c.bw.Flush(); err != nil {
+	if err != nil {
+		// An application may answer (401, 413) and close before it has
+		// read the whole request: its answer, if it sent one, is the call's.
+		c.SetReadDeadline(time.Now().Add(earlyAnswerWait))
+		if resp, rerr := http.ReadResponse(c.br, req); rerr == nil && resp.StatusCode >= 200 {
+			resp.Body = &directBody{ReadCloser: resp.Body, t: t, c: c, stop: stop, ctx: req.Context()}
+			return resp, true, nil
+		}
 		stop()
-		return nil, false, err
+		return nil, false, contextErr(req.Context(), err)
 	}
+	informational := 0
 	for {
 		resp, err := http.ReadResponse(c.br, req)
 		if err != nil {
@@ -98,9 +119,14 @@ func (t *directTransport) exchange(c *directConn, req *http.Request) (_ *http.Re
 			return nil, c.br.Buffered() > 0, contextErr(req.Context(), err)
 		}
 		if resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols {
+			if informational++; informational > maxInformational {
+				stop()
+				return nil, true, errors.New("too many informational (1xx) answers")
+			}
 			continue // 100 Continue, 103 Early Hints: the answer follows
 		}
-		keep := !resp.Close && !req.Close
+		// After 101 the connection speaks another protocol: never kept.
+		keep := !resp.Close && !req.Close && resp.StatusCode != http.StatusSwitchingProtocols
 		if resp.Body == http.NoBody { // the answer is whole already
 			(&directBody{t: t, c: c, stop: stop, keep: keep}).release(true)
 			return resp, true, nil
@@ -172,6 +198,13 @@ func (c *directConn) open() bool {
 func (t *directTransport) put(c *directConn) {
 	c.idleSince = time.Now()
 	t.mu.Lock()
+	if len(t.idle) > 0 && c.idleSince.Sub(t.idle[0].idleSince) > directIdleTimeout {
+		// The least recently used is never taken while others are:
+		// closed here once it is too old to use.
+		old := t.idle[0]
+		t.idle = append(t.idle[:0], t.idle[1:]...)
+		defer old.Close()
+	}
 	if len(t.idle) < t.maxIdle {
 		t.idle = append(t.idle, c)
 		t.mu.Unlock()
@@ -194,19 +227,21 @@ func (t *directTransport) CloseIdleConnections() {
 }
 
 // directBody is an answer's body: read to its end on a connection that
-// stays open, the connection is kept; closed before, it is closed.
+// stays open, the connection is kept; closed before, it is closed. The
+// connection is released once, whichever of a read's end and Close (which
+// may come from another goroutine, during a read) comes first.
 type directBody struct {
 	io.ReadCloser
-	t    *directTransport
-	c    *directConn
-	ctx  context.Context
-	stop func() bool
-	keep bool
-	done bool
+	t        *directTransport
+	c        *directConn
+	ctx      context.Context
+	stop     func() bool
+	keep     bool
+	released atomic.Bool
 }
 
 func (b *directBody) Read(p []byte) (int, error) {
-	if b.done {
+	if b.released.Load() {
 		return 0, io.EOF
 	}
 	n, err := b.ReadCloser.Read(p)
@@ -219,17 +254,19 @@ func (b *directBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// Close before the end closes the connection, which also ends a read in
+// progress.
 func (b *directBody) Close() error {
-	if !b.done {
-		b.release(false)
-	}
+	b.release(false)
 	return nil
 }
 
 // release ends the call on the connection: kept when the whole answer was
 // read, nothing cancelled it and neither side asked to close.
 func (b *directBody) release(whole bool) {
-	b.done = true
+	if !b.released.CompareAndSwap(false, true) {
+		return
+	}
 	if b.stop() && whole && b.keep {
 		b.t.put(b.c)
 		return

@@ -197,3 +197,34 @@ func TestDirectFallsBackForStreamedBody(t *testing.T) {
 		t.Fatalf("got %q, want the streamed body and its trailer", b)
 	}
 }
+
+// An application that answers before it has read the whole request (413)
+// and closes has its answer read, not taken for a broken connection.
+func TestDirectEarlyAnswer(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer nc.Close()
+				if _, err := http.ReadRequest(bufio.NewReader(nc)); err != nil {
+					return
+				}
+				io.WriteString(nc, "HTTP/1.1 413 Request Entity Too Large\r\nContent-Length: 8\r\nConnection: close\r\n\r\ntoo big!")
+			}()
+		}
+	}()
+	c := newClient(4)
+	defer c.CloseIdleConnections()
+	code, body, err := call(t, c, context.Background(), "POST", "http://"+ln.Addr().String()+"/", strings.Repeat("x", 16<<20))
+	if err != nil || code != http.StatusRequestEntityTooLarge || body != "too big!" {
+		t.Fatalf("got %d %q %v, want the application's 413", code, body, err)
+	}
+}

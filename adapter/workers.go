@@ -43,7 +43,10 @@ type workers struct {
 	mu      sync.Mutex
 	wake    sync.Cond
 	waiting []waitingCall // oldest first
-	// lineSince is when the waiting line last stopped being empty.
+	// queued counts the waiting calls not handed to an idle worker, and
+	// lineSince is when it last stopped being 0: calls handed over are in
+	// the line only until their worker wakes, and make no standing line.
+	queued    int
 	lineSince time.Time
 	// sweptAt is when the line was last swept of calls too late to serve.
 	sweptAt time.Time
@@ -140,7 +143,7 @@ func (w *workers) admit(req *envelope.Request, now time.Time) string {
 		return ""
 	}
 	wait := time.Duration(len(w.waiting)/w.max+1) * cost
-	if len(w.waiting) > 0 && now.Sub(w.lineSince) > standingAfter && wait > max(cost, standingWait) {
+	if w.queued > 0 && now.Sub(w.lineSince) > standingAfter && wait > max(cost, standingWait) {
 		return "the instance is overloaded: its waiting line has not emptied for " + standingAfter.String()
 	}
 	if !w.inTime(req, wait, now) {
@@ -151,10 +154,20 @@ func (w *workers) admit(req *envelope.Request, now time.Time) string {
 
 // enqueue adds a call to the waiting line. w.mu is held.
 func (w *workers) enqueue(c waitingCall) {
-	if len(w.waiting) == 0 {
-		w.lineSince = c.since
+	if !c.handoff {
+		if w.queued == 0 {
+			w.lineSince = c.since
+		}
+		w.queued++
 	}
 	w.waiting = append(w.waiting, c)
+}
+
+// taken notes that c left the waiting line. w.mu is held.
+func (w *workers) taken(c waitingCall) {
+	if !c.handoff {
+		w.queued--
+	}
 }
 
 // inTime reports whether a call that waits for wait, then takes the
@@ -205,12 +218,12 @@ func (w *workers) next() *envelope.Request {
 		if now.Sub(w.sweptAt) >= sweepEvery {
 			w.sweptAt = now
 			if late := w.sweep(now); len(late) > 0 {
-				w.mu.Unlock()
-				for _, req := range late {
-					w.refuse(req, "the call waited too long to be served before its deadline")
-				}
-				w.mu.Lock()
-				continue
+				// Answered apart: the worker serves the next call meanwhile.
+				w.running.Go(func() {
+					for _, req := range late {
+						w.refuse(req, "the call waited too long to be served before its deadline")
+					}
+				})
 			}
 			if len(w.waiting) == 0 {
 				continue
@@ -226,6 +239,7 @@ func (w *workers) next() *envelope.Request {
 			w.waiting[0] = waitingCall{}
 			w.waiting = w.waiting[1:]
 		}
+		w.taken(c)
 		if c.req.Deadline != 0 && now.UnixNano() >= c.req.Deadline {
 			continue // its caller has given up: nobody to answer
 		}
@@ -253,6 +267,9 @@ func (w *workers) sweep(now time.Time) []*envelope.Request {
 			kept = append(kept, c)
 		case now.UnixNano() < c.req.Deadline:
 			late = append(late, c.req)
+			w.taken(c)
+		default:
+			w.taken(c)
 		}
 	}
 	clear(w.waiting[len(kept):])

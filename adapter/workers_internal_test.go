@@ -148,8 +148,9 @@ func TestWorkersSweepLateCalls(t *testing.T) {
 	u.advance(450 * time.Millisecond) // "tight" no longer fits, "gone" has expired
 	u.release <- struct{}{}
 	eventually(t, "the next call is served", func() bool { return u.servedCount() == 2 })
-	if why, ok := u.refusal("tight"); !ok || !strings.Contains(why, "deadline") {
-		t.Errorf(`"tight" refused %v (%q), want refused for its deadline`, ok, why)
+	eventually(t, `"tight" is refused`, func() bool { _, ok := u.refusal("tight"); return ok })
+	if why, _ := u.refusal("tight"); !strings.Contains(why, "deadline") {
+		t.Errorf(`"tight" refused (%q), want refused for its deadline`, why)
 	}
 	if _, ok := u.refusal("gone"); ok {
 		t.Error(`"gone" was answered after its caller gave up`)
@@ -158,6 +159,33 @@ func TestWorkersSweepLateCalls(t *testing.T) {
 	defer u.mu.Unlock()
 	if got := u.served[1]; got != "roomy" {
 		t.Errorf("served %q next, want roomy", got)
+	}
+}
+
+// A call handed straight to an idle worker starts no standing line: a
+// burst that finds the workers busy later waits as its deadlines allow.
+func TestWorkersHandoffsMakeNoLine(t *testing.T) {
+	u := newWorkersUnderTest(2, 50*time.Millisecond)
+	defer func() { u.close(); close(u.release); u.wait() }()
+	u.call("busy-1", 2*time.Second)
+	u.call("busy-2", 2*time.Second)
+	eventually(t, "both workers serve", func() bool { return u.servedCount() == 2 })
+	u.release <- struct{}{} // one worker goes idle
+	eventually(t, "a worker is idle", func() bool {
+		u.workers.mu.Lock()
+		defer u.workers.mu.Unlock()
+		return u.idle == 1
+	})
+	u.call("handed", 2*time.Second) // to the idle worker, through the line
+	u.advance(standingAfter + time.Millisecond)
+	eventually(t, "the handed call is served", func() bool { return u.servedCount() == 3 })
+	for i := range 6 {
+		u.call("burst-"+string(rune('a'+i)), 2*time.Second)
+	}
+	for i := range 6 {
+		if why, ok := u.refusal("burst-" + string(rune('a'+i))); ok {
+			t.Fatalf("a burst after a handoff: call %d refused (%q), want it waiting", i, why)
+		}
 	}
 }
 
