@@ -131,7 +131,7 @@ func BenchmarkCorrelation(b *testing.B) {
 	b.ReportAllocs()
 	p := &pending{ready: make(chan struct{}, 1)}
 	for b.Loop() {
-		resp.ID = in.register(p, "bench")
+		resp.ID = in.register(p, "bench", in.pub)
 		buf = resp.AppendEnvelope(buf[:0])
 		in.handle(ctx, buf)
 		select {

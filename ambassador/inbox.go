@@ -65,6 +65,7 @@ type pending struct {
 	accepted chan struct{}   // closed when the adapter names its inbox
 	peer     string          // the serving adapter's inbox
 	service  string          // the service called: with security on, only its certificate answers
+	via      *bus.Publisher  // the broker it went over: its answer comes back over that one only
 	offered  int64           // the window its request offered for answer frames
 	budget   *stream.Budget  // the sidecar's, which that window is charged to
 	headHeld int64           // a streaming answer's head body, charged to budget
@@ -98,10 +99,10 @@ func newInbox(ctx context.Context, pub *bus.Publisher, subject, source string, l
 }
 
 // register gives p a new id and registers it for what arrives.
-func (in *Inbox) register(p *pending, service string) uint64 {
+func (in *Inbox) register(p *pending, service string, via *bus.Publisher) uint64 {
 	id := in.nextID.Add(1)
 	p.mu.Lock()
-	p.id, p.service = id, service
+	p.id, p.service, p.via = id, service, via
 	p.offered, p.budget = in.budget.Offer(), in.budget
 	p.mu.Unlock()
 	in.mu.Lock()
@@ -217,7 +218,7 @@ func (in *Inbox) dispatch(pub *bus.Publisher, data []byte) {
 			}
 			id = r.ID
 		}
-		if p := in.lookup(id); p != nil && in.sentBy(p, &e, from, len(data)) {
+		if p := in.lookup(id); p != nil && in.cameBy(p, pub, len(data)) && in.sentBy(p, &e, from, len(data)) {
 			if err := p.answer(id, msg); err != nil {
 				in.reject("malformed", len(data), err)
 			}
@@ -233,12 +234,27 @@ func (in *Inbox) dispatch(pub *bus.Publisher, data []byte) {
 			in.answerPing(pub, &f)
 			return
 		}
-		if p := in.lookup(f.ID); p != nil && in.sentBy(p, &e, from, len(data)) {
+		if p := in.lookup(f.ID); p != nil && in.cameBy(p, pub, len(data)) && in.sentBy(p, &e, from, len(data)) {
 			p.frame(&f)
 		}
 	default:
 		in.reject("unexpected-kind", len(data), errors.New("a "+kind.String()+" on an inbox"))
 	}
+}
+
+// cameBy reports whether an answer or frame for p came over the broker p
+// went over (pub is that broker's publisher). Another broker's copy — a
+// mirror broker, or two brokers bridged — is dropped and counted: it would
+// be a second delivery, or a stranger's.
+func (in *Inbox) cameBy(p *pending, pub *bus.Publisher, size int) bool {
+	p.mu.Lock()
+	via := p.via
+	p.mu.Unlock()
+	if via == nil || via == pub {
+		return true
+	}
+	in.reject("wrong-broker", size, errors.New("an answer for a call over another broker"))
+	return false
 }
 
 // answerPing answers a serving adapter's liveness ping: pong while the

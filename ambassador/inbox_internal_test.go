@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/busmesh/busmesh/internal/bus"
 	"github.com/busmesh/busmesh/internal/config"
 	"github.com/busmesh/busmesh/internal/envelope"
 )
@@ -66,7 +67,7 @@ func TestLateAnswerAfterEnd(t *testing.T) {
 	p := &pending{ready: make(chan struct{}, 1)}
 	for range 200 {
 		resp := envelope.Response{Status: 200, Instance: "i-1"}
-		resp.ID = in.register(p, "orders")
+		resp.ID = in.register(p, "orders", in.pub)
 		msg := resp.AppendEnvelope(nil)
 		done := make(chan struct{})
 		go func() {
@@ -83,4 +84,29 @@ func TestLateAnswerAfterEnd(t *testing.T) {
 		}
 		p.clear()
 	}
+}
+
+// TestAnswerOverAnotherBroker: an answer for a call that went over one
+// broker, arriving over another (a mirror broker, or two brokers bridged),
+// is dropped and counted; over the call's own broker it is taken.
+func TestAnswerOverAnotherBroker(t *testing.T) {
+	a, err := New(t.Context(), Options{Config: config.NewAmbassador(), Sidecar: "t", Broker: &silentBroker{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := a.inbox
+	other := bus.NewPublisher(&silentBroker{})
+	p := &pending{ready: make(chan struct{}, 1)}
+	resp := envelope.Response{Status: 200, Instance: "i-1"}
+	resp.ID = in.register(p, "orders", other)
+	msg := resp.AppendEnvelope(nil)
+	in.handle(t.Context(), msg) // over the sidecar's own broker
+	if p.answered {
+		t.Fatal("an answer over another broker than the call's was taken")
+	}
+	in.handlerOn(other)(t.Context(), msg)
+	if !p.answered {
+		t.Fatal("the answer over the call's own broker was not taken")
+	}
+	in.release(p)
 }

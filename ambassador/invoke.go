@@ -88,7 +88,7 @@ func noHealthy(service, version string) *reason.Error {
 // attempt: the retry middleware runs it again for the next.
 func (a *Ambassador) roundTrip(ctx context.Context, c *Call) error {
 	req := &c.Req
-	req.ID = a.inbox.register(&c.p, c.Route.Service)
+	req.ID = a.inbox.register(&c.p, c.Route.Service, c.lane.pub)
 	if c.try.keyed && req.AttemptOf == 0 {
 		req.AttemptOf = req.ID
 	}
@@ -129,8 +129,8 @@ func (a *Ambassador) roundTrip(ctx context.Context, c *Call) error {
 
 // send picks where the request goes (other than avoid) and publishes it.
 func (a *Ambassador) send(ctx context.Context, c *Call, avoid *instanceStats) error {
-	if c.lane != a.primary && !broker.Connected(c.lane.pub.Broker()) {
-		return reason.Errorf(reason.BrokerUnavailable, "the sidecar's connection to broker %s is down; it is reconnecting", c.lane.name)
+	if !broker.Connected(c.lane.pub.Broker()) { // a retry's broker may have gone since
+		return brokerDown(c.lane)
 	}
 	pick, perr := a.pick(c, avoid)
 	if perr != nil {

@@ -172,7 +172,6 @@ func (a *Ambassador) routeTraffic(next Invoker) Invoker {
 			return next(ctx, c)
 		}
 		t.choose(c, a.cfg.Service)
-		t.chooseLane(c)
 		// Each broker's discovery knows the instances over that broker.
 		if reg := c.lane.reg; c.Version != c.Route.Policy.Version && reg != nil && !available(reg, c.Route.Service, c.Version) {
 			if t.fallback == config.FallbackNone {
