@@ -76,3 +76,12 @@ func TestBrokerSameAsPrimary(t *testing.T) {
 		t.Errorf("another vhost: %v, want accepted", err)
 	}
 }
+
+// TestShiftBrokersWords: a broker shift that cannot be done says so in
+// brokers' words, with a broker weight as the example.
+func TestShiftBrokersWords(t *testing.T) {
+	_, err := config.ShiftBrokers("ambassador.services.ledger.brokers", map[string]int{"primary": 0, "rabbit": 100}, map[string]int{"rabbit": 50})
+	if err == nil || !strings.Contains(err.Error(), "the other brokers (primary) have weight 0") || !strings.Contains(err.Error(), "example: broker:primary=50") {
+		t.Errorf("got %v, want it in brokers' words", err)
+	}
+}

@@ -89,6 +89,17 @@ func (t Traffic) copy() Traffic {
 // split with weight 0, so a later shift can bring them back. key names
 // the split in errors (ambassador.services.orders.split).
 func Shift(key string, split, weights map[string]int) (map[string]int, error) {
+	return shift(key, split, weights, shiftTerms{what: "version", other: "v1="})
+}
+
+// shiftTerms are the words of Shift's errors: what is weighted, and how
+// one is named on the command line.
+type shiftTerms struct {
+	what  string // version, broker
+	other string // the prefix of a weight: "v1=", "broker:primary="
+}
+
+func shift(key string, split, weights map[string]int, terms shiftTerms) (map[string]int, error) {
 	errs := &Error{File: "shift", lines: map[string]int{}}
 	given := 0
 	for _, v := range slices.Sorted(maps.Keys(weights)) {
@@ -99,7 +110,7 @@ func Shift(key string, split, weights map[string]int) (map[string]int, error) {
 		}
 	}
 	if len(weights) == 0 {
-		errs.add(key, 0, "no weights given (example: v2=100)")
+		errs.add(key, 0, "no weights given (example: %s100)", terms.other)
 	}
 	if len(errs.Problems) > 0 {
 		return nil, errs
@@ -119,11 +130,11 @@ func Shift(key string, split, weights map[string]int) (map[string]int, error) {
 	rest := 100 - given
 	if rest > 0 && othersTotal == 0 {
 		if len(others) == 0 {
-			errs.add(key, 0, "the weights given add up to %d (%s) and no other version is in the split to take the other %d (name it, example: v1=%d)",
-				given, weightList(weights), rest, rest)
+			errs.add(key, 0, "the weights given add up to %d (%s) and no other %s is in the split to take the other %d (name it, example: %s%d)",
+				given, weightList(weights), terms.what, rest, terms.other, rest)
 		} else {
-			errs.add(key, 0, "the weights given add up to %d (%s) and the split's other versions (%s) have weight 0 (name the one to take the other %d)",
-				given, weightList(weights), strings.Join(others, ", "), rest)
+			errs.add(key, 0, "the weights given add up to %d (%s) and the other %ss (%s) have weight 0 (name the one to take the other %d, example: %s%d)",
+				given, weightList(weights), terms.what, strings.Join(others, ", "), rest, terms.other, rest)
 		}
 		return nil, errs
 	}
@@ -167,5 +178,5 @@ func ShiftBrokers(key string, brokers, weights map[string]int) (map[string]int, 
 	if len(brokers) == 0 {
 		brokers = map[string]int{PrimaryBroker: 100}
 	}
-	return Shift(key, brokers, weights)
+	return shift(key, brokers, weights, shiftTerms{what: "broker", other: "broker:" + PrimaryBroker + "="})
 }

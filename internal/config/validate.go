@@ -331,23 +331,26 @@ func (a *Ambassador) checkBrokerSplit(errs *Error, key string, p *ServicePolicy)
 	if len(a.Brokers) > 0 {
 		allowed += ", " + allowedNames(a.Brokers)
 	}
-	total, other := 0, "kafka"
+	other := "kafka"
+	if len(a.Brokers) > 0 {
+		other = slices.Sorted(maps.Keys(a.Brokers))[0]
+	}
+	total, rejected := 0, false
 	for _, name := range slices.Sorted(maps.Keys(p.Brokers)) {
 		k, w := key+".brokers."+name, p.Brokers[name]
 		if _, ok := a.Brokers[name]; !ok && name != PrimaryBroker {
 			errs.add(k, 0, "%q is not a broker (allowed: %s; more go in ambassador.brokers)", name, allowed)
+			rejected = true
 			continue
 		}
 		if w < 0 || w > 100 {
 			errs.add(k, 0, "%d is not a percentage (allowed: 0 to 100)", w)
+			rejected = true
 			continue
 		}
 		total += w
-		if name != PrimaryBroker {
-			other = name
-		}
 	}
-	if total != 100 {
+	if !rejected && total != 100 { // after a rejected entry the sum would mislead
 		errs.add(key+".brokers", 0, "the weights add up to %d (%s), not 100 (example: primary: 90, %s: 10)",
 			total, weightList(p.Brokers), other)
 	}
