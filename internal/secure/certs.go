@@ -99,11 +99,20 @@ func (g *Guard) fetch(ctx context.Context, service string) (*identity.Peer, erro
 	for {
 		// Over every broker: the service may run on another one only
 		// (calls split over brokers); any answer is checked against the
-		// mesh CA, whichever broker carried it.
-		for _, b := range over {
-			if err := b.Publish(ctx, subject, msg); err != nil {
-				last = err
+		// mesh CA, whichever broker carried it. The others are asked
+		// apart, each for a retry's time at most, so one that is down
+		// does not hold up the sidecar's own.
+		for _, b := range over[1:] {
+			if broker.Connected(b) {
+				go func() {
+					pctx, cancel := context.WithTimeout(ctx, fetchRetry)
+					defer cancel()
+					_ = b.Publish(pctx, subject, msg) // unanswered, it is asked again
+				}()
 			}
+		}
+		if err := over[0].Publish(ctx, subject, msg); err != nil {
+			last = err
 		}
 		select {
 		case der := <-answers:
