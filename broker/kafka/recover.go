@@ -68,7 +68,9 @@ func (c *Conn) recoverTopics() {
 	if len(purge) == 0 {
 		return
 	}
-	c.cl.PurgeTopicsFromProducing(purge...)
+	for _, name := range purge {
+		c.topics.refreshKnown(ctx, name) // the producer's leaders of the new topic
+	}
 	topics := slices.Sorted(func(yield func(string) bool) {
 		for t := range changed {
 			if !yield(t) {
@@ -106,6 +108,14 @@ func (c *Conn) retryRecover(what string, err error) {
 // the group committed nothing at the first message too.
 func (s *subscription) resume(parts int) {
 	if s.ctx.Err() != nil {
+		return
+	}
+	if s.fan != nil {
+		select {
+		case <-s.fan.reset: // an older one, not yet taken
+		default:
+		}
+		s.fan.reset <- parts
 		return
 	}
 	s.cl.PurgeTopicsFromConsuming(s.subject)

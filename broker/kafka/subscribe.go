@@ -35,6 +35,7 @@ type subscription struct {
 	stop   atomic.Pointer[func() bool] // detaches from the caller's ctx
 
 	group *member // nil for fan-out
+	fan   *fanout // nil for a queue-group member
 
 	once sync.Once
 	wg   sync.WaitGroup
@@ -72,18 +73,20 @@ func (c *Conn) Subscribe(ctx context.Context, subject string, h broker.Handler) 
 	if err != nil {
 		return nil, fmt.Errorf("subscribe %s: %w", subject, err)
 	}
-	from := make(map[int32]kgo.Offset, len(ends))
-	for p, off := range ends {
-		from[p] = kgo.NewOffset().At(off)
+	ps, err := c.topics.parts(ctx, subject)
+	if err != nil {
+		return nil, fmt.Errorf("subscribe %s: %w", subject, err)
 	}
+	// A client of its own: its long polls hold a connection that the
+	// producer and other subscriptions do not wait behind.
 	hook := c.health.hook()
-	cl, err := kgo.NewClient(append(append(c.clientOpts(hook), c.cfg.consumeOpts()...),
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{subject: from}))...)
+	cl, err := kgo.NewClient(append(c.clientOpts(hook), kgo.MaxVersions(produceByName()))...)
 	if err != nil {
 		return nil, fmt.Errorf("subscribe %s: %w", subject, err)
 	}
 	s := newSubscription(ctx, c, subject, cl, hook, h)
-	if err := c.start(s, s.run); err != nil {
+	s.fan = newFanout(s, ps, ends)
+	if err := c.start(s, s.fan.run); err != nil {
 		return nil, err
 	}
 	s.detachOn(ctx)
