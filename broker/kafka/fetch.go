@@ -59,7 +59,7 @@ func (f *fanout) run() {
 		groups := f.idle()
 		if len(groups) == 1 && len(f.busy) == 0 {
 			for node, parts := range groups {
-				f.handle(f.fetch(ctx, node, parts))
+				f.handle(f.fetch(ctx, node, parts, f.request(parts)))
 			}
 			continue
 		}
@@ -67,8 +67,9 @@ func (f *fanout) run() {
 			for _, p := range parts {
 				f.busy[p] = true
 			}
+			req := f.request(parts)
 			f.s.wg.Go(func() {
-				r := f.fetch(ctx, node, parts)
+				r := f.fetch(ctx, node, parts, req)
 				select {
 				case f.results <- r:
 				case <-ctx.Done():
@@ -107,8 +108,8 @@ func (f *fanout) idle() map[int32][]int32 {
 	return groups
 }
 
-// fetch long-polls node for parts.
-func (f *fanout) fetch(ctx context.Context, node int32, parts []int32) fetched {
+// request builds a long poll for parts from where each is.
+func (f *fanout) request(parts []int32) *kmsg.FetchRequest {
 	st := f.ps.state.Load()
 	req := kmsg.NewPtrFetchRequest()
 	req.ReplicaID = -1
@@ -126,6 +127,11 @@ func (f *fanout) fetch(ctx context.Context, node int32, parts []int32) fetched {
 		rt.Partitions = append(rt.Partitions, rp)
 	}
 	req.Topics = append(req.Topics, rt)
+	return req
+}
+
+// fetch sends req, a long poll for parts, to node.
+func (f *fanout) fetch(ctx context.Context, node int32, parts []int32, req *kmsg.FetchRequest) fetched {
 	res, err := f.s.cl.Broker(int(node)).Request(ctx, req)
 	r := fetched{node: node, parts: parts, err: err}
 	if err == nil {
