@@ -17,10 +17,10 @@ import (
 // replaced, or a topic deleted) has lost them: the Conn creates them all
 // again at once, those it only publishes to as well (in the fault suite,
 // leaving those to the next Publish let discovery's answers arrive late
-// enough for instances to expire in two runs of three). Since franz-go
-// refuses to follow a topic to a new instance of the same name, it purges
-// the old one from its producer and points each subscription on it at the
-// new one. Other Conns find the topic recreated under a new ID and do the
+// enough for instances to expire in two runs of three). The producer
+// learns the new topic's leaders, and each subscription on it is pointed at
+// the new one from its first message (franz-go's group consumer refuses to
+// follow a topic to a new instance of the same name on its own). Other Conns find the topic recreated under a new ID and do the
 // same. A check that fails is tried again.
 func (c *Conn) recoverTopics() {
 	names := c.topics.names()
