@@ -56,7 +56,12 @@ func (f *fanout) run() {
 			f.restart(parts)
 		default:
 		}
-		groups := f.idle()
+		groups, leaderless := f.idle()
+		if leaderless {
+			// Elections take a moment: ask again (at most every
+			// refreshEvery) until every partition has a leader.
+			_ = f.s.c.topics.refresh(ctx, f.s.subject, f.ps)
+		}
 		if len(groups) == 1 && len(f.busy) == 0 {
 			for node, parts := range groups {
 				f.handle(f.fetch(ctx, node, parts, f.request(parts)))
@@ -94,18 +99,21 @@ func (f *fanout) run() {
 	}
 }
 
-// idle groups the partitions not being fetched by their leader.
-func (f *fanout) idle() map[int32][]int32 {
-	groups := map[int32][]int32{}
+// idle groups the partitions not being fetched by their leader;
+// leaderless says some have none now.
+func (f *fanout) idle() (groups map[int32][]int32, leaderless bool) {
+	groups = map[int32][]int32{}
 	for p := range f.next {
 		if f.busy[p] {
 			continue
 		}
 		if node := f.ps.leader(p); node >= 0 {
 			groups[node] = append(groups[node], p)
+		} else {
+			leaderless = true
 		}
 	}
-	return groups
+	return groups, leaderless
 }
 
 // request builds a long poll for parts from where each is.
