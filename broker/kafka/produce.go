@@ -168,6 +168,13 @@ func (s *sender) enqueue(msgs ...outMsg) {
 	}
 }
 
+// requeue puts msgs back ahead of newer ones.
+func (s *sender) requeue(msgs []outMsg) {
+	s.mu.Lock()
+	s.queue = append(msgs, s.queue...)
+	s.mu.Unlock()
+}
+
 func (s *sender) take() []outMsg {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -207,7 +214,10 @@ func (s *sender) round() bool {
 		s.drop(msgs, ctx.Err())
 		return false
 	}
-	req, parts := produceRequest(s.p.c.cfg.acks, msgs)
+	req, parts, rest := produceRequest(s.p.c.cfg.acks, s.p.c.cfg.maxBatch(), msgs)
+	if len(rest) > 0 {
+		s.requeue(rest) // the next request carries them
+	}
 	resp, err := s.p.c.cl.Broker(int(s.node)).Request(ctx, req)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -351,17 +361,40 @@ type tp struct {
 	part  int32
 }
 
+// Record batch sizes, for keeping a batch within the topic's
+// max.message.bytes and a request within maxRequest.
+const (
+	batchHeader    = 61 // a record batch's fields before its records
+	recordOverhead = 21 // a record's fields around its value, at most
+	maxRequest     = 8 << 20
+)
+
 // produceRequest builds one produce request for msgs, a record batch per
-// partition, and returns which messages each partition carries.
-func produceRequest(acks int16, msgs []outMsg) (*kmsg.ProduceRequest, map[tp][]outMsg) {
+// partition of at most maxBatch bytes (one message alone may fill it), and
+// returns which messages each partition carries and those left for the next
+// request.
+func produceRequest(acks int16, maxBatch int, msgs []outMsg) (*kmsg.ProduceRequest, map[tp][]outMsg, []outMsg) {
 	parts := map[tp][]outMsg{}
+	sizes := map[tp]int{}
 	var order []tp
+	full := map[tp]bool{} // later messages wait too: a partition keeps its order
+	var rest []outMsg
+	total := 0
 	for _, m := range msgs {
 		k := tp{m.topic, m.part}
+		n := len(m.value) + recordOverhead
+		if full[k] || total > 0 && total+n > maxRequest || sizes[k] > 0 && sizes[k]+n > maxBatch {
+			full[k] = true
+			rest = append(rest, m)
+			continue
+		}
 		if _, ok := parts[k]; !ok {
 			order = append(order, k)
+			sizes[k] = batchHeader
 		}
 		parts[k] = append(parts[k], m)
+		sizes[k] += n
+		total += n
 	}
 	req := kmsg.NewPtrProduceRequest()
 	req.Acks = acks
@@ -382,7 +415,7 @@ func produceRequest(acks int16, msgs []outMsg) (*kmsg.ProduceRequest, map[tp][]o
 		rp.Records = recordBatch(parts[k], now)
 		req.Topics[i].Partitions = append(req.Topics[i].Partitions, rp)
 	}
-	return req, parts
+	return req, parts, rest
 }
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
