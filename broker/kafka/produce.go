@@ -217,6 +217,10 @@ func (s *sender) round() bool {
 	req, parts, rest := produceRequest(s.p.c.cfg.acks, s.p.c.cfg.maxBatch(), msgs)
 	if len(rest) > 0 {
 		s.requeue(rest) // the next request carries them
+		msgs = msgs[:0:0]
+		for _, ms := range parts {
+			msgs = append(msgs, ms...)
+		}
 	}
 	resp, err := s.p.c.cl.Broker(int(s.node)).Request(ctx, req)
 	if err != nil {
