@@ -230,7 +230,7 @@ func (s *sender) round() bool {
 		}
 		// Connection lost or refused: kgo dials again on the next request.
 		// The broker may have written some (acks=1 may deliver twice).
-		s.p.retry(msgs, err)
+		s.retry(msgs, err)
 		return true
 	}
 	s.settle(resp.(*kmsg.ProduceResponse), parts)
@@ -264,14 +264,15 @@ func (s *sender) settle(res *kmsg.ProduceResponse, parts map[tp][]outMsg) {
 		again, cause = append(again, msgs...), errors.New("partition missing from the produce response")
 	}
 	if len(again) > 0 {
-		s.p.retry(again, cause)
+		s.retry(again, cause)
 	}
 }
 
 // retry sends msgs again after fresh metadata and a backoff that grows
 // with their tries, each to its partition's leader now (or another
 // partition's when it has none), unless they were tried too often.
-func (p *producer) retry(msgs []outMsg, cause error) {
+func (s *sender) retry(msgs []outMsg, cause error) {
+	p := s.p
 	tries := 0
 	asked := map[string]bool{}
 	for _, m := range msgs {
@@ -308,26 +309,14 @@ func (p *producer) retry(msgs []outMsg, cause error) {
 	}
 	p.drop(dropped, cause)
 	for node, ms := range byNode {
-		s, err := p.sender(node)
+		to, err := p.sender(node)
 		if err != nil {
-			// Closing: the senders that run flush; a new one would not.
-			if s = p.anySender(); s == nil {
-				p.drop(ms, err)
-				continue
-			}
+			// Closing: no new sender starts, and this one flushes what it
+			// has until Close gives up.
+			to = s
 		}
-		s.enqueue(ms...)
+		to.enqueue(ms...)
 	}
-}
-
-// anySender returns a running sender, for messages retried while closing.
-func (p *producer) anySender() *sender {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, s := range p.senders {
-		return s
-	}
-	return nil
 }
 
 // drop gives up on msgs, logging why.
