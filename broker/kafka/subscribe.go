@@ -20,9 +20,10 @@ import (
 const fetchMaxBytes = 16 << 20
 
 // subscription reads one topic for one handler through a franz-go client of
-// its own: fan-out (every partition, no group) or as a queue-group member
-// (the partitions the group assigns). One goroutine polls and calls the
-// handler, so handler calls are serial.
+// its own: fan-out (every partition, no group; its fetch requests are the
+// fanout's) or as a queue-group member (the partitions the group assigns,
+// through kgo's group consumer). One goroutine calls the handler, so
+// handler calls are serial.
 type subscription struct {
 	c       *Conn
 	subject string
@@ -41,7 +42,7 @@ type subscription struct {
 	wg   sync.WaitGroup
 }
 
-// consumeOpts returns the options of a subscription's client: long polls
+// consumeOpts returns the options of a queue-group member's client: long polls
 // that the broker answers as soon as a message is there, fetch_wait
 // bounding an idle one, and a lost position (the log was truncated or the
 // topic recreated) continued from the end. Every fetch names its
