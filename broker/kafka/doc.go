@@ -28,23 +28,19 @@
 //     a new group); a member that dies without leaving is replaced after
 //     10 s.
 //
-// Publishing and fan-out reading issue kmsg requests through kgo's own
-// broker connections (kgo dials, negotiates versions, speaks TLS and SASL,
-// and reconnects; kmsg encodes the requests): a producer with group commit,
-// one sender per broker that sends everything queued whenever it is free,
-// so a lone message goes out at once and concurrent ones share a produce
-// request; and fan-out long polls, one per partition leader, that the
-// broker answers as soon as a message is there (fetch_wait bounds an idle
-// one). kgo's producer and consumer pipelines pass each message through
-// more goroutines, which measured slower on the request/reply path. Queue
-// groups stay on kgo's group consumer. Messages go to partitions
-// round-robin, so queue-group members get equal shares; there is no
-// ordering between them. A message the broker refused without writing
-// (leader moved, not enough replicas, throttled) or whose request failed
-// with its connection is sent again, to the partition's leader as the
-// cluster names it then, for about 10 s: delivery is at least once, and a
-// produce request the broker wrote before its connection failed may be
-// written twice. A moved leader is followed by fetches and sends alike.
+// Delivery is at most once with acks=all (kgo's idempotent producer never
+// writes a message twice); with the default acks=1 a produce request that a
+// lost connection interrupted is sent again and may be written twice.
+// Publish hands the message to kgo and returns; kgo sends it at once with
+// no linger, so a lone request goes out immediately and a busy producer
+// sends larger requests instead of a longer queue. Messages go to
+// partitions round-robin, so queue-group members get equal shares; there is
+// no ordering between them. kgo retries what a broker refused without
+// writing (leader moved, not enough replicas, throttled), follows moved
+// partitions and reconnects lost connections with backoff; fetches and
+// consumer groups resume where they were. Consumers long-poll with the
+// broker answering as soon as a message is there; fetch_wait only bounds an
+// idle poll.
 //
 // The backend is a broker.Connectivity: every franz-go client of a Conn
 // reports lost connections and failed dials through kgo's hooks, and the
@@ -59,8 +55,9 @@
 // After every such episode the Conn looks up the topics it uses, by ID. A
 // cluster that came back empty (restarted without its data, replaced, or a
 // topic deleted) no longer has them: the Conn creates them again, and as
-// kgo refuses to follow a name to a new topic ID, it points each
-// subscription at the new topic from its first message; queue-group members rejoin their group, which starts at
+// kgo refuses to follow a name to a new topic ID, it purges the old topic
+// from its producer and points each subscription at the new topic from its
+// first message; queue-group members rejoin their group, which starts at
 // the first message too. Another Conn finds the topic under a new ID and
 // does the same. Messages in flight across the loss are lost (at most
 // once); the mesh's retries cover calls. Produce requests are held at v12

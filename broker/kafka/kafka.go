@@ -1,6 +1,7 @@
 package kafka
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -53,10 +54,10 @@ type Conn struct {
 	topics *topics
 	health *health
 
-	ctx      context.Context // of the watcher; cancelled by Close
+	ctx      context.Context // of every record; cancelled when Close stops flushing
 	cancel   context.CancelFunc
-	buffered atomic.Int64 // bytes published and not yet answered
-	producer *producer
+	buffered atomic.Int64             // bytes published and not yet answered
+	promise  func(*kgo.Record, error) // c.produced, bound once: a method value per Produce allocates
 
 	mu     sync.Mutex
 	subs   map[*subscription]struct{}
@@ -107,13 +108,19 @@ func dial(ctx context.Context, u *url.URL, logger *slog.Logger) (*Conn, error) {
 		acks = kgo.AllISRAcks()
 	}
 	h := newHealth()
-	// kgo carries the produce requests the producer builds (connections,
-	// versions, TLS, SASL); its own producer pipeline is not used.
 	opts := append(cfg.clientOpts(logger, h.hook()),
-		kgo.RequiredAcks(acks), // kgo sets every produce request's acks to this
-		kgo.DisableIdempotentWrite(),
+		kgo.RequiredAcks(acks),
+		kgo.ProducerLinger(0),                             // a lone request goes out at once; a busy producer batches instead
+		kgo.ProducerBatchCompression(kgo.NoCompression()), // small envelopes: snappy costs more than it saves
+		kgo.ProducerBatchMaxBytes(int32(cfg.maxBatch())),
+		kgo.MaxBufferedBytes(maxBuffered),
+		kgo.MaxBufferedRecords(1<<20), // maxBuffered is the bound that matters
+		kgo.RecordPartitioner(kgo.RoundRobinPartitioner()),
 		kgo.MaxVersions(produceByName()),
 	)
+	if cfg.acks != -1 {
+		opts = append(opts, kgo.DisableIdempotentWrite()) // idempotence needs acks=all
+	}
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return nil, err
@@ -137,7 +144,7 @@ func dial(ctx context.Context, u *url.URL, logger *slog.Logger) (*Conn, error) {
 		done:   make(chan struct{}),
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
-	c.producer = newProducer(c)
+	c.promise = c.produced
 	c.watching.Go(c.watch)
 	return c, nil
 }
@@ -197,14 +204,14 @@ func (c *Conn) usable(ctx context.Context) error {
 	return ctx.Err()
 }
 
-// Publish implements broker.Broker. It returns once the message is queued
-// for its partition's leader, without waiting for the broker: the
-// producer sends it at once or with the next produce request to that
-// broker, sending it again where the broker refused it without writing
-// (leader moved, not enough replicas) or the connection failed. Partitions
-// are chosen round-robin. The first Publish to a subject looks its topic
-// up, creating it if need be. Publish blocks only while 32 MiB wait to be
-// sent, until ctx ends.
+// Publish implements broker.Broker. It returns once franz-go has buffered
+// the message for its partition's leader, without waiting for the broker:
+// franz-go sends it at once or with the next produce request to that
+// broker, retrying where the broker says it may (leader moved, not enough
+// replicas). Partitions are chosen round-robin. The first Publish to a
+// subject looks its topic up, creating it if need be. Publish blocks only
+// while 32 MiB wait to be sent; a message that waited for room is
+// abandoned when ctx ends before it is sent.
 func (c *Conn) Publish(ctx context.Context, subject string, data []byte) error {
 	if err := c.usable(ctx); err != nil {
 		return err
@@ -215,14 +222,29 @@ func (c *Conn) Publish(ctx context.Context, subject string, data []byte) error {
 	if err := c.topics.ensure(ctx, subject); err != nil {
 		return fmt.Errorf("publish %s: %w", subject, err)
 	}
-	ps, err := c.topics.parts(ctx, subject)
-	if err == nil {
-		err = c.producer.publish(ctx, subject, ps, data)
+	r := &kgo.Record{Topic: subject, Value: bytes.Clone(data)}
+	pctx := c.ctx
+	if c.buffered.Add(int64(len(data))) > maxBuffered {
+		pctx = ctx // full: wait for room only as long as the caller does
 	}
-	if err != nil {
-		return fmt.Errorf("publish %s: %w", subject, err)
-	}
+	c.cl.Produce(pctx, r, c.promise)
 	return nil
+}
+
+// produced logs a message franz-go gave up on.
+func (c *Conn) produced(r *kgo.Record, err error) {
+	c.buffered.Add(-int64(len(r.Value)))
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, kgo.ErrClientClosed) {
+		return
+	}
+	if topicLost(err) {
+		// The cluster lost the topic; the check says so once, not once
+		// per message.
+		c.health.suspect()
+		c.logger.Debug("publish failed", telemetry.KeySubject, r.Topic, telemetry.KeyErr, err)
+		return
+	}
+	c.logger.Warn("publish failed", telemetry.KeySubject, r.Topic, telemetry.KeyErr, err)
 }
 
 // Close implements broker.Broker: it ends every subscription (queue group
@@ -247,7 +269,11 @@ func (c *Conn) Close() error {
 	for i, s := range subs {
 		wg.Go(func() { errs[i] = s.Unsubscribe() })
 	}
-	c.producer.close()
+	fctx, cancel := context.WithTimeout(context.Background(), flushTimeout)
+	if err := c.cl.Flush(fctx); err != nil {
+		c.logger.Warn("messages not sent before close", keyCount, c.cl.BufferedProduceRecords(), telemetry.KeyErr, err)
+	}
+	cancel()
 	wg.Wait()
 	c.cancel()
 	c.watching.Wait()

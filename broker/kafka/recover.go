@@ -17,10 +17,10 @@ import (
 // replaced, or a topic deleted) has lost them: the Conn creates them all
 // again at once, those it only publishes to as well (in the fault suite,
 // leaving those to the next Publish let discovery's answers arrive late
-// enough for instances to expire in two runs of three). The producer
-// learns the new topic's leaders, and each subscription on it is pointed at
-// the new one from its first message (franz-go's group consumer refuses to
-// follow a topic to a new instance of the same name on its own). Other Conns find the topic recreated under a new ID and do the
+// enough for instances to expire in two runs of three). Since franz-go
+// refuses to follow a topic to a new instance of the same name, it purges
+// the old one from its producer and points each subscription on it at the
+// new one. Other Conns find the topic recreated under a new ID and do the
 // same. A check that fails is tried again.
 func (c *Conn) recoverTopics() {
 	names := c.topics.names()
@@ -68,9 +68,7 @@ func (c *Conn) recoverTopics() {
 	if len(purge) == 0 {
 		return
 	}
-	for _, name := range purge {
-		c.topics.refreshKnown(ctx, name) // the producer's leaders of the new topic
-	}
+	c.cl.PurgeTopicsFromProducing(purge...)
 	topics := slices.Sorted(func(yield func(string) bool) {
 		for t := range changed {
 			if !yield(t) {
@@ -108,14 +106,6 @@ func (c *Conn) retryRecover(what string, err error) {
 // the group committed nothing at the first message too.
 func (s *subscription) resume(parts int) {
 	if s.ctx.Err() != nil {
-		return
-	}
-	if s.fan != nil {
-		select {
-		case <-s.fan.reset: // an older one, not yet taken
-		default:
-		}
-		s.fan.reset <- parts
 		return
 	}
 	s.cl.PurgeTopicsFromConsuming(s.subject)

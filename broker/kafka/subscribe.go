@@ -20,10 +20,9 @@ import (
 const fetchMaxBytes = 16 << 20
 
 // subscription reads one topic for one handler through a franz-go client of
-// its own: fan-out (every partition, no group; its fetch requests are the
-// fanout's) or as a queue-group member (the partitions the group assigns,
-// through kgo's group consumer). One goroutine calls the handler, so
-// handler calls are serial.
+// its own: fan-out (every partition, no group) or as a queue-group member
+// (the partitions the group assigns). One goroutine polls and calls the
+// handler, so handler calls are serial.
 type subscription struct {
 	c       *Conn
 	subject string
@@ -36,13 +35,12 @@ type subscription struct {
 	stop   atomic.Pointer[func() bool] // detaches from the caller's ctx
 
 	group *member // nil for fan-out
-	fan   *fanout // nil for a queue-group member
 
 	once sync.Once
 	wg   sync.WaitGroup
 }
 
-// consumeOpts returns the options of a queue-group member's client: long polls
+// consumeOpts returns the options of a subscription's client: long polls
 // that the broker answers as soon as a message is there, fetch_wait
 // bounding an idle one, and a lost position (the log was truncated or the
 // topic recreated) continued from the end. Every fetch names its
@@ -74,20 +72,18 @@ func (c *Conn) Subscribe(ctx context.Context, subject string, h broker.Handler) 
 	if err != nil {
 		return nil, fmt.Errorf("subscribe %s: %w", subject, err)
 	}
-	ps, err := c.topics.parts(ctx, subject)
-	if err != nil {
-		return nil, fmt.Errorf("subscribe %s: %w", subject, err)
+	from := make(map[int32]kgo.Offset, len(ends))
+	for p, off := range ends {
+		from[p] = kgo.NewOffset().At(off)
 	}
-	// A client of its own: its long polls hold a connection that the
-	// producer and other subscriptions do not wait behind.
 	hook := c.health.hook()
-	cl, err := kgo.NewClient(append(c.clientOpts(hook), kgo.MaxVersions(produceByName()))...)
+	cl, err := kgo.NewClient(append(append(c.clientOpts(hook), c.cfg.consumeOpts()...),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{subject: from}))...)
 	if err != nil {
 		return nil, fmt.Errorf("subscribe %s: %w", subject, err)
 	}
 	s := newSubscription(ctx, c, subject, cl, hook, h)
-	s.fan = newFanout(s, ps, ends)
-	if err := c.start(s, s.fan.run); err != nil {
+	if err := c.start(s, s.run); err != nil {
 		return nil, err
 	}
 	s.detachOn(ctx)

@@ -27,8 +27,7 @@ type topics struct {
 	cl  *kgo.Client
 	adm *kadm.Client
 
-	known   sync.Map // topic name → kadm.TopicID: exists, under that ID
-	leaders sync.Map // topic name → *partitions: where to produce and fetch
+	known sync.Map // topic name → kadm.TopicID: exists, under that ID
 
 	mu       sync.Mutex
 	creating map[string]chan struct{} // topics being looked up or created
@@ -118,10 +117,9 @@ func (ts *topics) create(ctx context.Context, name string) (kadm.TopicID, error)
 
 // topicState is what the cluster says about one topic.
 type topicState struct {
-	id      kadm.TopicID
-	parts   int
-	leaders []int32 // by partition; -1: none now
-	err     error   // kerr.UnknownTopicOrPartition: the cluster has no such topic
+	id    kadm.TopicID
+	parts int
+	err   error // kerr.UnknownTopicOrPartition: the cluster has no such topic
 }
 
 // lookup asks the cluster about topics, bypassing franz-go's metadata
@@ -143,20 +141,9 @@ func (ts *topics) lookup(ctx context.Context, names ...string) (map[string]topic
 		found[n] = topicState{err: kerr.UnknownTopicOrPartition}
 	}
 	for _, t := range res.Topics {
-		if t.Topic == nil {
-			continue
+		if t.Topic != nil {
+			found[*t.Topic] = topicState{id: t.TopicID, parts: len(t.Partitions), err: kerr.ErrorForCode(t.ErrorCode)}
 		}
-		st := topicState{id: t.TopicID, parts: len(t.Partitions), err: kerr.ErrorForCode(t.ErrorCode)}
-		st.leaders = make([]int32, len(t.Partitions))
-		for _, p := range t.Partitions {
-			if int(p.Partition) < len(st.leaders) {
-				st.leaders[p.Partition] = p.Leader
-				if p.ErrorCode != 0 {
-					st.leaders[p.Partition] = -1
-				}
-			}
-		}
-		found[*t.Topic] = st
 	}
 	return found, nil
 }
