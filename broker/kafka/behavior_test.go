@@ -16,7 +16,7 @@ import (
 
 func TestMaxMessageBytesOption(t *testing.T) {
 	c := startCluster(t)
-	b := dial(t, c.url+"?max_message_bytes=4096")
+	b := dial(t, c.url+"?max_message_bytes=4096&partitions=1")
 	defer b.Close()
 	if got := broker.MaxMessageBytes(b); got != 4096 {
 		t.Fatalf("MaxMessageBytes() = %d, want 4096", got)
@@ -30,8 +30,9 @@ func TestMaxMessageBytesOption(t *testing.T) {
 	if _, err := b.Subscribe(ctx, "limit.test", func(_ context.Context, d []byte) { got <- len(d) }); err != nil {
 		t.Fatal(err)
 	}
-	// Several at the limit in one produce request: each needs its own
-	// record batch, or the topic's max.message.bytes refuses them.
+	// Several at the limit for one partition (the topic has one), published
+	// together: each needs a record batch of its own, or the topic's
+	// max.message.bytes refuses them.
 	for range 4 {
 		if err := b.Publish(ctx, "limit.test", make([]byte, 4096)); err != nil {
 			t.Fatal(err)
