@@ -95,7 +95,7 @@ func (t *directTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 func (t *directTransport) exchange(c *directConn, req *http.Request) (_ *http.Response, answered bool, _ error) {
 	// A cancelled call interrupts the connection's reads and writes; the
 	// connection is then not kept.
-	stop := context.AfterFunc(req.Context(), func() { c.SetDeadline(time.Unix(1, 0)) })
+	stop := context.AfterFunc(req.Context(), func() { _ = c.SetDeadline(time.Unix(1, 0)) })
 	err := req.Write(c.bw)
 	if err == nil {
 		err = c.bw.Flush()
@@ -103,7 +103,7 @@ func (t *directTransport) exchange(c *directConn, req *http.Request) (_ *http.Re
 	if err != nil {
 		// An application may answer (401, 413) and close before it has
 		// read the whole request: its answer, if it sent one, is the call's.
-		c.SetReadDeadline(time.Now().Add(earlyAnswerWait))
+		_ = c.SetReadDeadline(time.Now().Add(earlyAnswerWait)) // a closed connection fails the read below
 		if resp, rerr := http.ReadResponse(c.br, req); rerr == nil && resp.StatusCode >= 200 {
 			resp.Body = &directBody{ReadCloser: resp.Body, t: t, c: c, stop: stop, ctx: req.Context()}
 			return resp, true, nil

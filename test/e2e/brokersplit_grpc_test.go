@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 
 	"github.com/busmesh/busmesh/test/testpb"
@@ -49,16 +48,7 @@ func TestBrokerSplitGRPC(t *testing.T) {
 			m.caller = startSidecar(t, "grpc-caller", grpcBrokerSplitCallerConfig, map[string]string{
 				"id": unique("gcaller"), "broker": primary.url, "service": m.service, "grpc": grpcAddr, "url": second.url,
 			})
-			dial := func(opts ...grpc.DialOption) testpb.EchoClient {
-				conn, err := grpc.NewClient(grpcAddr, append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))...)
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() { conn.Close() })
-				return testpb.NewEchoClient(conn)
-			}
-			m.client = dial(grpc.WithAuthority(m.service + ".mesh"))
-			m.byRoute = dial()
+			m.connect(t, grpcAddr)
 			var header metadata.MD
 			eventually(t, 20*time.Second, "the service on "+second.name+" answers", func() bool {
 				_, err := m.client.Unary(testCtx(t, 5*time.Second), &testpb.EchoRequest{Message: "hello"}, grpc.Header(&header))

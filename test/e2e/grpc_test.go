@@ -78,8 +78,15 @@ func startGRPCMeshWith(t *testing.T, b brokerCase, bin string) *grpcMesh {
 	m.caller = startSidecarWith(t, bin, "grpc-caller", grpcCallerConfig, map[string]string{
 		"id": unique("gcaller"), "broker": b.url, "service": m.service, "grpc": grpcAddr,
 	})
+	m.connect(t, grpcAddr)
+	return m
+}
+
+// connect gives m its clients of the ambassador's gRPC port at addr: one
+// naming the service in :authority, one routed by the port.
+func (m *grpcMesh) connect(t *testing.T, addr string) {
 	dial := func(opts ...grpc.DialOption) testpb.EchoClient {
-		conn, err := grpc.NewClient(grpcAddr, append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))...)
+		conn, err := grpc.NewClient(addr, append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))...)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -88,7 +95,6 @@ func startGRPCMeshWith(t *testing.T, b brokerCase, bin string) *grpcMesh {
 	}
 	m.client = dial(grpc.WithAuthority(m.service + ".mesh"))
 	m.byRoute = dial()
-	return m
 }
 
 func TestGRPC(t *testing.T) {
