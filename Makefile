@@ -21,10 +21,13 @@ build:
 	$(GO) build -o bin/busmesh ./cmd/busmesh
 
 # The race detector on everything, then a short fuzz run of the envelope
-# decoder. With T set, only the named tests run.
+# decoder. With T set, only the named tests run. One package at a time
+# (-p 1): the end-to-end, fault and hostile suites each load the machine's
+# cores with real processes, and their timing bounds assume they do not
+# share them with another suite.
 test:
 ifeq ($(T),)
-	$(GO) test -race -count=1 -timeout 40m $(PKG)
+	$(GO) test -race -count=1 -p 1 -timeout 40m $(PKG)
 	cd deploy/validate && $(GO) test -count=1 ./...
 	$(MAKE) fuzz
 else

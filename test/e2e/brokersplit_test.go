@@ -178,7 +178,19 @@ func testBrokerSplit(t *testing.T, primary, second brokerCase, lb string) {
 	shift("broker:" + second.name + "=10")
 	phase.Store(1)
 	before := [2]float64{served(0), served(1)}
-	time.Sleep(10 * time.Second)
+	// Enough calls for the share to be judged within ±2 % (2,500: the
+	// bar is three standard deviations), however busy the machine.
+	for end := time.Now().Add(40 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		mu.Lock()
+		n := 0
+		for _, c := range got[1] {
+			n += c
+		}
+		mu.Unlock()
+		if n >= 2500 {
+			break
+		}
+	}
 	// The adapters' counts before the cut-over: after it, every call
 	// would add to the second's.
 	during := [2]float64{served(0) - before[0], served(1) - before[1]}
@@ -205,7 +217,7 @@ func testBrokerSplit(t *testing.T, primary, second brokerCase, lb string) {
 		t.Errorf("before the shift: %v, want every call on the primary", got[0])
 	}
 	if len(got[1]) != 2 || n1 < 2000 {
-		t.Errorf("at 10 %%: %v, want calls on both (at least 2,000 in all)", got[1])
+		t.Errorf("at 10 %%: %v, want calls on both (at least 2,000 in all, in 40 s)", got[1])
 	}
 	if math.Abs(share-0.10) > 0.02 || math.Abs(adapterShare-0.10) > 0.02 {
 		t.Errorf("at 10 %%: %.2f%% by the answers, %.2f%% by the adapters' counts; want 10 %% ± 2", 100*share, 100*adapterShare)

@@ -9,7 +9,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -26,6 +25,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/busmesh/busmesh/broker/brokertest"
+
+	"github.com/busmesh/busmesh/test/testport"
 )
 
 // binary is the busmesh binary built by TestMain, with the race detector
@@ -140,12 +141,11 @@ func envOr(key, def string) string {
 // freePort returns a loopback address nobody listens on now.
 func freePort(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := testport.Free()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return addr
 }
 
 // sidecar is a running `busmesh sidecar` process.

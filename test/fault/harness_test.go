@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -19,6 +18,8 @@ import (
 	"time"
 
 	"github.com/busmesh/busmesh/broker/brokertest"
+
+	"github.com/busmesh/busmesh/test/testport"
 )
 
 // brokerCase is one broker the cases run over.
@@ -58,12 +59,11 @@ func envOr(key, def string) string {
 
 func freePort(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := testport.Free()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return addr
 }
 
 // waitUntil polls cond until it holds, failing the test after d.

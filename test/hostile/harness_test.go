@@ -11,7 +11,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -31,6 +30,8 @@ import (
 	"github.com/busmesh/busmesh/broker/brokertest"
 	_ "github.com/busmesh/busmesh/broker/nats"
 	busmeshv1 "github.com/busmesh/busmesh/proto/busmesh/v1"
+
+	"github.com/busmesh/busmesh/test/testport"
 )
 
 // binary is the busmesh binary TestMain builds (without the race
@@ -91,12 +92,11 @@ func unique(prefix string) string {
 // freePort returns a loopback address nobody listens on now.
 func freePort(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := testport.Free()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return addr
 }
 
 // sidecar is a running `busmesh sidecar` process.
