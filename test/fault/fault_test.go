@@ -121,12 +121,16 @@ func rollingRestart(t *testing.T, b brokerCase) {
 }
 
 // slowInstance: one instance turns slow (500 ms): the balancer, the
-// per-try timeout and ejection take it out; the p99 stays within 2× the
-// healthy p99 (or 250 ms, on a busy machine: half the slow instance's
-// time, so a slow instance left in the picks still fails the case).
+// per-try timeout and ejection take it out. Each caller may be caught
+// once, by a call in flight on the instance when it turned slow or sent
+// there before any of its calls could be late; beyond those, at most 1 %
+// of the calls may take over 2× the healthy p99 (or 250 ms, on a busy
+// machine: half the slow instance's time, so a slow instance left in the
+// picks, which takes a third of the calls, still fails the case).
 func slowInstance(t *testing.T, b brokerCase) {
+	const callers = 8
 	m := startMesh(t, meshOptions{broker: b.url, lb: "direct", policy: resilient})
-	l := m.startLoad(8, get)
+	l := m.startLoad(callers, get)
 	start := time.Now()
 	time.Sleep(*duration / 2)
 	healthy := summarize(l.since(start))
@@ -134,12 +138,21 @@ func slowInstance(t *testing.T, b brokerCase) {
 	m.apps[0].setMode(modeSlow)
 	time.Sleep(*duration)
 	l.stop()
-	s := summarize(l.since(slowFrom))
+	rs := l.since(slowFrom)
+	s := summarize(rs)
+	limit := max(2*healthy.p99, 250*time.Millisecond)
+	slow := 0
+	for _, r := range rs {
+		if r.latency > limit {
+			slow++
+		}
+	}
 	report(t, "healthy", healthy)
-	report(t, "one instance slow (500ms)", s)
+	report(t, fmt.Sprintf("one instance slow (500ms), %d calls over %v", slow, limit.Round(time.Millisecond)), s)
 	checkAnswered(t, s)
-	if limit := max(2*healthy.p99, 250*time.Millisecond); s.p99 > limit {
-		t.Errorf("p99 %v with a slow instance, over %v (2× the healthy %v)", s.p99, limit, healthy.p99)
+	if allowed := callers + s.calls/100; slow > allowed {
+		t.Errorf("%d of %d calls took over %v (2× the healthy p99 %v) with a slow instance, want at most %d (one per caller, and 1 %%)",
+			slow, s.calls, limit, healthy.p99, allowed)
 	}
 }
 
