@@ -156,7 +156,9 @@ func newApp(cfg *config.Adapter) (app, error) {
 }
 
 // readings are the load figures announced with the instance.
-func (a *Adapter) readings() (int, time.Duration) { return a.pool.busyNow(), a.latency.TakeMedian() }
+func (a *Adapter) readings() discovery.Load {
+	return discovery.Load{Inflight: a.pool.busyNow(), P50: a.latency.TakeMedian(), ServiceTime: a.pool.cost.get()}
+}
 
 // reject counts and logs (rate-limited) an envelope taken off the bus and
 // dropped.

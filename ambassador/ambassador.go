@@ -148,7 +148,7 @@ func New(ctx context.Context, o Options) (*Ambassador, error) {
 	if a.tracer != nil { // off, the pipeline is as if tracing did not exist
 		mw = append(mw, a.traced)
 	}
-	a.invoke = chain(a.roundTrip, append(mw, a.chooseBroker, a.requireBroker, a.routeTraffic, a.requireHealthy, a.breaking, a.retrying)...)
+	a.invoke = chain(a.roundTrip, append(mw, a.chooseBroker, a.requireBroker, a.routeTraffic, a.requireHealthy, a.withinCapacity, a.breaking, a.retrying)...)
 	in, err := newInbox(ctx, a.pub, subjects.Inbox(o.Sidecar), o.Sidecar, logger, o.Metrics, o.Security)
 	if err != nil {
 		return nil, fmt.Errorf("ambassador inbox: %w", err)

@@ -165,6 +165,10 @@ type serviceState struct {
 	brk     breaker
 	slots   chan struct{} // max_concurrent; nil when unbounded
 	pending atomic.Int64  // calls waiting for a slot
+	// inflight and room are withinCapacity's: this ambassador's calls in
+	// flight, and what the instances announce they can take.
+	inflight atomic.Int64
+	room     room
 }
 
 // serviceOf returns the state of c's service on c's broker, made on first

@@ -34,7 +34,19 @@ type Self struct {
 }
 
 // Readings are an adapter's current load, sent with each announcement.
-type Readings func() (inflight int, p50 time.Duration)
+type Readings func() Load
+
+// Load is what an adapter measures of itself.
+type Load struct {
+	// Inflight is the calls being made to the application now.
+	Inflight int
+	// P50 is the application's median time over the last interval (0 when
+	// it served none).
+	P50 time.Duration
+	// ServiceTime is the moving estimate of how long a call holds a
+	// concurrency slot (0 before the first call); it stays while idle.
+	ServiceTime time.Duration
+}
 
 // Ping answers are coalesced: those asked within answerDelay (plus up to
 // as much again, at random, so a service's adapters do not answer in one
@@ -98,7 +110,7 @@ func NewAnnouncer(b broker.Broker, self Self, interval time.Duration, readings R
 		logger = slog.New(slog.DiscardHandler)
 	}
 	if readings == nil {
-		readings = func() (int, time.Duration) { return 0, 0 }
+		readings = func() Load { return Load{} }
 	}
 	return &Announcer{
 		b: b, subjects: broker.NewSubjects(self.Mesh), self: self, interval: interval, readings: readings,
@@ -308,24 +320,25 @@ func (a *Announcer) loop() {
 
 // send publishes an announcement of kind to subject.
 func (a *Announcer) send(ctx context.Context, kind busmeshv1.Announcement_Kind, subject string) error {
-	inflight, p50 := a.readings()
+	load := a.readings()
 	a.mu.Lock()
 	a.seq++
 	msg := &busmeshv1.Announcement{
-		Kind:        kind,
-		Service:     a.self.Service,
-		Instance:    a.self.Instance,
-		Version:     a.self.Version,
-		Labels:      a.self.Labels,
-		Zone:        a.self.Zone,
-		Sidecar:     a.self.Sidecar,
-		Incarnation: a.incarnation,
-		Healthy:     a.healthy,
-		Inflight:    uint32(max(inflight, 0)),
-		Concurrency: uint32(max(a.self.Concurrency, 0)),
-		IntervalMs:  uint32(a.interval.Milliseconds()),
-		Seq:         a.seq,
-		P50Micros:   uint64(p50.Microseconds()),
+		Kind:              kind,
+		Service:           a.self.Service,
+		Instance:          a.self.Instance,
+		Version:           a.self.Version,
+		Labels:            a.self.Labels,
+		Zone:              a.self.Zone,
+		Sidecar:           a.self.Sidecar,
+		Incarnation:       a.incarnation,
+		Healthy:           a.healthy,
+		Inflight:          uint32(max(load.Inflight, 0)),
+		Concurrency:       uint32(max(a.self.Concurrency, 0)),
+		IntervalMs:        uint32(a.interval.Milliseconds()),
+		Seq:               a.seq,
+		P50Micros:         uint64(load.P50.Microseconds()),
+		ServiceTimeMicros: uint64(load.ServiceTime.Microseconds()),
 	}
 	a.mu.Unlock()
 	// What goes to one asker carries the certificate: it may not have it.

@@ -26,6 +26,9 @@ type Instance struct {
 	Inflight    int
 	Concurrency int
 	P50         time.Duration // the application's median time, last interval
+	// ServiceTime is how long a call holds one of the instance's
+	// Concurrency slots, as its adapter estimates; 0 before its first call.
+	ServiceTime time.Duration
 	LastSeen    time.Time
 	TTL         time.Duration // forgotten when not heard from for this long
 	// Conflict names another live sidecar ("sidecar/incarnation") that
@@ -155,10 +158,15 @@ func (o owner) String() string {
 
 // entry is one instance in the registry.
 type entry struct {
-	inst     Instance
-	owner    owner
-	seq      uint64
-	deadline time.Duration // end of life, since the registry's epoch
+	inst Instance
+	// shownConcurrency and shownServiceTime are inst's as the service's
+	// snapshot last copied them: new readings are compared with what
+	// callers see (capacityMoved).
+	shownConcurrency int
+	shownServiceTime time.Duration
+	owner            owner
+	seq              uint64
+	deadline         time.Duration // end of life, since the registry's epoch
 
 	// The expiry wheel's links.
 	slot       int64
@@ -370,19 +378,32 @@ func (r *Registry) add(s *service, a *busmeshv1.Announcement, from owner, now ti
 func byName(e *entry, name string) int { return cmp.Compare(e.inst.Name, name) }
 
 // refresh records an owner's hello about its entry: the lifetime starts
-// again; the snapshot is rebuilt only if health, version, zone or labels
-// changed (the load readings are not worth a rebuild).
+// again; the snapshot is rebuilt only if health, version, zone, labels or
+// capacity changed (the load readings are not worth a rebuild).
 func (r *Registry) refresh(s *service, e *entry, a *busmeshv1.Announcement, now time.Time) bool {
 	old := e.inst
 	setFields(&e.inst, a)
+	old.Concurrency, old.ServiceTime = e.shownConcurrency, e.shownServiceTime
 	e.seq = a.Seq
 	r.stamp(e, a, now)
 	r.wheel.move(e)
 	changed := old.Healthy != e.inst.Healthy || old.Version != e.inst.Version || old.Zone != e.inst.Zone
-	if changed || !maps.Equal(old.Labels, e.inst.Labels) {
+	if changed || !maps.Equal(old.Labels, e.inst.Labels) || capacityMoved(&old, &e.inst) {
 		r.markDirty(s)
 	}
 	return changed
+}
+
+// capacityMoved reports whether what an instance can take moved enough
+// since its snapshot was made for the snapshot to follow: its concurrency
+// changed, it measured its first call, or its service time moved by more
+// than half.
+// Callers size what they send it from these (ambassador/capacity.go).
+func capacityMoved(old, now *Instance) bool {
+	if old.Concurrency != now.Concurrency || (old.ServiceTime == 0) != (now.ServiceTime == 0) {
+		return true
+	}
+	return 2*now.ServiceTime > 3*old.ServiceTime || 3*now.ServiceTime < 2*old.ServiceTime
 }
 
 // setFields copies what an owner says of its instance.
@@ -393,6 +414,7 @@ func setFields(in *Instance, a *busmeshv1.Announcement) {
 	}
 	in.Inflight, in.Concurrency = int(a.Inflight), int(a.Concurrency)
 	in.P50 = time.Duration(a.P50Micros) * time.Microsecond
+	in.ServiceTime = time.Duration(min(a.ServiceTimeMicros, uint64(time.Hour/time.Microsecond))) * time.Microsecond
 }
 
 // stamp starts an entry's lifetime now.
@@ -528,6 +550,7 @@ func (r *Registry) flushLocked() {
 func (r *Registry) publish(s *service, at time.Duration) {
 	healthy := make([]Instance, 0, len(s.sorted))
 	for _, e := range s.sorted {
+		e.shownConcurrency, e.shownServiceTime = e.inst.Concurrency, e.inst.ServiceTime
 		if e.inst.Healthy && e.suspectUntil <= at {
 			healthy = append(healthy, e.inst)
 		}

@@ -135,3 +135,50 @@ func TestRegistryChurn(t *testing.T) {
 		t.Errorf("after every instance said goodbye last, Instances = %v", names(got))
 	}
 }
+
+// TestRegistrySnapshotFollowsCapacity: load readings do not rebuild the
+// healthy snapshot, but what an instance can take does once it moves
+// enough from what the snapshot shows: its concurrency, its first measured
+// service time, and a drift of more than half, step by small step.
+func TestRegistrySnapshotFollowsCapacity(t *testing.T) {
+	c := &clock{}
+	r := discovery.NewRegistry(c.now)
+	seq := uint64(0)
+	say := func(concurrency uint32, serviceTime time.Duration, inflight uint32) {
+		seq++
+		a := hello("orders", "a", true, seq)
+		a.Concurrency, a.ServiceTimeMicros, a.Inflight = concurrency, uint64(serviceTime.Microseconds()), inflight
+		r.Apply(a)
+	}
+	shown := func() (int, time.Duration) {
+		h := r.Healthy("orders")
+		if len(h) != 1 {
+			t.Fatalf("healthy %v", names(h))
+		}
+		return h[0].Concurrency, h[0].ServiceTime
+	}
+	ms := time.Millisecond
+	say(4, 0, 0)
+	say(4, 0, 3) // a load reading only
+	if n, st := shown(); n != 4 || st != 0 {
+		t.Fatalf("snapshot shows %d, %v; want 4, 0", n, st)
+	}
+	say(4, 50*ms, 1)
+	if _, st := shown(); st != 50*ms {
+		t.Errorf("first measured service time: snapshot shows %v, want 50ms", st)
+	}
+	for _, st := range []time.Duration{45 * ms, 40 * ms, 36 * ms} { // each step under a third
+		say(4, st, 0)
+	}
+	if _, st := shown(); st != 50*ms {
+		t.Errorf("a drift within a third: snapshot shows %v, want 50ms still", st)
+	}
+	say(4, 32*ms, 0) // under two thirds of 50 ms
+	if _, st := shown(); st != 32*ms {
+		t.Errorf("a drift past a third: snapshot shows %v, want 32ms", st)
+	}
+	say(8, 32*ms, 0)
+	if n, _ := shown(); n != 8 {
+		t.Errorf("concurrency 4 → 8: snapshot shows %d", n)
+	}
+}

@@ -21,6 +21,10 @@ type Resilience struct {
 	// BreakerRefused counts calls a breaker answered at once, by service
 	// and reason (circuit-open, overloaded).
 	BreakerRefused *prometheus.CounterVec // service, reason
+	// Shed counts calls an ambassador answered overloaded without sending
+	// them: it alone had more in flight than the service's healthy
+	// instances announce they can take before the call's deadline.
+	Shed *prometheus.CounterVec // service
 	// Ejections counts instances ejected by outlier detection; Ejected is
 	// how many are out now.
 	Ejections *prometheus.CounterVec // service
@@ -58,6 +62,10 @@ func newResilience(register func(prometheus.Collector)) *Resilience {
 			Name: "busmesh_circuit_breaker_refused_total",
 			Help: "Calls a circuit breaker answered at once, by target service and reason (circuit-open, overloaded).",
 		}, []string{"service", "reason"}),
+		Shed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "busmesh_ambassador_shed_total",
+			Help: "Calls answered overloaded without being sent: the ambassador alone had more in flight than the service's healthy instances announce they can take before the call's deadline.",
+		}, []string{"service"}),
 		Ejections: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "busmesh_outlier_ejections_total",
 			Help: "Instances ejected by outlier detection, by service.",
@@ -84,6 +92,7 @@ func newResilience(register func(prometheus.Collector)) *Resilience {
 	register(r.BudgetRemaining)
 	register(r.BreakerState)
 	register(r.BreakerRefused)
+	register(r.Shed)
 	register(r.Ejections)
 	register(r.Ejected)
 	register(r.Duplicates)

@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -48,7 +50,7 @@ func TestOverload(t *testing.T) {
 			startSidecarWith(t, plainBinary, "callee", overloadCalleeConfig, map[string]string{
 				"id": unique("busy"), "broker": b.url, "service": service, "target": app.URL,
 			})
-			startSidecarWith(t, plainBinary, "caller", callerConfig, map[string]string{
+			startSidecarWith(t, plainBinary, "caller", strings.Replace(callerConfig, "level: debug", "level: info", 1), map[string]string{
 				"id": unique("caller"), "broker": b.url, "service": service, "http": freePort(t), "port": port,
 			})
 			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 500}}
@@ -56,7 +58,7 @@ func TestOverload(t *testing.T) {
 			var mu sync.Mutex
 			var ok, overloaded, other, late int
 			others := map[string]int{}
-			var refusals []time.Duration
+			var refusals, firstWave []time.Duration
 			slowAt := map[int]int{}
 			end := time.Now().Add(*overloadFor)
 			var wg sync.WaitGroup
@@ -83,6 +85,9 @@ func TestOverload(t *testing.T) {
 						case reason == "overloaded":
 							overloaded++
 							refusals = append(refusals, took)
+							if start.Sub(began) < time.Second {
+								firstWave = append(firstWave, took)
+							}
 							if took > 50*time.Millisecond {
 								slowAt[int(start.Sub(began)/time.Second)]++
 							}
@@ -110,6 +115,11 @@ func TestOverload(t *testing.T) {
 				p95 = refusals[len(refusals)*95/100]
 			}
 			t.Logf("%s: overloaded answers over 50ms, by the second of the run their call was sent in: %v", b.name, slowAt)
+			if n := len(firstWave); n > 0 {
+				sort.Slice(firstWave, func(i, j int) bool { return firstWave[i] < firstWave[j] })
+				t.Logf("%s: the first second's %d overloaded answers: p10 %v, p50 %v, p90 %v, max %v", b.name, n,
+					firstWave[n/10].Round(time.Millisecond), firstWave[n/2].Round(time.Millisecond), firstWave[n*9/10].Round(time.Millisecond), firstWave[n-1].Round(time.Millisecond))
+			}
 			t.Logf("%s: %.0f calls/s served (capacity 80), %d overloaded (%d within 50ms, p95 %v), %d other failures %v, %d answered after 2.25s, at most %d calls in the app at once",
 				b.name, float64(ok)/secs, overloaded, fast, p95.Round(time.Millisecond), other, others, late, maxInApp.Load())
 			// The bars are 80 % of capacity and 95 % of refusals within 50 ms
@@ -136,5 +146,82 @@ func TestOverload(t *testing.T) {
 				t.Errorf("%d calls answered after their 2s deadline", late)
 			}
 		})
+	}
+}
+
+// TestOverloadAnnouncedCapacity: the ambassador refuses at once, without
+// sending them, the calls beyond what the service's instances announce
+// they can take before the calls' deadlines (its concurrency, and the line
+// it lets wait), and only those:
+//   - a cold burst of 200 calls at one instance that serves 4 at a time and
+//     has measured nothing yet: the excess is answered overloaded, much of
+//     it by the ambassador (busmesh_ambassador_shed_total);
+//   - the same instance, measured and then idle for several announcement
+//     intervals (its median time falls to 0; its service time does not):
+//     a burst of 60 calls that all fit in their 2 s deadline is served
+//     whole, none refused by the ambassador.
+func TestOverloadAnnouncedCapacity(t *testing.T) {
+	b := brokers(t)[0]
+	requireBroker(t, b)
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		time.Sleep(50 * time.Millisecond)
+		io.WriteString(w, "served")
+	}))
+	t.Cleanup(app.Close)
+	service, port := unique("room"), freePort(t)
+	startSidecarWith(t, plainBinary, "callee", overloadCalleeConfig+"discovery:\n  interval: 500ms\n", map[string]string{
+		"id": unique("room"), "broker": b.url, "service": service, "target": app.URL,
+	})
+	caller := startSidecarWith(t, plainBinary, "caller", callerConfig, map[string]string{
+		"id": unique("caller"), "broker": b.url, "service": service, "http": freePort(t), "port": port,
+	})
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 200}}
+	t.Cleanup(client.CloseIdleConnections)
+	burst := func(n int) map[string]int {
+		var mu sync.Mutex
+		got := map[string]int{}
+		var wg sync.WaitGroup
+		for range n {
+			wg.Go(func() {
+				req, _ := http.NewRequest("GET", "http://"+port+"/", nil)
+				req.Header.Set("X-Busmesh-Timeout", "2s")
+				what := "error"
+				if resp, err := client.Do(req); err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					what = strconv.Itoa(resp.StatusCode) + " " + resp.Header.Get("X-Busmesh-Error")
+				}
+				mu.Lock()
+				got[what]++
+				mu.Unlock()
+			})
+		}
+		wg.Wait()
+		return got
+	}
+	shed := `busmesh_ambassador_shed_total{service="` + service + `"}`
+
+	cold := burst(200)
+	coldShed := caller.metric(shed)
+	t.Logf("cold burst of 200: %v, %v shed by the ambassador", cold, coldShed)
+	if cold["200 "] == 0 || cold["503 overloaded"] == 0 || cold["200 "]+cold["503 overloaded"] != 200 {
+		t.Errorf("cold burst: %v, want served and overloaded calls only", cold)
+	}
+	if coldShed == 0 {
+		t.Errorf("cold burst: no call shed by the ambassador, want the excess over 4 serving and 4 waiting (twice) refused before sending")
+	}
+
+	// Measured and announced, then idle for three intervals.
+	for range 4 {
+		burst(4)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	warm := burst(60)
+	t.Logf("burst of 60 after idling: %v, %v shed by the ambassador", warm, caller.metric(shed)-coldShed)
+	if warm["200 "] != 60 {
+		t.Errorf("burst of 60 that fits the deadline: %v, want all 60 served", warm)
+	}
+	if n := caller.metric(shed) - coldShed; n != 0 {
+		t.Errorf("%v calls of a burst that fits shed by the ambassador, want 0", n)
 	}
 }

@@ -112,6 +112,11 @@ type Announcement struct {
 	// the word of any other sender about it is ignored. On a ping, the
 	// asker's.
 	Incarnation string `protobuf:"bytes,14,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	// service_time_micros is the adapter's moving estimate of how long one
+	// call holds one of its concurrency slots, in microseconds; 0 before it
+	// has served a call. Unlike p50_micros it does not fall to 0 while the
+	// instance is idle: callers size what the instance can take from it.
+	ServiceTimeMicros uint64 `protobuf:"varint,21,opt,name=service_time_micros,json=serviceTimeMicros,proto3" json:"service_time_micros,omitempty"`
 	// reply_to, on a ping, is where the answers go; instance, when set, asks
 	// only that instance.
 	ReplyTo string `protobuf:"bytes,15,opt,name=reply_to,json=replyTo,proto3" json:"reply_to,omitempty"`
@@ -264,6 +269,13 @@ func (x *Announcement) GetIncarnation() string {
 	return ""
 }
 
+func (x *Announcement) GetServiceTimeMicros() uint64 {
+	if x != nil {
+		return x.ServiceTimeMicros
+	}
+	return 0
+}
+
 func (x *Announcement) GetReplyTo() string {
 	if x != nil {
 		return x.ReplyTo
@@ -311,7 +323,7 @@ var File_busmesh_v1_discovery_proto protoreflect.FileDescriptor
 const file_busmesh_v1_discovery_proto_rawDesc = "" +
 	"\n" +
 	"\x1abusmesh/v1/discovery.proto\x12\n" +
-	"busmesh.v1\"\x8b\x06\n" +
+	"busmesh.v1\"\xbb\x06\n" +
 	"\fAnnouncement\x121\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1d.busmesh.v1.Announcement.KindR\x04kind\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12\x1a\n" +
@@ -329,7 +341,8 @@ const file_busmesh_v1_discovery_proto_rawDesc = "" +
 	"\x03seq\x18\f \x01(\x04R\x03seq\x12\x1d\n" +
 	"\n" +
 	"p50_micros\x18\r \x01(\x04R\tp50Micros\x12 \n" +
-	"\vincarnation\x18\x0e \x01(\tR\vincarnation\x12\x19\n" +
+	"\vincarnation\x18\x0e \x01(\tR\vincarnation\x12.\n" +
+	"\x13service_time_micros\x18\x15 \x01(\x04R\x11serviceTimeMicros\x12\x19\n" +
 	"\breply_to\x18\x0f \x01(\tR\areplyTo\x12 \n" +
 	"\vcertificate\x18\x10 \x01(\fR\vcertificate\x12.\n" +
 	"\x13timestamp_unix_nano\x18\x11 \x01(\x03R\x11timestampUnixNano\x12\x14\n" +
