@@ -62,3 +62,20 @@ func TestRoomFollowsSnapshot(t *testing.T) {
 		t.Fatalf("limit %d on a new snapshot, want 48", l)
 	}
 }
+
+// BenchmarkRoomLimit prices withinCapacity's check on a call: the sum is
+// kept for the snapshot, so a call costs an atomic load and arithmetic.
+func BenchmarkRoomLimit(b *testing.B) {
+	healthy := make([]discovery.Instance, 50)
+	for i := range healthy {
+		healthy[i] = discovery.Instance{Concurrency: 64, ServiceTime: 5 * time.Millisecond}
+	}
+	var r room
+	deadline := time.Now().Add(time.Minute)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, ok := r.limit(healthy, deadline); !ok {
+			b.Fatal("no limit")
+		}
+	}
+}
