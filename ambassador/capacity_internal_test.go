@@ -24,12 +24,12 @@ func TestRoomLimit(t *testing.T) {
 		{"fresh", []discovery.Instance{in(4, 0)}, soon, 16},
 		{"fresh, no deadline", []discovery.Instance{in(4, 0)}, time.Time{}, 16},
 		// 2 s left, 50 ms a call: 2000-75-10 = 1915 ms, 38 rounds waiting.
-		{"measured", []discovery.Instance{in(4, 50 * time.Millisecond)}, soon, 2 * 4 * 39},
-		{"measured, no deadline", []discovery.Instance{in(4, 50 * time.Millisecond)}, time.Time{}, -1},
-		{"measured, deadline passed", []discovery.Instance{in(4, 50 * time.Millisecond)}, time.Now().Add(-time.Second), 2 * 4},
+		{"measured", []discovery.Instance{in(4, 50*time.Millisecond)}, soon, 2 * 4 * 39},
+		{"measured, no deadline", []discovery.Instance{in(4, 50*time.Millisecond)}, time.Time{}, -1},
+		{"measured, deadline passed", []discovery.Instance{in(4, 50*time.Millisecond)}, time.Now().Add(-time.Second), 2 * 4},
 		// A new instance adds its own round; the measured keep theirs (the
 		// fastest's cost counts for all).
-		{"mixed", []discovery.Instance{in(4, 100 * time.Millisecond), in(2, 0), in(4, 50 * time.Millisecond)}, soon, 2 * (2*2 + 8*39)},
+		{"mixed", []discovery.Instance{in(4, 100*time.Millisecond), in(2, 0), in(4, 50*time.Millisecond)}, soon, 2 * (2*2 + 8*39)},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			var r room
