@@ -130,7 +130,7 @@ func New(ctx context.Context, o Options) (*Ambassador, error) {
 	}
 	a.shadows = newShadows(o)
 	a.mirrors = map[string]*mirrorSender{"": newMirrorSender(a.pub, primary, o.Metrics, logger)}
-	a.primary = &lane{name: primaryLane, pub: a.pub, reg: a.reg, lb: a.lb}
+	a.primary = newLane(primaryLane, a.pub, a.reg, a.lb)
 	a.lanes = map[string]*lane{primaryLane: a.primary}
 	maxMsg := a.pub.MaxMessage()
 	for name, s := range a.shadows {

@@ -3,7 +3,6 @@ package ambassador
 import (
 	"context"
 
-	"github.com/busmesh/busmesh/broker"
 	"github.com/busmesh/busmesh/internal/reason"
 )
 
@@ -15,7 +14,7 @@ import (
 // not refuse calls split onto another.
 func (a *Ambassador) requireBroker(next Invoker) Invoker {
 	return func(ctx context.Context, c *Call) error {
-		if !broker.Connected(c.lane.pub.Broker()) {
+		if !c.lane.up() {
 			return brokerDown(c.lane)
 		}
 		return next(ctx, c)

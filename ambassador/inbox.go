@@ -218,7 +218,7 @@ func (in *Inbox) dispatch(pub *bus.Publisher, data []byte) {
 			}
 			id = r.ID
 		}
-		if p := in.lookup(id); p != nil && in.cameBy(p, pub, len(data)) && in.sentBy(p, &e, from, len(data)) {
+		if p := in.lookup(id); p != nil && in.believe(p, pub, &e, from, len(data)) {
 			if err := p.answer(id, msg); err != nil {
 				in.reject("malformed", len(data), err)
 			}
@@ -234,7 +234,7 @@ func (in *Inbox) dispatch(pub *bus.Publisher, data []byte) {
 			in.answerPing(pub, &f)
 			return
 		}
-		if p := in.lookup(f.ID); p != nil && in.cameBy(p, pub, len(data)) && in.sentBy(p, &e, from, len(data)) {
+		if p := in.lookup(f.ID); p != nil && in.believe(p, pub, &e, from, len(data)) {
 			p.frame(&f)
 		}
 	default:
@@ -242,19 +242,21 @@ func (in *Inbox) dispatch(pub *bus.Publisher, data []byte) {
 	}
 }
 
-// cameBy reports whether an answer or frame for p came over the broker p
-// went over (pub is that broker's publisher). Another broker's copy — a
-// mirror broker, or two brokers bridged — is dropped and counted: it would
-// be a second delivery, or a stranger's.
-func (in *Inbox) cameBy(p *pending, pub *bus.Publisher, size int) bool {
+// believe reports whether an answer or frame for p may be believed. It
+// must come over the broker p went over (pub is that broker's publisher):
+// another broker's copy — a mirror broker, or two brokers bridged — is
+// dropped and counted, as it would be a second delivery, or a stranger's.
+// And with security on it must come from the service p called (sentBy).
+// One lock of p reads both.
+func (in *Inbox) believe(p *pending, pub *bus.Publisher, e *envelope.Envelope, from secure.Sender, size int) bool {
 	p.mu.Lock()
-	via := p.via
+	via, service := p.via, p.service
 	p.mu.Unlock()
-	if via == nil || via == pub {
-		return true
+	if via != nil && via != pub {
+		in.reject("wrong-broker", size, errors.New("an answer for a call over another broker"))
+		return false
 	}
-	in.reject("wrong-broker", size, errors.New("an answer for a call over another broker"))
-	return false
+	return in.sentBy(service, e, from, size)
 }
 
 // answerPing answers a serving adapter's liveness ping: pong while the

@@ -1,6 +1,7 @@
 package ambassador
 
 import (
+	"github.com/busmesh/busmesh/broker"
 	"github.com/busmesh/busmesh/internal/bus"
 	"github.com/busmesh/busmesh/internal/config"
 	"github.com/busmesh/busmesh/internal/discovery"
@@ -21,7 +22,20 @@ type lane struct {
 	pub  *bus.Publisher
 	reg  *discovery.Registry // nil: no discovery over this broker (calls go to the queue subject)
 	lb   *balancer
+	// conn tells whether the broker's connection is up; nil for a backend
+	// that cannot tell. Resolved once, not per call.
+	conn broker.Connectivity
 }
+
+// newLane is the lane of broker name, published to through pub.
+func newLane(name string, pub *bus.Publisher, reg *discovery.Registry, lb *balancer) *lane {
+	conn, _ := pub.Broker().(broker.Connectivity)
+	return &lane{name: name, pub: pub, reg: reg, lb: lb, conn: conn}
+}
+
+// up reports whether the lane's broker connection is up (a backend that
+// cannot tell is taken to be up).
+func (l *lane) up() bool { return l.conn == nil || l.conn.Connected() }
 
 // laneShare is one entry of a route's brokers weights, cumulative.
 type laneShare struct {

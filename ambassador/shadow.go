@@ -35,8 +35,8 @@ func newShadows(o Options) map[string]*shadow {
 		if o.Security != nil {
 			pub.SetSealer(o.Security)
 		}
-		l := &lane{name: name, pub: pub, reg: o.Registries[name],
-			lb: newBalancer(broker.NewSubjects(o.Mesh), o.Logger.With(telemetry.KeyComponent, "ambassador"), o.Metrics.Resilience)}
+		l := newLane(name, pub, o.Registries[name],
+			newBalancer(broker.NewSubjects(o.Mesh), o.Logger.With(telemetry.KeyComponent, "ambassador"), o.Metrics.Resilience))
 		out[name] = &shadow{name: name, b: b, lane: l,
 			out: newMirrorSender(pub, name, o.Metrics, o.Logger.With(telemetry.KeyComponent, "ambassador"))}
 	}

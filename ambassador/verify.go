@@ -50,17 +50,14 @@ func (in *Inbox) bind(e *envelope.Envelope, from secure.Sender) {
 	}
 }
 
-// sentBy reports whether, with security on, an answer or frame for p comes
-// from the service p called: another service of the mesh, whose envelope
-// verifies as its own, must not answer someone else's call. If so, it
-// binds the adapter inbox e names.
-func (in *Inbox) sentBy(p *pending, e *envelope.Envelope, from secure.Sender, size int) bool {
+// sentBy reports whether, with security on, an answer or frame for a call
+// to service comes from that service: another service of the mesh, whose
+// envelope verifies as its own, must not answer someone else's call. If
+// so, it binds the adapter inbox e names.
+func (in *Inbox) sentBy(service string, e *envelope.Envelope, from secure.Sender, size int) bool {
 	if in.guard == nil {
 		return true
 	}
-	p.mu.Lock()
-	service := p.service
-	p.mu.Unlock()
 	if from.Peer.Service() == service {
 		in.bind(e, from)
 		if e.Cred.Cert != nil {
