@@ -214,3 +214,32 @@ func TestWorkersBoundConcurrency(t *testing.T) {
 		t.Fatalf("%d calls served at once, want at most 4", m)
 	}
 }
+
+// Calls handed to idle workers sit in the line until their workers wake,
+// so a steady stream of handoffs may never leave the line empty; they
+// make no standing line. Two handoffs not yet taken for longer than
+// standingAfter, and a third call that finds every worker spoken for: it
+// waits, as its deadline allows (counting every call in the line would
+// refuse it as overload).
+func TestWorkersHandoffsInLineAreNoStandingLine(t *testing.T) {
+	w := newWorkers(2, func(*envelope.Request) {}, func(*envelope.Request, string) {})
+	t0 := time.Unix(1000, 0)
+	w.cost.observe(50 * time.Millisecond)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.started, w.idle = 2, 2 // both workers signalled, neither awake yet
+	w.enqueue(waitingCall{req: &envelope.Request{}, since: t0, handoff: true})
+	w.enqueue(waitingCall{req: &envelope.Request{}, since: t0, handoff: true})
+	now := t0.Add(standingAfter + time.Millisecond)
+	if why := w.admit(&envelope.Request{Deadline: now.Add(2 * time.Second).UnixNano()}, now); why != "" {
+		t.Fatalf("a call behind two handoffs refused: %q; want it waiting", why)
+	}
+	// The same line made of calls that waited is a standing line.
+	w.waiting = w.waiting[:0]
+	w.queued = 0
+	w.enqueue(waitingCall{req: &envelope.Request{}, since: t0})
+	w.enqueue(waitingCall{req: &envelope.Request{}, since: t0})
+	if why := w.admit(&envelope.Request{Deadline: now.Add(2 * time.Second).UnixNano()}, now); why == "" {
+		t.Fatal("a call behind a line standing for over standingAfter admitted; want it refused")
+	}
+}
