@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/url"
 	"strconv"
 	"sync"
@@ -15,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/busmesh/busmesh/broker"
+	"github.com/busmesh/busmesh/internal/coalesce"
 	"github.com/busmesh/busmesh/internal/telemetry"
 )
 
@@ -78,6 +80,8 @@ func Dial(ctx context.Context, rawURL string, logger *slog.Logger, opts ...nats.
 	all := append([]nats.Option{
 		nats.Name("busmesh"),
 		nats.Timeout(timeout),
+		// Concurrent publishes share write system calls (internal/coalesce).
+		nats.SetCustomDialer(&coalesce.Dialer{Dialer: net.Dialer{Timeout: timeout}}),
 		nats.MaxReconnects(-1),
 		nats.CustomReconnectDelay(reconnectDelay),
 		nats.ReconnectBufSize(32 << 20),

@@ -17,6 +17,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/busmesh/busmesh/broker"
+	"github.com/busmesh/busmesh/internal/coalesce"
 	"github.com/busmesh/busmesh/internal/telemetry"
 )
 
@@ -155,6 +156,8 @@ func (c *Conn) connect(ctx context.Context) (*session, error) {
 				return nil, err
 			}
 			_ = conn.SetDeadline(deadline)
+			// Concurrent publishes share write system calls (internal/coalesce).
+			conn = coalesce.Wrap(conn)
 			nc.Store(&conn)
 			return conn, nil
 		},
