@@ -117,7 +117,7 @@ func (c *Conn) Close() error {
 	c.closing = true
 	c.room.Broadcast()
 	c.mu.Unlock()
-	_ = c.Conn.SetWriteDeadline(time.Now().Add(closeFlushWait))
+	_ = c.SetWriteDeadline(time.Now().Add(closeFlushWait)) // the connection's own (Conn does not override it)
 	select {
 	case c.kick <- struct{}{}:
 	default:
