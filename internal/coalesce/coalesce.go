@@ -41,6 +41,10 @@ type Conn struct {
 // the writer: a slow peer holds back the writers, not the memory.
 const maxPending = 1 << 20
 
+// maxSpare is the largest buffer kept for the next batch: one burst of
+// large messages does not hold its memory for the connection's life.
+const maxSpare = 64 << 10
+
 // closeFlushWait bounds how long Close waits to send what is buffered.
 const closeFlushWait = time.Second
 
@@ -92,7 +96,7 @@ func (c *Conn) writeLoop() {
 			_, err = c.Conn.Write(buf)
 		}
 		c.mu.Lock()
-		if cap(buf) <= maxPending {
+		if cap(buf) <= maxSpare {
 			c.spare = buf[:0]
 		}
 		if err != nil && c.err == nil {
