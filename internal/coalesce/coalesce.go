@@ -21,24 +21,33 @@ import (
 // hand, answers being decoded — add theirs first. An idle connection is
 // not delayed: with nothing else ready, the yield returns at once.
 //
-// A write error is returned by the next Write (as a kernel buffer accepts
-// bytes a dead peer never reads), and Close sends what is buffered first.
+// A write error closes the connection, so its reader fails and the client
+// reconnects at once, and it is returned by the next Write (as a kernel
+// buffer accepts bytes a dead peer never reads). Close sends what is
+// buffered first. A write deadline bounds the writer's system calls (a
+// deadline in the past, as tls.Conn.Close sets, still lets Close send what
+// is buffered, within closeFlushWait).
+//
+// The writer runs only while there is something to send: an idle Conn
+// owns no goroutine, so one its client drops without closing it (nats.go
+// does, when a reconnect fails its handshake) is collected, and its socket
+// closed, like a plain one.
 type Conn struct {
 	net.Conn
 
-	mu      sync.Mutex
-	room    sync.Cond // signalled when the buffer is written
-	pending []byte    // written by Write, not yet sent
-	spare   []byte    // the buffer last sent, reused
-	err     error     // the first write error: the connection is broken
-	closing bool
-
-	kick chan struct{} // the writer has work (capacity 1)
-	done chan struct{} // the writer has ended
+	mu       sync.Mutex
+	room     sync.Cond // signalled when a batch is sent and when the writer stops
+	pending  []byte    // written by Write, not yet sent
+	spare    []byte    // a sent buffer, kept for the next batch; never pending's
+	err      error     // the first write error: the connection is broken
+	writing  bool      // a writer goroutine runs
+	closing  bool
+	deadline time.Time // for the writer's system calls (SetWriteDeadline)
+	applied  time.Time // the deadline the connection has now
 }
 
-// maxPending is how much a Conn buffers before Write waits for
-// the writer: a slow peer holds back the writers, not the memory.
+// maxPending is how much a Conn buffers before Write waits for the
+// writer: a slow peer holds back the writers, not the memory.
 const maxPending = 1 << 20
 
 // maxSpare is the largest buffer kept for the next batch: one burst of
@@ -50,49 +59,53 @@ const closeFlushWait = time.Second
 
 // Wrap returns c with its writes coalesced. The Conn owns c from then on.
 func Wrap(c net.Conn) *Conn {
-	cc := &Conn{Conn: c, kick: make(chan struct{}, 1), done: make(chan struct{})}
+	cc := &Conn{Conn: c}
 	cc.room.L = &cc.mu
-	go cc.writeLoop()
 	return cc
 }
 
-// Write appends p to the buffer the writer sends; it waits only while the
-// buffer is full.
+// Write appends p to the buffer the writer sends, starting the writer if
+// none runs; it waits only while the buffer is full.
 func (c *Conn) Write(p []byte) (int, error) {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	for c.err == nil && !c.closing && len(c.pending) >= maxPending {
 		c.room.Wait()
 	}
 	switch {
 	case c.err != nil:
-		err := c.err
-		c.mu.Unlock()
-		return 0, err
+		return 0, c.err
 	case c.closing:
-		c.mu.Unlock()
 		return 0, net.ErrClosed
 	}
 	c.pending = append(c.pending, p...)
-	c.mu.Unlock()
-	select {
-	case c.kick <- struct{}{}:
-	default: // the writer has been told already
+	if !c.writing {
+		c.writing = true
+		go c.writeLoop()
 	}
 	return len(p), nil
 }
 
-// writeLoop sends the buffer whenever there is something in it, until the
-// connection closes or breaks.
+// writeLoop sends the buffer until it is empty or the connection breaks.
 func (c *Conn) writeLoop() {
-	defer close(c.done)
-	for range c.kick {
+	for {
 		runtime.Gosched() // let the goroutines ready now add theirs first
 		c.mu.Lock()
-		buf, closing := c.pending, c.closing
-		c.pending = c.spare[:0]
-		c.mu.Unlock()
+		if len(c.pending) == 0 || c.err != nil {
+			c.writing = false
+			c.room.Broadcast()
+			c.mu.Unlock()
+			return
+		}
+		buf := c.pending
+		c.pending, c.spare = c.spare[:0], nil
 		var err error
-		if len(buf) > 0 {
+		if !c.deadline.Equal(c.applied) {
+			err = c.Conn.SetWriteDeadline(c.deadline)
+			c.applied = c.deadline
+		}
+		c.mu.Unlock()
+		if err == nil {
 			_, err = c.Conn.Write(buf)
 		}
 		c.mu.Lock()
@@ -101,17 +114,36 @@ func (c *Conn) writeLoop() {
 		}
 		if err != nil && c.err == nil {
 			c.err = err
+			_ = c.Conn.Close() // the reader fails too: the client reconnects now
 		}
 		c.room.Broadcast()
 		c.mu.Unlock()
-		if err != nil || closing {
-			return
-		}
 	}
 }
 
-// Close sends what is buffered (waiting at most closeFlushWait), then
-// closes the connection.
+// SetWriteDeadline bounds the writer's system calls from now on; Write
+// itself only appends, so it never blocks on the peer. A deadline already
+// past asks a caller not to block (tls.Conn.Close sets one before its
+// close_notify): the writer still gets closeFlushWait to send what is
+// buffered.
+func (c *Conn) SetWriteDeadline(t time.Time) error {
+	if now := time.Now(); !t.IsZero() && !t.After(now) {
+		t = now.Add(closeFlushWait)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.deadline = t
+	return nil
+}
+
+// SetDeadline sets the read deadline of the connection and the writer's.
+func (c *Conn) SetDeadline(t time.Time) error {
+	_ = c.SetWriteDeadline(t) // never fails
+	return c.Conn.SetReadDeadline(t)
+}
+
+// Close sends what is buffered (waiting at most closeFlushWait, and not
+// at all on a broken connection), then closes the connection.
 func (c *Conn) Close() error {
 	c.mu.Lock()
 	if c.closing {
@@ -119,17 +151,18 @@ func (c *Conn) Close() error {
 		return net.ErrClosed
 	}
 	c.closing = true
-	c.room.Broadcast()
+	c.deadline = time.Now().Add(closeFlushWait)
+	if c.writing {
+		// The running writer may be in a system call under an older
+		// deadline: bound it by the close's.
+		_ = c.Conn.SetWriteDeadline(c.deadline)
+		c.applied = c.deadline
+	}
+	c.room.Broadcast() // writers waiting for room: the connection closes
+	for c.writing && c.err == nil {
+		c.room.Wait()
+	}
 	c.mu.Unlock()
-	_ = c.SetWriteDeadline(time.Now().Add(closeFlushWait)) // the connection's own (Conn does not override it)
-	select {
-	case c.kick <- struct{}{}:
-	default:
-	}
-	select {
-	case <-c.done:
-	case <-time.After(closeFlushWait):
-	}
 	return c.Conn.Close()
 }
 
