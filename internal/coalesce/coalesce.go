@@ -138,7 +138,7 @@ func (c *Conn) SetWriteDeadline(t time.Time) error {
 
 // SetDeadline sets the read deadline of the connection and the writer's.
 func (c *Conn) SetDeadline(t time.Time) error {
-	_ = c.SetWriteDeadline(t) // never fails
+	_ = c.SetWriteDeadline(t)   // never fails
 	return c.SetReadDeadline(t) // the connection's own
 }
 
