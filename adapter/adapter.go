@@ -136,6 +136,7 @@ func New(o Options) (*Adapter, error) {
 	if o.Security != nil {
 		a.announce.WithIdentity(o.Security.Source()) // announcements are signed
 	}
+	a.pool.measured = a.announce.Announce
 	return a, nil
 }
 

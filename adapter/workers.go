@@ -58,6 +58,10 @@ type workers struct {
 	running sync.WaitGroup
 
 	now func() time.Time // time.Now; a test's clock
+	// measured, when set, is told when the first call has been measured:
+	// the adapter announces its service time at once, since callers size
+	// what they send from it (ambassador/capacity.go).
+	measured func()
 }
 
 type waitingCall struct {
@@ -192,7 +196,9 @@ func (w *workers) work(req *envelope.Request) {
 		w.busy.Add(1)
 		start := w.now()
 		w.serve(req)
-		w.cost.observe(w.now().Sub(start))
+		if w.cost.observe(w.now().Sub(start)) && w.measured != nil {
+			w.measured()
+		}
 		w.busy.Add(-1)
 		if req = w.next(); req == nil {
 			return
@@ -297,11 +303,12 @@ type serviceTime struct{ ns atomic.Int64 }
 
 func (s *serviceTime) get() time.Duration { return time.Duration(s.ns.Load()) }
 
-func (s *serviceTime) observe(d time.Duration) {
+// observe adds a measurement; first reports whether it was the first.
+func (s *serviceTime) observe(d time.Duration) (first bool) {
 	old := s.ns.Load()
 	if old == 0 {
-		s.ns.Store(int64(d))
-		return
+		return s.ns.CompareAndSwap(0, max(int64(d), 1))
 	}
-	s.ns.Store(old + (int64(d)-old)/8) // racing updates may lose one: an estimate
+	s.ns.Store(max(old+(int64(d)-old)/8, 1)) // racing updates may lose one: an estimate
+	return false
 }

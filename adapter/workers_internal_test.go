@@ -243,3 +243,22 @@ func TestWorkersHandoffsInLineAreNoStandingLine(t *testing.T) {
 		t.Fatal("a call behind a line standing for over standingAfter admitted; want it refused")
 	}
 }
+
+// The first measured call is reported once (the adapter then announces its
+// service time at once, as callers size what they send from it).
+func TestWorkersReportFirstMeasurement(t *testing.T) {
+	var told atomic.Int32
+	w := newWorkers(2, func(*envelope.Request) {}, func(*envelope.Request, string) {})
+	w.measured = func() { told.Add(1) }
+	for range 5 {
+		w.dispatch(context.Background(), &envelope.Request{})
+	}
+	w.close()
+	w.wait()
+	if n := told.Load(); n != 1 {
+		t.Fatalf("told of the first measurement %d times, want 1", n)
+	}
+	if w.cost.get() <= 0 {
+		t.Fatalf("service time %v after calls, want above 0", w.cost.get())
+	}
+}

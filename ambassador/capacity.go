@@ -23,7 +23,8 @@ import (
 //
 // The count is this ambassador's own, so the check is never stricter than
 // the instances' own admission; calls at a version, and services with an
-// instance that announces no concurrency limit, are not checked.
+// instance that announces no concurrency limit or no service time (an
+// adapter older than the check), are not checked.
 func (a *Ambassador) withinCapacity(next Invoker) Invoker {
 	return func(ctx context.Context, c *Call) error {
 		reg := c.lane.reg
@@ -104,8 +105,8 @@ func sumRoom(healthy []discovery.Instance) *roomOf {
 	for i := range healthy {
 		in := &healthy[i]
 		switch {
-		case in.Concurrency <= 0:
-			of.unbounded = true
+		case in.Concurrency <= 0 || in.NoServiceTime:
+			of.unbounded = true // no limit, or one an older adapter does not size
 			return of
 		case in.ServiceTime <= 0:
 			of.fresh += int64(in.Concurrency)

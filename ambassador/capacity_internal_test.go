@@ -20,6 +20,7 @@ func TestRoomLimit(t *testing.T) {
 	}{
 		{"none known", nil, soon, -1},
 		{"unbounded instance", []discovery.Instance{in(4, 0), in(0, 0)}, soon, -1},
+		{"an adapter that does not announce its service time", []discovery.Instance{in(4, 0), {Concurrency: 4, NoServiceTime: true}}, soon, -1},
 		// Unmeasured, an adapter serves 4 and lets 4 wait: 8, twice.
 		{"fresh", []discovery.Instance{in(4, 0)}, soon, 16},
 		{"fresh, no deadline", []discovery.Instance{in(4, 0)}, time.Time{}, 16},

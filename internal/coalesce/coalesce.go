@@ -43,7 +43,7 @@ type Conn struct {
 	writing  bool      // a writer goroutine runs
 	closing  bool
 	deadline time.Time // for the writer's system calls (SetWriteDeadline)
-	applied  time.Time // the deadline the connection has now
+	dirty    bool      // deadline is not yet the connection's
 }
 
 // maxPending is how much a Conn buffers before Write waits for the
@@ -100,9 +100,9 @@ func (c *Conn) writeLoop() {
 		buf := c.pending
 		c.pending, c.spare = c.spare[:0], nil
 		var err error
-		if !c.deadline.Equal(c.applied) {
+		if c.dirty {
 			err = c.Conn.SetWriteDeadline(c.deadline)
-			c.applied = c.deadline
+			c.dirty = false
 		}
 		c.mu.Unlock()
 		if err == nil {
@@ -132,7 +132,7 @@ func (c *Conn) SetWriteDeadline(t time.Time) error {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.deadline = t
+	c.deadline, c.dirty = t, true
 	return nil
 }
 
@@ -151,13 +151,10 @@ func (c *Conn) Close() error {
 		return net.ErrClosed
 	}
 	c.closing = true
-	c.deadline = time.Now().Add(closeFlushWait)
-	if c.writing {
-		// The running writer may be in a system call under an older
-		// deadline: bound it by the close's.
-		_ = c.Conn.SetWriteDeadline(c.deadline)
-		c.applied = c.deadline
-	}
+	// The running writer may be in a system call under an older deadline:
+	// bound it by the close's.
+	c.deadline, c.dirty = time.Now().Add(closeFlushWait), false
+	_ = c.Conn.SetWriteDeadline(c.deadline)
 	c.room.Broadcast() // writers waiting for room: the connection closes
 	for c.writing && c.err == nil {
 		c.room.Wait()

@@ -202,3 +202,22 @@ func TestSlowPeerHoldsWritersBack(t *testing.T) {
 		t.Fatalf("%d bytes written, want 4 MiB", n)
 	}
 }
+
+// A deadline the connection had when wrapped is lifted by the wrapper's
+// SetDeadline (amqp091-go bounds its handshake so, then clears it): writes
+// after the old deadline go out.
+func TestDeadlineClearedThroughWrapper(t *testing.T) {
+	client, server := tcpPair(t)
+	client.SetDeadline(time.Now().Add(100 * time.Millisecond))
+	c := coalesce.Wrap(client)
+	c.SetDeadline(time.Time{})
+	time.Sleep(200 * time.Millisecond)
+	if _, err := c.Write([]byte("late")); err != nil {
+		t.Fatal(err)
+	}
+	server.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(server, buf); err != nil || string(buf) != "late" {
+		t.Fatalf("read %q, %v; want late", buf, err)
+	}
+}

@@ -338,7 +338,7 @@ func (a *Announcer) send(ctx context.Context, kind busmeshv1.Announcement_Kind, 
 		IntervalMs:        uint32(a.interval.Milliseconds()),
 		Seq:               a.seq,
 		P50Micros:         uint64(load.P50.Microseconds()),
-		ServiceTimeMicros: uint64(load.ServiceTime.Microseconds()),
+		ServiceTimeMicros: proto.Uint64(serviceTimeMicros(load.ServiceTime)),
 	}
 	a.mu.Unlock()
 	// What goes to one asker carries the certificate: it may not have it.
@@ -361,4 +361,13 @@ func (a *Announcer) Stop(ctx context.Context) error {
 		err = gerr
 	}
 	return err
+}
+
+// serviceTimeMicros is d in whole microseconds, at least 1 once measured:
+// 0 says nothing was measured yet.
+func serviceTimeMicros(d time.Duration) uint64 {
+	if d <= 0 {
+		return 0
+	}
+	return uint64(max(d.Microseconds(), 1))
 }

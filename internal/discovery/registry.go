@@ -29,8 +29,11 @@ type Instance struct {
 	// ServiceTime is how long a call holds one of the instance's
 	// Concurrency slots, as its adapter estimates; 0 before its first call.
 	ServiceTime time.Duration
-	LastSeen    time.Time
-	TTL         time.Duration // forgotten when not heard from for this long
+	// NoServiceTime: the adapter does not announce its service time (a
+	// version before it did), so callers do not size what they send it.
+	NoServiceTime bool
+	LastSeen      time.Time
+	TTL           time.Duration // forgotten when not heard from for this long
 	// Conflict names another live sidecar ("sidecar/incarnation") that
 	// claims the same instance id; "" when none.
 	Conflict string
@@ -414,7 +417,8 @@ func setFields(in *Instance, a *busmeshv1.Announcement) {
 	}
 	in.Inflight, in.Concurrency = int(a.Inflight), int(a.Concurrency)
 	in.P50 = time.Duration(a.P50Micros) * time.Microsecond
-	in.ServiceTime = time.Duration(min(a.ServiceTimeMicros, uint64(time.Hour/time.Microsecond))) * time.Microsecond
+	in.NoServiceTime = a.ServiceTimeMicros == nil
+	in.ServiceTime = time.Duration(min(a.GetServiceTimeMicros(), uint64(time.Hour/time.Microsecond))) * time.Microsecond
 }
 
 // stamp starts an entry's lifetime now.

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/busmesh/busmesh/internal/discovery"
 	busmeshv1 "github.com/busmesh/busmesh/proto/busmesh/v1"
@@ -147,7 +148,7 @@ func TestRegistrySnapshotFollowsCapacity(t *testing.T) {
 	say := func(concurrency uint32, serviceTime time.Duration, inflight uint32) {
 		seq++
 		a := hello("orders", "a", true, seq)
-		a.Concurrency, a.ServiceTimeMicros, a.Inflight = concurrency, uint64(serviceTime.Microseconds()), inflight
+		a.Concurrency, a.ServiceTimeMicros, a.Inflight = concurrency, proto.Uint64(uint64(serviceTime.Microseconds())), inflight
 		r.Apply(a)
 	}
 	shown := func() (int, time.Duration) {

@@ -116,7 +116,9 @@ type Announcement struct {
 	// call holds one of its concurrency slots, in microseconds; 0 before it
 	// has served a call. Unlike p50_micros it does not fall to 0 while the
 	// instance is idle: callers size what the instance can take from it.
-	ServiceTimeMicros uint64 `protobuf:"varint,21,opt,name=service_time_micros,json=serviceTimeMicros,proto3" json:"service_time_micros,omitempty"`
+	// Absent from an adapter too old to announce it: callers then do not
+	// size what they send it.
+	ServiceTimeMicros *uint64 `protobuf:"varint,21,opt,name=service_time_micros,json=serviceTimeMicros,proto3,oneof" json:"service_time_micros,omitempty"`
 	// reply_to, on a ping, is where the answers go; instance, when set, asks
 	// only that instance.
 	ReplyTo string `protobuf:"bytes,15,opt,name=reply_to,json=replyTo,proto3" json:"reply_to,omitempty"`
@@ -270,8 +272,8 @@ func (x *Announcement) GetIncarnation() string {
 }
 
 func (x *Announcement) GetServiceTimeMicros() uint64 {
-	if x != nil {
-		return x.ServiceTimeMicros
+	if x != nil && x.ServiceTimeMicros != nil {
+		return *x.ServiceTimeMicros
 	}
 	return 0
 }
@@ -323,7 +325,7 @@ var File_busmesh_v1_discovery_proto protoreflect.FileDescriptor
 const file_busmesh_v1_discovery_proto_rawDesc = "" +
 	"\n" +
 	"\x1abusmesh/v1/discovery.proto\x12\n" +
-	"busmesh.v1\"\xbb\x06\n" +
+	"busmesh.v1\"\xd8\x06\n" +
 	"\fAnnouncement\x121\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1d.busmesh.v1.Announcement.KindR\x04kind\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12\x1a\n" +
@@ -341,8 +343,8 @@ const file_busmesh_v1_discovery_proto_rawDesc = "" +
 	"\x03seq\x18\f \x01(\x04R\x03seq\x12\x1d\n" +
 	"\n" +
 	"p50_micros\x18\r \x01(\x04R\tp50Micros\x12 \n" +
-	"\vincarnation\x18\x0e \x01(\tR\vincarnation\x12.\n" +
-	"\x13service_time_micros\x18\x15 \x01(\x04R\x11serviceTimeMicros\x12\x19\n" +
+	"\vincarnation\x18\x0e \x01(\tR\vincarnation\x123\n" +
+	"\x13service_time_micros\x18\x15 \x01(\x04H\x00R\x11serviceTimeMicros\x88\x01\x01\x12\x19\n" +
 	"\breply_to\x18\x0f \x01(\tR\areplyTo\x12 \n" +
 	"\vcertificate\x18\x10 \x01(\fR\vcertificate\x12.\n" +
 	"\x13timestamp_unix_nano\x18\x11 \x01(\x03R\x11timestampUnixNano\x12\x14\n" +
@@ -357,7 +359,8 @@ const file_busmesh_v1_discovery_proto_rawDesc = "" +
 	"\n" +
 	"KIND_HELLO\x10\x01\x12\x10\n" +
 	"\fKIND_GOODBYE\x10\x02\x12\r\n" +
-	"\tKIND_PING\x10\x03B7Z5github.com/busmesh/busmesh/proto/busmesh/v1;busmeshv1b\x06proto3"
+	"\tKIND_PING\x10\x03B\x16\n" +
+	"\x14_service_time_microsB7Z5github.com/busmesh/busmesh/proto/busmesh/v1;busmeshv1b\x06proto3"
 
 var (
 	file_busmesh_v1_discovery_proto_rawDescOnce sync.Once
@@ -393,6 +396,7 @@ func file_busmesh_v1_discovery_proto_init() {
 	if File_busmesh_v1_discovery_proto != nil {
 		return
 	}
+	file_busmesh_v1_discovery_proto_msgTypes[0].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
