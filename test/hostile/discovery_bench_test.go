@@ -161,8 +161,8 @@ func benchDiscovery(b *testing.B, sc scenario) {
 	// and paused alternate, so the ratio compares like with like on a
 	// machine whose load varies.
 	rate, quiet, failed := callRates(m, s)
-	if failed > 0 {
-		b.Errorf("%d calls failed", failed)
+	if n := failed.failed(); n > 0 {
+		b.Errorf("%d calls failed: %v", n, failed.failures)
 	}
 	if s.active() {
 		b.ReportMetric(rate/quiet, "calls-x-quiet")
@@ -198,7 +198,8 @@ func benchDiscovery(b *testing.B, sc scenario) {
 // six windows of 1.5s, the simulator paused in every other one (shorter
 // than any lifetime, so nothing expires), and returns the calls per
 // second with it running and paused, and the calls that failed.
-func callRates(m *mesh, s *sim) (running, paused float64, failed int) {
+func callRates(m *mesh, s *sim) (running, paused float64, failed result) {
+	failed.failures = map[string]int{}
 	const window = 1500 * time.Millisecond
 	var on, off int
 	for i := range 6 {
@@ -206,7 +207,9 @@ func callRates(m *mesh, s *sim) (running, paused float64, failed int) {
 		ctx, cancel := context.WithTimeout(context.Background(), window)
 		res := m.load(ctx, 8)
 		cancel()
-		failed += res.failed()
+		for why, n := range res.failures {
+			failed.failures[why] += n
+		}
 		if i%2 == 1 {
 			off += res.ok
 		} else {
