@@ -21,10 +21,13 @@ import (
 // at once before anything was measured: a cold service's first wave is
 // answered here, not queued over the broker.
 //
-// The count is this ambassador's own, so the check is never stricter than
-// the instances' own admission; calls at a version, and services with an
-// instance that announces no concurrency limit or no service time (an
-// adapter older than the check), are not checked.
+// The count is this ambassador's own (other callers only add to the
+// instances' load) and the limit twice the instances' own, so with
+// current announcements the check is no stricter than the instances. It
+// counts a call until it ends, retry backoff and a wait for a breaker
+// slot included, though those hold no adapter worker. Calls at a version,
+// and services with an instance that announces no concurrency limit or no
+// service time (an adapter older than the check), are not checked.
 func (a *Ambassador) withinCapacity(next Invoker) Invoker {
 	return func(ctx context.Context, c *Call) error {
 		reg := c.lane.reg
