@@ -119,14 +119,7 @@ func TestConcurrentWritersShareWrites(t *testing.T) {
 func TestLoneWriteIsSent(t *testing.T) {
 	client, server := tcpPair(t)
 	c := coalesce.Wrap(client)
-	if _, err := c.Write([]byte("ping")); err != nil {
-		t.Fatal(err)
-	}
-	server.SetReadDeadline(time.Now().Add(5 * time.Second))
-	buf := make([]byte, 4)
-	if _, err := io.ReadFull(server, buf); err != nil || string(buf) != "ping" {
-		t.Fatalf("read %q, %v; want ping", buf, err)
-	}
+	writeAndRead(t, c, server, "ping")
 }
 
 // Close sends what is buffered, then closes.
@@ -212,12 +205,19 @@ func TestDeadlineClearedThroughWrapper(t *testing.T) {
 	c := coalesce.Wrap(client)
 	c.SetDeadline(time.Time{})
 	time.Sleep(200 * time.Millisecond)
-	if _, err := c.Write([]byte("late")); err != nil {
+	writeAndRead(t, c, server, "late")
+}
+
+// writeAndRead writes msg through c and reads it at the other end, within
+// 5 s.
+func writeAndRead(t *testing.T, c net.Conn, server net.Conn, msg string) {
+	t.Helper()
+	if _, err := c.Write([]byte(msg)); err != nil {
 		t.Fatal(err)
 	}
 	server.SetReadDeadline(time.Now().Add(5 * time.Second))
-	buf := make([]byte, 4)
-	if _, err := io.ReadFull(server, buf); err != nil || string(buf) != "late" {
-		t.Fatalf("read %q, %v; want late", buf, err)
+	buf := make([]byte, len(msg))
+	if _, err := io.ReadFull(server, buf); err != nil || string(buf) != msg {
+		t.Fatalf("read %q, %v; want %q", buf, err, msg)
 	}
 }
