@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -219,5 +220,40 @@ func writeAndRead(t *testing.T, c net.Conn, server net.Conn, msg string) {
 	buf := make([]byte, len(msg))
 	if _, err := io.ReadFull(server, buf); err != nil || string(buf) != msg {
 		t.Fatalf("read %q, %v; want %q", buf, err, msg)
+	}
+}
+
+// A Conn dropped without Close (nats.go drops one whose reconnect
+// handshake failed) is collected: its writer ends and its socket closes.
+func TestDroppedConnIsClosed(t *testing.T) {
+	client, server := tcpPair(t)
+	func() {
+		c := coalesce.Wrap(client)
+		writeAndRead(t, c, server, "once")
+	}()
+	before := runtime.NumGoroutine()
+	server.SetReadDeadline(time.Now().Add(10 * time.Second))
+	closed := make(chan error, 1)
+	go func() {
+		_, err := server.Read(make([]byte, 1))
+		closed <- err
+	}()
+	for {
+		runtime.GC()
+		select {
+		case err := <-closed:
+			if !errors.Is(err, io.EOF) {
+				t.Fatalf("the dropped connection's peer read %v, want EOF", err)
+			}
+			// The writer has ended too (the reader above has as well).
+			for range 100 {
+				if runtime.NumGoroutine() < before {
+					return
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			t.Fatalf("goroutines %d after the drop, want fewer than %d", runtime.NumGoroutine(), before)
+		case <-time.After(10 * time.Millisecond):
+		}
 	}
 }
