@@ -40,16 +40,25 @@ func chain(inner Invoker, mw ...Middleware) Invoker {
 // discovery knows no healthy instance that may take it.
 func (a *Ambassador) requireHealthy(next Invoker) Invoker {
 	return func(ctx context.Context, c *Call) error {
-		// A service no route names is learnt on its first call: asked, and
-		// the answer awaited briefly (discovery.Registry.Learn). Each
-		// broker has its discovery: a call split onto another asks there.
-		reg := c.lane.reg
-		if reg != nil && !available(reg, c.Route.Service, c.Version) &&
-			!(reg.Learn(ctx, c.Route.Service, learnWait) && available(reg, c.Route.Service, c.Version)) {
+		if reg := c.lane.reg; reg != nil && !findHealthy(ctx, reg, c.Route.Service, c.Version) {
 			return noHealthy(c.Route.Service, c.Version)
 		}
 		return next(ctx, c)
 	}
+}
+
+// findHealthy reports whether reg knows a healthy instance of service at
+// version, waiting for discovery where it may not have heard yet: a
+// service no route names is learnt on its first call, asked and the
+// answer awaited briefly (discovery.Registry.Learn); one a route names
+// that never had a healthy instance is awaited through its first
+// announcement interval (discovery.Registry.AwaitFirst), bounded by the
+// call's deadline. Each broker has its discovery: a call split onto
+// another asks there.
+func findHealthy(ctx context.Context, reg *discovery.Registry, service, version string) bool {
+	return available(reg, service, version) ||
+		reg.Learn(ctx, service, learnWait) && available(reg, service, version) ||
+		reg.AwaitFirst(ctx, service) && available(reg, service, version)
 }
 
 // maxReturned bounds the instances one call tries in direct mode when the

@@ -48,7 +48,8 @@ func (r *Registry) ensureLocked(name string, routed bool) *service {
 		r.logger.Debug("service not watched: at the bound", telemetry.KeyService, name, "max", r.maxServices)
 		return nil
 	}
-	s := &service{name: name, entries: map[string]*entry{}, answered: make(chan struct{})}
+	s := &service{name: name, entries: map[string]*entry{}, answered: make(chan struct{}),
+		watchedAt: r.since(r.now()), found: make(chan struct{})}
 	s.healthy.Store(&[]Instance{})
 	m := maps.Clone(old)
 	m[name] = s
@@ -79,13 +80,13 @@ func (r *Registry) Route(services []string) {
 		}
 		keep[name] = true
 		if s := r.ensureLocked(name, true); s != nil {
-			s.routed = true
+			s.routed.Store(true)
 		}
 	}
 	old := *r.services.Load()
 	var m map[string]*service
 	for name, s := range old {
-		if s.routed && !keep[name] {
+		if s.routed.Load() && !keep[name] {
 			if m == nil {
 				m = maps.Clone(old)
 			}
@@ -125,6 +126,42 @@ func (r *Registry) Learn(ctx context.Context, service string, wait time.Duration
 	return true
 }
 
+// AwaitFirst waits, while a service the routing table names has never
+// had a healthy instance and is within its first hearing (one
+// announcement interval, and the settle of a ping, since the registry
+// began to watch it), for its first healthy instance, or until ctx ends.
+// It reports whether it waited: a caller that found no healthy instance
+// should look again.
+//
+// Why: the answers to the ping sent when a sidecar starts can come after
+// the ping settles (a Kafka consumer still joining, a busy machine), but
+// every live adapter announces once an interval, so until then "none
+// answered" does not yet mean "none is there". A name no route gives is
+// not awaited: a call to a service nobody serves is answered at once.
+func (r *Registry) AwaitFirst(ctx context.Context, service string) bool {
+	s := (*r.services.Load())[service]
+	if s == nil || !s.routed.Load() {
+		return false
+	}
+	select {
+	case <-s.found:
+		return false
+	default:
+	}
+	left := s.watchedAt + r.interval + askSettle - r.since(r.now())
+	if left <= 0 {
+		return false
+	}
+	t := time.NewTimer(left)
+	defer t.Stop()
+	select {
+	case <-s.found:
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return true
+}
+
 // answer marks service's first ping answered (or settled unanswered),
 // publishing what is known of it first, so a caller waiting in Learn finds
 // it.
@@ -150,7 +187,7 @@ func (r *Registry) answer(service string) {
 func asked(services map[string]*service) int {
 	n := 0
 	for _, s := range services {
-		if !s.routed {
+		if !s.routed.Load() {
 			n++
 		}
 	}

@@ -76,3 +76,44 @@ func TestWatcherInterest(t *testing.T) {
 		t.Errorf("%v announcements of services not watched reached the watcher", got)
 	}
 }
+
+// TestAwaitFirst: a service the routes name that never had a healthy
+// instance is awaited through its first announcement interval, ending at
+// the first healthy instance; a service nobody routes to, one found
+// before, and one watched for longer are not.
+func TestAwaitFirst(t *testing.T) {
+	c := &clock{}
+	c.advance(time.Hour)
+	reg := discovery.NewRegistryWith(discovery.Options{Now: c.now, Interval: 2 * time.Second})
+	reg.Route([]string{"routed", "late"})
+	reg.Learn(t.Context(), "asked", 0)
+	ctx := t.Context()
+
+	if reg.AwaitFirst(ctx, "asked") {
+		t.Error("AwaitFirst waited for a service no route names")
+	}
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		reg.Apply(hello("routed", "routed-1", true, 1))
+	}()
+	start := time.Now()
+	if !reg.AwaitFirst(ctx, "routed") || len(reg.Healthy("routed")) != 1 {
+		t.Errorf("AwaitFirst(routed) did not wait for the first instance: Healthy = %v", names(reg.Healthy("routed")))
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("AwaitFirst(routed) took %v, want it to end at the first instance (50ms)", took)
+	}
+	reg.Apply(goodbye("routed", "routed-1"))
+	if reg.AwaitFirst(ctx, "routed") {
+		t.Error("AwaitFirst waited for a service that had a healthy instance before")
+	}
+	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+	defer cancel()
+	if !reg.AwaitFirst(short, "late") {
+		t.Error("AwaitFirst(late) within its first interval did not wait")
+	}
+	c.advance(3 * time.Second) // past the interval and the ping's settle
+	if reg.AwaitFirst(ctx, "late") {
+		t.Error("AwaitFirst waited for a service past its first interval")
+	}
+}

@@ -140,12 +140,16 @@ type service struct {
 	sorted  []*entry
 	healthy atomic.Pointer[[]Instance] // sorted by name; shared, read-only
 	dirty   bool
-	built   time.Time // when the Watcher's path last rebuilt the snapshot
-	routed  bool      // named by the routing table (Route)
+	built   time.Time   // when the Watcher's path last rebuilt the snapshot
+	routed  atomic.Bool // named by the routing table (Route)
 	// answered is closed when the first answer to the service's ping came
 	// in, or the ping settled unanswered.
 	answered     chan struct{}
 	answeredOnce sync.Once
+	// watchedAt is when the registry began to watch the service; found is
+	// closed when its snapshot first held a healthy instance (under mu).
+	watchedAt time.Duration
+	found     chan struct{}
 }
 
 // owner is who may speak for an entry: the sidecar and incarnation that
@@ -560,6 +564,13 @@ func (r *Registry) publish(s *service, at time.Duration) {
 		}
 	}
 	s.healthy.Store(&healthy)
+	if len(healthy) > 0 {
+		select {
+		case <-s.found:
+		default:
+			close(s.found)
+		}
+	}
 }
 
 // Expire forgets instances not heard from within their lifetime, and

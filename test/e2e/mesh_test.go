@@ -105,3 +105,71 @@ func TestMeshIsolation(t *testing.T) {
 		})
 	}
 }
+
+// TestStartOrder: the caller's sidecar starts before the service's. A call
+// made at once, to the service its routes name, waits for the service's
+// first instance instead of being refused no-healthy-instances, so pods
+// and processes may start in any order; once the first announcement
+// interval has passed without one, the same call is refused at once.
+func TestStartOrder(t *testing.T) {
+	for _, b := range brokers(t) {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			requireBroker(t, b)
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+				io.WriteString(w, "up")
+			}))
+			t.Cleanup(srv.Close)
+			mesh, service, port := unique("order"), unique("late"), freePort(t)
+			startSidecar(t, "caller", meshCallerConfig, map[string]string{
+				"id": unique("caller"), "mesh": mesh, "broker": b.url, "service": service, "port": port,
+			})
+			type result struct {
+				status int
+				reason string
+				body   string
+				err    error
+			}
+			answered := make(chan result, 1)
+			go func() {
+				resp, err := http.Get("http://" + port + "/")
+				if err != nil {
+					answered <- result{err: err}
+					return
+				}
+				defer resp.Body.Close()
+				body, _ := io.ReadAll(resp.Body)
+				answered <- result{resp.StatusCode, resp.Header.Get("X-Busmesh-Error"), string(body), nil}
+			}()
+			startSidecar(t, "callee", meshCalleeConfig, map[string]string{
+				"id": unique("callee"), "mesh": mesh, "broker": b.url, "service": service,
+				"instance": unique("inst"), "target": srv.URL,
+			})
+			r := <-answered
+			if r.err != nil || r.status != http.StatusOK || r.body != "up" {
+				t.Fatalf("the call made before the service started: %d %q %q (%v), want 200 \"up\"", r.status, r.reason, r.body, r.err)
+			}
+
+			// A second caller, whose service never starts: after the first
+			// interval (2s) its calls are refused at once.
+			other := freePort(t)
+			startSidecar(t, "caller-nobody", meshCallerConfig, map[string]string{
+				"id": unique("caller"), "mesh": mesh, "broker": b.url, "service": unique("nobody"), "port": other,
+			})
+			time.Sleep(3 * time.Second)
+			start := time.Now()
+			resp, err := http.Get("http://" + other + "/")
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			took := time.Since(start)
+			if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("X-Busmesh-Error") != "no-healthy-instances" {
+				t.Errorf("a call to a service that never started: %d %q, want 503 no-healthy-instances", resp.StatusCode, resp.Header.Get("X-Busmesh-Error"))
+			}
+			if took > time.Second {
+				t.Errorf("a call to a service that never started, after the first interval, took %v, want it refused at once", took)
+			}
+		})
+	}
+}

@@ -3,6 +3,7 @@ package e2e
 import (
 	"flag"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"sort"
@@ -63,8 +64,15 @@ func TestOverload(t *testing.T) {
 			end := time.Now().Add(*overloadFor)
 			var wg sync.WaitGroup
 			began := time.Now()
-			for range 500 {
+			for i := range 500 {
 				wg.Go(func() {
+					// Callers arrive over the first half second and wait
+					// Retry-After with ±20 % jitter, as retrying clients
+					// do: 500 in lockstep would be a burst each second,
+					// timing the test machine's scheduler rather than
+					// the mesh (TestOverloadAnnouncedCapacity sends the
+					// cold burst).
+					time.Sleep(time.Duration(i) * time.Millisecond)
 					for time.Now().Before(end) {
 						req, _ := http.NewRequest("GET", "http://"+port+"/", nil)
 						req.Header.Set("X-Busmesh-Timeout", "2s")
@@ -100,7 +108,7 @@ func TestOverload(t *testing.T) {
 						}
 						mu.Unlock()
 						if reason == "overloaded" {
-							time.Sleep(time.Second) // Retry-After: 1
+							time.Sleep(time.Duration(800+rand.IntN(400)) * time.Millisecond) // Retry-After: 1
 						}
 					}
 				})
