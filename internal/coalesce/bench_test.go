@@ -9,25 +9,28 @@ import (
 	"github.com/busmesh/busmesh/internal/coalesce"
 )
 
-// BenchmarkWrites: 200-byte writes from parallel goroutines, as a broker
-// client's publishes under concurrent calls (serialised by the client's
-// lock, here by a mutex), to a loopback TCP connection drained by a
-// reader. "direct" makes a system call per write; "coalesced" shares
-// them. Compare the two ns/op in one run.
+// BenchmarkWrites: 200-byte and 16 KiB writes from parallel goroutines,
+// as a broker client's publishes under concurrent calls (serialised by the
+// client's lock, here by a mutex), to a loopback TCP connection drained by
+// a reader. "direct" makes a system call per write; "coalesced" shares
+// them. Compare the ns/op and allocations of the two in one run.
 func BenchmarkWrites(b *testing.B) {
 	for _, bc := range []struct {
 		name string
+		size int
 		wrap func(net.Conn) net.Conn
 	}{
-		{"direct", func(c net.Conn) net.Conn { return c }},
-		{"coalesced", func(c net.Conn) net.Conn { return coalesce.Wrap(c) }},
+		{"direct/200B", 200, func(c net.Conn) net.Conn { return c }},
+		{"coalesced/200B", 200, func(c net.Conn) net.Conn { return coalesce.Wrap(c) }},
+		{"direct/16KiB", 16 << 10, func(c net.Conn) net.Conn { return c }},
+		{"coalesced/16KiB", 16 << 10, func(c net.Conn) net.Conn { return coalesce.Wrap(c) }},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			client, server := tcpPair(b)
 			go io.Copy(io.Discard, server)
 			c := bc.wrap(client)
 			var mu sync.Mutex // a client's own lock around its writes
-			msg := make([]byte, 200)
+			msg := make([]byte, bc.size)
 			b.SetBytes(int64(len(msg)))
 			b.SetParallelism(16)
 			b.ResetTimer()
@@ -42,6 +45,36 @@ func BenchmarkWrites(b *testing.B) {
 					}
 				}
 			})
+		})
+	}
+}
+
+// BenchmarkRoundTrips: one write at a time, each answered by the peer
+// before the next, as a lone call's request and reply: what coalescing
+// must not slow down (compare with an earlier commit's figures).
+func BenchmarkRoundTrips(b *testing.B) {
+	for _, size := range []int{200, 16 << 10} {
+		b.Run(map[int]string{200: "200B", 16 << 10: "16KiB"}[size], func(b *testing.B) {
+			client, server := tcpPair(b)
+			go func() {
+				buf := make([]byte, size)
+				for {
+					if _, err := io.ReadFull(server, buf); err != nil {
+						return
+					}
+					if _, err := server.Write(buf[:1]); err != nil {
+						return
+					}
+				}
+			}()
+			c := coalesce.Wrap(client)
+			msg := make([]byte, size)
+			one := make([]byte, 1)
+			b.ReportAllocs()
+			for b.Loop() {
+				c.Write(msg)
+				io.ReadFull(c, one)
+			}
 		})
 	}
 }

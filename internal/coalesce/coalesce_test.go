@@ -257,3 +257,47 @@ func TestDroppedConnIsClosed(t *testing.T) {
 		}
 	}
 }
+
+// Writes of every size, from a byte to several chunks, arrive whole and
+// in order through the batches' writev, while the peer reads slowly
+// enough that batches span many chunks.
+func TestWritesAcrossChunksArriveInOrder(t *testing.T) {
+	client, server := tcpPair(t)
+	c := coalesce.Wrap(client)
+	defer c.Close()
+	sizes := []int{1, 200, 65535, 65536, 65537, 16 << 10, 3, 200 << 10, 7, 1 << 20, 64 << 10, 5}
+	var want []byte
+	for i, n := range sizes {
+		for j := range n {
+			want = append(want, byte(i*31+j))
+		}
+	}
+	done := make(chan []byte)
+	go func() {
+		got := make([]byte, len(want))
+		r := bufio.NewReaderSize(server, 4096)
+		for off := 0; off < len(got); {
+			n, err := r.Read(got[off:min(len(got), off+4096)])
+			if err != nil {
+				break
+			}
+			off += n
+		}
+		done <- got
+	}()
+	off := 0
+	for _, n := range sizes {
+		if wrote, err := c.Write(want[off : off+n]); wrote != n || err != nil {
+			t.Fatalf("Write of %d bytes = %d, %v", n, wrote, err)
+		}
+		off += n
+	}
+	got := <-done
+	if !bytes.Equal(got, want) {
+		i := 0
+		for i < len(got) && got[i] == want[i] {
+			i++
+		}
+		t.Fatalf("the stream differs from what was written at byte %d of %d", i, len(want))
+	}
+}
