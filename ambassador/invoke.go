@@ -41,6 +41,10 @@ func chain(inner Invoker, mw ...Middleware) Invoker {
 func (a *Ambassador) requireHealthy(next Invoker) Invoker {
 	return func(ctx context.Context, c *Call) error {
 		if reg := c.lane.reg; reg != nil && !findHealthy(ctx, reg, c.Route.Service, c.Version) {
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				// The deadline ended the wait for discovery (AwaitFirst).
+				return reason.Errorf(reason.Timeout, "no healthy instance of service %q was known before the deadline", c.Route.Service)
+			}
 			return noHealthy(c.Route.Service, c.Version)
 		}
 		return next(ctx, c)

@@ -48,8 +48,7 @@ func (r *Registry) ensureLocked(name string, routed bool) *service {
 		r.logger.Debug("service not watched: at the bound", telemetry.KeyService, name, "max", r.maxServices)
 		return nil
 	}
-	s := &service{name: name, entries: map[string]*entry{}, answered: make(chan struct{}),
-		watchedAt: r.since(r.now()), found: make(chan struct{})}
+	s := &service{name: name, entries: map[string]*entry{}, answered: make(chan struct{}), found: make(chan struct{})}
 	s.healthy.Store(&[]Instance{})
 	m := maps.Clone(old)
 	m[name] = s
@@ -127,17 +126,17 @@ func (r *Registry) Learn(ctx context.Context, service string, wait time.Duration
 }
 
 // AwaitFirst waits, while a service the routing table names has never
-// had a healthy instance and is within its first hearing (one
-// announcement interval, and the settle of a ping, since the registry
-// began to watch it), for its first healthy instance, or until ctx ends.
-// It reports whether it waited: a caller that found no healthy instance
-// should look again.
+// had a healthy instance and is within its first hearing (until one
+// announcement interval after its first ping settled), for its first
+// healthy instance, or until ctx ends. It reports whether it waited: a
+// caller that found no healthy instance should look again.
 //
 // Why: the answers to the ping sent when a sidecar starts can come after
 // the ping settles (a Kafka consumer still joining, a busy machine), but
-// every live adapter announces once an interval, so until then "none
-// answered" does not yet mean "none is there". A name no route gives is
-// not awaited: a call to a service nobody serves is answered at once.
+// every live adapter announces once an interval on the subject the
+// watcher subscribed to before pinging, so until then "none answered"
+// does not yet mean "none is there". A name no route gives is not
+// awaited: a call to a service nobody serves is answered at once.
 func (r *Registry) AwaitFirst(ctx context.Context, service string) bool {
 	s := (*r.services.Load())[service]
 	if s == nil || !s.routed.Load() {
@@ -148,18 +147,31 @@ func (r *Registry) AwaitFirst(ctx context.Context, service string) bool {
 		return false
 	default:
 	}
-	left := s.watchedAt + r.interval + askSettle - r.since(r.now())
-	if left <= 0 {
-		return false
+	left := r.interval + askSettle // not pinged yet: the hearing is ahead
+	select {
+	case <-s.answered: // settledAt is set
+		if left = s.settledAt + r.interval - r.since(r.now()); left <= 0 {
+			return false
+		}
+	default:
 	}
 	t := time.NewTimer(left)
 	defer t.Stop()
-	select {
-	case <-s.found:
-	case <-t.C:
-	case <-ctx.Done():
+	for answered := s.answered; ; {
+		select {
+		case <-s.found:
+			return true
+		case <-answered:
+			// The ping settled while waiting: the hearing ends an
+			// interval after that.
+			answered = nil
+			t.Reset(s.settledAt + r.interval - r.since(r.now()))
+		case <-t.C:
+			return true
+		case <-ctx.Done():
+			return true
+		}
 	}
-	return true
 }
 
 // answer marks service's first ping answered (or settled unanswered),
@@ -177,7 +189,8 @@ func (r *Registry) answer(service string) {
 	}
 	s.answeredOnce.Do(func() {
 		r.mu.Lock()
-		r.publish(s, r.since(r.now()))
+		s.settledAt = r.since(r.now())
+		r.publish(s, s.settledAt)
 		r.mu.Unlock()
 		close(s.answered)
 	})

@@ -146,9 +146,10 @@ type service struct {
 	// in, or the ping settled unanswered.
 	answered     chan struct{}
 	answeredOnce sync.Once
-	// watchedAt is when the registry began to watch the service; found is
-	// closed when its snapshot first held a healthy instance (under mu).
-	watchedAt time.Duration
+	// settledAt is when the first ping settled (set before answered is
+	// closed); found is closed when the snapshot first held a healthy
+	// instance (under mu).
+	settledAt time.Duration
 	found     chan struct{}
 }
 

@@ -110,7 +110,8 @@ func TestMeshIsolation(t *testing.T) {
 // made at once, to the service its routes name, waits for the service's
 // first instance instead of being refused no-healthy-instances, so pods
 // and processes may start in any order; once the first announcement
-// interval has passed without one, the same call is refused at once.
+// interval has passed without one, the same call is refused at once; one
+// whose deadline ends while it waits is answered timed out.
 func TestStartOrder(t *testing.T) {
 	for _, b := range brokers(t) {
 		t.Run(b.name, func(t *testing.T) {
@@ -156,6 +157,18 @@ func TestStartOrder(t *testing.T) {
 			startSidecar(t, "caller-nobody", meshCallerConfig, map[string]string{
 				"id": unique("caller"), "mesh": mesh, "broker": b.url, "service": unique("nobody"), "port": other,
 			})
+			// Within the first interval, a call whose deadline ends
+			// while it waits is answered as timed out.
+			req, _ := http.NewRequest("GET", "http://"+other+"/", nil)
+			req.Header.Set("X-Busmesh-Timeout", "300ms")
+			if resp, err := http.DefaultClient.Do(req); err != nil {
+				t.Fatal(err)
+			} else {
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusGatewayTimeout || resp.Header.Get("X-Busmesh-Error") != "timeout" {
+					t.Errorf("a call with a 300ms deadline to a service not started yet: %d %q, want 504 timeout", resp.StatusCode, resp.Header.Get("X-Busmesh-Error"))
+				}
+			}
 			time.Sleep(3 * time.Second)
 			start := time.Now()
 			resp, err := http.Get("http://" + other + "/")

@@ -1,0 +1,78 @@
+package discovery
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	busmeshv1 "github.com/busmesh/busmesh/proto/busmesh/v1"
+)
+
+// TestAwaitFirst: a service the routes name that never had a healthy
+// instance is awaited until one announcement interval after its first
+// ping settled, the wait ending at the first healthy instance; a service
+// nobody routes to, one found before, and one whose hearing is over are
+// not awaited.
+func TestAwaitFirst(t *testing.T) {
+	var clock atomic.Int64
+	clock.Store(int64(time.Hour))
+	now := func() time.Time { return time.Unix(0, clock.Load()) }
+	r := NewRegistryWith(Options{Now: now, Interval: 2 * time.Second})
+	r.Route([]string{"routed", "late", "unpinged"})
+	r.Learn(t.Context(), "asked", 0)
+	r.answer("routed")
+	r.answer("late")
+	ctx := t.Context()
+	hello := func(service string) *busmeshv1.Announcement {
+		return &busmeshv1.Announcement{Kind: busmeshv1.Announcement_KIND_HELLO, Service: service, Instance: service + "-1",
+			Sidecar: service, Healthy: true, IntervalMs: 2000, Seq: 1}
+	}
+
+	if r.AwaitFirst(ctx, "asked") {
+		t.Error("AwaitFirst waited for a service no route names")
+	}
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		r.Apply(hello("routed"))
+	}()
+	start := time.Now()
+	if !r.AwaitFirst(ctx, "routed") || len(r.Healthy("routed")) != 1 {
+		t.Errorf("AwaitFirst(routed) did not wait for the first instance: %d healthy", len(r.Healthy("routed")))
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("AwaitFirst(routed) took %v, want it to end at the first instance (50ms)", took)
+	}
+	r.Apply(&busmeshv1.Announcement{Kind: busmeshv1.Announcement_KIND_GOODBYE, Service: "routed", Instance: "routed-1", Sidecar: "routed"})
+	if r.AwaitFirst(ctx, "routed") {
+		t.Error("AwaitFirst waited for a service that had a healthy instance before")
+	}
+
+	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+	defer cancel()
+	if !r.AwaitFirst(short, "late") {
+		t.Error("AwaitFirst(late) within its first interval did not wait")
+	}
+	// The hearing runs from the ping's settling, not from when the
+	// service was routed: a ping settling late moves it.
+	clock.Add(int64(3 * time.Second))
+	if r.AwaitFirst(ctx, "late") {
+		t.Error("AwaitFirst waited for a service past its first interval")
+	}
+	short2, cancel2 := context.WithTimeout(ctx, 20*time.Millisecond)
+	defer cancel2()
+	if !r.AwaitFirst(short2, "unpinged") {
+		t.Error("AwaitFirst did not wait for a service whose ping has not settled")
+	}
+	r.answer("unpinged")
+	clock.Add(int64(1500 * time.Millisecond))
+	short3, cancel3 := context.WithTimeout(ctx, 20*time.Millisecond)
+	defer cancel3()
+	if !r.AwaitFirst(short3, "unpinged") {
+		t.Error("AwaitFirst(unpinged) 1.5s after its ping settled did not wait")
+	}
+	clock.Add(int64(time.Second))
+	if r.AwaitFirst(ctx, "unpinged") {
+		t.Error("AwaitFirst(unpinged) 2.5s after its ping settled waited")
+	}
+}
