@@ -76,4 +76,3 @@ func TestWatcherInterest(t *testing.T) {
 		t.Errorf("%v announcements of services not watched reached the watcher", got)
 	}
 }
-
