@@ -75,4 +75,15 @@ func TestWatcherInterest(t *testing.T) {
 	if got := rejected(m, "unwanted"); got != 0 {
 		t.Errorf("%v announcements of services not watched reached the watcher", got)
 	}
+
+	// Dropped and routed again before the watcher's next pass (a reload
+	// and its undo): the new entry is asked, though its subscription was
+	// kept, so the first call learns its instances at once.
+	reg.Route(nil)
+	reg.Route([]string{"other"})
+	start = time.Now()
+	reg.Learn(ctx, "other", 5*time.Second)
+	if got := names(reg.Healthy("other")); !cmp.Equal(got, []string{"other-1"}) || time.Since(start) > 2*time.Second {
+		t.Errorf("a service routed again: Healthy = %v after %v, want [other-1] at once", got, time.Since(start))
+	}
 }

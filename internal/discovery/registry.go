@@ -146,6 +146,7 @@ type service struct {
 	// in, or the ping settled unanswered.
 	answered     chan struct{}
 	answeredOnce sync.Once
+	pinged       atomic.Bool // the Watcher asked this entry's instances
 	// settledAt is when the first ping settled (set before answered is
 	// closed); found is closed when the snapshot first held a healthy
 	// instance (under mu).

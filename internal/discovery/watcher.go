@@ -156,6 +156,13 @@ func (w *Watcher) reconcile() int {
 		_, have := w.subs[name]
 		w.mu.Unlock()
 		if have {
+			// A service dropped and watched again between two passes is a
+			// new entry, with its subscription kept: ask again, or its
+			// first calls would wait for an answer nobody asked for.
+			if s := (*w.reg.services.Load())[name]; s != nil && !s.pinged.Load() {
+				w.ask(name)
+				asked++
+			}
 			continue
 		}
 		sub, err := w.b.Subscribe(w.ctx, w.subjects.Discovery(name), w.handle)
@@ -187,6 +194,9 @@ func (w *Watcher) reconcile() int {
 // ask pings service's adapters, whose answers come to the Watcher's inbox;
 // the service counts as answered at the first answer, or after askSettle.
 func (w *Watcher) ask(service string) {
+	if s := (*w.reg.services.Load())[service]; s != nil {
+		s.pinged.Store(true)
+	}
 	ping, _ := proto.Marshal(&busmeshv1.Announcement{Kind: busmeshv1.Announcement_KIND_PING, Service: service,
 		ReplyTo: w.subjects.DiscoveryInbox(w.id)})
 	if err := w.b.Publish(w.ctx, w.subjects.DiscoveryPing(service), ping); err != nil {
