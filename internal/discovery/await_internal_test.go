@@ -48,31 +48,31 @@ func TestAwaitFirst(t *testing.T) {
 		t.Error("AwaitFirst waited for a service that had a healthy instance before")
 	}
 
-	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
-	defer cancel()
-	if !r.AwaitFirst(short, "late") {
+	// waits reports whether AwaitFirst(service) waited, bounding the wait.
+	waits := func(service string) bool {
+		short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+		defer cancel()
+		return r.AwaitFirst(short, service)
+	}
+	if !waits("late") {
 		t.Error("AwaitFirst(late) within its first interval did not wait")
+	}
+	clock.Add(int64(3 * time.Second))
+	if waits("late") {
+		t.Error("AwaitFirst waited for a service past its first interval")
 	}
 	// The hearing runs from the ping's settling, not from when the
 	// service was routed: a ping settling late moves it.
-	clock.Add(int64(3 * time.Second))
-	if r.AwaitFirst(ctx, "late") {
-		t.Error("AwaitFirst waited for a service past its first interval")
-	}
-	short2, cancel2 := context.WithTimeout(ctx, 20*time.Millisecond)
-	defer cancel2()
-	if !r.AwaitFirst(short2, "unpinged") {
+	if !waits("unpinged") {
 		t.Error("AwaitFirst did not wait for a service whose ping has not settled")
 	}
 	r.answer("unpinged")
 	clock.Add(int64(1500 * time.Millisecond))
-	short3, cancel3 := context.WithTimeout(ctx, 20*time.Millisecond)
-	defer cancel3()
-	if !r.AwaitFirst(short3, "unpinged") {
+	if !waits("unpinged") {
 		t.Error("AwaitFirst(unpinged) 1.5s after its ping settled did not wait")
 	}
 	clock.Add(int64(time.Second))
-	if r.AwaitFirst(ctx, "unpinged") {
+	if waits("unpinged") {
 		t.Error("AwaitFirst(unpinged) 2.5s after its ping settled waited")
 	}
 }
