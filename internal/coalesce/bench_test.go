@@ -53,11 +53,14 @@ func BenchmarkWrites(b *testing.B) {
 // before the next, as a lone call's request and reply: what coalescing
 // must not slow down (compare with an earlier commit's figures).
 func BenchmarkRoundTrips(b *testing.B) {
-	for _, size := range []int{200, 16 << 10} {
-		b.Run(map[int]string{200: "200B", 16 << 10: "16KiB"}[size], func(b *testing.B) {
+	for _, bc := range []struct {
+		name string
+		size int
+	}{{"200B", 200}, {"16KiB", 16 << 10}} {
+		b.Run(bc.name, func(b *testing.B) {
 			client, server := tcpPair(b)
 			go func() {
-				buf := make([]byte, size)
+				buf := make([]byte, bc.size)
 				for {
 					if _, err := io.ReadFull(server, buf); err != nil {
 						return
@@ -68,12 +71,16 @@ func BenchmarkRoundTrips(b *testing.B) {
 				}
 			}()
 			c := coalesce.Wrap(client)
-			msg := make([]byte, size)
+			msg := make([]byte, bc.size)
 			one := make([]byte, 1)
 			b.ReportAllocs()
 			for b.Loop() {
-				c.Write(msg)
-				io.ReadFull(c, one)
+				if _, err := c.Write(msg); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := io.ReadFull(c, one); err != nil {
+					b.Fatal(err)
+				}
 			}
 		})
 	}

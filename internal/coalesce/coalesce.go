@@ -15,7 +15,7 @@ import (
 // A broker client's flusher writes its buffer as soon as a publish kicks
 // it, and the Go scheduler runs a goroutine just readied before the
 // others: under concurrent calls each envelope took its own write(2),
-// about a tenth of a sidecar's CPU. Here a write only appends to a buffer;
+// about a tenth of a sidecar's CPU. Here a write only copies into a buffer;
 // one writer goroutine yields once (runtime.Gosched) before each system
 // call, so the goroutines ready at that moment — callers with a request in
 // hand, answers being decoded — add theirs first. An idle connection is
@@ -47,7 +47,6 @@ type link struct {
 	mu       sync.Mutex
 	room     sync.Cond // signalled when a batch is sent and when the writer idles
 	pending  [][]byte  // chunks written by Write, not yet sent: all full but the last
-	queued   int       // bytes in pending
 	spare    [][]byte  // a sent batch's list, emptied, for the next; never pending's
 	err      error     // the first write error: the connection is broken
 	sending  bool      // the writer has taken a batch and not yet found the buffer empty
@@ -96,7 +95,7 @@ func Wrap(c net.Conn) *Conn {
 func (c *Conn) Write(p []byte) (int, error) {
 	l := c.l
 	l.mu.Lock()
-	for l.err == nil && !l.closing && l.queued >= maxPending {
+	for l.err == nil && !l.closing && l.buffered() >= maxPending {
 		l.room.Wait()
 	}
 	switch {
@@ -119,13 +118,21 @@ func (c *Conn) Write(p []byte) (int, error) {
 		k := copy(b[len(b):chunkSize], p)
 		l.pending[last], p = b[:len(b)+k], p[k:]
 	}
-	l.queued += n
 	l.mu.Unlock()
 	select {
 	case l.kick <- struct{}{}:
 	default: // the writer has been told already
 	}
 	return n, nil
+}
+
+// buffered returns the bytes in pending (l.mu held).
+func (l *link) buffered() int {
+	n := len(l.pending)
+	if n == 0 {
+		return 0
+	}
+	return (n-1)*chunkSize + len(l.pending[n-1])
 }
 
 // writeLoop sends batches while there is something to send, until the
@@ -147,14 +154,14 @@ func (l *link) writeLoop() {
 func (l *link) sendBatch() bool {
 	runtime.Gosched() // let the goroutines ready now add theirs first
 	l.mu.Lock()
-	if l.queued == 0 || l.err != nil {
+	if len(l.pending) == 0 || l.err != nil {
 		l.sending = false
 		l.room.Broadcast()
 		l.mu.Unlock()
 		return false
 	}
 	batch := l.pending
-	l.pending, l.spare, l.queued = l.spare[:0], nil, 0
+	l.pending, l.spare = l.spare[:0], nil
 	l.sending = true
 	var err error
 	if l.dirty {
@@ -229,7 +236,7 @@ func (c *Conn) Close() error {
 	l.deadline, l.dirty = time.Now().Add(closeFlushWait), false
 	_ = l.conn.SetWriteDeadline(l.deadline)
 	l.room.Broadcast() // writers waiting for room: the connection closes
-	for (l.sending || l.queued > 0) && l.err == nil {
+	for (l.sending || len(l.pending) > 0) && l.err == nil {
 		l.room.Wait()
 	}
 	l.mu.Unlock()

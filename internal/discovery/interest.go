@@ -147,25 +147,27 @@ func (r *Registry) AwaitFirst(ctx context.Context, service string) bool {
 		return false
 	default:
 	}
-	left := r.interval + askSettle // not pinged yet: the hearing is ahead
+	// The hearing ends an interval after the first ping settled; until it
+	// settles (it may not even be sent yet), it is at least that far off.
+	hearingLeft := func() time.Duration { return s.settledAt + r.interval - r.since(r.now()) }
+	left, answered := r.interval+askSettle, s.answered
 	select {
-	case <-s.answered: // settledAt is set
-		if left = s.settledAt + r.interval - r.since(r.now()); left <= 0 {
+	case <-answered: // settledAt is set
+		if left = hearingLeft(); left <= 0 {
 			return false
 		}
+		answered = nil
 	default:
 	}
 	t := time.NewTimer(left)
 	defer t.Stop()
-	for answered := s.answered; ; {
+	for {
 		select {
 		case <-s.found:
 			return true
 		case <-answered:
-			// The ping settled while waiting: the hearing ends an
-			// interval after that.
 			answered = nil
-			t.Reset(s.settledAt + r.interval - r.since(r.now()))
+			t.Reset(hearingLeft())
 		case <-t.C:
 			return true
 		case <-ctx.Done():
