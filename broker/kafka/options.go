@@ -13,9 +13,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/sasl"
-	"github.com/twmb/franz-go/pkg/sasl/plain"
-	"github.com/twmb/franz-go/pkg/sasl/scram"
+	"github.com/segmentio/kafka-go/sasl"
+	"github.com/segmentio/kafka-go/sasl/plain"
+	"github.com/segmentio/kafka-go/sasl/scram"
 
 	"github.com/busmesh/busmesh/broker"
 )
@@ -194,14 +194,13 @@ func mechanism(name string, user *url.Userinfo) (sasl.Mechanism, error) {
 		return nil, nil
 	}
 	pass, _ := user.Password()
-	auth := scram.Auth{User: user.Username(), Pass: pass}
 	switch name {
 	case "", "plain":
-		return plain.Auth{User: user.Username(), Pass: pass}.AsMechanism(), nil
+		return plain.Mechanism{Username: user.Username(), Password: pass}, nil
 	case "scram-sha-256":
-		return auth.AsSha256Mechanism(), nil
+		return scram.Mechanism(scram.SHA256, user.Username(), pass)
 	case "scram-sha-512":
-		return auth.AsSha512Mechanism(), nil
+		return scram.Mechanism(scram.SHA512, user.Username(), pass)
 	}
 	return nil, fmt.Errorf("kafka URL option sasl: %q is not plain, scram-sha-256 or scram-sha-512", name)
 }

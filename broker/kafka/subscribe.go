@@ -1,15 +1,14 @@
 package kafka
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"sync/atomic"
 
-	"github.com/twmb/franz-go/pkg/kerr"
-	"github.com/twmb/franz-go/pkg/kgo"
+	kafka "github.com/segmentio/kafka-go"
 
 	"github.com/busmesh/busmesh/broker"
 	"github.com/busmesh/busmesh/internal/telemetry"
@@ -19,20 +18,23 @@ import (
 // record batch per partition, however large, so no message is stuck.
 const fetchMaxBytes = 16 << 20
 
-// subscription reads one topic for one handler through a franz-go client of
-// its own: fan-out (every partition, no group) or as a queue-group member
-// (the partitions the group assigns). One goroutine polls and calls the
-// handler, so handler calls are serial.
+// subscription reads one topic for one handler: fan-out (every partition,
+// no group) or as a queue-group member (the partitions the group assigns).
+// A goroutine per partition long-polls it with Client.Fetch (kafka-go
+// fetches one partition per request) and calls the handler under mu, so
+// handler calls are serial.
 type subscription struct {
 	c       *Conn
 	subject string
-	cl      *kgo.Client
-	hook    *clientHook // cl's, silenced before Unsubscribe closes cl
+	t       *topic
 	h       broker.Handler
 
 	ctx    context.Context // the handler's; cancelled by Unsubscribe
 	cancel context.CancelFunc
 	stop   atomic.Pointer[func() bool] // detaches from the caller's ctx
+
+	mu     sync.Mutex // held while the handler runs
+	closed bool
 
 	group *member // nil for fan-out
 
@@ -40,58 +42,15 @@ type subscription struct {
 	wg   sync.WaitGroup
 }
 
-// consumeOpts returns the options of a subscription's client: long polls
-// that the broker answers as soon as a message is there, fetch_wait
-// bounding an idle one, and a lost position (the log was truncated or the
-// topic recreated) continued from the end. Every fetch names its
-// partitions, without a fetch session (KIP-227): a subscription reads a
-// few partitions, so a session saves little, and on kfake sessions held
-// answers back (the e2e load-balancing case under -race: fast calls' p99
-// 43-261 ms with sessions, 13-27 ms without).
-func (c *config) consumeOpts() []kgo.Opt {
-	return []kgo.Opt{
-		kgo.FetchMaxWait(c.fetchWait),
-		kgo.FetchMaxBytes(fetchMaxBytes),
-		kgo.FetchMaxPartitionBytes(int32(c.maxBatch())),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtEnd()),
-		kgo.DisableFetchSessions(),
-	}
+// partPos is a partition being read and the offset of the next message to
+// hand to the handler.
+type partPos struct {
+	id   int32
+	next atomic.Int64
 }
 
-// Subscribe implements broker.Broker: it reads every partition of the
-// subject's topic without a consumer group, from the end of each partition
-// as of the call.
-func (c *Conn) Subscribe(ctx context.Context, subject string, h broker.Handler) (broker.Subscription, error) {
-	if err := c.usable(ctx); err != nil {
-		return nil, err
-	}
-	if err := c.topics.ensure(ctx, subject); err != nil {
-		return nil, fmt.Errorf("subscribe %s: %w", subject, err)
-	}
-	ends, err := c.topics.endOffsets(ctx, subject)
-	if err != nil {
-		return nil, fmt.Errorf("subscribe %s: %w", subject, err)
-	}
-	from := make(map[int32]kgo.Offset, len(ends))
-	for p, off := range ends {
-		from[p] = kgo.NewOffset().At(off)
-	}
-	hook := c.health.hook()
-	cl, err := kgo.NewClient(append(append(c.clientOpts(hook), c.cfg.consumeOpts()...),
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{subject: from}))...)
-	if err != nil {
-		return nil, fmt.Errorf("subscribe %s: %w", subject, err)
-	}
-	s := newSubscription(ctx, c, subject, cl, hook, h)
-	if err := c.start(s, s.run); err != nil {
-		return nil, err
-	}
-	s.detachOn(ctx)
-	return s, nil
-}
-
-func newSubscription(ctx context.Context, c *Conn, subject string, cl *kgo.Client, hook *clientHook, h broker.Handler) *subscription {
-	s := &subscription{c: c, subject: subject, cl: cl, hook: hook, h: h}
+func newSubscription(ctx context.Context, c *Conn, t *topic, h broker.Handler) *subscription {
+	s := &subscription{c: c, subject: t.name, t: t, h: h}
 	s.ctx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	return s
 }
@@ -103,8 +62,6 @@ func (c *Conn) start(s *subscription, run ...func()) error {
 	defer c.mu.Unlock()
 	if c.closed {
 		s.cancel()
-		s.hook.off.Store(true)
-		s.cl.Close()
 		return broker.ErrClosed
 	}
 	c.subs[s] = struct{}{}
@@ -114,56 +71,39 @@ func (c *Conn) start(s *subscription, run ...func()) error {
 	return nil
 }
 
+// Subscribe implements broker.Broker: it reads every partition of the
+// subject's topic without a consumer group, from the end of each partition
+// as of the call.
+func (c *Conn) Subscribe(ctx context.Context, subject string, h broker.Handler) (broker.Subscription, error) {
+	if err := c.usable(ctx); err != nil {
+		return nil, err
+	}
+	t, err := c.topics.ensure(ctx, subject)
+	if err != nil {
+		return nil, fmt.Errorf("subscribe %s: %w", subject, err)
+	}
+	ends, err := c.topics.endOffsets(ctx, t)
+	if err != nil {
+		return nil, fmt.Errorf("subscribe %s: %w", subject, err)
+	}
+	s := newSubscription(ctx, c, t, h)
+	var run []func()
+	for id := range t.parts {
+		p := &partPos{id: id}
+		p.next.Store(ends[id])
+		run = append(run, func() { s.fetch(s.ctx, p) })
+	}
+	if err := c.start(s, run...); err != nil {
+		return nil, err
+	}
+	s.detachOn(ctx)
+	return s, nil
+}
+
 // detachOn ends the subscription when ctx is cancelled.
 func (s *subscription) detachOn(ctx context.Context) {
 	stop := context.AfterFunc(ctx, func() { _ = s.Unsubscribe() })
 	s.stop.Store(&stop)
-}
-
-// run polls the client and calls the handler for each message, until the
-// subscription ends. A queue-group member marks each message it handled;
-// franz-go commits the marks every second and when the group takes the
-// partition away.
-func (s *subscription) run() {
-	for {
-		fs := s.cl.PollFetches(s.ctx)
-		if s.ctx.Err() != nil || fs.IsClientClosed() {
-			return
-		}
-		fs.EachError(s.fetchError)
-		for it := fs.RecordIter(); !it.Done(); {
-			r := it.Next()
-			if s.ctx.Err() != nil {
-				return
-			}
-			// A copy: r.Value is a slice of the whole fetch response, which a
-			// handler that keeps one message (a stalled stream's frame) would
-			// keep alive in full.
-			s.h(s.ctx, bytes.Clone(r.Value))
-			if s.group != nil {
-				s.cl.MarkCommitRecords(r)
-			}
-		}
-	}
-}
-
-// fetchError logs what franz-go could not recover from on its own; it
-// retries the rest (lost connections, moved leaders) itself.
-func (s *subscription) fetchError(topic string, part int32, err error) {
-	if errors.Is(err, context.Canceled) {
-		return
-	}
-	if s.group != nil {
-		s.group.failed(err)
-	}
-	if topicLost(err) {
-		s.c.health.suspect() // check the topics
-	}
-	lv := s.c.logger.Warn
-	if kerr.IsRetriable(err) {
-		lv = s.c.logger.Debug
-	}
-	lv("subscription interrupted", telemetry.KeySubject, s.subject, keyPartition, part, telemetry.KeyErr, err)
 }
 
 // Unsubscribe implements broker.Subscription. A queue-group member commits
@@ -174,19 +114,100 @@ func (s *subscription) Unsubscribe() error {
 		if stop := s.stop.Load(); stop != nil {
 			(*stop)()
 		}
-		s.wg.Wait() // a running handler returns first
+		s.mu.Lock() // waits for a running handler
+		s.closed = true
+		s.mu.Unlock()
 		if s.group != nil {
-			// Commit and leave, unless the coordinator is away: then the
-			// group drops the member after its session timeout.
-			ctx, cancel := context.WithTimeout(context.Background(), leaveTimeout)
-			_ = s.cl.LeaveGroupContext(ctx)
-			cancel()
+			s.group.close()
 		}
-		s.hook.off.Store(true)
-		s.cl.Close()
+		s.wg.Wait()
 		s.c.mu.Lock()
 		delete(s.c.subs, s)
 		s.c.mu.Unlock()
 	})
 	return nil
+}
+
+// fetch long-polls partition p until ctx ends and hands what arrives to the
+// handler. MinBytes 1 makes the broker answer as soon as a message is
+// there; fetch_wait only bounds an idle poll. Failures (a lost connection,
+// a moved leader) are retried with backoff; kafka-go's Transport routes the
+// next request by its cached metadata.
+func (s *subscription) fetch(ctx context.Context, p *partPos) {
+	var bo backoff
+	for ctx.Err() == nil {
+		fctx, cancel := context.WithTimeout(ctx, s.c.cfg.fetchWait+requestTimeout)
+		res, err := s.c.cl.Fetch(fctx, &kafka.FetchRequest{
+			Topic:     s.t.name,
+			Partition: int(p.id),
+			Offset:    p.next.Load(),
+			MinBytes:  1,
+			MaxBytes:  fetchMaxBytes,
+			MaxWait:   s.c.cfg.fetchWait,
+		})
+		cancel()
+		if err == nil {
+			err = res.Error
+		}
+		if err == nil {
+			err = s.handAll(ctx, p, res.Records)
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			bo.reset()
+			continue
+		}
+		if errors.Is(err, kafka.OffsetOutOfRange) {
+			// The log was truncated or the topic recreated: go on from its end.
+			if ends, err := s.c.topics.endOffsets(ctx, s.t); err == nil {
+				p.next.Store(ends[p.id])
+			}
+			continue
+		}
+		if s.group != nil {
+			s.group.failed(err)
+		}
+		s.c.logger.Debug("subscription interrupted", telemetry.KeySubject, s.subject, keyPartition, p.id, telemetry.KeyErr, err)
+		sleep(ctx, bo.next())
+	}
+}
+
+// handAll hands the records of one fetch to the handler in order, skipping
+// those before p's position (a batch can start earlier).
+func (s *subscription) handAll(ctx context.Context, p *partPos, rr kafka.RecordReader) error {
+	for {
+		rec, err := rr.ReadRecord()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		var value []byte
+		if rec.Offset >= p.next.Load() {
+			value, err = kafka.ReadAll(rec.Value)
+		}
+		if rec.Key != nil {
+			rec.Key.Close()
+		}
+		if rec.Value != nil {
+			rec.Value.Close()
+		}
+		if err != nil {
+			return err
+		}
+		if rec.Offset < p.next.Load() {
+			continue
+		}
+		s.mu.Lock()
+		if s.closed || ctx.Err() != nil {
+			s.mu.Unlock()
+			return nil
+		}
+		s.h(s.ctx, value)
+		p.next.Store(rec.Offset + 1)
+		s.mu.Unlock()
+	}
 }

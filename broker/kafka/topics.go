@@ -7,12 +7,10 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kerr"
-	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/kmsg"
+	kafka "github.com/segmentio/kafka-go"
 
 	"github.com/busmesh/busmesh/broker"
 )
@@ -21,33 +19,39 @@ import (
 // ctx has no earlier deadline.
 const requestTimeout = 10 * time.Second
 
+// topic is a topic known to exist.
+type topic struct {
+	name  string
+	parts int32
+	next  atomic.Uint32 // round-robin partition choice
+}
+
 // topics creates the topics of the subjects in use, once each.
 type topics struct {
 	cfg *config
-	cl  *kgo.Client
-	adm *kadm.Client
+	cl  *kafka.Client
 
-	known sync.Map // topic name → kadm.TopicID: exists, under that ID
+	known sync.Map // name → *topic
 
 	mu       sync.Mutex
 	creating map[string]chan struct{} // topics being looked up or created
 }
 
-func newTopics(cfg *config, cl *kgo.Client) *topics {
-	return &topics{cfg: cfg, cl: cl, adm: kadm.NewClient(cl), creating: map[string]chan struct{}{}}
+func newTopics(cfg *config, cl *kafka.Client) *topics {
+	return &topics{cfg: cfg, cl: cl, creating: map[string]chan struct{}{}}
 }
 
 // ensure creates topic name unless it is known to exist. Concurrent calls
 // for one name make one request.
-func (ts *topics) ensure(ctx context.Context, name string) error {
-	if _, ok := ts.known.Load(name); ok {
-		return nil
-	}
+func (ts *topics) ensure(ctx context.Context, name string) (*topic, error) {
 	for {
+		if t, ok := ts.known.Load(name); ok {
+			return t.(*topic), nil
+		}
 		ts.mu.Lock()
-		if _, ok := ts.known.Load(name); ok {
+		if t, ok := ts.known.Load(name); ok {
 			ts.mu.Unlock()
-			return nil
+			return t.(*topic), nil
 		}
 		wait, busy := ts.creating[name]
 		if !busy {
@@ -60,133 +64,90 @@ func (ts *topics) ensure(ctx context.Context, name string) error {
 			case <-wait:
 				continue
 			case <-ctx.Done():
-				return ctx.Err()
+				return nil, ctx.Err()
 			}
 		}
-		id, err := ts.create(ctx, name)
+		t, err := ts.create(ctx, name)
 		ts.mu.Lock()
 		delete(ts.creating, name)
 		if err == nil {
-			ts.known.Store(name, id)
+			ts.known.Store(name, t)
 		}
 		ts.mu.Unlock()
 		close(wait)
-		return err
+		return t, err
 	}
 }
 
 // create asks the cluster for topic name, with the partitions its subject
-// needs and a message size limit that fits MaxMessageBytes, and returns its
-// ID. A topic that exists already is fine.
-func (ts *topics) create(ctx context.Context, name string) (kadm.TopicID, error) {
+// needs and a message size limit that fits MaxMessageBytes. A topic that
+// exists already is fine. kafka-go's Transport refreshes its metadata after
+// a CreateTopics request, so the topic is routable when this returns.
+func (ts *topics) create(ctx context.Context, name string) (*topic, error) {
 	ctx, cancel := context.WithTimeout(ctx, ts.cfg.dialTimeout)
 	defer cancel()
-	maxBytes := strconv.Itoa(ts.cfg.maxBatch())
-	retention := strconv.FormatInt(ts.cfg.retention.Milliseconds(), 10)
-	res, err := ts.adm.CreateTopic(ctx, ts.cfg.partitionsFor(name), ts.cfg.replication, map[string]*string{
-		"max.message.bytes": &maxBytes,
-		"retention.ms":      &retention,
-	}, name)
-	if err == nil {
-		err = res.Err
-	}
-	if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
-		var kafkaErr *kerr.Error
-		if !errors.As(err, &kafkaErr) {
-			// No broker answered.
-			return kadm.TopicID{}, fmt.Errorf("create topic %s: %w (%w)", name, broker.ErrDisconnected, err)
-		}
-		if res.ErrMessage != "" {
-			return kadm.TopicID{}, fmt.Errorf("create topic %s: %w: %s", name, err, res.ErrMessage)
-		}
-		return kadm.TopicID{}, fmt.Errorf("create topic %s: %w", name, err)
-	}
-	if err == nil && res.ID != (kadm.TopicID{}) {
-		return res.ID, nil
-	}
-	// Created by someone else (or by a broker that does not say the ID).
-	found, err := ts.lookup(ctx, name)
-	if err == nil {
-		err = found[name].err
-	}
+	res, err := ts.cl.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{
+		Topic:             name,
+		NumPartitions:     int(ts.cfg.partitionsFor(name)),
+		ReplicationFactor: int(ts.cfg.replication),
+		ConfigEntries: []kafka.ConfigEntry{
+			{ConfigName: "max.message.bytes", ConfigValue: strconv.Itoa(ts.cfg.maxBatch())},
+			{ConfigName: "retention.ms", ConfigValue: strconv.FormatInt(ts.cfg.retention.Milliseconds(), 10)},
+		},
+	}}})
 	if err != nil {
-		return kadm.TopicID{}, fmt.Errorf("look up topic %s: %w", name, err)
+		return nil, fmt.Errorf("create topic %s: %w (%w)", name, broker.ErrDisconnected, err)
 	}
-	return found[name].id, nil
-}
-
-// topicState is what the cluster says about one topic.
-type topicState struct {
-	id    kadm.TopicID
-	parts int
-	err   error // kerr.UnknownTopicOrPartition: the cluster has no such topic
-}
-
-// lookup asks the cluster about topics, bypassing franz-go's metadata
-// cache (kadm's ListTopics answers from it for up to MetadataMinAge, which
-// may predate a restart).
-func (ts *topics) lookup(ctx context.Context, names ...string) (map[string]topicState, error) {
-	req := kmsg.NewPtrMetadataRequest()
-	for _, n := range names {
-		rt := kmsg.NewMetadataRequestTopic()
-		rt.Topic = kmsg.StringPtr(n)
-		req.Topics = append(req.Topics, rt)
+	if err := res.Errors[name]; err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
+		return nil, fmt.Errorf("create topic %s: %w", name, err)
 	}
-	res, err := req.RequestWith(ctx, ts.cl)
-	if err != nil {
-		return nil, err
-	}
-	found := make(map[string]topicState, len(names))
-	for _, n := range names {
-		found[n] = topicState{err: kerr.UnknownTopicOrPartition}
-	}
-	for _, t := range res.Topics {
-		if t.Topic != nil {
-			found[*t.Topic] = topicState{id: t.TopicID, parts: len(t.Partitions), err: kerr.ErrorForCode(t.ErrorCode)}
+	// The partition count, from the Transport's cache (a topic someone else
+	// created may have another).
+	for wait := 20 * time.Millisecond; ; wait = min(2*wait, 500*time.Millisecond) {
+		md, err := ts.cl.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{name}})
+		if err == nil && len(md.Topics) == 1 {
+			err = md.Topics[0].Error
+			if err == nil && len(md.Topics[0].Partitions) == 0 {
+				err = kafka.UnknownTopicOrPartition
+			}
+			if err == nil {
+				return &topic{name: name, parts: int32(len(md.Topics[0].Partitions))}, nil
+			}
+		}
+		if !sleep(ctx, wait) {
+			return nil, fmt.Errorf("look up topic %s: %w (%v)", name, ctx.Err(), err)
 		}
 	}
-	return found, nil
 }
 
-// names returns the topics known to exist.
-func (ts *topics) names() []string {
-	var names []string
-	ts.known.Range(func(k, _ any) bool {
-		names = append(names, k.(string))
-		return true
-	})
-	return names
-}
-
-// endOffsets returns, for every partition of topic name, the offset the
-// next message will get: a subscription that starts there sees everything
+// endOffsets returns, for every partition of t, the offset the next
+// message will get: a subscription that starts there sees everything
 // published after this returns. It retries while a new topic's partitions
 // have no leader yet.
-func (ts *topics) endOffsets(ctx context.Context, name string) (map[int32]int64, error) {
+func (ts *topics) endOffsets(ctx context.Context, t *topic) (map[int32]int64, error) {
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
+	req := &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{}}
+	for p := range int(t.parts) {
+		req.Topics[t.name] = append(req.Topics[t.name], kafka.LastOffsetOf(p))
+	}
 	for wait := 20 * time.Millisecond; ; wait = min(2*wait, time.Second) {
-		listed, err := ts.adm.ListEndOffsets(ctx, name)
+		res, err := ts.cl.ListOffsets(ctx, req)
 		if err == nil {
-			err = listed.Error()
-		}
-		if err == nil && len(listed[name]) == 0 {
-			err = kerr.UnknownTopicOrPartition
-		}
-		if err == nil {
-			ends := make(map[int32]int64, len(listed[name]))
-			for p, o := range listed[name] {
-				ends[p] = o.Offset
+			ends := make(map[int32]int64, t.parts)
+			for _, p := range res.Topics[t.name] {
+				if p.Error != nil {
+					err = p.Error
+					break
+				}
+				ends[int32(p.Partition)] = p.LastOffset
 			}
-			return ends, nil
+			if err == nil && len(ends) == int(t.parts) {
+				return ends, nil
+			}
 		}
-		if !kerr.IsRetriable(err) && !errors.Is(err, kerr.UnknownTopicOrPartition) {
-			return nil, fmt.Errorf("offsets of %s: %w", name, err)
-		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("offsets of %s: %w (%w)", name, ctx.Err(), err)
-		case <-time.After(wait/2 + rand.N(wait/2)):
+		if !sleep(ctx, wait/2+rand.N(wait/2)) {
+			return nil, fmt.Errorf("offsets of %s: %w (%v)", t.name, ctx.Err(), err)
 		}
 	}
 }
@@ -198,3 +159,28 @@ func withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
 	}
 	return context.WithTimeout(ctx, requestTimeout)
 }
+
+// sleep waits for d, or returns false when ctx ends first.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// backoff is an exponential delay from 20 ms to 1 s, with jitter.
+type backoff struct{ n int }
+
+func (b *backoff) next() time.Duration {
+	d := min(20*time.Millisecond<<b.n, time.Second)
+	if d < time.Second {
+		b.n++
+	}
+	return d/2 + rand.N(d/2)
+}
+
+func (b *backoff) reset() { b.n = 0 }
