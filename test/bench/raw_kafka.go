@@ -6,19 +6,20 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"sync"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kerr"
+	kafka "github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kfake"
-	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-// Kafka request/reply settings, the lowest-latency ones franz-go's kgo
-// allows and the busmesh backend uses: no linger (a lone message goes out at
-// once; a busy producer batches instead), no compression, long-poll fetches
-// that the broker answers as soon as a message is there, no fetch session.
+// Kafka request/reply settings on kafka-go's Client and Transport, as the
+// kafka-go candidate backend uses them: produce with group commit (one
+// request in flight; what arrives meanwhile goes in the next, no linger),
+// no compression, long-poll fetches (MinBytes 1) that the broker answers as
+// soon as a message is there. kafka-go fetches and produces one partition
+// per request and has no fetch sessions.
 const kafkaMaxWait = 250 * time.Millisecond // longest idle long-poll
 
 // runKfake runs an in-memory Kafka cluster of one broker (franz-go's
@@ -45,51 +46,23 @@ func runKfake(ctx context.Context, fs *flag.FlagSet, args []string, ready func(s
 // kafkaTopics names the request and reply topics of a raw row.
 func kafkaTopics(prefix string) (req, rep string) { return prefix + "-req", prefix + "-rep" }
 
-// kafkaClient is a kgo client that produces to partition 0 with acks=1 and,
-// if consume is set, reads partition 0 of that topic from its end as
-// of this call: what is published after it returns is read.
-func kafkaClient(ctx context.Context, addr, consume string) (*kgo.Client, error) {
-	opts := []kgo.Opt{
-		kgo.SeedBrokers(addr),
-		kgo.RequiredAcks(kgo.LeaderAck()),
-		kgo.DisableIdempotentWrite(),
-		kgo.ProducerLinger(0),
-		kgo.ProducerBatchCompression(kgo.NoCompression()),
-		kgo.RecordPartitioner(kgo.ManualPartitioner()),
-		kgo.FetchMaxWait(kafkaMaxWait),
-		kgo.DisableFetchSessions(),
-	}
-	if consume != "" {
-		adm, err := kgo.NewClient(kgo.SeedBrokers(addr))
-		if err != nil {
-			return nil, err
-		}
-		ends, err := kadm.NewClient(adm).ListEndOffsets(ctx, consume)
-		adm.Close()
-		if err == nil {
-			err = ends.Error()
-		}
-		end, ok := ends.Lookup(consume, 0)
-		if err != nil || !ok {
-			return nil, fmt.Errorf("end of %s: %w (partition 0 listed: %v)", consume, err, ok)
-		}
-		opts = append(opts, kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{consume: {0: kgo.NewOffset().At(end.Offset)}}))
-	}
-	return kgo.NewClient(opts...)
+// kafkaClient is a kafka-go Client on a Transport of its own.
+func kafkaClient(addr string) (*kafka.Client, *kafka.Transport) {
+	tr := &kafka.Transport{}
+	return &kafka.Client{Addr: kafka.TCP(addr), Transport: tr}, tr
 }
 
 // createKafkaTopics creates single-partition topics on the cluster at addr.
-func createKafkaTopics(ctx context.Context, addr string, topics ...string) error {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(addr))
-	if err != nil {
-		return err
+func createKafkaTopics(ctx context.Context, cl *kafka.Client, topics ...string) error {
+	req := &kafka.CreateTopicsRequest{}
+	for _, t := range topics {
+		req.Topics = append(req.Topics, kafka.TopicConfig{Topic: t, NumPartitions: 1, ReplicationFactor: 1})
 	}
-	defer cl.Close()
-	res, err := kadm.NewClient(cl).CreateTopics(ctx, 1, 1, nil, topics...)
+	res, err := cl.CreateTopics(ctx, req)
 	if err == nil {
-		for _, r := range res {
-			if r.Err != nil && !errors.Is(r.Err, kerr.TopicAlreadyExists) {
-				err = errors.Join(err, r.Err)
+		for _, e := range res.Errors {
+			if e != nil && !errors.Is(e, kafka.TopicAlreadyExists) {
+				err = errors.Join(err, e)
 			}
 		}
 	}
@@ -99,80 +72,158 @@ func createKafkaTopics(ctx context.Context, addr string, topics ...string) error
 	return nil
 }
 
-// readKafka polls cl and hands each message to handle, until ctx ends or
-// the client fails.
-func readKafka(ctx context.Context, cl *kgo.Client, handle func(*kgo.Record)) error {
+// kafkaEnd returns the offset the next message on partition 0 of topic
+// gets: a reader that starts there reads what is published after this.
+func kafkaEnd(ctx context.Context, cl *kafka.Client, topic string) (int64, error) {
+	res, err := cl.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: {kafka.LastOffsetOf(0)}}})
+	if err == nil && len(res.Topics[topic]) != 1 {
+		err = errors.New("partition 0 not listed")
+	}
+	if err == nil {
+		err = res.Topics[topic][0].Error
+	}
+	if err != nil {
+		return 0, fmt.Errorf("end of %s: %w", topic, err)
+	}
+	return res.Topics[topic][0].LastOffset, nil
+}
+
+// readKafka long-polls partition 0 of topic from offset and hands each
+// message's key and value to handle, until ctx ends or a fetch fails.
+func readKafka(ctx context.Context, cl *kafka.Client, topic string, offset int64, handle func(key, value []byte)) error {
 	for {
-		fs := cl.PollFetches(ctx)
-		if ctx.Err() != nil || fs.IsClientClosed() {
+		res, err := cl.Fetch(ctx, &kafka.FetchRequest{Topic: topic, Offset: offset, MinBytes: 1, MaxBytes: 16 << 20, MaxWait: kafkaMaxWait})
+		if ctx.Err() != nil {
 			return nil
 		}
-		if err := fs.Err0(); err != nil {
+		if err == nil {
+			err = res.Error
+		}
+		if err != nil {
 			return fmt.Errorf("kafka fetch: %w", err)
 		}
-		fs.EachRecord(handle)
+		for {
+			rec, err := res.Records.ReadRecord()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				return fmt.Errorf("kafka fetch: %w", err)
+			}
+			if rec.Offset < offset {
+				continue // a batch may start before the offset asked for
+			}
+			key, _ := kafka.ReadAll(rec.Key)
+			value, err := kafka.ReadAll(rec.Value)
+			if err != nil {
+				return fmt.Errorf("kafka fetch: %w", err)
+			}
+			offset = rec.Offset + 1
+			handle(key, value)
+		}
 	}
 }
 
-// kafkaRequester is request/reply on kgo: requests go to a request topic
-// with an 8-byte correlation id as key, replies come back on a reply topic
-// read from its end.
+// kafkaProducer writes to partition 0 of one topic with group commit: one
+// Client.Produce in flight, the messages queued meanwhile in the next.
+type kafkaProducer struct {
+	cl    *kafka.Client
+	topic string
+
+	mu    sync.Mutex
+	queue []kafka.Record
+	busy  bool
+	err   error // the first produce error; later produces fail with it
+	wg    sync.WaitGroup
+}
+
+func (p *kafkaProducer) produce(key, value []byte) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.err != nil {
+		return p.err
+	}
+	p.queue = append(p.queue, kafka.Record{Key: kafka.NewBytes(key), Value: kafka.NewBytes(value)})
+	if !p.busy {
+		p.busy = true
+		p.wg.Go(p.send)
+	}
+	return nil
+}
+
+func (p *kafkaProducer) send() {
+	for {
+		p.mu.Lock()
+		recs := p.queue
+		p.queue = nil
+		if len(recs) == 0 {
+			p.busy = false
+			p.mu.Unlock()
+			return
+		}
+		p.mu.Unlock()
+		res, err := p.cl.Produce(context.Background(), &kafka.ProduceRequest{
+			Topic: p.topic, RequiredAcks: kafka.RequireOne, Records: kafka.NewRecordReader(recs...),
+		})
+		if err == nil {
+			err = res.Error
+		}
+		if err != nil {
+			p.mu.Lock()
+			if p.err == nil {
+				p.err = fmt.Errorf("kafka produce: %w", err)
+			}
+			p.mu.Unlock()
+		}
+	}
+}
+
+// kafkaRequester is request/reply on kafka-go's Client: requests go to a
+// request topic with an 8-byte correlation id as key, replies come back on
+// a reply topic read from its end.
 type kafkaRequester struct {
-	cl      *kgo.Client
-	topic   string
+	tr      *kafka.Transport
+	prod    *kafkaProducer
 	pending *pending
 	cancel  context.CancelFunc
 	done    chan struct{}
 	readErr error // set before done is closed
-
-	mu       sync.Mutex
-	writeErr error // the first produce error; later requests fail with it
 }
 
 // newKafkaRequester creates the row's topics and connects to them; the
 // responder is started after, on the same prefix.
 func newKafkaRequester(ctx context.Context, addr, prefix string) (*kafkaRequester, error) {
 	reqTopic, repTopic := kafkaTopics(prefix)
-	if err := createKafkaTopics(ctx, addr, reqTopic, repTopic); err != nil {
+	cl, tr := kafkaClient(addr)
+	if err := createKafkaTopics(ctx, cl, reqTopic, repTopic); err != nil {
+		tr.CloseIdleConnections()
 		return nil, err
 	}
-	cl, err := kafkaClient(ctx, addr, repTopic)
+	end, err := kafkaEnd(ctx, cl, repTopic)
 	if err != nil {
+		tr.CloseIdleConnections()
 		return nil, err
 	}
 	rctx, cancel := context.WithCancel(context.Background())
-	r := &kafkaRequester{cl: cl, topic: reqTopic, pending: newPending(), cancel: cancel, done: make(chan struct{})}
+	r := &kafkaRequester{tr: tr, prod: &kafkaProducer{cl: cl, topic: reqTopic}, pending: newPending(), cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(r.done)
-		r.readErr = readKafka(rctx, cl, func(m *kgo.Record) {
-			if len(m.Key) == 8 {
-				r.pending.deliver(binary.BigEndian.Uint64(m.Key), m.Value)
+		r.readErr = readKafka(rctx, cl, repTopic, end, func(key, value []byte) {
+			if len(key) == 8 {
+				r.pending.deliver(binary.BigEndian.Uint64(key), value)
 			}
 		})
 	}()
 	return r, nil
 }
 
-func (r *kafkaRequester) produced(_ *kgo.Record, err error) {
-	if err != nil {
-		r.mu.Lock()
-		if r.writeErr == nil {
-			r.writeErr = fmt.Errorf("kafka produce: %w", err)
-		}
-		r.mu.Unlock()
-	}
-}
-
 func (r *kafkaRequester) request(ctx context.Context, payload []byte) ([]byte, error) {
-	r.mu.Lock()
-	err := r.writeErr
-	r.mu.Unlock()
-	if err != nil {
-		return nil, err
-	}
 	id, ch := r.pending.open()
 	key := binary.BigEndian.AppendUint64(make([]byte, 0, 8), id)
-	r.cl.Produce(context.Background(), &kgo.Record{Topic: r.topic, Key: key, Value: payload}, r.produced)
+	if err := r.prod.produce(key, payload); err != nil {
+		r.pending.forget(id)
+		return nil, err
+	}
 	select {
 	case <-r.done:
 		r.pending.forget(id)
@@ -185,7 +236,8 @@ func (r *kafkaRequester) request(ctx context.Context, payload []byte) ([]byte, e
 func (r *kafkaRequester) close() error {
 	r.cancel()
 	<-r.done
-	r.cl.Close()
+	r.prod.wg.Wait()
+	r.tr.CloseIdleConnections()
 	return nil
 }
 
@@ -193,19 +245,31 @@ func (r *kafkaRequester) close() error {
 // message of the same key and value on its reply topic.
 func respondKafka(ctx context.Context, addr, prefix string, ready func(string)) error {
 	reqTopic, repTopic := kafkaTopics(prefix)
+	cl, tr := kafkaClient(addr)
+	defer tr.CloseIdleConnections()
 	// Ready is printed once the request topic's end is known: no request
 	// published after it is missed.
-	cl, err := kafkaClient(ctx, addr, reqTopic)
+	end, err := kafkaEnd(ctx, cl, reqTopic)
 	if err != nil {
 		return err
 	}
-	defer cl.Close()
+	prod := &kafkaProducer{cl: cl, topic: repTopic}
+	defer prod.wg.Wait()
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var perr error // the first produce error; it ends the read
 	errc := make(chan error, 1)
 	go func() {
-		errc <- readKafka(ctx, cl, func(m *kgo.Record) {
-			cl.Produce(ctx, &kgo.Record{Topic: repTopic, Key: m.Key, Value: m.Value}, nil)
+		errc <- readKafka(rctx, cl, reqTopic, end, func(key, value []byte) {
+			if err := prod.produce(key, value); err != nil && perr == nil {
+				perr = err
+				cancel()
+			}
 		})
 	}()
 	ready(reqTopic)
-	return <-errc
+	if err := <-errc; err != nil {
+		return err
+	}
+	return perr
 }

@@ -232,7 +232,7 @@ func (e *env) rawRow(ctx context.Context, b, url, addr string) (*row, error) {
 		}
 	case "kafka":
 		r, err = newKafkaRequester(ctx, addr, name)
-		about = "franz-go kgo: produce to a request topic, the responder produces to a reply topic; long-poll fetch, linger 0"
+		about = "segmentio/kafka-go Client+Transport: Client.Produce to a request topic (group commit, no linger), the responder produces to a reply topic; Client.Fetch long poll (MinBytes 1)"
 	}
 	if err != nil {
 		return nil, err
