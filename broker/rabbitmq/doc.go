@@ -4,11 +4,11 @@
 //
 // # URL
 //
-//	amqp://user:pass@host:5672/vhost?exchange=busmesh&prefetch=8
+//	amqp://user:pass@host:5672/vhost?exchange=busmesh&prefetch=32
 //	amqps://user:pass@host:5671/vhost?tls_ca=/etc/ca.pem&tls_server_name=rabbit.example
 //
 // Options: exchange (default "busmesh"), prefetch (queue-group members'
-// unacknowledged messages, default 8), confirm (wait for publisher confirms,
+// unacknowledged messages, default 32), confirm (wait for publisher confirms,
 // default false), max_message_bytes (the server's max_message_size, when it
 // is not the default of its version). For amqps:// only, named as the NATS
 // and Kafka backends name theirs: tls_ca (a PEM file of the CAs to trust
@@ -21,9 +21,12 @@
 //
 // # What maps to what
 //
-//   - All subjects share one durable topic exchange; the routing key is the
+//   - All subjects share one durable direct exchange; the routing key is the
 //     subject. Subjects are literal: the topic wildcards "*" and "#" are
-//     refused as tokens of a subscribed subject.
+//     refused as tokens of a subscribed subject. An exchange an earlier
+//     busmesh declared as a topic exchange is used as it is (it routes
+//     literal subjects alike, for more of the broker's CPU), with a log line
+//     saying so.
 //   - Subscribe (fan-out, inboxes): an exclusive, auto-delete, server-named
 //     queue bound to the subject, on a channel of its own.
 //   - QueueSubscribe: a classic queue named "<exchange>/<group>/<subject>"

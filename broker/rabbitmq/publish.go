@@ -167,7 +167,7 @@ func (c *Conn) reopenPublisher(s *session) (publisher, bool) {
 			return publisher{}, false
 		case <-timer.C:
 		}
-		err := s.declareExchange(c.cfg.exchange)
+		_, err := s.declareExchange(c.cfg.exchange)
 		if err == nil {
 			var p publisher
 			if p, err = s.openPublisher(c.cfg.confirm); err == nil {

@@ -79,6 +79,9 @@ type session struct {
 	blocks  chan amqp.Blocking           // connection.blocked / unblocked
 	lost    chan struct{}                // closed by the supervisor once the connection is gone
 	wg      sync.WaitGroup               // the publisher loop
+	// exchangeKind is the exchange's type: direct, or topic where an
+	// earlier busmesh declared it so (declareExchange).
+	exchangeKind string
 }
 
 func open(ctx context.Context, u *url.URL, logger *slog.Logger) (broker.Broker, error) {
@@ -119,6 +122,10 @@ func dial(ctx context.Context, u *url.URL, logger *slog.Logger) (*Conn, error) {
 	sess, err := c.connect(ctx)
 	if err != nil {
 		return nil, err
+	}
+	if sess.exchangeKind != amqp.ExchangeDirect {
+		c.logger.Info("the exchange is a "+sess.exchangeKind+" exchange, declared by an earlier busmesh; it routes alike, but a direct exchange costs the broker less: delete it while no sidecar uses it and the next sidecar declares it direct",
+			"exchange", c.cfg.exchange)
 	}
 	c.life, c.kill = context.WithCancel(context.Background())
 	c.cur.Store(sess)
@@ -192,23 +199,42 @@ func (s *session) setup(cfg config) (publisher, error) {
 	s.closes = s.conn.NotifyClose(make(chan *amqp.Error, 1))
 	s.blocks = s.conn.NotifyBlocked(make(chan amqp.Blocking, 1))
 	s.lost = make(chan struct{})
-	if err := s.declareExchange(cfg.exchange); err != nil {
+	var err error
+	if s.exchangeKind, err = s.declareExchange(cfg.exchange); err != nil {
 		return publisher{}, err
 	}
 	return s.openPublisher(cfg.confirm)
 }
 
-// declareExchange declares the topic exchange on a channel of its own.
-// Durable: the exchange is shared by every sidecar and outlives them.
-func (s *session) declareExchange(name string) error {
-	ch, err := s.conn.Channel()
-	if err != nil {
-		return fmt.Errorf("open channel: %w", err)
+// declareExchange declares the exchange on a channel of its own and returns
+// its type. Durable: the exchange is shared by every sidecar and outlives
+// them. Direct, because subjects are literal, and a direct exchange routes
+// them for about a fifth less of the broker's CPU per call than a topic
+// exchange; topic when an earlier busmesh declared it so (RabbitMQ refuses
+// to redeclare an exchange as another type), which routes literal subjects
+// alike.
+func (s *session) declareExchange(name string) (string, error) {
+	var first error
+	for _, kind := range []string{amqp.ExchangeDirect, amqp.ExchangeTopic} {
+		ch, err := s.conn.Channel()
+		if err != nil {
+			return "", fmt.Errorf("open channel: %w", err)
+		}
+		err = ch.ExchangeDeclare(name, kind, true, false, false, false, nil)
+		if err == nil {
+			return kind, ch.Close()
+		}
+		// The broker closed the channel; a 406 (precondition failed) says
+		// the exchange exists with another type or other arguments.
+		var ae *amqp.Error
+		if first == nil {
+			first = err
+		}
+		if !errors.As(err, &ae) || ae.Code != amqp.PreconditionFailed {
+			break
+		}
 	}
-	if err := ch.ExchangeDeclare(name, amqp.ExchangeTopic, true, false, false, false, nil); err != nil {
-		return fmt.Errorf("declare exchange %q: %w", name, err)
-	}
-	return ch.Close()
+	return "", fmt.Errorf("declare exchange %q: %w", name, first)
 }
 
 // connectErr says why connect failed. amqp091-go's errors do not repeat the

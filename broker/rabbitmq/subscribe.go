@@ -18,6 +18,11 @@ import (
 // come and gone). A queue with consumers never expires.
 const groupQueueExpiry = 60 * time.Second
 
+// maxGroupAckBatch bounds the messages a busy group member handles before it
+// acknowledges them: those are redelivered to another member, and handled
+// twice, if its connection drops first.
+const maxGroupAckBatch = 8
+
 // fanoutAckDelay is how long a fan-out subscription lets acknowledgements
 // wait to share one frame (see serve).
 const fanoutAckDelay = 5 * time.Millisecond
@@ -199,16 +204,17 @@ func (s *subscription) run(sess *session, ch *amqp.Channel, deliveries <-chan am
 // or connection lost) or the subscription is cancelled.
 //
 // Acknowledgements follow the handler, batched with multiple=true every
-// half prefetch while deliveries keep coming. A group member acks as soon
-// as no delivery is waiting: an unacked message it already handled would be
-// redelivered to another member if the connection dropped. A fan-out queue
+// half prefetch (a group member: at most maxGroupAckBatch) while deliveries
+// keep coming. A group member acks as soon as no delivery is waiting: an
+// unacked message it already handled would be redelivered to another member
+// if the connection dropped. A fan-out queue
 // dies with its connection, so nothing is ever redelivered from it and its
 // acks only refill the prefetch window: they wait up to fanoutAckDelay to
 // share one frame, which on a request/reply inbox saves a frame per reply.
 func (s *subscription) serve(ch *amqp.Channel, deliveries <-chan amqp.Delivery) {
 	ackEvery, delay := fanoutPrefetch/2, fanoutAckDelay
 	if s.group != "" {
-		ackEvery, delay = max(1, s.c.cfg.prefetch/2), 0
+		ackEvery, delay = min(maxGroupAckBatch, max(1, s.c.cfg.prefetch/2)), 0
 	}
 	var last uint64
 	pending := 0

@@ -63,6 +63,7 @@ type options struct {
 	out         string
 	quick       bool
 	profile     time.Duration
+	profileOn   string // the broker whose HTTP mesh row is profiled
 	binary      string
 	natsAddr    string
 	rabbitAddr  string
@@ -113,7 +114,8 @@ func parseOptions(args []string) (*options, error) {
 	brokers := fs.String("brokers", strings.Join(knownBrokers(), ","), "comma-separated brokers: "+strings.Join(knownBrokers(), ", "))
 	fs.StringVar(&o.out, "out", "bench-results/latest.md", "markdown report file (also printed to stdout)")
 	fs.BoolVar(&o.quick, "quick", false, "a fast smoke run: one short round")
-	fs.DurationVar(&o.profile, "profile", 5*time.Second, "after the rounds, CPU-profile the sidecars this long under the c=max NATS HTTP load (0: off)")
+	fs.DurationVar(&o.profile, "profile", 5*time.Second, "after the rounds, CPU-profile the sidecars this long under the c=max HTTP mesh load of -profile-broker (0: off)")
+	fs.StringVar(&o.profileOn, "profile-broker", "nats", "the broker whose HTTP mesh row -profile profiles: "+strings.Join(knownBrokers(), ", "))
 	fs.StringVar(&o.binary, "busmesh", "", "a prebuilt busmesh binary (default: go build ./cmd/busmesh)")
 	fs.BoolVar(&o.verbose, "v", false, "print a progress line per measurement on stderr")
 	if err := fs.Parse(args); err != nil {
@@ -156,6 +158,9 @@ func parseOptions(args []string) (*options, error) {
 		if !slices.Contains(o.brokers, b) {
 			o.brokers = append(o.brokers, b)
 		}
+	}
+	if o.profile > 0 && !slices.Contains(o.brokers, o.profileOn) {
+		return nil, fmt.Errorf("-profile-broker: %q is not among -brokers (%s)", o.profileOn, strings.Join(o.brokers, ", "))
 	}
 	if o.duration <= 0 || o.rounds < 1 || o.warmup < 0 {
 		return nil, errors.New("-duration and -rounds must be positive, -warmup not negative")
