@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -81,4 +83,44 @@ func resetPeak(pid int) error {
 		return fmt.Errorf("reset peak RSS of %d: %w", pid, err)
 	}
 	return nil
+}
+
+// listenerPID returns the process listening on addr's TCP port on this
+// machine: the socket's inode from /proc/net/tcp{,6}, then the process
+// holding that socket among /proc/*/fd (the bench's own user's processes,
+// or all of them as root).
+func listenerPID(addr string) (int, error) {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return 0, err
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil {
+		return 0, fmt.Errorf("port %q: %w", port, err)
+	}
+	want := fmt.Sprintf(":%04X", n)
+	inodes := map[string]bool{}
+	for _, table := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		data, err := os.ReadFile(table)
+		if err != nil {
+			continue
+		}
+		for line := range strings.SplitSeq(string(data), "\n") {
+			// sl local_address rem_address st ... inode (the 10th field)
+			f := strings.Fields(line)
+			if len(f) >= 10 && strings.HasSuffix(f[1], want) && f[3] == "0A" {
+				inodes["socket:["+f[9]+"]"] = true
+			}
+		}
+	}
+	if len(inodes) == 0 {
+		return 0, fmt.Errorf("no process on this machine listens on port %d", n)
+	}
+	procs, _ := filepath.Glob("/proc/[0-9]*/fd/*")
+	for _, fd := range procs {
+		if target, err := os.Readlink(fd); err == nil && inodes[target] {
+			return strconv.Atoi(strings.Split(fd, "/")[2])
+		}
+	}
+	return 0, fmt.Errorf("the process listening on port %d is not visible to this user", n)
 }

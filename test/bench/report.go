@@ -101,7 +101,8 @@ func (r *report) spread(s *cellStats) string {
 func (r *report) resources(b *strings.Builder) {
 	fmt.Fprintf(b, "## Processes\n\n")
 	fmt.Fprintf(b, "Resident memory (MB = 10⁶ bytes) from /proc/<pid>/status: VmRSS before any load (in parentheses its anonymous part, RssAnon: heap and stacks rather than the binary's mapped pages); the peak (VmHWM, reset through clear_refs before each run) and VmRSS after the runs at c=%d. "+
-		"CPU is utime + stime from /proc/<pid>/stat over each run, warm-up included, per 10,000 calls made (10 ms resolution).\n\n", r.env.maxConc)
+		"CPU is utime + stime from /proc/<pid>/stat over each run, warm-up included, per 10,000 calls made (10 ms resolution). "+
+		"A broker row is the broker's server process on this machine (nats-server, RabbitMQ's beam.smp, the kfake child), which every call through it also costs; its CPU includes the idle chatter of the other rows' sidecars.\n\n", r.env.maxConc)
 	fmt.Fprintf(b, "| row | process | RSS idle | RSS peak c=%d | RSS end c=%d |", r.env.maxConc, r.env.maxConc)
 	align := "|---|---|--:|--:|--:|"
 	for _, c := range r.opts.concurrency {
@@ -177,6 +178,9 @@ func (r *report) notes(b *strings.Builder) {
 	}
 	for _, s := range r.env.skipped {
 		fmt.Fprintf(b, "- `%s` not measured: %s\n", s.row, indentBlock(s.why))
+	}
+	for _, n := range r.env.notes {
+		fmt.Fprintf(b, "- %s\n", n)
 	}
 	fmt.Fprintf(b, "- Every process in the data path runs on this machine's %d cores at once, the load generator included; the rows differ in how many processes share them.\n", r.machine.nproc)
 	fmt.Fprintf(b, "- Sidecars log at warn, with discovery at its default interval; the echo application, the responders, the proxies and kfake are this program re-executed (`-child ROLE`).\n")

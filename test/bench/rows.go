@@ -42,10 +42,19 @@ type row struct {
 
 // rowProc is a process whose CPU and memory a row reports.
 type rowProc struct {
-	role    string // "ambassador", "adapter", "proxy 1", "responder", ...
-	proc    *process
-	admin   string // a sidecar's admin address, for profiles
-	sidecar bool   // a busmesh sidecar: the memory targets apply
+	role    string   // "ambassador", "adapter", "proxy 1", "responder", "broker", ...
+	proc    *process // nil for a process the bench did not start (a broker server)
+	ext     int      // that process's pid
+	admin   string   // a sidecar's admin address, for profiles
+	sidecar bool     // a busmesh sidecar: the memory targets apply
+}
+
+// pid returns the process's id.
+func (p rowProc) pid() int {
+	if p.proc != nil {
+		return p.proc.pid()
+	}
+	return p.ext
 }
 
 // skip is a row that is not measured, and why.
@@ -64,6 +73,8 @@ type env struct {
 	rows    []*row
 	skipped []skip
 	brokers []string // "nats-server 2.12.1 at 127.0.0.1:4222", for the header
+	kfake   *process // the kfake cluster's child process, when Kafka is measured
+	notes   []string // for the report's notes
 	closers []func() error
 }
 
@@ -107,15 +118,21 @@ func setUp(ctx context.Context, o *options, sup *supervisor) (e *env, err error)
 		if b == "nats" {
 			natsURL = url
 		}
+		// The broker's own CPU per call goes beside the clients' where
+		// this machine runs it: a broker is in every call's path too.
+		srv, srvErr := e.brokerProc(b, map[string]string{"nats": o.natsAddr, "rabbitmq": o.rabbitAddr}[b])
+		if srvErr != nil {
+			e.notes = append(e.notes, fmt.Sprintf("%s's server CPU is not reported: %v", b, srvErr))
+		}
 		if r, err := e.rawRow(ctx, b, url, addr); err != nil {
 			e.skip(err.Error(), rawRowName(b))
 		} else {
-			raws = append(raws, r)
+			raws = append(raws, r.with(srv))
 		}
 		if r, err := e.meshHTTPRow(ctx, b, url); err != nil {
 			e.skip(err.Error(), meshRowName(b))
 		} else {
-			meshes = append(meshes, r)
+			meshes = append(meshes, r.with(srv))
 		}
 		if b == "nats" {
 			if r, err := e.meshHTTPSecureRow(ctx, url); err != nil {
@@ -187,14 +204,37 @@ func (e *env) openBroker(ctx context.Context, o *options, b string) (url, addr s
 		url = "amqp://guest:guest@" + addr + "/"
 		return url, url, nil
 	case "kafka":
-		_, addr, err := e.sup.startChild(ctx, "kfake", childTimeout, "kfake")
+		p, addr, err := e.sup.startChild(ctx, "kfake", childTimeout, "kfake")
 		if err != nil {
 			return "", "", fmt.Errorf("start kfake: %w", err)
 		}
+		e.kfake = p
 		e.brokers = append(e.brokers, "kfake (franz-go, in-memory, one broker) at "+addr+", in a child process of the bench")
 		return "kafka://" + addr, addr, nil
 	}
 	return "", "", fmt.Errorf("unknown broker %q", b)
+}
+
+// brokerProc returns broker b's server process as a row process: kfake's
+// child, or the local process listening at addr (nats-server, RabbitMQ's
+// beam.smp); an error for a broker on another machine.
+func (e *env) brokerProc(b, addr string) (*rowProc, error) {
+	if b == "kafka" {
+		return &rowProc{role: "broker", proc: e.kfake}, nil
+	}
+	pid, err := listenerPID(addr)
+	if err != nil {
+		return nil, err
+	}
+	return &rowProc{role: "broker", ext: pid}, nil
+}
+
+// with returns r with p among its processes, when p is not nil.
+func (r *row) with(p *rowProc) *row {
+	if p != nil {
+		r.procs = append(r.procs, *p)
+	}
+	return r
 }
 
 // probe checks that something listens at addr.
