@@ -8,9 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kerr"
-	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/kmsg"
+	kafka "github.com/segmentio/kafka-go"
 
 	"github.com/busmesh/busmesh/broker"
 	"github.com/busmesh/busmesh/internal/telemetry"
@@ -24,17 +22,17 @@ const (
 	heartbeatInterval = 500 * time.Millisecond
 	sessionTimeout    = 10 * time.Second
 	rebalanceTimeout  = 10 * time.Second
+	joinBackoff       = 500 * time.Millisecond
 	commitInterval    = time.Second
-	leaveTimeout      = 2 * time.Second // for the last commit and leaving
 )
 
-// member is a subscription's membership in a consumer group, which
-// franz-go runs: join, cooperative-sticky assignment, heartbeats, commits
-// and leaving.
+// member is a subscription's membership in a consumer group, run by
+// kafka-go's ConsumerGroup (join, sync, heartbeats, leave). Each generation
+// reads its partitions with the subscription's fetch loops.
 type member struct {
-	s       *subscription // set after the client, which may call assigned and adjust first
-	subject string
-	id      string // the consumer group
+	s  *subscription
+	id string // the consumer group
+	cg *kafka.ConsumerGroup
 
 	// start is where each partition ended when QueueSubscribe was called:
 	// where the group starts on a partition it has no committed offset for.
@@ -42,11 +40,7 @@ type member struct {
 	// nothing from long before is delivered.
 	start map[int32]int64
 
-	mu      sync.Mutex
-	pending map[int32]kgo.EpochOffset // start positions to commit
-	kick    chan struct{}             // an assignment came
-
-	ready     chan struct{} // closed once joined with its start positions committed
+	ready     chan struct{} // closed once this member's positions are committed
 	readyOnce sync.Once
 	lastErr   atomic.Pointer[error] // why joining failed, for QueueSubscribe's error
 }
@@ -66,33 +60,34 @@ func (c *Conn) QueueSubscribe(ctx context.Context, subject, group string, h brok
 	if group == "" {
 		return nil, fmt.Errorf("queue subscribe %s: empty group name", subject)
 	}
-	if err := c.topics.ensure(ctx, subject); err != nil {
-		return nil, fmt.Errorf("queue subscribe %s: %w", subject, err)
-	}
-	start, err := c.topics.endOffsets(ctx, subject)
+	t, err := c.cl.topic(ctx, subject)
 	if err != nil {
 		return nil, fmt.Errorf("queue subscribe %s: %w", subject, err)
 	}
-	m := &member{subject: subject, id: GroupID(subject, group), start: start, kick: make(chan struct{}, 1), ready: make(chan struct{})}
-	hook := c.health.hook()
-	cl, err := kgo.NewClient(append(append(c.clientOpts(hook), c.cfg.consumeOpts()...),
-		kgo.ConsumerGroup(m.id),
-		kgo.ConsumeTopics(subject),
-		kgo.Balancers(kgo.CooperativeStickyBalancer()),
-		kgo.HeartbeatInterval(heartbeatInterval),
-		kgo.SessionTimeout(sessionTimeout),
-		kgo.RebalanceTimeout(rebalanceTimeout),
-		kgo.AutoCommitMarks(),
-		kgo.AutoCommitInterval(commitInterval),
-		kgo.OnPartitionsAssigned(m.assigned),
-		kgo.AdjustFetchOffsetsFn(m.adjust),
-	)...)
+	start, err := c.cl.endOffsets(ctx, t)
 	if err != nil {
 		return nil, fmt.Errorf("queue subscribe %s: %w", subject, err)
 	}
-	s := newSubscription(ctx, c, subject, cl, hook, h)
-	s.group, m.s = m, s
-	if err := c.start(s, s.run, m.commitStarts); err != nil {
+	cg, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
+		ID:                GroupID(subject, group),
+		Brokers:           c.cfg.addrs,
+		Dialer:            c.dialer,
+		Topics:            []string{t.name},
+		HeartbeatInterval: heartbeatInterval,
+		SessionTimeout:    sessionTimeout,
+		RebalanceTimeout:  rebalanceTimeout,
+		JoinGroupBackoff:  joinBackoff,
+		StartOffset:       kafka.LastOffset, // only a marker: positions() decides
+		Timeout:           c.cfg.dialTimeout,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("queue subscribe %s: %w", subject, err)
+	}
+	s := newSubscription(ctx, c, subject, t, h)
+	m := &member{s: s, id: GroupID(subject, group), cg: cg, start: start, ready: make(chan struct{})}
+	s.group = m
+	if err := c.start(s, s.deliver, m.run); err != nil {
+		_ = cg.Close()
 		return nil, err
 	}
 	select {
@@ -111,113 +106,119 @@ func (c *Conn) QueueSubscribe(ctx context.Context, subject, group string, h brok
 	}
 }
 
-// assigned runs when the group assigns partitions. With none new, the
-// member has joined; new ones get their positions in adjust first.
-func (m *member) assigned(_ context.Context, _ *kgo.Client, added map[string][]int32) {
-	if len(added[m.subject]) == 0 {
-		m.wake()
-	}
-}
-
-// adjust starts each newly assigned partition the group has no committed
-// offset for where it ended when QueueSubscribe was called, and queues that
-// position to be committed: a member that takes the partition over later
-// starts there, not at its own (later) start.
-func (m *member) adjust(_ context.Context, offs map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
-	m.mu.Lock()
-	for p, o := range offs[m.subject] {
-		if o.EpochOffset().Offset >= 0 {
-			continue // committed
-		}
-		at := m.start[p] // 0 for a partition added since: read it all
-		offs[m.subject][p] = kgo.NewOffset().At(at)
-		if m.pending == nil {
-			m.pending = map[int32]kgo.EpochOffset{}
-		}
-		m.pending[p] = kgo.EpochOffset{Epoch: -1, Offset: at}
-	}
-	m.mu.Unlock()
-	m.wake()
-	return offs, nil
-}
-
-func (m *member) wake() {
-	select {
-	case m.kick <- struct{}{}:
-	default:
-	}
-}
-
-// commitStarts commits the start positions adjust chose, outside
-// franz-go's callbacks, which must not commit. The member is ready once
-// they are committed.
-func (m *member) commitStarts() {
+// run takes each generation of the group and consumes it until the next.
+func (m *member) run() {
 	s := m.s
-	var retry <-chan time.Time
+	failing := false
 	for {
-		select {
-		case <-m.kick:
-		case <-retry:
-		case <-s.ctx.Done():
-			return
-		}
-		retry = nil
-		m.mu.Lock()
-		pending := m.pending
-		m.pending = nil
-		m.mu.Unlock()
-		// A partition the handler has passed already commits by its marks.
-		for p := range s.cl.MarkedOffsets()[s.subject] {
-			delete(pending, p)
-		}
-		if len(pending) == 0 {
-			m.markReady()
-			continue
-		}
-		var err error
-		s.cl.CommitOffsetsSync(s.ctx, map[string]map[int32]kgo.EpochOffset{s.subject: pending},
-			func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, res *kmsg.OffsetCommitResponse, cerr error) {
-				err = cerr
-				if res == nil {
-					return
-				}
-				for _, t := range res.Topics {
-					for _, p := range t.Partitions {
-						err = errors.Join(err, kerr.ErrorForCode(p.ErrorCode))
-					}
-				}
-			})
-		if err == nil {
-			m.markReady()
-			continue
-		}
-		if s.ctx.Err() != nil {
-			return
-		}
-		m.failed(err)
-		s.c.logger.Debug("commit failed", telemetry.KeySubject, s.subject, keyGroup, m.id, telemetry.KeyErr, err)
-		select {
-		case <-m.ready:
-			// Joined: the partitions may have moved on; their marks commit.
-		default:
-			// Still joining: try again after the rebalance settles.
-			m.mu.Lock()
-			for p, o := range pending {
-				if _, newer := m.pending[p]; !newer {
-					if m.pending == nil {
-						m.pending = map[int32]kgo.EpochOffset{}
-					}
-					m.pending[p] = o
-				}
+		gen, err := m.cg.Next(s.ctx)
+		if err != nil {
+			if s.ctx.Err() != nil || errors.Is(err, kafka.ErrGroupClosed) {
+				return
 			}
-			m.mu.Unlock()
-			retry = time.After(heartbeatInterval)
+			m.lastErr.Store(&err)
+			if !errors.Is(err, kafka.RebalanceInProgress) && !failing {
+				failing = true
+				s.c.logger.Warn("queue group interrupted", telemetry.KeySubject, s.subject, keyGroup, m.id, telemetry.KeyErr, err)
+			}
+			continue // kafka-go waits before joining again
+		}
+		if failing {
+			failing = false
+			s.c.logger.Info("queue group rejoined", telemetry.KeySubject, s.subject, keyGroup, m.id)
+		}
+		parts, committed := m.positions(gen)
+		// kafka-go runs fn; the subscription still waits for it, even when
+		// the generation ended before Start and kafka-go would not.
+		s.wg.Add(1)
+		gen.Start(func(gctx context.Context) {
+			defer s.wg.Done()
+			m.consume(gctx, gen, parts, committed)
+		})
+	}
+}
+
+// positions returns where to read each partition gen assigns: the group's
+// committed offset, or else where the partition ended when QueueSubscribe
+// was called. committed holds the offsets the group has stored.
+func (m *member) positions(gen *kafka.Generation) (parts []*partPos, committed map[int32]int64) {
+	committed = map[int32]int64{}
+	for _, a := range gen.Assignments[m.s.t.name] {
+		p := &partPos{id: int32(a.ID)}
+		off := a.Offset
+		if off >= 0 {
+			committed[p.id] = off
+		} else if start, ok := m.start[p.id]; ok {
+			off = start
+		} else {
+			off = 0 // a partition added since QueueSubscribe: read it all
+		}
+		p.next.Store(off)
+		parts = append(parts, p)
+	}
+	return parts, committed
+}
+
+// consume reads parts for one generation. The generation ends on a
+// rebalance, a lost coordinator or Unsubscribe; the positions reached are
+// committed then, so the partitions' next owners start where this member
+// stopped, and every second meanwhile, so a crash redelivers little.
+func (m *member) consume(gctx context.Context, gen *kafka.Generation, parts []*partPos, committed map[int32]int64) {
+	ctx, cancel := context.WithCancel(m.s.ctx)
+	defer cancel()
+	stop := context.AfterFunc(gctx, cancel)
+	defer stop()
+	// Positions the group had no offset for are committed before
+	// QueueSubscribe returns: a member that takes a partition over in a later
+	// generation starts there, not at its own (later) start.
+	if m.commit(gen, parts, committed) == nil {
+		m.markReady()
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { m.s.fetch(ctx, parts) })
+	tick := time.NewTicker(commitInterval)
+	defer tick.Stop()
+	// Only the generation's end returns: returning earlier would end the
+	// generation and make kafka-go join again, rebalancing the others.
+	for done := false; !done; {
+		select {
+		case <-tick.C:
+			if m.commit(gen, parts, committed) == nil {
+				m.markReady()
+			}
+		case <-gctx.Done():
+			done = true
 		}
 	}
+	cancel()
+	wg.Wait()
+	_ = m.commit(gen, parts, committed) // logged there; the next member resumes from the last commit
+}
+
+// commit stores the positions that changed since the last commit.
+func (m *member) commit(gen *kafka.Generation, parts []*partPos, committed map[int32]int64) error {
+	offs := map[int]int64{}
+	for _, p := range parts {
+		off := p.next.Load()
+		if c, ok := committed[p.id]; !ok || c != off {
+			offs[int(p.id)] = off
+		}
+	}
+	if len(offs) == 0 {
+		return nil
+	}
+	if err := gen.CommitOffsets(map[string]map[int]int64{m.s.t.name: offs}); err != nil {
+		m.s.c.logger.Debug("commit failed", telemetry.KeySubject, m.s.subject, keyGroup, m.id, telemetry.KeyErr, err)
+		return err
+	}
+	for id, off := range offs {
+		committed[int32(id)] = off
+	}
+	return nil
 }
 
 func (m *member) markReady() { m.readyOnce.Do(func() { close(m.ready) }) }
 
-// failed records why the member could not join or commit, for
-// QueueSubscribe's error.
-func (m *member) failed(err error) { m.lastErr.Store(&err) }
+// close ends the membership: the generation's positions are committed and
+// the member leaves the group, so the others rebalance at once.
+func (m *member) close() { _ = m.cg.Close() }

@@ -1,20 +1,15 @@
 package kafka
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
-	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/kmsg"
-	"github.com/twmb/franz-go/pkg/kversion"
+	kafka "github.com/segmentio/kafka-go"
 
 	"github.com/busmesh/busmesh/broker"
 	"github.com/busmesh/busmesh/internal/telemetry"
@@ -30,41 +25,26 @@ const Scheme = "kafka"
 // kafka://host:9093?tls=true).
 const TLSScheme = "kafkas"
 
-const (
-	// maxBuffered bounds the bytes the producer holds for the brokers. Past
-	// it Publish waits for room until its ctx ends.
-	maxBuffered = 32 << 20
-
-	// flushTimeout is how long Close keeps sending what was published
-	// before it.
-	flushTimeout = 2 * time.Second
-)
-
 func init() {
 	broker.Register(Scheme, open)
 	broker.Register(TLSScheme, open)
 }
 
-// Conn is a Broker on a Kafka cluster. It has one franz-go client for
-// publishing and creating topics, and one per subscription.
+// Conn is a Broker on a Kafka cluster. It keeps a connection per broker for
+// publishing, one per broker and subscription for reading, one per broker
+// for metadata, and the coordinator connections of its consumer groups.
 type Conn struct {
 	cfg    *config
 	logger *slog.Logger
-	cl     *kgo.Client
-	topics *topics
 	health *health
-
-	ctx      context.Context // of every record; cancelled when Close stops flushing
-	cancel   context.CancelFunc
-	buffered atomic.Int64             // bytes published and not yet answered
-	promise  func(*kgo.Record, error) // c.produced, bound once: a method value per Produce allocates
+	cl     *cluster
+	prod   *producer
+	dialer *kafka.Dialer // for kafka-go's consumer groups
 
 	mu     sync.Mutex
 	subs   map[*subscription]struct{}
 	closed bool
 	done   chan struct{} // closed when Close starts
-
-	watching sync.WaitGroup // the watcher of the cluster's health
 }
 
 func open(ctx context.Context, u *url.URL, logger *slog.Logger) (broker.Broker, error) {
@@ -72,10 +52,10 @@ func open(ctx context.Context, u *url.URL, logger *slog.Logger) (broker.Broker, 
 }
 
 // Dial connects to the Kafka cluster named by rawURL (kafka:// or
-// kafkas://). It fails, naming the addresses and why, when no broker
+// kafkas://). It fails, naming each address and why, when no broker
 // answers before ctx's deadline or 5 s, whichever is sooner; once
-// connected, franz-go retries lost connections forever. Errors never show
-// the URL's password.
+// connected, lost connections are retried forever with backoff. Errors
+// never show the URL's password.
 func Dial(ctx context.Context, rawURL string, logger *slog.Logger) (*Conn, error) {
 	u, err := broker.ParseURL(rawURL)
 	if err != nil {
@@ -95,7 +75,7 @@ func dial(ctx context.Context, u *url.URL, logger *slog.Logger) (*Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	timeout := cfg.dialTimeout
+	timeout := defaultDialTimeout
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = min(timeout, time.Until(dl))
 	}
@@ -103,89 +83,35 @@ func dial(ctx context.Context, u *url.URL, logger *slog.Logger) (*Conn, error) {
 		return nil, context.DeadlineExceeded
 	}
 	logger = logger.With(telemetry.KeyComponent, "broker."+Scheme)
-	acks := kgo.LeaderAck()
-	if cfg.acks == -1 {
-		acks = kgo.AllISRAcks()
-	}
-	h := newHealth()
-	opts := append(cfg.clientOpts(logger, h.hook()),
-		kgo.RequiredAcks(acks),
-		kgo.ProducerLinger(0),                             // a lone request goes out at once; a busy producer batches instead
-		kgo.ProducerBatchCompression(kgo.NoCompression()), // small envelopes: snappy costs more than it saves
-		kgo.ProducerBatchMaxBytes(int32(cfg.maxBatch())),
-		kgo.MaxBufferedBytes(maxBuffered),
-		kgo.MaxBufferedRecords(1<<20), // maxBuffered is the bound that matters
-		kgo.RecordPartitioner(kgo.RoundRobinPartitioner()),
-		kgo.MaxVersions(produceByName()),
-	)
-	if cfg.acks != -1 {
-		opts = append(opts, kgo.DisableIdempotentWrite()) // idempotence needs acks=all
-	}
-	cl, err := kgo.NewClient(opts...)
-	if err != nil {
-		return nil, err
-	}
-	pctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	if err := cl.Ping(pctx); err != nil {
-		cl.Close()
-		if pctx.Err() != nil {
-			err = fmt.Errorf("%w (gave up after %v)", err, timeout.Round(time.Millisecond))
-		}
-		return nil, fmt.Errorf("no broker of %s answered: %w", strings.Join(cfg.addrs, ","), err)
-	}
+	h := &health{logger: logger, down: map[string]bool{}}
 	c := &Conn{
 		cfg:    cfg,
 		logger: logger,
-		cl:     cl,
-		topics: newTopics(cfg, cl),
 		health: h,
+		cl:     newCluster(cfg, h),
 		subs:   map[*subscription]struct{}{},
 		done:   make(chan struct{}),
+		dialer: &kafka.Dialer{
+			ClientID:      cfg.clientID,
+			Timeout:       cfg.dialTimeout,
+			DualStack:     true,
+			TLS:           cfg.tls,
+			SASLMechanism: cfg.sasl,
+		},
 	}
-	c.ctx, c.cancel = context.WithCancel(context.Background())
-	c.promise = c.produced
-	c.watching.Go(c.watch)
+	c.prod = newProducer(c.cl, cfg, logger, h)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if _, err := c.cl.metadata(ctx, nil); err != nil {
+		c.cl.close()
+		c.prod.close()
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("%w (gave up after %v)", err, timeout.Round(time.Millisecond))
+		}
+		return nil, err
+	}
+	h.arm()
 	return c, nil
-}
-
-// produceByName returns franz-go's request versions with Produce held at
-// v12, which names topics; v13 (Kafka 4.1) names them by ID. After a
-// cluster restarted empty, a produce request names topics the new cluster
-// never had; kfake, which the tests run on, crashes on a request with two
-// unknown topic IDs. v12 is what Kafka 2.8 to 4.0 speak, and a recreated
-// topic is purged from the producer either way (recoverTopics).
-func produceByName() *kversion.Versions {
-	vs := kversion.Stable()
-	if v, ok := vs.LookupMaxKeyVersion(int16(kmsg.Produce)); ok && v > 12 {
-		vs.SetMaxKeyVersion(int16(kmsg.Produce), 12)
-	}
-	return vs
-}
-
-// clientOpts returns the options every client of c shares, with hooks
-// reporting to c's health through k.
-func (c *Conn) clientOpts(k *clientHook) []kgo.Opt { return c.cfg.clientOpts(c.logger, k) }
-
-// clientOpts returns what every client of a Conn shares: brokers,
-// identity, TLS, SASL, logging, and hooks reporting lost connections
-// through k.
-func (c *config) clientOpts(logger *slog.Logger, k *clientHook) []kgo.Opt {
-	opts := []kgo.Opt{
-		kgo.WithHooks(k),
-		kgo.SeedBrokers(c.addrs...),
-		kgo.ClientID(c.clientID),
-		kgo.DialTimeout(c.dialTimeout),
-		kgo.MetadataMinAge(500 * time.Millisecond), // a moved leader is found quickly
-		kgo.WithLogger(kgoLogger{logger}),
-	}
-	if c.tls != nil {
-		opts = append(opts, kgo.DialTLSConfig(c.tls.Clone()))
-	}
-	if c.sasl != nil {
-		opts = append(opts, kgo.SASL(c.sasl))
-	}
-	return opts
 }
 
 // MaxMessageBytes implements broker.SizeLimiter: the largest payload, from
@@ -204,14 +130,14 @@ func (c *Conn) usable(ctx context.Context) error {
 	return ctx.Err()
 }
 
-// Publish implements broker.Broker. It returns once franz-go has buffered
-// the message for its partition's leader, without waiting for the broker:
-// franz-go sends it at once or with the next produce request to that
-// broker, retrying where the broker says it may (leader moved, not enough
-// replicas). Partitions are chosen round-robin. The first Publish to a
-// subject looks its topic up, creating it if need be. Publish blocks only
-// while 32 MiB wait to be sent; a message that waited for room is
-// abandoned when ctx ends before it is sent.
+// Publish implements broker.Broker. It returns once the message is queued
+// for the partition leader's connection, without waiting for the broker:
+// delivery is at most once. A message the broker refuses before writing it
+// (its partition changed leader) is routed again; one lost with a
+// connection is logged, not sent twice. The first Publish to a subject
+// looks its topic up, creating it if need be. Publish blocks only while
+// that broker's queue (32 MiB) is full, and returns ErrDisconnected instead
+// when the broker is unreachable too.
 func (c *Conn) Publish(ctx context.Context, subject string, data []byte) error {
 	if err := c.usable(ctx); err != nil {
 		return err
@@ -219,38 +145,22 @@ func (c *Conn) Publish(ctx context.Context, subject string, data []byte) error {
 	if len(data) > c.cfg.maxMessage {
 		return fmt.Errorf("publish %s: %d bytes, limit %d: %w", subject, len(data), c.cfg.maxMessage, broker.ErrTooLarge)
 	}
-	if err := c.topics.ensure(ctx, subject); err != nil {
+	t, err := c.cl.topic(ctx, subject)
+	if err != nil {
 		return fmt.Errorf("publish %s: %w", subject, err)
 	}
-	r := &kgo.Record{Topic: subject, Value: bytes.Clone(data)}
-	pctx := c.ctx
-	if c.buffered.Add(int64(len(data))) > maxBuffered {
-		pctx = ctx // full: wait for room only as long as the caller does
+	if err := c.prod.publish(ctx, c.done, t, data); err != nil {
+		if err == broker.ErrClosed {
+			return err
+		}
+		return fmt.Errorf("publish %s: %w", subject, err)
 	}
-	c.cl.Produce(pctx, r, c.promise)
 	return nil
 }
 
-// produced logs a message franz-go gave up on.
-func (c *Conn) produced(r *kgo.Record, err error) {
-	c.buffered.Add(-int64(len(r.Value)))
-	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, kgo.ErrClientClosed) {
-		return
-	}
-	if topicLost(err) {
-		// The cluster lost the topic; the check says so once, not once
-		// per message.
-		c.health.suspect()
-		c.logger.Debug("publish failed", telemetry.KeySubject, r.Topic, telemetry.KeyErr, err)
-		return
-	}
-	c.logger.Warn("publish failed", telemetry.KeySubject, r.Topic, telemetry.KeyErr, err)
-}
-
 // Close implements broker.Broker: it ends every subscription (queue group
-// members commit their positions and leave their groups, for up to 2 s)
-// while it sends what was published before it, for up to 2 s, and closes
-// the connections.
+// members commit their positions and leave their groups), sends what was
+// published before it for up to 2 s, and closes the connections.
 func (c *Conn) Close() error {
 	c.mu.Lock()
 	if c.closed {
@@ -269,39 +179,10 @@ func (c *Conn) Close() error {
 	for i, s := range subs {
 		wg.Go(func() { errs[i] = s.Unsubscribe() })
 	}
-	fctx, cancel := context.WithTimeout(context.Background(), flushTimeout)
-	if err := c.cl.Flush(fctx); err != nil {
-		c.logger.Warn("messages not sent before close", keyCount, c.cl.BufferedProduceRecords(), telemetry.KeyErr, err)
-	}
-	cancel()
 	wg.Wait()
-	c.cancel()
-	c.watching.Wait()
-	c.cl.Close()
+	c.prod.close()
+	c.cl.close()
 	return errors.Join(errs...)
-}
-
-// kgoLogger passes franz-go's log lines to slog: its errors as warnings,
-// its warnings (a failed request, a lost connection) as information, the
-// rest as debug lines.
-type kgoLogger struct{ l *slog.Logger }
-
-func (k kgoLogger) Level() kgo.LogLevel {
-	if k.l.Enabled(context.Background(), slog.LevelDebug) {
-		return kgo.LogLevelInfo
-	}
-	return kgo.LogLevelWarn
-}
-
-func (k kgoLogger) Log(level kgo.LogLevel, msg string, keyvals ...any) {
-	lv := slog.LevelDebug
-	switch level {
-	case kgo.LogLevelError:
-		lv = slog.LevelWarn
-	case kgo.LogLevelWarn:
-		lv = slog.LevelInfo
-	}
-	k.l.Log(context.Background(), lv, msg, keyvals...)
 }
 
 // Log keys this package adds to those of internal/telemetry.
@@ -309,12 +190,12 @@ const (
 	keyGroup     = "group"
 	keyCount     = "count"
 	keyPartition = "partition"
+	keyOffset    = "offset"
 )
 
 // Interface guards.
 var (
 	_ broker.Broker       = (*Conn)(nil)
 	_ broker.SizeLimiter  = (*Conn)(nil)
-	_ broker.Connectivity = (*Conn)(nil)
 	_ broker.Subscription = (*subscription)(nil)
 )

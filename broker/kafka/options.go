@@ -1,6 +1,7 @@
 package kafka
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -13,8 +14,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/sasl"
-	"github.com/twmb/franz-go/pkg/sasl/plain"
+	"github.com/segmentio/kafka-go/sasl"
+	"github.com/segmentio/kafka-go/sasl/plain"
+	fsasl "github.com/twmb/franz-go/pkg/sasl"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 
 	"github.com/busmesh/busmesh/broker"
@@ -60,9 +62,9 @@ func (c *config) partitionsFor(subject string) int32 {
 	return c.partitions
 }
 
-// maxBatch is the largest record batch the producer builds; topics busmesh
-// creates accept batches this large, so a message of maxMessage bytes fits.
-func (c *config) maxBatch() int { return c.maxMessage + batchOverhead }
+// maxBatch is the size of the record batch that carries one message of
+// maxMessage bytes; topics busmesh creates accept batches this large.
+func (c *config) maxBatch() int { return batchSize(c.maxMessage) }
 
 // parseConfig reads a kafka:// or kafkas:// URL. Errors name the query key,
 // the bad value and what is allowed; they never show the password.
@@ -197,16 +199,68 @@ func mechanism(name string, user *url.Userinfo) (sasl.Mechanism, error) {
 	auth := scram.Auth{User: user.Username(), Pass: pass}
 	switch name {
 	case "", "plain":
-		return plain.Auth{User: user.Username(), Pass: pass}.AsMechanism(), nil
+		return plain.Mechanism{Username: user.Username(), Password: pass}, nil
 	case "scram-sha-256":
-		return auth.AsSha256Mechanism(), nil
+		return franzMechanism{auth.AsSha256Mechanism()}, nil
 	case "scram-sha-512":
-		return auth.AsSha512Mechanism(), nil
+		return franzMechanism{auth.AsSha512Mechanism()}, nil
 	}
 	return nil, fmt.Errorf("kafka URL option sasl: %q is not plain, scram-sha-256 or scram-sha-512", name)
 }
 
-// batchOverhead is room for a record batch's header and one record's
-// framing: a batch of this plus MaxMessageBytes carries any message
-// Publish accepts.
-const batchOverhead = 1 << 10
+// franzMechanism adapts a franz-go SASL mechanism (its SCRAM needs nothing
+// outside the standard library) to kafka-go's sasl.Mechanism, so that the
+// consumer groups, which dial with kafka-go, authenticate the same way.
+type franzMechanism struct{ m fsasl.Mechanism }
+
+func (f franzMechanism) Name() string { return f.m.Name() }
+
+func (f franzMechanism) Start(ctx context.Context) (sasl.StateMachine, []byte, error) {
+	host := ""
+	if md := sasl.MetadataFromContext(ctx); md != nil {
+		host = md.Host
+	}
+	s, first, err := f.m.Authenticate(ctx, host)
+	if err != nil {
+		return nil, nil, err
+	}
+	return franzSession{s}, first, nil
+}
+
+type franzSession struct{ s fsasl.Session }
+
+func (s franzSession) Next(_ context.Context, challenge []byte) (bool, []byte, error) {
+	return s.s.Challenge(challenge)
+}
+
+// batchSize returns the size, as the broker counts it, of a record batch
+// holding one record with an n-byte value, no key and no headers, encoded as
+// kafka-go encodes it: 61 bytes of batch header, then the record.
+func batchSize(n int) int { return batchHeader + recordSize(n, 0) }
+
+// batchHeader is the v2 record batch header, including the 12 bytes of
+// offset and length before it that the broker's size limit counts.
+const batchHeader = 61
+
+// recordSize returns the encoded size of a record with an n-byte value at
+// position i of its batch.
+func recordSize(n, i int) int {
+	body := 1 + // attributes
+		1 + // timestamp delta: every record of a batch has the same time
+		varintSize(int64(i)) +
+		1 + // null key
+		varintSize(int64(n)) + n +
+		1 // no headers
+	return varintSize(int64(body)) + body
+}
+
+// varintSize is the length of the zig-zag varint encoding of v.
+func varintSize(v int64) int {
+	u := uint64(v<<1) ^ uint64(v>>63)
+	n := 1
+	for u >= 0x80 {
+		u >>= 7
+		n++
+	}
+	return n
+}

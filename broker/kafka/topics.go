@@ -4,197 +4,293 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"strconv"
-	"sync"
+	"sync/atomic"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kerr"
-	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/kmsg"
-
-	"github.com/busmesh/busmesh/broker"
+	kafka "github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/protocol/createtopics"
+	"github.com/segmentio/kafka-go/protocol/listoffsets"
+	"github.com/segmentio/kafka-go/protocol/metadata"
 )
 
-// requestTimeout bounds a control request (topic creation, offsets) whose
-// ctx has no earlier deadline.
-const requestTimeout = 10 * time.Second
-
-// topics creates the topics of the subjects in use, once each.
-type topics struct {
-	cfg *config
-	cl  *kgo.Client
-	adm *kadm.Client
-
-	known sync.Map // topic name → kadm.TopicID: exists, under that ID
-
-	mu       sync.Mutex
-	creating map[string]chan struct{} // topics being looked up or created
+// topic is one Kafka topic: a subject.
+type topic struct {
+	name    string
+	leaders atomic.Pointer[[]int32] // by partition; -1 while a partition has no leader
+	rr      atomic.Uint32           // round-robin position for Publish
+	updated atomic.Int64            // when leaders were last set, in Unix ns
 }
 
-func newTopics(cfg *config, cl *kgo.Client) *topics {
-	return &topics{cfg: cfg, cl: cl, adm: kadm.NewClient(cl), creating: map[string]chan struct{}{}}
+func (t *topic) setLeaders(l []int32) {
+	t.leaders.Store(&l)
+	t.updated.Store(time.Now().UnixNano())
 }
 
-// ensure creates topic name unless it is known to exist. Concurrent calls
-// for one name make one request.
-func (ts *topics) ensure(ctx context.Context, name string) error {
-	if _, ok := ts.known.Load(name); ok {
-		return nil
+// leader returns partition p's leader, or -1.
+func (t *topic) leader(p int32) int32 {
+	l := *t.leaders.Load()
+	if int(p) >= len(l) {
+		return -1
+	}
+	return l[p]
+}
+
+// partitions returns the topic's partition count.
+func (t *topic) partitions() int { return len(*t.leaders.Load()) }
+
+// pick chooses the next partition round-robin, skipping partitions without
+// a leader, so a queue group's members get equal shares.
+func (t *topic) pick() (part, node int32, ok bool) {
+	l := *t.leaders.Load()
+	start := t.rr.Add(1)
+	for i := range uint32(len(l)) {
+		p := (start + i) % uint32(len(l))
+		if l[p] >= 0 {
+			return int32(p), l[p], true
+		}
+	}
+	return 0, -1, false
+}
+
+// leaders returns the leader of each of mt's partitions, -1 for none.
+func leaders(mt metadata.ResponseTopic) []int32 {
+	n := 0
+	for _, p := range mt.Partitions {
+		n = max(n, int(p.PartitionIndex)+1)
+	}
+	l := make([]int32, n)
+	for i := range l {
+		l[i] = -1
+	}
+	for _, p := range mt.Partitions {
+		if p.ErrorCode == 0 || kafka.Error(p.ErrorCode) == kafka.ReplicaNotAvailable {
+			l[p.PartitionIndex] = p.LeaderID
+		}
+	}
+	return l
+}
+
+// topic returns the topic for subject, creating it on first use.
+func (cl *cluster) topic(ctx context.Context, name string) (*topic, error) {
+	cl.mu.RLock()
+	t := cl.topics[name]
+	cl.mu.RUnlock()
+	if t != nil {
+		return t, nil
 	}
 	for {
-		ts.mu.Lock()
-		if _, ok := ts.known.Load(name); ok {
-			ts.mu.Unlock()
-			return nil
+		cl.mu.Lock()
+		if t := cl.topics[name]; t != nil {
+			cl.mu.Unlock()
+			return t, nil
 		}
-		wait, busy := ts.creating[name]
+		wait, busy := cl.creating[name]
 		if !busy {
 			wait = make(chan struct{})
-			ts.creating[name] = wait
+			cl.creating[name] = wait
 		}
-		ts.mu.Unlock()
+		cl.mu.Unlock()
 		if busy {
 			select {
 			case <-wait:
 				continue
 			case <-ctx.Done():
-				return ctx.Err()
+				return nil, ctx.Err()
 			}
 		}
-		id, err := ts.create(ctx, name)
-		ts.mu.Lock()
-		delete(ts.creating, name)
+		t, err := cl.ensure(ctx, name)
+		cl.mu.Lock()
+		delete(cl.creating, name)
 		if err == nil {
-			ts.known.Store(name, id)
+			cl.topics[name] = t
 		}
-		ts.mu.Unlock()
+		cl.mu.Unlock()
 		close(wait)
-		return err
+		return t, err
 	}
 }
 
-// create asks the cluster for topic name, with the partitions its subject
-// needs and a message size limit that fits MaxMessageBytes, and returns its
-// ID. A topic that exists already is fine.
-func (ts *topics) create(ctx context.Context, name string) (kadm.TopicID, error) {
-	ctx, cancel := context.WithTimeout(ctx, ts.cfg.dialTimeout)
-	defer cancel()
-	maxBytes := strconv.Itoa(ts.cfg.maxBatch())
-	retention := strconv.FormatInt(ts.cfg.retention.Milliseconds(), 10)
-	res, err := ts.adm.CreateTopic(ctx, ts.cfg.partitionsFor(name), ts.cfg.replication, map[string]*string{
-		"max.message.bytes": &maxBytes,
-		"retention.ms":      &retention,
-	}, name)
-	if err == nil {
-		err = res.Err
+// ensure looks topic name up and creates it if it does not exist. A new
+// topic is ready once every partition has a leader; one that existed, once
+// some partition has.
+func (cl *cluster) ensure(ctx context.Context, name string) (*topic, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 3*requestTimeout)
+		defer cancel()
 	}
-	if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
-		var kafkaErr *kerr.Error
-		if !errors.As(err, &kafkaErr) {
-			// No broker answered.
-			return kadm.TopicID{}, fmt.Errorf("create topic %s: %w (%w)", name, broker.ErrDisconnected, err)
+	created := false
+	var bo backoff
+	for {
+		m, err := cl.metadata(ctx, []string{name})
+		if err != nil {
+			return nil, err
 		}
-		if res.ErrMessage != "" {
-			return kadm.TopicID{}, fmt.Errorf("create topic %s: %w: %s", name, err, res.ErrMessage)
+		if len(m.Topics) != 1 {
+			return nil, fmt.Errorf("metadata for topic %s: %d topics in the answer", name, len(m.Topics))
 		}
-		return kadm.TopicID{}, fmt.Errorf("create topic %s: %w", name, err)
-	}
-	if err == nil && res.ID != (kadm.TopicID{}) {
-		return res.ID, nil
-	}
-	// Created by someone else (or by a broker that does not say the ID).
-	found, err := ts.lookup(ctx, name)
-	if err == nil {
-		err = found[name].err
-	}
-	if err != nil {
-		return kadm.TopicID{}, fmt.Errorf("look up topic %s: %w", name, err)
-	}
-	return found[name].id, nil
-}
-
-// topicState is what the cluster says about one topic.
-type topicState struct {
-	id    kadm.TopicID
-	parts int
-	err   error // kerr.UnknownTopicOrPartition: the cluster has no such topic
-}
-
-// lookup asks the cluster about topics, bypassing franz-go's metadata
-// cache (kadm's ListTopics answers from it for up to MetadataMinAge, which
-// may predate a restart).
-func (ts *topics) lookup(ctx context.Context, names ...string) (map[string]topicState, error) {
-	req := kmsg.NewPtrMetadataRequest()
-	for _, n := range names {
-		rt := kmsg.NewMetadataRequestTopic()
-		rt.Topic = kmsg.StringPtr(n)
-		req.Topics = append(req.Topics, rt)
-	}
-	res, err := req.RequestWith(ctx, ts.cl)
-	if err != nil {
-		return nil, err
-	}
-	found := make(map[string]topicState, len(names))
-	for _, n := range names {
-		found[n] = topicState{err: kerr.UnknownTopicOrPartition}
-	}
-	for _, t := range res.Topics {
-		if t.Topic != nil {
-			found[*t.Topic] = topicState{id: t.TopicID, parts: len(t.Partitions), err: kerr.ErrorForCode(t.ErrorCode)}
-		}
-	}
-	return found, nil
-}
-
-// names returns the topics known to exist.
-func (ts *topics) names() []string {
-	var names []string
-	ts.known.Range(func(k, _ any) bool {
-		names = append(names, k.(string))
-		return true
-	})
-	return names
-}
-
-// endOffsets returns, for every partition of topic name, the offset the
-// next message will get: a subscription that starts there sees everything
-// published after this returns. It retries while a new topic's partitions
-// have no leader yet.
-func (ts *topics) endOffsets(ctx context.Context, name string) (map[int32]int64, error) {
-	ctx, cancel := withTimeout(ctx)
-	defer cancel()
-	for wait := 20 * time.Millisecond; ; wait = min(2*wait, time.Second) {
-		listed, err := ts.adm.ListEndOffsets(ctx, name)
-		if err == nil {
-			err = listed.Error()
-		}
-		if err == nil && len(listed[name]) == 0 {
-			err = kerr.UnknownTopicOrPartition
-		}
-		if err == nil {
-			ends := make(map[int32]int64, len(listed[name]))
-			for p, o := range listed[name] {
-				ends[p] = o.Offset
+		mt := m.Topics[0]
+		switch code := kafka.Error(mt.ErrorCode); code {
+		case 0:
+			l := leaders(mt)
+			if n := len(l) - count(l, -1); len(l) > 0 && (n == len(l) || n > 0 && !created) {
+				t := &topic{name: name}
+				t.setLeaders(l)
+				return t, nil
 			}
+		case kafka.UnknownTopicOrPartition:
+			if !created {
+				if err := cl.create(ctx, name); err != nil {
+					return nil, err
+				}
+				created = true
+				continue
+			}
+		case kafka.LeaderNotAvailable:
+		default:
+			return nil, fmt.Errorf("topic %s: %w", name, code)
+		}
+		if !sleep(ctx, bo.next()) {
+			return nil, ctx.Err()
+		}
+	}
+}
+
+func count(s []int32, v int32) int {
+	n := 0
+	for _, x := range s {
+		if x == v {
+			n++
+		}
+	}
+	return n
+}
+
+// create asks the controller to create topic name, with the partitions its
+// subject needs and a message size limit that fits MaxMessageBytes. A topic
+// someone else created meanwhile is fine.
+func (cl *cluster) create(ctx context.Context, name string) error {
+	req := &createtopics.Request{
+		TimeoutMs: int32(requestTimeout / time.Millisecond),
+		Topics: []createtopics.RequestTopic{{
+			Name:              name,
+			NumPartitions:     cl.cfg.partitionsFor(name),
+			ReplicationFactor: cl.cfg.replication,
+			Configs: []createtopics.RequestConfig{
+				{Name: "max.message.bytes", Value: strconv.Itoa(cl.cfg.maxBatch() + 64)},
+				{Name: "retention.ms", Value: strconv.FormatInt(cl.cfg.retention.Milliseconds(), 10)},
+			},
+		}},
+	}
+	for attempt := 0; ; attempt++ {
+		cl.mu.RLock()
+		addr := cl.brokers[cl.controller]
+		cl.mu.RUnlock()
+		if addr == "" {
+			addr = cl.candidates()[0]
+		}
+		r, err := cl.call(ctx, addr, req)
+		if err != nil {
+			return fmt.Errorf("create topic %s: %w", name, err)
+		}
+		res := r.(*createtopics.Response)
+		if len(res.Topics) != 1 {
+			return fmt.Errorf("create topic %s: %d topics in the answer", name, len(res.Topics))
+		}
+		switch code := kafka.Error(res.Topics[0].ErrorCode); code {
+		case 0, kafka.TopicAlreadyExists:
+			return nil
+		case kafka.NotController:
+			if attempt < 3 {
+				if _, err := cl.metadata(ctx, nil); err != nil {
+					return fmt.Errorf("create topic %s: %w", name, err)
+				}
+				continue
+			}
+			fallthrough
+		default:
+			if msg := res.Topics[0].ErrorMessage; msg != "" {
+				return fmt.Errorf("create topic %s: %w: %s", name, code, msg)
+			}
+			return fmt.Errorf("create topic %s: %w", name, code)
+		}
+	}
+}
+
+// endOffsets returns, for every partition of t, the offset the next message
+// will get: a subscription that starts there sees everything published
+// after this returns.
+func (cl *cluster) endOffsets(ctx context.Context, t *topic) (map[int32]int64, error) {
+	ends := make(map[int32]int64, t.partitions())
+	var bo backoff
+	for attempt := 0; ; attempt++ {
+		byNode := map[int32][]listoffsets.RequestPartition{}
+		for p := range int32(t.partitions()) {
+			if _, ok := ends[p]; !ok {
+				byNode[t.leader(p)] = append(byNode[t.leader(p)], listoffsets.RequestPartition{
+					Partition: p, CurrentLeaderEpoch: -1, Timestamp: -1, // -1: the latest offset
+				})
+			}
+		}
+		if len(byNode) == 0 {
 			return ends, nil
 		}
-		if !kerr.IsRetriable(err) && !errors.Is(err, kerr.UnknownTopicOrPartition) {
-			return nil, fmt.Errorf("offsets of %s: %w", name, err)
+		var errs []error
+		for node, parts := range byNode {
+			if err := cl.listOffsets(ctx, node, t.name, parts, ends); err != nil {
+				errs = append(errs, err)
+			}
 		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("offsets of %s: %w (%w)", name, ctx.Err(), err)
-		case <-time.After(wait/2 + rand.N(wait/2)):
+		err := errors.Join(errs...)
+		if ctx.Err() != nil || attempt == 5 {
+			return nil, fmt.Errorf("offsets of %s: %w", t.name, err)
+		}
+		cl.refresh(ctx, t, 100*time.Millisecond)
+		if !sleep(ctx, bo.next()) {
+			return nil, ctx.Err()
 		}
 	}
 }
 
-// withTimeout bounds ctx by requestTimeout unless it has a deadline.
-func withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
-	if _, ok := ctx.Deadline(); ok {
-		return ctx, func() {}
+// listOffsets asks node for the latest offsets of parts and records those
+// it answers in ends.
+func (cl *cluster) listOffsets(ctx context.Context, node int32, name string, parts []listoffsets.RequestPartition, ends map[int32]int64) error {
+	addr := cl.addr(node)
+	if addr == "" {
+		return fmt.Errorf("no leader for %d partitions", len(parts))
 	}
-	return context.WithTimeout(ctx, requestTimeout)
+	r, err := cl.call(ctx, addr, &listoffsets.Request{
+		ReplicaID: -1,
+		Topics:    []listoffsets.RequestTopic{{Topic: name, Partitions: parts}},
+	})
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, rt := range r.(*listoffsets.Response).Topics {
+		for _, rp := range rt.Partitions {
+			if rp.ErrorCode != 0 {
+				errs = append(errs, fmt.Errorf("partition %d: %w", rp.Partition, kafka.Error(rp.ErrorCode)))
+				continue
+			}
+			ends[rp.Partition] = rp.Offset
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// byLeader groups parts by their leader's node; missing reports partitions
+// without a known leader.
+func (cl *cluster) byLeader(t *topic, parts []*partPos) (groups map[int32][]*partPos, missing bool) {
+	groups = map[int32][]*partPos{}
+	for _, p := range parts {
+		node := t.leader(p.id)
+		if node < 0 || cl.addr(node) == "" {
+			missing = true
+			continue
+		}
+		groups[node] = append(groups[node], p)
+	}
+	return groups, missing
 }

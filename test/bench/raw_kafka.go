@@ -6,20 +6,26 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
+	"strconv"
 	"sync"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kfake"
-	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-// Kafka request/reply settings, the lowest-latency ones franz-go's kgo
-// allows and the busmesh backend uses: no linger (a lone message goes out at
-// once; a busy producer batches instead), no compression, long-poll fetches
-// that the broker answers as soon as a message is there, no fetch session.
-const kafkaMaxWait = 250 * time.Millisecond // longest idle long-poll
+// Kafka request/reply settings, the lowest-latency ones kafka-go's Conn
+// allows: fetches long-poll with MinBytes 1 (the broker answers as soon as
+// a message is there), and a writer sends whatever is queued as one
+// produce request the moment it is free (group commit, no linger timer).
+// DESIGN.md measured the alternative, kafka.Writer with BatchSize 1, at a
+// sixth of this throughput.
+const (
+	kafkaMaxWait    = 250 * time.Millisecond // longest idle long-poll
+	kafkaBatchBytes = 768 << 10              // below kfake's 1 MiB max.message.bytes
+	kafkaQueue      = 1024
+)
 
 // runKfake runs an in-memory Kafka cluster of one broker (franz-go's
 // kfake), reachable over TCP by the sidecars and the raw clients.
@@ -45,88 +51,170 @@ func runKfake(ctx context.Context, fs *flag.FlagSet, args []string, ready func(s
 // kafkaTopics names the request and reply topics of a raw row.
 func kafkaTopics(prefix string) (req, rep string) { return prefix + "-req", prefix + "-rep" }
 
-// kafkaClient is a kgo client that produces to partition 0 with acks=1 and,
-// if consume is set, reads partition 0 of that topic from its end as
-// of this call: what is published after it returns is read.
-func kafkaClient(ctx context.Context, addr, consume string) (*kgo.Client, error) {
-	opts := []kgo.Opt{
-		kgo.SeedBrokers(addr),
-		kgo.RequiredAcks(kgo.LeaderAck()),
-		kgo.DisableIdempotentWrite(),
-		kgo.ProducerLinger(0),
-		kgo.ProducerBatchCompression(kgo.NoCompression()),
-		kgo.RecordPartitioner(kgo.ManualPartitioner()),
-		kgo.FetchMaxWait(kafkaMaxWait),
-		kgo.DisableFetchSessions(),
-	}
-	if consume != "" {
-		adm, err := kgo.NewClient(kgo.SeedBrokers(addr))
-		if err != nil {
-			return nil, err
-		}
-		ends, err := kadm.NewClient(adm).ListEndOffsets(ctx, consume)
-		adm.Close()
-		if err == nil {
-			err = ends.Error()
-		}
-		end, ok := ends.Lookup(consume, 0)
-		if err != nil || !ok {
-			return nil, fmt.Errorf("end of %s: %w (partition 0 listed: %v)", consume, err, ok)
-		}
-		opts = append(opts, kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{consume: {0: kgo.NewOffset().At(end.Offset)}}))
-	}
-	return kgo.NewClient(opts...)
-}
-
 // createKafkaTopics creates single-partition topics on the cluster at addr.
 func createKafkaTopics(ctx context.Context, addr string, topics ...string) error {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(addr))
+	conn, err := (&kafka.Dialer{}).DialContext(ctx, "tcp", addr)
 	if err != nil {
-		return err
+		return fmt.Errorf("connect to kafka %s: %w", addr, err)
 	}
-	defer cl.Close()
-	res, err := kadm.NewClient(cl).CreateTopics(ctx, 1, 1, nil, topics...)
-	if err == nil {
-		for _, r := range res {
-			if r.Err != nil && !errors.Is(r.Err, kerr.TopicAlreadyExists) {
-				err = errors.Join(err, r.Err)
-			}
-		}
-	}
+	defer func() { _ = conn.Close() }()
+	ctrl, err := conn.Controller()
 	if err != nil {
+		return fmt.Errorf("find kafka controller: %w", err)
+	}
+	cc, err := (&kafka.Dialer{}).DialContext(ctx, "tcp", net.JoinHostPort(ctrl.Host, strconv.Itoa(ctrl.Port)))
+	if err != nil {
+		return fmt.Errorf("connect to kafka controller: %w", err)
+	}
+	defer func() { _ = cc.Close() }()
+	configs := make([]kafka.TopicConfig, len(topics))
+	for i, t := range topics {
+		configs[i] = kafka.TopicConfig{Topic: t, NumPartitions: 1, ReplicationFactor: 1}
+	}
+	if err := cc.CreateTopics(configs...); err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
 		return fmt.Errorf("create topics %v: %w", topics, err)
 	}
 	return nil
 }
 
-// readKafka polls cl and hands each message to handle, until ctx ends or
-// the client fails.
-func readKafka(ctx context.Context, cl *kgo.Client, handle func(*kgo.Record)) error {
-	for {
-		fs := cl.PollFetches(ctx)
-		if ctx.Err() != nil || fs.IsClientClosed() {
-			return nil
+// dialKafkaLeader connects to the leader of partition 0 of topic, retrying
+// briefly while a new topic's leader is elected.
+func dialKafkaLeader(ctx context.Context, addr, topic string) (*kafka.Conn, error) {
+	var err error
+	for range 50 {
+		var c *kafka.Conn
+		if c, err = kafka.DialLeader(ctx, "tcp", addr, topic, 0); err == nil {
+			return c, nil
 		}
-		if err := fs.Err0(); err != nil {
-			return fmt.Errorf("kafka fetch: %w", err)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
 		}
-		fs.EachRecord(handle)
+	}
+	return nil, fmt.Errorf("connect to leader of %s: %w", topic, err)
+}
+
+// kafkaWriter produces to one partition: Send queues a message, and one
+// goroutine writes everything queued as one produce request whenever it is
+// free.
+type kafkaWriter struct {
+	conn  *kafka.Conn
+	queue chan kafka.Message
+	stop  chan struct{}
+	done  chan struct{}
+
+	mu  sync.Mutex
+	err error // the first write error; later sends fail with it
+}
+
+func newKafkaWriter(conn *kafka.Conn) *kafkaWriter {
+	w := &kafkaWriter{conn: conn, queue: make(chan kafka.Message, kafkaQueue), stop: make(chan struct{}), done: make(chan struct{})}
+	go w.loop()
+	return w
+}
+
+// send queues m; it fails once a write has failed.
+func (w *kafkaWriter) send(ctx context.Context, m kafka.Message) error {
+	w.mu.Lock()
+	err := w.err
+	w.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	select {
+	case w.queue <- m:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-w.stop:
+		return errors.New("kafka writer closed")
 	}
 }
 
-// kafkaRequester is request/reply on kgo: requests go to a request topic
-// with an 8-byte correlation id as key, replies come back on a reply topic
-// read from its end.
+func (w *kafkaWriter) loop() {
+	defer close(w.done)
+	batch := make([]kafka.Message, 0, 256)
+	for {
+		select {
+		case <-w.stop:
+			return
+		case m := <-w.queue:
+			batch = append(batch[:0], m)
+			size := len(m.Value)
+		drain:
+			for size < kafkaBatchBytes {
+				select {
+				case m := <-w.queue:
+					batch = append(batch, m)
+					size += len(m.Value)
+				default:
+					break drain
+				}
+			}
+			_ = w.conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
+			if _, err := w.conn.WriteMessages(batch...); err != nil {
+				w.mu.Lock()
+				if w.err == nil {
+					w.err = fmt.Errorf("kafka produce: %w", err)
+				}
+				w.mu.Unlock()
+			}
+		}
+	}
+}
+
+func (w *kafkaWriter) close() error {
+	close(w.stop)
+	<-w.done
+	return w.conn.Close()
+}
+
+// seekKafkaEnd positions conn at the end of its partition: what is
+// published after it returns will be read.
+func seekKafkaEnd(conn *kafka.Conn) error {
+	if _, err := conn.Seek(0, kafka.SeekEnd); err != nil {
+		return fmt.Errorf("seek to end: %w", err)
+	}
+	return nil
+}
+
+// readKafka long-polls one partition from conn's offset and hands each
+// message to handle, until ctx ends or a read fails.
+func readKafka(ctx context.Context, conn *kafka.Conn, handle func(kafka.Message)) error {
+	for ctx.Err() == nil {
+		_ = conn.SetReadDeadline(time.Now().Add(kafkaMaxWait + 10*time.Second))
+		b := conn.ReadBatchWith(kafka.ReadBatchConfig{MinBytes: 1, MaxBytes: 16 << 20, MaxWait: kafkaMaxWait})
+		for {
+			m, err := b.ReadMessage()
+			if err != nil {
+				break
+			}
+			handle(m)
+		}
+		// kafka-go reports a long poll that found nothing as
+		// RequestTimedOut; the connection stays usable.
+		if err := b.Close(); err != nil && !errors.Is(err, kafka.RequestTimedOut) {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("kafka fetch: %w", err)
+		}
+	}
+	return nil
+}
+
+// kafkaRequester is request/reply on kafka-go's Conn: requests go to a
+// request topic with an 8-byte correlation id as key, replies come back on
+// a reply topic read from its end.
 type kafkaRequester struct {
-	cl      *kgo.Client
+	w       *kafkaWriter
+	reader  *kafka.Conn
 	topic   string
 	pending *pending
 	cancel  context.CancelFunc
 	done    chan struct{}
 	readErr error // set before done is closed
-
-	mu       sync.Mutex
-	writeErr error // the first produce error; later requests fail with it
 }
 
 // newKafkaRequester creates the row's topics and connects to them; the
@@ -136,15 +224,25 @@ func newKafkaRequester(ctx context.Context, addr, prefix string) (*kafkaRequeste
 	if err := createKafkaTopics(ctx, addr, reqTopic, repTopic); err != nil {
 		return nil, err
 	}
-	cl, err := kafkaClient(ctx, addr, repTopic)
+	wc, err := dialKafkaLeader(ctx, addr, reqTopic)
 	if err != nil {
 		return nil, err
 	}
+	rc, err := dialKafkaLeader(ctx, addr, repTopic)
+	if err != nil {
+		_ = wc.Close()
+		return nil, err
+	}
+	if err := seekKafkaEnd(rc); err != nil {
+		_ = wc.Close()
+		_ = rc.Close()
+		return nil, err
+	}
 	rctx, cancel := context.WithCancel(context.Background())
-	r := &kafkaRequester{cl: cl, topic: reqTopic, pending: newPending(), cancel: cancel, done: make(chan struct{})}
+	r := &kafkaRequester{w: newKafkaWriter(wc), reader: rc, topic: reqTopic, pending: newPending(), cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(r.done)
-		r.readErr = readKafka(rctx, cl, func(m *kgo.Record) {
+		r.readErr = readKafka(rctx, rc, func(m kafka.Message) {
 			if len(m.Key) == 8 {
 				r.pending.deliver(binary.BigEndian.Uint64(m.Key), m.Value)
 			}
@@ -153,26 +251,13 @@ func newKafkaRequester(ctx context.Context, addr, prefix string) (*kafkaRequeste
 	return r, nil
 }
 
-func (r *kafkaRequester) produced(_ *kgo.Record, err error) {
-	if err != nil {
-		r.mu.Lock()
-		if r.writeErr == nil {
-			r.writeErr = fmt.Errorf("kafka produce: %w", err)
-		}
-		r.mu.Unlock()
-	}
-}
-
 func (r *kafkaRequester) request(ctx context.Context, payload []byte) ([]byte, error) {
-	r.mu.Lock()
-	err := r.writeErr
-	r.mu.Unlock()
-	if err != nil {
-		return nil, err
-	}
 	id, ch := r.pending.open()
 	key := binary.BigEndian.AppendUint64(make([]byte, 0, 8), id)
-	r.cl.Produce(context.Background(), &kgo.Record{Topic: r.topic, Key: key, Value: payload}, r.produced)
+	if err := r.w.send(ctx, kafka.Message{Key: key, Value: payload}); err != nil {
+		r.pending.forget(id)
+		return nil, err
+	}
 	select {
 	case <-r.done:
 		r.pending.forget(id)
@@ -184,28 +269,44 @@ func (r *kafkaRequester) request(ctx context.Context, payload []byte) ([]byte, e
 
 func (r *kafkaRequester) close() error {
 	r.cancel()
+	werr := r.w.close()
+	_ = r.reader.Close() // ends a fetch in progress
 	<-r.done
-	r.cl.Close()
-	return nil
+	return werr
 }
 
 // respondKafka answers every message on the request topic of prefix with a
 // message of the same key and value on its reply topic.
 func respondKafka(ctx context.Context, addr, prefix string, ready func(string)) error {
 	reqTopic, repTopic := kafkaTopics(prefix)
-	// Ready is printed once the request topic's end is known: no request
-	// published after it is missed.
-	cl, err := kafkaClient(ctx, addr, reqTopic)
+	rc, err := dialKafkaLeader(ctx, addr, reqTopic)
 	if err != nil {
 		return err
 	}
-	defer cl.Close()
+	defer func() { _ = rc.Close() }()
+	wc, err := dialKafkaLeader(ctx, addr, repTopic)
+	if err != nil {
+		return err
+	}
+	w := newKafkaWriter(wc)
+	defer func() { _ = w.close() }()
+	// Ready is printed after the seek: no request published after it is
+	// missed.
+	if err := seekKafkaEnd(rc); err != nil {
+		return err
+	}
 	errc := make(chan error, 1)
 	go func() {
-		errc <- readKafka(ctx, cl, func(m *kgo.Record) {
-			cl.Produce(ctx, &kgo.Record{Topic: repTopic, Key: m.Key, Value: m.Value}, nil)
+		errc <- readKafka(ctx, rc, func(m kafka.Message) {
+			_ = w.send(ctx, kafka.Message{Key: m.Key, Value: m.Value})
 		})
 	}()
 	ready(reqTopic)
-	return <-errc
+	select {
+	case <-ctx.Done():
+		_ = rc.Close() // ends a fetch in progress; readKafka then returns nil
+		return <-errc
+	case err := <-errc:
+		return err
+	}
 }
