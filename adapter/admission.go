@@ -28,7 +28,8 @@ type rejection struct {
 }
 
 // handleRequest takes one call off the service or instance subject. It
-// blocks while every worker is busy, so the broker holds the rest.
+// does not block: a call that finds every worker busy waits in the
+// workers' line or is refused (workers.dispatch).
 func (a *Adapter) handleRequest(ctx context.Context, data []byte) {
 	env, from, why, err := a.open(data)
 	if err != nil {

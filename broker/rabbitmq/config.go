@@ -39,6 +39,7 @@ const (
 // to amqp091-go (see passThrough).
 const (
 	optExchange = "exchange"
+	optExchType = "exchange_type"
 	optPrefetch = "prefetch"
 	optConfirm  = "confirm"
 	optMaxBytes = "max_message_bytes"
@@ -65,6 +66,7 @@ type config struct {
 	redacted string // for errors and logs
 	user     string
 	exchange string
+	exchType string // the type declared when the exchange is new: direct or topic
 	prefetch int
 	confirm  bool
 	maxBytes int // 0: derived from the server's version at connect
@@ -77,6 +79,7 @@ func parseConfig(u *url.URL) (config, error) {
 	cfg := config{
 		redacted: u.Redacted(),
 		exchange: DefaultExchange,
+		exchType: amqp.ExchangeDirect,
 		prefetch: DefaultPrefetch,
 	}
 	if u.Scheme != Scheme && u.Scheme != SchemeTLS {
@@ -97,6 +100,11 @@ func parseConfig(u *url.URL) (config, error) {
 				bad = append(bad, fmt.Errorf("option %s=%q: want 1 to 255 bytes, not starting with \"amq.\"", key, val))
 			}
 			cfg.exchange = val
+		case optExchType:
+			if val != amqp.ExchangeDirect && val != amqp.ExchangeTopic {
+				bad = append(bad, fmt.Errorf("option %s=%q: want direct or topic", key, val))
+			}
+			cfg.exchType = val
 		case optPrefetch:
 			n, err := strconv.Atoi(val)
 			if err != nil || n < 1 || n > 65535 {
@@ -122,7 +130,7 @@ func parseConfig(u *url.URL) (config, error) {
 			tlsSet[key] = val
 		default:
 			if !slices.Contains(passThrough, key) {
-				known := append([]string{optExchange, optPrefetch, optConfirm, optMaxBytes,
+				known := append([]string{optExchange, optExchType, optPrefetch, optConfirm, optMaxBytes,
 					"tls_ca", "tls_cert", "tls_key", "tls_server_name"}, passThrough...)
 				bad = append(bad, fmt.Errorf("unknown option %q (known: %s)", key, strings.Join(known, ", ")))
 			}

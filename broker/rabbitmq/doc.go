@@ -7,8 +7,9 @@
 //	amqp://user:pass@host:5672/vhost?exchange=busmesh&prefetch=32
 //	amqps://user:pass@host:5671/vhost?tls_ca=/etc/ca.pem&tls_server_name=rabbit.example
 //
-// Options: exchange (default "busmesh"), prefetch (queue-group members'
-// unacknowledged messages, default 32), confirm (wait for publisher confirms,
+// Options: exchange (default "busmesh"), exchange_type (the type a new
+// exchange is declared with: direct, the default, or topic), prefetch
+// (queue-group members' unacknowledged messages, default 32), confirm (wait for publisher confirms,
 // default false), max_message_bytes (the server's max_message_size, when it
 // is not the default of its version). For amqps:// only, named as the NATS
 // and Kafka backends name theirs: tls_ca (a PEM file of the CAs to trust
@@ -21,12 +22,18 @@
 //
 // # What maps to what
 //
-//   - All subjects share one durable direct exchange; the routing key is the
+//   - All subjects share one durable exchange; the routing key is the
 //     subject. Subjects are literal: the topic wildcards "*" and "#" are
-//     refused as tokens of a subscribed subject. An exchange an earlier
-//     busmesh declared as a topic exchange is used as it is (it routes
-//     literal subjects alike, for more of the broker's CPU), with a log line
-//     saying so.
+//     refused as tokens of a subscribed subject. A new exchange is direct,
+//     which routes literal subjects for about a fifth less of the broker's
+//     CPU per call than topic. An exchange that exists as topic (busmesh
+//     declared topic before this option, and an operator may have made it)
+//     is used as it is, with a log line saying so. Busmesh versions before
+//     exchange_type declare topic and fail on a direct exchange: a fleet
+//     that mixes them on a new broker or vhost sets exchange_type=topic
+//     until the old ones are gone. On a direct exchange, queues an operator
+//     binds with wildcard patterns (a tap) receive nothing, and RabbitMQ's
+//     topic permissions do not apply; exchange_type=topic keeps both.
 //   - Subscribe (fan-out, inboxes): an exclusive, auto-delete, server-named
 //     queue bound to the subject, on a channel of its own.
 //   - QueueSubscribe: a classic queue named "<exchange>/<group>/<subject>"
@@ -34,6 +41,10 @@
 //     bound to the subject, consumed with the prefetch limit (basic.qos)
 //     and acknowledged after the handler returns, so a member whose handler
 //     blocks holds at most prefetch messages and the others take the rest.
+//     The adapter's handler never blocks (it queues or refuses a call), so
+//     the window paces deliveries; a member stalled without losing its
+//     connection (starved of CPU, partitioned) holds up to prefetch calls
+//     until the heartbeat gives up on it, and their callers time out.
 //     The queue is auto-deleted with its last consumer (and expires after
 //     60 s without one, for a member that died between declare and
 //     consume). The trade-off: when the last member goes (or every member's
@@ -61,10 +72,12 @@
 // # Delivery
 //
 // At most once. Handler calls are serial per subscription. Acks go after the
-// handler, batched (multiple) while more deliveries are waiting; what a
-// group member prefetched but did not handle when it leaves or loses its
-// connection is redelivered to another member, so a handler may, rarely,
-// see a message another member also saw.
+// handler, batched (multiple) while more deliveries are waiting, a group
+// member's every 8 messages at most; what a group member prefetched but did
+// not handle when it leaves or loses its connection is redelivered to
+// another member, and so are the up to 8 it handled but had not yet
+// acknowledged, so a handler may, rarely, see a message another member also
+// saw.
 //
 // # Reconnection
 //

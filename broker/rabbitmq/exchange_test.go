@@ -15,9 +15,9 @@ import (
 	"github.com/busmesh/busmesh/broker/rabbitmq"
 )
 
-// TestExchangeType: a new exchange is declared direct; one an earlier
-// busmesh declared as topic is used as it is, with a log line saying so;
-// one of another type is an error naming it.
+// TestExchangeType: a new exchange is declared direct, or topic when the
+// URL asks; one an earlier busmesh declared as topic is used as it is, with
+// a log line saying so; one of another type is an error naming it.
 func TestExchangeType(t *testing.T) {
 	addr := testAddr(t)
 	raw, err := amqp.Dial("amqp://guest:guest@" + addr + "/")
@@ -27,7 +27,7 @@ func TestExchangeType(t *testing.T) {
 	t.Cleanup(func() { raw.Close() })
 	// declare declares name as kind on a channel of its own: nil when the
 	// exchange is new or already of that kind.
-	declare := func(name, kind string) error {
+	declare := func(t *testing.T, name, kind string) error {
 		ch, err := raw.Channel()
 		if err != nil {
 			t.Fatal(err)
@@ -50,27 +50,38 @@ func TestExchangeType(t *testing.T) {
 		name := fresh(t)
 		c, _ := dialLogged(t, "amqp://guest:guest@"+addr+"/?exchange="+name)
 		roundTrip(t, c)
-		if err := declare(name, amqp.ExchangeDirect); err != nil {
+		if err := declare(t, name, amqp.ExchangeDirect); err != nil {
 			t.Errorf("the exchange busmesh declared is not a durable direct one: %v", err)
 		}
 	})
 	t.Run("EarlierTopic", func(t *testing.T) {
 		name := fresh(t)
-		if err := declare(name, amqp.ExchangeTopic); err != nil {
+		if err := declare(t, name, amqp.ExchangeTopic); err != nil {
 			t.Fatal(err)
 		}
 		c, logs := dialLogged(t, "amqp://guest:guest@"+addr+"/?exchange="+name)
 		roundTrip(t, c)
-		if err := declare(name, amqp.ExchangeTopic); err != nil {
+		if err := declare(t, name, amqp.ExchangeTopic); err != nil {
 			t.Errorf("the topic exchange changed: %v", err)
 		}
-		if got := logs.String(); !strings.Contains(got, "is a topic exchange") || !strings.Contains(got, name) {
+		if got := logs.String(); !strings.Contains(got, "exchange kept as declared before") || !strings.Contains(got, name) || !strings.Contains(got, "type=topic") {
 			t.Errorf("no log line about the topic exchange %s; logs:\n%s", name, got)
+		}
+	})
+	t.Run("AskedTopic", func(t *testing.T) {
+		name := fresh(t)
+		c, logs := dialLogged(t, "amqp://guest:guest@"+addr+"/?exchange_type=topic&exchange="+name)
+		roundTrip(t, c)
+		if err := declare(t, name, amqp.ExchangeTopic); err != nil {
+			t.Errorf("exchange_type=topic did not declare a topic exchange: %v", err)
+		}
+		if got := logs.String(); strings.Contains(got, "kept as declared") {
+			t.Errorf("a log line about keeping the exchange it declared itself:\n%s", got)
 		}
 	})
 	t.Run("OtherType", func(t *testing.T) {
 		name := fresh(t)
-		if err := declare(name, amqp.ExchangeFanout); err != nil {
+		if err := declare(t, name, amqp.ExchangeFanout); err != nil {
 			t.Fatal(err)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -167,7 +167,7 @@ func (c *Conn) reopenPublisher(s *session) (publisher, bool) {
 			return publisher{}, false
 		case <-timer.C:
 		}
-		_, err := s.declareExchange(c.cfg.exchange)
+		_, err := s.declareExchange(c.cfg.exchange, c.cfg.exchType)
 		if err == nil {
 			var p publisher
 			if p, err = s.openPublisher(c.cfg.confirm); err == nil {

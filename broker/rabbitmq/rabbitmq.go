@@ -79,8 +79,8 @@ type session struct {
 	blocks  chan amqp.Blocking           // connection.blocked / unblocked
 	lost    chan struct{}                // closed by the supervisor once the connection is gone
 	wg      sync.WaitGroup               // the publisher loop
-	// exchangeKind is the exchange's type: direct, or topic where an
-	// earlier busmesh declared it so (declareExchange).
+	// exchangeKind is the exchange's type, which an earlier declaration
+	// may have chosen (declareExchange).
 	exchangeKind string
 }
 
@@ -123,9 +123,8 @@ func dial(ctx context.Context, u *url.URL, logger *slog.Logger) (*Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	if sess.exchangeKind != amqp.ExchangeDirect {
-		c.logger.Info("the exchange is a "+sess.exchangeKind+" exchange, declared by an earlier busmesh; it routes alike, but a direct exchange costs the broker less: delete it while no sidecar uses it and the next sidecar declares it direct",
-			"exchange", c.cfg.exchange)
+	if sess.exchangeKind != cfg.exchType {
+		c.logger.Info("exchange kept as declared before", "exchange", cfg.exchange, "type", sess.exchangeKind, "asked", cfg.exchType)
 	}
 	c.life, c.kill = context.WithCancel(context.Background())
 	c.cur.Store(sess)
@@ -200,7 +199,7 @@ func (s *session) setup(cfg config) (publisher, error) {
 	s.blocks = s.conn.NotifyBlocked(make(chan amqp.Blocking, 1))
 	s.lost = make(chan struct{})
 	var err error
-	if s.exchangeKind, err = s.declareExchange(cfg.exchange); err != nil {
+	if s.exchangeKind, err = s.declareExchange(cfg.exchange, cfg.exchType); err != nil {
 		return publisher{}, err
 	}
 	return s.openPublisher(cfg.confirm)
@@ -208,33 +207,37 @@ func (s *session) setup(cfg config) (publisher, error) {
 
 // declareExchange declares the exchange on a channel of its own and returns
 // its type. Durable: the exchange is shared by every sidecar and outlives
-// them. Direct, because subjects are literal, and a direct exchange routes
-// them for about a fifth less of the broker's CPU per call than a topic
-// exchange; topic when an earlier busmesh declared it so (RabbitMQ refuses
-// to redeclare an exchange as another type), which routes literal subjects
-// alike.
-func (s *session) declareExchange(name string) (string, error) {
-	var first error
-	for _, kind := range []string{amqp.ExchangeDirect, amqp.ExchangeTopic} {
+// them. A new exchange gets the type the URL asks for, direct by default:
+// subjects are literal, and a direct exchange routes them for about a fifth
+// less of the broker's CPU per call than a topic exchange. An exchange that
+// exists as the other of the two (declared by an earlier busmesh, which
+// declared topic, or by an operator) is used as it is: it routes literal
+// subjects alike, and RabbitMQ refuses to redeclare an exchange as another
+// type.
+func (s *session) declareExchange(name, kind string) (string, error) {
+	other := amqp.ExchangeTopic
+	if kind == amqp.ExchangeTopic {
+		other = amqp.ExchangeDirect
+	}
+	var errs []error
+	for _, k := range []string{kind, other} {
 		ch, err := s.conn.Channel()
 		if err != nil {
 			return "", fmt.Errorf("open channel: %w", err)
 		}
-		err = ch.ExchangeDeclare(name, kind, true, false, false, false, nil)
+		err = ch.ExchangeDeclare(name, k, true, false, false, false, nil)
 		if err == nil {
-			return kind, ch.Close()
+			return k, ch.Close()
 		}
 		// The broker closed the channel; a 406 (precondition failed) says
 		// the exchange exists with another type or other arguments.
+		errs = append(errs, err)
 		var ae *amqp.Error
-		if first == nil {
-			first = err
-		}
 		if !errors.As(err, &ae) || ae.Code != amqp.PreconditionFailed {
 			break
 		}
 	}
-	return "", fmt.Errorf("declare exchange %q: %w", name, first)
+	return "", fmt.Errorf("declare exchange %q: %w", name, errors.Join(errs...))
 }
 
 // connectErr says why connect failed. amqp091-go's errors do not repeat the

@@ -152,6 +152,7 @@ func TestBadOptions(t *testing.T) {
 		{"confirm", "?confirm=yes", `option confirm="yes": want true or false`},
 		{"max bytes", "?max_message_bytes=-1", `option max_message_bytes="-1"`},
 		{"reserved exchange", "?exchange=amq.topic", `option exchange="amq.topic"`},
+		{"exchange type", "?exchange_type=fanout", `option exchange_type="fanout": want direct or topic`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -20,13 +20,16 @@
 // about a second each, and the rounds are merged, so drift on a shared
 // machine falls on all rows alike. Every latency is recorded; the load
 // generator is closed-loop with a fixed number of workers. After the
-// rounds, the NATS HTTP sidecars are CPU-profiled under load (-profile).
+// rounds, the HTTP sidecars of one broker (-profile-broker, NATS by
+// default) are CPU-profiled under load (-profile). Each broker row also
+// reports the broker's server process where it runs on this machine.
 //
 // Usage:
 //
 //	go run ./test/bench [-duration 1.2s] [-warmup 150ms] [-rounds 3]
 //	    [-concurrency 1,32] [-sizes 128,16384] [-brokers nats,rabbitmq,kafka]
-//	    [-out bench-results/latest.md] [-profile 5s] [-busmesh BIN] [-v] [-quick]
+//	    [-out bench-results/latest.md] [-profile 5s] [-profile-broker nats]
+//	    [-busmesh BIN] [-v] [-quick]
 //
 // NATS and RabbitMQ are expected on 127.0.0.1:4222 and :5672
 // (BUSMESH_TEST_NATS and BUSMESH_TEST_RABBITMQ override); a broker that is
@@ -115,7 +118,7 @@ func parseOptions(args []string) (*options, error) {
 	fs.StringVar(&o.out, "out", "bench-results/latest.md", "markdown report file (also printed to stdout)")
 	fs.BoolVar(&o.quick, "quick", false, "a fast smoke run: one short round")
 	fs.DurationVar(&o.profile, "profile", 5*time.Second, "after the rounds, CPU-profile the sidecars this long under the c=max HTTP mesh load of -profile-broker (0: off)")
-	fs.StringVar(&o.profileOn, "profile-broker", "nats", "the broker whose HTTP mesh row -profile profiles: "+strings.Join(knownBrokers(), ", "))
+	fs.StringVar(&o.profileOn, "profile-broker", "", "the broker whose HTTP mesh row -profile profiles (default: nats if among -brokers, else the first)")
 	fs.StringVar(&o.binary, "busmesh", "", "a prebuilt busmesh binary (default: go build ./cmd/busmesh)")
 	fs.BoolVar(&o.verbose, "v", false, "print a progress line per measurement on stderr")
 	if err := fs.Parse(args); err != nil {
@@ -159,7 +162,12 @@ func parseOptions(args []string) (*options, error) {
 			o.brokers = append(o.brokers, b)
 		}
 	}
-	if o.profile > 0 && !slices.Contains(o.brokers, o.profileOn) {
+	switch {
+	case o.profileOn == "" && slices.Contains(o.brokers, "nats"):
+		o.profileOn = "nats"
+	case o.profileOn == "" && len(o.brokers) > 0:
+		o.profileOn = o.brokers[0]
+	case o.profileOn != "" && !slices.Contains(o.brokers, o.profileOn):
 		return nil, fmt.Errorf("-profile-broker: %q is not among -brokers (%s)", o.profileOn, strings.Join(o.brokers, ", "))
 	}
 	if o.duration <= 0 || o.rounds < 1 || o.warmup < 0 {

@@ -88,11 +88,15 @@ func resetPeak(pid int) error {
 // listenerPID returns the process listening on addr's TCP port on this
 // machine: the socket's inode from /proc/net/tcp{,6}, then the process
 // holding that socket among /proc/*/fd (the bench's own user's processes,
-// or all of them as root).
+// or all of them as root), the newest when several share it (a server
+// under a supervisor that opened its socket). addr must name this machine.
 func listenerPID(addr string) (int, error) {
-	_, port, err := net.SplitHostPort(addr)
+	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return 0, err
+	}
+	if !isLocal(host) {
+		return 0, fmt.Errorf("%s is not on this machine", host)
 	}
 	n, err := strconv.Atoi(port)
 	if err != nil {
@@ -116,11 +120,48 @@ func listenerPID(addr string) (int, error) {
 	if len(inodes) == 0 {
 		return 0, fmt.Errorf("no process on this machine listens on port %d", n)
 	}
-	procs, _ := filepath.Glob("/proc/[0-9]*/fd/*")
-	for _, fd := range procs {
+	fds, _ := filepath.Glob("/proc/[0-9]*/fd/*")
+	found := 0
+	for _, fd := range fds {
 		if target, err := os.Readlink(fd); err == nil && inodes[target] {
-			return strconv.Atoi(strings.Split(fd, "/")[2])
+			if pid, err := strconv.Atoi(strings.Split(fd, "/")[2]); err == nil && pid > found {
+				found = pid
+			}
 		}
 	}
-	return 0, fmt.Errorf("the process listening on port %d is not visible to this user", n)
+	if found == 0 {
+		return 0, fmt.Errorf("the process listening on port %d is not visible to this user", n)
+	}
+	return found, nil
+}
+
+// isLocal reports whether host is this machine: a loopback name or
+// address, or an address of one of its interfaces.
+func isLocal(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	if ip == nil {
+		return false
+	}
+	if ip.IsLoopback() || ip.IsUnspecified() {
+		return true
+	}
+	addrs, _ := net.InterfaceAddrs()
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.Equal(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// processName returns a process's command name (/proc/<pid>/comm).
+func processName(pid int) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+	if err != nil {
+		return strconv.Itoa(pid)
+	}
+	return strings.TrimSpace(string(b))
 }

@@ -109,6 +109,7 @@ func setUp(ctx context.Context, o *options, sup *supervisor) (e *env, err error)
 
 	var raws, meshes []*row
 	var natsURL string
+	var natsSrv *rowProc
 	for _, b := range o.brokers {
 		url, addr, err := e.openBroker(ctx, o, b)
 		if err != nil {
@@ -124,6 +125,9 @@ func setUp(ctx context.Context, o *options, sup *supervisor) (e *env, err error)
 		if srvErr != nil {
 			e.notes = append(e.notes, fmt.Sprintf("%s's server CPU is not reported: %v", b, srvErr))
 		}
+		if b == "nats" {
+			natsSrv = srv
+		}
 		if r, err := e.rawRow(ctx, b, url, addr); err != nil {
 			e.skip(err.Error(), rawRowName(b))
 		} else {
@@ -138,7 +142,7 @@ func setUp(ctx context.Context, o *options, sup *supervisor) (e *env, err error)
 			if r, err := e.meshHTTPSecureRow(ctx, url); err != nil {
 				e.skip(err.Error(), rowMeshSecure)
 			} else {
-				meshes = append(meshes, r)
+				meshes = append(meshes, r.with(natsSrv))
 			}
 		}
 	}
@@ -158,7 +162,7 @@ func setUp(ctx context.Context, o *options, sup *supervisor) (e *env, err error)
 		if r, err := e.meshGRPCRow(ctx, natsURL); err != nil {
 			e.skip(err.Error(), rowMeshGRPC)
 		} else {
-			e.rows = append(e.rows, r)
+			e.rows = append(e.rows, r.with(natsSrv))
 		}
 	}
 	if r, err := e.proxyRow(ctx); err != nil {
@@ -216,17 +220,18 @@ func (e *env) openBroker(ctx context.Context, o *options, b string) (url, addr s
 }
 
 // brokerProc returns broker b's server process as a row process: kfake's
-// child, or the local process listening at addr (nats-server, RabbitMQ's
-// beam.smp); an error for a broker on another machine.
+// child, or the process on this machine listening at addr (nats-server,
+// RabbitMQ's beam.smp), named by its command; an error for a broker on
+// another machine.
 func (e *env) brokerProc(b, addr string) (*rowProc, error) {
 	if b == "kafka" {
-		return &rowProc{role: "broker", proc: e.kfake}, nil
+		return &rowProc{role: "broker (kfake)", proc: e.kfake}, nil
 	}
 	pid, err := listenerPID(addr)
 	if err != nil {
 		return nil, err
 	}
-	return &rowProc{role: "broker", ext: pid}, nil
+	return &rowProc{role: "broker (" + processName(pid) + ")", ext: pid}, nil
 }
 
 // with returns r with p among its processes, when p is not nil.
