@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/busmesh/busmesh/broker"
+	"github.com/busmesh/busmesh/broker/rabbitmq"
 )
 
 // gate is a TCP proxy to the broker that can be shut: while shut it hangs up
@@ -242,13 +243,27 @@ func TestLastGroupMemberLeaves(t *testing.T) {
 	}
 }
 
+// TestBusyMemberTakesLess: a group member whose handler blocks holds at
+// most its prefetch, set in the URL or the default, and the others take
+// the rest.
 func TestBusyMemberTakesLess(t *testing.T) {
 	t.Parallel()
 	addr := testAddr(t)
+	for _, prefetch := range []int{2, rabbitmq.DefaultPrefetch} {
+		t.Run(strconv.Itoa(prefetch), func(t *testing.T) {
+			t.Parallel()
+			query := ""
+			if prefetch != rabbitmq.DefaultPrefetch {
+				query = "?prefetch=" + strconv.Itoa(prefetch)
+			}
+			busyMemberTakesLess(t, "amqp://guest:guest@"+addr+"/"+query, prefetch)
+		})
+	}
+}
+
+func busyMemberTakesLess(t *testing.T, url string, prefetch int) {
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
-	const prefetch = 2
-	url := "amqp://guest:guest@" + addr + "/?prefetch=" + strconv.Itoa(prefetch)
 	busy, free, pub := dial(t, url), dial(t, url), dial(t, url)
 	defer pub.Close()
 	defer free.Close()
@@ -276,10 +291,10 @@ func TestBusyMemberTakesLess(t *testing.T) {
 	}
 	// The blocked member holds at most its prefetch; the free one takes
 	// everything else.
-	eventually(t, 10*time.Second, "the free member to take the rest", func() bool { return freeGot.Load() >= n-prefetch })
+	eventually(t, 10*time.Second, "the free member to take the rest", func() bool { return freeGot.Load() >= int64(n-prefetch) })
 	close(release)
 	eventually(t, 10*time.Second, "every message", func() bool { return busyGot.Load()+freeGot.Load() == n })
-	if got := busyGot.Load(); got > prefetch {
+	if got := busyGot.Load(); got > int64(prefetch) {
 		t.Errorf("blocked member got %d messages, want at most its prefetch %d", got, prefetch)
 	}
 	t.Logf("blocked member %d, free member %d", busyGot.Load(), freeGot.Load())
