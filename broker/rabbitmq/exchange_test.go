@@ -1,18 +1,17 @@
 package rabbitmq_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/busmesh/busmesh/broker/rabbitmq"
+	"github.com/busmesh/busmesh/internal/testutil"
 )
 
 // TestExchangeType: a new exchange is declared direct, or topic when the
@@ -46,39 +45,36 @@ func TestExchangeType(t *testing.T) {
 		return name
 	}
 
-	t.Run("New", func(t *testing.T) {
-		name := fresh(t)
-		c, _ := dialLogged(t, "amqp://guest:guest@"+addr+"/?exchange="+name)
-		roundTrip(t, c)
-		if err := declare(t, name, amqp.ExchangeDirect); err != nil {
-			t.Errorf("the exchange busmesh declared is not a durable direct one: %v", err)
-		}
-	})
-	t.Run("EarlierTopic", func(t *testing.T) {
-		name := fresh(t)
-		if err := declare(t, name, amqp.ExchangeTopic); err != nil {
-			t.Fatal(err)
-		}
-		c, logs := dialLogged(t, "amqp://guest:guest@"+addr+"/?exchange="+name)
-		roundTrip(t, c)
-		if err := declare(t, name, amqp.ExchangeTopic); err != nil {
-			t.Errorf("the topic exchange changed: %v", err)
-		}
-		if got := logs.String(); !strings.Contains(got, "exchange kept as declared before") || !strings.Contains(got, name) || !strings.Contains(got, "type=topic") {
-			t.Errorf("no log line about the topic exchange %s; logs:\n%s", name, got)
-		}
-	})
-	t.Run("AskedTopic", func(t *testing.T) {
-		name := fresh(t)
-		c, logs := dialLogged(t, "amqp://guest:guest@"+addr+"/?exchange_type=topic&exchange="+name)
-		roundTrip(t, c)
-		if err := declare(t, name, amqp.ExchangeTopic); err != nil {
-			t.Errorf("exchange_type=topic did not declare a topic exchange: %v", err)
-		}
-		if got := logs.String(); strings.Contains(got, "kept as declared") {
-			t.Errorf("a log line about keeping the exchange it declared itself:\n%s", got)
-		}
-	})
+	for _, tc := range []struct {
+		name    string
+		query   string // besides exchange=
+		before  string // the type the exchange has before busmesh dials; "" for none
+		want    string // its type after
+		keptLog bool   // a line says the exchange was kept as declared before
+	}{
+		{"New", "", "", amqp.ExchangeDirect, false},
+		{"EarlierTopic", "", amqp.ExchangeTopic, amqp.ExchangeTopic, true},
+		{"AskedTopic", "exchange_type=topic&", "", amqp.ExchangeTopic, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			name := fresh(t)
+			if tc.before != "" {
+				if err := declare(t, name, tc.before); err != nil {
+					t.Fatal(err)
+				}
+			}
+			c, logs := dialLogged(t, "amqp://guest:guest@"+addr+"/?"+tc.query+"exchange="+name)
+			roundTrip(t, c)
+			if err := declare(t, name, tc.want); err != nil {
+				t.Errorf("the exchange is not a durable %s one: %v", tc.want, err)
+			}
+			got := logs.String()
+			kept := strings.Contains(got, "exchange kept as declared before") && strings.Contains(got, name) && strings.Contains(got, "type="+tc.want)
+			if kept != tc.keptLog {
+				t.Errorf("log line about keeping the exchange: %v, want %v; logs:\n%s", kept, tc.keptLog, got)
+			}
+		})
+	}
 	t.Run("OtherType", func(t *testing.T) {
 		name := fresh(t)
 		if err := declare(t, name, amqp.ExchangeFanout); err != nil {
@@ -97,29 +93,11 @@ func TestExchangeType(t *testing.T) {
 	})
 }
 
-// logBuffer is a goroutine-safe log sink.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // dialLogged dials url with a logger writing to the returned buffer, and
 // closes the Conn when the test ends.
-func dialLogged(t *testing.T, url string) (*rabbitmq.Conn, *logBuffer) {
+func dialLogged(t *testing.T, url string) (*rabbitmq.Conn, *testutil.Buffer) {
 	t.Helper()
-	logs := &logBuffer{}
+	logs := &testutil.Buffer{}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	c, err := rabbitmq.Dial(ctx, url, slog.New(slog.NewTextHandler(logs, nil)))

@@ -1,7 +1,6 @@
 package identity_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -13,25 +12,8 @@ import (
 	"time"
 
 	"github.com/busmesh/busmesh/internal/identity"
+	"github.com/busmesh/busmesh/internal/testutil"
 )
-
-// syncBuffer is a log sink tests read while a Source writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // eventually polls cond until it holds or 10 s pass (the machine is busy).
 func eventually(t *testing.T, what string, cond func() bool) {
@@ -58,7 +40,7 @@ func TestSourceRotation(t *testing.T) {
 	web := m.identity(t, "web")
 	dir := t.TempDir()
 	certFile, keyFile := m.issue(t, dir, "orders", time.Hour, time.Now())
-	var logs syncBuffer
+	var logs testutil.Buffer
 	src, err := identity.NewSource(identity.SourceConfig{
 		CertFile: certFile, KeyFile: keyFile, CAFile: m.caFile(),
 		Interval: 20 * time.Millisecond, Grace: time.Hour,
@@ -157,7 +139,7 @@ func TestSourceKeepsIdentityOnBadFiles(t *testing.T) {
 	other := newTestMesh(t, "prod")
 	dir := t.TempDir()
 	certFile, keyFile := m.issue(t, dir, "orders", time.Hour, time.Now())
-	var logs syncBuffer
+	var logs testutil.Buffer
 	src, err := identity.NewSource(identity.SourceConfig{
 		CertFile: certFile, KeyFile: keyFile, CAFile: m.caFile(), Interval: 20 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(&logs, nil)),
@@ -205,7 +187,7 @@ func TestSourceWarnsBeforeExpiry(t *testing.T) {
 	dir := t.TempDir()
 	// 10 minutes left of 61: in the last fifth.
 	certFile, keyFile := m.issue(t, dir, "orders", time.Hour, time.Now().Add(-50*time.Minute))
-	var logs syncBuffer
+	var logs testutil.Buffer
 	src, err := identity.NewSource(identity.SourceConfig{
 		CertFile: certFile, KeyFile: keyFile, CAFile: m.caFile(), Interval: 20 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(&logs, nil)),

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/busmesh/busmesh/internal/testutil"
 )
 
 var screenshot = flag.String("screenshot", "", "where TestDashboard writes its screenshot (default: the test's temp dir; docs/dashboard.png is made with -screenshot ../../docs/dashboard.png)")
@@ -24,7 +26,7 @@ var screenshot = flag.String("screenshot", "", "where TestDashboard writes its s
 type devMesh struct {
 	admin, shared, service string
 	broker                 string // the "join with" URL
-	stderr                 *syncBuffer
+	stderr                 *testutil.Buffer
 }
 
 // startDev runs `busmesh dev` on the embedded broker with free ports and
@@ -38,7 +40,7 @@ func startDev(t *testing.T, extra ...string) *devMesh {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := &devMesh{stderr: &syncBuffer{}}
+	m := &devMesh{stderr: &testutil.Buffer{}}
 	cmd.Stderr = m.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

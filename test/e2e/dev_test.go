@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/busmesh/busmesh/internal/testutil"
 )
 
 // TestDev runs `busmesh dev` as a newcomer would and runs the curl command
@@ -33,7 +35,7 @@ func TestDev(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			stderr := &syncBuffer{}
+			stderr := &testutil.Buffer{}
 			cmd.Stderr = stderr
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)

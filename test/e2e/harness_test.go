@@ -4,7 +4,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"flag"
 	"fmt"
@@ -26,6 +25,7 @@ import (
 
 	"github.com/busmesh/busmesh/broker/brokertest"
 
+	"github.com/busmesh/busmesh/internal/testutil"
 	"github.com/busmesh/busmesh/test/testport"
 )
 
@@ -154,7 +154,7 @@ type sidecar struct {
 	name  string
 	cmd   *exec.Cmd
 	admin string
-	log   *syncBuffer
+	log   *testutil.Buffer
 	done  chan struct{}
 }
 
@@ -191,7 +191,7 @@ func startSidecarWith(t testing.TB, bin, name, template string, vars map[string]
 // and waits until it says ready.
 func runSidecar(t testing.TB, bin, name, file, admin string) *sidecar {
 	t.Helper()
-	s := &sidecar{t: t, name: name, admin: admin, log: &syncBuffer{}, done: make(chan struct{})}
+	s := &sidecar{t: t, name: name, admin: admin, log: &testutil.Buffer{}, done: make(chan struct{})}
 	s.cmd = exec.Command(bin, "sidecar", "--config", file)
 	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
 	if err := s.cmd.Start(); err != nil {
@@ -317,25 +317,6 @@ func splitSeries(series string) (string, map[string]string) {
 		rest = strings.TrimPrefix(after[len(v):], ",")
 	}
 	return name, labels
-}
-
-// syncBuffer is a bytes.Buffer safe for the process's writes and the
-// test's reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 func testCtx(t testing.TB, d time.Duration) context.Context {

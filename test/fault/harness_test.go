@@ -1,7 +1,6 @@
 package fault
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/busmesh/busmesh/broker/brokertest"
 
+	"github.com/busmesh/busmesh/internal/testutil"
 	"github.com/busmesh/busmesh/test/testport"
 )
 
@@ -85,7 +85,7 @@ type sidecar struct {
 	file  string
 	admin string
 	cmd   *exec.Cmd
-	log   *lockedBuffer
+	log   *testutil.Buffer
 	done  chan struct{}
 }
 
@@ -103,7 +103,7 @@ func startSidecar(t *testing.T, name, config string) *sidecar {
 	t.Cleanup(func() {
 		s.stop(syscall.SIGTERM)
 		if t.Failed() {
-			t.Logf("--- %s log (last 4 KiB) ---\n%s", name, s.log.tail(4096))
+			t.Logf("--- %s log (last 4 KiB) ---\n%s", name, s.log.Tail(4096))
 		}
 	})
 	return s
@@ -112,7 +112,7 @@ func startSidecar(t *testing.T, name, config string) *sidecar {
 // start (re)starts the process on its config and waits until it is ready.
 func (s *sidecar) start() {
 	s.t.Helper()
-	s.log, s.done = &lockedBuffer{}, make(chan struct{})
+	s.log, s.done = &testutil.Buffer{}, make(chan struct{})
 	s.cmd = exec.Command(binary, "sidecar", "--config", s.file)
 	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
 	if err := s.cmd.Start(); err != nil {
@@ -131,11 +131,11 @@ func (s *sidecar) start() {
 		}
 		select {
 		case <-done:
-			s.t.Fatalf("sidecar %s exited at start: %v\n%s", s.name, s.cmd.ProcessState, s.log.tail(4096))
+			s.t.Fatalf("sidecar %s exited at start: %v\n%s", s.name, s.cmd.ProcessState, s.log.Tail(4096))
 		default:
 		}
 		if time.Now().After(deadline) {
-			s.t.Fatalf("sidecar %s not ready after 20s\n%s", s.name, s.log.tail(4096))
+			s.t.Fatalf("sidecar %s not ready after 20s\n%s", s.name, s.log.Tail(4096))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -156,24 +156,6 @@ func (s *sidecar) stop(sig os.Signal) {
 		s.cmd.Process.Kill()
 		<-s.done
 	}
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *lockedBuffer) tail(n int) string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	s := b.b.String()
-	return s[max(0, len(s)-n):]
 }
 
 // meshOptions shape a mesh.

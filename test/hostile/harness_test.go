@@ -6,7 +6,6 @@
 package hostile
 
 import (
-	"bytes"
 	"context"
 	"flag"
 	"fmt"
@@ -31,6 +30,7 @@ import (
 	_ "github.com/busmesh/busmesh/broker/nats"
 	busmeshv1 "github.com/busmesh/busmesh/proto/busmesh/v1"
 
+	"github.com/busmesh/busmesh/internal/testutil"
 	"github.com/busmesh/busmesh/test/testport"
 )
 
@@ -105,7 +105,7 @@ type sidecar struct {
 	name  string
 	cmd   *exec.Cmd
 	admin string
-	log   *syncBuffer
+	log   *testutil.Buffer
 	done  chan struct{}
 }
 
@@ -124,7 +124,7 @@ func startSidecarWith(t testing.TB, bin, name, config string) *sidecar {
 	if err := os.WriteFile(file, []byte("admin: "+admin+"\n"+config), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	s := &sidecar{t: t, name: name, admin: admin, log: &syncBuffer{}, done: make(chan struct{})}
+	s := &sidecar{t: t, name: name, admin: admin, log: &testutil.Buffer{}, done: make(chan struct{})}
 	s.cmd = exec.Command(bin, "sidecar", "--config", file)
 	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
 	if err := s.cmd.Start(); err != nil {
@@ -208,25 +208,6 @@ func (s *sidecar) services(service string) *busmeshv1.ListServicesResponse {
 		s.t.Fatalf("services: %v: %s", err, body)
 	}
 	return &out
-}
-
-// syncBuffer is a bytes.Buffer safe for the process's writes and the
-// test's reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // mesh is one ambassador calling one service over NATS, in a mesh of its
