@@ -207,10 +207,10 @@ func (s *subscription) run(sess *session, ch *amqp.Channel, deliveries <-chan am
 // half prefetch (a group member: at most maxGroupAckBatch) while deliveries
 // keep coming. A group member acks as soon as no delivery is waiting: an
 // unacked message it already handled would be redelivered to another member
-// if the connection dropped. A fan-out queue
-// dies with its connection, so nothing is ever redelivered from it and its
-// acks only refill the prefetch window: they wait up to fanoutAckDelay to
-// share one frame, which on a request/reply inbox saves a frame per reply.
+// if the connection dropped. A fan-out queue dies with its connection, so
+// nothing is ever redelivered from it and its acks only refill the prefetch
+// window: they wait up to fanoutAckDelay to share one frame, which on a
+// request/reply inbox saves a frame per reply.
 func (s *subscription) serve(ch *amqp.Channel, deliveries <-chan amqp.Delivery) {
 	ackEvery, delay := fanoutPrefetch/2, fanoutAckDelay
 	if s.group != "" {
