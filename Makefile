@@ -9,6 +9,10 @@ T        ?=
 # machine starves its workers at the deadline (go.dev/issue/75804, fixed
 # in Go 1.27); a count has no deadline to race.
 FUZZTIME ?= 50000x
+# Each new interesting input is minimized for at most this many executions:
+# at the default (60 s each) a run that finds several can take minutes,
+# printing "0/sec" (FuzzInject: 142 s for 9 new inputs).
+FUZZMINIMIZE ?= 2000x
 GOLANGCI ?= github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0
 
 .PHONY: all build test fuzz fault interop-soak lint proto bench discovery-bench hostile clean image image-prebuilt
@@ -44,12 +48,12 @@ test-long:
 	BUSMESH_TEST_LONG=1 $(GO) test -race -count=1 -run 'TestHTTPLongStream' -v ./test/e2e/
 
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./internal/envelope/
-	$(GO) test -run '^$$' -fuzz '^FuzzVerifyMAC$$' -fuzztime $(FUZZTIME) ./internal/identity/
-	$(GO) test -run '^$$' -fuzz '^FuzzLoadCert$$' -fuzztime $(FUZZTIME) ./internal/identity/
-	$(GO) test -run '^$$' -fuzz '^FuzzOpen$$' -fuzztime $(FUZZTIME) ./internal/secure/
-	$(GO) test -run '^$$' -fuzz '^FuzzCheckAnnouncement$$' -fuzztime $(FUZZTIME) ./internal/discovery/
-	$(GO) test -run '^$$' -fuzz '^FuzzInject$$' -fuzztime $(FUZZTIME) ./internal/inject/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) ./internal/envelope/
+	$(GO) test -run '^$$' -fuzz '^FuzzVerifyMAC$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) ./internal/identity/
+	$(GO) test -run '^$$' -fuzz '^FuzzLoadCert$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) ./internal/identity/
+	$(GO) test -run '^$$' -fuzz '^FuzzOpen$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) ./internal/secure/
+	$(GO) test -run '^$$' -fuzz '^FuzzCheckAnnouncement$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) ./internal/discovery/
+	$(GO) test -run '^$$' -fuzz '^FuzzInject$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) ./internal/inject/
 
 # The fault suite (test/fault) with a longer load after each fault, and the
 # Kafka broker-restart case, a known failure (make test runs it short).
