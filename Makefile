@@ -13,6 +13,7 @@ FUZZTIME ?= 50000x
 # at the default (60 s each) a run that finds several can take minutes,
 # printing "0/sec" (FuzzInject: 142 s for 9 new inputs).
 FUZZMINIMIZE ?= 2000x
+FUZZFLAGS = -run '^$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE)
 GOLANGCI ?= github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0
 
 .PHONY: all build test fuzz fault interop-soak lint proto bench discovery-bench hostile clean image image-prebuilt
@@ -48,12 +49,12 @@ test-long:
 	BUSMESH_TEST_LONG=1 $(GO) test -race -count=1 -run 'TestHTTPLongStream' -v ./test/e2e/
 
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) ./internal/envelope/
-	$(GO) test -run '^$$' -fuzz '^FuzzVerifyMAC$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) ./internal/identity/
-	$(GO) test -run '^$$' -fuzz '^FuzzLoadCert$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) ./internal/identity/
-	$(GO) test -run '^$$' -fuzz '^FuzzOpen$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) ./internal/secure/
-	$(GO) test -run '^$$' -fuzz '^FuzzCheckAnnouncement$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) ./internal/discovery/
-	$(GO) test -run '^$$' -fuzz '^FuzzInject$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) ./internal/inject/
+	$(GO) test $(FUZZFLAGS) -fuzz '^FuzzDecode$$' ./internal/envelope/
+	$(GO) test $(FUZZFLAGS) -fuzz '^FuzzVerifyMAC$$' ./internal/identity/
+	$(GO) test $(FUZZFLAGS) -fuzz '^FuzzLoadCert$$' ./internal/identity/
+	$(GO) test $(FUZZFLAGS) -fuzz '^FuzzOpen$$' ./internal/secure/
+	$(GO) test $(FUZZFLAGS) -fuzz '^FuzzCheckAnnouncement$$' ./internal/discovery/
+	$(GO) test $(FUZZFLAGS) -fuzz '^FuzzInject$$' ./internal/inject/
 
 # The fault suite (test/fault) with a longer load after each fault, and the
 # Kafka broker-restart case, a known failure (make test runs it short).

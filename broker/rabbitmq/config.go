@@ -25,9 +25,8 @@ const (
 	// member holds when the URL has no ?prefetch=. A member whose handler
 	// blocks strands at most this many, and the others take the rest; the
 	// adapter's handler never blocks (it queues or refuses a call), so the
-	// window only paces deliveries, and at 8 it throttled them: side by
-	// side, 32 took the mesh over RabbitMQ at 32 concurrent calls about a
-	// quarter higher and the broker's CPU per call down a fifth.
+	// window only paces deliveries, and at 8 it throttled them (README,
+	// "Benchmark", has the side-by-side run).
 	DefaultPrefetch = 32
 
 	// fanoutPrefetch bounds what a fan-out subscription holds in memory; a

@@ -25,8 +25,8 @@
 //   - All subjects share one durable exchange; the routing key is the
 //     subject. Subjects are literal: the topic wildcards "*" and "#" are
 //     refused as tokens of a subscribed subject. A new exchange is direct,
-//     which routes literal subjects for about a fifth less of the broker's
-//     CPU per call than topic. An exchange that exists as topic (busmesh
+//     which routes literal subjects for less of the broker's CPU than
+//     topic (README, "Benchmark"). An exchange that exists as topic (busmesh
 //     declared topic before this option, and an operator may have made it)
 //     is used as it is, with a log line saying so. Busmesh versions before
 //     exchange_type declare topic and fail on a direct exchange: a fleet

@@ -80,7 +80,7 @@ func TestExchangeType(t *testing.T) {
 		if err := declare(t, name, amqp.ExchangeFanout); err != nil {
 			t.Fatal(err)
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 		defer cancel()
 		c, err := rabbitmq.Dial(ctx, "amqp://guest:guest@"+addr+"/?exchange="+name, nil)
 		if err == nil {
@@ -98,7 +98,7 @@ func TestExchangeType(t *testing.T) {
 func dialLogged(t *testing.T, url string) (*rabbitmq.Conn, *testutil.Buffer) {
 	t.Helper()
 	logs := &testutil.Buffer{}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
 	c, err := rabbitmq.Dial(ctx, url, slog.New(slog.NewTextHandler(logs, nil)))
 	if err != nil {
@@ -112,7 +112,7 @@ func dialLogged(t *testing.T, url string) (*rabbitmq.Conn, *testutil.Buffer) {
 // waits for both to receive the message.
 func roundTrip(t *testing.T, c *rabbitmq.Conn) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
 	got := make(chan string, 2)
 	h := func(kind string) func(context.Context, []byte) {

@@ -208,8 +208,8 @@ func (s *session) setup(cfg config) (publisher, error) {
 // declareExchange declares the exchange on a channel of its own and returns
 // its type. Durable: the exchange is shared by every sidecar and outlives
 // them. A new exchange gets the type the URL asks for, direct by default:
-// subjects are literal, and a direct exchange routes them for about a fifth
-// less of the broker's CPU per call than a topic exchange. An exchange that
+// subjects are literal, and a direct exchange routes them for less of the
+// broker's CPU than a topic exchange (README, "Benchmark"). An exchange that
 // exists as the other of the two (declared by an earlier busmesh, which
 // declared topic, or by an operator) is used as it is: it routes literal
 // subjects alike, and RabbitMQ refuses to redeclare an exchange as another

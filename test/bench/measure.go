@@ -22,7 +22,7 @@ func (e *env) recordIdle(res *results) {
 	time.Sleep(idleSettle)
 	for _, r := range e.rows {
 		for _, p := range r.procs {
-			if s, err := readProc(p.pid()); err == nil {
+			if s, err := readProc(p.pid); err == nil {
 				m := res.memOf(r.name, p.role)
 				m.idle, m.idleAnon = s.rss, s.anon
 			}
@@ -69,11 +69,11 @@ func (e *env) measureOne(ctx context.Context, o *options, res *results, r *row, 
 	before := make([]procSample, len(r.procs))
 	for i, p := range r.procs {
 		if atMax {
-			if err := resetPeak(p.pid()); err != nil {
+			if err := resetPeak(p.pid); err != nil {
 				res.memOf(r.name, p.role).peakNote = "peak since start: " + err.Error()
 			}
 		}
-		before[i], _ = readProc(p.pid())
+		before[i], _ = readProc(p.pid)
 	}
 	lr, err := runLoad(ctx, r.calls, cfg.conc, cfg.size, o.warmup, o.duration)
 	if err != nil {
@@ -81,7 +81,7 @@ func (e *env) measureOne(ctx context.Context, o *options, res *results, r *row, 
 	}
 	cpu := map[string]time.Duration{}
 	for i, p := range r.procs {
-		after, err := readProc(p.pid())
+		after, err := readProc(p.pid)
 		if err != nil {
 			continue // it exited; the errors column shows the consequences
 		}

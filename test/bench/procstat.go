@@ -88,8 +88,9 @@ func resetPeak(pid int) error {
 // listenerPID returns the process listening on addr's TCP port on this
 // machine: the socket's inode from /proc/net/tcp{,6}, then the process
 // holding that socket among /proc/*/fd (the bench's own user's processes,
-// or all of them as root), the newest when several share it (a server
-// under a supervisor that opened its socket). addr must name this machine.
+// or all of them as root), the highest pid when several hold it (usually
+// the server a supervisor started after opening the socket). addr must
+// name this machine.
 func listenerPID(addr string) (int, error) {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {

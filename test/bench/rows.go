@@ -42,19 +42,10 @@ type row struct {
 
 // rowProc is a process whose CPU and memory a row reports.
 type rowProc struct {
-	role    string   // "ambassador", "adapter", "proxy 1", "responder", "broker", ...
-	proc    *process // nil for a process the bench did not start (a broker server)
-	ext     int      // that process's pid
-	admin   string   // a sidecar's admin address, for profiles
-	sidecar bool     // a busmesh sidecar: the memory targets apply
-}
-
-// pid returns the process's id.
-func (p rowProc) pid() int {
-	if p.proc != nil {
-		return p.proc.pid()
-	}
-	return p.ext
+	role    string // "ambassador", "adapter", "proxy 1", "responder", "broker (nats-server)", ...
+	pid     int    // a process the bench started, or a broker server it found
+	admin   string // a sidecar's admin address, for profiles
+	sidecar bool   // a busmesh sidecar: the memory targets apply
 }
 
 // skip is a row that is not measured, and why.
@@ -72,9 +63,9 @@ type env struct {
 
 	rows    []*row
 	skipped []skip
-	brokers []string // "nats-server 2.12.1 at 127.0.0.1:4222", for the header
-	kfake   *process // the kfake cluster's child process, when Kafka is measured
-	notes   []string // for the report's notes
+	brokers []string            // "nats-server 2.12.1 at 127.0.0.1:4222", for the header
+	servers map[string]*rowProc // each broker's server process, where this machine runs it
+	notes   []string            // for the report's notes
 	closers []func() error
 }
 
@@ -83,7 +74,7 @@ type env struct {
 // that cannot be reached, or a row that does not answer, is skipped with
 // a note; a failure of what every row needs is an error.
 func setUp(ctx context.Context, o *options, sup *supervisor) (e *env, err error) {
-	e = &env{sup: sup, maxConc: slices.Max(o.concurrency), runID: fmt.Sprintf("bench-%d", os.Getpid())}
+	e = &env{sup: sup, servers: map[string]*rowProc{}, maxConc: slices.Max(o.concurrency), runID: fmt.Sprintf("bench-%d", os.Getpid())}
 	defer func() {
 		if err != nil {
 			e.close()
@@ -109,7 +100,6 @@ func setUp(ctx context.Context, o *options, sup *supervisor) (e *env, err error)
 
 	var raws, meshes []*row
 	var natsURL string
-	var natsSrv *rowProc
 	for _, b := range o.brokers {
 		url, addr, err := e.openBroker(ctx, o, b)
 		if err != nil {
@@ -119,15 +109,9 @@ func setUp(ctx context.Context, o *options, sup *supervisor) (e *env, err error)
 		if b == "nats" {
 			natsURL = url
 		}
-		// The broker's own CPU per call goes beside the clients' where
-		// this machine runs it: a broker is in every call's path too.
-		srv, srvErr := e.brokerProc(b, map[string]string{"nats": o.natsAddr, "rabbitmq": o.rabbitAddr}[b])
-		if srvErr != nil {
-			e.notes = append(e.notes, fmt.Sprintf("%s's server CPU is not reported: %v", b, srvErr))
-		}
-		if b == "nats" {
-			natsSrv = srv
-		}
+		// The broker's own CPU per call goes beside the clients': a broker
+		// is in every call's path too.
+		srv := e.servers[b]
 		if r, err := e.rawRow(ctx, b, url, addr); err != nil {
 			e.skip(err.Error(), rawRowName(b))
 		} else {
@@ -142,7 +126,7 @@ func setUp(ctx context.Context, o *options, sup *supervisor) (e *env, err error)
 			if r, err := e.meshHTTPSecureRow(ctx, url); err != nil {
 				e.skip(err.Error(), rowMeshSecure)
 			} else {
-				meshes = append(meshes, r.with(natsSrv))
+				meshes = append(meshes, r.with(srv))
 			}
 		}
 	}
@@ -162,7 +146,7 @@ func setUp(ctx context.Context, o *options, sup *supervisor) (e *env, err error)
 		if r, err := e.meshGRPCRow(ctx, natsURL); err != nil {
 			e.skip(err.Error(), rowMeshGRPC)
 		} else {
-			e.rows = append(e.rows, r.with(natsSrv))
+			e.rows = append(e.rows, r.with(e.servers["nats"]))
 		}
 	}
 	if r, err := e.proxyRow(ctx); err != nil {
@@ -191,7 +175,7 @@ func (e *env) close() {
 
 // openBroker makes broker b reachable: it probes NATS and RabbitMQ and
 // starts the kfake cluster. It returns the URL sidecars use and the
-// address raw clients use.
+// address raw clients use, and records the broker's server process.
 func (e *env) openBroker(ctx context.Context, o *options, b string) (url, addr string, err error) {
 	switch b {
 	case "nats":
@@ -199,12 +183,14 @@ func (e *env) openBroker(ctx context.Context, o *options, b string) (url, addr s
 		if err := probe(addr); err != nil {
 			return "", "", fmt.Errorf("NATS is not reachable at %s (%v); start it with: nats-server -a 127.0.0.1 -p 4222 -js (or bash .ci/run), or set BUSMESH_TEST_NATS", addr, err)
 		}
+		e.findServer(b, addr)
 		return "nats://" + addr, addr, nil
 	case "rabbitmq":
 		addr = o.rabbitAddr
 		if err := probe(addr); err != nil {
 			return "", "", fmt.Errorf("RabbitMQ is not reachable at %s (%v); start it with: rabbitmq-server -detached (or bash .ci/run), or set BUSMESH_TEST_RABBITMQ", addr, err)
 		}
+		e.findServer(b, addr)
 		url = "amqp://guest:guest@" + addr + "/"
 		return url, url, nil
 	case "kafka":
@@ -212,26 +198,23 @@ func (e *env) openBroker(ctx context.Context, o *options, b string) (url, addr s
 		if err != nil {
 			return "", "", fmt.Errorf("start kfake: %w", err)
 		}
-		e.kfake = p
+		e.servers[b] = &rowProc{role: "broker (kfake)", pid: p.pid()}
 		e.brokers = append(e.brokers, "kfake (franz-go, in-memory, one broker) at "+addr+", in a child process of the bench")
 		return "kafka://" + addr, addr, nil
 	}
 	return "", "", fmt.Errorf("unknown broker %q", b)
 }
 
-// brokerProc returns broker b's server process as a row process: kfake's
-// child, or the process on this machine listening at addr (nats-server,
-// RabbitMQ's beam.smp), named by its command; an error for a broker on
-// another machine.
-func (e *env) brokerProc(b, addr string) (*rowProc, error) {
-	if b == "kafka" {
-		return &rowProc{role: "broker (kfake)", proc: e.kfake}, nil
-	}
+// findServer records broker b's server process: the process on this
+// machine listening at addr (nats-server, RabbitMQ's beam.smp), named by
+// its command; a note for a broker it cannot see (on another machine).
+func (e *env) findServer(b, addr string) {
 	pid, err := listenerPID(addr)
 	if err != nil {
-		return nil, err
+		e.notes = append(e.notes, fmt.Sprintf("%s's server CPU is not reported: %v", b, err))
+		return
 	}
-	return &rowProc{role: "broker (" + processName(pid) + ")", ext: pid}, nil
+	e.servers[b] = &rowProc{role: "broker (" + processName(pid) + ")", pid: pid}
 }
 
 // with returns r with p among its processes, when p is not nil.
@@ -292,7 +275,7 @@ func (e *env) rawRow(ctx context.Context, b, url, addr string) (*row, error) {
 		return nil, err
 	}
 	return &row{name: rawRowName(b), about: about, broker: b, calls: rawCallers(r),
-		procs: []rowProc{{role: "responder", proc: p}}}, nil
+		procs: []rowProc{{role: "responder", pid: p.pid()}}}, nil
 }
 
 // meshPair starts an adapter in front of target and an ambassador for it,
@@ -322,8 +305,8 @@ func (e *env) meshPair(ctx context.Context, rowName, url, service, target string
 
 func sidecarProcs(amb, ad *sidecar) []rowProc {
 	return []rowProc{
-		{role: "ambassador", proc: amb.proc, admin: amb.admin, sidecar: true},
-		{role: "adapter", proc: ad.proc, admin: ad.admin, sidecar: true},
+		{role: "ambassador", pid: amb.proc.pid(), admin: amb.admin, sidecar: true},
+		{role: "adapter", pid: ad.proc.pid(), admin: ad.admin, sidecar: true},
 	}
 }
 
@@ -397,7 +380,7 @@ func (e *env) proxyRow(ctx context.Context) (*row, error) {
 	}
 	client := newHTTPClient(e.maxConc)
 	e.closers = append(e.closers, func() error { client.CloseIdleConnections(); return nil })
-	return &row{name: rowProxyChain, procs: []rowProc{{role: "proxy 1", proc: p1}, {role: "proxy 2", proc: p2}},
+	return &row{name: rowProxyChain, procs: []rowProc{{role: "proxy 1", pid: p1.pid()}, {role: "proxy 2", pid: p2.pid()}},
 		about: fmt.Sprintf("load generator → httputil.ReverseProxy → httputil.ReverseProxy → echo application, each proxy a process with a %d-connection keep-alive pool", proxyIdleConns),
 		calls: httpCallers(client, "http://"+addr1+"/echo")}, nil
 }
