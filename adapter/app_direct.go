@@ -35,7 +35,7 @@ type directConn struct {
 	net.Conn
 	raw       syscall.RawConn
 	br        *bufio.Reader
-	bw        *bufio.Writer
+	w         *requestWriter
 	idleSince time.Time
 }
 
@@ -96,9 +96,9 @@ func (t *directTransport) exchange(c *directConn, req *http.Request) (_ *http.Re
 	// A cancelled call interrupts the connection's reads and writes; the
 	// connection is then not kept.
 	stop := context.AfterFunc(req.Context(), func() { _ = c.SetDeadline(time.Unix(1, 0)) })
-	err := req.Write(c.bw)
+	err := req.Write(c.w)
 	if err == nil {
-		err = c.bw.Flush()
+		err = c.w.flush()
 	}
 	if err != nil {
 		// An application may answer (401, 413) and close before it has
@@ -167,7 +167,7 @@ func (t *directTransport) conn(ctx context.Context, addr string) (*directConn, b
 	if err != nil {
 		return nil, false, err
 	}
-	c := &directConn{Conn: nc, br: bufio.NewReaderSize(nc, 4096), bw: bufio.NewWriterSize(nc, 4096)}
+	c := &directConn{Conn: nc, br: bufio.NewReaderSize(nc, 4096), w: newRequestWriter(nc)}
 	if sc, ok := nc.(syscall.Conn); ok {
 		c.raw, _ = sc.SyscallConn()
 	}

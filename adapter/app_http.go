@@ -119,11 +119,11 @@ func (h *httpApp) serve(ctx context.Context, sc *serverCall) (tail func()) {
 	// The application's call outlives its caller by up to appGrace: a
 	// worker (a place in concurrency) is held until the application has
 	// answered, not freed while it still works on an abandoned call.
-	appCtx, answered, stop := appContext(ctx)
+	appCtx, call := appContext(ctx)
 	detached := false
 	defer func() {
 		if !detached {
-			stop()
+			call.stop()
 		}
 	}()
 	httpReq, err := http.NewRequestWithContext(appCtx, req.Method, h.target+req.Path, body)
@@ -157,7 +157,7 @@ func (h *httpApp) serve(ctx context.Context, sc *serverCall) (tail func()) {
 		}
 		return nil
 	}
-	answered()
+	call.answer()
 	rest := h.forward(ctx, sc, resp)
 	if rest == nil {
 		return nil
@@ -166,7 +166,7 @@ func (h *httpApp) serve(ctx context.Context, sc *serverCall) (tail func()) {
 	// from the worker, and the call to the application ends with it.
 	detached = true
 	return func() {
-		defer stop()
+		defer call.stop()
 		rest()
 	}
 }
@@ -322,32 +322,59 @@ func (h *httpApp) check(ctx context.Context) error {
 const appGrace = time.Second
 
 // appContext returns the context of the call to the application: until
-// answered is called it ends appGrace after ctx does, after that as soon
-// as ctx does (a streamed answer stops with its caller). stop releases it.
-func appContext(ctx context.Context) (appCtx context.Context, answered, stop func()) {
+// the call's answered is called it ends appGrace after ctx does, after
+// that as soon as ctx does (a streamed answer stops with its caller). The
+// call's stop releases it. One watch of ctx serves both phases (two
+// context.AfterFuncs and their closures cost the call a dozen allocations).
+func appContext(ctx context.Context) (context.Context, *appCall) {
 	appCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	var mu sync.Mutex
-	var grace *time.Timer
-	stopGrace := context.AfterFunc(ctx, func() {
-		mu.Lock()
-		grace = time.AfterFunc(appGrace, cancel)
-		mu.Unlock()
-	})
-	var stopFollow func() bool
-	answered = func() {
-		stopFollow = context.AfterFunc(ctx, cancel)
+	c := &appCall{cancel: cancel}
+	c.unwatch = context.AfterFunc(ctx, c.callerGone)
+	return appCtx, c
+}
+
+// appCall ends the context of a call to the application.
+type appCall struct {
+	cancel  context.CancelFunc
+	unwatch func() bool
+
+	mu       sync.Mutex
+	answered bool        // the application's answer came
+	gone     bool        // the caller's ctx ended
+	grace    *time.Timer // cancels appGrace after gone, if not answered
+}
+
+// callerGone runs when the caller's ctx ends.
+func (c *appCall) callerGone() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gone = true
+	if c.answered {
+		c.cancel()
+		return
 	}
-	stop = func() {
-		stopGrace()
-		if stopFollow != nil {
-			stopFollow()
-		}
-		mu.Lock()
-		if grace != nil {
-			grace.Stop()
-		}
-		mu.Unlock()
-		cancel()
+	c.grace = time.AfterFunc(appGrace, c.cancel)
+}
+
+// answer marks the application's answer come: from then on the call ends
+// with its caller.
+func (c *appCall) answer() {
+	c.mu.Lock()
+	c.answered = true
+	gone := c.gone
+	c.mu.Unlock()
+	if gone {
+		c.cancel()
 	}
-	return appCtx, answered, stop
+}
+
+// stop ends the call to the application.
+func (c *appCall) stop() {
+	c.unwatch()
+	c.mu.Lock()
+	if c.grace != nil {
+		c.grace.Stop()
+	}
+	c.mu.Unlock()
+	c.cancel()
 }

@@ -1,0 +1,172 @@
+package adapter
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+// recordingConn is a net.Conn that keeps each Write's bytes, and the first
+// byte's address, to tell a body sent in place from a copy.
+type recordingConn struct {
+	net.Conn
+	writes [][]byte
+	starts []*byte
+}
+
+func (c *recordingConn) Write(p []byte) (int, error) {
+	c.writes = append(c.writes, bytes.Clone(p))
+	if len(p) > 0 {
+		c.starts = append(c.starts, &p[0])
+	}
+	return len(p), nil
+}
+
+func (c *recordingConn) all() []byte { return bytes.Join(c.writes, nil) }
+
+// TestRequestWriterBytes: a request written through requestWriter is, byte
+// for byte, what net/http writes through a bufio.Writer, for every kind of
+// body and for a head larger than the writer's buffer.
+func TestRequestWriterBytes(t *testing.T) {
+	big := strings.Repeat("b", 16<<10)
+	for _, tc := range []struct {
+		name   string
+		body   func() io.Reader
+		length int64
+		header int // bytes of an extra header
+	}{
+		{"none", func() io.Reader { return nil }, 0, 0},
+		{"small bytes.Reader", func() io.Reader { return bytes.NewReader([]byte("hello")) }, 5, 0},
+		{"16 KiB bytes.Reader", func() io.Reader { return bytes.NewReader([]byte(big)) }, int64(len(big)), 0},
+		{"16 KiB strings.Reader", func() io.Reader { return strings.NewReader(big) }, int64(len(big)), 0},
+		{"chunked", func() io.Reader { return io.MultiReader(strings.NewReader("ab"), strings.NewReader(big)) }, -1, 0},
+		{"head past the buffer", func() io.Reader { return bytes.NewReader([]byte(big)) }, int64(len(big)), 6000},
+		{"longer body than declared", func() io.Reader { return bytes.NewReader([]byte(big)) }, 100, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			build := func() *http.Request {
+				req, err := http.NewRequest(http.MethodPost, "http://app.local/orders?x=1", tc.body())
+				if err != nil {
+					t.Fatal(err)
+				}
+				req.ContentLength = tc.length
+				if tc.header > 0 {
+					req.Header.Set("X-Large", strings.Repeat("h", tc.header))
+				}
+				return req
+			}
+			var want bytes.Buffer
+			bw := bufio.NewWriterSize(&want, 4096)
+			wantErr := build().Write(bw)
+			if wantErr == nil {
+				wantErr = bw.Flush()
+			}
+
+			conn := &recordingConn{}
+			w := newRequestWriter(conn)
+			err := build().Write(w)
+			if err == nil {
+				err = w.flush()
+			}
+			if (err == nil) != (wantErr == nil) {
+				t.Fatalf("error %v, net/http through bufio: %v", err, wantErr)
+			}
+			if err == nil && !bytes.Equal(conn.all(), want.Bytes()) {
+				t.Fatalf("wrote %d bytes, net/http through bufio %d:\n%.300q\nwant\n%.300q", len(conn.all()), want.Len(), conn.all(), want.Bytes())
+			}
+		})
+	}
+}
+
+// TestRequestWriterSendsBodyInPlace: a 16 KiB body in hand goes out as it
+// is, right after the head (one writev on a TCP connection), not copied
+// into a buffer first.
+func TestRequestWriterSendsBodyInPlace(t *testing.T) {
+	body := bytes.Repeat([]byte("x"), 16<<10)
+	req, err := http.NewRequest(http.MethodPost, "http://app.local/orders", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := &recordingConn{}
+	w := newRequestWriter(conn)
+	if err := req.Write(w); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.flush(); err != nil {
+		t.Fatal(err)
+	}
+	if len(conn.writes) != 2 {
+		t.Fatalf("%d writes, want the head and the body", len(conn.writes))
+	}
+	if !bytes.HasPrefix(conn.writes[0], []byte("POST /orders HTTP/1.1\r\n")) || !bytes.HasSuffix(conn.writes[0], []byte("\r\n\r\n")) {
+		t.Fatalf("first write is not the head: %q", conn.writes[0])
+	}
+	if conn.starts[1] != &body[0] {
+		t.Fatal("the body was copied before it was sent")
+	}
+	if w.vec[1] != nil {
+		t.Fatal("the writer keeps the body after sending it")
+	}
+}
+
+// BenchmarkRequestWrite: one 16 KiB request through requestWriter and
+// through the bufio.Writer it replaced, to a loopback TCP connection
+// drained by a reader. Compare ns/op and allocs/op in one run.
+func BenchmarkRequestWrite(b *testing.B) {
+	body := bytes.Repeat([]byte("x"), 16<<10)
+	for _, bc := range []struct {
+		name  string
+		write func(net.Conn) func(*http.Request) error
+	}{
+		{"bufio", func(c net.Conn) func(*http.Request) error {
+			bw := bufio.NewWriterSize(c, 4096)
+			return func(r *http.Request) error {
+				if err := r.Write(bw); err != nil {
+					return err
+				}
+				return bw.Flush()
+			}
+		}},
+		{"requestWriter", func(c net.Conn) func(*http.Request) error {
+			w := newRequestWriter(c)
+			return func(r *http.Request) error {
+				if err := r.Write(w); err != nil {
+					return err
+				}
+				return w.flush()
+			}
+		}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer ln.Close()
+			go func() {
+				c, err := ln.Accept()
+				if err == nil {
+					_, _ = io.Copy(io.Discard, c)
+				}
+			}()
+			c, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			write := bc.write(c)
+			b.SetBytes(int64(len(body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				req, _ := http.NewRequest(http.MethodPost, "http://app.local/orders", bytes.NewReader(body))
+				if err := write(req); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
