@@ -45,7 +45,9 @@ func demoHandler(instance string) http.Handler {
 			"method":   r.Method,
 			"path":     r.URL.Path,
 			"query":    r.URL.RawQuery,
-			"time":     time.Now().UTC().Format(time.RFC3339Nano),
+			// Fixed width: a load generator that checks each answer's
+			// length against the first (ab) sees them all alike.
+			"time": time.Now().UTC().Format("2006-01-02T15:04:05.000000Z07:00"),
 		})
 	})
 	return mux
