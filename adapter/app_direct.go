@@ -37,6 +37,7 @@ type directConn struct {
 	br        *bufio.Reader
 	w         *requestWriter
 	idleSince time.Time
+	interrupt func() // fails the reads and writes in progress; made once, not per call
 }
 
 // earlyAnswerWait is how long an answer is awaited after the application
@@ -95,7 +96,7 @@ func (t *directTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 func (t *directTransport) exchange(c *directConn, req *http.Request) (_ *http.Response, answered bool, _ error) {
 	// A cancelled call interrupts the connection's reads and writes; the
 	// connection is then not kept.
-	stop := context.AfterFunc(req.Context(), func() { _ = c.SetDeadline(time.Unix(1, 0)) })
+	stop := context.AfterFunc(req.Context(), c.interrupt)
 	err := req.Write(c.w)
 	if err == nil {
 		err = c.w.flush()
@@ -168,6 +169,7 @@ func (t *directTransport) conn(ctx context.Context, addr string) (*directConn, b
 		return nil, false, err
 	}
 	c := &directConn{Conn: nc, br: bufio.NewReaderSize(nc, 4096), w: newRequestWriter(nc)}
+	c.interrupt = func() { _ = nc.SetDeadline(time.Unix(1, 0)) }
 	if sc, ok := nc.(syscall.Conn); ok {
 		c.raw, _ = sc.SyscallConn()
 	}

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -24,11 +25,12 @@ import (
 
 // httpApp is an HTTP application.
 type httpApp struct {
-	target string // scheme://host[/base], no trailing slash
-	host   string // host:port, for upgrades
-	tls    bool   // the target is https
-	client *http.Client
-	limit  int64 // the response cap; math.MaxInt64 for none
+	target string           // scheme://host[/base], no trailing slash
+	host   string           // host:port, for upgrades
+	tls    bool             // the target is https
+	client *http.Client     // for health checks
+	direct *directTransport // client's transport, which calls take straight
+	limit  int64            // the response cap; math.MaxInt64 for none
 	health *config.Health
 }
 
@@ -37,7 +39,8 @@ func newHTTPApp(target string, cfg *config.Adapter) *httpApp {
 	if limit <= 0 {
 		limit = math.MaxInt64
 	}
-	h := &httpApp{target: target, client: newClient(cfg.Concurrency), limit: limit, health: cfg.Health}
+	client := newClient(cfg.Concurrency)
+	h := &httpApp{target: target, client: client, direct: client.Transport.(*directTransport), limit: limit, health: cfg.Health}
 	if u, err := url.Parse(target); err == nil {
 		h.tls = u.Scheme == "https"
 		h.host = u.Host
@@ -70,6 +73,15 @@ func newClient(concurrency int) *http.Client {
 }
 
 func (h *httpApp) grpc() bool { return false }
+
+// urlOp is the operation net/http's Client names in an error: "Post" for
+// POST.
+func urlOp(method string) string {
+	if method == "" {
+		return "Get"
+	}
+	return method[:1] + strings.ToLower(method[1:])
+}
 
 func (h *httpApp) close() error {
 	h.client.CloseIdleConnections()
@@ -145,7 +157,13 @@ func (h *httpApp) serve(ctx context.Context, sc *serverCall) (tail func()) {
 		}
 	}
 
-	resp, err := h.client.Do(httpReq)
+	// The transport itself, not Client.Do: a call follows no redirects,
+	// and the Client would copy the headers and URL of every call for
+	// them.
+	resp, err := h.direct.RoundTrip(httpReq)
+	if err != nil {
+		err = &url.Error{Op: urlOp(httpReq.Method), URL: httpReq.URL.String(), Err: err} // as Client.Do says it
+	}
 	if err == nil && ctx.Err() != nil {
 		resp.Body.Close()
 	}
