@@ -122,7 +122,7 @@ func New(o Options) (*Adapter, error) {
 	a.budget = stream.NewBudget(stream.DefaultBudget)
 	a.eject.cfg = o.Config.Outlier
 	a.policy = policy.Compile(o.Config.Allow)
-	a.admit = []admission{a.authenticated, a.forThisService, addressed, fresh, a.authorize, a.duplicate}
+	a.admit = []admission{a.authenticated, a.forThisService, addressed, a.originForm, fresh, a.authorize, a.duplicate}
 	a.announce = discovery.NewAnnouncer(o.Broker, discovery.Self{
 		Service:     o.Config.Service,
 		Instance:    o.Config.Instance,

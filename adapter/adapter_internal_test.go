@@ -25,10 +25,14 @@ func TestRejects(t *testing.T) {
 	}
 	good := envelope.Request{ID: 1, Source: "caller", Service: "orders", Method: "GET", Path: "/",
 		ReplyTo: "busmesh.default.inbox.caller", Protocol: envelope.ProtocolHTTP}
-	expired, other, noReply := good, good, good
+	expired, other, noReply, elsewhere, asGRPC, noPath := good, good, good, good, good, good
 	expired.Deadline = time.Now().Add(-time.Second).UnixNano()
 	other.Service = "payments"
 	noReply.ReplyTo = ""
+	// Appended to http://127.0.0.1:1 these would call another host.
+	elsewhere.Path = "@127.0.0.2:1/x"
+	asGRPC.Protocol, asGRPC.Path = envelope.ProtocolGRPC, ".other.example/x"
+	noPath.Path = ""
 	tests := []struct {
 		name   string
 		data   []byte
@@ -39,6 +43,9 @@ func TestRejects(t *testing.T) {
 		{"expired", expired.AppendEnvelope(nil), "expired"},
 		{"another service", other.AppendEnvelope(nil), "wrong-service"},
 		{"no reply subject", noReply.AppendEnvelope(nil), "malformed"},
+		{"a path naming another host", elsewhere.AppendEnvelope(nil), "malformed"},
+		{"the same, said to be gRPC", asGRPC.AppendEnvelope(nil), "malformed"},
+		{"no path", noPath.AppendEnvelope(nil), "malformed"},
 	}
 	for _, tt := range tests {
 		before := testutil.ToFloat64(m.EnvelopesRejected.WithLabelValues("adapter", tt.reason))
@@ -47,6 +54,7 @@ func TestRejects(t *testing.T) {
 			t.Errorf("%s: rejected{reason=%q} went from %v to %v, want +1", tt.name, tt.reason, before, got)
 		}
 	}
+	a.pool.close() // the calls any were admitted as have ended, answered
 	a.pool.wait()
 	select {
 	case <-sink.answers:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/busmesh/busmesh/internal/envelope"
@@ -72,6 +73,17 @@ func addressed(req *envelope.Request, _ *envelope.Envelope, _ secure.Sender) *re
 		return &rejection{reason: "malformed", err: errors.New("request without reply_to or source")}
 	}
 	return nil
+}
+
+// originForm admits, for an HTTP application, only a path in origin form
+// ("/orders?id=7"), the one form an ambassador sends: the path is appended
+// to the target's URL, where anything else could change the host the call
+// goes to ("@other.example/x"). "*" (OPTIONS *) passes; it cannot.
+func (a *Adapter) originForm(req *envelope.Request, _ *envelope.Envelope, _ secure.Sender) *rejection {
+	if a.app.grpc() || strings.HasPrefix(req.Path, "/") || req.Path == "*" {
+		return nil
+	}
+	return &rejection{reason: "malformed", err: fmt.Errorf("a path not in origin form: %.80q", req.Path)}
 }
 
 // fresh drops a request whose caller has already given up: serving it

@@ -58,8 +58,9 @@ func newDirectTransport(fallback *http.Transport, maxIdle int) *directTransport 
 
 // RoundTrip makes one call.
 func (t *directTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	hasBody := req.Body != nil && req.Body != http.NoBody
 	if req.URL.Scheme != "http" || req.Method == http.MethodConnect || req.Header.Get("Upgrade") != "" ||
-		req.Body != nil && req.Body != http.NoBody && req.GetBody == nil {
+		hasBody && (req.GetBody == nil || req.ContentLength < 0) {
 		return t.fallback.RoundTrip(req)
 	}
 	for attempt := 0; ; attempt++ {
@@ -105,6 +106,9 @@ func (t *directTransport) exchange(c *directConn, req *http.Request) (_ *http.Re
 		// An application may answer (401, 413) and close before it has
 		// read the whole request: its answer, if it sent one, is the call's.
 		_ = c.SetReadDeadline(time.Now().Add(earlyAnswerWait)) // a closed connection fails the read below
+		if req.Context().Err() != nil {
+			c.interrupt() // the deadline above must not undo a cancel that came first
+		}
 		if resp, rerr := http.ReadResponse(c.br, req); rerr == nil && resp.StatusCode >= 200 {
 			resp.Body = &directBody{ReadCloser: resp.Body, t: t, c: c, stop: stop, ctx: req.Context()}
 			return resp, true, nil

@@ -2,6 +2,7 @@ package adapter
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -226,5 +227,38 @@ func TestDirectEarlyAnswer(t *testing.T) {
 	code, body, err := call(t, c, context.Background(), "POST", "http://"+ln.Addr().String()+"/", strings.Repeat("x", 16<<20))
 	if err != nil || code != http.StatusRequestEntityTooLarge || body != "too big!" {
 		t.Fatalf("got %d %q %v, want the application's 413", code, body, err)
+	}
+}
+
+// TestDirectCancelDuringWrite: a call cancelled while its request is still
+// being written (the application has stopped reading it) ends at once; the
+// wait for an early answer after a failed write does not undo the cancel.
+func TestDirectCancelDuringWrite(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		<-t.Context().Done() // reads nothing, answers nothing
+	}()
+	c := newClient(1)
+	defer c.CloseIdleConnections()
+	ctx, cancel := context.WithCancel(context.Background())
+	body := bytes.Repeat([]byte("x"), 64<<20) // more than the sockets' buffers take
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+ln.Addr().String()+"/upload", bytes.NewReader(body))
+	time.AfterFunc(100*time.Millisecond, cancel)
+	start := time.Now()
+	_, err = c.Transport.RoundTrip(req)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("err %v, want context.Canceled", err)
+	}
+	if took := time.Since(start); took >= earlyAnswerWait {
+		t.Fatalf("returned %v after the call began, want soon after the cancel at 100ms (not after the %v wait for an early answer)", took, earlyAnswerWait)
 	}
 }

@@ -21,6 +21,9 @@ const requestWriterSize = 4096
 //
 // Request.Write takes it as it is (it is an io.ByteWriter) rather than
 // wrapping it in a bufio.Writer of its own; flush sends what is collected.
+// Request.Write flushes a bufio.Writer after each chunk of a chunked body,
+// which this writer would hold back: a request of unknown length goes to
+// net/http's Transport instead (directTransport.RoundTrip).
 type requestWriter struct {
 	conn net.Conn
 	buf  []byte
@@ -66,10 +69,14 @@ func (w *requestWriter) WriteByte(c byte) error {
 
 // ReadFrom writes a request body. net/http hands a body of known length
 // over as an io.LimitedReader; when it reads a bytes.Reader to its end,
-// its bytes go out with the head in one writev. Any other body is copied
-// through a pooled buffer.
+// its bytes go out with the head in one writev. Any other body follows the
+// head, each piece sent as it is read, through a pooled buffer.
 func (w *requestWriter) ReadFrom(r io.Reader) (int64, error) {
-	if lr, ok := r.(*io.LimitedReader); ok {
+	lr, limited := r.(*io.LimitedReader)
+	if limited && lr.N <= 0 {
+		return 0, nil // no body
+	}
+	if limited {
 		if br, ok := lr.R.(*bytes.Reader); ok && int64(br.Len()) <= lr.N {
 			n, _ := br.WriteTo(&w.body) // hands over the bytes it holds, uncopied
 			lr.N -= n
@@ -78,9 +85,12 @@ func (w *requestWriter) ReadFrom(r io.Reader) (int64, error) {
 			return n, err
 		}
 	}
+	if err := w.flush(); err != nil {
+		return 0, err
+	}
 	buf := copyBuffers.Get().(*[]byte)
 	defer copyBuffers.Put(buf)
-	return io.CopyBuffer(struct{ io.Writer }{w}, r, *buf)
+	return io.CopyBuffer(struct{ io.Writer }{w.conn}, r, *buf)
 }
 
 // writeWith sends what is collected followed by body.

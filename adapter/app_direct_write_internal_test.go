@@ -3,6 +3,7 @@ package adapter
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"io"
 	"net"
 	"net/http"
@@ -34,28 +35,44 @@ func (c *recordingConn) all() []byte { return bytes.Join(c.writes, nil) }
 func TestRequestWriterBytes(t *testing.T) {
 	big := strings.Repeat("b", 16<<10)
 	for _, tc := range []struct {
-		name   string
-		body   func() io.Reader
-		length int64
-		header int // bytes of an extra header
+		name    string
+		method  string
+		body    func() io.Reader
+		length  int64
+		header  int // bytes of an extra header
+		expect  bool
+		trailer bool
 	}{
-		{"none", func() io.Reader { return nil }, 0, 0},
-		{"small bytes.Reader", func() io.Reader { return bytes.NewReader([]byte("hello")) }, 5, 0},
-		{"16 KiB bytes.Reader", func() io.Reader { return bytes.NewReader([]byte(big)) }, int64(len(big)), 0},
-		{"16 KiB strings.Reader", func() io.Reader { return strings.NewReader(big) }, int64(len(big)), 0},
-		{"chunked", func() io.Reader { return io.MultiReader(strings.NewReader("ab"), strings.NewReader(big)) }, -1, 0},
-		{"head past the buffer", func() io.Reader { return bytes.NewReader([]byte(big)) }, int64(len(big)), 6000},
-		{"longer body than declared", func() io.Reader { return bytes.NewReader([]byte(big)) }, 100, 0},
+		{name: "GET", method: http.MethodGet, body: func() io.Reader { return nil }},
+		{name: "HEAD", method: http.MethodHead, body: func() io.Reader { return nil }},
+		{name: "none", body: func() io.Reader { return nil }},
+		{name: "http.NoBody", body: func() io.Reader { return http.NoBody }},
+		{name: "Expect: 100-continue", body: func() io.Reader { return bytes.NewReader([]byte(big)) }, length: int64(len(big)), expect: true},
+		{name: "chunked with trailers", body: func() io.Reader { return strings.NewReader(big) }, length: -1, trailer: true},
+		{name: "shorter body than declared", body: func() io.Reader { return bytes.NewReader([]byte("short")) }, length: 100},
+		{name: "small bytes.Reader", body: func() io.Reader { return bytes.NewReader([]byte("hello")) }, length: 5},
+		{name: "16 KiB bytes.Reader", body: func() io.Reader { return bytes.NewReader([]byte(big)) }, length: int64(len(big))},
+		{name: "16 KiB strings.Reader", body: func() io.Reader { return strings.NewReader(big) }, length: int64(len(big))},
+		{name: "chunked", body: func() io.Reader { return io.MultiReader(strings.NewReader("ab"), strings.NewReader(big)) }, length: -1},
+		{name: "head past the buffer", body: func() io.Reader { return bytes.NewReader([]byte(big)) }, length: int64(len(big)), header: 6000},
+		{name: "longer body than declared", body: func() io.Reader { return bytes.NewReader([]byte(big)) }, length: 100},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			build := func() *http.Request {
-				req, err := http.NewRequest(http.MethodPost, "http://app.local/orders?x=1", tc.body())
+				method := cmp.Or(tc.method, http.MethodPost)
+				req, err := http.NewRequest(method, "http://app.local/orders?x=1", tc.body())
 				if err != nil {
 					t.Fatal(err)
 				}
 				req.ContentLength = tc.length
 				if tc.header > 0 {
 					req.Header.Set("X-Large", strings.Repeat("h", tc.header))
+				}
+				if tc.expect {
+					req.Header.Set("Expect", "100-continue")
+				}
+				if tc.trailer {
+					req.Trailer = http.Header{"X-Sum": {"42"}}
 				}
 				return req
 			}
@@ -82,9 +99,10 @@ func TestRequestWriterBytes(t *testing.T) {
 	}
 }
 
-// TestRequestWriterSendsBodyInPlace: a 16 KiB body in hand goes out as it
-// is, right after the head (one writev on a TCP connection), not copied
-// into a buffer first.
+// TestRequestWriterSendsBodyInPlace: a 16 KiB body in hand goes to the
+// connection as it is, right after the head, not copied into a buffer
+// first. Both go in one net.Buffers write, which the net package makes one
+// writev on a TCP connection; this fake connection sees two Writes.
 func TestRequestWriterSendsBodyInPlace(t *testing.T) {
 	body := bytes.Repeat([]byte("x"), 16<<10)
 	req, err := http.NewRequest(http.MethodPost, "http://app.local/orders", bytes.NewReader(body))

@@ -3,6 +3,7 @@ package adapter
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -74,13 +75,19 @@ func newClient(concurrency int) *http.Client {
 
 func (h *httpApp) grpc() bool { return false }
 
-// urlOp is the operation net/http's Client names in an error: "Post" for
-// POST.
-func urlOp(method string) string {
-	if method == "" {
-		return "Get"
+// clientError says a failed call as net/http's Client.Do would:
+// `Post "http://…": …`, and a plain-HTTP answer to a TLS handshake as
+// http.ErrSchemeMismatch.
+func clientError(req *http.Request, err error) error {
+	var rh tls.RecordHeaderError
+	if errors.As(err, &rh) && string(rh.RecordHeader[:]) == "HTTP/" {
+		err = http.ErrSchemeMismatch
 	}
-	return method[:1] + strings.ToLower(method[1:])
+	op := "Get"
+	if req.Method != "" {
+		op = req.Method[:1] + strings.ToLower(req.Method[1:])
+	}
+	return &url.Error{Op: op, URL: req.URL.String(), Err: err}
 }
 
 func (h *httpApp) close() error {
@@ -162,7 +169,7 @@ func (h *httpApp) serve(ctx context.Context, sc *serverCall) (tail func()) {
 	// them.
 	resp, err := h.direct.RoundTrip(httpReq)
 	if err != nil {
-		err = &url.Error{Op: urlOp(httpReq.Method), URL: httpReq.URL.String(), Err: err} // as Client.Do says it
+		err = clientError(httpReq, err)
 	}
 	if err == nil && ctx.Err() != nil {
 		resp.Body.Close()
