@@ -347,7 +347,7 @@ func (h *httpApp) check(ctx context.Context) error {
 const appGrace = time.Second
 
 // appContext returns the context of the call to the application: until
-// the call's answered is called it ends appGrace after ctx does, after
+// the call's answer is called it ends appGrace after ctx does, after
 // that as soon as ctx does (a streamed answer stops with its caller). The
 // call's stop releases it. One watch of ctx serves both phases (two
 // context.AfterFuncs and their closures cost the call a dozen allocations).
