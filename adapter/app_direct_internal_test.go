@@ -202,29 +202,15 @@ func TestDirectFallsBackForStreamedBody(t *testing.T) {
 // An application that answers before it has read the whole request (413)
 // and closes has its answer read, not taken for a broken connection.
 func TestDirectEarlyAnswer(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			nc, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer nc.Close()
-				if _, err := http.ReadRequest(bufio.NewReader(nc)); err != nil {
-					return
-				}
-				io.WriteString(nc, "HTTP/1.1 413 Request Entity Too Large\r\nContent-Length: 8\r\nConnection: close\r\n\r\ntoo big!")
-			}()
+	addr := rawServer(t, func(nc net.Conn) {
+		if _, err := http.ReadRequest(bufio.NewReader(nc)); err != nil {
+			return
 		}
-	}()
+		io.WriteString(nc, "HTTP/1.1 413 Request Entity Too Large\r\nContent-Length: 8\r\nConnection: close\r\n\r\ntoo big!")
+	})
 	c := newClient(4)
 	defer c.CloseIdleConnections()
-	code, body, err := call(t, c, context.Background(), "POST", "http://"+ln.Addr().String()+"/", strings.Repeat("x", 16<<20))
+	code, body, err := call(t, c, context.Background(), "POST", "http://"+addr+"/", strings.Repeat("x", 16<<20))
 	if err != nil || code != http.StatusRequestEntityTooLarge || body != "too big!" {
 		t.Fatalf("got %d %q %v, want the application's 413", code, body, err)
 	}
@@ -234,31 +220,45 @@ func TestDirectEarlyAnswer(t *testing.T) {
 // being written (the application has stopped reading it) ends at once; the
 // wait for an early answer after a failed write does not undo the cancel.
 func TestDirectCancelDuringWrite(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
+	addr := rawServer(t, func(net.Conn) {
 		<-t.Context().Done() // reads nothing, answers nothing
-	}()
+	})
 	c := newClient(1)
 	defer c.CloseIdleConnections()
 	ctx, cancel := context.WithCancel(context.Background())
 	body := bytes.Repeat([]byte("x"), 64<<20) // more than the sockets' buffers take
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+ln.Addr().String()+"/upload", bytes.NewReader(body))
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+"/upload", bytes.NewReader(body))
 	time.AfterFunc(100*time.Millisecond, cancel)
 	start := time.Now()
-	_, err = c.Transport.RoundTrip(req)
+	_, err := c.Transport.RoundTrip(req)
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("err %v, want context.Canceled", err)
 	}
 	if took := time.Since(start); took >= earlyAnswerWait {
 		t.Fatalf("returned %v after the call began, want soon after the cancel at 100ms (not after the %v wait for an early answer)", took, earlyAnswerWait)
 	}
+}
+
+// rawServer serves each connection to a loopback address with serve, then
+// closes it; it returns the address. The listener closes with tb.
+func rawServer(tb testing.TB, serve func(net.Conn)) string {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer nc.Close()
+				serve(nc)
+			}()
+		}
+	}()
+	return ln.Addr().String()
 }

@@ -160,18 +160,8 @@ func BenchmarkRequestWrite(b *testing.B) {
 		}},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer ln.Close()
-			go func() {
-				c, err := ln.Accept()
-				if err == nil {
-					_, _ = io.Copy(io.Discard, c)
-				}
-			}()
-			c, err := net.Dial("tcp", ln.Addr().String())
+			addr := rawServer(b, func(c net.Conn) { _, _ = io.Copy(io.Discard, c) })
+			c, err := net.Dial("tcp", addr)
 			if err != nil {
 				b.Fatal(err)
 			}
