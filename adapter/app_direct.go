@@ -260,6 +260,17 @@ func (b *directBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// inHand reports whether the body's first n bytes can be read without
+// waiting: read already with the head, or in the socket's receive queue.
+func (b *directBody) inHand(n int64) bool {
+	have := int64(b.c.br.Buffered())
+	if have >= n {
+		return true
+	}
+	queued, ok := b.c.queued()
+	return ok && have+int64(queued) >= n
+}
+
 // Close before the end closes the connection, which also ends a read in
 // progress.
 func (b *directBody) Close() error {

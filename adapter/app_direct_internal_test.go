@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -261,4 +262,66 @@ func rawServer(tb testing.TB, serve func(net.Conn)) string {
 		}
 	}()
 	return ln.Addr().String()
+}
+
+// An answer's body is in hand when it came with the head or waits in the
+// socket, and not when some of it is still to come: only then does the
+// adapter read it whole before it answers (forward).
+func TestDirectBodyInHand(t *testing.T) {
+	rest := make(chan struct{})
+	addr := rawServer(t, func(nc net.Conn) {
+		br := bufio.NewReader(nc)
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			n := 20000 // over the connection's 4 KiB read buffer
+			body := bytes.Repeat([]byte("x"), n)
+			head := fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", n)
+			if req.URL.Path == "/whole" {
+				_, _ = nc.Write(append([]byte(head), body...))
+				continue
+			}
+			_, _ = nc.Write(append([]byte(head), body[:n/2]...))
+			<-rest
+			_, _ = nc.Write(body[n/2:])
+		}
+	})
+	tr := newClient(1).Transport.(*directTransport)
+	defer tr.CloseIdleConnections()
+	for _, tt := range []struct {
+		path string
+		want bool
+	}{{"/whole", true}, {"/half", false}} {
+		req, _ := http.NewRequest("GET", "http://"+addr+tt.path, nil)
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got bool
+		if tt.want {
+			// The peer's one write may reach the socket in pieces: in hand
+			// once all of it has come, which is soon.
+			for deadline := time.Now().Add(2 * time.Second); !got && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+				got = inHand(resp.Body, resp.ContentLength)
+			}
+		} else {
+			time.Sleep(100 * time.Millisecond) // half of it, and no more, has come
+			got = inHand(resp.Body, resp.ContentLength)
+		}
+		if got != tt.want {
+			t.Errorf("%s: in hand %v, want %v", tt.path, got, tt.want)
+		}
+		if !tt.want {
+			close(rest)
+		}
+		b, err := io.ReadAll(resp.Body)
+		if err != nil || len(b) != 20000 {
+			t.Fatalf("%s: %d bytes, %v", tt.path, len(b), err)
+		}
+	}
+	if !inHand(http.NoBody, 0) {
+		t.Error("an empty body is not in hand")
+	}
 }

@@ -196,6 +196,16 @@ func (h *httpApp) serve(ctx context.Context, sc *serverCall) (tail func()) {
 	}
 }
 
+// inHand reports whether the first n bytes of an answer's body can be read
+// at once; a body that cannot tell is taken as still coming.
+func inHand(body io.Reader, n int64) bool {
+	if n == 0 || body == http.NoBody {
+		return true
+	}
+	h, ok := body.(interface{ inHand(n int64) bool })
+	return ok && h.inHand(n)
+}
+
 // forward sends the application's response to the caller: in the
 // response message if it fits and is there, else streamed in frames under
 // the caller's window, each part as soon as the application has sent it.
@@ -230,13 +240,22 @@ func (h *httpApp) forward(ctx context.Context, sc *serverCall, resp *http.Respon
 	var more bool
 	var err error
 	var body io.Reader = resp.Body
-	if resp.ContentLength >= 0 && resp.ContentLength <= int64(room) {
-		// Whole and on its way: one message, no goroutine.
+	if resp.ContentLength >= 0 && resp.ContentLength <= int64(room) && inHand(resp.Body, resp.ContentLength) {
+		// Whole and here: one message, no goroutine.
 		first, more, err = stream.ReadFirst(resp.Body, buf, room, resp.ContentLength)
 	} else {
+		// Still coming: what comes within stream.Settle goes with the
+		// head, the rest in frames as it comes. A declared length is no
+		// promise that the body is near (a download from a slow source,
+		// bytes dripped on purpose): it is read as if unknown, so that
+		// the head does not wait for the last byte.
 		prompt = new(stream.Prompt)
 		body = prompt
-		first, more, err = prompt.First(resp.Body, buf, room, resp.ContentLength, stream.Settle)
+		declared := resp.ContentLength
+		if declared > 0 && declared <= int64(room) {
+			declared = -1
+		}
+		first, more, err = prompt.First(resp.Body, buf, room, declared, stream.Settle)
 	}
 	if err != nil {
 		sc.fail(ctx, reason.AppUnreachable, "read response body: "+err.Error())

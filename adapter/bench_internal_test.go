@@ -3,9 +3,11 @@ package adapter
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"testing"
 
 	"github.com/busmesh/busmesh/broker"
@@ -38,13 +40,14 @@ type nopSub struct{}
 
 func (nopSub) Unsubscribe() error { return nil }
 
-// BenchmarkAdapterHTTP is the adapter's handling of one 128-byte call: the
+// BenchmarkAdapterHTTP is the adapter's handling of one call: the
 // envelope off the bus, the HTTP call to a local application (net/http on
-// loopback), the answer back on the bus. allocs/op includes net/http's
-// client.
+// loopback, answering with a Content-Length), the answer back on the bus.
+// allocs/op includes net/http's client.
 func BenchmarkAdapterHTTP(b *testing.B) {
 	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Content-Length", strconv.FormatInt(r.ContentLength, 10))
 		io.Copy(w, r.Body)
 	}))
 	defer app.Close()
@@ -55,15 +58,19 @@ func BenchmarkAdapterHTTP(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	req := envelope.Request{ID: 1, Source: "caller", Service: "orders", Protocol: envelope.ProtocolHTTP,
-		Method: "POST", Path: "/orders/7?x=1", ReplyTo: "busmesh.default.inbox.caller",
-		Headers: []string{"Content-Type", "application/json", "User-Agent", "bench", "Accept", "*/*"},
-		Body:    bytes.Repeat([]byte("x"), 128)}
-	ctx := context.Background()
-	b.ReportAllocs()
-	for b.Loop() {
-		// The broker hands the adapter a message of its own each time.
-		a.handleRequest(ctx, req.AppendEnvelope(make([]byte, 0, req.EncodedSize())))
-		<-sink.answers
+	for _, size := range []int{128, 16 << 10} {
+		b.Run(fmt.Sprintf("%dB", size), func(b *testing.B) {
+			req := envelope.Request{ID: 1, Source: "caller", Service: "orders", Protocol: envelope.ProtocolHTTP,
+				Method: "POST", Path: "/orders/7?x=1", ReplyTo: "busmesh.default.inbox.caller",
+				Headers: []string{"Content-Type", "application/json", "User-Agent", "bench", "Accept", "*/*"},
+				Body:    bytes.Repeat([]byte("x"), size)}
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				// The broker hands the adapter a message of its own each time.
+				a.handleRequest(ctx, req.AppendEnvelope(make([]byte, 0, req.EncodedSize())))
+				<-sink.answers
+			}
+		})
 	}
 }

@@ -139,6 +139,27 @@ func streamApp() http.Handler {
 		w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
 		_, _ = io.Copy(w, io.LimitReader(newPattern(n), n))
 	})
+	mux.HandleFunc("/drip", func(w http.ResponseWriter, r *http.Request) {
+		// A declared length, then the bytes one at a time: a download from
+		// a slow source.
+		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
+		every, _ := time.ParseDuration(r.URL.Query().Get("every"))
+		w.Header().Set("Content-Length", strconv.Itoa(n))
+		w.WriteHeader(http.StatusOK)
+		rc := http.NewResponseController(w)
+		_ = rc.Flush()
+		for i := range n {
+			select {
+			case <-time.After(every):
+			case <-r.Context().Done():
+				return
+			}
+			_, _ = w.Write([]byte{byte('a' + i%26)})
+			if err := rc.Flush(); err != nil {
+				return
+			}
+		}
+	})
 	mux.HandleFunc("/sink", func(w http.ResponseWriter, r *http.Request) {
 		sum := sha256.New()
 		n, err := io.Copy(sum, r.Body)
@@ -216,6 +237,7 @@ func TestHTTPStreaming(t *testing.T) {
 			t.Run("Uncapped5MiB", m.testUncapped)
 			t.Run("CapAbortsVisibly", m.testCapAbort)
 			t.Run("Trailers", m.testTrailers)
+			t.Run("KnownLengthTrickle", m.testTrickle)
 			t.Run("IdleTimeout", m.testIdle)
 		})
 	}
@@ -285,6 +307,46 @@ func (m *streamMesh) sseRun(t *testing.T, base string, n int, every time.Duratio
 		t.Fatalf("after %d events: %v", len(lat), err)
 	}
 	return lat
+}
+
+// testTrickle: an answer with a Content-Length whose bytes come one at a
+// time reaches the caller as they come: its head at once, each byte long
+// before the last, not all of it once the last has come.
+func (m *streamMesh) testTrickle(t *testing.T) {
+	const n, every = 4, 500 * time.Millisecond
+	start := time.Now()
+	resp, err := http.DefaultClient.Do(newRequest(t, "GET", fmt.Sprintf("http://%s/drip?n=%d&every=%s", m.port, n, every), nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	head := time.Since(start)
+	var got []byte
+	var at []time.Duration
+	b := make([]byte, n)
+	for {
+		k, err := resp.Body.Read(b)
+		if k > 0 {
+			got = append(got, b[:k]...)
+			at = append(at, time.Since(start))
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("after %q: %v", got, err)
+		}
+	}
+	t.Logf("%s: a %d-byte answer dripped every %v: head after %v, bytes after %v", m.broker.name, n, every, head.Round(time.Millisecond), at)
+	if string(got) != "abcd" || resp.ContentLength != n {
+		t.Fatalf("body %q with Content-Length %d, want \"abcd\" and %d", got, resp.ContentLength, n)
+	}
+	if head >= every {
+		t.Errorf("the head came after %v, with the first byte: want it before the body's first byte (%v)", head, every)
+	}
+	if len(at) < 2 || at[len(at)-1]-at[0] < every {
+		t.Errorf("the bytes came at %v: want them as the app sends them, %v apart", at, every)
+	}
 }
 
 // testUploadFlush: a client streams lines slowly; the app, reading as it
