@@ -303,9 +303,6 @@ func (a *Ambassador) respondHTTP(ctx context.Context, w http.ResponseWriter, c *
 	}
 	if !resp.More {
 		setTrailers(h, resp.Trailers, declared)
-		if len(resp.Trailers) == 0 && len(declared) == 0 {
-			flushWhole(w, c, h, len(resp.Body))
-		}
 		return
 	}
 	rc := http.NewResponseController(w)
@@ -332,24 +329,6 @@ func (a *Ambassador) respondHTTP(ctx context.Context, w http.ResponseWriter, c *
 			return
 		}
 		_ = rc.Flush()
-	}
-}
-
-// flushWhole sends a whole HTTP/1.x response at once, before the call's
-// bookkeeping (metrics, access log, the pipeline unwinding), which net/http
-// would otherwise wait for: the caller has its answer that much sooner.
-// Only when the bytes are those net/http writes when the handler returns
-// (TestFlushWholeBytes): the body fills a declared Content-Length (without
-// one, a flush before the end would turn the body chunked), and the
-// request body was read to its end (net/http discards what is left of one
-// when it writes the head, which would race the call's own reader).
-// HTTP/2 is left alone: a flush there adds a frame.
-func flushWhole(w http.ResponseWriter, c *Call, h http.Header, n int) {
-	if c.http.r == nil || c.http.r.ProtoMajor != 1 || c.Req.More || contentLength(h) != int64(n) {
-		return
-	}
-	if f, ok := w.(http.Flusher); ok {
-		f.Flush()
 	}
 }
 
