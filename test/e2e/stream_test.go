@@ -94,6 +94,27 @@ func startStreamMeshIdle(t testing.TB, b brokerCase, bin string, app http.Handle
 	return m
 }
 
+// paced answers 200 at once, then n parts (the query's n), one every
+// interval (its every), each flushed as it is written.
+func paced(w http.ResponseWriter, r *http.Request, part func(i int) []byte) {
+	n, _ := strconv.Atoi(r.URL.Query().Get("n"))
+	every, _ := time.ParseDuration(r.URL.Query().Get("every"))
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	_ = rc.Flush()
+	for i := range n {
+		select {
+		case <-time.After(every):
+		case <-r.Context().Done():
+			return
+		}
+		_, _ = w.Write(part(i))
+		if err := rc.Flush(); err != nil {
+			return
+		}
+	}
+}
+
 // streamApp serves the streaming cases:
 //
 //	/sse?n=N&every=D   N Server-Sent Events, one every D, each carrying the
@@ -101,6 +122,7 @@ func startStreamMeshIdle(t testing.TB, b brokerCase, bin string, app http.Handle
 //	/bytes?n=N         N pseudo-random bytes (seeded by n), chunked, with
 //	                   an X-Sha256 trailer
 //	/sized?n=N         the same with a Content-Length
+//	/drip?n=N&every=D  a Content-Length of N, then N bytes, one every D
 //	/sink              reads the request body, answers its length and SHA-256
 //	/lines             echoes each request line as it arrives (full duplex)
 //	/trailers          echoes the request's trailers as response trailers,
@@ -109,23 +131,8 @@ func startStreamMeshIdle(t testing.TB, b brokerCase, bin string, app http.Handle
 func streamApp() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/sse", func(w http.ResponseWriter, r *http.Request) {
-		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
-		every, _ := time.ParseDuration(r.URL.Query().Get("every"))
 		w.Header().Set("Content-Type", "text/event-stream")
-		w.WriteHeader(http.StatusOK)
-		rc := http.NewResponseController(w)
-		_ = rc.Flush()
-		for i := range n {
-			select {
-			case <-time.After(every):
-			case <-r.Context().Done():
-				return
-			}
-			fmt.Fprintf(w, "id: %d\ndata: %d\n\n", i, time.Now().UnixNano())
-			if err := rc.Flush(); err != nil {
-				return
-			}
-		}
+		paced(w, r, func(i int) []byte { return fmt.Appendf(nil, "id: %d\ndata: %d\n\n", i, time.Now().UnixNano()) })
 	})
 	mux.HandleFunc("/bytes", func(w http.ResponseWriter, r *http.Request) {
 		n, _ := strconv.ParseInt(r.URL.Query().Get("n"), 10, 64)
@@ -142,23 +149,8 @@ func streamApp() http.Handler {
 	mux.HandleFunc("/drip", func(w http.ResponseWriter, r *http.Request) {
 		// A declared length, then the bytes one at a time: a download from
 		// a slow source.
-		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
-		every, _ := time.ParseDuration(r.URL.Query().Get("every"))
-		w.Header().Set("Content-Length", strconv.Itoa(n))
-		w.WriteHeader(http.StatusOK)
-		rc := http.NewResponseController(w)
-		_ = rc.Flush()
-		for i := range n {
-			select {
-			case <-time.After(every):
-			case <-r.Context().Done():
-				return
-			}
-			_, _ = w.Write([]byte{byte('a' + i%26)})
-			if err := rc.Flush(); err != nil {
-				return
-			}
-		}
+		w.Header().Set("Content-Length", r.URL.Query().Get("n"))
+		paced(w, r, func(i int) []byte { return []byte{byte('a' + i%26)} })
 	})
 	mux.HandleFunc("/sink", func(w http.ResponseWriter, r *http.Request) {
 		sum := sha256.New()
