@@ -106,8 +106,10 @@ func (g *grpcApp) serve(ctx context.Context, sc *serverCall) (tail func()) {
 		}
 	}()
 
-	body, end := recv.First(ctx)
+	// The head goes once the application has sent its header, with the
+	// messages that follow it at once: none, if it waits for the caller's.
 	header, _ := cs.Header()
+	body, end := recv.First(ctx)
 	out := envelope.Response{Status: http.StatusOK, Headers: grpcwire.AppendMetadata(nil, header)}
 	// Messages travel as a byte stream: what does not fit the answer's
 	// envelope follows in frames, whatever the broker's message size.

@@ -180,7 +180,13 @@ func (a *Ambassador) respondGRPC(ctx context.Context, ss grpc.ServerStream, c *C
 		header.Set(grpcMetaBroker, b)
 	}
 	c.answeredBy(200)
-	if err := ss.SetHeader(header); err != nil {
+	send := ss.SetHeader // the header goes with the first message or the status
+	if resp.More && len(resp.Body) == 0 {
+		// The application sent its header and no message yet: it may be
+		// waiting for the caller's messages, and the caller for the header.
+		send = ss.SendHeader
+	}
+	if err := send(header); err != nil {
 		c.out.Code = codes.Canceled
 		return err
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"io"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc/codes"
@@ -79,4 +80,54 @@ func TestMetadataLeavesOutReserved(t *testing.T) {
 	if diff := cmp.Diff(back, metadata.MD{"x-keep": {"1", "2"}, "x-upper": {"u"}}); diff != "" {
 		t.Errorf("Metadata (-got +want):\n%s", diff)
 	}
+}
+
+// chanStream is a MessageStream fed by hand.
+type item struct {
+	data []byte
+	err  error
+}
+
+type chanStream chan item
+
+func (s chanStream) RecvMsg(m any) error {
+	r := <-s
+	m.(*grpcwire.Message).Data = r.data
+	return r.err
+}
+
+// First waits at most Settle for a first message: a side that sends nothing
+// yet (it waits for the other's header) starts the call empty, and its
+// messages follow through Next.
+func TestFirstDoesNotWaitForAMessage(t *testing.T) {
+	s := make(chanStream, 3)
+	r := grpcwire.Receive(t.Context(), s)
+	start := time.Now()
+	body, end := r.First(t.Context())
+	if len(body) != 0 || end != nil {
+		t.Fatalf("First = %q, %v; want nothing and the stream going on", body, end)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("First took %v with no message, want about Settle (%v)", d, grpcwire.Settle)
+	}
+	s <- item{data: []byte("late")}
+	if msg, err := r.Next(t.Context()); err != nil || string(msg) != "late" {
+		t.Fatalf("Next = %q, %v; want the late message", msg, err)
+	}
+	s <- item{err: io.EOF}
+	if _, err := r.Next(t.Context()); err != io.EOF {
+		t.Fatalf("Next = %v, want io.EOF", err)
+	}
+	r.Wait()
+
+	// A unary side: its message and its end within Settle, in one body.
+	s = make(chanStream, 3)
+	s <- item{data: []byte("one")}
+	s <- item{err: io.EOF}
+	r = grpcwire.Receive(t.Context(), s)
+	body, end = r.First(t.Context())
+	if want := grpcwire.AppendMessage(nil, []byte("one")); !bytes.Equal(body, want) || end != io.EOF {
+		t.Fatalf("First = %q, %v; want %q and io.EOF", body, end, want)
+	}
+	r.Wait()
 }

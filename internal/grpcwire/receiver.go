@@ -86,13 +86,21 @@ func (r *Receiver) NextWithin(d time.Duration) (data []byte, err error, ok bool)
 // (its end was received, or its context cancelled).
 func (r *Receiver) Wait() { r.wg.Wait() }
 
-// First reads how a stream starts: its first message and, if that side has
-// more to say within Settle, the second, length-prefixed as on the wire.
-// end is nil when the stream goes on (more to read), io.EOF when it ended
-// cleanly within Settle, or the error it ended with.
+// First reads how a stream starts: its first message, if one comes within
+// Settle, and, if that side has more to say within Settle after it, the
+// second, length-prefixed as on the wire. body is empty when no message
+// came within Settle: gRPC lets either side wait for the other before it
+// sends (a client stream whose caller first reads the server's header, a
+// server that sends its header and then waits for the caller's messages),
+// so a side that sends nothing yet must not hold the call back. end is nil
+// when the stream goes on (more to read), io.EOF when it ended cleanly
+// within Settle, or the error it ended with.
 func (r *Receiver) First(ctx context.Context) (body []byte, end error) {
-	first, err := r.Next(ctx)
-	if err != nil {
+	first, err, ok := r.NextWithin(Settle)
+	switch {
+	case !ok:
+		return nil, ctx.Err()
+	case err != nil:
 		return nil, err
 	}
 	body = AppendMessage(nil, first)

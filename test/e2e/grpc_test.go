@@ -109,6 +109,7 @@ func TestGRPC(t *testing.T) {
 			t.Run("ServerStream", m.testServerStream)
 			t.Run("ClientStream", m.testClientStream)
 			t.Run("Bidi", m.testBidi)
+			t.Run("HeaderFirst", m.testHeaderFirst)
 			t.Run("CancelMidway", m.testCancel)
 			t.Run("SlowReader", m.testSlowReader)
 			t.Run("CodesCounted", m.testCodesCounted)
@@ -251,6 +252,57 @@ func (m *grpcMesh) testClientStream(t *testing.T) {
 	if resp.Received != n || resp.Sequence != n-1 {
 		t.Errorf("the server got %d messages, last %d; want %d, last %d", resp.Received, resp.Sequence, n, n-1)
 	}
+}
+
+// testHeaderFirst: a server that sends its header before it reads, and a
+// caller that waits for that header before it sends (as grpc-go's metadata
+// example does). Neither side may wait for the other's first message: the
+// header must cross the mesh with no message behind it.
+func (m *grpcMesh) testHeaderFirst(t *testing.T) {
+	ctx := metadata.AppendToOutgoingContext(testCtx(t, 10*time.Second), "x-test-header-first", "yes")
+	t.Run("client-stream", func(t *testing.T) {
+		s, err := m.client.ClientStream(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		h, err := s.Header()
+		if err != nil || len(h.Get("x-echo-header-first")) != 1 {
+			t.Fatalf("Header = %v, %v after %v; want x-echo-header-first", h, err, time.Since(start))
+		}
+		for i := range int64(3) {
+			if err := s.Send(&testpb.EchoRequest{Message: "c", Sequence: i}); err != nil {
+				t.Fatalf("Send %d = %v", i, err)
+			}
+		}
+		if resp, err := s.CloseAndRecv(); err != nil || resp.Received != 3 {
+			t.Fatalf("CloseAndRecv = %v, %v; want 3 received", resp, err)
+		}
+		if got := s.Trailer().Get("x-trailer"); len(got) != 1 {
+			t.Errorf("trailer x-trailer = %q, want [done]", got)
+		}
+	})
+	t.Run("bidi", func(t *testing.T) {
+		s, err := m.client.Bidi(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h, err := s.Header(); err != nil || len(h.Get("x-echo-header-first")) != 1 {
+			t.Fatalf("Header = %v, %v; want x-echo-header-first", h, err)
+		}
+		if err := s.Send(&testpb.EchoRequest{Message: "b", Sequence: 1}); err != nil {
+			t.Fatal(err)
+		}
+		if resp, err := s.Recv(); err != nil || resp.Message != "b" {
+			t.Fatalf("Recv = %v, %v", resp, err)
+		}
+		if err := s.CloseSend(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Recv(); err != io.EOF {
+			t.Fatalf("Recv after CloseSend = %v, want io.EOF", err)
+		}
+	})
 }
 
 func (m *grpcMesh) testBidi(t *testing.T) {

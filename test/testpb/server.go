@@ -15,18 +15,29 @@ import (
 
 // Server implements Echo for tests and benchmarks. Every call answers with
 // the caller's x-test-* metadata in its header, and sets the trailer
-// x-trailer: done.
+// x-trailer: done. A call with x-test-header-first has its header sent at
+// once, before the server reads or sends any message (gRPC allows a client
+// to wait for it before it sends).
 type Server struct {
 	UnimplementedEchoServer
 }
 
-func echoMetadata(ctx context.Context, s interface{ SetHeader(metadata.MD) error }) {
+type header interface {
+	SetHeader(metadata.MD) error
+	SendHeader(metadata.MD) error
+}
+
+func echoMetadata(ctx context.Context, s header) {
 	md, _ := metadata.FromIncomingContext(ctx)
 	out := metadata.MD{}
 	for k, v := range md {
 		if strings.HasPrefix(k, "x-test-") {
 			out["x-echo-"+strings.TrimPrefix(k, "x-test-")] = v
 		}
+	}
+	if len(md.Get("x-test-header-first")) > 0 {
+		_ = s.SendHeader(out)
+		return
 	}
 	_ = s.SetHeader(out) // fails only once headers are sent: not yet
 }
@@ -57,7 +68,8 @@ func failure(req *EchoRequest) error {
 
 type headerSetter struct{ ctx context.Context }
 
-func (h headerSetter) SetHeader(md metadata.MD) error { return grpc.SetHeader(h.ctx, md) }
+func (h headerSetter) SetHeader(md metadata.MD) error  { return grpc.SetHeader(h.ctx, md) }
+func (h headerSetter) SendHeader(md metadata.MD) error { return grpc.SendHeader(h.ctx, md) }
 
 // Unary implements EchoServer.
 func (Server) Unary(ctx context.Context, req *EchoRequest) (*EchoResponse, error) {
