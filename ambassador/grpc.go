@@ -12,6 +12,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
@@ -30,8 +31,17 @@ const (
 	grpcMetaBroker   = "x-busmesh-broker"
 )
 
+// callerKeepalive is which keepalive pings the gRPC port accepts from its
+// callers. grpc-go's default (one every 5 minutes, none without a call in
+// flight) answers a client that pings every 10 s, the shortest that
+// grpc-go and grpc-java clients allow, with GOAWAY too_many_pings and drops
+// its connection; the application's own server would have been set up for
+// its clients. A sidecar on localhost takes them all.
+var callerKeepalive = keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}
+
 func (a *Ambassador) newGRPCServer() *grpc.Server {
 	return grpc.NewServer(
+		grpc.KeepaliveEnforcementPolicy(callerKeepalive),
 		grpc.UnknownServiceHandler(a.serveGRPC),
 		grpc.ForceServerCodecV2(grpcwire.Codec{}),
 		grpc.MaxRecvMsgSize(grpcwire.MaxMessage(int64(a.cfg.MaxBodyBytes))),
