@@ -43,7 +43,14 @@ type grpcMesh struct {
 	caller, callee *sidecar
 	client         testpb.EchoClient // :authority names the service
 	byRoute        testpb.EchoClient // no service in :authority: grpc_routes decides
+	retrying       testpb.EchoClient // as client, with a retry policy of its own
 }
+
+// clientRetries is a gRPC client's own retry policy (service config):
+// UNAVAILABLE is tried up to four times.
+const clientRetries = `{"methodConfig": [{"name": [{"service": "busmesh.test.v1.Echo"}], "retryPolicy": {
+	"maxAttempts": 4, "initialBackoff": "0.01s", "maxBackoff": "0.05s", "backoffMultiplier": 2,
+	"retryableStatusCodes": ["UNAVAILABLE"]}}]}`
 
 func startGRPCMesh(t *testing.T, b brokerCase) *grpcMesh {
 	t.Helper()
@@ -95,6 +102,7 @@ func (m *grpcMesh) connect(t *testing.T, addr string) {
 	}
 	m.client = dial(grpc.WithAuthority(m.service + ".mesh"))
 	m.byRoute = dial()
+	m.retrying = dial(grpc.WithAuthority(m.service+".mesh"), grpc.WithDefaultServiceConfig(clientRetries))
 }
 
 func TestGRPC(t *testing.T) {
@@ -110,6 +118,7 @@ func TestGRPC(t *testing.T) {
 			t.Run("ClientStream", m.testClientStream)
 			t.Run("Bidi", m.testBidi)
 			t.Run("HeaderFirst", m.testHeaderFirst)
+			t.Run("ClientRetryPolicy", m.testClientRetries)
 			t.Run("CancelMidway", m.testCancel)
 			t.Run("SlowReader", m.testSlowReader)
 			t.Run("CodesCounted", m.testCodesCounted)
@@ -251,6 +260,30 @@ func (m *grpcMesh) testClientStream(t *testing.T) {
 	}
 	if resp.Received != n || resp.Sequence != n-1 {
 		t.Errorf("the server got %d messages, last %d; want %d, last %d", resp.Received, resp.Sequence, n, n-1)
+	}
+}
+
+// testClientRetries: a client's own retry policy works through the mesh as
+// against the server itself. gRPC retries only a call that has had no
+// header, so a status the application sent alone must reach the client
+// alone (Trailers-Only), the mesh's metadata in its trailer.
+func (m *grpcMesh) testClientRetries(t *testing.T) {
+	var header, trailer metadata.MD
+	req := &testpb.EchoRequest{Message: unique("retry"), FailCode: int32(codes.Unavailable), Count: 2}
+	resp, err := m.retrying.Unary(testCtx(t, 10*time.Second), req, grpc.Header(&header), grpc.Trailer(&trailer))
+	if err != nil || resp.Message != req.Message {
+		t.Fatalf("Unary = %v, %v; want an answer on the third attempt (the first two fail UNAVAILABLE)", resp, err)
+	}
+	// Without the policy the same failure reaches the caller, status,
+	// details, trailer and the mesh's metadata intact.
+	trailer = nil
+	_, err = m.client.Unary(testCtx(t, 10*time.Second),
+		&testpb.EchoRequest{Message: unique("noretry"), FailCode: int32(codes.Unavailable), Count: 1}, grpc.Trailer(&trailer))
+	if st := status.Convert(err); st.Code() != codes.Unavailable || len(st.Details()) != 1 {
+		t.Fatalf("status = %v, details %v; want UNAVAILABLE with its detail", st.Code(), st.Details())
+	}
+	if trailer.Get("x-trailer") == nil || trailer.Get("x-busmesh-instance") == nil {
+		t.Errorf("trailer = %v, want x-trailer and x-busmesh-instance", trailer)
 	}
 }
 

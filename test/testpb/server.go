@@ -5,6 +5,8 @@ import (
 	"errors"
 	"io"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -71,14 +73,25 @@ type headerSetter struct{ ctx context.Context }
 func (h headerSetter) SetHeader(md metadata.MD) error  { return grpc.SetHeader(h.ctx, md) }
 func (h headerSetter) SendHeader(md metadata.MD) error { return grpc.SendHeader(h.ctx, md) }
 
-// Unary implements EchoServer.
+// unaryFailures counts the failed calls of each message that asked to fail
+// a number of times (Unary with fail_code and count).
+var unaryFailures sync.Map // message → *atomic.Int32
+
+// Unary implements EchoServer. With fail_code it fails; with count too,
+// only the first count calls carrying the same message fail, and later
+// ones answer (a retry succeeds).
 func (Server) Unary(ctx context.Context, req *EchoRequest) (*EchoResponse, error) {
 	echoMetadata(ctx, headerSetter{ctx})
 	_ = grpc.SetTrailer(ctx, metadata.Pairs("x-trailer", "done"))
 	if err := pause(ctx, req.SleepMs); err != nil {
 		return nil, err
 	}
-	if req.FailCode != 0 {
+	if req.FailCode != 0 && req.Count > 0 {
+		n, _ := unaryFailures.LoadOrStore(req.Message, new(atomic.Int32))
+		if n.(*atomic.Int32).Add(1) <= req.Count {
+			return nil, failure(req)
+		}
+	} else if req.FailCode != 0 {
 		return nil, failure(req)
 	}
 	return &EchoResponse{Message: req.Message, Sequence: req.Sequence, Payload: req.Payload}, nil
