@@ -190,16 +190,17 @@ func (a *Ambassador) respondGRPC(ctx context.Context, ss grpc.ServerStream, c *C
 		header.Set(grpcMetaBroker, b)
 	}
 	c.answeredBy(200)
-	if trailersOnly(resp) {
-		// An error with no header and no message from the application:
-		// answered as it did, in the trailers alone, with the mesh's
-		// metadata there too. A header would commit the call, and a
-		// client's own retry policy (gRPC retries only calls that have
-		// had no header) would no longer retry it.
-		st, trailer := grpcwire.Status(resp.Trailers)
-		ss.SetTrailer(metadata.Join(header, trailer))
-		c.out.Code = st.Code()
-		return st.Err()
+	if !resp.More && len(resp.Body) == 0 && len(resp.Headers) == 0 {
+		// A status alone from the application: if an error, answered as
+		// it did, in the trailers alone, with the mesh's metadata there
+		// too. A header would commit the call, and a client's own retry
+		// policy (gRPC retries only calls that have had no header) would
+		// no longer retry it.
+		if st, trailer := grpcwire.Status(resp.Trailers); st.Code() != codes.OK {
+			ss.SetTrailer(metadata.Join(header, trailer))
+			c.out.Code = st.Code()
+			return st.Err()
+		}
 	}
 	send := ss.SetHeader // the header goes with the first message or the status
 	if resp.More && len(resp.Body) == 0 {
@@ -249,16 +250,6 @@ func (a *Ambassador) respondGRPC(ctx context.Context, ss grpc.ServerStream, c *C
 	ss.SetTrailer(trailer)
 	c.out.Code = st.Code()
 	return st.Err()
-}
-
-// trailersOnly reports whether an answer is a status alone: whole, with no
-// message and no header metadata from the application, and not OK.
-func trailersOnly(resp *envelope.Response) bool {
-	if resp.More || len(resp.Body) > 0 || len(resp.Headers) > 0 {
-		return false
-	}
-	st, _ := grpcwire.Status(resp.Trailers)
-	return st.Code() != codes.OK
 }
 
 // callerGone ends a call whose caller can no longer be written to.

@@ -69,11 +69,9 @@ func (r *Receiver) Next(ctx context.Context) ([]byte, error) {
 	}
 }
 
-// NextWithin is Next with a time limit; ok is false when nothing came
-// within d (a later Next gets it).
-func (r *Receiver) NextWithin(d time.Duration) (data []byte, err error, ok bool) {
-	t := time.NewTimer(d)
-	defer t.Stop()
+// within is Next until t fires; ok is false when nothing came before it
+// (a later Next gets it).
+func (r *Receiver) within(t *time.Timer) (data []byte, err error, ok bool) {
 	select {
 	case m := <-r.ch:
 		return m.data, m.err, true
@@ -96,7 +94,9 @@ func (r *Receiver) Wait() { r.wg.Wait() }
 // when the stream goes on (more to read), io.EOF when it ended cleanly
 // within Settle, or the error it ended with.
 func (r *Receiver) First(ctx context.Context) (body []byte, end error) {
-	first, err, ok := r.NextWithin(Settle)
+	t := time.NewTimer(Settle) // one for both waits
+	defer t.Stop()
+	first, err, ok := r.within(t)
 	switch {
 	case !ok:
 		return nil, ctx.Err()
@@ -104,7 +104,8 @@ func (r *Receiver) First(ctx context.Context) (body []byte, end error) {
 		return nil, err
 	}
 	body = AppendMessage(nil, first)
-	next, err, ok := r.NextWithin(Settle)
+	t.Reset(Settle)
+	next, err, ok := r.within(t)
 	switch {
 	case !ok:
 		return body, nil

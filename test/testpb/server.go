@@ -77,6 +77,16 @@ func (h headerSetter) SendHeader(md metadata.MD) error { return grpc.SendHeader(
 // a number of times (Unary with fail_code and count).
 var unaryFailures sync.Map // message → *atomic.Int32
 
+// failsNow reports whether a request with fail_code fails this time: always,
+// or with count, its message's first count times.
+func failsNow(req *EchoRequest) bool {
+	if req.Count <= 0 {
+		return true
+	}
+	n, _ := unaryFailures.LoadOrStore(req.Message, new(atomic.Int32))
+	return n.(*atomic.Int32).Add(1) <= req.Count
+}
+
 // Unary implements EchoServer. With fail_code it fails; with count too,
 // only the first count calls carrying the same message fail, and later
 // ones answer (a retry succeeds).
@@ -86,12 +96,7 @@ func (Server) Unary(ctx context.Context, req *EchoRequest) (*EchoResponse, error
 	if err := pause(ctx, req.SleepMs); err != nil {
 		return nil, err
 	}
-	if req.FailCode != 0 && req.Count > 0 {
-		n, _ := unaryFailures.LoadOrStore(req.Message, new(atomic.Int32))
-		if n.(*atomic.Int32).Add(1) <= req.Count {
-			return nil, failure(req)
-		}
-	} else if req.FailCode != 0 {
+	if req.FailCode != 0 && failsNow(req) {
 		return nil, failure(req)
 	}
 	return &EchoResponse{Message: req.Message, Sequence: req.Sequence, Payload: req.Payload}, nil
