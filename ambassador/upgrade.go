@@ -31,15 +31,26 @@ func upgradeOf(r *http.Request) (string, bool) {
 }
 
 // carried reports whether the mesh carries an upgrade: any protocol over
-// HTTP/1.1 (WebSocket above all) but h2c, which the ambassador's port
-// speaks itself; no CONNECT tunnels.
+// HTTP/1.1 (WebSocket above all); no CONNECT tunnels.
 func carried(up string, r *http.Request) bool {
-	if r.Method == http.MethodConnect || r.ProtoMajor != 1 || up == "" {
+	return r.Method != http.MethodConnect && r.ProtoMajor == 1 && up != ""
+}
+
+// ignored reports whether an upgrade is one the ambassador declines by
+// answering over HTTP/1.1, as RFC 9110 (section 7.8) lets a server do: h2c,
+// which curl --http2 asks for on every http:// URL. The ambassador's port
+// speaks h2c with prior knowledge; the upgrade dance is deprecated (RFC
+// 9113, section 3.1), and an application switching protocols behind the
+// mesh would be switching a connection the caller does not hold. The
+// Upgrade and HTTP2-Settings headers are hop-by-hop (named in Connection),
+// so the application never sees them.
+func ignored(up string, r *http.Request) bool {
+	if r.Method == http.MethodConnect || r.ProtoMajor != 1 {
 		return false
 	}
 	first, _, _ := strings.Cut(up, ",")
 	name, _, _ := strings.Cut(strings.TrimSpace(first), "/")
-	return !strings.EqualFold(name, "h2c")
+	return strings.EqualFold(name, "h2c")
 }
 
 // serveUpgrade carries an HTTP/1.1 upgrade (a WebSocket): the request goes

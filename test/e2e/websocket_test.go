@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -59,6 +60,9 @@ func wsApp(ended, pinged chan<- error) http.Handler {
 			}
 		}
 		ended <- c.Close(websocket.StatusGoingAway, "done")
+	})
+	mux.HandleFunc("/upgrade-headers", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "upgrade=%q settings=%q", r.Header.Get("Upgrade"), r.Header.Get("HTTP2-Settings"))
 	})
 	mux.HandleFunc("/refuse", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-App", "refused")
@@ -215,28 +219,43 @@ func (m *streamMesh) testWSRefused(t *testing.T) {
 	}
 }
 
-// testUpgradeUnsupported: an upgrade the mesh does not carry (h2c) and a
-// CONNECT get 501 upgrade-unsupported, never a silent downgrade.
+// testUpgradeUnsupported: a CONNECT gets 501 upgrade-unsupported; an h2c
+// upgrade (what curl --http2 sends on every http:// URL) is declined the
+// way RFC 9110 lets a server decline one: the call is answered over
+// HTTP/1.1, and the application never sees the upgrade's headers.
 func (m *streamMesh) testUpgradeUnsupported(t *testing.T) {
-	for _, raw := range []string{
-		"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n",
-		"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+	for _, c := range []struct {
+		raw    string
+		status int
+		reason string
+		body   string
+	}{
+		{"GET /upgrade-headers HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n",
+			http.StatusOK, "", `upgrade="" settings=""`},
+		{"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+			http.StatusNotImplemented, "upgrade-unsupported", ""},
 	} {
+		first, _, _ := strings.Cut(c.raw, "\r\n")
 		conn, err := net.DialTimeout("tcp", m.port, 5*time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
 		_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
-		_, _ = conn.Write([]byte(raw))
+		_, _ = conn.Write([]byte(c.raw))
 		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-		conn.Close()
-		first, _, _ := strings.Cut(raw, "\r\n")
 		if err != nil {
+			conn.Close()
 			t.Errorf("%s: %v", first, err)
 			continue
 		}
-		if resp.StatusCode != http.StatusNotImplemented || resp.Header.Get("X-Busmesh-Error") != "upgrade-unsupported" {
-			t.Errorf("%s: status %d, X-Busmesh-Error %q; want 501 upgrade-unsupported", first, resp.StatusCode, resp.Header.Get("X-Busmesh-Error"))
+		body, err := io.ReadAll(resp.Body)
+		conn.Close()
+		if err != nil {
+			t.Errorf("%s: body: %v", first, err)
+		}
+		if resp.StatusCode != c.status || resp.Header.Get("X-Busmesh-Error") != c.reason || c.body != "" && string(body) != c.body {
+			t.Errorf("%s: status %d, X-Busmesh-Error %q, body %q; want %d %q %q",
+				first, resp.StatusCode, resp.Header.Get("X-Busmesh-Error"), body, c.status, c.reason, c.body)
 		}
 	}
 }
