@@ -52,8 +52,8 @@ const maxInformational = 5
 // used, as the Transport's IdleConnTimeout.
 const directIdleTimeout = 90 * time.Second
 
-func newDirectTransport(fallback *http.Transport, maxIdle int) *directTransport {
-	return &directTransport{dial: fallback.DialContext, fallback: fallback, maxIdle: maxIdle}
+func newDirectTransport(dial func(ctx context.Context, network, addr string) (net.Conn, error), fallback *http.Transport, maxIdle int) *directTransport {
+	return &directTransport{dial: dial, fallback: fallback, maxIdle: maxIdle}
 }
 
 // RoundTrip makes one call.

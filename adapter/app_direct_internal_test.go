@@ -217,6 +217,61 @@ func TestDirectEarlyAnswer(t *testing.T) {
 	}
 }
 
+// A streamed request body goes through net/http's Transport, whose failed
+// write raced the application's early answer: an application that answers
+// (413) and closes with the request unread (a reset) has its answer passed
+// on, every time; one that resets without answering fails the call.
+func TestStreamedBodyEarlyAnswer(t *testing.T) {
+	answer := rawServer(t, func(nc net.Conn) {
+		br := bufio.NewReader(nc)
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		_, _ = io.CopyN(io.Discard, req.Body, 64<<10)
+		io.WriteString(nc, "HTTP/1.1 413 Request Entity Too Large\r\nContent-Length: 8\r\n\r\ntoo big!")
+		// Closing with the rest of the request unread resets the connection.
+	})
+	reset := rawServer(t, func(nc net.Conn) {
+		req, err := http.ReadRequest(bufio.NewReader(nc))
+		if err != nil {
+			return
+		}
+		_, _ = io.CopyN(io.Discard, req.Body, 64<<10)
+	})
+	c := newClient(4)
+	defer c.CloseIdleConnections()
+	post := func(addr string) (int, string, error) {
+		pr, pw := io.Pipe()
+		go func() {
+			chunk := bytes.Repeat([]byte("x"), 32<<10)
+			for range 256 { // 8 MiB, far more than the application reads
+				if _, err := pw.Write(chunk); err != nil {
+					return
+				}
+			}
+			pw.Close()
+		}()
+		defer pr.CloseWithError(errors.New("call over"))
+		req, _ := http.NewRequest("POST", "http://"+addr+"/", pr)
+		resp, err := c.Do(req)
+		if err != nil {
+			return 0, "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b), err
+	}
+	for i := range 20 {
+		if code, body, err := post(answer); err != nil || code != http.StatusRequestEntityTooLarge || body != "too big!" {
+			t.Fatalf("call %d: got %d %q %v, want the application's 413", i, code, body, err)
+		}
+	}
+	if code, _, err := post(reset); err == nil {
+		t.Fatalf("a reset with no answer gave %d, want an error", code)
+	}
+}
+
 // TestDirectCancelDuringWrite: a call cancelled while its request is still
 // being written (the application has stopped reading it) ends at once; the
 // wait for an early answer after a failed write does not undo the cancel.

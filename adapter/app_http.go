@@ -60,15 +60,16 @@ func newHTTPApp(target string, cfg *config.Adapter) *httpApp {
 // environment, no redirects followed and no transparent decompression,
 // because the adapter passes the application's answers through as they are.
 func newClient(concurrency int) *http.Client {
+	dial := (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext
 	transport := &http.Transport{
-		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		DialContext:         answerFirst(dial),
 		MaxIdleConns:        concurrency,
 		MaxIdleConnsPerHost: concurrency,
 		IdleConnTimeout:     90 * time.Second,
 		DisableCompression:  true,
 	}
 	return &http.Client{
-		Transport:     newDirectTransport(transport, concurrency),
+		Transport:     newDirectTransport(dial, transport, concurrency),
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 }
