@@ -105,9 +105,16 @@ func relay(ctx context.Context, sc *serverCall, conn net.Conn, br *bufio.Reader)
 	toApp := make(chan struct{})
 	go func() {
 		defer close(toApp)
-		if _, err := io.Copy(conn, sc.body(ctx)); err != nil {
+		w := &appWriter{conn: conn}
+		if _, err := io.Copy(w, sc.body(ctx)); err != nil {
 			sc.a.logger.Debug("upgraded stream to the application ended", telemetry.KeyErr, err)
-			_ = conn.Close()
+			if w.err == nil {
+				// The caller's side broke off: so does the application's.
+				_ = conn.Close()
+			}
+			// Else the application's side broke (it closed, or reset): what
+			// it sent before that is still to be read and passed on, and
+			// that read ends as well.
 			return
 		}
 		if cw, ok := conn.(interface{ CloseWrite() error }); ok {
@@ -131,4 +138,19 @@ func (h *httpApp) dial(ctx context.Context) (net.Conn, error) {
 	name, _, _ := net.SplitHostPort(h.host)
 	td := &tls.Dialer{NetDialer: d, Config: &tls.Config{ServerName: name, NextProtos: []string{"http/1.1"}}}
 	return td.DialContext(ctx, "tcp", h.host)
+}
+
+// appWriter is an upgraded connection to the application that tells its
+// own write errors apart from the caller's.
+type appWriter struct {
+	conn net.Conn
+	err  error
+}
+
+func (w *appWriter) Write(p []byte) (int, error) {
+	n, err := w.conn.Write(p)
+	if err != nil {
+		w.err = err
+	}
+	return n, err
 }

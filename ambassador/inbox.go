@@ -349,7 +349,7 @@ func (p *pending) frame(f *envelope.Frame) {
 			err.Reason = reason.StreamFailed
 		}
 		if p.inbound != nil {
-			p.inbound.Fail(err)
+			p.inbound.BreakOff(err) // what the adapter sent before its cancel is still passed on
 		}
 		if p.window != nil {
 			p.window.Close(err)

@@ -139,6 +139,29 @@ func (q *Inbound) notify() {
 	}
 }
 
+// BreakOff ends the stream with err after the frames queued in order: the
+// sender's own source broke off (its application reset the connection)
+// after sending them, and the reader is owed them, as a TCP reader gets
+// the bytes that came before a reset: a WebSocket's close frame, a gRPC
+// server's last messages. Frames that arrived after a gap are dropped.
+func (q *Inbound) BreakOff(err error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.err != nil {
+		return
+	}
+	if len(q.ready) == 0 {
+		q.failLocked(err)
+		return
+	}
+	for _, e := range q.early {
+		q.buffered -= Cost(len(e.chunk.Data))
+	}
+	q.early = nil
+	q.err = err // Next returns it once ready is read
+	q.notify()
+}
+
 // Next returns the next chunk, waiting for it. After the end frame it
 // returns io.EOF (see Trailers). grant is credit the caller should now send
 // back to the sender in a window update (0 most of the time).
@@ -165,7 +188,7 @@ func (q *Inbound) Next(ctx context.Context) (c Chunk, grant int64, err error) {
 			// Grant in quarters of the window: few updates, no stall. Past
 			// the sidecar's budget, only enough to keep MinWindow in
 			// flight; the rest waits for a later read.
-			if q.unacked >= q.window/4 {
+			if q.unacked >= q.window/4 && q.err == nil { // no credit for a stream that broke off
 				grant = q.budget.grant(q.unacked, q.held)
 				q.unacked -= grant
 				q.held += grant
@@ -178,6 +201,9 @@ func (q *Inbound) Next(ctx context.Context) (c Chunk, grant int64, err error) {
 		}
 		if q.err != nil {
 			err := q.err
+			if err != io.EOF {
+				q.releaseLocked() // after BreakOff: nothing is left to read
+			}
 			q.mu.Unlock()
 			return Chunk{}, 0, err
 		}

@@ -107,6 +107,11 @@ func (s *Sender) Copy(ctx context.Context, r io.Reader, buf []byte, fill bool, s
 			}
 			return sent, s.Send(ctx, buf[:n], true, t)
 		case err != nil:
+			if n > 0 { // what came before the error is the reader's
+				if serr := s.Send(ctx, buf[:n], false, nil); serr != nil {
+					return sent, serr
+				}
+			}
 			return sent, fmt.Errorf("%w: %w", ErrReadBody, err)
 		case n > 0:
 			if err := s.Send(ctx, buf[:n], false, nil); err != nil {

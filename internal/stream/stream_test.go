@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
@@ -133,6 +134,47 @@ func TestWindow(t *testing.T) {
 // MinWindow and consumed credit is granted back only to MinWindow; a
 // stream's credit returns to the budget when it ends, fails or is
 // released, and a stream past the budget still moves.
+// TestInboundBreakOff: a sender that broke off after some frames has them
+// read before its error; a frame after a gap is dropped, no credit is
+// granted for a stream that cannot go on, and its budget is freed once the
+// error is read.
+func TestInboundBreakOff(t *testing.T) {
+	b := stream.NewBudget(4 * stream.DefaultWindow)
+	q := stream.NewBudgetedInbound(4000, b)
+	for i := range 8 {
+		q.Push(frame(uint32(i+1), strings.Repeat("x", 300), false))
+	}
+	q.Push(frame(10, "after a gap", false))
+	broke := errors.New("app-unreachable")
+	q.BreakOff(broke)
+	q.Push(frame(9, "too late", false))
+	var got strings.Builder
+	for {
+		c, grant, err := q.Next(ctx(t))
+		if grant != 0 {
+			t.Errorf("granted %d after the sender broke off", grant)
+		}
+		if err != nil {
+			if err != broke {
+				t.Errorf("Next ended with %v, want %v", err, broke)
+			}
+			break
+		}
+		got.Write(c.Data)
+	}
+	if got.String() != strings.Repeat("x", 2400) {
+		t.Errorf("read %d bytes, want the 2400 that came in order before the break", got.Len())
+	}
+	if used := b.Used(); used != 0 {
+		t.Errorf("budget used %d after the error was read, want 0", used)
+	}
+	empty := stream.NewInbound(1000)
+	empty.BreakOff(broke)
+	if _, _, err := empty.Next(ctx(t)); err != broke {
+		t.Errorf("Next on an empty stream that broke off = %v, want %v", err, broke)
+	}
+}
+
 func TestBudget(t *testing.T) {
 	b := stream.NewBudget(2 * stream.DefaultWindow)
 	var ins []*stream.Inbound
@@ -297,5 +339,14 @@ func TestSenderCopy(t *testing.T) {
 	if _, err := (&stream.Sender{Pub: bus.NewPublisher(b), Window: stream.NewWindow(1 << 20)}).Copy(ctx(t),
 		strings.NewReader(body), make([]byte, 100), true, 0, 200, nil); !errors.Is(err, stream.ErrTooLarge) {
 		t.Errorf("Copy over the limit = %v, want ErrTooLarge", err)
+	}
+	// A read that returns bytes with its error: the bytes are sent, then
+	// the error is returned.
+	broken := &capture{}
+	reset := errors.New("connection reset by peer")
+	_, err = (&stream.Sender{Pub: bus.NewPublisher(broken), Window: stream.NewWindow(1 << 20)}).Copy(ctx(t),
+		iotest.DataErrReader(io.MultiReader(strings.NewReader("close frame"), iotest.ErrReader(reset))), make([]byte, 100), false, 0, 1000, nil)
+	if !errors.Is(err, reset) || !errors.Is(err, stream.ErrReadBody) || len(broken.frames) != 1 || string(broken.frames[0].Data) != "close frame" {
+		t.Errorf("Copy of a reader that failed after data = %v with %d frames; want the data sent, then the read error", err, len(broken.frames))
 	}
 }

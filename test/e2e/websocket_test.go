@@ -3,6 +3,8 @@ package e2e
 import (
 	"bufio"
 	"bytes"
+	"crypto/sha1"
+	"encoding/base64"
 	"fmt"
 	"io"
 	"net"
@@ -19,7 +21,8 @@ import (
 // reports the result on pinged; it reports how the connection ended on
 // ended. /ws-bye sends three messages and closes the connection itself
 // (StatusGoingAway), reporting on ended whether the caller completed the
-// close handshake. /refuse refuses the upgrade with 403.
+// close handshake. /ws-too-big (wsTooBig) closes at the caller's first
+// message with the connection reset. /refuse refuses the upgrade with 403.
 func wsApp(ended, pinged chan<- error) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/ws", func(w http.ResponseWriter, r *http.Request) {
@@ -61,6 +64,7 @@ func wsApp(ended, pinged chan<- error) http.Handler {
 		}
 		ended <- c.Close(websocket.StatusGoingAway, "done")
 	})
+	mux.HandleFunc("/ws-too-big", wsTooBig)
 	mux.HandleFunc("/upgrade-headers", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "upgrade=%q settings=%q", r.Header.Get("Upgrade"), r.Header.Get("HTTP2-Settings"))
 	})
@@ -80,6 +84,7 @@ func TestWebSocket(t *testing.T) {
 			m := startStreamMesh(t, b, binary, wsApp(ended, pinged))
 			t.Run("Echo", func(t *testing.T) { m.testWSEcho(t, ended, pinged) })
 			t.Run("CloseByApp", func(t *testing.T) { m.testWSCloseByApp(t, ended) })
+			t.Run("ClosedWithReset", m.testWSClosedWithReset)
 			t.Run("Refused", m.testWSRefused)
 			t.Run("Unsupported", m.testUpgradeUnsupported)
 		})
@@ -216,6 +221,51 @@ func (m *streamMesh) testWSRefused(t *testing.T) {
 	if resp == nil || resp.StatusCode != http.StatusForbidden || resp.Header.Get("X-App") != "refused" ||
 		resp.Header.Get("X-Busmesh-Error") != "" {
 		t.Fatalf("refusal arrived as %+v (err %v)", resp, err)
+	}
+}
+
+// wsTooBig is a WebSocket server that, as many do on a message over their
+// limit, sends a close frame (1009, message too big) as soon as a message
+// starts and closes its connection with the rest of that message unread,
+// so that the close goes out as a reset right behind the close frame.
+// Written by hand: a library would read on for the caller's close frame.
+func wsTooBig(w http.ResponseWriter, r *http.Request) {
+	sum := sha1.Sum([]byte(r.Header.Get("Sec-WebSocket-Key") + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	fmt.Fprintf(brw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n",
+		base64.StdEncoding.EncodeToString(sum[:]))
+	if brw.Flush() != nil {
+		return
+	}
+	if _, err := brw.Reader.Peek(2); err != nil { // a message has started
+		return
+	}
+	const why = "too big"
+	frame := append([]byte{0x88, byte(2 + len(why)), 0x03, 0xf1}, why...) // close, 1009
+	_, _ = conn.Write(frame)
+}
+
+// testWSClosedWithReset: an application's close frame reaches the caller
+// although the application's connection ended with a reset right behind
+// it (the caller was still sending): the bytes read before the reset are
+// passed on.
+func (m *streamMesh) testWSClosedWithReset(t *testing.T) {
+	ctx := testCtx(t, 30*time.Second)
+	c, _, err := websocket.Dial(ctx, "ws://"+m.port+"/ws-too-big", nil)
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	defer c.CloseNow()
+	if err := c.Write(ctx, websocket.MessageBinary, make([]byte, 256<<10)); err != nil {
+		t.Logf("write: %v (the application closed first)", err)
+	}
+	_, _, err = c.Read(ctx)
+	if got := websocket.CloseStatus(err); got != websocket.StatusMessageTooBig {
+		t.Fatalf("read ended with %v (close status %d), want the application's close frame (1009)", err, got)
 	}
 }
 
