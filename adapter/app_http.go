@@ -156,6 +156,12 @@ func (h *httpApp) serve(ctx context.Context, sc *serverCall) (tail func()) {
 	httpReq.Header = make(http.Header, len(req.Headers)/2+2)
 	envelope.SetHTTPHeader(httpReq.Header, req.Headers)
 	if req.Host != "" {
+		// The caller's Host, as a transparent proxy passes it: the
+		// application builds its links and redirects and checks a
+		// WebSocket's Origin against the name its callers use, not its own
+		// local address. X-Forwarded-Host says the same for those that
+		// read it.
+		httpReq.Host = req.Host
 		httpReq.Header.Set("X-Forwarded-Host", req.Host)
 	}
 	if req.TraceParent != "" {

@@ -42,7 +42,8 @@ func (h *httpApp) serveUpgrade(ctx context.Context, sc *serverCall, up string) (
 	envelope.SetHTTPHeader(httpReq.Header, req.Headers)
 	httpReq.Header.Set("Connection", "Upgrade")
 	httpReq.Header.Set("Upgrade", up)
-	if req.Host != "" {
+	if req.Host != "" { // the caller's, as for any call (httpApp.serve)
+		httpReq.Host = req.Host
 		httpReq.Header.Set("X-Forwarded-Host", req.Host)
 	}
 	if req.TraceParent != "" {

@@ -107,6 +107,7 @@ func echoApp() http.Handler {
 		h.Set("X-Echo-Path", r.URL.EscapedPath())
 		h.Set("X-Echo-Query", r.URL.RawQuery)
 		h.Set("X-Echo-Host", r.Header.Get("X-Forwarded-Host"))
+		h.Set("X-Echo-Req-Host", r.Host)
 		for name, values := range r.Header {
 			if strings.HasPrefix(name, "X-Test-") {
 				h["X-Mirror-"+strings.TrimPrefix(name, "X-Test-")] = values
@@ -224,8 +225,8 @@ func (m *httpMesh) testHostRouting(t *testing.T) {
 		if resp.StatusCode != 200 || resp.Header.Get("X-Echo-Path") != "/where" {
 			t.Errorf("Host %q: status %d, path %q, body %q; want 200 from the service", host, resp.StatusCode, resp.Header.Get("X-Echo-Path"), body)
 		}
-		if got := resp.Header.Get("X-Echo-Host"); got != host {
-			t.Errorf("Host %q: the app saw X-Forwarded-Host %q", host, got)
+		if got, gotHost := resp.Header.Get("X-Echo-Host"), resp.Header.Get("X-Echo-Req-Host"); got != host || gotHost != host {
+			t.Errorf("Host %q: the app saw Host %q, X-Forwarded-Host %q; want the caller's in both", host, gotHost, got)
 		}
 	}
 	req := newRequest(t, "GET", "http://"+m.shared+"/", nil)
