@@ -26,13 +26,14 @@ import (
 
 // httpApp is an HTTP application.
 type httpApp struct {
-	target string           // scheme://host[/base], no trailing slash
-	host   string           // host:port, for upgrades
-	tls    bool             // the target is https
-	client *http.Client     // for health checks
-	direct *directTransport // client's transport, which calls take straight
-	limit  int64            // the response cap; math.MaxInt64 for none
-	health *config.Health
+	target  string           // scheme://host[/base], no trailing slash
+	host    string           // host:port, for upgrades
+	tls     bool             // the target is https
+	client  *http.Client     // for health checks
+	direct  *directTransport // client's transport, which calls take straight
+	limit   int64            // the response cap; math.MaxInt64 for none
+	health  *config.Health
+	ownHost bool // adapter.host: target: the application gets the target's host
 }
 
 func newHTTPApp(target string, cfg *config.Adapter) *httpApp {
@@ -41,7 +42,8 @@ func newHTTPApp(target string, cfg *config.Adapter) *httpApp {
 		limit = math.MaxInt64
 	}
 	client := newClient(cfg.Concurrency)
-	h := &httpApp{target: target, client: client, direct: client.Transport.(*directTransport), limit: limit, health: cfg.Health}
+	h := &httpApp{target: target, client: client, direct: client.Transport.(*directTransport), limit: limit, health: cfg.Health,
+		ownHost: cfg.Host == config.HostTarget}
 	if u, err := url.Parse(target); err == nil {
 		h.tls = u.Scheme == "https"
 		h.host = u.Host
@@ -75,6 +77,21 @@ func newClient(concurrency int) *http.Client {
 }
 
 func (h *httpApp) grpc() bool { return false }
+
+// setHost gives a request to the application the caller's Host, as a
+// transparent proxy passes it: the application builds its links and
+// redirects and checks a WebSocket's Origin against the name its callers
+// use, not its own local address. With adapter.host: target it keeps the
+// target's. X-Forwarded-Host carries the caller's either way.
+func (h *httpApp) setHost(r *http.Request, host string) {
+	if host == "" {
+		return
+	}
+	if !h.ownHost {
+		r.Host = host
+	}
+	r.Header.Set("X-Forwarded-Host", host)
+}
 
 // clientError says a failed call as net/http's Client.Do would:
 // `Post "http://…": …`, and a plain-HTTP answer to a TLS handshake as
@@ -155,15 +172,7 @@ func (h *httpApp) serve(ctx context.Context, sc *serverCall) (tail func()) {
 	httpReq.Trailer = trailer
 	httpReq.Header = make(http.Header, len(req.Headers)/2+2)
 	envelope.SetHTTPHeader(httpReq.Header, req.Headers)
-	if req.Host != "" {
-		// The caller's Host, as a transparent proxy passes it: the
-		// application builds its links and redirects and checks a
-		// WebSocket's Origin against the name its callers use, not its own
-		// local address. X-Forwarded-Host says the same for those that
-		// read it.
-		httpReq.Host = req.Host
-		httpReq.Header.Set("X-Forwarded-Host", req.Host)
-	}
+	h.setHost(httpReq, req.Host)
 	if req.TraceParent != "" {
 		httpReq.Header.Set("Traceparent", req.TraceParent)
 		if req.TraceState != "" {

@@ -3,9 +3,15 @@ package adapter
 import (
 	"crypto/tls"
 	"errors"
+	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
+	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/busmesh/busmesh/internal/config"
 )
 
 // TestClientError: a failed call reads as net/http's Client.Do would say
@@ -23,5 +29,35 @@ func TestClientError(t *testing.T) {
 	copy(rh.RecordHeader[:], "HTTP/")
 	if got := clientError(req, rh); !errors.Is(got, http.ErrSchemeMismatch) {
 		t.Errorf("a plain-HTTP answer to TLS: %v, want http.ErrSchemeMismatch", got)
+	}
+}
+
+// TestHost: the application gets the caller's Host by default and the
+// target's own with adapter.host: target; X-Forwarded-Host is the caller's
+// either way.
+func TestHost(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "%s %s", r.Host, r.Header.Get("X-Forwarded-Host"))
+	}))
+	defer srv.Close()
+	target := strings.TrimPrefix(srv.URL, "http://")
+	for mode, want := range map[string]string{
+		"":                "orders.mesh orders.mesh",
+		config.HostCaller: "orders.mesh orders.mesh",
+		config.HostTarget: target + " orders.mesh",
+	} {
+		h := newHTTPApp(srv.URL, &config.Adapter{Host: mode, Concurrency: 1})
+		req, _ := http.NewRequest("GET", srv.URL+"/", nil)
+		h.setHost(req, "orders.mesh")
+		resp, err := h.direct.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(body) != want {
+			t.Errorf("host %q: the application saw Host and X-Forwarded-Host %q, want %q", mode, body, want)
+		}
+		h.close()
 	}
 }

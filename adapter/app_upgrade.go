@@ -42,10 +42,7 @@ func (h *httpApp) serveUpgrade(ctx context.Context, sc *serverCall, up string) (
 	envelope.SetHTTPHeader(httpReq.Header, req.Headers)
 	httpReq.Header.Set("Connection", "Upgrade")
 	httpReq.Header.Set("Upgrade", up)
-	if req.Host != "" { // the caller's, as for any call (httpApp.serve)
-		httpReq.Host = req.Host
-		httpReq.Header.Set("X-Forwarded-Host", req.Host)
-	}
+	h.setHost(httpReq, req.Host)
 	if req.TraceParent != "" {
 		httpReq.Header.Set("Traceparent", req.TraceParent)
 	}
@@ -104,9 +101,9 @@ func (h *httpApp) serveUpgrade(ctx context.Context, sc *serverCall, up string) (
 func relay(ctx context.Context, sc *serverCall, conn net.Conn, br *bufio.Reader) {
 	// The caller's bytes to the application, on their own goroutine.
 	toApp := make(chan struct{})
+	w := &appWriter{conn: conn}
 	go func() {
 		defer close(toApp)
-		w := &appWriter{conn: conn}
 		if _, err := io.Copy(w, sc.body(ctx)); err != nil {
 			sc.a.logger.Debug("upgraded stream to the application ended", telemetry.KeyErr, err)
 			if w.err == nil {
@@ -123,11 +120,18 @@ func relay(ctx context.Context, sc *serverCall, conn net.Conn, br *bufio.Reader)
 		}
 	}()
 	chunk := make([]byte, sc.a.chunk)
-	if _, err := sc.sender().Copy(ctx, br, chunk, false, 0, math.MaxInt64, nil); err != nil && ctx.Err() == nil {
+	_, err := sc.sender().Copy(ctx, br, chunk, false, 0, math.MaxInt64, nil)
+	if err != nil && ctx.Err() == nil {
 		sc.abort(ctx, reason.AppUnreachable, err)
 		_ = conn.Close()
 	}
 	<-toApp
+	if err == nil && w.err != nil && ctx.Err() == nil {
+		// The application's side broke with the caller's bytes unwritten.
+		// Its reset reached the write, so the read saw a plain end: the
+		// caller is told the connection broke, and its side ends too.
+		sc.abort(ctx, reason.AppUnreachable, w.err)
+	}
 }
 
 // dial opens a connection of its own to the application, for an upgrade.

@@ -272,6 +272,12 @@ type Adapter struct {
 	// Target is the local application: http://127.0.0.1:8080, or
 	// grpc://127.0.0.1:9090 for a gRPC server.
 	Target string `yaml:"target"`
+	// Host is the Host header the application gets: HostCaller (the
+	// default) passes the caller's, as a transparent proxy does; HostTarget
+	// sends the target's own host, for an application that answers only to
+	// its own name (a Host allowlist) or serves virtual hosts a caller must
+	// not pick. X-Forwarded-Host carries the caller's either way.
+	Host string `yaml:"host"`
 	// Concurrency bounds the calls in flight to the application; more wait
 	// on the broker.
 	Concurrency int `yaml:"concurrency"`
@@ -318,6 +324,12 @@ type Health struct {
 	UnhealthyAfter int `yaml:"unhealthy_after"`
 	HealthyAfter   int `yaml:"healthy_after"`
 }
+
+// The values of Adapter.Host.
+const (
+	HostCaller = "caller"
+	HostTarget = "target"
+)
 
 // Defaults.
 const (

@@ -120,6 +120,26 @@ func TestEnvNames(t *testing.T) {
 	}
 }
 
+func TestAdapterHost(t *testing.T) {
+	for host, want := range map[string]string{
+		"":       "",
+		"caller": "",
+		"target": "",
+		"own":    `adapter.host: "own" is not a choice (allowed: caller`,
+	} {
+		c := config.Default()
+		c.Adapter = config.NewAdapter()
+		c.Adapter.Service = "orders"
+		c.Adapter.Target = "http://127.0.0.1:8080"
+		c.Adapter.Host = host
+		c.Normalize()
+		err := c.Validate()
+		if want == "" && err != nil || want != "" && (err == nil || !strings.Contains(err.Error(), want)) {
+			t.Errorf("host %q: %v, want %q", host, err, want)
+		}
+	}
+}
+
 func TestTargets(t *testing.T) {
 	tests := []struct{ target, want string }{
 		{"http://127.0.0.1:8080", ""},

@@ -176,6 +176,9 @@ func (c *Config) validate(errs *Error) {
 			}
 		}
 		checkTarget(errs, a.Target, errs.lines["adapter"])
+		if a.Host != "" && a.Host != HostCaller && a.Host != HostTarget {
+			errs.add("adapter.host", 0, "%q is not a choice (allowed: caller, the caller's Host; target, the target's own)", a.Host)
+		}
 		if a.Concurrency < 1 {
 			errs.add("adapter.concurrency", 0, "%d must be at least 1", a.Concurrency)
 		}

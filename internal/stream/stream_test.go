@@ -130,10 +130,6 @@ func TestWindow(t *testing.T) {
 	}
 }
 
-// TestBudget: past the sidecar's budget, new streams are offered
-// MinWindow and consumed credit is granted back only to MinWindow; a
-// stream's credit returns to the budget when it ends, fails or is
-// released, and a stream past the budget still moves.
 // TestInboundBreakOff: a sender that broke off after some frames has them
 // read before its error; a frame after a gap is dropped, no credit is
 // granted for a stream that cannot go on, and its budget is freed once the
@@ -175,6 +171,10 @@ func TestInboundBreakOff(t *testing.T) {
 	}
 }
 
+// TestBudget: past the sidecar's budget, new streams are offered
+// MinWindow and consumed credit is granted back only to MinWindow; a
+// stream's credit returns to the budget when it ends, fails or is
+// released, and a stream past the budget still moves.
 func TestBudget(t *testing.T) {
 	b := stream.NewBudget(2 * stream.DefaultWindow)
 	var ins []*stream.Inbound

@@ -225,7 +225,6 @@ func TestDashboard(t *testing.T) {
 	t.Logf("screenshot: %s (%d bytes)", path, len(png))
 }
 
-// waitJS polls a JavaScript expression in the page until it is true.
 // newBrowser starts a headless chromium for the test and returns the
 // context of its first tab, which ends after d.
 func newBrowser(t *testing.T, chrome string, d time.Duration) context.Context {
@@ -254,6 +253,7 @@ func newBrowser(t *testing.T, chrome string, d time.Duration) context.Context {
 	return ctx
 }
 
+// waitJS polls a JavaScript expression in the page until it is true.
 func waitJS(t *testing.T, ctx context.Context, d time.Duration, what, expr string) {
 	t.Helper()
 	deadline := time.Now().Add(d)

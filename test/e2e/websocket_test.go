@@ -5,10 +5,12 @@ import (
 	"bytes"
 	"crypto/sha1"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -252,7 +254,8 @@ func wsTooBig(w http.ResponseWriter, r *http.Request) {
 // testWSClosedWithReset: an application's close frame reaches the caller
 // although the application's connection ended with a reset right behind
 // it (the caller was still sending): the bytes read before the reset are
-// passed on.
+// passed on, and then the caller's connection is closed, so its further
+// writes fail, rather than left open with nobody reading it.
 func (m *streamMesh) testWSClosedWithReset(t *testing.T) {
 	ctx := testCtx(t, 30*time.Second)
 	c, _, err := websocket.Dial(ctx, "ws://"+m.port+"/ws-too-big", nil)
@@ -266,6 +269,46 @@ func (m *streamMesh) testWSClosedWithReset(t *testing.T) {
 	_, _, err = c.Read(ctx)
 	if got := websocket.CloseStatus(err); got != websocket.StatusMessageTooBig {
 		t.Fatalf("read ended with %v (close status %d), want the application's close frame (1009)", err, got)
+	}
+
+	// The same by hand, to see the connection itself: the close frame, the
+	// end, and writes that fail at once instead of filling buffers.
+	conn, err := net.DialTimeout("tcp", m.port, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(20 * time.Second))
+	fmt.Fprint(conn, "GET /ws-too-big HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("handshake: %v %v", resp, err)
+	}
+	// A masked binary frame of 256 KiB, of which the application reads two
+	// bytes.
+	header := []byte{0x82, 127, 0, 0, 0, 0, 0, 4, 0, 0, 1, 2, 3, 4}
+	wrote := make(chan error, 1)
+	go func() {
+		if _, err := conn.Write(header); err != nil {
+			wrote <- err
+			return
+		}
+		chunk := make([]byte, 16<<10)
+		for {
+			if _, err := conn.Write(chunk); err != nil {
+				wrote <- err
+				return
+			}
+		}
+	}()
+	got, err := io.ReadAll(br)
+	if want := append([]byte{0x88, 9, 0x03, 0xf1}, "too big"...); !bytes.Equal(got, want) {
+		t.Fatalf("read %q (%v), want the close frame %q, then the end", got, err, want)
+	}
+	if err := <-wrote; errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("writes after the application's reset went on until the deadline: the caller's connection was left open")
 	}
 }
 
