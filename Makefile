@@ -26,8 +26,15 @@ CONTAINER ?= $(shell docker info >/dev/null 2>&1 && echo docker || command -v po
 
 all: build
 
+# grpcnotrace leaves out grpc-go's golang.org/x/net/trace, whose templates
+# keep every exported method of the binary alive (2.4 MB less idle memory
+# per sidecar). The image adds nodev: no busmesh dev and no embedded NATS
+# server, which sidecars joining a shared broker never use (3.3 MB less).
+TAGS       ?= grpcnotrace
+IMAGE_TAGS ?= nodev,grpcnotrace
+
 build:
-	$(GO) build -o bin/busmesh ./cmd/busmesh
+	$(GO) build -tags $(TAGS) -o bin/busmesh ./cmd/busmesh
 
 # The race detector on everything, then a short fuzz run of the envelope
 # decoder. With T set, only the named tests run. One package at a time
@@ -110,7 +117,7 @@ image:
 # registry.
 image-prebuilt:
 	mkdir -p bin/image
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o bin/image/busmesh ./cmd/busmesh
+	CGO_ENABLED=0 $(GO) build -trimpath -tags $(IMAGE_TAGS) -ldflags "-s -w -X main.version=$(VERSION)" -o bin/image/busmesh ./cmd/busmesh
 	cp /etc/ssl/certs/ca-certificates.crt bin/image/
 	$(CONTAINER) build -f deploy/docker/Dockerfile.prebuilt -t $(IMAGE) bin/image
 

@@ -1,3 +1,5 @@
+//go:build !nodev
+
 package nats
 
 import (
@@ -15,10 +17,9 @@ import (
 	"github.com/busmesh/busmesh/broker"
 )
 
-// EmbeddedScheme names the in-process NATS server, the zero-setup default:
-// "embedded" listens on a free loopback port, "embedded://127.0.0.1:4222" on
-// the given address, so that other sidecars can join it.
-const EmbeddedScheme = "embedded"
+// HasEmbedded tells whether this build has the embedded NATS server (all
+// but -tags nodev builds).
+const HasEmbedded = true
 
 // EmbeddedMaxPayload is the embedded server's message size limit. It is
 // larger than NATS's 1 MiB default so that typical bodies travel in one
@@ -92,16 +93,11 @@ func openEmbedded(ctx context.Context, u *url.URL, logger *slog.Logger) (broker.
 		return nil, err
 	}
 	c.onClose = s.Shutdown
-	c.server = s
+	c.embedded = s.URL()
 	logger.Info("embedded broker started", "url", s.URL())
 	return c, nil
 }
 
 // EmbeddedURL returns the nats:// URL of the embedded server c started, or
 // "" when c is a connection to an external server.
-func (c *Conn) EmbeddedURL() string {
-	if c.server == nil {
-		return ""
-	}
-	return c.server.URL()
-}
+func (c *Conn) EmbeddedURL() string { return c.embedded }

@@ -26,6 +26,13 @@ import (
 // certificates and NKeys.
 const Scheme = "nats"
 
+// EmbeddedScheme names the in-process NATS server, the zero-setup default:
+// "embedded" listens on a free loopback port, "embedded://127.0.0.1:4222" on
+// the given address, so that other sidecars can join it. A busmesh built
+// with -tags nodev (the container image) has no server in it and refuses
+// the scheme, saying so.
+const EmbeddedScheme = "embedded"
+
 func init() {
 	broker.Register(Scheme, open)
 	broker.Register("tls", open)
@@ -38,8 +45,8 @@ type Conn struct {
 	logger *slog.Logger
 	// onClose runs after the connection is closed (the embedded server's
 	// shutdown).
-	onClose func()
-	server  *Server // the embedded server, if this Conn started one
+	onClose  func()
+	embedded string // the URL of the embedded server this Conn started, if it did
 
 	mu     sync.Mutex
 	subs   map[*subscription]struct{}

@@ -20,6 +20,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/busmesh/busmesh/broker"
+	bnats "github.com/busmesh/busmesh/broker/nats"
 	"github.com/busmesh/busmesh/internal/config"
 )
 
@@ -162,6 +163,11 @@ func runningHere(cfg *config.Config) bool {
 func checkBrokerReachable(ctx context.Context, c *checker, cfg *config.Config) {
 	shown := broker.Redact(cfg.Broker)
 	if cfg.Broker == "embedded" || strings.HasPrefix(cfg.Broker, "embedded://") {
+		if !bnats.HasEmbedded {
+			c.fail("set broker: nats://HOST:4222 (or BUSMESH_BROKER), or run a busmesh from go install ./cmd/busmesh",
+				"broker %s: this busmesh was built with -tags nodev (as the container image is) and has no NATS server in it", shown)
+			return
+		}
 		c.ok("broker %s: started inside the sidecar, nothing to reach", shown)
 		return
 	}

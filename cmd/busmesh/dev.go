@@ -6,15 +6,12 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
-	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/busmesh/busmesh/broker"
-	bnats "github.com/busmesh/busmesh/broker/nats"
 	"github.com/busmesh/busmesh/internal/config"
 	"github.com/busmesh/busmesh/internal/telemetry"
 )
@@ -121,18 +118,8 @@ RabbitMQ need their own --id: a second one with the same id is refused.`,
 // print, and how to stop it.
 func devBroker(kind string) (url, name string, stop func(), err error) {
 	switch kind {
-	case "nats", "embedded":
-		srv, err := bnats.StartServer("127.0.0.1:0")
-		if err != nil {
-			return "", "", nil, err
-		}
-		return srv.URL(), "the embedded NATS broker", srv.Shutdown, nil
-	case "kafka":
-		c, err := kfake.NewCluster(kfake.NumBrokers(1))
-		if err != nil {
-			return "", "", nil, fmt.Errorf("in-process Kafka cluster: %w", err)
-		}
-		return "kafka://" + strings.Join(c.ListenAddrs(), ","), "an in-process Kafka cluster (kfake)", c.Close, nil
+	case "nats", "embedded", "kafka":
+		return inProcessBroker(kind)
 	case "rabbitmq":
 		url := os.Getenv("BUSMESH_BROKER")
 		if url == "" {
