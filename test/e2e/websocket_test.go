@@ -243,7 +243,7 @@ func wsTooBig(w http.ResponseWriter, r *http.Request) {
 	if brw.Flush() != nil {
 		return
 	}
-	if _, err := brw.Reader.Peek(2); err != nil { // a message has started
+	if _, err := brw.Peek(2); err != nil { // a message has started
 		return
 	}
 	const why = "too big"
