@@ -37,6 +37,12 @@ func call(t *testing.T, c *http.Client, ctx context.Context, method, url, body s
 	if body != "" {
 		r = strings.NewReader(body)
 	}
+	return callWith(t, c, ctx, method, url, r)
+}
+
+// callWith is call with any body: one that streams, say.
+func callWith(t *testing.T, c *http.Client, ctx context.Context, method, url string, r io.Reader) (int, string, error) {
+	t.Helper()
 	req, err := http.NewRequestWithContext(ctx, method, url, r)
 	if err != nil {
 		t.Fatal(err)
@@ -253,14 +259,7 @@ func TestStreamedBodyEarlyAnswer(t *testing.T) {
 			pw.Close()
 		}()
 		defer pr.CloseWithError(errors.New("call over"))
-		req, _ := http.NewRequest("POST", "http://"+addr+"/", pr)
-		resp, err := c.Do(req)
-		if err != nil {
-			return 0, "", err
-		}
-		defer resp.Body.Close()
-		b, err := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b), err
+		return callWith(t, c, context.Background(), "POST", "http://"+addr+"/", pr)
 	}
 	for i := range 20 {
 		if code, body, err := post(answer); err != nil || code != http.StatusRequestEntityTooLarge || body != "too big!" {
