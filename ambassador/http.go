@@ -75,7 +75,7 @@ func (a *Ambassador) serveHTTP(w http.ResponseWriter, r *http.Request, rt *Route
 			"a request target of %d bytes, over the %d the mesh carries", len(r.RequestURI), envelope.MaxPathBytes))
 		return
 	}
-	if up, ok := upgradeOf(r); ok && !ignored(up, r) {
+	if up, ok := upgradeOf(r); ok {
 		if !carried(up, r) {
 			a.refuseHTTP(w, rt, reason.Errorf(reason.UpgradeUnsupported,
 				"the mesh carries HTTP/1.1 upgrades such as websocket, not %s %q", r.Method, up))

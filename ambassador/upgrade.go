@@ -17,8 +17,10 @@ import (
 	"github.com/busmesh/busmesh/internal/telemetry"
 )
 
-// upgradeOf returns the protocol an HTTP request asks to switch to (its
-// Upgrade header, with Connection: upgrade), or the method for CONNECT.
+// upgradeOf returns the protocols an HTTP request asks to switch to (its
+// Upgrade header, with Connection: upgrade, h2c left out: withoutH2C), or
+// the method for CONNECT. A request that asked for h2c alone asks for
+// nothing.
 func upgradeOf(r *http.Request) (string, bool) {
 	if r.Method == http.MethodConnect {
 		return "", true
@@ -26,6 +28,11 @@ func upgradeOf(r *http.Request) (string, bool) {
 	up := r.Header.Get("Upgrade")
 	if up == "" || !httpguts.HeaderValuesContainsToken(r.Header["Connection"], "upgrade") {
 		return "", false
+	}
+	if r.ProtoMajor == 1 {
+		if up = withoutH2C(up); up == "" {
+			return "", false
+		}
 	}
 	return up, true
 }
@@ -36,21 +43,27 @@ func carried(up string, r *http.Request) bool {
 	return r.Method != http.MethodConnect && r.ProtoMajor == 1 && up != ""
 }
 
-// ignored reports whether an upgrade is one the ambassador declines by
-// answering over HTTP/1.1, as RFC 9110 (section 7.8) lets a server do: h2c,
-// which curl --http2 asks for on every http:// URL. The ambassador's port
-// speaks h2c with prior knowledge; the upgrade dance is deprecated (RFC
-// 9113, section 3.1), and an application switching protocols behind the
-// mesh would be switching a connection the caller does not hold. The
-// Upgrade and HTTP2-Settings headers are hop-by-hop (named in Connection),
-// so the application never sees them.
-func ignored(up string, r *http.Request) bool {
-	if r.Method == http.MethodConnect || r.ProtoMajor != 1 {
-		return false
+// withoutH2C returns the protocols an HTTP/1.1 upgrade asks for, h2c
+// left out: the ambassador declines h2c by answering over HTTP/1.1, as RFC
+// 9110 (section 7.8) lets a server do (curl --http2 asks for it on every
+// http:// URL). The ambassador's port speaks h2c with prior knowledge; the
+// upgrade dance is deprecated (RFC 9113, section 3.1), and an application
+// switching to it behind the mesh would switch a connection the caller
+// does not hold. "" when h2c was all it asked for: the call goes on as an
+// ordinary one, and the Upgrade and HTTP2-Settings headers, hop-by-hop
+// (named in Connection), never reach the application.
+func withoutH2C(up string) string {
+	if !strings.Contains(strings.ToLower(up), "h2c") {
+		return up
 	}
-	first, _, _ := strings.Cut(up, ",")
-	name, _, _ := strings.Cut(strings.TrimSpace(first), "/")
-	return strings.EqualFold(name, "h2c")
+	var kept []string
+	for p := range strings.SplitSeq(up, ",") {
+		p = strings.TrimSpace(p)
+		if name, _, _ := strings.Cut(p, "/"); p != "" && !strings.EqualFold(name, "h2c") {
+			kept = append(kept, p)
+		}
+	}
+	return strings.Join(kept, ", ")
 }
 
 // serveUpgrade carries an HTTP/1.1 upgrade (a WebSocket): the request goes
