@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"io"
-	"math"
 	"net"
 	"net/http"
 	"time"
@@ -119,8 +118,7 @@ func relay(ctx context.Context, sc *serverCall, conn net.Conn, br *bufio.Reader)
 			_ = cw.CloseWrite()
 		}
 	}()
-	chunk := make([]byte, sc.a.chunk)
-	_, err := sc.sender().Copy(ctx, br, chunk, false, 0, math.MaxInt64, nil)
+	_, err := sc.sender().Relay(ctx, br, sc.a.chunk)
 	if err != nil && ctx.Err() == nil {
 		sc.abort(ctx, reason.AppUnreachable, err)
 		_ = conn.Close()

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"math"
 	"net/http"
 	"strings"
 	"time"
@@ -211,8 +210,7 @@ func (b *upgradeBody) Rest(ctx context.Context, s *stream.Sender) error {
 	if r == nil { // refused: the request had no body
 		return s.Send(ctx, nil, true, nil)
 	}
-	buf := make([]byte, b.chunk)
-	_, err := s.Copy(ctx, touchReader{r, b.idle}, buf, false, 0, math.MaxInt64, nil)
+	_, err := s.Relay(ctx, touchReader{r, b.idle}, b.chunk)
 	return err
 }
 

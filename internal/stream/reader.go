@@ -42,4 +42,38 @@ func (r *Reader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-var _ io.Reader = (*Reader)(nil)
+// WriteTo implements io.WriterTo: each frame's data goes to w as it came,
+// with no buffer between (io.Copy would allocate 32 KiB for every stream,
+// held as long as the stream lives).
+func (r *Reader) WriteTo(w io.Writer) (int64, error) {
+	var total int64
+	for {
+		if len(r.rest) > 0 {
+			n, err := w.Write(r.rest)
+			total += int64(n)
+			r.rest = r.rest[n:]
+			if err != nil {
+				return total, err
+			}
+			continue
+		}
+		chunk, grant, err := r.in.Next(r.ctx)
+		if grant > 0 {
+			if gerr := r.grant(grant); gerr != nil {
+				return total, fmt.Errorf("window update: %w", gerr)
+			}
+		}
+		if err == io.EOF {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+		r.rest = chunk.Data
+	}
+}
+
+var (
+	_ io.Reader   = (*Reader)(nil)
+	_ io.WriterTo = (*Reader)(nil)
+)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 
 	"github.com/busmesh/busmesh/internal/bus"
 	"github.com/busmesh/busmesh/internal/envelope"
@@ -119,6 +120,68 @@ func (s *Sender) Copy(ctx context.Context, r io.Reader, buf []byte, fill bool, s
 			}
 		}
 	}
+}
+
+// smallRead is the read buffer of a quiet long-lived stream (Relay).
+const smallRead = 4 << 10
+
+// relayBuffers are Relay's large buffers, shared while a stream moves
+// bulk and returned once it goes quiet.
+var relayBuffers sync.Pool
+
+// Relay sends what it reads from r as data frames until r ends, the last
+// frame marked end, as Copy without fill does, for a stream that may stay
+// open and quiet for hours (an upgraded connection: a WebSocket). It reads
+// into a 4 KiB buffer, and into a pooled one of chunk bytes only while
+// reads fill the small one: a thousand idle WebSockets hold 4 MiB, not a
+// thousand chunks, and a bulk transfer still travels in frames of up to
+// chunk bytes.
+func (s *Sender) Relay(ctx context.Context, r io.Reader, chunk int) (int64, error) {
+	small := make([]byte, smallRead)
+	var big *[]byte
+	defer func() {
+		if big != nil {
+			relayBuffers.Put(big)
+		}
+	}()
+	var sent int64
+	for {
+		buf := small
+		if big != nil {
+			buf = *big
+		}
+		n, err := r.Read(buf)
+		sent += int64(n)
+		if err == io.EOF {
+			return sent, s.Send(ctx, buf[:n], true, nil)
+		}
+		if n > 0 {
+			if serr := s.Send(ctx, buf[:n], false, nil); serr != nil {
+				return sent, serr
+			}
+		}
+		if err != nil {
+			return sent, fmt.Errorf("%w: %w", ErrReadBody, err)
+		}
+		switch {
+		case big == nil && n == len(small) && chunk > len(small):
+			// A read filled the small buffer: more is waiting.
+			big = takeRelayBuffer(chunk)
+		case big != nil && n < len(small):
+			// Quiet again: the next read may wait a long time.
+			relayBuffers.Put(big)
+			big = nil
+		}
+	}
+}
+
+// takeRelayBuffer returns a pooled buffer of chunk bytes.
+func takeRelayBuffer(chunk int) *[]byte {
+	if b, ok := relayBuffers.Get().(*[]byte); ok && len(*b) == chunk {
+		return b
+	}
+	b := make([]byte, chunk)
+	return &b
 }
 
 // Cancel tells the other side of call id to stop, with a reason.

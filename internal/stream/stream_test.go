@@ -350,3 +350,71 @@ func TestSenderCopy(t *testing.T) {
 		t.Errorf("Copy of a reader that failed after data = %v with %d frames; want the data sent, then the read error", err, len(broken.frames))
 	}
 }
+
+// scripted returns its parts one Read each (a part longer than the
+// caller's buffer is split), then io.EOF.
+type scripted struct{ parts [][]byte }
+
+func (s *scripted) Read(p []byte) (int, error) {
+	if len(s.parts) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, s.parts[0])
+	if s.parts[0] = s.parts[0][n:]; len(s.parts[0]) == 0 {
+		s.parts = s.parts[1:]
+	}
+	return n, nil
+}
+
+// TestSenderRelay: a quiet stream is read 4 KiB at a time; a read that
+// fills that switches to chunk-sized reads while the bulk lasts, and a
+// short read switches back; every byte arrives in order, the last frame
+// marked end.
+func TestSenderRelay(t *testing.T) {
+	b := &capture{}
+	s := stream.Sender{Pub: bus.NewPublisher(b), Window: stream.NewWindow(1 << 30)}
+	bulk := bytes.Repeat([]byte("0123456789abcdef"), 4096) // 64 KiB
+	parts := [][]byte{[]byte("hello"), bulk, []byte("bye")}
+	var want []byte
+	for _, p := range parts {
+		want = append(want, p...)
+	}
+	n, err := s.Relay(ctx(t), &scripted{parts: parts}, 16<<10)
+	if err != nil || n != int64(len(want)) {
+		t.Fatalf("Relay = %d, %v; want %d, nil", n, err, len(want))
+	}
+	var got []byte
+	var sizes []int
+	for _, f := range b.frames {
+		got = append(got, f.Data...)
+		sizes = append(sizes, len(f.Data))
+	}
+	// hello; 4 KiB (fills the small buffer); 16 KiB reads for the rest of
+	// the bulk (60 KiB: 3 full, then 12 KiB, short: back to small); bye;
+	// the end.
+	wantSizes := []int{5, 4096, 16384, 16384, 16384, 12288, 3, 0}
+	if !bytes.Equal(got, want) || !cmp.Equal(sizes, wantSizes) || !b.frames[len(b.frames)-1].End {
+		t.Errorf("frames of %v bytes (end %v), data intact %v; want %v, the last marked end",
+			sizes, b.frames[len(b.frames)-1].End, bytes.Equal(got, want), wantSizes)
+	}
+}
+
+// TestReaderWriteTo: io.Copy from a Reader hands each frame's data to the
+// writer as it is, grants credit as it goes, and ends at the end frame.
+func TestReaderWriteTo(t *testing.T) {
+	q := stream.NewInbound(4000)
+	for i := range 8 {
+		q.Push(frame(uint32(i+1), strings.Repeat("x", 300), false))
+	}
+	q.Push(frame(9, "!", true))
+	var granted int64
+	r := stream.NewReader(ctx(t), q, func(n int64) error { granted += n; return nil })
+	var w bytes.Buffer
+	n, err := io.Copy(&w, r)
+	if err != nil || n != 2401 || w.String() != strings.Repeat("x", 2400)+"!" {
+		t.Fatalf("io.Copy = %d, %v; want the 2,401 bytes", n, err)
+	}
+	if granted == 0 {
+		t.Error("no credit granted back while reading 2,400 bytes on a 4,000-byte window")
+	}
+}
