@@ -27,9 +27,10 @@ CONTAINER ?= $(shell docker info >/dev/null 2>&1 && echo docker || command -v po
 all: build
 
 # grpcnotrace leaves out grpc-go's golang.org/x/net/trace, whose templates
-# keep every exported method of the binary alive (2.4 MB less idle memory
-# per sidecar). The image adds nodev: no busmesh dev and no embedded NATS
-# server, which sidecars joining a shared broker never use (3.3 MB less).
+# keep every exported method of the binary alive (about 5 MB less idle
+# memory per sidecar). The image adds nodev: no busmesh dev and no embedded
+# NATS server, which sidecars joining a shared broker never use (about 3 MB
+# less; README, "Benchmark").
 TAGS       ?= grpcnotrace
 IMAGE_TAGS ?= nodev,grpcnotrace
 

@@ -16,7 +16,7 @@ import (
 const HasEmbedded = false
 
 // errNoEmbedded is what a nodev build says of the embedded broker.
-var errNoEmbedded = errors.New(`broker "embedded": this busmesh was built with -tags nodev, as the container image is, and has no NATS server in it; set broker: nats://HOST:4222 (or BUSMESH_BROKER), or run a busmesh from go install ./cmd/busmesh`)
+var errNoEmbedded = errors.New(`broker "embedded": ` + NoEmbedded + "; " + NoEmbeddedFix)
 
 // openEmbedded refuses: a nodev build leaves the NATS server out (3 MB of
 // a sidecar's idle memory) for sidecars, which join a shared broker.

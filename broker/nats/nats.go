@@ -33,6 +33,13 @@ const Scheme = "nats"
 // the scheme, saying so.
 const EmbeddedScheme = "embedded"
 
+// NoEmbedded says why a nodev build refuses the embedded broker, and
+// NoEmbeddedFix what to do instead (HasEmbedded tells which build this is).
+const (
+	NoEmbedded    = "this busmesh was built with -tags nodev, as the container image is, and has no NATS server in it"
+	NoEmbeddedFix = "set broker: nats://HOST:4222 (or BUSMESH_BROKER), or run a busmesh from go install ./cmd/busmesh"
+)
+
 func init() {
 	broker.Register(Scheme, open)
 	broker.Register("tls", open)

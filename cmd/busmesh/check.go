@@ -164,8 +164,7 @@ func checkBrokerReachable(ctx context.Context, c *checker, cfg *config.Config) {
 	shown := broker.Redact(cfg.Broker)
 	if cfg.Broker == "embedded" || strings.HasPrefix(cfg.Broker, "embedded://") {
 		if !bnats.HasEmbedded {
-			c.fail("set broker: nats://HOST:4222 (or BUSMESH_BROKER), or run a busmesh from go install ./cmd/busmesh",
-				"broker %s: this busmesh was built with -tags nodev (as the container image is) and has no NATS server in it", shown)
+			c.fail(bnats.NoEmbeddedFix, "broker %s: %s", shown, bnats.NoEmbedded)
 			return
 		}
 		c.ok("broker %s: started inside the sidecar, nothing to reach", shown)

@@ -100,26 +100,33 @@ func (s *Sender) Copy(ctx context.Context, r io.Reader, buf []byte, fill bool, s
 		if sent > limit {
 			return sent, ErrTooLarge
 		}
-		switch {
-		case err == io.EOF:
-			var t []string
-			if trailers != nil {
-				t = trailers()
-			}
-			return sent, s.Send(ctx, buf[:n], true, t)
-		case err != nil:
-			if n > 0 { // what came before the error is the reader's
-				if serr := s.Send(ctx, buf[:n], false, nil); serr != nil {
-					return sent, serr
-				}
-			}
-			return sent, fmt.Errorf("%w: %w", ErrReadBody, err)
-		case n > 0:
-			if err := s.Send(ctx, buf[:n], false, nil); err != nil {
-				return sent, err
-			}
+		if done, err := s.sendRead(ctx, buf[:n], err, trailers); done {
+			return sent, err
 		}
 	}
+}
+
+// sendRead sends what one read of a body gave: data, as the last frame
+// (with trailers(), if set) when rerr is io.EOF. done tells that the body
+// is over: it ended, it failed to read (err wraps ErrReadBody; the data
+// that came with the error is sent first), or a frame could not be sent.
+func (s *Sender) sendRead(ctx context.Context, data []byte, rerr error, trailers func() []string) (done bool, err error) {
+	if rerr == io.EOF {
+		var t []string
+		if trailers != nil {
+			t = trailers()
+		}
+		return true, s.Send(ctx, data, true, t)
+	}
+	if len(data) > 0 {
+		if err := s.Send(ctx, data, false, nil); err != nil {
+			return true, err
+		}
+	}
+	if rerr != nil {
+		return true, fmt.Errorf("%w: %w", ErrReadBody, rerr)
+	}
+	return false, nil
 }
 
 // smallRead is the read buffer of a quiet long-lived stream (Relay).
@@ -152,16 +159,8 @@ func (s *Sender) Relay(ctx context.Context, r io.Reader, chunk int) (int64, erro
 		}
 		n, err := r.Read(buf)
 		sent += int64(n)
-		if err == io.EOF {
-			return sent, s.Send(ctx, buf[:n], true, nil)
-		}
-		if n > 0 {
-			if serr := s.Send(ctx, buf[:n], false, nil); serr != nil {
-				return sent, serr
-			}
-		}
-		if err != nil {
-			return sent, fmt.Errorf("%w: %w", ErrReadBody, err)
+		if done, err := s.sendRead(ctx, buf[:n], err, nil); done {
+			return sent, err
 		}
 		switch {
 		case big == nil && n == len(small) && chunk > len(small):

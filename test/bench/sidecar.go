@@ -75,8 +75,8 @@ var errUnknownScheme = errors.New("the busmesh binary does not register this bro
 // buildBusmesh builds ./cmd/busmesh of the module this runs in into dir,
 // as the container image builds it (deploy/docker/Dockerfile): static,
 // without symbol tables, tags nodev and grpcnotrace, so that the memory
-// measured is the memory shipped (an idle sidecar: 18.7 MB, against
-// 24.7 MB for a default build).
+// measured is the memory shipped (an idle NATS sidecar: 19.7–19.9 MB,
+// against 27.5–27.8 MB for a default build; README, "Benchmark").
 func buildBusmesh(ctx context.Context, dir string) (string, error) {
 	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
 	if err != nil {
