@@ -14,6 +14,7 @@
 package brokertest
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -73,6 +74,8 @@ func Run(t *testing.T, f Features, newBroker NewFunc) {
 		{"CloseWhilePublishing", s.closeWhilePublishing},
 		{"ConcurrentPublishers", s.concurrentPublishers},
 		{"SubjectIsolation", s.subjectIsolation},
+		{"BlockedHandler", s.blockedHandler},
+		{"LateSubscriber", s.lateSubscriber},
 		{"Returns", s.returns},
 		{"Drain", s.drain},
 	}
@@ -569,6 +572,93 @@ func (s *suite) subjectIsolation(t *testing.T) {
 	time.Sleep(50 * time.Millisecond)
 	if a.len() != 1 || c.len() != 5 {
 		t.Fatalf("subject a got %d (want 1), subject c got %d (want 5)", a.len(), c.len())
+	}
+}
+
+// blockedHandler: a handler that blocks does not hold back a subscription
+// to another subject on the same connection, and once it returns, its
+// subscription, and another one to its subject, receive everything they
+// were sent, once. (A backend may hold back the other subscriptions to the
+// blocked subject: Kafka's read them at one position.) The messages are
+// large enough (2.5 MiB in all) for a backend to have to hold back what it
+// cannot queue.
+func (s *suite) blockedHandler(t *testing.T) {
+	ctx := testCtx(t)
+	b := s.open(t)
+	subj, other := subject(t, "blocked"), subject(t, "other")
+	release, entered := make(chan struct{}), make(chan struct{}, 1)
+	blocked, same, elsewhere := newInbox(), newInbox(), newInbox()
+	if _, err := b.Subscribe(ctx, subj, func(hctx context.Context, data []byte) {
+		select {
+		case entered <- struct{}{}:
+		default:
+		}
+		select {
+		case <-release:
+		case <-hctx.Done():
+		}
+		blocked.handle(hctx, data)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Subscribe(ctx, subj, same.handle); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Subscribe(ctx, other, elsewhere.handle); err != nil {
+		t.Fatal(err)
+	}
+	const n, size = 40, 64 << 10
+	big := func(i int) []byte { return append(payload(i), bytes.Repeat([]byte{'x'}, size)...) }
+	pub := s.open(t)
+	for i := range n {
+		if err := pub.Publish(ctx, subj, big(i)); err != nil {
+			t.Fatalf("Publish(%d) = %v", i, err)
+		}
+	}
+	select {
+	case <-entered:
+	case <-time.After(s.f.Wait):
+		t.Fatal("handler not called")
+	}
+	publishN(t, ctx, pub, other, n)
+	waitFor(t, s.f.Wait, fmt.Sprintf("%d messages on another subject", n), func() bool { return elsewhere.len() >= n })
+	close(release)
+	waitFor(t, s.f.Wait, fmt.Sprintf("both subscriptions of the blocked subject to get %d messages", n),
+		func() bool { return blocked.len() >= n && same.len() >= n })
+	time.Sleep(50 * time.Millisecond)
+	for name, in := range map[string]*inbox{"blocked": blocked, "same subject": same} {
+		got := in.messages()
+		for i := range got {
+			got[i] = bytes.TrimRight(got[i], "x")
+		}
+		t.Run(name, func(t *testing.T) { checkExactlyOnce(t, got, n) })
+	}
+	checkExactlyOnce(t, elsewhere.messages(), n)
+}
+
+// lateSubscriber: a second subscription to a subject already subscribed on
+// the same connection receives what is published after it subscribed, not
+// what was before.
+func (s *suite) lateSubscriber(t *testing.T) {
+	ctx := testCtx(t)
+	b := s.open(t)
+	subj := subject(t)
+	first, late := newInbox(), newInbox()
+	if _, err := b.Subscribe(ctx, subj, first.handle); err != nil {
+		t.Fatal(err)
+	}
+	publishN(t, ctx, b, subj, 5)
+	waitFor(t, s.f.Wait, "5 messages", func() bool { return first.len() >= 5 })
+	if _, err := b.Subscribe(ctx, subj, late.handle); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Publish(ctx, subj, []byte("after")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, s.f.Wait, "the message published after the late subscription", func() bool { return late.len() >= 1 && first.len() >= 6 })
+	time.Sleep(50 * time.Millisecond)
+	if got := late.messages(); len(got) != 1 || string(got[0]) != "after" {
+		t.Fatalf("late subscription got %q, want only \"after\"", got)
 	}
 }
 

@@ -6,13 +6,44 @@ import (
 	"runtime"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/busmesh/busmesh/broker"
 )
+
+// TestClientMetricsOption: franz-go asks the cluster for a KIP-714 client
+// metrics subscription only with client_metrics=true.
+func TestClientMetricsOption(t *testing.T) {
+	c := startCluster(t)
+	var asked atomic.Int32
+	c.kc.ControlKey(int16(kmsg.GetTelemetrySubscriptions), func(kmsg.Request) (kmsg.Response, error, bool) {
+		c.kc.KeepControl()
+		asked.Add(1)
+		return nil, nil, false
+	})
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	for _, on := range []bool{false, true} {
+		b := dial(t, c.url+"?client_metrics="+strconv.FormatBool(on))
+		if _, err := b.Subscribe(ctx, "metrics.test", func(context.Context, []byte) {}); err != nil {
+			t.Fatal(err)
+		}
+		if on {
+			waitUntil(t, 5*time.Second, "a request for a client metrics subscription", func() bool { return asked.Load() > 0 })
+		} else {
+			time.Sleep(time.Second)
+			if n := asked.Load(); n != 0 {
+				t.Fatalf("%d requests for a client metrics subscription by default, want none", n)
+			}
+		}
+		b.Close()
+	}
+}
 
 func TestMaxMessageBytesOption(t *testing.T) {
 	c := startCluster(t)

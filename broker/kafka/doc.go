@@ -13,7 +13,12 @@
 //     ?retention= (default 1h: requests outlive their deadlines quickly).
 //   - Subscribe (fan-out) reads every partition without a consumer group,
 //     from the end of each partition as of the call: no group join on the
-//     reply path.
+//     reply path. A Conn's fan-out subscriptions are all read by its own
+//     client, the one that publishes: one long poll and a few connections
+//     in all. Each subscription has a queue and a goroutine for its
+//     handler; when 1 MiB waits behind a blocked handler, its topic is
+//     paused until the handler takes the queue, which holds back the
+//     Conn's other subscriptions to that subject, and no other.
 //   - QueueSubscribe is a consumer group, GroupID(subject, group), so queue
 //     groups belong to their subject as in NATS, with kgo's cooperative-sticky
 //     balancer: a rebalance moves only the partitions that change owner. On a
@@ -69,7 +74,9 @@
 // URL options: partitions (request topics' partition count, default 6),
 // replication (default -1, the broker's default), max_message_bytes (default
 // 1 MiB), retention (default 1h), acks (1 or all, default 1), fetch_wait
-// (longest idle poll, default 500ms), client_id, tls (true: TLS, as
+// (longest idle poll, default 500ms), client_id, client_metrics (true:
+// push KIP-714 client metrics to a cluster that asks for them; default
+// false, as the sidecar exports its own), tls (true: TLS, as
 // kafkas://), tls_ca (a PEM file of CAs), sasl (plain, scram-sha-256 or
 // scram-sha-512 with user:password@ from the URL; plain when only the
 // userinfo is given). TLS and SASL are kgo's own (DialTLSConfig, SASL).

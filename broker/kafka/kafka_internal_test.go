@@ -19,7 +19,7 @@ func TestParseConfig(t *testing.T) {
 			in:   "kafka://h1,h2:9093",
 			check: func(c *config) string {
 				if strings.Join(c.addrs, " ") != "h1:9092 h2:9093" || c.partitions != DefaultPartitions ||
-					c.maxMessage != 1<<20 || c.tls != nil || c.sasl != nil || c.acks != 1 || c.replication != -1 {
+					c.maxMessage != 1<<20 || c.tls != nil || c.sasl != nil || c.acks != 1 || c.replication != -1 || c.metrics {
 					return "unexpected defaults"
 				}
 				if c.partitionsFor("busmesh.default.inbox.sidecar-1") != 1 || c.partitionsFor("busmesh.default.svc.orders") != DefaultPartitions {
@@ -30,10 +30,10 @@ func TestParseConfig(t *testing.T) {
 		},
 		{
 			name: "options",
-			in:   "kafka://h?partitions=3&replication=2&max_message_bytes=4096&acks=all&fetch_wait=100ms&retention=2h&client_id=x&tls=true",
+			in:   "kafka://h?partitions=3&replication=2&max_message_bytes=4096&acks=all&fetch_wait=100ms&retention=2h&client_id=x&tls=true&client_metrics=true",
 			check: func(c *config) string {
 				if c.partitions != 3 || c.replication != 2 || c.maxMessage != 4096 || c.acks != -1 ||
-					c.fetchWait != 100*time.Millisecond || c.retention != 2*time.Hour || c.clientID != "x" || c.tls == nil {
+					c.fetchWait != 100*time.Millisecond || c.retention != 2*time.Hour || c.clientID != "x" || c.tls == nil || !c.metrics {
 					return "options not applied"
 				}
 				return ""
@@ -66,7 +66,7 @@ func TestParseConfig(t *testing.T) {
 		{name: "bad sasl", in: "kafka://u:secretpw@h?sasl=gssapi", wantErr: []string{`"gssapi"`}},
 		{name: "bad ca", in: "kafka://h?tls_ca=/nonexistent.pem", wantErr: []string{"tls_ca", "PEM"}},
 		{name: "path", in: "kafka://h/vhost", wantErr: []string{"no path"}},
-		{name: "every problem", in: "kafka://h?acks=2&fetch_wait=1h", wantErr: []string{"acks", "fetch_wait"}},
+		{name: "every problem", in: "kafka://h?acks=2&fetch_wait=1h&client_metrics=yes", wantErr: []string{"acks", "fetch_wait", "client_metrics"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -48,6 +48,7 @@ type config struct {
 	clientID    string
 	tls         *tls.Config
 	sasl        sasl.Mechanism // nil: no authentication
+	metrics     bool           // push KIP-714 client metrics to a cluster that asks for them
 }
 
 // partitionsFor returns how many partitions a new topic for subject gets:
@@ -153,13 +154,19 @@ func parseConfig(u *url.URL) (*config, error) {
 			caFile, useTLS = val, true
 		case "sasl":
 			mech = strings.ToLower(val)
+		case "client_metrics":
+			b, err := strconv.ParseBool(val)
+			if err != nil {
+				bad(key, val, `"true" or "false"`)
+			}
+			c.metrics = b
 		case "client_id":
 			if val == "" {
 				bad(key, val, "a non-empty name")
 			}
 			c.clientID = val
 		default:
-			errs = append(errs, fmt.Errorf("kafka URL option %q is unknown (known: acks, client_id, fetch_wait, max_message_bytes, partitions, replication, retention, sasl, tls, tls_ca)", key))
+			errs = append(errs, fmt.Errorf("kafka URL option %q is unknown (known: acks, client_id, client_metrics, fetch_wait, max_message_bytes, partitions, replication, retention, sasl, tls, tls_ca)", key))
 		}
 	}
 	if useTLS {
