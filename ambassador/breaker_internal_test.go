@@ -1,7 +1,11 @@
 package ambassador
 
 import (
+	"context"
+	"net/http/httptest"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -154,4 +158,52 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	t.Fatal("condition not met within 5s")
+}
+
+// holdingBroker is a scriptBroker whose publishes of requests wait, while
+// hold is set, until their call ends, as a backend waiting for its
+// connection does.
+type holdingBroker struct {
+	*scriptBroker
+	hold    atomic.Bool
+	waiting chan struct{}
+}
+
+func (h *holdingBroker) PublishReturnable(ctx context.Context, subject string, data []byte, token uint64, returned func(uint64)) error {
+	if h.hold.Load() && strings.HasPrefix(subject, "busmesh.default.svc.") {
+		h.waiting <- struct{}{}
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	return h.scriptBroker.PublishReturnable(ctx, subject, data, token, returned)
+}
+
+// TestCallEndedBeforeSending: a call whose caller went away while its
+// request waited to be published failed neither at the broker nor at the
+// service: it opens no circuit, even one that opens at the first failure.
+func TestCallEndedBeforeSending(t *testing.T) {
+	hb := &holdingBroker{
+		scriptBroker: &scriptBroker{script: func(int, *envelope.Request) scripted { return scripted{resp: ok200()} }},
+		waiting:      make(chan struct{}),
+	}
+	cfg := config.NewAmbassador()
+	cfg.Timeout = config.Duration(5 * time.Second)
+	brk := config.NewServiceBreaker()
+	brk.ConsecutiveFailures = 1
+	cfg.Services = map[string]*config.ServicePolicy{"orders": {Breaker: brk}}
+	a, err := New(t.Context(), Options{Config: cfg, Sidecar: "web-1", Broker: hb})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hb.hold.Store(true)
+	ctx, cancel := context.WithCancel(t.Context())
+	go func() {
+		<-hb.waiting
+		cancel()
+	}()
+	a.Handler("orders").ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "http://orders/x", nil).WithContext(ctx))
+	hb.hold.Store(false)
+	if w := call(a, "GET", nil); w.Code != 200 {
+		t.Fatalf("the call after one its caller abandoned before it was sent: %d %s=%q, want 200", w.Code, HeaderError, w.Header().Get(HeaderError))
+	}
 }

@@ -150,11 +150,15 @@ func (a *Ambassador) send(ctx context.Context, c *Call, avoid *instanceStats) er
 		return perr
 	}
 	err := c.lane.pub.PublishReturnable(ctx, pick.subject, &c.Req, c.Req.ID, a.inbox.returned)
+	if err != nil && ctx.Err() != nil {
+		// The call ended (its deadline, the caller gone) before its request
+		// went out: neither the instance nor the broker failed it.
+		pick.done(doneInfo{reason: reason.Cancelled})
+		return ended(ctx, c)
+	}
 	if err != nil {
 		pick.done(doneInfo{reason: reason.BrokerUnavailable, failed: true})
-		if ctx.Err() == nil {
-			a.publishFailed("request", pick.subject, err)
-		}
+		a.publishFailed("request", pick.subject, err)
 		switch {
 		case errors.Is(err, broker.ErrTooLarge):
 			return reason.Errorf(reason.RequestTooLarge, "%v", err)
@@ -231,8 +235,7 @@ func (a *Ambassador) await(ctx context.Context, c *Call) error {
 			// The reason's name: the adapter counts the call as timed out
 			// too, even when this comes a moment before its deadline.
 			a.cancelRemote(c, reason.Timeout.String())
-			return reason.Errorf(reason.Timeout, "no answer from service %q within %v", c.Route.Service,
-				c.Deadline.Sub(c.Start).Round(time.Millisecond))
+			return timedOut(c)
 		case reason.Of(context.Cause(ctx)) == reason.Timeout:
 			// The idle timeout, or an upgrade's wait for its answer.
 			c.pick.done(doneInfo{latency: took, sample: true, reason: reason.Timeout})
@@ -241,9 +244,28 @@ func (a *Ambassador) await(ctx context.Context, c *Call) error {
 		default:
 			c.pick.done(doneInfo{latency: took, reason: reason.Cancelled})
 			a.cancelRemote(c, "caller cancelled")
-			return reason.Errorf(reason.Cancelled, "the caller went away")
+			return ended(ctx, c)
 		}
 	}
+}
+
+// ended is the error of call c, whose ctx ended: its deadline passed,
+// another timeout ended it (idle, an upgrade's wait), or the caller went
+// away.
+func ended(ctx context.Context, c *Call) error {
+	switch {
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		return timedOut(c)
+	case reason.Of(context.Cause(ctx)) == reason.Timeout:
+		return context.Cause(ctx)
+	}
+	return reason.Errorf(reason.Cancelled, "the caller went away")
+}
+
+// timedOut is the error of call c when its deadline passed.
+func timedOut(c *Call) error {
+	return reason.Errorf(reason.Timeout, "no answer from service %q within %v", c.Route.Service,
+		c.Deadline.Sub(c.Start).Round(time.Millisecond))
 }
 
 // sendRest streams the rest of the request body once the adapter accepts

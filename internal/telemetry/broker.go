@@ -69,16 +69,20 @@ func (m *meteredBroker) Unwrap() broker.Broker { return m.b }
 
 func (m *meteredBroker) Publish(ctx context.Context, subject string, data []byte) error {
 	err := m.b.Publish(ctx, subject, data)
-	m.count(err)
+	m.count(ctx, err)
 	return err
 }
 
-func (m *meteredBroker) count(err error) {
-	if err != nil {
+// count counts a publish, or its error; a publish given up because its
+// call ended (the caller went away, the deadline passed) is neither: the
+// broker did not fail.
+func (m *meteredBroker) count(ctx context.Context, err error) {
+	switch {
+	case err == nil:
+		m.published.Inc()
+	case ctx.Err() == nil:
 		m.pubErrs.Inc()
-		return
 	}
-	m.published.Inc()
 }
 
 func (m *meteredBroker) Subscribe(ctx context.Context, subject string, h broker.Handler) (broker.Subscription, error) {
@@ -124,7 +128,7 @@ type meteredReturner struct {
 
 func (m *meteredReturner) PublishReturnable(ctx context.Context, subject string, data []byte, token uint64, returned func(uint64)) error {
 	err := m.r.PublishReturnable(ctx, subject, data, token, returned)
-	m.count(err)
+	m.count(ctx, err)
 	return err
 }
 

@@ -68,6 +68,12 @@ func TestMeterBroker(t *testing.T) {
 	if err := b.Publish(ctx, "metered.test", make([]byte, broker.MaxMessageBytes(raw)+1)); err == nil {
 		t.Error("an oversize publish succeeded")
 	}
+	// A publish given up because its call ended is no broker error.
+	ended, end := context.WithCancel(ctx)
+	end()
+	if err := b.Publish(ended, "metered.test", []byte("x")); err == nil {
+		t.Error("a publish with an ended context succeeded")
+	}
 	for op, want := range map[string]float64{"publish": 3, "receive": 3} {
 		if got := testutil.ToFloat64(m.BrokerMessages.WithLabelValues(op)); got != want {
 			t.Errorf("broker messages{operation=%s} = %v, want %v", op, got, want)
