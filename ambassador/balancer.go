@@ -78,6 +78,13 @@ func newBalancer(subjects broker.Subjects, logger *slog.Logger, m *telemetry.Res
 // version (strictly) and zone (while any there is healthy). It returns nil
 // when none qualifies. avoid, when set, is an instance not to pick again.
 func (b *balancer) pick(service string, healthy []discovery.Instance, p config.ServicePolicy, avoid *instanceStats) *instanceStats {
+	st, _ := b.pickAdmitted(service, healthy, p, avoid)
+	return st
+}
+
+// pickAdmitted is pick, also reporting whether the call is a probe of the
+// instance's half-open breaker.
+func (b *balancer) pickAdmitted(service string, healthy []discovery.Instance, p config.ServicePolicy, avoid *instanceStats) (best *instanceStats, probe bool) {
 	// Narrow without allocating in the common case: indexes of candidates.
 	var buf [16]int
 	cand := buf[:0]
@@ -98,7 +105,6 @@ func (b *balancer) pick(service string, healthy []discovery.Instance, p config.S
 		}
 	}
 	now := time.Now().UnixNano()
-	var best *instanceStats
 	bestCost := math.Inf(1)
 	try := func(i int) {
 		st := b.statsFor(service, healthy, i)
@@ -111,7 +117,7 @@ func (b *balancer) pick(service string, healthy []discovery.Instance, p config.S
 	}
 	switch n := len(cand); n {
 	case 0:
-		return nil
+		return nil, false
 	case 1:
 		try(cand[0])
 	default:
@@ -144,10 +150,10 @@ func (b *balancer) pick(service string, healthy []discovery.Instance, p config.S
 			best.svc.instances.Store(n)
 		}
 		if p.InstanceBreaker != nil {
-			best.brk.admit(now)
+			_, probe, _ = best.brk.admit(now)
 		}
 	}
-	return best
+	return best, probe
 }
 
 // statsFor returns the stats of healthy[i], made on first sight. The
@@ -253,6 +259,7 @@ type pickResult struct {
 	subject string
 	stats   *instanceStats // nil in queue mode
 	route   *Route         // the route picked for, with its policy
+	probe   bool           // the call is a probe of the instance's half-open breaker
 }
 
 // doneInfo is what a pick hears back: how long the answer took, whether
@@ -271,7 +278,7 @@ type doneInfo struct {
 func (p pickResult) done(d doneInfo) {
 	if p.stats != nil {
 		p.stats.finish(d.latency, d.sample)
-		p.stats.judge(p.route, d)
+		p.stats.judge(p.route, d, p.probe)
 	}
 }
 
@@ -287,13 +294,13 @@ func (a *Ambassador) pick(c *Call, avoid *instanceStats) (pickResult, *reason.Er
 	policy := rt.Policy
 	policy.Version = c.Version
 	healthy := l.reg.Healthy(rt.Service)
-	st := l.lb.pick(rt.Service, healthy, policy, avoid)
+	st, probe := l.lb.pickAdmitted(rt.Service, healthy, policy, avoid)
 	if st == nil && avoid != nil {
-		st = l.lb.pick(rt.Service, healthy, policy, nil)
+		st, probe = l.lb.pickAdmitted(rt.Service, healthy, policy, nil)
 	}
 	if st == nil {
 		return pickResult{}, noHealthy(rt.Service, c.Version)
 	}
 	st.start()
-	return pickResult{subject: st.subject, stats: st, route: rt}, nil
+	return pickResult{subject: st.subject, stats: st, route: rt, probe: probe}, nil
 }

@@ -150,7 +150,7 @@ func (a *Ambassador) send(ctx context.Context, c *Call, avoid *instanceStats) er
 		return perr
 	}
 	err := c.lane.pub.PublishReturnable(ctx, pick.subject, &c.Req, c.Req.ID, a.inbox.returned)
-	if err != nil && ctx.Err() != nil {
+	if broker.Abandoned(ctx, err) {
 		// The call ended (its deadline, the caller gone) before its request
 		// went out: neither the instance nor the broker failed it.
 		pick.done(doneInfo{reason: reason.Cancelled})
@@ -249,12 +249,12 @@ func (a *Ambassador) await(ctx context.Context, c *Call) error {
 	}
 }
 
-// ended is the error of call c, whose ctx ended: its deadline passed,
-// another timeout ended it (idle, an upgrade's wait), or the caller went
-// away.
+// ended is the error of call c, whose ctx ended: its deadline passed (or
+// the caller, whose clock runs ahead, reset the call as it came), another
+// timeout ended it (idle, an upgrade's wait), or the caller went away.
 func ended(ctx context.Context, c *Call) error {
 	switch {
-	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+	case errors.Is(ctx.Err(), context.DeadlineExceeded) || c.nearDeadline():
 		return timedOut(c)
 	case reason.Of(context.Cause(ctx)) == reason.Timeout:
 		return context.Cause(ctx)

@@ -52,16 +52,22 @@ func (b *balancer) usable(st *instanceStats, p config.ServicePolicy, now int64) 
 
 // judge hears how a call to st went: it feeds the instance's breaker and
 // its outlier ejection.
-func (st *instanceStats) judge(rt *Route, d doneInfo) {
+func (st *instanceStats) judge(rt *Route, d doneInfo, probe bool) {
 	if rt == nil {
+		return
+	}
+	if d.reason == reason.Cancelled {
+		// The caller went away (perhaps before the request went out): this
+		// tells nothing of the instance. A probe it took may go to another.
+		if probe {
+			st.brk.probes.Add(1)
+		}
 		return
 	}
 	now := time.Now().UnixNano()
 	if cfg := rt.Policy.InstanceBreaker; cfg != nil && cfg.ConsecutiveFailures+cfg.FailurePercent > 0 {
-		if d.reason != reason.Cancelled {
-			if s := st.brk.record(cfg, now, d.failed, st.brk.state.Load() == breakerHalfOpen); s >= 0 {
-				breakerChanged(st.b.logger, st.b.metrics, rt.Service, st.instance, s)
-			}
+		if s := st.brk.record(cfg, now, d.failed, probe); s >= 0 {
+			breakerChanged(st.b.logger, st.b.metrics, rt.Service, st.instance, s)
 		}
 	}
 	o := rt.Policy.Outlier

@@ -101,3 +101,54 @@ func TestInstanceBreakerSkipsInstance(t *testing.T) {
 		t.Fatalf("the only instance, its circuit open: picked %v, want it picked anyway", st)
 	}
 }
+
+// TestCancelledCallTellsNothing: a call its caller abandoned (perhaps
+// before its request went out) neither ends an instance's failure streak
+// nor uses up the probe its half-open breaker let through.
+func TestCancelledCallTellsNothing(t *testing.T) {
+	b := newBalancer(broker.NewSubjects(""), nil, nil)
+	healthy := instances([3]string{"a", "", ""}, [3]string{"b", "", ""})
+	ib := config.NewInstanceBreaker()
+	ib.OpenFor = config.Duration(20 * time.Millisecond)
+	o := config.NewOutlier()
+	rt := &Route{Service: "svc", Policy: config.ServicePolicy{LB: config.LBDirect, InstanceBreaker: ib, Outlier: o}}
+	var a *instanceStats
+	for a == nil {
+		if st := b.pick("svc", healthy, rt.Policy, nil); st.instance == "a" {
+			a = st
+		}
+	}
+	for range o.Consecutive - 1 {
+		a.start()
+		pickResult{stats: a, route: rt}.done(doneInfo{failed: true})
+	}
+	a.start()
+	pickResult{stats: a, route: rt}.done(doneInfo{reason: reason.Cancelled})
+	if n := a.ej.consecutive.Load(); n != int32(o.Consecutive-1) {
+		t.Errorf("failure streak after a cancelled call: %d, want %d (unchanged)", n, o.Consecutive-1)
+	}
+	// Open a's circuit, wait for half-open, and cancel the probe.
+	rt = &Route{Service: "svc", Policy: config.ServicePolicy{LB: config.LBDirect, InstanceBreaker: ib}}
+	for range ib.ConsecutiveFailures {
+		a.start()
+		pickResult{stats: a, route: rt}.done(doneInfo{failed: true})
+	}
+	time.Sleep(30 * time.Millisecond)
+	pickA := func() (bool, bool) {
+		for range 1000 {
+			if st, probe := b.pickAdmitted("svc", healthy, rt.Policy, nil); st == a {
+				return true, probe
+			}
+		}
+		return false, false
+	}
+	picked, probe := pickA()
+	if !picked || !probe {
+		t.Fatalf("half-open instance a: picked %v, as a probe %v; want a probe", picked, probe)
+	}
+	pickResult{stats: a, route: rt, probe: true}.done(doneInfo{reason: reason.Cancelled})
+	if picked, _ := pickA(); !picked {
+		t.Errorf("after its half-open probe was cancelled, instance a is never picked again (state %d, probes %d)",
+			a.brk.state.Load(), a.brk.probes.Load())
+	}
+}

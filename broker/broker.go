@@ -10,8 +10,11 @@ import (
 // Calls for one subscription are serial: the backend does not call the
 // handler again until it has returned, so a handler that blocks holds back
 // that subscription (which is how a busy queue-group member takes less work on
-// brokers that let it). ctx is the subscription's context: it is cancelled when
-// the subscription ends, and a blocked handler should return when it is.
+// brokers that let it), and on some backends (Kafka) the connection's other
+// subscriptions to the same subject, never those to other subjects. ctx is the
+// subscription's context: it is cancelled when the subscription ends, and a
+// blocked handler should return when it is. As Unsubscribe waits for a
+// running handler, a handler must not end its own subscription.
 //
 // data belongs to the handler: the backend does not reuse it, so the handler
 // may keep it, or slices of it, after returning.
@@ -143,3 +146,10 @@ var (
 	// keeps reconnecting; a later Publish may succeed.
 	ErrDisconnected = errors.New("broker disconnected")
 )
+
+// Abandoned reports whether err is only ctx's end: an operation given up
+// because its caller went away or its deadline passed, which says nothing
+// of the broker.
+func Abandoned(ctx context.Context, err error) bool {
+	return err != nil && ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded))
+}

@@ -1,9 +1,9 @@
 package brokertest
 
 import (
-	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 )
 
@@ -14,10 +14,11 @@ type Proxy struct {
 	target string
 	ln     net.Listener
 
-	mu    sync.Mutex
-	conns map[net.Conn]struct{}
-	down  bool // refusing connections, as a stopped broker would
-	wg    sync.WaitGroup
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+	down   bool        // refusing connections, as a stopped broker would
+	silent atomic.Bool // holding connections open without a byte through
+	wg     sync.WaitGroup
 }
 
 // NewProxy starts a proxy on a free loopback port that forwards to target.
@@ -56,12 +57,18 @@ func (p *Proxy) Down() {
 	p.Cut()
 }
 
-// Up accepts connections again.
+// Up accepts connections again, and ends a Silence.
 func (p *Proxy) Up() {
 	p.mu.Lock()
 	p.down = false
 	p.mu.Unlock()
+	p.silent.Store(false)
 }
+
+// Silence stops every byte through the proxy without closing anything,
+// and holds new connections open unanswered, as a partitioned network
+// does, until Up. What was held back is dropped.
+func (p *Proxy) Silence() { p.silent.Store(true) }
 
 func (p *Proxy) accept() {
 	for {
@@ -71,9 +78,15 @@ func (p *Proxy) accept() {
 		}
 		p.mu.Lock()
 		down := p.down
+		if p.silent.Load() {
+			p.conns[in] = struct{}{} // held open; closed by Cut or the end
+		}
 		p.mu.Unlock()
 		if down {
 			in.Close()
+			continue
+		}
+		if p.silent.Load() {
 			continue
 		}
 		out, err := net.Dial("tcp", p.target)
@@ -90,7 +103,18 @@ func (p *Proxy) accept() {
 }
 
 func (p *Proxy) pipe(dst, src net.Conn) {
-	_, _ = io.Copy(dst, src) // ends when either side closes
+	buf := make([]byte, 32<<10)
+	for { // until either side closes
+		n, err := src.Read(buf)
+		if n > 0 && !p.silent.Load() {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				break
+			}
+		}
+		if err != nil {
+			break
+		}
+	}
 	dst.Close()
 	src.Close()
 	p.mu.Lock()

@@ -5,10 +5,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -17,8 +19,9 @@ import (
 )
 
 // queueBytes is how much a fan-out subscription's queue holds before its
-// topic is paused: a blocked handler holds back its own topic, and what it
-// holds is bounded by this plus one fetch.
+// topic is paused. A blocked handler holds back its topic; its
+// subscription then keeps at most about twice this plus one fetch: the
+// queue it took, and what came since.
 const queueBytes = 1 << 20
 
 // fanout reads the topics of a Conn's fan-out subscriptions through the
@@ -32,16 +35,30 @@ const queueBytes = 1 << 20
 // fetch again from there) until the handler takes the queue. Other
 // subscriptions to that topic on the Conn wait with it: they read at one
 // position.
+//
+// mu guards the subscriptions and their queues, and is never held across
+// a call to franz-go that may wait (on a silent cluster, one that goes
+// through its metadata loop can wait for a minute); the changes to what the
+// client reads are made in order under kmu.
 type fanout struct {
 	c      *Conn
 	mu     sync.Mutex
 	topics map[string]*fanTopic
+
+	kmu     sync.Mutex
+	reading map[string][]int32 // topics the client reads, with their partitions
 }
 
 // fanTopic is a topic read for one or more subscriptions.
 type fanTopic struct {
-	subs []*fanSub
-	full int // subscriptions whose queue is past queueBytes: paused while > 0
+	subs  []*fanSub
+	full  int          // subscriptions whose queue is past queueBytes: paused while > 0
+	id    kadm.TopicID // the topic's instance; a fetch of another is an old one's
+	parts []int32
+	// next is, per partition, the offset of the next record to deliver:
+	// what a fetch from before the topic was read again holds of it is
+	// left out.
+	next map[int32]int64
 }
 
 // fanSub is one fan-out subscription.
@@ -79,36 +96,62 @@ func (c *Conn) Subscribe(ctx context.Context, subject string, h broker.Handler) 
 	if err != nil {
 		return nil, fmt.Errorf("subscribe %s: %w", subject, err)
 	}
+	known, _ := c.topics.known.Load(subject)
+	id, _ := known.(kadm.TopicID)
 	s := &fanSub{f: c.fan, subject: subject, h: h, start: start, wake: make(chan struct{}, 1), done: make(chan struct{})}
 	s.ctx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	c.mu.Lock() // Close waits for every subscription or none
-	defer c.mu.Unlock()
 	if c.closed {
+		c.mu.Unlock()
 		return nil, broker.ErrClosed
 	}
-	c.fan.add(s)
+	c.fan.add(s, id)
 	go s.run()
+	c.mu.Unlock()
+	c.fan.sync(subject)
 	stop := context.AfterFunc(ctx, func() { _ = s.Unsubscribe() })
 	s.stop.Store(&stop)
 	return s, nil
 }
 
-// add has the fetch loop read s's topic from where s starts, unless it
-// reads it already for another subscription.
-func (f *fanout) add(s *fanSub) {
+// add delivers s's topic to s, from where s starts.
+func (f *fanout) add(s *fanSub, id kadm.TopicID) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	t := f.topics[s.subject]
-	if t != nil {
+	if t := f.topics[s.subject]; t != nil {
 		t.subs = append(t.subs, s)
 		return
 	}
-	f.topics[s.subject] = &fanTopic{subs: []*fanSub{s}}
-	from := make(map[int32]kgo.Offset, len(s.start))
-	for p, off := range s.start {
-		from[p] = kgo.NewOffset().At(off)
+	t := &fanTopic{subs: []*fanSub{s}, id: id, next: maps.Clone(s.start)}
+	t.parts = slices.Collect(maps.Keys(s.start))
+	f.topics[s.subject] = t
+}
+
+// sync has the client read topic while a subscription wants it, from the
+// next record to deliver, and not after.
+func (f *fanout) sync(topic string) {
+	f.kmu.Lock()
+	defer f.kmu.Unlock()
+	f.mu.Lock()
+	t := f.topics[topic]
+	var parts []int32
+	from := map[int32]kgo.Offset{}
+	if t != nil {
+		parts = slices.Clone(t.parts)
+		for _, p := range parts {
+			from[p] = kgo.NewOffset().At(t.next[p])
+		}
 	}
-	f.c.cl.AddConsumePartitions(map[string]map[int32]kgo.Offset{s.subject: from})
+	f.mu.Unlock()
+	switch read := f.reading[topic]; {
+	case t != nil && read == nil:
+		f.c.cl.AddConsumePartitions(map[string]map[int32]kgo.Offset{topic: from})
+		f.reading[topic] = parts
+	case t == nil && read != nil:
+		// Not PurgeTopicsFromConsuming, which waits for the metadata loop.
+		f.c.cl.RemoveConsumePartitions(map[string][]int32{topic: read})
+		delete(f.reading, topic)
+	}
 }
 
 // run fetches for every subscription until the Conn closes.
@@ -120,34 +163,51 @@ func (f *fanout) run() {
 		}
 		fs.EachError(func(topic string, part int32, err error) { logFetchError(f.c, topic, part, err) })
 		f.mu.Lock()
-		fs.EachPartition(f.deliver)
+		fs.EachTopic(f.deliver)
 		f.mu.Unlock()
 	}
 }
 
-// deliver queues a partition's records for the subscriptions of its
-// topic, each from where it starts. f.mu is held.
-func (f *fanout) deliver(p kgo.FetchTopicPartition) {
-	t := f.topics[p.Topic]
-	if t == nil || len(p.Records) == 0 {
-		return // unsubscribed since the fetch
+// deliver queues a topic's records for its subscriptions, each from where
+// it starts. f.mu is held.
+func (f *fanout) deliver(ft kgo.FetchTopic) {
+	t := f.topics[ft.Topic]
+	if t == nil || kadm.TopicID(ft.TopicID) != t.id && ft.TopicID != [16]byte{} && t.id != (kadm.TopicID{}) {
+		return // unsubscribed since the fetch, or an instance the cluster lost
+	}
+	for _, p := range ft.Partitions {
+		records := p.Records
+		if next, ok := t.next[p.Partition]; ok {
+			for len(records) > 0 && records[0].Offset < next {
+				records = records[1:]
+			}
+		}
+		if len(records) == 0 {
+			continue
+		}
+		t.next[p.Partition] = records[len(records)-1].Offset + 1
+		for _, s := range t.subs {
+			from, ok := s.start[p.Partition]
+			for _, r := range records {
+				if ok && r.Offset < from {
+					continue
+				}
+				// A copy: r.Value is a slice of the whole fetch response,
+				// which a handler that keeps one message (a stalled
+				// stream's frame) would keep alive in full.
+				s.queue = append(s.queue, bytes.Clone(r.Value))
+				s.size += len(r.Value)
+			}
+		}
 	}
 	for _, s := range t.subs {
-		from, ok := s.start[p.Partition]
-		for _, r := range p.Records {
-			if ok && r.Offset < from {
-				continue
-			}
-			// A copy: r.Value is a slice of the whole fetch response, which
-			// a handler that keeps one message (a stalled stream's frame)
-			// would keep alive in full.
-			s.queue = append(s.queue, bytes.Clone(r.Value))
-			s.size += len(r.Value)
+		if len(s.queue) == 0 {
+			continue
 		}
 		if s.size > queueBytes && !s.full {
 			s.full = true
 			if t.full++; t.full == 1 {
-				f.c.cl.PauseFetchTopics(p.Topic)
+				f.c.cl.PauseFetchTopics(ft.Topic)
 			}
 		}
 		select {
@@ -165,15 +225,15 @@ func (f *fanout) take(s *fanSub) [][]byte {
 	s.queue, s.size = nil, 0
 	if s.full {
 		s.full = false
-		f.unpause(f.topics[s.subject])
+		f.unpause(s.subject, f.topics[s.subject])
 	}
 	return q
 }
 
 // unpause counts one subscription of t as no longer full. f.mu is held.
-func (f *fanout) unpause(t *fanTopic) {
+func (f *fanout) unpause(topic string, t *fanTopic) {
 	if t.full--; t.full == 0 {
-		f.c.cl.ResumeFetchTopics(t.subs[0].subject)
+		f.c.cl.ResumeFetchTopics(topic)
 	}
 }
 
@@ -181,33 +241,41 @@ func (f *fanout) unpause(t *fanTopic) {
 // subscription reads it.
 func (f *fanout) remove(s *fanSub) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	t := f.topics[s.subject]
 	if i := slices.Index(t.subs, s); i >= 0 {
 		if s.full {
 			s.full = false
-			f.unpause(t)
+			f.unpause(s.subject, t)
 		}
-		t.subs = append(t.subs[:i], t.subs[i+1:]...)
+		t.subs = slices.Delete(t.subs, i, i+1)
 	}
 	if len(t.subs) == 0 {
 		delete(f.topics, s.subject)
-		f.c.cl.PurgeTopicsFromConsuming(s.subject)
 	}
+	f.mu.Unlock()
+	f.sync(s.subject)
 }
 
 // resume reads topic, if read, recreated under a new ID with parts
 // partitions, from its first message: everything in it was published after
 // the old one was lost.
-func (f *fanout) resume(topic string, parts int) {
+func (f *fanout) resume(topic string, id kadm.TopicID, parts int) {
+	f.kmu.Lock()
+	defer f.kmu.Unlock()
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	t := f.topics[topic]
-	if t == nil {
-		return
+	if t != nil {
+		t.id, t.parts, t.next = id, nil, map[int32]int64{}
+		for p := range int32(parts) {
+			t.parts = append(t.parts, p)
+		}
+		for _, s := range t.subs {
+			s.start = nil
+		}
 	}
-	for _, s := range t.subs {
-		s.start = nil
+	f.mu.Unlock()
+	if t == nil || f.reading[topic] == nil {
+		return // its sync reads it from the start
 	}
 	f.c.cl.PurgeTopicsFromConsuming(topic)
 	from := make(map[int32]kgo.Offset, parts)
@@ -215,6 +283,7 @@ func (f *fanout) resume(topic string, parts int) {
 		from[p] = kgo.NewOffset().AtStart()
 	}
 	f.c.cl.AddConsumePartitions(map[string]map[int32]kgo.Offset{topic: from})
+	f.reading[topic] = slices.Clone(t.parts) // t.parts of a topic read changes only under kmu
 }
 
 // all returns every fan-out subscription, for Close.

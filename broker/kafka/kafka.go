@@ -145,7 +145,7 @@ func dial(ctx context.Context, u *url.URL, logger *slog.Logger) (*Conn, error) {
 		subs:   map[*subscription]struct{}{},
 		done:   make(chan struct{}),
 	}
-	c.fan = &fanout{c: c, topics: map[string]*fanTopic{}}
+	c.fan = &fanout{c: c, topics: map[string]*fanTopic{}, reading: map[string][]int32{}}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.promise = c.produced
 	c.watching.Go(c.watch)

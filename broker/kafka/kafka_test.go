@@ -94,6 +94,16 @@ func (c *cluster) cut(*testing.T) {
 	}
 }
 
+// silence holds every connection to the cluster open without a byte
+// through, as a network partition does.
+func (c *cluster) silence() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, p := range c.proxies {
+		p.Silence()
+	}
+}
+
 // advertised is a listener that reports another address: the one kfake
 // puts in its metadata.
 type advertised struct {

@@ -34,7 +34,7 @@ func (c *Conn) recoverTopics() {
 		c.retryRecover("look up topics", err)
 		return
 	}
-	changed := map[string]int{} // topics under a new ID → their partitions
+	changed := map[string]topicState{} // topics under a new ID
 	for _, name := range names {
 		d := found[name]
 		id, parts := d.id, d.parts
@@ -51,7 +51,7 @@ func (c *Conn) recoverTopics() {
 		}
 		if old, _ := c.topics.known.Load(name); old != id {
 			c.topics.known.Store(name, id)
-			changed[name] = parts
+			changed[name] = topicState{id: id, parts: parts}
 		}
 	}
 	if len(changed) == 0 {
@@ -60,8 +60,8 @@ func (c *Conn) recoverTopics() {
 	topics := slices.Sorted(maps.Keys(changed))
 	c.cl.PurgeTopicsFromProducing(topics...)
 	c.logger.Warn("the cluster lost topics in use: they are created again, and subscriptions resumed on them", keyTopics, topics)
-	for topic, parts := range changed {
-		c.fan.resume(topic, parts)
+	for topic, d := range changed {
+		c.fan.resume(topic, d.id, d.parts)
 	}
 	c.mu.Lock()
 	var subs []*subscription

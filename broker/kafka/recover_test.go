@@ -104,6 +104,51 @@ func TestSlowClusterStaysConnected(t *testing.T) {
 	}
 }
 
+// TestUnsubscribeWhileSilent: with the cluster silent (nothing answered,
+// nothing closed, as in a network partition) for long enough that
+// franz-go's metadata loop waits on a request, ending a fan-out
+// subscription and closing the Conn do not wait for the cluster. (Ending
+// one through franz-go's PurgeTopicsFromConsuming, which waits for that
+// loop, took 70 s, and held up every other subscription meanwhile.)
+func TestUnsubscribeWhileSilent(t *testing.T) {
+	c := startCluster(t)
+	b := dial(t, c.url+"?partitions=1")
+	ctx := t.Context()
+	got := newTally()
+	var subs []broker.Subscription
+	for _, subject := range []string{"silent.a", "silent.b"} {
+		s, err := b.Subscribe(ctx, subject, got.add)
+		if err != nil {
+			t.Fatal(err)
+		}
+		subs = append(subs, s)
+	}
+	if err := b.Publish(ctx, "silent.a", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 10*time.Second, "the first message", func() bool { return got.count() == 1 })
+	c.silence()
+	time.Sleep(11 * time.Second)
+	for _, step := range []struct {
+		name  string
+		do    func() error
+		limit time.Duration
+	}{
+		{"Unsubscribe", subs[0].Unsubscribe, 5 * time.Second},
+		{"Close", b.Close, 10 * time.Second}, // it gives unsent messages 2 s
+	} {
+		start := time.Now()
+		done := make(chan struct{})
+		go func() { _ = step.do(); close(done) }()
+		select {
+		case <-done:
+			t.Logf("%s with the cluster silent took %v", step.name, time.Since(start).Round(time.Millisecond))
+		case <-time.After(step.limit):
+			t.Fatalf("%s with the cluster silent: still waiting after %v", step.name, step.limit)
+		}
+	}
+}
+
 // TestClusterRestartedEmpty stops the cluster and starts a new, empty one
 // on the same port: the Conns recreate their topics and resume their
 // fan-out subscriptions, queue groups and inboxes on them, so messages flow

@@ -37,14 +37,14 @@ type subscription struct {
 	wg   sync.WaitGroup
 }
 
-// consumeOpts returns the options of a subscription's client: long polls
-// that the broker answers as soon as a message is there, fetch_wait
-// bounding an idle one, and a lost position (the log was truncated or the
-// topic recreated) continued from the end. Every fetch names its
-// partitions, without a fetch session (KIP-227): a subscription reads a
-// few partitions, so a session saves little, and on kfake sessions held
-// answers back (the e2e load-balancing case under -race: fast calls' p99
-// 43-261 ms with sessions, 13-27 ms without).
+// consumeOpts returns the reading options of the Conn's client and of a
+// queue-group member's: long polls that the broker answers as soon as a
+// message is there, fetch_wait bounding an idle one, and a lost position
+// (the log was truncated or the topic recreated) continued from the end.
+// Every fetch names its partitions, without a fetch session (KIP-227): a
+// Conn reads a few partitions, so a session saves little, and on kfake
+// sessions held answers back (the e2e load-balancing case under -race:
+// fast calls' p99 43-261 ms with sessions, 13-27 ms without).
 func (c *config) consumeOpts() []kgo.Opt {
 	return []kgo.Opt{
 		kgo.FetchMaxWait(c.fetchWait),

@@ -80,7 +80,7 @@ func (m *meteredBroker) count(ctx context.Context, err error) {
 	switch {
 	case err == nil:
 		m.published.Inc()
-	case ctx.Err() == nil:
+	case !broker.Abandoned(ctx, err):
 		m.pubErrs.Inc()
 	}
 }
