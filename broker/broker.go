@@ -10,8 +10,7 @@ import (
 // Calls for one subscription are serial: the backend does not call the
 // handler again until it has returned, so a handler that blocks holds back
 // that subscription (which is how a busy queue-group member takes less work on
-// brokers that let it), and on some backends (Kafka) the connection's other
-// subscriptions to the same subject, never those to other subjects. ctx is the
+// brokers that let it), never the connection's other subscriptions. ctx is the
 // subscription's context: it is cancelled when the subscription ends, and a
 // blocked handler should return when it is. As Unsubscribe waits for a
 // running handler, a handler must not end its own subscription.

@@ -13,12 +13,7 @@
 //     ?retention= (default 1h: requests outlive their deadlines quickly).
 //   - Subscribe (fan-out) reads every partition without a consumer group,
 //     from the end of each partition as of the call: no group join on the
-//     reply path. A Conn's fan-out subscriptions are all read by its own
-//     client, the one that publishes: one long poll and a few connections
-//     in all. Each subscription has a queue and a goroutine for its
-//     handler; when 1 MiB waits behind a blocked handler, its topic is
-//     paused until the handler takes the queue, which holds back the
-//     Conn's other subscriptions to that subject, and no other.
+//     reply path.
 //   - QueueSubscribe is a consumer group, GroupID(subject, group), so queue
 //     groups belong to their subject as in NATS, with kgo's cooperative-sticky
 //     balancer: a rebalance moves only the partitions that change owner. On a

@@ -46,15 +46,13 @@ func init() {
 }
 
 // Conn is a Broker on a Kafka cluster. It has one franz-go client for
-// publishing, creating topics and reading the fan-out subscriptions' topics,
-// and one per queue-group subscription (a client is one group member).
+// publishing and creating topics, and one per subscription.
 type Conn struct {
 	cfg    *config
 	logger *slog.Logger
 	cl     *kgo.Client
 	topics *topics
 	health *health
-	fan    *fanout
 
 	ctx      context.Context // of every record; cancelled when Close stops flushing
 	cancel   context.CancelFunc
@@ -62,11 +60,11 @@ type Conn struct {
 	promise  func(*kgo.Record, error) // c.produced, bound once: a method value per Produce allocates
 
 	mu     sync.Mutex
-	subs   map[*subscription]struct{} // queue-group members; fan-out ones are in fan
+	subs   map[*subscription]struct{}
 	closed bool
 	done   chan struct{} // closed when Close starts
 
-	watching sync.WaitGroup // the watcher of the cluster's health and the fan-out fetch loop
+	watching sync.WaitGroup // the watcher of the cluster's health
 }
 
 func open(ctx context.Context, u *url.URL, logger *slog.Logger) (broker.Broker, error) {
@@ -110,7 +108,7 @@ func dial(ctx context.Context, u *url.URL, logger *slog.Logger) (*Conn, error) {
 		acks = kgo.AllISRAcks()
 	}
 	h := newHealth()
-	opts := append(append(cfg.clientOpts(logger, h.hook()), cfg.consumeOpts()...),
+	opts := append(cfg.clientOpts(logger, h.hook()),
 		kgo.RequiredAcks(acks),
 		kgo.ProducerLinger(0),                             // a lone request goes out at once; a busy producer batches instead
 		kgo.ProducerBatchCompression(kgo.NoCompression()), // small envelopes: snappy costs more than it saves
@@ -145,11 +143,9 @@ func dial(ctx context.Context, u *url.URL, logger *slog.Logger) (*Conn, error) {
 		subs:   map[*subscription]struct{}{},
 		done:   make(chan struct{}),
 	}
-	c.fan = &fanout{c: c, topics: map[string]*fanTopic{}, reading: map[string][]int32{}}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.promise = c.produced
 	c.watching.Go(c.watch)
-	c.watching.Go(c.fan.run)
 	return c, nil
 }
 
@@ -268,11 +264,8 @@ func (c *Conn) Close() error {
 	}
 	c.closed = true
 	close(c.done)
-	subs := make([]broker.Subscription, 0, len(c.subs))
+	subs := make([]*subscription, 0, len(c.subs))
 	for s := range c.subs {
-		subs = append(subs, s)
-	}
-	for _, s := range c.fan.all() {
 		subs = append(subs, s)
 	}
 	c.mu.Unlock()
@@ -329,5 +322,4 @@ var (
 	_ broker.SizeLimiter  = (*Conn)(nil)
 	_ broker.Connectivity = (*Conn)(nil)
 	_ broker.Subscription = (*subscription)(nil)
-	_ broker.Subscription = (*fanSub)(nil)
 )

@@ -3,11 +3,11 @@ package kafka
 import (
 	"context"
 	"errors"
-	"maps"
 	"slices"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/busmesh/busmesh/internal/telemetry"
 )
@@ -34,7 +34,14 @@ func (c *Conn) recoverTopics() {
 		c.retryRecover("look up topics", err)
 		return
 	}
-	changed := map[string]topicState{} // topics under a new ID
+	c.mu.Lock()
+	subscribed := map[string]bool{}
+	for s := range c.subs {
+		subscribed[s.subject] = true
+	}
+	c.mu.Unlock()
+	changed := map[string]int{} // subscribed topics under a new ID → their partitions
+	var purge []string          // topics the producer must forget
 	for _, name := range names {
 		d := found[name]
 		id, parts := d.id, d.parts
@@ -49,20 +56,27 @@ func (c *Conn) recoverTopics() {
 			c.retryRecover("look up topic "+name, d.err)
 			continue
 		}
-		if old, _ := c.topics.known.Load(name); old != id {
-			c.topics.known.Store(name, id)
-			changed[name] = topicState{id: id, parts: parts}
+		if old, _ := c.topics.known.Load(name); old == id {
+			continue
+		}
+		c.topics.known.Store(name, id)
+		purge = append(purge, name)
+		if subscribed[name] {
+			changed[name] = parts
 		}
 	}
-	if len(changed) == 0 {
+	if len(purge) == 0 {
 		return
 	}
-	topics := slices.Sorted(maps.Keys(changed))
-	c.cl.PurgeTopicsFromProducing(topics...)
-	c.logger.Warn("the cluster lost topics in use: they are created again, and subscriptions resumed on them", keyTopics, topics)
-	for topic, d := range changed {
-		c.fan.resume(topic, d.id, d.parts)
-	}
+	c.cl.PurgeTopicsFromProducing(purge...)
+	topics := slices.Sorted(func(yield func(string) bool) {
+		for t := range changed {
+			if !yield(t) {
+				return
+			}
+		}
+	})
+	c.logger.Warn("the cluster lost topics in use: subscriptions resumed on new ones", keyCount, len(purge), keyTopics, topics)
 	c.mu.Lock()
 	var subs []*subscription
 	for s := range c.subs {
@@ -72,7 +86,7 @@ func (c *Conn) recoverTopics() {
 	}
 	c.mu.Unlock()
 	for _, s := range subs {
-		s.resume()
+		s.resume(changed[s.subject])
 	}
 }
 
@@ -85,19 +99,28 @@ func (c *Conn) retryRecover(what string, err error) {
 	time.AfterFunc(probeInterval, c.health.suspect)
 }
 
-// resume has the queue-group member rejoin its group (which a cluster
-// restarted empty no longer has) on the topic's new instance, starting
-// where the group committed nothing at the first message: everything in it
-// was published after the old one was lost.
-func (s *subscription) resume() {
+// resume points the subscription at a new instance of its topic, which
+// has parts partitions, from its first message: everything in it was
+// published after the old one was lost. A queue-group member rejoins its
+// group (which a cluster restarted empty no longer has), starting where
+// the group committed nothing at the first message too.
+func (s *subscription) resume(parts int) {
 	if s.ctx.Err() != nil {
 		return
 	}
 	s.cl.PurgeTopicsFromConsuming(s.subject)
-	s.group.mu.Lock()
-	s.group.start = nil
-	s.group.mu.Unlock()
-	s.cl.AddConsumeTopics(s.subject)
+	if s.group != nil {
+		s.group.mu.Lock()
+		s.group.start = nil
+		s.group.mu.Unlock()
+		s.cl.AddConsumeTopics(s.subject)
+		return
+	}
+	from := make(map[int32]kgo.Offset, parts)
+	for p := range int32(parts) {
+		from[p] = kgo.NewOffset().AtStart()
+	}
+	s.cl.AddConsumePartitions(map[string]map[int32]kgo.Offset{s.subject: from})
 }
 
 // topicLost reports whether err says a topic is gone or no longer the
