@@ -220,33 +220,38 @@ func testAvoidsSlow(t *testing.T, b brokerCase) {
 	delay := max(20*time.Millisecond, 5*base[len(base)/2])
 	m.apps["i2"].delay.Store(int64(delay))
 	t.Logf("the slow instance is %v slower (calls take %v at the median)", delay, base[len(base)/2])
-	samples := m.load(4, 2000, nil)
 	// The best of up to three rounds, as the other timing bounds: one
-	// stall of a shared 2-core machine can send a few calls astray. A
-	// balancer that does not avoid the slow instance gives it a third of
-	// every round.
-	for range 2 {
-		if countInstance(samples, "i2")*100 <= len(samples) {
-			break
-		}
-		if again := m.load(4, 2000, nil); countInstance(again, "i2") < countInstance(samples, "i2") {
-			samples = again
-		}
+	// stall of a shared 2-core machine can send a few calls astray, or
+	// stretch the fast instances' tail past the margin. A balancer that
+	// does not avoid the slow instance gives it a third of every round.
+	passes := func(all, fast []time.Duration, slow int) bool {
+		return slow*100 <= len(all) && p99(all) <= p99(fast)+2*time.Millisecond
 	}
 	var all, fast []time.Duration
 	slow := 0
-	for _, s := range samples {
-		if s.status != http.StatusOK {
-			t.Fatalf("a call failed: status %d", s.status)
+	for round := range 3 {
+		var rAll, rFast []time.Duration
+		rSlow := 0
+		for _, s := range m.load(4, 2000, nil) {
+			if s.status != http.StatusOK {
+				t.Fatalf("a call failed: status %d", s.status)
+			}
+			rAll = append(rAll, s.took)
+			if s.instance == "i2" {
+				rSlow++
+			} else {
+				rFast = append(rFast, s.took)
+			}
 		}
-		all = append(all, s.took)
-		if s.instance == "i2" {
-			slow++
-		} else {
-			fast = append(fast, s.took)
+		t.Logf("round %d: slow instance served %d of %d calls; p99 all %v, fast instances %v", round+1, rSlow, len(rAll), p99(rAll), p99(rFast))
+		if round == 0 || passes(rAll, rFast, rSlow) || !passes(all, fast, slow) && rSlow < slow {
+			all, fast, slow = rAll, rFast, rSlow
+		}
+		if passes(all, fast, slow) {
+			break
 		}
 	}
-	t.Logf("slow instance served %d of %d calls; p99 all %v, fast instances %v", slow, len(samples), p99(all), p99(fast))
+	samples := all
 	if slow*10 >= len(samples) {
 		t.Errorf("the slow instance served %d of %d calls, want under 10%%", slow, len(samples))
 	}
@@ -335,15 +340,4 @@ func testJoinAndKill(t *testing.T, b brokerCase) {
 	if gone < 2*lbInterval || gone > 3*lbInterval+time.Second {
 		t.Errorf("the killed instance left after %v, want at its TTL (%v after its last hello)", gone, 3*lbInterval)
 	}
-}
-
-// countInstance counts the samples an instance served.
-func countInstance(samples []sample, instance string) int {
-	n := 0
-	for _, s := range samples {
-		if s.instance == instance {
-			n++
-		}
-	}
-	return n
 }
