@@ -112,6 +112,13 @@ func parseConfig(u *url.URL) (*config, error) {
 		}
 		return d
 	}
+	boolOf := func(key, val string) bool {
+		b, err := strconv.ParseBool(val)
+		if err != nil {
+			bad(key, val, `"true" or "false"`)
+		}
+		return b
+	}
 	var mech, caFile string
 	q := u.Query()
 	for _, key := range slices.Sorted(func(yield func(string) bool) {
@@ -145,21 +152,13 @@ func parseConfig(u *url.URL) (*config, error) {
 				bad(key, val, `"1" or "all"`)
 			}
 		case "tls":
-			b, err := strconv.ParseBool(val)
-			if err != nil {
-				bad(key, val, `"true" or "false"`)
-			}
-			useTLS = useTLS || b
+			useTLS = useTLS || boolOf(key, val)
 		case "tls_ca":
 			caFile, useTLS = val, true
 		case "sasl":
 			mech = strings.ToLower(val)
 		case "client_metrics":
-			b, err := strconv.ParseBool(val)
-			if err != nil {
-				bad(key, val, `"true" or "false"`)
-			}
-			c.metrics = b
+			c.metrics = boolOf(key, val)
 		case "client_id":
 			if val == "" {
 				bad(key, val, "a non-empty name")
