@@ -2,6 +2,8 @@ package ambassador
 
 import (
 	"context"
+	"errors"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
@@ -10,7 +12,10 @@ import (
 	"time"
 
 	"github.com/busmesh/busmesh/internal/config"
+	"github.com/busmesh/busmesh/internal/discovery"
 	"github.com/busmesh/busmesh/internal/envelope"
+	"github.com/busmesh/busmesh/internal/reason"
+	busmeshv1 "github.com/busmesh/busmesh/proto/busmesh/v1"
 )
 
 func TestBreakerStates(t *testing.T) {
@@ -205,5 +210,66 @@ func TestCallEndedBeforeSending(t *testing.T) {
 	hb.hold.Store(false)
 	if w := call(a, "GET", nil); w.Code != 200 {
 		t.Fatalf("the call after one its caller abandoned before it was sent: %d %s=%q, want 200", w.Code, HeaderError, w.Header().Get(HeaderError))
+	}
+}
+
+// resendFailingBroker hands back every request (no responders); from the
+// second on, its publish fails with err, or waits for the call to end when
+// err is nil.
+type resendFailingBroker struct {
+	loopBroker
+	published atomic.Int32
+	err       error
+}
+
+func (r *resendFailingBroker) PublishReturnable(ctx context.Context, subject string, data []byte, token uint64, returned func(uint64)) error {
+	if r.published.Add(1) == 1 {
+		go returned(token)
+		return nil
+	}
+	if r.err != nil {
+		return r.err
+	}
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// TestResendFailureIsTheCallsEnd: a request the broker handed back is sent
+// to another instance; when that send fails, the caller hears why it
+// failed (its deadline passed, the broker failed), not no-responders.
+func TestResendFailureIsTheCallsEnd(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		err    error
+		status int
+		reason reason.Reason
+	}{
+		{"deadline", nil, http.StatusGatewayTimeout, reason.Timeout},
+		{"broker", errors.New("connection lost"), http.StatusServiceUnavailable, reason.BrokerUnavailable},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := config.NewAmbassador()
+			cfg.Service = "web"
+			cfg.Timeout = config.Duration(200 * time.Millisecond)
+			cfg.Services = map[string]*config.ServicePolicy{"orders": {LB: config.LBDirect, Retry: &config.Retry{Attempts: 1}}}
+			reg := discovery.NewRegistry(nil)
+			for _, inst := range []string{"orders-1", "orders-2"} {
+				reg.Apply(&busmeshv1.Announcement{Kind: busmeshv1.Announcement_KIND_HELLO, Service: "orders", Instance: inst,
+					Sidecar: inst, Healthy: true, Concurrency: 8, IntervalMs: 60000})
+			}
+			b := &resendFailingBroker{err: tc.err}
+			a, err := New(t.Context(), Options{Config: cfg, Sidecar: "t", Broker: b, Registry: reg})
+			if err != nil {
+				t.Fatal(err)
+			}
+			w := httptest.NewRecorder()
+			a.Handler("orders").ServeHTTP(w, httptest.NewRequest("GET", "http://orders/", nil))
+			if got := w.Header().Get("X-Busmesh-Error"); w.Code != tc.status || got != tc.reason.String() {
+				t.Errorf("status %d, X-Busmesh-Error %q; want %d, %q", w.Code, got, tc.status, tc.reason)
+			}
+			if n := b.published.Load(); n != 2 {
+				t.Errorf("%d publishes, want 2 (the first handed back, one resend)", n)
+			}
+		})
 	}
 }

@@ -205,8 +205,15 @@ func (a *Ambassador) await(ctx context.Context, c *Call) error {
 			c.pick.done(doneInfo{reason: reason.NoResponders, failed: true})
 			c.pick = pickResult{}
 			c.p.clearFailure()
-			if a.send(ctx, c, avoid) == nil {
+			serr := a.send(ctx, c, avoid)
+			if serr == nil {
 				continue
+			}
+			if reason.Of(serr) != reason.NoHealthy {
+				// The resend failed on its own account (the call ended,
+				// the broker failed): that is the call's end. With no
+				// other instance left, no-responders stays the answer.
+				return serr
 			}
 		}
 		took := time.Since(sent)
