@@ -129,7 +129,7 @@ func New(ctx context.Context, o Options) (*Ambassador, error) {
 		a.pub.SetSealer(o.Security)
 	}
 	a.shadows = newShadows(o)
-	a.mirrors = map[string]*mirrorSender{"": newMirrorSender(a.pub, primary, o.Metrics, logger)}
+	a.mirrors = map[string]*mirrorSender{"": newMirrorSender(a.pub, primaryLane, o.Metrics, logger)}
 	a.primary = newLane(primaryLane, a.pub, a.reg, a.lb)
 	a.lanes = map[string]*lane{primaryLane: a.primary}
 	maxMsg := a.pub.MaxMessage()
@@ -155,7 +155,7 @@ func New(ctx context.Context, o Options) (*Ambassador, error) {
 	}
 	a.inbox = in
 	a.mirrorInbox = subjects.Inbox(o.Sidecar) + ".mirror"
-	mirrors, err := o.Broker.Subscribe(ctx, a.mirrorInbox, mirrorAnswers(o.Metrics, logger, primary))
+	mirrors, err := o.Broker.Subscribe(ctx, a.mirrorInbox, mirrorAnswers(o.Metrics, logger, primaryLane))
 	if err != nil {
 		_ = in.close() // the subscribe error is the one to report
 		return nil, fmt.Errorf("ambassador mirror inbox: %w", err)

@@ -202,9 +202,6 @@ func (a *Ambassador) sendMirror(c *Call, m *mirror) {
 	m.out.send(mirrorCopy{subject: m.subject, service: c.Route.Service, version: m.version, data: data})
 }
 
-// primary is the to_broker label of copies on the sidecar's own broker.
-const primary = "primary"
-
 // mirrorAnswers counts the answers to mirrored calls that come over one
 // broker (label: primary or the ambassador.brokers name) and drops them.
 func mirrorAnswers(m *telemetry.Metrics, logger *slog.Logger, label string) func(context.Context, []byte) {

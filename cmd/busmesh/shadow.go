@@ -9,12 +9,15 @@ import (
 	"time"
 
 	"github.com/busmesh/busmesh/broker"
+	"github.com/busmesh/busmesh/internal/admin"
 	"github.com/busmesh/busmesh/internal/telemetry"
 )
 
 // openShadows connects to the ambassador's other brokers (ambassador.brokers),
-// which mirrors copy calls to. On error the ones opened are closed.
-func openShadows(ctx context.Context, urls map[string]string, logger *slog.Logger) (map[string]broker.Broker, error) {
+// which traffic splits send calls over and mirrors copy them to, each
+// metered as a connection of its own name. On error the ones opened are
+// closed.
+func openShadows(ctx context.Context, urls map[string]string, logger *slog.Logger, metrics *telemetry.Metrics) (map[string]broker.Broker, error) {
 	out := map[string]broker.Broker{}
 	for _, name := range slices.Sorted(maps.Keys(urls)) {
 		openCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -27,7 +30,7 @@ func openShadows(ctx context.Context, urls map[string]string, logger *slog.Logge
 			return nil, &mirrorBrokerError{name, err}
 		}
 		logger.Info("mirror broker connected", "mirror_broker", name, telemetry.KeyBroker, broker.Redact(urls[name]))
-		out[name] = b
+		out[name] = telemetry.MeterConnection(b, metrics, name, telemetry.System(urls[name]))
 	}
 	return out, nil
 }
@@ -43,3 +46,17 @@ func (e *mirrorBrokerError) Error() string {
 }
 
 func (e *mirrorBrokerError) Unwrap() error { return e.err }
+
+// shadowStates reports each of ambassador.brokers' connections, by name,
+// for the admin port's /info and the dashboard.
+func (sc *sidecar) shadowStates() []admin.BrokerInfo {
+	out := make([]admin.BrokerInfo, 0, len(sc.shadows))
+	for _, name := range slices.Sorted(maps.Keys(sc.shadows)) {
+		state := "connected"
+		if !broker.Connected(sc.shadows[name]) {
+			state = "disconnected"
+		}
+		out = append(out, admin.BrokerInfo{Name: name, Broker: broker.Redact(sc.cfg.Ambassador.Brokers[name]), State: state})
+	}
+	return out
+}

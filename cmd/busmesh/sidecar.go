@@ -203,7 +203,7 @@ func startSidecarWith(ctx context.Context, cfg *config.Config, logger *slog.Logg
 				return nil, err
 			}
 		}
-		if sc.shadows, err = openShadows(ctx, cfg.Ambassador.Brokers, logger); err != nil {
+		if sc.shadows, err = openShadows(ctx, cfg.Ambassador.Brokers, logger, metrics); err != nil {
 			return nil, err
 		}
 		if g := sc.security.Guard(); g != nil {
@@ -254,6 +254,9 @@ func startSidecarWith(ctx context.Context, cfg *config.Config, logger *slog.Logg
 	if sc.admin != nil {
 		parts := admin.Sidecar{Routes: sc.routes(), Components: sc.components, BrokerSince: brokerSince,
 			BrokerConnected: func() bool { return broker.Connected(sc.broker) }}
+		if len(sc.shadows) > 0 {
+			parts.Brokers = sc.shadowStates
+		}
 		if sc.ambassador != nil {
 			parts.Registry = sc.registry
 			parts.Calls = sc.ambassador.Handler("")

@@ -69,6 +69,9 @@ type Sidecar struct {
 	// BrokerConnected reports whether the connection is up now (nil: the
 	// backend cannot tell, taken as up).
 	BrokerConnected func() bool
+	// Brokers reports the ambassador's further broker connections
+	// (ambassador.brokers), sorted by name; nil: none.
+	Brokers func() []BrokerInfo
 }
 
 // Server is the admin port.

@@ -28,8 +28,22 @@ type Info struct {
 	// tell (broker.Connectivity) is reconnecting.
 	BrokerState string `json:"broker_state"`
 	// BrokerSince is when the connection opened.
-	BrokerSince *time.Time        `json:"broker_since,omitempty"`
-	Components  map[string]string `json:"components"`
+	BrokerSince *time.Time `json:"broker_since,omitempty"`
+	// Brokers are the ambassador's further connections (ambassador.brokers),
+	// which traffic splits and mirrors use, by name.
+	Brokers    []BrokerInfo      `json:"brokers,omitempty"`
+	Components map[string]string `json:"components"`
+}
+
+// BrokerInfo is one of the ambassador's further broker connections.
+type BrokerInfo struct {
+	// Name is its key in ambassador.brokers, as weights and metrics name it.
+	Name string `json:"name"`
+	// Broker is its URL, password hidden.
+	Broker string `json:"broker"`
+	// State is "connected", or "disconnected" while a backend that can
+	// tell is reconnecting.
+	State string `json:"state"`
 }
 
 func (s *Server) info() Info {
@@ -53,6 +67,9 @@ func (s *Server) info() Info {
 		if parts.BrokerConnected != nil && !parts.BrokerConnected() {
 			in.BrokerState = "disconnected"
 		}
+	}
+	if parts.Brokers != nil {
+		in.Brokers = parts.Brokers()
 	}
 	if parts.Components != nil {
 		in.Components = parts.Components()

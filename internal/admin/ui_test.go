@@ -2,6 +2,7 @@ package admin_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"regexp"
@@ -95,5 +96,15 @@ func TestInfo(t *testing.T) {
 	s.SetSidecar(admin.Sidecar{BrokerSince: time.Now(), BrokerConnected: func() bool { return false }})
 	if m = read(); m["broker_state"] != "disconnected" {
 		t.Errorf("/info while the broker is down: broker_state %v, want disconnected", m["broker_state"])
+	}
+	if _, ok := m["brokers"]; ok {
+		t.Errorf("/info of a sidecar without ambassador.brokers lists brokers: %v", m["brokers"])
+	}
+	second := admin.BrokerInfo{Name: "kafka", Broker: "kafka://127.0.0.1:9092", State: "disconnected"}
+	s.SetSidecar(admin.Sidecar{BrokerSince: time.Now(), Brokers: func() []admin.BrokerInfo { return []admin.BrokerInfo{second} }})
+	m = read()
+	if bs, _ := m["brokers"].([]any); len(bs) != 1 || fmt.Sprint(bs[0]) != "map[broker:kafka://127.0.0.1:9092 name:kafka state:disconnected]" ||
+		m["broker_state"] != "connected" {
+		t.Errorf("/info with a further broker down: brokers %v, broker_state %v", m["brokers"], m["broker_state"])
 	}
 }

@@ -30,27 +30,58 @@ func System(rawURL string) string {
 	return scheme
 }
 
-// MeterBroker wraps b so that its traffic is counted in m: messages
-// published and received, failed publishes and subscribes, and the
-// connected gauge (b's own word when it is a broker.Connectivity, else up
-// from now until Close). The result keeps b's optional interfaces
-// (broker.Returner, broker.SizeLimiter, broker.Connectivity); Unwrap
-// returns b.
+// PrimaryConnection is the connection label of the sidecar's own broker,
+// the name config.PrimaryBroker gives it in brokers weights; the
+// connections of ambassador.brokers are labelled with their names.
+const PrimaryConnection = "primary"
+
+// MeterBroker wraps b, the sidecar's own broker, so that its traffic is
+// counted in m: messages published and received, failed publishes and
+// subscribes, and the connected gauge (b's own word when it is a
+// broker.Connectivity, else up from now until Close). The result keeps
+// b's optional interfaces (broker.Returner, broker.SizeLimiter,
+// broker.Connectivity); Unwrap returns b.
 func MeterBroker(b broker.Broker, m *Metrics) broker.Broker {
+	mb := meter(b, m, m.Broker, PrimaryConnection)
+	m.connected.Store(&mb.connected)
+	return wrap(mb)
+}
+
+// MeterConnection is MeterBroker for a further connection of the sidecar,
+// the ambassador.brokers entry name, to a broker of system (see System):
+// its series carry connection=name, and it has a connected gauge of its
+// own. A name metered twice keeps its first gauge.
+func MeterConnection(b broker.Broker, m *Metrics, name, system string) broker.Broker {
+	mb := meter(b, m, system, name)
+	gauge := connectedGauge(system, name, func() float64 {
+		if mb.connected() {
+			return 1
+		}
+		return 0
+	})
+	_ = m.Registry.Register(gauge) // only a name metered twice fails, and its first gauge stays
+	return wrap(mb)
+}
+
+func meter(b broker.Broker, m *Metrics, system, connection string) *meteredBroker {
 	mb := &meteredBroker{
 		b:         b,
-		published: m.BrokerMessages.WithLabelValues("publish"),
-		received:  m.BrokerMessages.WithLabelValues("receive"),
-		pubErrs:   m.BrokerErrors.WithLabelValues("publish"),
-		subErrs:   m.BrokerErrors.WithLabelValues("subscribe"),
+		published: m.BrokerMessages.WithLabelValues(system, connection, "publish"),
+		received:  m.BrokerMessages.WithLabelValues(system, connection, "receive"),
+		pubErrs:   m.BrokerErrors.WithLabelValues(system, connection, "publish"),
+		subErrs:   m.BrokerErrors.WithLabelValues(system, connection, "subscribe"),
 	}
-	connected := func() bool { return !mb.closed.Load() }
+	mb.connected = func() bool { return !mb.closed.Load() }
 	if c, ok := b.(broker.Connectivity); ok {
-		connected = func() bool { return !mb.closed.Load() && c.Connected() }
+		mb.connected = func() bool { return !mb.closed.Load() && c.Connected() }
 	}
-	mb.connected = connected
-	m.connected.Store(&connected)
-	if r, ok := b.(broker.Returner); ok {
+	return mb
+}
+
+// wrap returns mb as the broker it meters is: a broker.Returner too when
+// that one is.
+func wrap(mb *meteredBroker) broker.Broker {
+	if r, ok := mb.b.(broker.Returner); ok {
 		return &meteredReturner{meteredBroker: mb, r: r}
 	}
 	return mb

@@ -55,10 +55,12 @@ type Metrics struct {
 	// component and message (request, response, frame).
 	PublishErrors *prometheus.CounterVec // component, message
 
-	// Broker traffic, by a decorator around broker.Broker (MeterBroker).
-	BrokerMessages *prometheus.CounterVec // operation: publish, receive
-	BrokerErrors   *prometheus.CounterVec // operation: publish, subscribe
-	// connected says whether the broker connection is up, for the
+	// Broker traffic, by a decorator around broker.Broker (MeterBroker,
+	// MeterConnection), per connection: the sidecar's own broker
+	// (PrimaryConnection) and each of ambassador.brokers, by its name.
+	BrokerMessages *prometheus.CounterVec // broker, connection, operation: publish, receive
+	BrokerErrors   *prometheus.CounterVec // broker, connection, operation: publish, subscribe
+	// connected says whether the primary connection is up, for its
 	// busmesh_broker_connected gauge (MeterBroker sets it).
 	connected atomic.Pointer[func() bool]
 
@@ -204,15 +206,13 @@ func NewMetrics(opts ...MetricsOption) *Metrics {
 			Help: "Envelopes a sidecar could not publish, by component and message; each failed its call at once.",
 		}, []string{"component", "message"}),
 		BrokerMessages: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name:        "busmesh_broker_messages_total",
-			Help:        "Messages published to and received from the broker.",
-			ConstLabels: constLabels,
-		}, []string{"operation"}),
+			Name: "busmesh_broker_messages_total",
+			Help: "Messages published to and received from a broker, by connection (primary: the sidecar's own; else an ambassador.brokers name).",
+		}, brokerLabels),
 		BrokerErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name:        "busmesh_broker_errors_total",
-			Help:        "Broker operations that failed, by operation (publish, subscribe).",
-			ConstLabels: constLabels,
-		}, []string{"operation"}),
+			Name: "busmesh_broker_errors_total",
+			Help: "Broker operations that failed, by connection and operation (publish, subscribe).",
+		}, brokerLabels),
 		EnvelopesRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "busmesh_envelopes_rejected_total",
 			Help: "Envelopes taken off the bus and dropped, by component and reason.",
@@ -236,11 +236,7 @@ func NewMetrics(opts ...MetricsOption) *Metrics {
 	f(m.AdapterInflight)
 	f(m.BrokerMessages)
 	f(m.BrokerErrors)
-	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name:        "busmesh_broker_connected",
-		Help:        "1 while the sidecar's broker connection is up (as the backend knows it, else from open to close), else 0.",
-		ConstLabels: constLabels,
-	}, m.brokerConnected))
+	f(connectedGauge(o.broker, PrimaryConnection, m.brokerConnected))
 	f(m.ConnectionsClosed)
 	f(m.Mirrored)
 	f(m.MirrorAnswers)
@@ -253,6 +249,20 @@ func NewMetrics(opts ...MetricsOption) *Metrics {
 	m.Resilience = newResilience(f)
 	f(buildInfo(o.version))
 	return m
+}
+
+// brokerLabels are the variable labels of the broker traffic counters:
+// the broker system, the connection's name, the operation.
+var brokerLabels = []string{"broker", "connection", "operation"}
+
+// connectedGauge is busmesh_broker_connected for one connection: the
+// value of up, 1 or 0.
+func connectedGauge(system, connection string, up func() float64) prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name:        "busmesh_broker_connected",
+		Help:        "1 while a broker connection is up (as the backend knows it, else from open to close), else 0, by connection (primary: the sidecar's own; else an ambassador.brokers name).",
+		ConstLabels: prometheus.Labels{"broker": system, "connection": connection},
+	}, up)
 }
 
 func (m *Metrics) brokerConnected() float64 {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/busmesh/busmesh/broker"
 	bnats "github.com/busmesh/busmesh/broker/nats"
+	"github.com/busmesh/busmesh/internal/config"
 	"github.com/busmesh/busmesh/internal/telemetry"
 )
 
@@ -75,27 +76,14 @@ func TestMeterBroker(t *testing.T) {
 		t.Error("a publish with an ended context succeeded")
 	}
 	for op, want := range map[string]float64{"publish": 3, "receive": 3} {
-		if got := testutil.ToFloat64(m.BrokerMessages.WithLabelValues(op)); got != want {
+		if got := testutil.ToFloat64(m.BrokerMessages.WithLabelValues("nats", "primary", op)); got != want {
 			t.Errorf("broker messages{operation=%s} = %v, want %v", op, got, want)
 		}
 	}
-	if got := testutil.ToFloat64(m.BrokerErrors.WithLabelValues("publish")); got != 1 {
+	if got := testutil.ToFloat64(m.BrokerErrors.WithLabelValues("nats", "primary", "publish")); got != 1 {
 		t.Errorf("broker errors{operation=publish} = %v, want 1", got)
 	}
-	connected := func() float64 {
-		t.Helper()
-		n, err := testutil.GatherAndCount(m.Registry, "busmesh_broker_connected")
-		if err != nil || n != 1 {
-			t.Fatalf("busmesh_broker_connected: %d series, %v", n, err)
-		}
-		families, _ := m.Registry.Gather()
-		for _, f := range families {
-			if f.GetName() == "busmesh_broker_connected" {
-				return f.Metric[0].GetGauge().GetValue()
-			}
-		}
-		return -1
-	}
+	connected := func() float64 { t.Helper(); return connectedGauge(t, m, "primary") }
 	if got := connected(); got != 1 {
 		t.Errorf("broker connected = %v, want 1", got)
 	}
@@ -110,6 +98,100 @@ func TestMeterBroker(t *testing.T) {
 	b.Close()
 	if got := connected(); got != 0 {
 		t.Errorf("broker connected after Close = %v, want 0", got)
+	}
+}
+
+// connectedGauge is the value of busmesh_broker_connected for the
+// connection named conn.
+func connectedGauge(t *testing.T, m *telemetry.Metrics, conn string) float64 {
+	t.Helper()
+	families, err := m.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != "busmesh_broker_connected" {
+			continue
+		}
+		for _, s := range f.Metric {
+			for _, l := range s.GetLabel() {
+				if l.GetName() == "connection" && l.GetValue() == conn {
+					return s.GetGauge().GetValue()
+				}
+			}
+		}
+	}
+	t.Fatalf("no busmesh_broker_connected{connection=%q}", conn)
+	return -1
+}
+
+// TestMeterConnection: a further connection (ambassador.brokers), to a
+// broker of the primary's system or another, counts its traffic and
+// reports its state under its own name, apart from the primary's.
+func TestMeterConnection(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	m := telemetry.NewMetrics(telemetry.WithBroker("nats"))
+	open := func() (broker.Broker, *bnats.Server) {
+		srv, err := bnats.StartServer("")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(srv.Shutdown)
+		b, err := broker.Open(ctx, srv.URL(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { b.Close() })
+		return b, srv
+	}
+	rawPrimary, _ := open()
+	rawSecond, srvSecond := open()
+	rawThird, _ := open()
+	primary := telemetry.MeterBroker(rawPrimary, m)
+	second := telemetry.MeterConnection(rawSecond, m, "second", "nats")
+	third := telemetry.MeterConnection(rawThird, m, "third", "kafka") // as a Kafka connection is labelled
+	for _, b := range []broker.Broker{second, third} {
+		if _, ok := b.(broker.Returner); !ok {
+			t.Error("a metered connection lost broker.Returner")
+		}
+	}
+	for i, b := range []broker.Broker{primary, second, second, third, third, third} {
+		if err := b.Publish(ctx, "metered.test", []byte{byte(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range []struct {
+		system, conn string
+		want         float64
+	}{{"nats", "primary", 1}, {"nats", "second", 2}, {"kafka", "third", 3}} {
+		if got := testutil.ToFloat64(m.BrokerMessages.WithLabelValues(c.system, c.conn, "publish")); got != c.want {
+			t.Errorf("broker messages{broker=%s,connection=%s,operation=publish} = %v, want %v", c.system, c.conn, got, c.want)
+		}
+	}
+	if n, err := testutil.GatherAndCount(m.Registry, "busmesh_broker_connected"); err != nil || n != 3 {
+		t.Fatalf("busmesh_broker_connected: %d series, %v; want 3", n, err)
+	}
+	srvSecond.Shutdown()
+	deadline := time.Now().Add(5 * time.Second)
+	for connectedGauge(t, m, "second") != 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	for conn, want := range map[string]float64{"primary": 1, "second": 0, "third": 1} {
+		if got := connectedGauge(t, m, conn); got != want {
+			t.Errorf("busmesh_broker_connected{connection=%s} = %v with the second's server gone, want %v", conn, got, want)
+		}
+	}
+	if telemetry.PrimaryConnection != config.PrimaryBroker {
+		t.Errorf("the primary connection is labelled %q, but brokers weights name it %q", telemetry.PrimaryConnection, config.PrimaryBroker)
+	}
+	// A name metered again keeps its first gauge, and meters.
+	again := telemetry.MeterConnection(rawThird, m, "third", "kafka")
+	if err := again.Publish(ctx, "metered.test", nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := testutil.ToFloat64(m.BrokerMessages.WithLabelValues("kafka", "third", "publish")); got != 4 {
+		t.Errorf("after metering third again: %v publishes, want 4", got)
 	}
 }
 

@@ -3,7 +3,9 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"flag"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -17,6 +19,8 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/busmesh/busmesh/broker/brokertest"
+	"github.com/busmesh/busmesh/internal/admin"
 	"github.com/busmesh/busmesh/internal/testutil"
 )
 
@@ -272,4 +276,86 @@ func waitJS(t *testing.T, ctx context.Context, d time.Duration, what, expr strin
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+const dashboardBrokersConfig = `id: {{id}}
+broker: {{broker}}
+admin: {{admin}}
+ambassador:
+  service: web
+  upstreams:
+    ledger: {{port}}
+  brokers:
+    second: {{second}}
+  services:
+    ledger:
+      brokers: {primary: 50, second: 50}
+`
+
+// TestDashboardBrokers: a caller's further broker connection
+// (ambassador.brokers) shows on its dashboard, in /info and in
+// busmesh_broker_connected{connection="second"}, beside the primary's, and
+// each follows that connection: down when its broker goes, up when it is
+// back.
+func TestDashboardBrokers(t *testing.T) {
+	chrome := requireChromium(t)
+	primary := brokers(t)[0] // nats
+	requireBroker(t, primary)
+	proxy := brokertest.NewProxy(t, strings.TrimPrefix(primary.url, "nats://"))
+	caller := startSidecar(t, "caller", dashboardBrokersConfig, map[string]string{
+		"id": unique("web"), "broker": primary.url, "port": freePort(t), "second": "nats://" + proxy.Addr(),
+	})
+	info := func() admin.Info {
+		t.Helper()
+		resp, err := http.Get("http://" + caller.admin + "/info")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var in admin.Info
+		if err := json.NewDecoder(resp.Body).Decode(&in); err != nil {
+			t.Fatal(err)
+		}
+		return in
+	}
+	state := func(want string) func() bool {
+		return func() bool {
+			in := info()
+			return len(in.Brokers) == 1 && in.Brokers[0].Name == "second" && in.Brokers[0].State == want &&
+				in.Brokers[0].Broker == "nats://"+proxy.Addr() && in.BrokerState == "connected"
+		}
+	}
+	eventually(t, 5*time.Second, "/info to list the second broker connected", state("connected"))
+	connected := func(conn string) float64 {
+		return caller.metric(fmt.Sprintf(`busmesh_broker_connected{broker="nats",connection=%q}`, conn))
+	}
+	if p, s := connected("primary"), connected("second"); p != 1 || s != 1 {
+		t.Errorf("busmesh_broker_connected: primary %v, second %v; want 1 and 1", p, s)
+	}
+	// Discovery over the second connection (it asks for ledger's
+	// instances there) counts as its traffic.
+	eventually(t, 10*time.Second, "messages counted on the second connection", func() bool {
+		return caller.metric(`busmesh_broker_messages_total{connection="second",operation="publish"}`) > 0
+	})
+
+	ctx := newBrowser(t, chrome, 60*time.Second)
+	if err := chromedp.Do(ctx, chromedp.Navigate("http://"+caller.admin+"/")); err != nil {
+		t.Fatal(err)
+	}
+	shows := func(cls string) string {
+		return `!!document.querySelector('#brokers .broker[data-name="second"][data-state="` + cls + `"]') && ` +
+			`document.querySelector('#broker').dataset.state === 'ok'`
+	}
+	waitJS(t, ctx, 10*time.Second, "the second broker shown connected", shows("ok"))
+
+	proxy.Down()
+	eventually(t, 10*time.Second, "/info to show the second broker disconnected", state("disconnected"))
+	if p, s := connected("primary"), connected("second"); p != 1 || s != 0 {
+		t.Errorf("with the second broker gone, busmesh_broker_connected: primary %v, second %v; want 1 and 0", p, s)
+	}
+	waitJS(t, ctx, 10*time.Second, "the second broker shown disconnected", shows("bad"))
+
+	proxy.Up()
+	eventually(t, 20*time.Second, "/info to show the second broker back", state("connected"))
+	waitJS(t, ctx, 10*time.Second, "the second broker shown connected again", shows("ok"))
 }

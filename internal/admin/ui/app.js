@@ -107,6 +107,26 @@ function renderBroker(info, w) {
   $('broker-state').textContent = text;
   $('broker').dataset.state = cls;
   $('broker').title = info.broker_since ? 'connected since ' + new Date(info.broker_since).toLocaleString() : '';
+  renderBrokers(info.brokers || []);
+}
+
+// renderBrokers shows the ambassador's further broker connections
+// (ambassador.brokers), which traffic splits and mirrors use.
+function renderBrokers(brokers) {
+  const box = $('brokers');
+  box.replaceChildren(...brokers.map((b) => {
+    const el = document.createElement('div');
+    el.className = 'broker';
+    el.dataset.name = b.name;
+    el.dataset.state = b.state === 'connected' ? 'ok' : 'bad';
+    el.title = b.broker;
+    const dot = document.createElement('span');
+    dot.className = 'dot ' + el.dataset.state;
+    const text = document.createElement('span');
+    text.textContent = b.state === 'connected' ? `${b.name} connected` : `${b.name} disconnected, reconnecting`;
+    el.append(dot, text);
+    return el;
+  }));
 }
 
 function renderKPIs(w, services) {
