@@ -85,13 +85,14 @@ func (a *Ambassador) serveHTTP(w http.ResponseWriter, r *http.Request, rt *Route
 		return
 	}
 	timeout := rt.Policy.Timeout.D()
+	explicit := false
 	if v := r.Header.Get(HeaderTimeout); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || d <= 0 {
 			a.refuseHTTP(w, rt, reason.Errorf(reason.BadTimeout, "%s: %q is not a positive duration (example: 250ms)", HeaderTimeout, v))
 			return
 		}
-		timeout = d
+		timeout, explicit = d, true
 	}
 	limit := capOf(rt.Policy.MaxBodyBytes)
 	if r.ContentLength > limit {
@@ -99,24 +100,51 @@ func (a *Ambassador) serveHTTP(w http.ResponseWriter, r *http.Request, rt *Route
 			"request body of %d bytes is over max_body_bytes (%d)", r.ContentLength, limit))
 		return
 	}
+	idle := rt.Policy.IdleTimeout.D()
+	events := timeout > 0 && !explicit && acceptsEventStream(r.Header)
 	var deadline time.Time
-	if timeout > 0 {
+	if timeout > 0 && !events {
 		deadline = start.Add(timeout)
 	}
 	c, ctx := a.begin(r.Context(), rt, start, deadline, false)
 	defer a.end(c)
-	if idle := rt.Policy.IdleTimeout.D(); idle > 0 && (timeout == 0 || idle < timeout) {
+	switch {
+	case events:
+		// A Server-Sent Events stream lasts as long as its page: as for an
+		// upgrade, the timeout bounds the wait for the answer's head, then
+		// only the idle timeout ends a stream on which nothing moves.
+		ctx, c.idle = watchIdle(ctx, timeout)
+		c.idle.set(timeout, true)
+	case idle > 0 && (timeout == 0 || idle < timeout):
 		ctx, c.idle = watchIdle(ctx, idle)
 	}
 	a.request(c, r)
 	c.http = httpBody{r: r, w: w, limit: limit, chunk: a.chunk, idle: c.idle}
 	c.Body = &c.http
 	defer c.releaseHTTP()
-	if err := a.invoke(ctx, c); err != nil {
+	err := a.invoke(ctx, c)
+	if events {
+		c.idle.set(idle, false)
+	}
+	if err != nil {
 		a.writeHTTPError(w, c, meshError(err))
 		return
 	}
 	a.respondHTTP(ctx, w, c)
+}
+
+// acceptsEventStream reports whether a request asks for Server-Sent Events
+// (Accept: text/event-stream, as EventSource and SSE clients send it).
+func acceptsEventStream(h http.Header) bool {
+	for _, v := range h["Accept"] {
+		for mt := range strings.SplitSeq(v, ",") {
+			mt, _, _ = strings.Cut(mt, ";")
+			if strings.EqualFold(strings.TrimSpace(mt), "text/event-stream") {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // request fills the request envelope of an HTTP call.

@@ -34,3 +34,28 @@ func TestUpgradeOf(t *testing.T) {
 		}
 	}
 }
+
+// TestAcceptsEventStream: what counts as a request for Server-Sent Events.
+func TestAcceptsEventStream(t *testing.T) {
+	for accept, want := range map[string]bool{
+		"text/event-stream":                       true,
+		"Text/Event-Stream; charset=utf-8":        true,
+		"application/json, text/event-stream;q=1": true,
+		"*/*":                   false,
+		"text/event-streams":    false,
+		"text/html, text/plain": false,
+		"":                      false,
+	} {
+		h := http.Header{}
+		if accept != "" {
+			h.Set("Accept", accept)
+		}
+		if got := acceptsEventStream(h); got != want {
+			t.Errorf("Accept %q: acceptsEventStream = %v, want %v", accept, got, want)
+		}
+	}
+	h := http.Header{"Accept": {"text/html", "text/event-stream"}}
+	if !acceptsEventStream(h) {
+		t.Error("a second Accept line naming text/event-stream is not seen")
+	}
+}
