@@ -87,13 +87,18 @@ func (a *Ambassador) serveGRPC(_ any, ss grpc.ServerStream) error {
 		return a.grpcError(ss, c, reason.Errorf(reason.NoRoute,
 			"no service for %s: call with :authority <service> or set ambassador.grpc_routes", method))
 	}
-	// The caller's deadline (grpc-timeout), or the default timeout.
+	// The caller's deadline (grpc-timeout) covers the call. Without one,
+	// the default timeout bounds the wait for the answer's head, then the
+	// idle timeout ends a stream on which no message moves: a stream its
+	// caller opened without a deadline (a watch, a subscription) lasts as
+	// long as it would without the mesh.
 	deadline, has := ss.Context().Deadline()
-	if !has {
-		deadline = start.Add(a.cfg.Timeout.D())
-	}
 	c, ctx := a.begin(ss.Context(), rt, start, deadline, true)
 	defer a.end(c)
+	if !has {
+		ctx, c.idle = watchIdle(ctx, a.cfg.Timeout.D())
+		c.idle.set(a.cfg.Timeout.D(), true)
+	}
 	if n := metadataEntries(md); n > envelope.MaxHeaderFields {
 		return a.grpcError(ss, c, reason.Errorf(reason.HeadersTooLarge,
 			"%d metadata entries, over the %d the mesh carries", n/2, envelope.MaxHeaderFields/2))
@@ -119,8 +124,12 @@ func (a *Ambassador) serveGRPC(_ any, ss grpc.ServerStream) error {
 	if ts := md.Get("tracestate"); len(ts) > 0 {
 		req.TraceState = ts[0]
 	}
-	c.Body = &grpcBody{first: first, more: end == nil, recv: recv, chunk: a.chunk}
-	if err := a.invoke(ctx, c); err != nil {
+	c.Body = &grpcBody{first: first, more: end == nil, recv: recv, chunk: a.chunk, idle: c.idle}
+	err := a.invoke(ctx, c)
+	if !has {
+		c.idle.set(rt.Policy.IdleTimeout.D(), false)
+	}
+	if err != nil {
 		return a.grpcError(ss, c, meshError(err))
 	}
 	return a.respondGRPC(ctx, ss, c)
@@ -135,7 +144,8 @@ type grpcBody struct {
 	more  bool // the caller had not ended its stream after first
 	recv  *grpcwire.Receiver
 	chunk int
-	rest  []byte // the part of first that did not fit the request
+	rest  []byte     // the part of first that did not fit the request
+	idle  *idleWatch // a call without a deadline: each message is activity
 }
 
 func (b *grpcBody) First(room int) ([]byte, bool, error) {
@@ -163,6 +173,7 @@ func (b *grpcBody) Rest(ctx context.Context, s *stream.Sender) error {
 		if err != nil {
 			return err
 		}
+		b.idle.touch()
 		if err := s.SendChunked(ctx, grpcwire.AppendMessage(nil, msg), b.chunk); err != nil {
 			return err
 		}
@@ -230,9 +241,13 @@ func (a *Ambassador) respondGRPC(ctx context.Context, ss grpc.ServerStream, c *C
 			}
 			if err != nil {
 				a.cancelRemote(c, err.Error())
-				if errors.Is(ctx.Err(), context.DeadlineExceeded) || time.Until(c.Deadline) < callerClockSlack {
+				if errors.Is(ctx.Err(), context.DeadlineExceeded) || c.nearDeadline() {
 					c.failedWith(reason.Timeout, "")
 					return status.Error(codes.DeadlineExceeded, "busmesh: deadline exceeded while streaming")
+				}
+				if cause := context.Cause(ctx); reason.Of(cause) == reason.Timeout {
+					c.failedWith(reason.Timeout, "")
+					return status.Error(codes.DeadlineExceeded, "busmesh: "+cause.Error()) // the idle timeout
 				}
 				if ctx.Err() != nil {
 					c.failedWith(reason.Cancelled, "")
@@ -243,6 +258,7 @@ func (a *Ambassador) respondGRPC(ctx context.Context, ss grpc.ServerStream, c *C
 			if err := ss.SendMsg(&grpcwire.Message{Data: msg}); err != nil {
 				return a.callerGone(c, err)
 			}
+			c.idle.touch()
 		}
 		trailers = frames.in.Trailers()
 	}
