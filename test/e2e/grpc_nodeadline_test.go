@@ -64,7 +64,7 @@ func TestGRPCWithoutDeadline(t *testing.T) {
 			})
 			// stream reads a server stream to its end: the messages and
 			// the final status.
-			stream := func(ctx context.Context, req *testpb.EchoRequest, header bool) (int, error, time.Duration) {
+			stream := func(ctx context.Context, req *testpb.EchoRequest, header bool) (int, time.Duration, error) {
 				t.Helper()
 				if header {
 					ctx = metadata.AppendToOutgoingContext(ctx, "x-test-header-first", "1")
@@ -72,31 +72,31 @@ func TestGRPCWithoutDeadline(t *testing.T) {
 				start := time.Now()
 				s, err := m.client.ServerStream(ctx, req)
 				if err != nil {
-					return 0, err, time.Since(start)
+					return 0, time.Since(start), err
 				}
 				n := 0
 				for {
 					_, err := s.Recv()
 					if errors.Is(err, io.EOF) {
-						return n, nil, time.Since(start)
+						return n, time.Since(start), nil
 					}
 					if err != nil {
-						return n, err, time.Since(start)
+						return n, time.Since(start), err
 					}
 					n++
 				}
 			}
 
 			// 12 messages over 2.4 s, past the 1 s default timeout.
-			if n, err, took := stream(noDeadline(20*time.Second), &testpb.EchoRequest{Message: "watch", Count: 12, SleepMs: 200}, false); n != 12 || err != nil {
+			if n, took, err := stream(noDeadline(20*time.Second), &testpb.EchoRequest{Message: "watch", Count: 12, SleepMs: 200}, false); n != 12 || err != nil {
 				t.Errorf("a server stream without a deadline over 2.4 s: %d messages of 12 in %v, %v; want all, OK", n, took, err)
 			}
 			// The same with its header sent first.
-			if n, err, took := stream(noDeadline(20*time.Second), &testpb.EchoRequest{Message: "watch", Count: 12, SleepMs: 200}, true); n != 12 || err != nil {
+			if n, took, err := stream(noDeadline(20*time.Second), &testpb.EchoRequest{Message: "watch", Count: 12, SleepMs: 200}, true); n != 12 || err != nil {
 				t.Errorf("a server stream (header first) without a deadline over 2.4 s: %d messages of 12 in %v, %v; want all, OK", n, took, err)
 			}
 			// A stream whose header came and then nothing: the idle timeout.
-			n, err, took := stream(noDeadline(20*time.Second), &testpb.EchoRequest{Message: "stall", Count: 2, SleepMs: 3000}, true)
+			n, took, err := stream(noDeadline(20*time.Second), &testpb.EchoRequest{Message: "stall", Count: 2, SleepMs: 3000}, true)
 			if n != 0 || status.Code(err) != codes.DeadlineExceeded || took > 2500*time.Millisecond {
 				t.Errorf("a stalled stream without a deadline: %d messages in %v, %v; want DeadlineExceeded after the 700 ms idle timeout", n, took, err)
 			}
@@ -109,7 +109,7 @@ func TestGRPCWithoutDeadline(t *testing.T) {
 			// The caller's own deadline covers its whole stream.
 			ctx, cancel := context.WithTimeout(t.Context(), 1500*time.Millisecond)
 			defer cancel()
-			if n, err, took := stream(ctx, &testpb.EchoRequest{Message: "bounded", Count: 12, SleepMs: 200}, false); n == 12 || status.Code(err) != codes.DeadlineExceeded {
+			if n, took, err := stream(ctx, &testpb.EchoRequest{Message: "bounded", Count: 12, SleepMs: 200}, false); n == 12 || status.Code(err) != codes.DeadlineExceeded {
 				t.Errorf("a server stream with a 1.5 s deadline over 2.4 s: %d messages in %v, %v; want DeadlineExceeded before the end", n, took, err)
 			}
 		})
