@@ -259,7 +259,9 @@ func (a *Ambassador) takeSlot(ctx context.Context, c *Call, s *serviceState, cfg
 		if ctx.Err() == context.DeadlineExceeded {
 			return reason.Errorf(reason.Timeout, "no call slot of service %q freed before the deadline", c.Route.Service)
 		}
-		return reason.Errorf(reason.Cancelled, "the caller went away")
+		// The wait for the answer's head (a call without a deadline), the
+		// idle timeout, or the caller gone.
+		return ended(ctx, c)
 	}
 }
 

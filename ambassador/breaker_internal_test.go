@@ -273,3 +273,62 @@ func TestResendFailureIsTheCallsEnd(t *testing.T) {
 		})
 	}
 }
+
+// TestHeadWaitEndsSlotWait: an event-stream call (no deadline, its head
+// awaited for the service's timeout) whose wait for a call slot outlasts
+// that timeout is answered 504 timeout, as a call with a deadline is, not
+// as one whose caller went away.
+func TestHeadWaitEndsSlotWait(t *testing.T) {
+	sb := &scriptBroker{script: func(int, *envelope.Request) scripted { return scripted{} }} // never answered
+	cfg := config.NewAmbassador()
+	cfg.Timeout = config.Duration(300 * time.Millisecond)
+	brk := config.NewServiceBreaker()
+	brk.MaxConcurrent, brk.MaxPending = 1, 4
+	cfg.Services = map[string]*config.ServicePolicy{"orders": {Breaker: brk, Retry: &config.Retry{Attempts: 1}}}
+	a, err := New(t.Context(), Options{Config: cfg, Sidecar: "web-1", Broker: sb})
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := make(chan int, 1)
+	go func() { // holds the one slot until its deadline, 2 s
+		r := httptest.NewRequest("GET", "http://orders/x", nil)
+		r.Header.Set(HeaderTimeout, "2s")
+		w := httptest.NewRecorder()
+		a.Handler("orders").ServeHTTP(w, r)
+		held <- w.Code
+	}()
+	waitFor(t, func() bool { return len(sb.requests()) == 1 })
+	r := httptest.NewRequest("GET", "http://orders/events", nil)
+	r.Header.Set("Accept", "text/event-stream")
+	w := httptest.NewRecorder()
+	a.Handler("orders").ServeHTTP(w, r)
+	if w.Code != http.StatusGatewayTimeout || w.Header().Get(HeaderError) != "timeout" {
+		t.Errorf("event stream waiting for a slot past its head's timeout: %d %s=%q; want 504 timeout", w.Code, HeaderError, w.Header().Get(HeaderError))
+	}
+	if code := <-held; code != http.StatusGatewayTimeout {
+		t.Errorf("the call holding the slot: %d, want 504", code)
+	}
+}
+
+// TestHeadWaitEndsDiscoveryWait: an event-stream call to a routed service
+// not heard of yet waits for discovery (AwaitFirst) no longer than its
+// head may take, and is then answered 504 timeout, as a call whose
+// deadline ended that wait is, not no-healthy-instances.
+func TestHeadWaitEndsDiscoveryWait(t *testing.T) {
+	cfg := config.NewAmbassador()
+	cfg.Timeout = config.Duration(300 * time.Millisecond)
+	reg := discovery.NewRegistryWith(discovery.Options{Interval: 5 * time.Second})
+	a, err := New(t.Context(), Options{Config: cfg, Sidecar: "web-1", Broker: &scriptBroker{}, Registry: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg.Route([]string{"orders"})
+	r := httptest.NewRequest("GET", "http://orders/events", nil)
+	r.Header.Set("Accept", "text/event-stream")
+	w := httptest.NewRecorder()
+	start := time.Now()
+	a.Handler("orders").ServeHTTP(w, r)
+	if w.Code != http.StatusGatewayTimeout || w.Header().Get(HeaderError) != "timeout" {
+		t.Errorf("event stream to a service not heard of yet: %d %s=%q after %v; want 504 timeout", w.Code, HeaderError, w.Header().Get(HeaderError), time.Since(start))
+	}
+}

@@ -27,7 +27,8 @@ type Call struct {
 	// Body is the request body's source.
 	Body Body
 	// Start is when the call arrived; Deadline when its caller gives up,
-	// zero for a call without a deadline (timeout: none).
+	// zero for a call without a deadline (timeout: none, an event stream,
+	// a gRPC call whose caller set none).
 	Start, Deadline time.Time
 	// Version is the version subset the call goes to ("" for any), and
 	// Subject where it goes in queue mode: the route's, until traffic
@@ -41,7 +42,8 @@ type Call struct {
 	cancel context.CancelFunc
 	out    Outcome
 	ends   []func(*Outcome)
-	idle   *idleWatch      // ends an HTTP call with no byte moving, when set
+	idle   *idleWatch      // ends a call with no byte moving, or whose head is late, when set
+	headBy time.Time       // a call without a deadline: when its answer's head is due (awaitHead)
 	edge   *telemetry.Edge // the call's edge: metrics labels and window
 	// bytesOut counts the answer's body streamed in frames, for the
 	// access log.
@@ -132,5 +134,25 @@ func (c *Call) reset() {
 	c.Req = envelope.Request{Headers: h[:0]}
 	c.pick, c.out, c.ends = pickResult{}, Outcome{}, ends[:0]
 	c.try, c.replay = attempt{}, replayBody{}
-	c.edge, c.bytesOut, c.lane = nil, 0, nil
+	c.edge, c.bytesOut, c.lane, c.headBy = nil, 0, nil, time.Time{}
+}
+
+// awaitHead bounds the wait for the answer's head of a call without a
+// deadline to d from its start, through an idle watch on ctx (the
+// listener changes the watch's timeout once the head came), and returns
+// the call's context.
+func (c *Call) awaitHead(ctx context.Context, d time.Duration) context.Context {
+	ctx, c.idle = watchIdle(ctx, d)
+	c.idle.set(d, true)
+	c.headBy = c.Start.Add(d)
+	return ctx
+}
+
+// answerBy is when the call's answer must have begun: its deadline, or,
+// for a call without one, when its head is due (zero: never).
+func (c *Call) answerBy() time.Time {
+	if c.Deadline.IsZero() {
+		return c.headBy
+	}
+	return c.Deadline
 }

@@ -13,7 +13,8 @@ import (
 // withinCapacity answers a call overloaded at once, without sending it,
 // when this ambassador alone already has more of the service's calls in
 // flight than the service's healthy instances announce they can take
-// before the call's deadline (their concurrency, and the line each admits
+// before the call's deadline, or for a call without one before its head is
+// due (their concurrency, and the line each admits
 // in the time left: see adapter/workers.go), with a margin of capacityMargin
 // for announcements up to one interval old. Such a call would be refused
 // by an instance anyway; refusing it here costs the broker, the adapter
@@ -37,7 +38,7 @@ func (a *Ambassador) withinCapacity(next Invoker) Invoker {
 		s := a.serviceOf(c)
 		n := s.inflight.Add(1)
 		defer s.inflight.Add(-1)
-		if limit, ok := s.room.limit(reg.Healthy(c.Route.Service), c.Deadline); ok && n > limit {
+		if limit, ok := s.room.limit(reg.Healthy(c.Route.Service), c.answerBy()); ok && n > limit {
 			a.metrics.Resilience.Shed.WithLabelValues(c.Route.Service).Inc()
 			e := reason.Errorf(reason.Overloaded, "this sidecar has %d calls to service %q in flight, more than its instances can take before the call's deadline%s",
 				n-1, c.Route.Service, a.onLane(c))

@@ -88,16 +88,17 @@ func (a *Ambassador) serveGRPC(_ any, ss grpc.ServerStream) error {
 			"no service for %s: call with :authority <service> or set ambassador.grpc_routes", method))
 	}
 	// The caller's deadline (grpc-timeout) covers the call. Without one,
-	// the default timeout bounds the wait for the answer's head, then the
-	// idle timeout ends a stream on which no message moves: a stream its
-	// caller opened without a deadline (a watch, a subscription) lasts as
-	// long as it would without the mesh.
+	// the default timeout bounds only the wait for the answer's head (a
+	// unary answer comes with it): a stream its caller opened without a
+	// deadline (a watch, a subscription) then lasts until either end
+	// closes it, however quiet, as it would without the mesh. Nothing
+	// leaks: the caller's connection is local, and the adapter drops a
+	// call whose ambassador stops answering its liveness pings.
 	deadline, has := ss.Context().Deadline()
 	c, ctx := a.begin(ss.Context(), rt, start, deadline, true)
 	defer a.end(c)
 	if !has {
-		ctx, c.idle = watchIdle(ctx, a.cfg.Timeout.D())
-		c.idle.set(a.cfg.Timeout.D(), true)
+		ctx = c.awaitHead(ctx, a.cfg.Timeout.D())
 	}
 	if n := metadataEntries(md); n > envelope.MaxHeaderFields {
 		return a.grpcError(ss, c, reason.Errorf(reason.HeadersTooLarge,
@@ -124,10 +125,10 @@ func (a *Ambassador) serveGRPC(_ any, ss grpc.ServerStream) error {
 	if ts := md.Get("tracestate"); len(ts) > 0 {
 		req.TraceState = ts[0]
 	}
-	c.Body = &grpcBody{first: first, more: end == nil, recv: recv, chunk: a.chunk, idle: c.idle}
+	c.Body = &grpcBody{first: first, more: end == nil, recv: recv, chunk: a.chunk}
 	err := a.invoke(ctx, c)
 	if !has {
-		c.idle.set(rt.Policy.IdleTimeout.D(), false)
+		c.idle.set(0, false)
 	}
 	if err != nil {
 		return a.grpcError(ss, c, meshError(err))
@@ -144,8 +145,7 @@ type grpcBody struct {
 	more  bool // the caller had not ended its stream after first
 	recv  *grpcwire.Receiver
 	chunk int
-	rest  []byte     // the part of first that did not fit the request
-	idle  *idleWatch // a call without a deadline: each message is activity
+	rest  []byte // the part of first that did not fit the request
 }
 
 func (b *grpcBody) First(room int) ([]byte, bool, error) {
@@ -173,7 +173,6 @@ func (b *grpcBody) Rest(ctx context.Context, s *stream.Sender) error {
 		if err != nil {
 			return err
 		}
-		b.idle.touch()
 		if err := s.SendChunked(ctx, grpcwire.AppendMessage(nil, msg), b.chunk); err != nil {
 			return err
 		}
@@ -245,10 +244,6 @@ func (a *Ambassador) respondGRPC(ctx context.Context, ss grpc.ServerStream, c *C
 					c.failedWith(reason.Timeout, "")
 					return status.Error(codes.DeadlineExceeded, "busmesh: deadline exceeded while streaming")
 				}
-				if cause := context.Cause(ctx); reason.Of(cause) == reason.Timeout {
-					c.failedWith(reason.Timeout, "")
-					return status.Error(codes.DeadlineExceeded, "busmesh: "+cause.Error()) // the idle timeout
-				}
 				if ctx.Err() != nil {
 					c.failedWith(reason.Cancelled, "")
 					return status.Error(codes.Canceled, "busmesh: caller cancelled")
@@ -258,7 +253,6 @@ func (a *Ambassador) respondGRPC(ctx context.Context, ss grpc.ServerStream, c *C
 			if err := ss.SendMsg(&grpcwire.Message{Data: msg}); err != nil {
 				return a.callerGone(c, err)
 			}
-			c.idle.touch()
 		}
 		trailers = frames.in.Trailers()
 	}

@@ -113,8 +113,7 @@ func (a *Ambassador) serveHTTP(w http.ResponseWriter, r *http.Request, rt *Route
 		// A Server-Sent Events stream lasts as long as its page: as for an
 		// upgrade, the timeout bounds the wait for the answer's head, then
 		// only the idle timeout ends a stream on which nothing moves.
-		ctx, c.idle = watchIdle(ctx, timeout)
-		c.idle.set(timeout, true)
+		ctx = c.awaitHead(ctx, timeout)
 	case idle > 0 && (timeout == 0 || idle < timeout):
 		ctx, c.idle = watchIdle(ctx, idle)
 	}
@@ -134,14 +133,27 @@ func (a *Ambassador) serveHTTP(w http.ResponseWriter, r *http.Request, rt *Route
 }
 
 // acceptsEventStream reports whether a request asks for Server-Sent Events
-// (Accept: text/event-stream, as EventSource and SSE clients send it).
+// (Accept: text/event-stream, as EventSource and SSE clients send it, with
+// no q=0 refusing it).
 func acceptsEventStream(h http.Header) bool {
 	for _, v := range h["Accept"] {
 		for mt := range strings.SplitSeq(v, ",") {
-			mt, _, _ = strings.Cut(mt, ";")
+			mt, params, _ := strings.Cut(mt, ";")
 			if strings.EqualFold(strings.TrimSpace(mt), "text/event-stream") {
-				return true
+				return !refused(params)
 			}
+		}
+	}
+	return false
+}
+
+// refused reports whether a media range's parameters give it q=0.
+func refused(params string) bool {
+	for p := range strings.SplitSeq(params, ";") {
+		k, v, _ := strings.Cut(strings.TrimSpace(p), "=")
+		if strings.EqualFold(k, "q") {
+			q, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			return err == nil && q == 0
 		}
 	}
 	return false

@@ -15,7 +15,7 @@ import (
 // call touch as bytes move; a nil *idleWatch does nothing.
 type idleWatch struct {
 	d      atomic.Int64 // the timeout in nanoseconds; 0 when off
-	head   atomic.Bool  // waiting for the answer's head (an upgrade's)
+	head   atomic.Bool  // waiting for the answer's head (a call without a deadline)
 	last   atomic.Int64 // unix nanoseconds of the last activity
 	timer  *time.Timer
 	cancel context.CancelCauseFunc

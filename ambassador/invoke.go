@@ -41,8 +41,10 @@ func chain(inner Invoker, mw ...Middleware) Invoker {
 func (a *Ambassador) requireHealthy(next Invoker) Invoker {
 	return func(ctx context.Context, c *Call) error {
 		if reg := c.lane.reg; reg != nil && !findHealthy(ctx, reg, c.Route.Service, c.Version) {
-			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				// The deadline ended the wait for discovery (AwaitFirst).
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) || reason.Of(context.Cause(ctx)) == reason.Timeout {
+				// The deadline (or, for a call without one, the wait for
+				// the answer's head) ended the wait for discovery
+				// (AwaitFirst).
 				return reason.Errorf(reason.Timeout, "no healthy instance of service %q was known before the deadline", c.Route.Service)
 			}
 			return noHealthy(c.Route.Service, c.Version)
@@ -244,8 +246,10 @@ func (a *Ambassador) await(ctx context.Context, c *Call) error {
 			a.cancelRemote(c, reason.Timeout.String())
 			return timedOut(c)
 		case reason.Of(context.Cause(ctx)) == reason.Timeout:
-			// The idle timeout, or an upgrade's wait for its answer.
-			c.pick.done(doneInfo{latency: took, sample: true, reason: reason.Timeout})
+			// The idle timeout, or the wait for the answer's head of a call
+			// without a deadline (an upgrade, an event stream, a gRPC
+			// call): the latter fails the instance as a deadline would.
+			c.pick.done(doneInfo{latency: took, sample: true, reason: reason.Timeout, failed: !c.headBy.IsZero()})
 			a.cancelRemote(c, "timeout")
 			return context.Cause(ctx)
 		default:
@@ -327,7 +331,7 @@ func (a *Ambassador) begin(parent context.Context, rt *Route, start, deadline ti
 	}
 	c.out.GRPC = grpc
 	a.started(c)
-	if deadline.IsZero() { // timeout: none, and upgraded connections
+	if deadline.IsZero() { // timeout: none, upgrades, event streams, gRPC calls without a deadline
 		ctx, cancel := context.WithCancel(parent)
 		c.cancel = cancel
 		return c, ctx

@@ -84,6 +84,9 @@ func (a *Ambassador) retrying(next Invoker) Invoker {
 				a.retryRefused(c, s, "deadline")
 				return err
 			}
+			if ctx.Err() != nil {
+				return err // the call ended (its head's wait, the caller gone): no attempt follows, no token spent
+			}
 			if !s.budget.withdraw(time.Now().UnixNano()) {
 				a.retryRefused(c, s, "budget")
 				return err

@@ -41,10 +41,13 @@ func TestAcceptsEventStream(t *testing.T) {
 		"text/event-stream":                       true,
 		"Text/Event-Stream; charset=utf-8":        true,
 		"application/json, text/event-stream;q=1": true,
-		"*/*":                   false,
-		"text/event-streams":    false,
-		"text/html, text/plain": false,
-		"":                      false,
+		"text/event-stream; q=0":                  false,
+		"text/event-stream;q=0.000, */*":          false,
+		"text/event-stream;q=0.5":                 true,
+		"*/*":                                     false,
+		"text/event-streams":                      false,
+		"text/html, text/plain":                   false,
+		"":                                        false,
 	} {
 		h := http.Header{}
 		if accept != "" {

@@ -125,11 +125,14 @@ type Ambassador struct {
 	// matching prefix wins over the :authority.
 	GRPCRoutes map[string]string `yaml:"grpc_routes"`
 	// Timeout is the deadline of a call without X-Busmesh-Timeout (or a gRPC
-	// deadline).
+	// deadline). For a call that asks for Server-Sent Events, and for a
+	// gRPC call whose caller set no deadline, it bounds only the wait for
+	// the answer's head.
 	Timeout Duration `yaml:"timeout"`
 	// IdleTimeout ends an HTTP call, stream or upgraded connection when no
 	// byte has moved in either direction for this long (default 5m; "none"
-	// turns it off). It matters where the deadline is long or none.
+	// turns it off). It matters where the deadline is long or none. gRPC
+	// calls have none: a quiet stream lasts as its caller wants.
 	IdleTimeout Timeout `yaml:"idle_timeout"`
 	// MaxBodyBytes caps request bodies: a larger one gets 413. 0, the
 	// default, is no cap: bodies stream under flow control.

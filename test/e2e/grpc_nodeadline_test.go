@@ -15,7 +15,7 @@ import (
 )
 
 // grpcShortTimeoutConfig is a gRPC caller with a 1 s default timeout and
-// a 700 ms idle timeout.
+// a 700 ms idle timeout (which applies to HTTP calls only).
 const grpcShortTimeoutConfig = `id: {{id}}
 broker: {{broker}}
 admin: {{admin}}
@@ -28,11 +28,11 @@ ambassador:
 
 // TestGRPCWithoutDeadline: a gRPC call whose caller set no deadline has
 // the ambassador's default timeout bound only the wait for the answer's
-// head; then the stream lasts while messages move, as it would without
-// the mesh (a watch, a subscription), and the idle timeout ends one on
-// which nothing moves. A unary call still gets its answer within the
-// default timeout or DEADLINE_EXCEEDED, and a caller's own deadline
-// covers its whole call as before.
+// head; then the stream lasts, however quiet (longer than both the default
+// timeout and the idle timeout here), as it would without the mesh (a
+// watch, a subscription). A stream or unary call whose head does not come
+// within the default timeout gets DEADLINE_EXCEEDED, and a caller's own
+// deadline covers its whole call as before.
 func TestGRPCWithoutDeadline(t *testing.T) {
 	for _, b := range brokers(t) {
 		t.Run(b.name, func(t *testing.T) {
@@ -95,10 +95,14 @@ func TestGRPCWithoutDeadline(t *testing.T) {
 			if n, took, err := stream(noDeadline(20*time.Second), &testpb.EchoRequest{Message: "watch", Count: 12, SleepMs: 200}, true); n != 12 || err != nil {
 				t.Errorf("a server stream (header first) without a deadline over 2.4 s: %d messages of 12 in %v, %v; want all, OK", n, took, err)
 			}
-			// A stream whose header came and then nothing: the idle timeout.
-			n, took, err := stream(noDeadline(20*time.Second), &testpb.EchoRequest{Message: "stall", Count: 2, SleepMs: 3000}, true)
+			// A quiet stream: its header, then 1.5 s without a message, twice.
+			if n, took, err := stream(noDeadline(20*time.Second), &testpb.EchoRequest{Message: "quiet", Count: 2, SleepMs: 1500}, true); n != 2 || err != nil {
+				t.Errorf("a quiet stream without a deadline: %d messages of 2 in %v, %v; want both, OK", n, took, err)
+			}
+			// A stream whose head does not come within the default timeout.
+			n, took, err := stream(noDeadline(20*time.Second), &testpb.EchoRequest{Message: "late", Count: 1, SleepMs: 3000}, false)
 			if n != 0 || status.Code(err) != codes.DeadlineExceeded || took > 2500*time.Millisecond {
-				t.Errorf("a stalled stream without a deadline: %d messages in %v, %v; want DeadlineExceeded after the 700 ms idle timeout", n, took, err)
+				t.Errorf("a stream without a deadline whose head is 3 s late: %d messages in %v, %v; want DeadlineExceeded at the 1 s default timeout", n, took, err)
 			}
 			// A unary call slower than the default timeout.
 			start := time.Now()

@@ -94,7 +94,9 @@ function renderHeader(info) {
 }
 
 function renderBroker(info, w) {
-  const unavailable = w.errors.filter((e) => e.reason === 'broker-unavailable').reduce((n, e) => n + e.count, 0);
+  // This connection's own failed publishes: a split's calls failing over
+  // another broker say nothing of this one.
+  const unavailable = w.publishFailures.primary || 0;
   let cls = 'warn', text = info.broker_state;
   if (info.broker_state === 'disconnected') {
     cls = 'bad';
@@ -107,23 +109,25 @@ function renderBroker(info, w) {
   $('broker-state').textContent = text;
   $('broker').dataset.state = cls;
   $('broker').title = info.broker_since ? 'connected since ' + new Date(info.broker_since).toLocaleString() : '';
-  renderBrokers(info.brokers || []);
+  renderBrokers(info.brokers || [], w.publishFailures);
 }
 
 // renderBrokers shows the ambassador's further broker connections
 // (ambassador.brokers), which traffic splits and mirrors use.
-function renderBrokers(brokers) {
+function renderBrokers(brokers, failures) {
   const box = $('brokers');
   box.replaceChildren(...brokers.map((b) => {
+    const failed = failures[b.name] || 0;
     const el = document.createElement('div');
     el.className = 'broker';
     el.dataset.name = b.name;
-    el.dataset.state = b.state === 'connected' ? 'ok' : 'bad';
+    el.dataset.state = b.state === 'connected' && failed === 0 ? 'ok' : 'bad';
     el.title = b.broker;
     const dot = document.createElement('span');
     dot.className = 'dot ' + el.dataset.state;
     const text = document.createElement('span');
-    text.textContent = b.state === 'connected' ? `${b.name} connected` : `${b.name} disconnected, reconnecting`;
+    text.textContent = b.state !== 'connected' ? `${b.name} disconnected, reconnecting`
+      : failed > 0 ? `${b.name}: publishes failing (${failed} in the window)` : `${b.name} connected`;
     el.append(dot, text);
     return el;
   }));

@@ -66,7 +66,7 @@ function get(map, key) {
  */
 export function snapshot(t, info, samples) {
   const caller = (info && (info.caller || info.sidecar)) || 'this sidecar';
-  const snap = { t, edges: new Map(), served: new Map(), errors: new Map() };
+  const snap = { t, edges: new Map(), served: new Map(), errors: new Map(), brokerErrors: new Map() };
   for (const { name, labels, value } of samples) {
     if (!name.startsWith('busmesh_')) continue;
     const svc = labels.service || '?';
@@ -87,6 +87,12 @@ export function snapshot(t, info, samples) {
       }
       case AMB + 'errors_total':
         snap.errors.set(svc + '\u0000' + labels.reason, (snap.errors.get(svc + '\u0000' + labels.reason) || 0) + value);
+        break;
+      case 'busmesh_broker_errors_total':
+        if (labels.operation === 'publish') {
+          const conn = labels.connection || 'primary';
+          snap.brokerErrors.set(conn, (snap.brokerErrors.get(conn) || 0) + value);
+        }
         break;
       case AD + 'requests_total': {
         const s = get(snap.served, svc); s.service = svc;
@@ -167,8 +173,8 @@ function figures(now, then, dt) {
  * window compares the newest snapshot with the oldest one within seconds
  * of it. It returns per edge and per served service {rps, requests,
  * success (0..1 or null), p50, p99 (seconds or null)}, a requests/s series
- * per edge for sparklines, the mesh errors by service and reason, and the
- * whole window's totals.
+ * per edge for sparklines, the mesh errors by service and reason, the
+ * failed publishes per broker connection, and the whole window's totals.
  */
 export function window(snaps, seconds) {
   const last = snaps[snaps.length - 1];
@@ -213,7 +219,12 @@ export function window(snaps, seconds) {
   }
   const totals = first === last ? { rps: 0, requests: 0, success: null, p99: null, p50: null } : figures(all, allThen, dt);
   totals.errors = errors.reduce((n, e) => n + e.count, 0);
-  return { seconds: dt, edges, served, errors, totals };
+  const publishFailures = {};
+  for (const [conn, now] of last.brokerErrors) {
+    const n = first === last ? 0 : delta(now, first.brokerErrors.get(conn));
+    if (n > 0) publishFailures[conn] = n;
+  }
+  return { seconds: dt, edges, served, errors, publishFailures, totals };
 }
 
 /** newErrors lists the mesh errors that appeared between two snapshots. */
