@@ -370,3 +370,34 @@ func TestBackoff(t *testing.T) {
 		}
 	}
 }
+
+// TestEndedCallSpendsNoRetry: a call without a deadline whose head's wait
+// ends during a keyed attempt with its own per-try timeout is not retried,
+// and takes nothing from the service's retry budget.
+func TestEndedCallSpendsNoRetry(t *testing.T) {
+	sb := &scriptBroker{script: func(int, *envelope.Request) scripted { return scripted{} }} // never answered
+	r := config.NewRetry()
+	r.PerTryTimeout = config.Duration(time.Second) // longer than the head may take
+	r.On = append(r.On, config.RetryTimeout)
+	cfg := config.NewAmbassador()
+	cfg.Timeout = config.Duration(300 * time.Millisecond)
+	cfg.Services = map[string]*config.ServicePolicy{"orders": {Retry: r}}
+	a, err := New(t.Context(), Options{Config: cfg, Sidecar: "web-1", Broker: sb})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := httptest.NewRequest("GET", "http://orders/events", nil)
+	req.Header.Set("Accept", "text/event-stream")
+	w := httptest.NewRecorder()
+	a.Handler("orders").ServeHTTP(w, req)
+	if w.Code != 504 || len(sb.requests()) != 1 {
+		t.Fatalf("%d, %d attempts; want 504 after one attempt", w.Code, len(sb.requests()))
+	}
+	s, ok := a.services.Load("orders")
+	if !ok {
+		t.Fatal("no state for service orders")
+	}
+	if _, retries := s.(*serviceState).budget.counters.sum(time.Now().UnixNano()); retries != 0 {
+		t.Errorf("%d retries taken from the budget for a call that had ended", retries)
+	}
+}
