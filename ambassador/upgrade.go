@@ -79,11 +79,11 @@ func (a *Ambassador) serveUpgrade(w http.ResponseWriter, r *http.Request, rt *Ro
 	// One watch: the call's timeout while the answer is awaited, then the
 	// idle timeout.
 	timeout, idle := rt.Policy.Timeout.D(), rt.Policy.IdleTimeout.D()
-	if timeout > 0 || idle > 0 {
-		ctx, c.idle = watchIdle(ctx, max(timeout, idle))
-		if timeout > 0 {
-			c.idle.set(timeout, true)
-		}
+	switch {
+	case timeout > 0:
+		ctx = c.awaitHead(ctx, timeout)
+	case idle > 0:
+		ctx, c.idle = watchIdle(ctx, idle)
 	}
 	a.request(c, r)
 	c.Req.Headers = append(c.Req.Headers, "Upgrade", up)
