@@ -180,13 +180,18 @@ func (m *lbMesh) load(concurrency, total int, stop <-chan struct{}) []sample {
 	return out
 }
 
-func p99(d []time.Duration) time.Duration {
+func p99(d []time.Duration) time.Duration { return percentile(d, 99) }
+
+func p90(d []time.Duration) time.Duration { return percentile(d, 90) }
+
+// percentile returns the p-th percentile of d (nearest rank).
+func percentile(d []time.Duration, p int) time.Duration {
 	if len(d) == 0 {
 		return 0
 	}
 	s := slices.Clone(d)
 	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-	return s[(len(s)*99-1)/100]
+	return s[(len(s)*p-1)/100]
 }
 
 func TestLoadBalancing(t *testing.T) {
@@ -204,9 +209,16 @@ func TestLoadBalancing(t *testing.T) {
 }
 
 // testAvoidsSlow: in direct mode, an instance 20ms slower than the others
-// (more where calls are slow)
-// gets under 10% of 2,000 calls, and the p99 of all calls stays within 2ms
-// of the p99 of the calls the fast instances served.
+// (more where calls are slow) gets under 5% of 2,000 calls, where a
+// balancer blind to latency gives it a third, and the p90 of all calls
+// stays within 2ms of the p90 of the calls the fast instances served.
+//
+// Not the p99: the cost the balancer compares is an instance's latency
+// estimate times its calls in flight plus one (P2C over a peak EWMA, as
+// Linkerd's), so whenever a stall of the shared machine piles calls on the
+// fast instances, the idle slow one is the cheaper pick for a moment. In
+// CI that gave it 1.3-4.5 % of calls (26-90 of 2,000, every broker), and
+// anything over 1 % is the p99 of all calls.
 func testAvoidsSlow(t *testing.T, b brokerCase) {
 	m := startLBMesh(t, b, "direct", 3)
 	// Slower by 20ms, or by five times a call's usual time where the
@@ -225,7 +237,7 @@ func testAvoidsSlow(t *testing.T, b brokerCase) {
 	// stretch the fast instances' tail past the margin. A balancer that
 	// does not avoid the slow instance gives it a third of every round.
 	passes := func(all, fast []time.Duration, slow int) bool {
-		return slow*100 <= len(all) && p99(all) <= p99(fast)+2*time.Millisecond
+		return slow*20 < len(all) && p90(all) <= p90(fast)+2*time.Millisecond
 	}
 	var all, fast []time.Duration
 	slow := 0
@@ -243,7 +255,8 @@ func testAvoidsSlow(t *testing.T, b brokerCase) {
 				rFast = append(rFast, s.took)
 			}
 		}
-		t.Logf("round %d: slow instance served %d of %d calls; p99 all %v, fast instances %v", round+1, rSlow, len(rAll), p99(rAll), p99(rFast))
+		t.Logf("round %d: slow instance served %d of %d calls; p90 all %v, fast instances %v; p99 all %v, fast instances %v",
+			round+1, rSlow, len(rAll), p90(rAll), p90(rFast), p99(rAll), p99(rFast))
 		if round == 0 || passes(rAll, rFast, rSlow) || !passes(all, fast, slow) && rSlow < slow {
 			all, fast, slow = rAll, rFast, rSlow
 		}
@@ -251,11 +264,11 @@ func testAvoidsSlow(t *testing.T, b brokerCase) {
 			break
 		}
 	}
-	if slow*10 >= len(all) {
-		t.Errorf("the slow instance served %d of %d calls, want under 10%%", slow, len(all))
+	if slow*20 >= len(all) {
+		t.Errorf("the slow instance served %d of %d calls, want under 5%%", slow, len(all))
 	}
-	if p99(all) > p99(fast)+2*time.Millisecond {
-		t.Errorf("p99 of all calls %v, want within 2ms of the fast instances' %v", p99(all), p99(fast))
+	if p90(all) > p90(fast)+2*time.Millisecond {
+		t.Errorf("p90 of all calls %v, want within 2ms of the fast instances' %v", p90(all), p90(fast))
 	}
 }
 
