@@ -124,7 +124,7 @@ func (g *grpcApp) serve(ctx context.Context, sc *serverCall) (tail func()) {
 	if end != nil && len(rest) == 0 {
 		st := endStatus(end)
 		sc.head(&out, false)
-		out.Trailers = grpcwire.AppendStatus(nil, st, cs.Trailer())
+		out.Trailers = grpcwire.AppendStatus(nil, st, trailerOf(cs, end))
 		if sc.answer(ctx, &out) {
 			sc.ended(st.Code())
 		}
@@ -159,7 +159,7 @@ func (g *grpcApp) streamAnswer(ctx context.Context, sc *serverCall, cs grpc.Clie
 		if err != nil {
 			st := endStatus(err)
 			sc.ended(st.Code())
-			if serr := s.Send(ctx, nil, true, grpcwire.AppendStatus(nil, st, cs.Trailer())); serr != nil {
+			if serr := s.Send(ctx, nil, true, grpcwire.AppendStatus(nil, st, trailerOf(cs, err))); serr != nil {
 				sc.sendFailed(ctx, serr)
 			}
 			return
@@ -203,6 +203,19 @@ func (g *grpcApp) sendToApp(ctx context.Context, sc *serverCall, cs grpc.ClientS
 			return nil
 		}
 	}
+}
+
+// trailerOf returns the application's trailer metadata, once its stream
+// ended with err. grpc-go's Trailer may be read only after the stream's
+// RecvMsg returned an error; an error of the call's own context (it ended
+// while the receiver waited) comes before that, and the stream's
+// transport may still be closing it: no trailer then, the context says
+// why the call ended.
+func trailerOf(cs grpc.ClientStream, err error) metadata.MD {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return nil
+	}
+	return cs.Trailer()
 }
 
 // endStatus is the status a stream ended with: OK at a clean end.
