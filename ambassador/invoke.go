@@ -40,31 +40,41 @@ func chain(inner Invoker, mw ...Middleware) Invoker {
 // discovery knows no healthy instance that may take it.
 func (a *Ambassador) requireHealthy(next Invoker) Invoker {
 	return func(ctx context.Context, c *Call) error {
-		if reg := c.lane.reg; reg != nil && !findHealthy(ctx, reg, c.Route.Service, c.Version) {
-			if errors.Is(ctx.Err(), context.DeadlineExceeded) || reason.Of(context.Cause(ctx)) == reason.Timeout {
-				// The deadline (or, for a call without one, the wait for
-				// the answer's head) ended the wait for discovery
-				// (AwaitFirst).
-				return reason.Errorf(reason.Timeout, "no healthy instance of service %q was known before the deadline", c.Route.Service)
+		if reg := c.lane.reg; reg != nil {
+			if err := healthyOrWhy(ctx, reg, c.Route.Service, c.Version); err != nil {
+				return err
 			}
-			return noHealthy(c.Route.Service, c.Version)
 		}
 		return next(ctx, c)
 	}
 }
 
+// healthyOrWhy is nil when reg knows, or comes to know, a healthy instance
+// of service at version (findHealthy); else why not: the call's deadline
+// (or, for a call without one, the wait for the answer's head) ended the
+// wait for discovery, or no instance is known.
+func healthyOrWhy(ctx context.Context, reg *discovery.Registry, service, version string) error {
+	if findHealthy(ctx, reg, service, version) {
+		return nil
+	}
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) || reason.Of(context.Cause(ctx)) == reason.Timeout {
+		return reason.Errorf(reason.Timeout, "no healthy instance of service %q was known before the deadline", service)
+	}
+	return noHealthy(service, version)
+}
+
 // findHealthy reports whether reg knows a healthy instance of service at
 // version, waiting for discovery where it may not have heard yet: a
 // service no route names is learnt on its first call, asked and the
-// answer awaited briefly (discovery.Registry.Learn); one a route names
-// that never had a healthy instance is awaited through its first
-// announcement interval (discovery.Registry.AwaitFirst), bounded by the
-// call's deadline. Each broker has its discovery: a call split onto
-// another asks there.
+// answer awaited briefly (discovery.Registry.Learn); for one a route
+// names, a version that never had a healthy instance is awaited through
+// the service's first announcement interval (discovery.Registry.AwaitFirst),
+// bounded by the call's deadline. Each broker has its discovery: a call
+// split onto another asks there.
 func findHealthy(ctx context.Context, reg *discovery.Registry, service, version string) bool {
 	return available(reg, service, version) ||
 		reg.Learn(ctx, service, learnWait) && available(reg, service, version) ||
-		reg.AwaitFirst(ctx, service) && available(reg, service, version)
+		reg.AwaitFirst(ctx, service, version) && available(reg, service, version)
 }
 
 // maxReturned bounds the instances one call tries in direct mode when the

@@ -12,6 +12,7 @@ import (
 	"github.com/busmesh/busmesh/broker"
 	"github.com/busmesh/busmesh/internal/config"
 	"github.com/busmesh/busmesh/internal/envelope"
+	"github.com/busmesh/busmesh/internal/reason"
 	"github.com/busmesh/busmesh/internal/telemetry"
 )
 
@@ -172,12 +173,16 @@ func (a *Ambassador) routeTraffic(next Invoker) Invoker {
 			return next(ctx, c)
 		}
 		t.choose(c, a.cfg.Service)
-		// Each broker's discovery knows the instances over that broker.
-		if reg := c.lane.reg; c.Version != c.Route.Policy.Version && reg != nil && !available(reg, c.Route.Service, c.Version) {
-			if t.fallback == config.FallbackNone {
-				return noHealthy(c.Route.Service, c.Version)
+		// Each broker's discovery knows the instances over that broker. A
+		// version not heard yet is awaited through the service's first
+		// hearing, so a canary's first calls are not the fallback's.
+		if reg := c.lane.reg; c.Version != c.Route.Policy.Version && reg != nil {
+			if err := healthyOrWhy(ctx, reg, c.Route.Service, c.Version); err != nil {
+				if t.fallback == config.FallbackNone || reason.Of(err) == reason.Timeout {
+					return err
+				}
+				c.Version, c.Subject = c.Route.Policy.Version, c.Route.Subject
 			}
-			c.Version, c.Subject = c.Route.Policy.Version, c.Route.Subject
 		}
 		err := next(ctx, c)
 		if t.mirror != nil && !c.Req.More && rand.IntN(100) < t.mirror.percent {

@@ -48,7 +48,7 @@ func (r *Registry) ensureLocked(name string, routed bool) *service {
 		r.logger.Debug("service not watched: at the bound", telemetry.KeyService, name, "max", r.maxServices)
 		return nil
 	}
-	s := &service{name: name, entries: map[string]*entry{}, answered: make(chan struct{}), found: make(chan struct{})}
+	s := &service{name: name, entries: map[string]*entry{}, answered: make(chan struct{}), heard: make(chan struct{})}
 	s.healthy.Store(&[]Instance{})
 	m := maps.Clone(old)
 	m[name] = s
@@ -125,46 +125,53 @@ func (r *Registry) Learn(ctx context.Context, service string, wait time.Duration
 	return true
 }
 
-// AwaitFirst waits, while a service the routing table names has never
-// had a healthy instance and is within its first hearing (until one
-// announcement interval after its first ping settled), for its first
-// healthy instance, or until ctx ends. It reports whether it waited: a
-// caller that found no healthy instance should look again.
+// AwaitFirst waits, while a service the routing table names never had a
+// healthy instance at version ("" for any) and is within its first
+// hearing (until one announcement interval after its first ping
+// settled), for the first such instance, or until ctx ends. It reports
+// whether it waited: a caller that found no healthy instance should look
+// again.
 //
 // Why: the answers to the ping sent when a sidecar starts can come after
-// the ping settles (a Kafka consumer still joining, a busy machine), but
-// every live adapter announces once an interval on the subject the
-// watcher subscribed to before pinging, so until then "none answered"
-// does not yet mean "none is there". A name no route gives is not
-// awaited: a call to a service nobody serves is answered at once.
-func (r *Registry) AwaitFirst(ctx context.Context, service string) bool {
+// the ping settles (a Kafka consumer still joining, a busy machine), and
+// one version's answer can come before another's, but every live adapter
+// announces once an interval on the subject the watcher subscribed to
+// before pinging, so until then "none answered" does not yet mean "none
+// is there": a canary's first calls go to the canary, not to the
+// fallback. A name no route gives is not awaited: a call to a service
+// nobody serves is answered at once.
+func (r *Registry) AwaitFirst(ctx context.Context, service, version string) bool {
 	s := (*r.services.Load())[service]
 	if s == nil || !s.routed.Load() {
 		return false
 	}
-	select {
-	case <-s.found:
-		return false
-	default:
-	}
 	// The hearing ends an interval after the first ping settled; until it
 	// settles (it may not even be sent yet), it is at least that far off.
 	hearingLeft := func() time.Duration { return s.settledAt + r.interval - r.since(r.now()) }
-	left, answered := r.interval+askSettle, s.answered
+	answered := s.answered
 	select {
 	case <-answered: // settledAt is set
-		if left = hearingLeft(); left <= 0 {
-			return false
+		if hearingLeft() <= 0 {
+			return false // past the hearing: no lock taken
 		}
 		answered = nil
 	default:
 	}
-	t := time.NewTimer(left)
+	t := time.NewTimer(r.interval + askSettle)
 	defer t.Stop()
-	for {
+	if answered == nil {
+		t.Reset(hearingLeft())
+	}
+	for waited := false; ; waited = true {
+		r.mu.Lock()
+		_, seen := s.seen[version]
+		heard := s.heard
+		r.mu.Unlock()
+		if seen {
+			return waited
+		}
 		select {
-		case <-s.found:
-			return true
+		case <-heard:
 		case <-answered:
 			answered = nil
 			t.Reset(hearingLeft())

@@ -148,10 +148,13 @@ type service struct {
 	answeredOnce sync.Once
 	pinged       atomic.Bool // the Watcher asked this entry's instances
 	// settledAt is when the first ping settled (set before answered is
-	// closed); found is closed when the snapshot first held a healthy
-	// instance (under mu).
+	// closed). Under mu: seen holds each version a snapshot ever held a
+	// healthy instance of ("" for any), and heard is closed (and
+	// replaced) when a snapshot holds a version first; both serve
+	// AwaitFirst.
 	settledAt time.Duration
-	found     chan struct{}
+	seen      map[string]struct{}
+	heard     chan struct{}
 }
 
 // owner is who may speak for an entry: the sidecar and incarnation that
@@ -566,13 +569,30 @@ func (r *Registry) publish(s *service, at time.Duration) {
 		}
 	}
 	s.healthy.Store(&healthy)
-	if len(healthy) > 0 {
-		select {
-		case <-s.found:
-		default:
-			close(s.found)
-		}
+	news := false
+	for i := range healthy {
+		news = s.see(healthy[i].Version) || news
 	}
+	if len(healthy) > 0 {
+		news = s.see("") || news
+	}
+	if news { // wake AwaitFirst
+		close(s.heard)
+		s.heard = make(chan struct{})
+	}
+}
+
+// see records that version had a healthy instance, and reports whether
+// that is new. Called with the registry's mu held.
+func (s *service) see(version string) bool {
+	if _, ok := s.seen[version]; ok {
+		return false
+	}
+	if s.seen == nil {
+		s.seen = map[string]struct{}{}
+	}
+	s.seen[version] = struct{}{}
+	return true
 }
 
 // Expire forgets instances not heard from within their lifetime, and

@@ -1,0 +1,70 @@
+package e2e
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// TestCanaryHeardAfterStable: on every broker, a call split to a version
+// discovery has not heard yet, while another version is known, waits for
+// it within the service's first hearing instead of falling back: an
+// ambassador that starts before its canary's adapter sends the canary's
+// share to the canary from its first call.
+func TestCanaryHeardAfterStable(t *testing.T) {
+	for _, b := range brokers(t) {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			requireBroker(t, b)
+			testCanaryHeardAfterStable(t, b)
+		})
+	}
+}
+
+func testCanaryHeardAfterStable(t *testing.T, b brokerCase) {
+	service := unique("canary")
+	callee := func(version string) {
+		app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			io.WriteString(w, version)
+		}))
+		t.Cleanup(app.Close)
+		startSidecar(t, "callee-"+version, versionedCalleeConfig, map[string]string{
+			"id": unique(service + "-" + version), "broker": b.url, "service": service, "version": version, "target": app.URL,
+		})
+	}
+	callee("v1")
+	port, admin := freePort(t), freePort(t)
+	file := filepath.Join(t.TempDir(), "caller.yaml")
+	// A 5 s interval makes the caller's first hearing outlast a loaded
+	// machine's start of the canary's sidecar.
+	text := trafficCaller(b.url, unique("web"), admin, service, port, "queue", "      split: {v2: 100}\n") +
+		"discovery:\n  interval: 5s\n"
+	if err := os.WriteFile(file, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	runSidecar(t, binary, "caller", file, admin)
+	client := &http.Client{}
+	t.Cleanup(client.CloseIdleConnections)
+	type answer struct {
+		version string
+		err     error
+		took    time.Duration
+	}
+	first := make(chan answer, 1)
+	go func() {
+		start := time.Now()
+		v, err := getter(client, port)()
+		first <- answer{v, err, time.Since(start)}
+	}()
+	time.Sleep(200 * time.Millisecond) // the call waits for v2 by now
+	callee("v2")
+	got := <-first
+	t.Logf("%s: the first call, sent before v2's sidecar started: %q %v in %v", b.name, got.version, got.err, got.took)
+	if got.err != nil || got.version != "v2" {
+		t.Errorf("the first call split to v2, sent before v2 was heard: %q, %v; want v2 (not v1, the fallback)", got.version, got.err)
+	}
+}
