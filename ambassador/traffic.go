@@ -8,11 +8,12 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/busmesh/busmesh/broker"
 	"github.com/busmesh/busmesh/internal/config"
+	"github.com/busmesh/busmesh/internal/discovery"
 	"github.com/busmesh/busmesh/internal/envelope"
-	"github.com/busmesh/busmesh/internal/reason"
 	"github.com/busmesh/busmesh/internal/telemetry"
 )
 
@@ -173,16 +174,12 @@ func (a *Ambassador) routeTraffic(next Invoker) Invoker {
 			return next(ctx, c)
 		}
 		t.choose(c, a.cfg.Service)
-		// Each broker's discovery knows the instances over that broker. A
-		// version not heard yet is awaited through the service's first
-		// hearing, so a canary's first calls are not the fallback's.
-		if reg := c.lane.reg; c.Version != c.Route.Policy.Version && reg != nil {
-			if err := healthyOrWhy(ctx, reg, c.Route.Service, c.Version); err != nil {
-				if t.fallback == config.FallbackNone || reason.Of(err) == reason.Timeout {
-					return err
-				}
-				c.Version, c.Subject = c.Route.Policy.Version, c.Route.Subject
+		// Each broker's discovery knows the instances over that broker.
+		if reg := c.lane.reg; c.Version != c.Route.Policy.Version && reg != nil && !a.versionFound(ctx, c, reg, t.fallback) {
+			if t.fallback == config.FallbackNone {
+				return healthyOrWhy(ctx, reg, c.Route.Service, c.Version)
 			}
+			c.Version, c.Subject = c.Route.Policy.Version, c.Route.Subject
 		}
 		err := next(ctx, c)
 		if t.mirror != nil && !c.Req.More && rand.IntN(100) < t.mirror.percent {
@@ -190,6 +187,25 @@ func (a *Ambassador) routeTraffic(next Invoker) Invoker {
 		}
 		return err
 	}
+}
+
+// versionFound reports whether reg knows, or comes to know, a healthy
+// instance at the version traffic rules chose for c. A version not heard
+// yet is awaited through the service's first hearing
+// (discovery.Registry.AwaitFirst), so a canary whose adapter is heard
+// after the stable one's gets its first calls; with a fallback, the wait
+// takes at most half of what is left before the answer is due, so a
+// canary that never comes costs its calls a delay, not their deadline.
+func (a *Ambassador) versionFound(ctx context.Context, c *Call, reg *discovery.Registry, fallback string) bool {
+	if available(reg, c.Route.Service, c.Version) {
+		return true
+	}
+	if by := c.answerBy(); fallback != config.FallbackNone && !by.IsZero() {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, time.Now().Add(time.Until(by)/2))
+		defer cancel()
+	}
+	return findHealthy(ctx, reg, c.Route.Service, c.Version)
 }
 
 // sendMirror copies c's request to the mirror, fire and forget: the copy

@@ -157,11 +157,7 @@ func (r *Registry) AwaitFirst(ctx context.Context, service, version string) bool
 		answered = nil
 	default:
 	}
-	t := time.NewTimer(r.interval + askSettle)
-	defer t.Stop()
-	if answered == nil {
-		t.Reset(hearingLeft())
-	}
+	var t *time.Timer
 	for waited := false; ; waited = true {
 		r.mu.Lock()
 		_, seen := s.seen[version]
@@ -169,6 +165,13 @@ func (r *Registry) AwaitFirst(ctx context.Context, service, version string) bool
 		r.mu.Unlock()
 		if seen {
 			return waited
+		}
+		if t == nil {
+			t = time.NewTimer(r.interval + askSettle)
+			defer t.Stop()
+			if answered == nil {
+				t.Reset(hearingLeft())
+			}
 		}
 		select {
 		case <-heard:
@@ -198,7 +201,7 @@ func (r *Registry) answer(service string) {
 	}
 	s.answeredOnce.Do(func() {
 		r.mu.Lock()
-		s.settledAt = r.since(r.now())
+		s.settledAt, s.settled = r.since(r.now()), true
 		r.publish(s, s.settledAt)
 		r.mu.Unlock()
 		close(s.answered)

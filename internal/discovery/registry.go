@@ -147,12 +147,14 @@ type service struct {
 	answered     chan struct{}
 	answeredOnce sync.Once
 	pinged       atomic.Bool // the Watcher asked this entry's instances
-	// settledAt is when the first ping settled (set before answered is
-	// closed). Under mu: seen holds each version a snapshot ever held a
+	// settledAt is when the first ping settled (set, with settled, under
+	// mu before answered is closed). Under mu, for a routed service within
+	// its first hearing: seen holds each version a snapshot held a
 	// healthy instance of ("" for any), and heard is closed (and
 	// replaced) when a snapshot holds a version first; both serve
 	// AwaitFirst.
 	settledAt time.Duration
+	settled   bool
 	seen      map[string]struct{}
 	heard     chan struct{}
 }
@@ -569,6 +571,10 @@ func (r *Registry) publish(s *service, at time.Duration) {
 		}
 	}
 	s.healthy.Store(&healthy)
+	if !s.routed.Load() || s.settled && at >= s.settledAt+r.interval {
+		s.seen = nil // AwaitFirst waits only within a routed service's first hearing
+		return
+	}
 	news := false
 	for i := range healthy {
 		news = s.see(healthy[i].Version) || news

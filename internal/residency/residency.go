@@ -7,9 +7,10 @@
 // 64 KiB around each (fault-around), and they stay counted in the
 // process's resident set for its whole life. ReleaseStartPages drops
 // them from the process's page tables once the sidecar is ready: they
-// stay in the page cache, shared with every other process running the
-// same file, and the ones the sidecar uses again come back on their first
-// use through a minor fault, with no read from disk.
+// stay in the page cache (until memory pressure evicts them, as any
+// unmapped file page), shared with every other process running the same
+// file, and the ones the sidecar uses again come back on their first use
+// through a minor fault.
 package residency
 
 // Released says what ReleaseStartPages did.
