@@ -51,7 +51,7 @@ func testCanaryHeardAfterStable(t *testing.T, b brokerCase) {
 	if err := os.WriteFile(file, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	runSidecar(t, binary, "caller", file, admin)
+	caller := runSidecar(t, binary, "caller", file, admin)
 	client := &http.Client{}
 	t.Cleanup(client.CloseIdleConnections)
 	type answer struct {
@@ -65,9 +65,24 @@ func testCanaryHeardAfterStable(t *testing.T, b brokerCase) {
 		v, err := getter(client, port)()
 		first <- answer{v, err, time.Since(start)}
 	}()
-	time.Sleep(200 * time.Millisecond) // the call waits for v2 by now
-	callee("v2")
-	got := <-first
+	// v2's sidecar starts once the call waits (or has been answered,
+	// which fails below).
+	var got answer
+	waiting := false
+	for deadline := time.Now().Add(5 * time.Second); !waiting && got.took == 0 && time.Now().Before(deadline); {
+		select {
+		case got = <-first:
+		case <-time.After(20 * time.Millisecond):
+			waiting = caller.metric("busmesh_ambassador_inflight_requests") >= 1
+		}
+	}
+	if got.took == 0 {
+		if !waiting {
+			t.Fatal("the first call was neither answered nor in flight within 5 s")
+		}
+		callee("v2")
+		got = <-first
+	}
 	t.Logf("%s: the first call, sent before v2's sidecar started: %q %v in %v", b.name, got.version, got.err, got.took)
 	if got.err != nil || got.version != "v2" {
 		t.Errorf("the first call split to v2, sent before v2 was heard: %q, %v; want v2 (not v1, the fallback)", got.version, got.err)
