@@ -175,11 +175,14 @@ func (a *Ambassador) routeTraffic(next Invoker) Invoker {
 		}
 		t.choose(c, a.cfg.Service)
 		// Each broker's discovery knows the instances over that broker.
-		if reg := c.lane.reg; c.Version != c.Route.Policy.Version && reg != nil && !a.versionFound(ctx, c, reg, t.fallback) {
+		if reg := c.lane.reg; c.Version != c.Route.Policy.Version && reg != nil {
 			if t.fallback == config.FallbackNone {
-				return healthyOrWhy(ctx, reg, c.Route.Service, c.Version)
+				if err := healthyOrWhy(ctx, reg, c.Route.Service, c.Version); err != nil {
+					return err
+				}
+			} else if !versionFound(ctx, c, reg) {
+				c.Version, c.Subject = c.Route.Policy.Version, c.Route.Subject
 			}
-			c.Version, c.Subject = c.Route.Policy.Version, c.Route.Subject
 		}
 		err := next(ctx, c)
 		if t.mirror != nil && !c.Req.More && rand.IntN(100) < t.mirror.percent {
@@ -190,17 +193,17 @@ func (a *Ambassador) routeTraffic(next Invoker) Invoker {
 }
 
 // versionFound reports whether reg knows, or comes to know, a healthy
-// instance at the version traffic rules chose for c. A version not heard
-// yet is awaited through the service's first hearing
-// (discovery.Registry.AwaitFirst), so a canary whose adapter is heard
-// after the stable one's gets its first calls; with a fallback, the wait
-// takes at most half of what is left before the answer is due, so a
-// canary that never comes costs its calls a delay, not their deadline.
-func (a *Ambassador) versionFound(ctx context.Context, c *Call, reg *discovery.Registry, fallback string) bool {
+// instance at the version traffic rules chose for c, which has a fallback.
+// A version not heard yet is awaited through the service's first hearing
+// (findHealthy), so a canary whose adapter is heard after the stable
+// one's gets its first calls; the wait takes at most half of what is left
+// before the answer is due, so a canary that never comes costs its calls
+// a delay, not their deadline.
+func versionFound(ctx context.Context, c *Call, reg *discovery.Registry) bool {
 	if available(reg, c.Route.Service, c.Version) {
 		return true
 	}
-	if by := c.answerBy(); fallback != config.FallbackNone && !by.IsZero() {
+	if by := c.answerBy(); !by.IsZero() {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithDeadline(ctx, time.Now().Add(time.Until(by)/2))
 		defer cancel()

@@ -148,12 +148,12 @@ func (r *Registry) AwaitFirst(ctx context.Context, service, version string) bool
 	// The hearing ends an interval after the first ping settled; until it
 	// settles (it may not even be sent yet), it is at least that far off.
 	hearingLeft := func() time.Duration { return s.settledAt + r.interval - r.since(r.now()) }
+	if r.hearingOver(s, r.since(r.now())) {
+		return false // no lock taken
+	}
 	answered := s.answered
 	select {
 	case <-answered: // settledAt is set
-		if hearingLeft() <= 0 {
-			return false // past the hearing: no lock taken
-		}
 		answered = nil
 	default:
 	}
@@ -166,12 +166,13 @@ func (r *Registry) AwaitFirst(ctx context.Context, service, version string) bool
 		if seen {
 			return waited
 		}
-		if t == nil {
-			t = time.NewTimer(r.interval + askSettle)
-			defer t.Stop()
+		if t == nil { // not before it is needed: most calls find the version seen
+			left := r.interval + askSettle
 			if answered == nil {
-				t.Reset(hearingLeft())
+				left = hearingLeft()
 			}
+			t = time.NewTimer(left)
+			defer t.Stop()
 		}
 		select {
 		case <-heard:
@@ -183,6 +184,17 @@ func (r *Registry) AwaitFirst(ctx context.Context, service, version string) bool
 		case <-ctx.Done():
 			return true
 		}
+	}
+}
+
+// hearingOver reports whether s's first hearing had ended at at: its
+// first ping settled and an announcement interval has passed since.
+func (r *Registry) hearingOver(s *service, at time.Duration) bool {
+	select {
+	case <-s.answered: // settledAt is set
+		return at >= s.settledAt+r.interval
+	default:
+		return false
 	}
 }
 
@@ -201,7 +213,7 @@ func (r *Registry) answer(service string) {
 	}
 	s.answeredOnce.Do(func() {
 		r.mu.Lock()
-		s.settledAt, s.settled = r.since(r.now()), true
+		s.settledAt = r.since(r.now())
 		r.publish(s, s.settledAt)
 		r.mu.Unlock()
 		close(s.answered)

@@ -147,14 +147,12 @@ type service struct {
 	answered     chan struct{}
 	answeredOnce sync.Once
 	pinged       atomic.Bool // the Watcher asked this entry's instances
-	// settledAt is when the first ping settled (set, with settled, under
-	// mu before answered is closed). Under mu, for a routed service within
-	// its first hearing: seen holds each version a snapshot held a
-	// healthy instance of ("" for any), and heard is closed (and
-	// replaced) when a snapshot holds a version first; both serve
-	// AwaitFirst.
+	// settledAt is when the first ping settled (set under mu before
+	// answered is closed). Under mu, for a routed service within its
+	// first hearing: seen holds each version a snapshot held a healthy
+	// instance of ("" for any), and heard is closed (and replaced) when a
+	// snapshot holds a version first; both serve AwaitFirst.
 	settledAt time.Duration
-	settled   bool
 	seen      map[string]struct{}
 	heard     chan struct{}
 }
@@ -571,7 +569,7 @@ func (r *Registry) publish(s *service, at time.Duration) {
 		}
 	}
 	s.healthy.Store(&healthy)
-	if !s.routed.Load() || s.settled && at >= s.settledAt+r.interval {
+	if !s.routed.Load() || r.hearingOver(s, at) {
 		s.seen = nil // AwaitFirst waits only within a routed service's first hearing
 		return
 	}

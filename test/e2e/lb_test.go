@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -190,7 +189,7 @@ func percentile(d []time.Duration, p int) time.Duration {
 		return 0
 	}
 	s := slices.Clone(d)
-	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	slices.Sort(s)
 	return s[(len(s)*p-1)/100]
 }
 
