@@ -18,7 +18,7 @@ func TestRejects(t *testing.T) {
 	cfg := config.NewAdapter()
 	cfg.Service, cfg.Instance, cfg.Target = "orders", "i-1", "http://127.0.0.1:1"
 	m := telemetry.NewMetrics()
-	sink := &sinkBroker{answers: make(chan struct{}, 16)}
+	sink := &sinkBroker{answers: make(chan string, 16)}
 	a, err := New(Options{Config: cfg, Sidecar: "t", Broker: sink, Metrics: m})
 	if err != nil {
 		t.Fatal(err)

@@ -31,7 +31,7 @@ func TestTracedServerSpan(t *testing.T) {
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(spans))
 	cfg := config.NewAdapter()
 	cfg.Service, cfg.Instance, cfg.Target = "orders", "orders-1", app.URL
-	sink := &sinkBroker{answers: make(chan struct{}, 16)}
+	sink := &sinkBroker{answers: make(chan string, 16)}
 	a, err := New(Options{Config: cfg, Sidecar: "t", Broker: sink, Tracer: telemetry.NewTracerFrom(tp, "kafka")})
 	if err != nil {
 		t.Fatal(err)
@@ -81,7 +81,7 @@ func TestTracingOffPassesContext(t *testing.T) {
 	defer app.Close()
 	cfg := config.NewAdapter()
 	cfg.Service, cfg.Instance, cfg.Target = "orders", "orders-1", app.URL
-	a, err := New(Options{Config: cfg, Sidecar: "t", Broker: &sinkBroker{answers: make(chan struct{}, 16)}})
+	a, err := New(Options{Config: cfg, Sidecar: "t", Broker: &sinkBroker{answers: make(chan string, 16)}})
 	if err != nil {
 		t.Fatal(err)
 	}

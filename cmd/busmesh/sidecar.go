@@ -22,6 +22,7 @@ import (
 	"github.com/busmesh/busmesh/internal/config"
 	"github.com/busmesh/busmesh/internal/discovery"
 	"github.com/busmesh/busmesh/internal/residency"
+	"github.com/busmesh/busmesh/internal/sysmon"
 	"github.com/busmesh/busmesh/internal/telemetry"
 	busmeshv1 "github.com/busmesh/busmesh/proto/busmesh/v1"
 )
@@ -57,6 +58,10 @@ also tries the broker and the application.`,
 			if check {
 				return checkOnly(cmd, file)
 			}
+			// First, before the config is read (it may be a pipe, which
+			// the new run could not read again): this returns only when
+			// the process was not replaced.
+			reexecErr := sysmon.Reexec()
 			cfg, err := config.Load(file)
 			if err != nil {
 				return usageError{err}
@@ -67,6 +72,10 @@ also tries the broker and the application.`,
 			logger, err := telemetry.NewLogger(os.Stderr, cfg.Log.Level, cfg.Log.Format)
 			if err != nil {
 				return usageError{err}
+			}
+			if reexecErr != nil {
+				logger.Warn("could not restart with GODEBUG="+sysmon.Setting+"; running without it",
+					telemetry.KeyErr, reexecErr)
 			}
 			if _, set := os.LookupEnv("GOMAXPROCS"); !set && cfg.Procs > 0 {
 				runtime.GOMAXPROCS(cfg.Procs)

@@ -1,0 +1,64 @@
+package e2e
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/busmesh/busmesh/internal/sysmon"
+	"github.com/busmesh/busmesh/internal/testutil"
+)
+
+// TestSidecarKeepsSysmonAwake: a sidecar runs with GODEBUG's schedtrace
+// set (internal/sysmon), in the process that was started (the restart
+// keeps its ID), with its config read once from a pipe; a user's own
+// schedtrace, the opt-out, is left alone.
+func TestSidecarKeepsSysmonAwake(t *testing.T) {
+	b := brokers(t)[0]
+	requireBroker(t, b)
+	for _, c := range []struct {
+		name, godebug, want string
+	}{
+		{"default", "", "GODEBUG=" + sysmon.Setting},
+		{"others kept", "http2client=0", "GODEBUG=http2client=0," + sysmon.Setting},
+		{"opted out", "schedtrace=0", "GODEBUG=schedtrace=0"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			admin := freePort(t)
+			config := fmt.Sprintf("id: %s\nbroker: %s\nadmin: %s\nadapter:\n  service: %s\n  target: http://127.0.0.1:1\n",
+				unique("rt"), b.url, admin, unique("rt"))
+			s := &sidecar{t: t, name: "callee", admin: admin, log: &testutil.Buffer{}, done: make(chan struct{})}
+			s.cmd = exec.Command(binary, "sidecar", "--config", "/dev/stdin")
+			s.cmd.Stdin = strings.NewReader(config)
+			s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
+			s.cmd.Env = os.Environ()
+			if c.godebug != "" {
+				s.cmd.Env = append(s.cmd.Env, "GODEBUG="+c.godebug)
+			}
+			if err := s.cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			go func() { s.cmd.Wait(); close(s.done) }()
+			t.Cleanup(func() { s.stop(os.Interrupt) })
+			s.waitReady(15 * time.Second)
+
+			environ, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", s.cmd.Process.Pid))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var godebug []string
+			for kv := range bytes.SplitSeq(environ, []byte{0}) {
+				if bytes.HasPrefix(kv, []byte("GODEBUG=")) {
+					godebug = append(godebug, string(kv))
+				}
+			}
+			if len(godebug) != 1 || godebug[0] != c.want {
+				t.Errorf("the sidecar's environment has %q; want [%s]", godebug, c.want)
+			}
+		})
+	}
+}
