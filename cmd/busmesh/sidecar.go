@@ -74,8 +74,7 @@ also tries the broker and the application.`,
 				return usageError{err}
 			}
 			if reexecErr != nil {
-				logger.Warn("could not restart with GODEBUG="+sysmon.Setting+"; running without it",
-					telemetry.KeyErr, reexecErr)
+				logger.Warn("runtime setting not made", "godebug", sysmon.Setting, telemetry.KeyErr, reexecErr)
 			}
 			if _, set := os.LookupEnv("GOMAXPROCS"); !set && cfg.Procs > 0 {
 				runtime.GOMAXPROCS(cfg.Procs)

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -15,8 +17,8 @@ import (
 
 // TestSidecarKeepsSysmonAwake: a sidecar runs with GODEBUG's schedtrace
 // set (internal/sysmon), in the process that was started (the restart
-// keeps its ID), with its config read once from a pipe; a user's own
-// schedtrace, the opt-out, is left alone.
+// keeps its ID) and under its name, with its config read once from a
+// pipe; a user's own schedtrace, the opt-out, is left alone.
 func TestSidecarKeepsSysmonAwake(t *testing.T) {
 	b := brokers(t)[0]
 	requireBroker(t, b)
@@ -35,7 +37,7 @@ func TestSidecarKeepsSysmonAwake(t *testing.T) {
 			s.cmd = exec.Command(binary, "sidecar", "--config", "/dev/stdin")
 			s.cmd.Stdin = strings.NewReader(config)
 			s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
-			s.cmd.Env = os.Environ()
+			s.cmd.Env = slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "GODEBUG=") })
 			if c.godebug != "" {
 				s.cmd.Env = append(s.cmd.Env, "GODEBUG="+c.godebug)
 			}
@@ -58,6 +60,14 @@ func TestSidecarKeepsSysmonAwake(t *testing.T) {
 			}
 			if len(godebug) != 1 || godebug[0] != c.want {
 				t.Errorf("the sidecar's environment has %q; want [%s]", godebug, c.want)
+			}
+			// Still under its own name for ps, top and pgrep.
+			comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", s.cmd.Process.Pid))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, want := strings.TrimSpace(string(comm)), filepath.Base(binary); got != want[:min(len(want), 15)] {
+				t.Errorf("the sidecar's process name is %q; want %q", got, want)
 			}
 		})
 	}

@@ -13,7 +13,10 @@ func TestWithSetting(t *testing.T) {
 		{"schedtrace=0", "", false},
 		{"http2client=0,schedtrace=1000", "", false},
 		{Setting, "", false},
+		{"scheddetail=1", "", false},
 		{"schedtracex=1", "schedtracex=1," + Setting, true},
+		// The runtime does not trim keys: " schedtrace" is not one of its.
+		{" schedtrace=0", " schedtrace=0," + Setting, true},
 	} {
 		got, restart := withSetting(c.godebug)
 		if got != c.want || restart != c.restart {
