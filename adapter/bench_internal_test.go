@@ -88,12 +88,11 @@ func BenchmarkAdapterHTTP(b *testing.B) {
 		{"16384B", "/orders/7?x=1", 16 << 10},
 		{"16384B-chunked", "/orders/7?chunked=1", 16 << 10},
 	} {
-		size := bc.size
 		b.Run(bc.name, func(b *testing.B) {
 			req := envelope.Request{ID: 1, Source: "caller", Service: "orders", Protocol: envelope.ProtocolHTTP,
 				Method: "POST", Path: bc.path, ReplyTo: "busmesh.default.inbox.caller",
 				Headers: []string{"Content-Type", "application/json", "User-Agent", "bench", "Accept", "*/*"},
-				Body:    bytes.Repeat([]byte("x"), size)}
+				Body:    bytes.Repeat([]byte("x"), bc.size)}
 			ctx := context.Background()
 			// A call the adapter drops unanswered fails the benchmark
 			// instead of hanging it.
