@@ -17,15 +17,39 @@ const primeDuration = 300 * time.Millisecond
 // memory reading.
 const idleSettle = 500 * time.Millisecond
 
-// recordIdle reads every row process's resident set before any load.
+// idleCPUWindow is how long the processes' CPU use at rest is measured
+// for, after idleSettle: what a sidecar costs with no call to carry (its
+// discovery, health checks, and the Go runtime's own wake-ups).
+const idleCPUWindow = 3 * time.Second
+
+// recordIdle reads every row process's resident set before any load, then
+// its CPU use at rest.
 func (e *env) recordIdle(res *results) {
 	time.Sleep(idleSettle)
+	type start struct {
+		m   *mem
+		pid int
+		cpu time.Duration
+	}
+	var starts []start
 	for _, r := range e.rows {
 		for _, p := range r.procs {
+			m := res.memOf(r.name, p.role)
 			if s, err := readProc(p.pid); err == nil {
-				m := res.memOf(r.name, p.role)
 				m.idle, m.idleAnon = s.rss, s.anon
 			}
+			if cpu, err := onCPU(p.pid); err == nil {
+				starts = append(starts, start{m, p.pid, cpu})
+			}
+		}
+	}
+	began := time.Now()
+	time.Sleep(idleCPUWindow)
+	window := time.Since(began)
+	for _, s := range starts {
+		if cpu, err := onCPU(s.pid); err == nil {
+			s.m.idleCPU = float64(cpu-s.cpu) / float64(window)
+			s.m.idleCPUKnown = true
 		}
 	}
 }

@@ -69,6 +69,35 @@ func readProc(pid int) (procSample, error) {
 	return s, nil
 }
 
+// onCPU returns how long the process's threads have run on a CPU, in
+// nanoseconds (the first field of /proc/<pid>/task/<tid>/schedstat, the
+// scheduler's own account): finer than stat's 10 ms ticks, which a process
+// at rest, waking for microseconds, mostly slips between. A thread that
+// ended takes its time with it; a sidecar's threads last.
+func onCPU(pid int) (time.Duration, error) {
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
+	if err != nil || len(tasks) == 0 {
+		return 0, fmt.Errorf("no schedstat for %d (a kernel without CONFIG_SCHED_INFO?)", pid)
+	}
+	var total int64
+	for _, t := range tasks {
+		data, err := os.ReadFile(t)
+		if err != nil {
+			continue // the thread ended
+		}
+		f := strings.Fields(string(data))
+		if len(f) == 0 {
+			continue
+		}
+		n, err := strconv.ParseInt(f[0], 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("parse %s: %w", t, err)
+		}
+		total += n
+	}
+	return time.Duration(total), nil
+}
+
 // parseKB parses a /proc/<pid>/status size, "   12345 kB", into bytes.
 func parseKB(v string) int64 {
 	n, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)

@@ -101,10 +101,11 @@ func (r *report) spread(s *cellStats) string {
 func (r *report) resources(b *strings.Builder) {
 	fmt.Fprintf(b, "## Processes\n\n")
 	fmt.Fprintf(b, "Resident memory (MB = 10⁶ bytes) from /proc/<pid>/status: VmRSS before any load (in parentheses its anonymous part, RssAnon: heap and stacks rather than the binary's mapped pages); the peak (VmHWM, reset through clear_refs before each run) and VmRSS after the runs at c=%d. "+
+		"CPU idle is the time on a CPU, in ms per second, over %s of rest after the idle memory reading, before any load (from /proc/<pid>/task/*/schedstat). "+
 		"CPU is utime + stime from /proc/<pid>/stat over each run, warm-up included, per 10,000 calls made (10 ms resolution). "+
-		"A broker row is the broker's server process on this machine (nats-server, RabbitMQ's beam.smp, the kfake child), which every call through it also costs; its CPU includes the idle chatter of the other rows' sidecars.\n\n", r.env.maxConc)
-	fmt.Fprintf(b, "| row | process | RSS idle | RSS peak c=%d | RSS end c=%d |", r.env.maxConc, r.env.maxConc)
-	align := "|---|---|--:|--:|--:|"
+		"A broker row is the broker's server process on this machine (nats-server, RabbitMQ's beam.smp, the kfake child), which every call through it also costs; its CPU includes the idle chatter of the other rows' sidecars.\n\n", r.env.maxConc, idleCPUWindow)
+	fmt.Fprintf(b, "| row | process | RSS idle | CPU idle | RSS peak c=%d | RSS end c=%d |", r.env.maxConc, r.env.maxConc)
+	align := "|---|---|--:|--:|--:|--:|"
 	for _, c := range r.opts.concurrency {
 		for _, size := range r.opts.sizes {
 			fmt.Fprintf(b, " CPU s/10k c=%d %s |", c, fmtSize(size))
@@ -122,7 +123,11 @@ func (r *report) resources(b *strings.Builder) {
 			if m.peakNote != "" {
 				peak += " †"
 			}
-			fmt.Fprintf(b, "| `%s` | %s | %s (%s) | %s | %s |", row.name, p.role, fmtMB(float64(m.idle)), fmtMB(float64(m.idleAnon)), peak, fmtMB(float64(m.end)))
+			idleCPU := "—"
+			if m.idleCPUKnown {
+				idleCPU = fmt.Sprintf("%.1f ms/s", m.idleCPU*1000)
+			}
+			fmt.Fprintf(b, "| `%s` | %s | %s (%s) | %s | %s | %s |", row.name, p.role, fmtMB(float64(m.idle)), fmtMB(float64(m.idleAnon)), idleCPU, peak, fmtMB(float64(m.end)))
 			for _, c := range r.opts.concurrency {
 				for _, size := range r.opts.sizes {
 					cell := "—"

@@ -44,13 +44,18 @@ type cellStats struct {
 // memKey names one process of one row.
 type memKey struct{ row, role string }
 
-// mem is what a process's resident set did over the run.
+// mem is what a process's resident set did over the run, and its CPU use
+// at rest.
 type mem struct {
 	idle     int64 // before any load
 	idleAnon int64 // its anonymous part
-	peak     int64 // highest VmHWM seen under the highest concurrency
-	end      int64 // VmRSS at the end of the last run at the highest concurrency
-	peakNote string
+	// idleCPU is the share of one CPU it used at rest, before any load
+	// (idleCPUKnown: measured).
+	idleCPU      float64
+	idleCPUKnown bool
+	peak         int64 // highest VmHWM seen under the highest concurrency
+	end          int64 // VmRSS at the end of the last run at the highest concurrency
+	peakNote     string
 }
 
 // results holds every measurement of a run.
