@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"syscall"
 )
@@ -25,8 +26,8 @@ func Reexec() error {
 	if err != nil {
 		return err
 	}
-	env := append(os.Environ(), "GODEBUG="+godebug) // last: it wins (dedupEnv)
-	if err := syscall.Exec(path, os.Args, dedupEnv(env)); err != nil {
+	env := slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "GODEBUG=") })
+	if err := syscall.Exec(path, os.Args, append(env, "GODEBUG="+godebug)); err != nil {
 		return fmt.Errorf("exec %s: %w", path, err)
 	}
 	return nil
@@ -56,22 +57,4 @@ func self() (string, error) {
 		return "", errors.New("find the executable: " + path + " is not the file this process runs")
 	}
 	return path, nil
-}
-
-// dedupEnv keeps the last of each variable, as os/exec does: the GODEBUG
-// appended wins over the one inherited.
-func dedupEnv(env []string) []string {
-	last := make(map[string]int, len(env))
-	for i, kv := range env {
-		k, _, _ := strings.Cut(kv, "=")
-		last[k] = i
-	}
-	out := env[:0:0]
-	for i, kv := range env {
-		k, _, _ := strings.Cut(kv, "=")
-		if last[k] == i {
-			out = append(out, kv)
-		}
-	}
-	return out
 }

@@ -191,8 +191,14 @@ func startSidecarWith(t testing.TB, bin, name, template string, vars map[string]
 // and waits until it says ready.
 func runSidecar(t testing.TB, bin, name, file, admin string) *sidecar {
 	t.Helper()
-	s := &sidecar{t: t, name: name, admin: admin, log: &testutil.Buffer{}, done: make(chan struct{})}
-	s.cmd = exec.Command(bin, "sidecar", "--config", file)
+	return launchSidecar(t, name, admin, exec.Command(bin, "sidecar", "--config", file))
+}
+
+// launchSidecar starts cmd, a `busmesh sidecar` whose admin port is admin,
+// and waits until it says ready; its output goes to the sidecar's log.
+func launchSidecar(t testing.TB, name, admin string, cmd *exec.Cmd) *sidecar {
+	t.Helper()
+	s := &sidecar{t: t, name: name, admin: admin, log: &testutil.Buffer{}, done: make(chan struct{}), cmd: cmd}
 	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
 	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -9,10 +9,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/busmesh/busmesh/internal/sysmon"
-	"github.com/busmesh/busmesh/internal/testutil"
 )
 
 // TestSidecarKeepsSysmonAwake: a sidecar runs with GODEBUG's schedtrace
@@ -33,20 +31,13 @@ func TestSidecarKeepsSysmonAwake(t *testing.T) {
 			admin := freePort(t)
 			config := fmt.Sprintf("id: %s\nbroker: %s\nadmin: %s\nadapter:\n  service: %s\n  target: http://127.0.0.1:1\n",
 				unique("rt"), b.url, admin, unique("rt"))
-			s := &sidecar{t: t, name: "callee", admin: admin, log: &testutil.Buffer{}, done: make(chan struct{})}
-			s.cmd = exec.Command(binary, "sidecar", "--config", "/dev/stdin")
-			s.cmd.Stdin = strings.NewReader(config)
-			s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
-			s.cmd.Env = slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "GODEBUG=") })
+			cmd := exec.Command(binary, "sidecar", "--config", "/dev/stdin")
+			cmd.Stdin = strings.NewReader(config)
+			cmd.Env = slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "GODEBUG=") })
 			if c.godebug != "" {
-				s.cmd.Env = append(s.cmd.Env, "GODEBUG="+c.godebug)
+				cmd.Env = append(cmd.Env, "GODEBUG="+c.godebug)
 			}
-			if err := s.cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			go func() { s.cmd.Wait(); close(s.done) }()
-			t.Cleanup(func() { s.stop(os.Interrupt) })
-			s.waitReady(15 * time.Second)
+			s := launchSidecar(t, "callee", admin, cmd)
 
 			environ, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", s.cmd.Process.Pid))
 			if err != nil {
