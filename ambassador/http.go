@@ -334,12 +334,20 @@ func (a *Ambassador) respondHTTP(ctx context.Context, w http.ResponseWriter, c *
 		c.failedWith(reason.Parse(resp.Error), resp.Error)
 		c.out.Status = status
 	}
+	whole := !resp.More && len(declared) == 0 && len(resp.Trailers) == 0 && sizedNow(c.http.r, status, h, len(resp.Body))
 	w.WriteHeader(status)
 	if len(resp.Body) > 0 {
 		if _, err := w.Write(resp.Body); err != nil {
 			a.cancelRemote(c, "caller went away")
 			return
 		}
+	}
+	if whole {
+		// The caller has its answer now, not after the call's bookkeeping
+		// (metrics, access log, the middlewares' ends), which net/http's
+		// own flush would wait for when the handler returns.
+		_ = http.NewResponseController(w).Flush()
+		return
 	}
 	if !resp.More {
 		setTrailers(h, resp.Trailers, declared)
@@ -404,6 +412,26 @@ func streamReason(ctx context.Context, err error) reason.Reason {
 		return reason.Cancelled
 	}
 	return reason.StreamFailed
+}
+
+// sizedNow reports whether an answer held whole (n bytes of body, no
+// trailers) can be flushed as soon as it is written: on HTTP/1.x, for a
+// method and status that carry a body, with a Content-Length that a flush
+// keeps (without one, net/http would switch to chunked encoding). It sets
+// the Content-Length when h has none.
+func sizedNow(r *http.Request, status int, h http.Header, n int) bool {
+	if r == nil || r.ProtoMajor != 1 || r.Method == http.MethodHead ||
+		status < http.StatusOK || status == http.StatusNoContent || status == http.StatusNotModified {
+		return false
+	}
+	switch cl := contentLength(h); {
+	case cl == int64(n):
+		return true
+	case cl >= 0 || h.Get("Content-Length") != "":
+		return false // net/http answers a wrong length as it does today
+	}
+	h["Content-Length"] = []string{strconv.Itoa(n)}
+	return true
 }
 
 // contentLength returns the Content-Length of h, -1 when it has none.
