@@ -81,10 +81,16 @@ func TestBrokerOutage(t *testing.T) {
 				code, reason, _ := callReason()
 				return code == 503 && reason == "broker-unavailable"
 			})
+			// At once: far from the 1s deadline. The bound leaves room for
+			// a scheduling stall of the race-enabled suite on a busy
+			// machine (one call of about 50 once took over 100ms in CI).
+			const atOnce = 250 * time.Millisecond
 			var slow, wrong int
+			var slowest time.Duration
 			for end := time.Now().Add(3 * time.Second); time.Now().Before(end); {
 				code, reason, took := callReason()
-				if took > 100*time.Millisecond {
+				slowest = max(slowest, took)
+				if took > atOnce {
 					slow++
 				}
 				if code != 503 || reason != "broker-unavailable" {
@@ -94,8 +100,9 @@ func TestBrokerOutage(t *testing.T) {
 				time.Sleep(50 * time.Millisecond)
 			}
 			if slow > 0 || wrong > 0 {
-				t.Errorf("during the outage, %d calls took over 100ms and %d were not 503 broker-unavailable", slow, wrong)
+				t.Errorf("during the outage, %d calls took over %v and %d were not 503 broker-unavailable", slow, atOnce, wrong)
 			}
+			t.Logf("%s: the slowest answer during the outage took %v", b.name, slowest.Round(time.Microsecond))
 			// Down longer than an instance's lifetime in the registry: the
 			// ambassador must not take its own deafness for the mesh gone.
 			time.Sleep(time.Until(downAt.Add(10 * time.Second))) // the 10 s, past an instance's 6 s lifetime
