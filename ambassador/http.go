@@ -343,9 +343,11 @@ func (a *Ambassador) respondHTTP(ctx context.Context, w http.ResponseWriter, c *
 		}
 	}
 	if whole {
-		// The caller has its answer now, not after the call's bookkeeping
-		// (metrics, access log, the middlewares' ends), which net/http's
-		// own flush would wait for when the handler returns.
+		// The caller has its answer now, not after the call's metrics and
+		// access log, which net/http's own flush, when the handler
+		// returns, would wait for. The call settles first: its caller may
+		// send the next call the moment it has this answer.
+		a.settle(c)
 		_ = http.NewResponseController(w).Flush()
 		return
 	}

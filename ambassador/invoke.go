@@ -351,22 +351,10 @@ func (a *Ambassador) begin(parent context.Context, rt *Route, start, deadline ti
 	return c, ctx
 }
 
-// end finishes a call: it stops what still runs for it, runs the OnEnd
-// hooks, counts the outcome and returns the call to the pool.
+// end finishes a call: it settles it, if respondHTTP has not, counts the
+// outcome and returns the call to the pool.
 func (a *Ambassador) end(c *Call) {
-	if c.cancel != nil {
-		c.cancel()
-	}
-	if c.pump != nil {
-		<-c.pump
-	}
-	c.idle.stop()
-	// No answer may land while the call is counted: a late one would race
-	// the reads of its instance below.
-	a.inbox.detach(&c.p)
-	for i := len(c.ends) - 1; i >= 0; i-- {
-		c.ends[i](&c.out)
-	}
+	a.settle(c)
 	a.record(c)
 	if a.access != nil {
 		a.logAccess(c)
@@ -376,6 +364,28 @@ func (a *Ambassador) end(c *Call) {
 		c.reset()
 		callPool.Put(c)
 	}
+}
+
+// settle stops what still runs for a call and runs its OnEnd hooks, once:
+// they hold what gates the calls after it (a breaker's slot and its
+// record, outlier ejection, the retry budget), so they run before the
+// caller can have its answer and send its next call.
+func (a *Ambassador) settle(c *Call) {
+	if c.cancel != nil {
+		c.cancel()
+	}
+	if c.pump != nil {
+		<-c.pump
+	}
+	c.idle.stop()
+	// No answer may land while the call is counted: a late one would race
+	// the reads of its instance in the hooks and in record.
+	a.inbox.detach(&c.p)
+	for i := len(c.ends) - 1; i >= 0; i-- {
+		c.ends[i](&c.out)
+	}
+	clear(c.ends)
+	c.ends = c.ends[:0]
 }
 
 // meshError returns err's *reason.Error, or wraps another error as a
