@@ -77,6 +77,9 @@ func (w *discardWriter) Header() http.Header         { return w.h }
 func (w *discardWriter) Write(p []byte) (int, error) { return len(p), nil }
 func (w *discardWriter) WriteHeader(status int)      { w.status = status }
 
+// Flush is there as net/http's own writer has it.
+func (w *discardWriter) Flush() {}
+
 func newBenchAmbassador(b *testing.B) *Ambassador {
 	cfg := config.NewAmbassador()
 	cfg.Service = "bench"

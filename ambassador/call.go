@@ -127,12 +127,10 @@ func (c *Call) nearDeadline() bool {
 func (c *Call) reset() {
 	h := c.Req.Headers
 	clear(h[:cap(h)])
-	ends := c.ends
-	clear(ends)
 	c.Route, c.Body, c.pump, c.cancel, c.http, c.idle = nil, nil, nil, nil, httpBody{}, nil
 	c.Version, c.Subject = "", ""
 	c.Req = envelope.Request{Headers: h[:0]}
-	c.pick, c.out, c.ends = pickResult{}, Outcome{}, ends[:0]
+	c.pick, c.out = pickResult{}, Outcome{} // c.ends: emptied by settle
 	c.try, c.replay = attempt{}, replayBody{}
 	c.edge, c.bytesOut, c.lane, c.headBy = nil, 0, nil, time.Time{}
 }

@@ -426,11 +426,11 @@ func sizedNow(r *http.Request, status int, h http.Header, n int) bool {
 		status < http.StatusOK || status == http.StatusNoContent || status == http.StatusNotModified {
 		return false
 	}
-	switch cl := contentLength(h); {
-	case cl == int64(n):
-		return true
-	case cl >= 0 || h.Get("Content-Length") != "":
-		return false // net/http answers a wrong length as it does today
+	if v := h["Content-Length"]; len(v) > 0 {
+		// A wrong length is net/http's to answer, as before. Parsed only
+		// when present: contentLength's error for none would allocate.
+		cl, err := strconv.ParseInt(v[0], 10, 64)
+		return err == nil && cl == int64(n)
 	}
 	h["Content-Length"] = []string{strconv.Itoa(n)}
 	return true
