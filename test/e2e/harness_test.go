@@ -69,7 +69,11 @@ func run(m *testing.M) int {
 	if brokers := os.Getenv("BUSMESH_TEST_KAFKA_BROKERS"); brokers != "" {
 		kafkaURL = "kafka://" + brokers
 	} else {
-		c, err := kfake.NewCluster(kfake.NumBrokers(1))
+		// kfake keeps each segment as an in-memory file grown by doubling:
+		// 1 MiB segments spare the run copies of Kafka's 100 MiB ones
+		// under the suites' large bodies.
+		c, err := kfake.NewCluster(kfake.NumBrokers(1),
+			kfake.BrokerConfigs(map[string]string{"log.segment.bytes": strconv.Itoa(1 << 20)}))
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "e2e: kfake:", err)
 			return 1
