@@ -1,7 +1,6 @@
 package kafka
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -227,7 +226,7 @@ func (c *Conn) Publish(ctx context.Context, subject string, data []byte) error {
 	if err := c.topics.ensure(ctx, subject); err != nil {
 		return fmt.Errorf("publish %s: %w", subject, err)
 	}
-	r := &kgo.Record{Topic: subject, Value: bytes.Clone(data)}
+	r := newRecord(subject, data)
 	pctx := c.ctx
 	if c.buffered.Add(int64(len(data))) > maxBuffered {
 		pctx = ctx // full: wait for room only as long as the caller does
@@ -236,8 +235,9 @@ func (c *Conn) Publish(ctx context.Context, subject string, data []byte) error {
 	return nil
 }
 
-// produced logs a message franz-go gave up on.
+// produced logs a message franz-go gave up on, and recycles its record.
 func (c *Conn) produced(r *kgo.Record, err error) {
+	defer recycle(r)
 	c.buffered.Add(-int64(len(r.Value)))
 	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, kgo.ErrClientClosed) {
 		return
