@@ -214,8 +214,9 @@ func (c *Conn) usable(ctx context.Context) error {
 // broker, retrying where the broker says it may (leader moved, not enough
 // replicas). Partitions are chosen round-robin. The first Publish to a
 // subject looks its topic up, creating it if need be. Publish blocks only
-// while 32 MiB wait to be sent; a message that waited for room is
-// abandoned when ctx ends before it is sent.
+// while 32 MiB of messages wait to be sent (their copies, from pools by
+// size class, take up to half as much again); a message that waited for
+// room is abandoned when ctx ends before it is sent.
 func (c *Conn) Publish(ctx context.Context, subject string, data []byte) error {
 	if err := c.usable(ctx); err != nil {
 		return err

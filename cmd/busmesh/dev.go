@@ -28,7 +28,7 @@ adapter and an ambassador in front, and print a curl command to call the
 service through the broker. Other sidecars can join the printed broker URL.
 
 --broker kafka runs an in-process Kafka cluster (kfake) instead, which keeps
-its records in memory, at most 16 MiB per partition; --broker rabbitmq uses
+its records in memory, about 16 MiB per partition; --broker rabbitmq uses
 the RabbitMQ at $BUSMESH_BROKER, or amqp://guest:guest@127.0.0.1:5672/.
 
 A port in use stops it with the flag that moves it (127.0.0.1:0 picks a free

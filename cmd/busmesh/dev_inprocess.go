@@ -14,10 +14,13 @@ import (
 
 // devKafkaConfigs bound the memory of busmesh dev's Kafka cluster, which
 // keeps every record in memory: every 5s it drops what is past 16 MiB in a
-// partition (besides the topics' own retention.ms, an hour by default). It
-// drops whole segments only, so a segment is 1 MiB rather than Kafka's
-// 100 MiB; a segment is an in-memory file that grows by doubling, so small
-// ones also keep kfake from copying large ones under load.
+// partition (besides the topics' own retention.ms, an hour by default;
+// kfake applies retention only while some topic sets its own, as every
+// topic busmesh creates does). A consumer more than that behind skips to
+// the end. kfake frees memory by whole segments only, so a segment is
+// 1 MiB rather than Kafka's 100 MiB; a segment is an in-memory file that
+// grows by doubling, so small ones also keep kfake from copying large
+// ones under load.
 var devKafkaConfigs = map[string]string{
 	"log.cleaner.backoff.ms": "5000",
 	"log.retention.bytes":    strconv.Itoa(16 << 20),

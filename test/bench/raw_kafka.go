@@ -32,12 +32,13 @@ func runKfake(ctx context.Context, fs *flag.FlagSet, args []string, ready func(s
 	// kfake keeps every record in memory: a run writes gigabytes, and the
 	// cluster's garbage collection then takes CPU from the rows measured
 	// late. Twice a second it drops what is past 4 MiB per partition (no row
-	// reads that far back). It drops whole segments only, and a segment is
-	// one in-memory file grown by doubling: at Kafka's 100 MiB segments
-	// nothing was dropped before a partition held 100 MiB, and copying the
-	// growing file was half of kfake's CPU under 16 KiB calls. 1 MiB
-	// segments keep both small, as a real broker's appends to its page
-	// cache are.
+	// reads that far back; kfake applies retention while some topic sets its
+	// own, as the mesh rows' topics do). It frees memory by whole segments
+	// only, and a segment is one in-memory file grown by doubling: at
+	// Kafka's 100 MiB segments nothing was freed before a partition held
+	// 100 MiB, and copying the growing file was half of kfake's CPU under
+	// 16 KiB calls. 1 MiB segments keep both small, as a real broker's
+	// appends to its page cache are.
 	opts := []kfake.Opt{kfake.NumBrokers(1), kfake.BrokerConfigs(map[string]string{
 		"log.cleaner.backoff.ms": "500",
 		"log.retention.bytes":    strconv.Itoa(4 << 20),
