@@ -426,19 +426,22 @@ func sizedNow(r *http.Request, status int, h http.Header, n int) bool {
 		status < http.StatusOK || status == http.StatusNoContent || status == http.StatusNotModified {
 		return false
 	}
-	if v := h["Content-Length"]; len(v) > 0 {
-		// A wrong length is net/http's to answer, as before. Parsed only
-		// when present: contentLength's error for none would allocate.
-		cl, err := strconv.ParseInt(v[0], 10, 64)
-		return err == nil && cl == int64(n)
+	if _, ok := h["Content-Length"]; ok {
+		return contentLength(h) == int64(n) // a wrong length is net/http's to answer, as before
 	}
 	h["Content-Length"] = []string{strconv.Itoa(n)}
 	return true
 }
 
-// contentLength returns the Content-Length of h, -1 when it has none.
+// contentLength returns the Content-Length of h, -1 when it has none or
+// it is not a number. An absent one is not parsed: ParseInt's error for
+// the empty string would allocate on every answer without a length.
 func contentLength(h http.Header) int64 {
-	n, err := strconv.ParseInt(h.Get("Content-Length"), 10, 64)
+	v := h["Content-Length"]
+	if len(v) == 0 {
+		return -1
+	}
+	n, err := strconv.ParseInt(v[0], 10, 64)
 	if err != nil {
 		return -1
 	}
