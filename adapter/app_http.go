@@ -93,6 +93,30 @@ func (h *httpApp) setHost(r *http.Request, host string) {
 	r.Header.Set("X-Forwarded-Host", host)
 }
 
+// appHeader is the header of a call's request to the application: the
+// caller's, with its trace context, and without a User-Agent of the
+// adapter's own when the caller sent none (net/http writes
+// Go-http-client/1.1 unless the header is present, and omits an empty one).
+func appHeader(req *envelope.Request) http.Header {
+	h := make(http.Header, len(req.Headers)/2+3)
+	envelope.SetHTTPHeader(h, req.Headers)
+	if _, ok := h["User-Agent"]; !ok {
+		h["User-Agent"] = noUserAgent
+	}
+	if req.TraceParent != "" {
+		h.Set("Traceparent", req.TraceParent)
+		if req.TraceState != "" {
+			h.Set("Tracestate", req.TraceState)
+		}
+	}
+	return h
+}
+
+// noUserAgent is the empty User-Agent of appHeader, shared: net/http only
+// reads it, and an Add to the header would append to a copy (its
+// capacity is 1).
+var noUserAgent = []string{""}
+
 // clientError says a failed call as net/http's Client.Do would:
 // `Post "http://…": …`, and a plain-HTTP answer to a TLS handshake as
 // http.ErrSchemeMismatch.
@@ -170,15 +194,8 @@ func (h *httpApp) serve(ctx context.Context, sc *serverCall) (tail func()) {
 	}
 	httpReq.ContentLength = contentLength
 	httpReq.Trailer = trailer
-	httpReq.Header = make(http.Header, len(req.Headers)/2+2)
-	envelope.SetHTTPHeader(httpReq.Header, req.Headers)
+	httpReq.Header = appHeader(req)
 	h.setHost(httpReq, req.Host)
-	if req.TraceParent != "" {
-		httpReq.Header.Set("Traceparent", req.TraceParent)
-		if req.TraceState != "" {
-			httpReq.Header.Set("Tracestate", req.TraceState)
-		}
-	}
 
 	// The transport itself, not Client.Do: a call follows no redirects,
 	// and the Client would copy the headers and URL of every call for

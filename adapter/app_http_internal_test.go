@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/busmesh/busmesh/internal/config"
+	"github.com/busmesh/busmesh/internal/envelope"
 )
 
 // TestClientError: a failed call reads as net/http's Client.Do would say
@@ -59,5 +60,44 @@ func TestHost(t *testing.T) {
 			t.Errorf("host %q: the application saw Host and X-Forwarded-Host %q, want %q", mode, body, want)
 		}
 		h.close()
+	}
+}
+
+// TestAppHeader: the application gets the caller's User-Agent, and none
+// when the caller sent none (net/http would write Go-http-client/1.1), as
+// a transparent proxy passes it; the trace context goes with the call.
+func TestAppHeader(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		headers []string
+		want    string // the User-Agent line written, "" for none
+	}{
+		{"none", []string{"Accept", "*/*"}, ""},
+		{"caller's", []string{"User-Agent", "curl/8.5.0"}, "User-Agent: curl/8.5.0\r\n"},
+		{"empty", []string{"User-Agent", ""}, ""},
+	} {
+		req := &envelope.Request{Headers: tc.headers, TraceParent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", TraceState: "k=v"}
+		httpReq, _ := http.NewRequest("GET", "http://app/x", nil)
+		httpReq.Header = appHeader(req)
+		var out strings.Builder
+		if err := httpReq.Write(&out); err != nil {
+			t.Fatal(err)
+		}
+		head := out.String()
+		got := ""
+		if i := strings.Index(head, "User-Agent:"); i >= 0 {
+			got = head[i : i+strings.Index(head[i:], "\r\n")+2]
+		}
+		if got != tc.want {
+			t.Errorf("%s: User-Agent line %q, want %q; request:\n%s", tc.name, got, tc.want, head)
+		}
+		if !strings.Contains(head, "Traceparent: "+req.TraceParent+"\r\n") || !strings.Contains(head, "Tracestate: k=v\r\n") {
+			t.Errorf("%s: no trace context in the request:\n%s", tc.name, head)
+		}
+	}
+	// The empty value is shared: adding to one call's header leaves it be.
+	appHeader(&envelope.Request{}).Add("User-Agent", "other")
+	if len(noUserAgent) != 1 || noUserAgent[0] != "" {
+		t.Errorf("the shared empty User-Agent became %q", noUserAgent)
 	}
 }

@@ -37,14 +37,10 @@ func (h *httpApp) serveUpgrade(ctx context.Context, sc *serverCall, up string) (
 		sc.fail(ctx, reason.BadRequest, err.Error())
 		return nil
 	}
-	httpReq.Header = make(http.Header, len(req.Headers)/2+4)
-	envelope.SetHTTPHeader(httpReq.Header, req.Headers)
+	httpReq.Header = appHeader(req)
 	httpReq.Header.Set("Connection", "Upgrade")
 	httpReq.Header.Set("Upgrade", up)
 	h.setHost(httpReq, req.Host)
-	if req.TraceParent != "" {
-		httpReq.Header.Set("Traceparent", req.TraceParent)
-	}
 	conn, err := h.dial(ctx)
 	if err != nil {
 		sc.fail(ctx, reason.AppUnreachable, err.Error())

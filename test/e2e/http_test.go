@@ -108,6 +108,9 @@ func echoApp() http.Handler {
 		h.Set("X-Echo-Query", r.URL.RawQuery)
 		h.Set("X-Echo-Host", r.Header.Get("X-Forwarded-Host"))
 		h.Set("X-Echo-Req-Host", r.Host)
+		if ua, ok := r.Header["User-Agent"]; ok {
+			h["X-Echo-User-Agent"] = ua
+		}
 		for name, values := range r.Header {
 			if strings.HasPrefix(name, "X-Test-") {
 				h["X-Mirror-"+strings.TrimPrefix(name, "X-Test-")] = values
@@ -142,6 +145,7 @@ func TestHTTP(t *testing.T) {
 			t.Run("Methods", m.testMethods)
 			t.Run("HostRouting", m.testHostRouting)
 			t.Run("RepeatedHeaders", m.testRepeatedHeaders)
+			t.Run("UserAgent", m.testUserAgent)
 			t.Run("LargeBody", m.testLargeBody)
 			t.Run("AppStatusPassesThrough", m.testAppStatus)
 			t.Run("TooLarge", m.testTooLarge)
@@ -253,6 +257,20 @@ func (m *httpMesh) testRepeatedHeaders(t *testing.T) {
 	}
 	if leaked := resp.Header.Values("X-Leaked"); len(leaked) > 0 {
 		t.Errorf("the app saw hop-by-hop or busmesh headers: %v", leaked)
+	}
+}
+
+// testUserAgent: the application sees the caller's User-Agent, and none
+// when the caller sent none, as a transparent proxy passes it.
+func (m *httpMesh) testUserAgent(t *testing.T) {
+	for _, ua := range []string{"", "e2e-agent/1.0"} {
+		req := newRequest(t, "GET", "http://"+m.port+"/ua", nil)
+		req.Header.Set("User-Agent", ua) // empty: Go's client sends none
+		resp, body := do(t, req)
+		got, sent := resp.Header["X-Echo-User-Agent"]
+		if resp.StatusCode != 200 || sent != (ua != "") || (sent && (len(got) != 1 || got[0] != ua)) {
+			t.Errorf("caller's User-Agent %q: status %d, the app saw %q (present %v); body %q", ua, resp.StatusCode, got, sent, body)
+		}
 	}
 }
 
