@@ -11,6 +11,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/encoding"
+	encproto "google.golang.org/grpc/encoding/proto"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -30,6 +32,7 @@ var everyKind = &grpc.StreamDesc{ServerStreams: true, ClientStreams: true}
 // grpcApp is a gRPC application, called with any method as bytes.
 type grpcApp struct {
 	conn   *grpc.ClientConn
+	re     *reconnector
 	maxMsg int
 	health *config.Health
 }
@@ -39,6 +42,7 @@ type grpcApp struct {
 func newGRPCApp(host string, maxMsg int, health *config.Health) (*grpcApp, error) {
 	conn, err := grpc.NewClient(host,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		appBackoff,
 		grpc.WithDefaultCallOptions(
 			grpc.ForceCodecV2(grpcwire.Codec{}),
 			grpc.MaxCallRecvMsgSize(maxMsg),
@@ -48,16 +52,24 @@ func newGRPCApp(host string, maxMsg int, health *config.Health) (*grpcApp, error
 	if err != nil {
 		return nil, err
 	}
-	return &grpcApp{conn: conn, maxMsg: maxMsg, health: health}, nil
+	return &grpcApp{conn: conn, re: &reconnector{conn: conn}, maxMsg: maxMsg, health: health}, nil
 }
 
 func (g *grpcApp) grpc() bool { return true }
 
 func (g *grpcApp) close() error { return g.conn.Close() }
 
+// protoCodec marshals the health check's messages: the connection's
+// default codec passes calls' messages as bytes only.
+var protoCodec = grpc.ForceCodecV2(encoding.GetCodecV2(encproto.Name))
+
 // check asks the standard health service.
 func (g *grpcApp) check(ctx context.Context) error {
-	resp, err := healthpb.NewHealthClient(g.conn).Check(ctx, &healthpb.HealthCheckRequest{Service: g.health.GRPCService})
+	client, in := healthpb.NewHealthClient(g.conn), &healthpb.HealthCheckRequest{Service: g.health.GRPCService}
+	resp, err := client.Check(ctx, in, protoCodec)
+	if status.Code(err) == codes.Unavailable && g.re.ready(ctx) {
+		resp, err = client.Check(ctx, in, protoCodec)
+	}
 	if err != nil {
 		return err
 	}
@@ -80,6 +92,9 @@ func (g *grpcApp) serve(ctx context.Context, sc *serverCall) (tail func()) {
 	}
 	ctx, cancel := context.WithCancel(metadata.NewOutgoingContext(ctx, md))
 	cs, err := g.conn.NewStream(ctx, everyKind, req.Method)
+	if status.Code(err) == codes.Unavailable && g.re.ready(ctx) {
+		cs, err = g.conn.NewStream(ctx, everyKind, req.Method)
+	}
 	if err != nil {
 		cancel()
 		g.answerStatus(ctx, sc, status.Convert(err))
