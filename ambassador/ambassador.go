@@ -96,6 +96,10 @@ type Ambassador struct {
 	access *telemetry.AccessLog
 	labels *labels
 
+	// httpGRPC serves the gRPC calls that come to HTTP ports
+	// (grpc_http.go), made on the first.
+	httpGRPC func() *grpc.Server
+
 	mu         sync.Mutex
 	grpcServer *grpc.Server
 	grpcAddr   string
@@ -128,6 +132,7 @@ func New(ctx context.Context, o Options) (*Ambassador, error) {
 	if o.Security != nil {
 		a.pub.SetSealer(o.Security)
 	}
+	a.httpGRPC = sync.OnceValue(a.newGRPCServer)
 	a.shadows = newShadows(o)
 	a.mirrors = map[string]*mirrorSender{"": newMirrorSender(a.pub, primaryLane, o.Metrics, logger)}
 	a.primary = newLane(primaryLane, a.pub, a.reg, a.lb)

@@ -80,7 +80,12 @@ func (a *Ambassador) serveGRPC(_ any, ss grpc.ServerStream) error {
 	start := time.Now()
 	method, _ := grpc.MethodFromServerStream(ss)
 	md, _ := metadata.FromIncomingContext(ss.Context())
-	rt, ok := a.grpcRoute(method, md)
+	rt, ok := portRoute(ss.Context())
+	if !ok {
+		rt, ok = a.grpcRoute(method, md)
+	} else {
+		ok = rt != nil
+	}
 	if !ok {
 		c, _ := a.begin(context.Background(), nil, start, start, true)
 		defer a.end(c)

@@ -47,10 +47,18 @@ func (a *Ambassador) Handler(service string) http.Handler {
 			if rt == nil { // the port outlived its route in a reload
 				rt, _ = t.byHost(service)
 			}
+			if isGRPC(r) {
+				a.serveGRPCOverHTTP(w, r, rt, true)
+				return
+			}
 			a.serveHTTP(w, r, rt)
 		})
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if isGRPC(r) {
+			a.serveGRPCOverHTTP(w, r, nil, false)
+			return
+		}
 		rt, ok := a.table.Load().byHost(r.Host)
 		if !ok {
 			a.refuseHTTP(w, nil, reason.Errorf(reason.NoRoute,
