@@ -2,7 +2,7 @@ package adapter
 
 import (
 	"context"
-	"sync/atomic"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -26,20 +26,31 @@ var appBackoff = grpc.WithConnectParams(grpc.ConnectParams{
 	MinConnectTimeout: 20 * time.Second,
 })
 
-// reconnectWait bounds how long a call that found the application's
-// connection failed waits for the new attempt it asked for.
+// reconnectWait bounds how long calls that found the application's
+// connection failed wait for the new attempt they asked for.
 const reconnectWait = 100 * time.Millisecond
 
 // reconnector lets a call that finds the connection to the application
 // failed (grpc-go fails such calls at once until its next attempt) ask for
 // an attempt now and wait for it, as a new HTTP connection would be dialled
 // for it: the first call after the application is back is served, not
-// failed. While the application stays down, one wait per reconnectWait is
-// enough to know it: the calls meanwhile fail at once.
+// failed. Calls that find an attempt under way wait for the same one; once
+// one has found the application still down, the calls of the next
+// reconnectWait fail at once, without asking again.
 type reconnector struct {
 	conn *grpc.ClientConn
-	// failedAt is when a wait last ended without a connection (UnixNano).
-	failedAt atomic.Int64
+
+	mu      sync.Mutex
+	attempt *reconnectAttempt // under way, or nil
+	// failedAt is when the last attempt ended without a connection.
+	failedAt time.Time
+}
+
+// reconnectAttempt is one attempt the waiting calls share: done is closed
+// once it has ended, ok then says whether the connection is up.
+type reconnectAttempt struct {
+	done chan struct{}
+	ok   bool
 }
 
 // ready reports whether the connection is up after a new attempt, made
@@ -49,19 +60,52 @@ func (r *reconnector) ready(ctx context.Context) bool {
 	if r.conn.GetState() != connectivity.TransientFailure {
 		return false
 	}
-	if time.Now().UnixNano()-r.failedAt.Load() < int64(reconnectWait) {
-		return false
-	}
-	r.conn.ResetConnectBackoff()
-	ctx, cancel := context.WithTimeout(ctx, reconnectWait)
-	defer cancel()
-	// The channel stays in TRANSIENT_FAILURE while it tries again (pick
-	// first's sticky failure), so the wait ends at READY or at the bound.
-	for s := connectivity.TransientFailure; s != connectivity.Ready; s = r.conn.GetState() {
-		if s == connectivity.Shutdown || !r.conn.WaitForStateChange(ctx, s) {
-			r.failedAt.Store(time.Now().UnixNano())
+	r.mu.Lock()
+	at := r.attempt
+	if at == nil {
+		if !r.failedAt.IsZero() && time.Since(r.failedAt) < reconnectWait {
+			r.mu.Unlock()
 			return false
 		}
+		at = &reconnectAttempt{done: make(chan struct{})}
+		r.attempt = at
+		// On its own goroutine: a caller that gives up does not end the
+		// attempt the others wait for.
+		go r.try(at)
 	}
-	return true
+	r.mu.Unlock()
+	select {
+	case <-at.done:
+		return at.ok
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// try asks grpc-go for a new attempt now and waits up to reconnectWait for
+// the connection.
+func (r *reconnector) try(at *reconnectAttempt) {
+	ctx, cancel := context.WithTimeout(context.Background(), reconnectWait)
+	defer cancel()
+	r.conn.ResetConnectBackoff()
+	// The channel stays in TRANSIENT_FAILURE while it tries again (pick
+	// first's sticky failure), so the wait ends at READY or at the bound.
+	s := r.conn.GetState()
+	for s != connectivity.Ready && s != connectivity.Shutdown {
+		if s == connectivity.Idle {
+			r.conn.Connect() // a connection made and lost before READY
+		}
+		if !r.conn.WaitForStateChange(ctx, s) {
+			break
+		}
+		s = r.conn.GetState()
+	}
+	r.mu.Lock()
+	at.ok = s == connectivity.Ready
+	if !at.ok {
+		r.failedAt = time.Now()
+	}
+	r.attempt = nil
+	r.mu.Unlock()
+	close(at.done)
 }

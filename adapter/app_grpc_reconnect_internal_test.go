@@ -3,10 +3,12 @@ package adapter
 import (
 	"context"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
@@ -26,7 +28,9 @@ func serveHealth(t *testing.T, lis net.Listener) (stop func()) {
 // TestGRPCAppReconnects: once a gRPC application has been down long enough
 // for grpc-go to back off its reconnects, the first call after it is back
 // is served, not failed with the last connection error; while it stays
-// down, calls fail, and one wait per reconnectWait finds that out.
+// down, calls fail, calls that come together share one attempt, and after
+// an attempt that found it down the calls of the next reconnectWait fail
+// without asking again.
 func TestGRPCAppReconnects(t *testing.T) {
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -53,15 +57,48 @@ func TestGRPCAppReconnects(t *testing.T) {
 			t.Fatal("a check passed while the application was down")
 		}
 	}
-	if g.re.failedAt.Load() == 0 {
-		t.Error("no wait for a new attempt ended while the application was down")
+	if s := g.conn.GetState(); s != connectivity.TransientFailure {
+		t.Fatalf("the connection to the stopped application is %v, want TRANSIENT_FAILURE", s)
 	}
-	// Right after a wait that found it down, a call does not wait again
-	// (a wait would record its own end).
-	g.re.failedAt.Store(time.Now().UnixNano())
-	before := g.re.failedAt.Load()
-	if g.re.ready(ctx) || g.re.failedAt.Load() != before {
-		t.Error("a call right after a failed wait waited again")
+	g.re.mu.Lock()
+	failed := g.re.failedAt
+	g.re.mu.Unlock()
+	if failed.IsZero() {
+		t.Error("no attempt ended while the application was down")
+	}
+
+	// Calls that come together share one attempt: 20 of them take about
+	// one reconnectWait, not 20.
+	g.re.mu.Lock()
+	g.re.failedAt = time.Time{}
+	g.re.mu.Unlock()
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Go(func() {
+			if g.re.ready(ctx) {
+				t.Error("ready while the application is down")
+			}
+		})
+	}
+	wg.Wait()
+	if took := time.Since(start); took > 10*reconnectWait {
+		t.Errorf("20 calls at once waited %v for the application, want about %v: one attempt each?", took, reconnectWait)
+	}
+
+	// Right after an attempt that found it down, a call does not ask again.
+	g.re.mu.Lock()
+	g.re.failedAt = time.Now()
+	failed = g.re.failedAt
+	g.re.mu.Unlock()
+	if g.re.ready(ctx) {
+		t.Error("ready while the application is down")
+	}
+	g.re.mu.Lock()
+	again := g.re.attempt != nil || !g.re.failedAt.Equal(failed)
+	g.re.mu.Unlock()
+	if again {
+		t.Error("a call right after a failed attempt asked for another")
 	}
 
 	// Back on the same address: the first call is served.

@@ -166,7 +166,7 @@ func (a *Adapter) serve(req *envelope.Request) {
 		cancel()
 	}
 	if req.Protocol == envelope.ProtocolGRPC != a.app.grpc() {
-		detail := "service " + a.cfg.Service + " is a gRPC application; call it through the ambassador's gRPC port"
+		detail := "service " + a.cfg.Service + " is a gRPC application; call it with a gRPC client (the ambassador's gRPC port, or its HTTP ports over HTTP/2)"
 		if !a.app.grpc() {
 			detail = "service " + a.cfg.Service + " is an HTTP application, not a gRPC server"
 		}

@@ -97,8 +97,9 @@ type Ambassador struct {
 	labels *labels
 
 	// httpGRPC serves the gRPC calls that come to HTTP ports
-	// (grpc_http.go), made on the first.
-	httpGRPC func() *grpc.Server
+	// (grpc_http.go), made on the first; httpGRPCMade says it was.
+	httpGRPC     func() *grpc.Server
+	httpGRPCMade atomic.Bool
 
 	mu         sync.Mutex
 	grpcServer *grpc.Server
@@ -132,7 +133,10 @@ func New(ctx context.Context, o Options) (*Ambassador, error) {
 	if o.Security != nil {
 		a.pub.SetSealer(o.Security)
 	}
-	a.httpGRPC = sync.OnceValue(a.newGRPCServer)
+	a.httpGRPC = sync.OnceValue(func() *grpc.Server {
+		a.httpGRPCMade.Store(true)
+		return a.newGRPCServer()
+	})
 	a.shadows = newShadows(o)
 	a.mirrors = map[string]*mirrorSender{"": newMirrorSender(a.pub, primaryLane, o.Metrics, logger)}
 	a.primary = newLane(primaryLane, a.pub, a.reg, a.lb)
@@ -280,6 +284,7 @@ func (a *Ambassador) Start() error {
 		ln := newConnLimiter(raw, maxConns, true, a.logger, a.metrics)
 		srv := &http.Server{
 			Protocols:         &protocols,
+			HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: http2Streams},
 			Handler:           a.Handler(ports[i].service),
 			ReadHeaderTimeout: 10 * time.Second,
 			IdleTimeout:       2 * time.Minute,
@@ -297,6 +302,12 @@ func (a *Ambassador) Start() error {
 	}
 	return nil
 }
+
+// http2Streams is how many calls an HTTP/2 connection to an HTTP port may
+// have open at once. A gRPC client makes all its calls, watches and
+// subscriptions included, on one connection; past the limit (net/http's
+// default is 250) they would wait, where the gRPC port takes any number.
+const http2Streams = 4096
 
 // Addrs returns the addresses the ambassador listens on, the shared port
 // first, then the per-service ports by service name.
@@ -339,6 +350,11 @@ func (a *Ambassador) Shutdown(ctx context.Context) error {
 			errs = append(errs, err)
 			s.Close()
 		}
+	}
+	if a.httpGRPCMade.Load() {
+		// Its calls ended with the HTTP servers' (never GracefulStop: it
+		// would end those in flight, as Stop does).
+		a.httpGRPC().Stop()
 	}
 	a.wg.Wait()
 	for _, m := range a.mirrors { // no call left to queue copies

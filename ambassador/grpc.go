@@ -80,17 +80,19 @@ func (a *Ambassador) serveGRPC(_ any, ss grpc.ServerStream) error {
 	start := time.Now()
 	method, _ := grpc.MethodFromServerStream(ss)
 	md, _ := metadata.FromIncomingContext(ss.Context())
-	rt, ok := portRoute(ss.Context())
-	if !ok {
+	rt, fixed := portRoute(ss.Context())
+	ok := fixed && rt != nil
+	if !fixed {
 		rt, ok = a.grpcRoute(method, md)
-	} else {
-		ok = rt != nil
 	}
 	if !ok {
 		c, _ := a.begin(context.Background(), nil, start, start, true)
 		defer a.end(c)
-		return a.grpcError(ss, c, reason.Errorf(reason.NoRoute,
-			"no service for %s: call with :authority <service> or set ambassador.grpc_routes", method))
+		why := "call with :authority <service> or set ambassador.grpc_routes"
+		if fixed {
+			why = "this port's service is no longer configured"
+		}
+		return a.grpcError(ss, c, reason.Errorf(reason.NoRoute, "no service for %s: %s", method, why))
 	}
 	// The caller's deadline (grpc-timeout) covers the call. Without one,
 	// the default timeout bounds only the wait for the answer's head (a

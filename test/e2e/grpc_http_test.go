@@ -53,6 +53,14 @@ func TestGRPCOnHTTPPorts(t *testing.T) {
 		t.Run("ServicePort", func(t *testing.T) {
 			m.connect(t, port)
 			t.Run("Unary", m.testUnary)
+			t.Run("AnyAuthority", func(t *testing.T) {
+				// No service in :authority, a method grpc_routes does not
+				// name: the port's service all the same.
+				resp, err := m.byRoute.Unary(testCtx(t, 10*time.Second), &testpb.EchoRequest{Message: "by port"})
+				if err != nil || resp.Message != "by port" {
+					t.Errorf("Unary on the service's port without its :authority = %v, %v; want it echoed", resp, err)
+				}
+			})
 			t.Run("StatusAndDetails", m.testStatus)
 			t.Run("Deadline", m.testDeadline)
 			t.Run("ServerStream", m.testServerStream)
