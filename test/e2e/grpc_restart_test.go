@@ -66,10 +66,13 @@ func TestGRPCAppRestart(t *testing.T) {
 
 			stop()
 			// Away for 5 s: calls fail as unavailable (the application, then
-			// its instance, found unhealthy).
+			// its instance, found unhealthy). A call sent as the instance
+			// leaves its queue group may wait there until its deadline
+			// (RabbitMQ, and Kafka, which tells no publisher that nobody
+			// reads), until the callers hear it is unhealthy.
 			for down := time.Now(); time.Since(down) < 5*time.Second; time.Sleep(250 * time.Millisecond) {
-				if err := unary(); status.Code(err) != codes.Unavailable {
-					t.Fatalf("while the application is down: %v, want Unavailable", err)
+				if err := unary(); status.Code(err) != codes.Unavailable && status.Code(err) != codes.DeadlineExceeded {
+					t.Fatalf("while the application is down: %v, want Unavailable (or DeadlineExceeded)", err)
 				}
 			}
 
@@ -84,8 +87,8 @@ func TestGRPCAppRestart(t *testing.T) {
 			// s): TestGRPCAppReconnects does.
 			took := time.Since(back)
 			t.Logf("served again %v after the application came back", took)
-			if took > 2500*time.Millisecond {
-				t.Errorf("calls were served again %v after the application came back; want within 2.5s", took)
+			if took > 3*time.Second {
+				t.Errorf("calls were served again %v after the application came back; want within 3s", took)
 			}
 		})
 	}
