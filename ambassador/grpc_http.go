@@ -29,14 +29,11 @@ func isGRPC(r *http.Request) bool {
 // gives a gRPC call it took.
 type portRouteKey struct{}
 
-// serveGRPCOverHTTP serves a gRPC call that came to an HTTP port; rt is the
-// port's route (nil on the shared port), and fixed says whether the port
-// has one, even if its route is gone.
-func (a *Ambassador) serveGRPCOverHTTP(w http.ResponseWriter, r *http.Request, rt *Route, fixed bool) {
-	if fixed {
-		r = r.WithContext(context.WithValue(r.Context(), portRouteKey{}, rt))
-	}
-	a.httpGRPC().ServeHTTP(w, r)
+// serveGRPCOverHTTP serves a gRPC call that came to a per-service HTTP
+// port, whose route is rt (nil if it is gone): the call goes to that
+// service. The shared port hands its calls to httpGRPC as they are.
+func (a *Ambassador) serveGRPCOverHTTP(w http.ResponseWriter, r *http.Request, rt *Route) {
+	a.httpGRPC().ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), portRouteKey{}, rt)))
 }
 
 // portRoute returns the route of the per-service HTTP port a gRPC call

@@ -48,7 +48,7 @@ func (a *Ambassador) Handler(service string) http.Handler {
 				rt, _ = t.byHost(service)
 			}
 			if isGRPC(r) {
-				a.serveGRPCOverHTTP(w, r, rt, true)
+				a.serveGRPCOverHTTP(w, r, rt)
 				return
 			}
 			a.serveHTTP(w, r, rt)
@@ -56,7 +56,7 @@ func (a *Ambassador) Handler(service string) http.Handler {
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if isGRPC(r) {
-			a.serveGRPCOverHTTP(w, r, nil, false)
+			a.httpGRPC().ServeHTTP(w, r) // routed as on the gRPC port
 			return
 		}
 		rt, ok := a.table.Load().byHost(r.Host)
