@@ -99,9 +99,14 @@ func (e *env) measureOne(ctx context.Context, o *options, res *results, r *row, 
 		}
 		before[i], _ = readProc(p.pid)
 	}
+	machineBefore, machineErr := readCPUTimes()
 	lr, err := runLoad(ctx, r.calls, cfg.conc, cfg.size, o.warmup, o.duration)
 	if err != nil {
 		return fmt.Errorf("%s c=%d %d B: %w", r.name, cfg.conc, cfg.size, err)
+	}
+	var machine cpuTimes
+	if after, err := readCPUTimes(); err == nil && machineErr == nil {
+		machine = after.sub(machineBefore)
 	}
 	cpu := map[string]time.Duration{}
 	for i, p := range r.procs {
@@ -116,7 +121,7 @@ func (e *env) measureOne(ctx context.Context, o *options, res *results, r *row, 
 			m.end = after.rss
 		}
 	}
-	res.add(cellKey{r.name, cfg}, lr, cpu)
+	res.add(cellKey{r.name, cfg}, lr, cpu, machine)
 	if o.verbose {
 		s := lr.summary()
 		fmt.Fprintf(os.Stderr, "bench:   %-20s c=%-3d %6d B  %s\n", r.name, cfg.conc, cfg.size, s)

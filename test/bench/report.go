@@ -61,12 +61,13 @@ func (r *report) legend(b *strings.Builder) {
 func (r *report) results(b *strings.Builder) {
 	fmt.Fprintf(b, "## Results\n\n")
 	fmt.Fprintf(b, "± is the spread of requests/s over the rounds ((max − min) / mean). "+
-		"The ratios divide this row's number by `direct-http`'s and by the raw request/reply of the same broker (`raw-<broker>`; for `mesh-grpc-nats`, `direct-grpc` is the first ratio instead).\n\n")
+		"The ratios divide this row's number by `direct-http`'s and by the raw request/reply of the same broker (`raw-<broker>`; for `mesh-grpc-nats`, `direct-grpc` is the first ratio instead). "+
+		"idle and steal are shares of the machine's CPU time over the row's runs, warm-up included (/proc/stat): idle under load means the row was held back by its hops' wake-ups rather than by CPU; steal is time the hypervisor gave to other guests while this one wanted to run.\n\n")
 	for _, c := range r.opts.concurrency {
 		for _, size := range r.opts.sizes {
 			fmt.Fprintf(b, "### c=%d, %s\n\n", c, fmtSize(size))
-			fmt.Fprintf(b, "| row | req/s | ± | p50 | p90 | p99 | max | errors | p50 / direct | req/s / direct | p50 / raw | req/s / raw |\n")
-			fmt.Fprintf(b, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+			fmt.Fprintf(b, "| row | req/s | ± | p50 | p90 | p99 | max | errors | p50 / direct | req/s / direct | p50 / raw | req/s / raw | idle | steal |\n")
+			fmt.Fprintf(b, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 			for _, row := range r.env.rows {
 				s := r.res.get(row.name, c, size)
 				if s == nil {
@@ -81,9 +82,13 @@ func (r *report) results(b *strings.Builder) {
 				if row.broker != "" {
 					raw = r.res.get(rawRowName(row.broker), c, size)
 				}
-				fmt.Fprintf(b, "| `%s` | %s | %s | %s | %s | %s | %s | %d | %s | %s | %s | %s |\n",
+				idle, steal := "—", "—"
+				if s.machineKnown {
+					idle, steal = fmtPct(s.idle), fmtPct(s.steal)
+				}
+				fmt.Fprintf(b, "| `%s` | %s | %s | %s | %s | %s | %s | %d | %s | %s | %s | %s | %s | %s |\n",
 					row.name, fmtRPS(s.rps), r.spread(s), fmtDur(s.p50), fmtDur(s.p90), fmtDur(s.p99), fmtDur(s.max), s.errors,
-					ratio(s, d, p50Of), ratio(s, d, rpsOf), ratio(s, raw, p50Of), ratio(s, raw, rpsOf))
+					ratio(s, d, p50Of), ratio(s, d, rpsOf), ratio(s, raw, p50Of), ratio(s, raw, rpsOf), idle, steal)
 			}
 			fmt.Fprintf(b, "\n")
 		}

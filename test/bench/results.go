@@ -27,6 +27,7 @@ type cell struct {
 	roundRPS []float64
 	firstErr string
 	cpu      map[string]time.Duration // CPU time by process role, summed over rounds
+	machine  cpuTimes                 // the machine's CPU time over the runs, warm-up included
 
 	stats *cellStats // computed once all rounds are in
 }
@@ -39,6 +40,11 @@ type cellStats struct {
 	p50, p90, p99, max time.Duration
 	errors             int64
 	cpuPer10k          map[string]time.Duration
+	// idle and steal are the shares of the machine's CPU time that sat
+	// idle and that the hypervisor gave to others during the runs
+	// (machineKnown: /proc/stat was read).
+	idle, steal  float64
+	machineKnown bool
 }
 
 // memKey names one process of one row.
@@ -68,8 +74,9 @@ func newResults() *results {
 	return &results{cells: map[cellKey]*cell{}, mem: map[memKey]*mem{}}
 }
 
-// add merges one round's run.
-func (rs *results) add(k cellKey, r loadResult, cpu map[string]time.Duration) {
+// add merges one round's run: its calls, its processes' CPU time and the
+// machine's.
+func (rs *results) add(k cellKey, r loadResult, cpu map[string]time.Duration, machine cpuTimes) {
 	c := rs.cells[k]
 	if c == nil {
 		c = &cell{cpu: map[string]time.Duration{}}
@@ -88,6 +95,7 @@ func (rs *results) add(k cellKey, r loadResult, cpu map[string]time.Duration) {
 	for role, d := range cpu {
 		c.cpu[role] += d
 	}
+	c.machine = c.machine.add(machine)
 	c.stats = nil
 }
 
@@ -128,6 +136,7 @@ func (c *cell) compute() *cellStats {
 		s.p50, s.p90, s.p99 = quantile(c.lat, 0.50), quantile(c.lat, 0.90), quantile(c.lat, 0.99)
 		s.max = c.lat[len(c.lat)-1]
 	}
+	s.idle, s.steal, s.machineKnown = c.machine.shares()
 	if c.total > 0 {
 		for role, d := range c.cpu {
 			s.cpuPer10k[role] = time.Duration(float64(d) * 10000 / float64(c.total))

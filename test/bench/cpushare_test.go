@@ -1,0 +1,35 @@
+package main
+
+import (
+	"math"
+	"strings"
+	"testing"
+)
+
+func TestParseCPUTimes(t *testing.T) {
+	stat := "cpu  100 5 40 800 20 3 2 30 7 0\ncpu0 50 2 20 400 10 1 1 15 0 0\nintr 1\n"
+	got, err := parseCPUTimes([]byte(stat))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := cpuTimes{total: 100 + 5 + 40 + 800 + 20 + 3 + 2 + 30, idle: 820, steal: 30}
+	if got != want {
+		t.Fatalf("parseCPUTimes = %+v, want %+v (guest time is in user already)", got, want)
+	}
+	later := cpuTimes{total: want.total + 200, idle: want.idle + 50, steal: want.steal + 20}
+	idle, steal, ok := later.sub(got).shares()
+	if !ok || math.Abs(idle-0.25) > 1e-9 || math.Abs(steal-0.10) > 1e-9 {
+		t.Fatalf("shares = %v %v %v, want 0.25 0.10 true", idle, steal, ok)
+	}
+	if _, _, ok := (cpuTimes{}).shares(); ok {
+		t.Fatal("an empty interval has shares")
+	}
+}
+
+func TestParseCPUTimesRejects(t *testing.T) {
+	for _, stat := range []string{"", "cpu0 1 2 3 4 5 6 7 8\n", "cpu 1 2 3\n", "cpu 1 2 3 x 5 6 7 8\n"} {
+		if _, err := parseCPUTimes([]byte(stat)); err == nil || !strings.Contains(err.Error(), "/proc/stat") {
+			t.Errorf("parseCPUTimes(%q) = %v, want an error naming /proc/stat", stat, err)
+		}
+	}
+}
