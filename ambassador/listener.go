@@ -2,6 +2,7 @@ package ambassador
 
 import (
 	"container/list"
+	"errors"
 	"log/slog"
 	"net"
 	"net/http"
@@ -154,4 +155,16 @@ func (c *limitedConn) Close() error {
 		c.l.mu.Unlock()
 	})
 	return c.Conn.Close()
+}
+
+// CloseWrite half-closes the connection (TCP and Unix sockets can): an
+// upgraded connection's application that has ended its side tells the
+// caller so, as a WebSocket server does by closing first after the close
+// handshake. Without it, the caller waited for an end that never came
+// (Chromium gives up after 2 s).
+func (c *limitedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errors.ErrUnsupported
 }

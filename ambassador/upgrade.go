@@ -158,9 +158,12 @@ func (a *Ambassador) switchProtocols(ctx context.Context, w http.ResponseWriter,
 		data, err := frames.next(ctx)
 		if err == io.EOF {
 			// The application is done sending: half-close toward the
-			// caller, and let the caller's side finish.
-			if cw, ok := conn.(interface{ CloseWrite() error }); ok {
-				_ = cw.CloseWrite()
+			// caller, and let the caller's side finish. A connection that
+			// cannot half-close is closed, as httputil.ReverseProxy does:
+			// the caller must learn of the end.
+			cw, ok := conn.(interface{ CloseWrite() error })
+			if !ok || cw.CloseWrite() != nil {
+				_ = conn.Close()
 			}
 			break
 		}

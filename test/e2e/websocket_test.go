@@ -86,6 +86,7 @@ func TestWebSocket(t *testing.T) {
 			m := startStreamMesh(t, b, binary, wsApp(ended, pinged))
 			t.Run("Echo", func(t *testing.T) { m.testWSEcho(t, ended, pinged) })
 			t.Run("CloseByApp", func(t *testing.T) { m.testWSCloseByApp(t, ended) })
+			t.Run("AppClosesFirst", func(t *testing.T) { m.testWSAppClosesFirst(t, ended) })
 			t.Run("ClosedWithReset", m.testWSClosedWithReset)
 			t.Run("Refused", m.testWSRefused)
 			t.Run("Unsupported", m.testUpgradeUnsupported)
@@ -209,6 +210,51 @@ func (m *streamMesh) testWSCloseByApp(t *testing.T, ended <-chan error) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Errorf("the app's close did not complete")
+	}
+}
+
+// testWSAppClosesFirst: after the close handshake the server closes the
+// TCP connection first (RFC 6455, 7.1.1), and a client waits for that end
+// before its close completes; the application's end must reach the
+// caller. Before the ambassador half-closed through its connection
+// limiter's wrapper, it never did: Chromium's close took its 2 s timeout,
+// this client waited for its deadline.
+func (m *streamMesh) testWSAppClosesFirst(t *testing.T, ended <-chan error) {
+	conn, err := net.DialTimeout("tcp", m.port, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprint(conn, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("handshake: %v %v", resp, err)
+	}
+	// A masked close frame, 1000 (normal closure).
+	mask := [4]byte{1, 2, 3, 4}
+	frame := []byte{0x88, 0x82, mask[0], mask[1], mask[2], mask[3], 0x03 ^ mask[0], 0xe8 ^ mask[1]}
+	if _, err := conn.Write(frame); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	got, err := io.ReadAll(br)
+	if err != nil {
+		t.Fatalf("after %q, the read ended with %v after %v: the application's end did not reach the caller", got, err, time.Since(start).Round(time.Millisecond))
+	}
+	if want := []byte{0x88, 2, 0x03, 0xe8}; !bytes.Equal(got, want) {
+		t.Fatalf("read %q, want the application's close frame %q, then the end", got, want)
+	}
+	t.Logf("%s: the application's close frame and end reached the caller %v after its close", m.broker.name, time.Since(start).Round(time.Millisecond))
+	select {
+	case err := <-ended:
+		if websocket.CloseStatus(err) != websocket.StatusNormalClosure {
+			t.Errorf("the app saw the connection end with %v, want a normal close", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Errorf("the app did not see the close")
 	}
 }
 
