@@ -161,7 +161,9 @@ func (c *limitedConn) Close() error {
 // upgraded connection's application that has ended its side tells the
 // caller so, as a WebSocket server does by closing first after the close
 // handshake. Without it, the caller waited for an end that never came
-// (Chromium gives up after 2 s).
+// (Chromium gives up after 2 s). net/http uses it too: a connection it
+// drops with a request body unread now sends its FIN before the server's
+// wait for the caller to read the answer.
 func (c *limitedConn) CloseWrite() error {
 	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
 		return cw.CloseWrite()

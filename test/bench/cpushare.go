@@ -11,11 +11,12 @@ import (
 // cpuTimes is the machine's CPU time from the "cpu" line of /proc/stat,
 // summed over its CPUs, in USER_HZ ticks.
 //
-// A row that leaves the CPUs idle under load is held back by its hops'
-// wake-ups, not by CPU; time stolen by the hypervisor (steal: the vCPU
-// wanted to run and another guest ran) is a busy host, not this run.
-// Each cell reports both, so that a reader can tell a slow row from a
-// slow machine.
+// A row that leaves the CPUs idle at high concurrency is held back by its
+// hops' wake-ups (or a broker's deliberate waits), not by CPU; at c=1 one
+// call at a time leaves CPU idle whatever the row. Steal is time the
+// vCPUs were ready to run and the hypervisor ran something else (the
+// host's own work, other guests). Each cell reports both, so that a
+// reader can tell a slow row from a slow machine.
 type cpuTimes struct {
 	total int64 // every state: user, nice, system, idle, iowait, irq, softirq, steal
 	idle  int64 // idle and iowait

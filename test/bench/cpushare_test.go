@@ -33,3 +33,21 @@ func TestParseCPUTimesRejects(t *testing.T) {
 		}
 	}
 }
+
+func TestCellCPUShares(t *testing.T) {
+	rs := newResults()
+	round := cpuTimes{total: 200, idle: 50, steal: 20}
+	all := cellKey{"all", config{32, 128}}
+	rs.add(all, loadResult{}, nil, &round)
+	rs.add(all, loadResult{}, nil, &cpuTimes{total: 200, idle: 150, steal: 0})
+	s := rs.get("all", 32, 128)
+	if !s.cpusKnown || math.Abs(s.idle-0.5) > 1e-9 || math.Abs(s.steal-0.05) > 1e-9 {
+		t.Fatalf("two rounds: idle %v steal %v known %v, want 0.5 0.05 true (ticks summed over rounds)", s.idle, s.steal, s.cpusKnown)
+	}
+	partial := cellKey{"partial", config{32, 128}}
+	rs.add(partial, loadResult{}, nil, &round)
+	rs.add(partial, loadResult{}, nil, nil)
+	if s := rs.get("partial", 32, 128); s.cpusKnown {
+		t.Fatalf("a round without /proc/stat still gives shares: idle %v steal %v", s.idle, s.steal)
+	}
+}

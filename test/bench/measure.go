@@ -99,14 +99,15 @@ func (e *env) measureOne(ctx context.Context, o *options, res *results, r *row, 
 		}
 		before[i], _ = readProc(p.pid)
 	}
-	machineBefore, machineErr := readCPUTimes()
+	cpusBefore, cpusErr := readCPUTimes()
 	lr, err := runLoad(ctx, r.calls, cfg.conc, cfg.size, o.warmup, o.duration)
 	if err != nil {
 		return fmt.Errorf("%s c=%d %d B: %w", r.name, cfg.conc, cfg.size, err)
 	}
-	var machine cpuTimes
-	if after, err := readCPUTimes(); err == nil && machineErr == nil {
-		machine = after.sub(machineBefore)
+	var cpus *cpuTimes // nil: /proc/stat could not be read
+	if after, err := readCPUTimes(); err == nil && cpusErr == nil {
+		d := after.sub(cpusBefore)
+		cpus = &d
 	}
 	cpu := map[string]time.Duration{}
 	for i, p := range r.procs {
@@ -121,7 +122,7 @@ func (e *env) measureOne(ctx context.Context, o *options, res *results, r *row, 
 			m.end = after.rss
 		}
 	}
-	res.add(cellKey{r.name, cfg}, lr, cpu, machine)
+	res.add(cellKey{r.name, cfg}, lr, cpu, cpus)
 	if o.verbose {
 		s := lr.summary()
 		fmt.Fprintf(os.Stderr, "bench:   %-20s c=%-3d %6d B  %s\n", r.name, cfg.conc, cfg.size, s)

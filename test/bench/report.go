@@ -62,7 +62,7 @@ func (r *report) results(b *strings.Builder) {
 	fmt.Fprintf(b, "## Results\n\n")
 	fmt.Fprintf(b, "± is the spread of requests/s over the rounds ((max − min) / mean). "+
 		"The ratios divide this row's number by `direct-http`'s and by the raw request/reply of the same broker (`raw-<broker>`; for `mesh-grpc-nats`, `direct-grpc` is the first ratio instead). "+
-		"idle and steal are shares of the machine's CPU time over the row's runs, warm-up included (/proc/stat): idle under load means the row was held back by its hops' wake-ups rather than by CPU; steal is time the hypervisor gave to other guests while this one wanted to run.\n\n")
+		"idle and steal are shares of the machine's CPU time over the row's runs, warm-up included (/proc/stat). At c=1 one call at a time leaves much of it idle whatever the row; at the highest concurrency, idle means the row was held back by its hops' wake-ups (or a broker's deliberate waits) rather than by CPU. Steal is time the vCPUs were ready to run and the hypervisor ran something else: the host's own work or other guests.\n\n")
 	for _, c := range r.opts.concurrency {
 		for _, size := range r.opts.sizes {
 			fmt.Fprintf(b, "### c=%d, %s\n\n", c, fmtSize(size))
@@ -83,7 +83,7 @@ func (r *report) results(b *strings.Builder) {
 					raw = r.res.get(rawRowName(row.broker), c, size)
 				}
 				idle, steal := "—", "—"
-				if s.machineKnown {
+				if s.cpusKnown {
 					idle, steal = fmtPct(s.idle), fmtPct(s.steal)
 				}
 				fmt.Fprintf(b, "| `%s` | %s | %s | %s | %s | %s | %s | %d | %s | %s | %s | %s | %s | %s |\n",

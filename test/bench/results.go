@@ -27,7 +27,8 @@ type cell struct {
 	roundRPS []float64
 	firstErr string
 	cpu      map[string]time.Duration // CPU time by process role, summed over rounds
-	machine  cpuTimes                 // the machine's CPU time over the runs, warm-up included
+	cpus     cpuTimes                 // the machine's CPU time over the runs, warm-up included
+	cpusLost bool                     // a round's could not be read: cpus is partial
 
 	stats *cellStats // computed once all rounds are in
 }
@@ -41,10 +42,10 @@ type cellStats struct {
 	errors             int64
 	cpuPer10k          map[string]time.Duration
 	// idle and steal are the shares of the machine's CPU time that sat
-	// idle and that the hypervisor gave to others during the runs
-	// (machineKnown: /proc/stat was read).
-	idle, steal  float64
-	machineKnown bool
+	// idle and that the vCPUs were ready to run but not run during the
+	// runs (cpusKnown: /proc/stat was read for every round).
+	idle, steal float64
+	cpusKnown   bool
 }
 
 // memKey names one process of one row.
@@ -75,8 +76,8 @@ func newResults() *results {
 }
 
 // add merges one round's run: its calls, its processes' CPU time and the
-// machine's.
-func (rs *results) add(k cellKey, r loadResult, cpu map[string]time.Duration, machine cpuTimes) {
+// machine's (cpus, nil when it could not be read).
+func (rs *results) add(k cellKey, r loadResult, cpu map[string]time.Duration, cpus *cpuTimes) {
 	c := rs.cells[k]
 	if c == nil {
 		c = &cell{cpu: map[string]time.Duration{}}
@@ -95,7 +96,11 @@ func (rs *results) add(k cellKey, r loadResult, cpu map[string]time.Duration, ma
 	for role, d := range cpu {
 		c.cpu[role] += d
 	}
-	c.machine = c.machine.add(machine)
+	if cpus != nil {
+		c.cpus = c.cpus.add(*cpus)
+	} else {
+		c.cpusLost = true
+	}
 	c.stats = nil
 }
 
@@ -136,7 +141,8 @@ func (c *cell) compute() *cellStats {
 		s.p50, s.p90, s.p99 = quantile(c.lat, 0.50), quantile(c.lat, 0.90), quantile(c.lat, 0.99)
 		s.max = c.lat[len(c.lat)-1]
 	}
-	s.idle, s.steal, s.machineKnown = c.machine.shares()
+	s.idle, s.steal, s.cpusKnown = c.cpus.shares()
+	s.cpusKnown = s.cpusKnown && !c.cpusLost
 	if c.total > 0 {
 		for role, d := range c.cpu {
 			s.cpuPer10k[role] = time.Duration(float64(d) * 10000 / float64(c.total))
