@@ -175,14 +175,7 @@ func (m *streamMesh) testWSEcho(t *testing.T, ended, pinged <-chan error) {
 	if err := c.Close(websocket.StatusNormalClosure, "bye"); err != nil {
 		t.Errorf("close: %v, want a clean close handshake", err)
 	}
-	select {
-	case err := <-ended:
-		if websocket.CloseStatus(err) != websocket.StatusNormalClosure {
-			t.Errorf("the app saw the connection end with %v, want a normal close", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Errorf("the app did not see the close")
-	}
+	wantNormalClose(t, ended)
 }
 
 // testWSCloseByApp: the app sends three messages and closes; the caller reads them, then the close; both ends see it clean.
@@ -220,19 +213,7 @@ func (m *streamMesh) testWSCloseByApp(t *testing.T, ended <-chan error) {
 // limiter's wrapper, it never did: Chromium's close took its 2 s timeout,
 // this client waited for its deadline.
 func (m *streamMesh) testWSAppClosesFirst(t *testing.T, ended <-chan error) {
-	conn, err := net.DialTimeout("tcp", m.port, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
-	fmt.Fprint(conn, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
-		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
-	br := bufio.NewReader(conn)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
-		t.Fatalf("handshake: %v %v", resp, err)
-	}
+	conn, br := m.dialWSRaw(t, "/ws", 10*time.Second)
 	// A masked close frame, 1000 (normal closure).
 	mask := [4]byte{1, 2, 3, 4}
 	frame := []byte{0x88, 0x82, mask[0], mask[1], mask[2], mask[3], 0x03 ^ mask[0], 0xe8 ^ mask[1]}
@@ -248,6 +229,13 @@ func (m *streamMesh) testWSAppClosesFirst(t *testing.T, ended <-chan error) {
 		t.Fatalf("read %q, want the application's close frame %q, then the end", got, want)
 	}
 	t.Logf("%s: the application's close frame and end reached the caller %v after its close", m.broker.name, time.Since(start).Round(time.Millisecond))
+	wantNormalClose(t, ended)
+}
+
+// wantNormalClose waits for the app's report of how its connection ended
+// and wants a normal close.
+func wantNormalClose(t *testing.T, ended <-chan error) {
+	t.Helper()
 	select {
 	case err := <-ended:
 		if websocket.CloseStatus(err) != websocket.StatusNormalClosure {
@@ -256,6 +244,27 @@ func (m *streamMesh) testWSAppClosesFirst(t *testing.T, ended <-chan error) {
 	case <-time.After(10 * time.Second):
 		t.Errorf("the app did not see the close")
 	}
+}
+
+// dialWSRaw opens a WebSocket to path through the ambassador by hand, to
+// see the connection itself; the connection, closed at the test's end,
+// has a deadline of within from now.
+func (m *streamMesh) dialWSRaw(t *testing.T, path string, within time.Duration) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", m.port, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	_ = conn.SetDeadline(time.Now().Add(within))
+	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", path)
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("handshake: %v %v", resp, err)
+	}
+	return conn, br
 }
 
 // testWSRefused: an app that refuses the upgrade has its answer passed
@@ -319,19 +328,7 @@ func (m *streamMesh) testWSClosedWithReset(t *testing.T) {
 
 	// The same by hand, to see the connection itself: the close frame, the
 	// end, and writes that fail at once instead of filling buffers.
-	conn, err := net.DialTimeout("tcp", m.port, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(20 * time.Second))
-	fmt.Fprint(conn, "GET /ws-too-big HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
-		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
-	br := bufio.NewReader(conn)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
-		t.Fatalf("handshake: %v %v", resp, err)
-	}
+	conn, br := m.dialWSRaw(t, "/ws-too-big", 20*time.Second)
 	// A masked binary frame of 256 KiB, of which the application reads two
 	// bytes.
 	header := []byte{0x82, 127, 0, 0, 0, 0, 0, 4, 0, 0, 1, 2, 3, 4}
