@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
 	"os"
@@ -34,9 +33,8 @@ func readCPUTimes() (cpuTimes, error) {
 
 // parseCPUTimes parses the text of /proc/stat.
 func parseCPUTimes(stat []byte) (cpuTimes, error) {
-	sc := bufio.NewScanner(bytes.NewReader(stat))
-	for sc.Scan() {
-		f := bytes.Fields(sc.Bytes())
+	for line := range bytes.Lines(stat) {
+		f := bytes.Fields(line)
 		if len(f) == 0 || string(f[0]) != "cpu" {
 			continue
 		}
