@@ -47,10 +47,11 @@ func newRootCmd() *cobra.Command {
 	root := &cobra.Command{
 		Use:   "busmesh",
 		Short: "A service mesh whose data plane rides on a message bus",
-		Long: `busmesh carries plain HTTP calls between services over NATS, Kafka or
-RabbitMQ. An ambassador sidecar takes calls from an application on localhost
-ports; an adapter sidecar makes them to the service and carries the answer
-back. Switching brokers is one line of config.`,
+		Long: `busmesh carries plain HTTP and gRPC calls (streaming ones too) between
+services over NATS, Kafka or RabbitMQ. An ambassador sidecar takes calls
+from an application on localhost ports; an adapter sidecar makes them to
+the service and carries the answer back. Switching brokers is one line of
+config.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
