@@ -206,8 +206,16 @@ func printStats(out io.Writer, resp *busmeshv1.GetStatsResponse, traffic *busmes
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	if len(resp.Rejected) > 0 {
-		fmt.Fprintf(out, "\nrejected envelopes: %s\n", counts(resp.Rejected))
+	// The sidecar reports every reason's counter, zeros included; the
+	// line is for the ones that happened.
+	rejected := make(map[string]uint64, len(resp.Rejected))
+	for why, n := range resp.Rejected {
+		if n > 0 {
+			rejected[why] = n
+		}
+	}
+	if len(rejected) > 0 {
+		fmt.Fprintf(out, "\nrejected envelopes: %s\n", counts(rejected))
 	}
 	return nil
 }
