@@ -5,6 +5,6 @@
 // stream. Both sidecars use it: the ambassador for request bodies it sends
 // and response bodies it receives, the adapter the other way round.
 //
-// Publishing an envelope (Publish) lives here too, with the pooled encode
-// buffers of the data path. See docs/architecture.md, "The envelope".
+// Envelopes are published through package bus's Publisher, which seals
+// them when identities are on. See docs/architecture.md, "The envelope".
 package stream

@@ -740,7 +740,7 @@ var File_busmesh_v1_envelope_proto protoreflect.FileDescriptor
 const file_busmesh_v1_envelope_proto_rawDesc = "" +
 	"\n" +
 	"\x19busmesh/v1/envelope.proto\x12\n" +
-	"busmesh.v1\"\xc3\x02\n" +
+	"busmesh.v1\"\xc9\x02\n" +
 	"\bEnvelope\x12/\n" +
 	"\arequest\x18\x01 \x01(\v2\x13.busmesh.v1.RequestH\x00R\arequest\x122\n" +
 	"\bresponse\x18\x02 \x01(\v2\x14.busmesh.v1.ResponseH\x00R\bresponse\x12)\n" +
@@ -751,7 +751,7 @@ const file_busmesh_v1_envelope_proto_rawDesc = "" +
 	"\x13timestamp_unix_nano\x18\f \x01(\x06R\x11timestampUnixNano\x12 \n" +
 	"\vcertificate\x18\r \x01(\fR\vcertificate\x12\x10\n" +
 	"\x03mac\x18\x0f \x01(\fR\x03macB\x06\n" +
-	"\x04kindJ\x04\b\x0e\x10\x0f\"\x9e\x04\n" +
+	"\x04kindJ\x04\b\x04\x10\x05J\x04\b\x0e\x10\x0f\"\x9e\x04\n" +
 	"\aRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x06R\x02id\x12\x16\n" +
 	"\x06source\x18\x02 \x01(\tR\x06source\x12%\n" +
