@@ -1,6 +1,7 @@
 package main
 
 import (
+	"debug/buildinfo"
 	"os"
 	"os/exec"
 	"runtime"
@@ -49,6 +50,47 @@ func readMachine() *machine {
 		}
 	}
 	return m
+}
+
+// prebuilt records that the sidecars run bin, a busmesh built elsewhere
+// (-busmesh): the commit measured is the one bin was built from, which the
+// tree the bench runs in says nothing about. It is bin's VCS stamp when it
+// has one (a build without -buildvcs=false, inside the repository).
+func (m *machine) prebuilt(bin string) {
+	tree := m.commit
+	m.commit = "unknown: " + bin + " carries no VCS stamp"
+	if tree != "unknown" {
+		m.commit += " (the bench's own tree is at " + tree + ")"
+	}
+	if rev := binaryRevision(bin); rev != "" {
+		m.commit = rev + " (" + bin + "'s VCS stamp)"
+	}
+}
+
+// binaryRevision returns the short commit a Go binary was built from, with
+// " with uncommitted changes" when its tree was modified, or "".
+func binaryRevision(bin string) string {
+	info, err := buildinfo.ReadFile(bin)
+	if err != nil {
+		return ""
+	}
+	var rev string
+	var modified bool
+	for _, s := range info.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			modified = s.Value == "true"
+		}
+	}
+	if len(rev) > 7 {
+		rev = rev[:7]
+	}
+	if rev != "" && modified {
+		rev += " with uncommitted changes"
+	}
+	return rev
 }
 
 // readLoadAvg returns the 1-, 5- and 15-minute load averages.

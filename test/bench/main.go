@@ -119,7 +119,7 @@ func parseOptions(args []string) (*options, error) {
 	fs.BoolVar(&o.quick, "quick", false, "a fast smoke run: one short round")
 	fs.DurationVar(&o.profile, "profile", 5*time.Second, "after the rounds, CPU-profile the sidecars this long under the c=max HTTP mesh load of -profile-broker (0: off)")
 	fs.StringVar(&o.profileOn, "profile-broker", "", "the broker whose HTTP mesh row -profile profiles (default: nats if among -brokers, else the first)")
-	fs.StringVar(&o.binary, "busmesh", "", "a prebuilt busmesh binary (default: go build ./cmd/busmesh)")
+	fs.StringVar(&o.binary, "busmesh", "", "a prebuilt busmesh binary (default: go build ./cmd/busmesh); the report names its commit when it carries a VCS stamp (go build -buildvcs=true)")
 	fs.BoolVar(&o.verbose, "v", false, "print a progress line per measurement on stderr")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -212,6 +212,9 @@ func envOr(key, def string) string {
 func run(ctx context.Context, o *options) (err error) {
 	started := time.Now()
 	info := readMachine()
+	if o.binary != "" {
+		info.prebuilt(o.binary)
+	}
 	sup, err := newSupervisor()
 	if err != nil {
 		return err
