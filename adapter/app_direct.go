@@ -44,8 +44,9 @@ type directConn struct {
 // stopped taking the request.
 const earlyAnswerWait = time.Second
 
-// maxInformational bounds the 1xx answers before a call's answer, as the
-// Transport does.
+// maxInformational bounds the 1xx answers (100 included) before a call's
+// answer, so an application cannot hold a call with an endless stream of
+// them.
 const maxInformational = 5
 
 // directIdleTimeout is how long a connection may stay idle and still be

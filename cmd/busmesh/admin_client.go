@@ -206,8 +206,8 @@ func printStats(out io.Writer, resp *busmeshv1.GetStatsResponse, traffic *busmes
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	// The sidecar reports every reason's counter, zeros included; the
-	// line is for the ones that happened.
+	// Discovery's rejection counters exist at zero from the start, and the
+	// sidecar reports them all; the line is for the ones that happened.
 	rejected := make(map[string]uint64, len(resp.Rejected))
 	for why, n := range resp.Rejected {
 		if n > 0 {

@@ -9,9 +9,9 @@ import (
 	busmeshv1 "github.com/busmesh/busmesh/proto/busmesh/v1"
 )
 
-// TestPrintStatsRejected: the sidecar sends every rejection counter, zeros
-// included; busmesh stats names only the reasons that happened, and prints
-// no rejection line when none did.
+// TestPrintStatsRejected: the sidecar sends discovery's rejection counters
+// from the start, zeros included; busmesh stats names only the reasons that
+// happened, and prints no rejection line when none did.
 func TestPrintStatsRejected(t *testing.T) {
 	for _, tc := range []struct {
 		name     string

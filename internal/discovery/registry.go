@@ -408,8 +408,8 @@ func (r *Registry) refresh(s *service, e *entry, a *busmeshv1.Announcement, now 
 
 // capacityMoved reports whether what an instance can take moved enough
 // since its snapshot was made for the snapshot to follow: its concurrency
-// changed, it measured its first call, or its service time moved by more
-// than half.
+// changed, it measured its first call, or its service time moved by a
+// factor of more than 1.5 (up by half, or down by a third).
 // Callers size what they send it from these (ambassador/capacity.go).
 func capacityMoved(old, now *Instance) bool {
 	if old.Concurrency != now.Concurrency || (old.ServiceTime == 0) != (now.ServiceTime == 0) {

@@ -52,13 +52,14 @@ func readMachine() *machine {
 	return m
 }
 
-// prebuilt records that the sidecars run bin, a busmesh built elsewhere
-// (-busmesh): the commit measured is the one bin was built from, which the
-// tree the bench runs in says nothing about. It is bin's VCS stamp when it
-// has one (a build without -buildvcs=false, inside the repository).
-func (m *machine) prebuilt(bin string) {
+// notePrebuilt records that the sidecars run bin, a busmesh built
+// elsewhere (-busmesh): the commit measured is the one bin was built from,
+// which the tree the bench runs in says nothing about. It is bin's VCS
+// stamp when it has one (a build without -buildvcs=false, inside the
+// repository).
+func (m *machine) notePrebuilt(bin string) {
 	tree := m.commit
-	m.commit = "unknown: " + bin + " carries no VCS stamp"
+	m.commit = "unknown: " + bin + " carries no VCS stamp (or cannot be read)"
 	if tree != "unknown" {
 		m.commit += " (the bench's own tree is at " + tree + ")"
 	}
@@ -68,7 +69,9 @@ func (m *machine) prebuilt(bin string) {
 }
 
 // binaryRevision returns the short commit a Go binary was built from, with
-// " with uncommitted changes" when its tree was modified, or "".
+// " with uncommitted changes" when its tree was modified, or "". Go's stamp
+// counts untracked files as changes, where readMachine does not, so one
+// tree can read clean built by the bench and modified as a -busmesh binary.
 func binaryRevision(bin string) string {
 	info, err := buildinfo.ReadFile(bin)
 	if err != nil {

@@ -213,7 +213,7 @@ func run(ctx context.Context, o *options) (err error) {
 	started := time.Now()
 	info := readMachine()
 	if o.binary != "" {
-		info.prebuilt(o.binary)
+		info.notePrebuilt(o.binary)
 	}
 	sup, err := newSupervisor()
 	if err != nil {
