@@ -58,14 +58,15 @@ func readMachine() *machine {
 // stamp when it has one (a build without -buildvcs=false, inside the
 // repository).
 func (m *machine) notePrebuilt(bin string) {
-	tree := m.commit
-	m.commit = "unknown: " + bin + " carries no VCS stamp (or cannot be read)"
-	if tree != "unknown" {
-		m.commit += " (the bench's own tree is at " + tree + ")"
-	}
 	if rev := binaryRevision(bin); rev != "" {
 		m.commit = rev + " (" + bin + "'s VCS stamp)"
+		return
 	}
+	unknown := "unknown: " + bin + " carries no VCS stamp (or cannot be read)"
+	if m.commit != "unknown" {
+		unknown += " (the bench's own tree is at " + m.commit + ")"
+	}
+	m.commit = unknown
 }
 
 // binaryRevision returns the short commit a Go binary was built from, with
