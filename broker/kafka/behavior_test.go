@@ -267,7 +267,7 @@ func TestCloseStopsEverything(t *testing.T) {
 func TestLeaderChanges(t *testing.T) {
 	c := startCluster(t, kfake.NumBrokers(3))
 	c.answerPastEpochs()
-	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute) // outlives deliveryWait
 	defer cancel()
 	fan, queue := newTally(), newTally()
 	if _, err := dial(t, c.url).Subscribe(ctx, "leaders.test", fan.add); err != nil {
@@ -294,8 +294,11 @@ func TestLeaderChanges(t *testing.T) {
 			time.Sleep(time.Millisecond)
 		}
 	}
-	fan.check(t, ctx, "fan-out", n)
-	queue.check(t, ctx, "queue group", n)
+	until := time.Now().Add(deliveryWait)
+	fan.check(t, until, "fan-out", n)
+	if !queue.check(t, until, "queue group", n) {
+		c.logGroup(t, "leaders.test", "workers")
+	}
 }
 
 // tally counts what a handler receives, by payload.
@@ -314,15 +317,20 @@ func (ta *tally) add(_ context.Context, d []byte) {
 	ta.mu.Unlock()
 }
 
-// check waits for n messages, then fails t unless payloads 0..n-1 each
-// arrived once.
-func (ta *tally) check(t *testing.T, ctx context.Context, what string, n int) {
+// deliveryWait bounds how long a test waits for its messages once they are
+// published. The subscriptions outlive it, so a test that gives up can
+// still describe its group.
+const deliveryWait = 45 * time.Second
+
+// check waits for n messages (until the time given), then fails t unless
+// payloads 0..n-1 each arrived once. It reports whether they did.
+func (ta *tally) check(t *testing.T, until time.Time, what string, n int) bool {
 	t.Helper()
 	for {
 		ta.mu.Lock()
 		got := ta.n
 		ta.mu.Unlock()
-		if got >= n || ctx.Err() != nil {
+		if got >= n || time.Now().After(until) {
 			break
 		}
 		time.Sleep(10 * time.Millisecond)
@@ -342,5 +350,7 @@ func (ta *tally) check(t *testing.T, ctx context.Context, what string, n int) {
 	}
 	if missing != 0 || dup != 0 {
 		t.Errorf("%s: %d messages published: %d missing, %d delivered more than once", what, n, missing, dup)
+		return false
 	}
+	return true
 }

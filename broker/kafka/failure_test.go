@@ -5,13 +5,18 @@ import (
 	"errors"
 	"math"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	bkafka "github.com/busmesh/busmesh/broker/kafka"
 )
 
 // The failures here are kfake's own controls: a leader that moves, a broker
@@ -28,7 +33,7 @@ func TestLeaderMove(t *testing.T) {
 	c := startCluster(t, kfake.NumBrokers(3))
 	c.answerPastEpochs()
 	const subject = "move.test"
-	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute) // outlives deliveryWait
 	defer cancel()
 	fan, queue := flow(t, ctx, c, subject)
 	pub := dial(t, c.url)
@@ -50,8 +55,11 @@ func TestLeaderMove(t *testing.T) {
 			time.Sleep(time.Millisecond)
 		}
 	}
-	fan.check(t, ctx, "fan-out", n)
-	queue.check(t, ctx, "queue group", n)
+	until := time.Now().Add(deliveryWait)
+	fan.check(t, until, "fan-out", n)
+	if !queue.check(t, until, "queue group", n) {
+		c.logGroup(t, subject, "workers")
+	}
 }
 
 // TestRetriableProduceErrors answers the first produce requests with
@@ -60,7 +68,7 @@ func TestLeaderMove(t *testing.T) {
 func TestRetriableProduceErrors(t *testing.T) {
 	c := startCluster(t)
 	const subject = "retry.test"
-	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute) // outlives deliveryWait
 	defer cancel()
 	fan, queue := flow(t, ctx, c, subject)
 	pub := dial(t, c.url)
@@ -92,8 +100,11 @@ func TestRetriableProduceErrors(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	fan.check(t, ctx, "fan-out", n)
-	queue.check(t, ctx, "queue group", n)
+	until := time.Now().Add(deliveryWait)
+	fan.check(t, until, "fan-out", n)
+	if !queue.check(t, until, "queue group", n) {
+		c.logGroup(t, subject, "workers")
+	}
 	if got := refused.Load(); got <= 5 {
 		t.Fatalf("%d produce requests reached the broker, want more than the 5 refused", got)
 	}
@@ -106,7 +117,7 @@ func TestRetriableProduceErrors(t *testing.T) {
 func TestBrokerRefusesRequests(t *testing.T) {
 	c := startCluster(t)
 	const subject = "refuse.test"
-	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute) // outlives deliveryWait
 	defer cancel()
 	fan, queue := flow(t, ctx, c, subject)
 	pub := dial(t, c.url)
@@ -118,9 +129,9 @@ func TestBrokerRefusesRequests(t *testing.T) {
 		t.Fatal(err)
 	}
 	var refused atomic.Int32
-	until := time.Now().Add(time.Second)
+	refuseUntil := time.Now().Add(time.Second)
 	c.kc.Control(func(kmsg.Request) (kmsg.Response, error, bool) {
-		if time.Now().After(until) {
+		if time.Now().After(refuseUntil) {
 			c.kc.DropControl()
 			return nil, nil, false
 		}
@@ -134,8 +145,11 @@ func TestBrokerRefusesRequests(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond) // publishing outlasts the refusal
 	}
-	fan.check(t, ctx, "fan-out", n)
-	queue.check(t, ctx, "queue group", n)
+	until := time.Now().Add(deliveryWait)
+	fan.check(t, until, "fan-out", n)
+	if !queue.check(t, until, "queue group", n) {
+		c.logGroup(t, subject, "workers")
+	}
 	if refused.Load() == 0 {
 		t.Fatal("the broker refused no request")
 	}
@@ -159,6 +173,56 @@ func flow(t *testing.T, ctx context.Context, c *cluster, subject string) (fan, q
 		}
 	}
 	return fan, queue
+}
+
+// logGroup logs what the cluster says of a queue group: its state, each
+// member's partitions, and each partition's committed offset against its
+// end and leader. After a failed check it tells a partition nobody was
+// assigned from one whose member stopped reading or skipped ahead.
+func (c *cluster) logGroup(t *testing.T, subject, group string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.TrimPrefix(c.url, "kafka://")))
+	if err != nil {
+		t.Logf("group %s: no client: %v", group, err)
+		return
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	id := bkafka.GroupID(subject, group)
+	described, err := adm.DescribeGroups(ctx, id)
+	if err != nil {
+		t.Logf("group %s: describe: %v", id, err)
+		return
+	}
+	for _, g := range described.Sorted() {
+		t.Logf("group %s: state %s, protocol %s, %d members, err %v", g.Group, g.State, g.Protocol, len(g.Members), g.Err)
+		for _, m := range g.Members {
+			var parts []int32
+			if a, ok := m.Assigned.AsConsumer(); ok {
+				for _, at := range a.Topics {
+					parts = append(parts, at.Partitions...)
+				}
+			}
+			t.Logf("  member %s: partitions %v", m.MemberID, parts)
+		}
+	}
+	committed, err := adm.FetchOffsets(ctx, id)
+	if err != nil {
+		t.Logf("group %s: committed offsets: %v", id, err)
+	}
+	ends, err := adm.ListEndOffsets(ctx, subject)
+	if err != nil {
+		t.Logf("group %s: end offsets: %v", id, err)
+		return
+	}
+	for p := range int32(len(ends[subject])) {
+		e, _ := ends.Lookup(subject, p)
+		o, _ := committed.Lookup(subject, p)
+		t.Logf("  partition %d: committed %d (epoch %d, err %v), end %d, leader %d",
+			p, o.At, o.LeaderEpoch, o.Err, e.Offset, c.kc.LeaderFor(subject, p))
+	}
 }
 
 // answerPastEpochs answers OffsetForLeaderEpoch as a broker without unclean

@@ -3,11 +3,13 @@ package kafka_test
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -39,15 +41,57 @@ func dial(t testing.TB, url string) broker.Broker {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	var lg *slog.Logger // BUSMESH_TEST_KAFKA_DEBUG=1 shows the backend's logs
-	if os.Getenv("BUSMESH_TEST_KAFKA_DEBUG") != "" {
-		lg = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	// BUSMESH_TEST_KAFKA_DEBUG=1 shows the backend's logs as they come;
+	// without it a failed test shows their tail, so a failure seen once
+	// (in CI, under load) can be read afterwards.
+	var w io.Writer = os.Stderr
+	if os.Getenv("BUSMESH_TEST_KAFKA_DEBUG") == "" {
+		tail, n := &logTail{}, dials.Add(1)
+		w = tail
+		t.Cleanup(func() {
+			if t.Failed() {
+				t.Logf("the last %d lines of the log of connection %d (%s):\n%s", tailLines, n, broker.Redact(url), tail)
+			}
+		})
 	}
+	lg := slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	b, err := broker.Open(ctx, url, lg)
 	if err != nil {
 		t.Fatalf("Open(%s) = %v", broker.Redact(url), err)
 	}
 	return b
+}
+
+// dials numbers the connections dial opens, to tell their logs apart.
+var dials atomic.Int32
+
+// tailLines is how many of a backend's last log lines a failed test shows.
+const tailLines = 300
+
+// logTail keeps the last tailLines lines written to it; slog's handlers
+// write a record per Write.
+type logTail struct {
+	mu    sync.Mutex
+	lines []string
+	next  int // where the next line goes once lines is full
+}
+
+func (l *logTail) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.lines) < tailLines {
+		l.lines = append(l.lines, string(p))
+	} else {
+		l.lines[l.next] = string(p)
+		l.next = (l.next + 1) % tailLines
+	}
+	return len(p), nil
+}
+
+func (l *logTail) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Join(l.lines[l.next:], "") + strings.Join(l.lines[:l.next], "")
 }
 
 // cluster is a kfake cluster whose brokers are reached through proxies:
