@@ -308,6 +308,11 @@ func (a *Ambassador) respondHTTP(ctx context.Context, w http.ResponseWriter, c *
 	}
 	h := w.Header()
 	envelope.SetHTTPHeader(h, resp.Headers)
+	if _, typed := h["Content-Type"]; !typed {
+		// The application named no type: neither does a proxy. net/http
+		// would sniff one from the body and add it.
+		h["Content-Type"] = nil
+	}
 	if limit < math.MaxInt64 && resp.Error == "" && c.Req.Method != http.MethodHead && contentLength(h) > limit {
 		clear(h)
 		a.cancelRemote(c, reason.ResponseTooLarge.String())

@@ -101,6 +101,10 @@ func echoApp() http.Handler {
 		}
 		fmt.Fprint(w, "slow done")
 	})
+	mux.HandleFunc("/untyped", func(w http.ResponseWriter, r *http.Request) {
+		w.Header()["Content-Type"] = nil // net/http would sniff one
+		fmt.Fprint(w, "<html>no type named</html>")
+	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
 		h.Set("X-Echo-Method", r.Method)
@@ -146,6 +150,7 @@ func TestHTTP(t *testing.T) {
 			t.Run("HostRouting", m.testHostRouting)
 			t.Run("RepeatedHeaders", m.testRepeatedHeaders)
 			t.Run("UserAgent", m.testUserAgent)
+			t.Run("UntypedAnswer", m.testUntypedAnswer)
 			t.Run("LargeBody", m.testLargeBody)
 			t.Run("AppStatusPassesThrough", m.testAppStatus)
 			t.Run("TooLarge", m.testTooLarge)
@@ -257,6 +262,16 @@ func (m *httpMesh) testRepeatedHeaders(t *testing.T) {
 	}
 	if leaked := resp.Header.Values("X-Leaked"); len(leaked) > 0 {
 		t.Errorf("the app saw hop-by-hop or busmesh headers: %v", leaked)
+	}
+}
+
+// testUntypedAnswer: an answer the application sent without a
+// Content-Type reaches the caller without one, as from a transparent
+// proxy, whose caller may sniff it or not.
+func (m *httpMesh) testUntypedAnswer(t *testing.T) {
+	resp, body := do(t, newRequest(t, "GET", "http://"+m.port+"/untyped", nil))
+	if ct, named := resp.Header["Content-Type"]; resp.StatusCode != 200 || named || string(body) != "<html>no type named</html>" {
+		t.Errorf("status %d, Content-Type %q (present %v), body %q; want 200, none, the app's body", resp.StatusCode, ct, named, body)
 	}
 }
 
