@@ -69,7 +69,10 @@ type Adapter struct {
 	tracer   *telemetry.Tracer
 	access   *telemetry.AccessLog
 	callers  telemetry.Bounded // callers admitted as label values
-	services natsServices      // the NATS services protocol ($SRV), on NATS
+
+	requests  telemetry.Children[requestLabels, prometheus.Counter] // a call's metrics by its labels (calls.go)
+	durations telemetry.Children[durationLabels, prometheus.Observer]
+	services  natsServices // the NATS services protocol ($SRV), on NATS
 
 	pool    *workers
 	streams streamSet

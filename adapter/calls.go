@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/codes"
 
@@ -436,6 +437,13 @@ func (a *Adapter) ended(sc *serverCall) {
 	}
 }
 
+// requestLabels are the label values of a call's request counter besides
+// the adapter's service and instance, which are its own.
+type requestLabels struct{ caller, protocol, class, code, grpcCode string }
+
+// durationLabels are those of its duration histogram.
+type durationLabels struct{ caller, protocol string }
+
 // record counts a call that ended, whatever its outcome: the one place the
 // adapter's request metrics are written (and the window of its edge fed).
 func (a *Adapter) record(sc *serverCall) {
@@ -453,8 +461,12 @@ func (a *Adapter) record(sc *serverCall) {
 	}
 	class := telemetry.Class(sc.status, grpc, sc.code)
 	caller, service, instance := sc.edge.Key().Caller, a.cfg.Service, a.cfg.Instance
-	a.metrics.AdapterRequests.WithLabelValues(caller, service, instance, protocol, class, code, grpcCode).Inc()
-	a.metrics.AdapterDuration.WithLabelValues(caller, service, instance, protocol).Observe(sc.headIn.Seconds())
+	a.requests.Get(requestLabels{caller, protocol, class, code, grpcCode}, func() prometheus.Counter {
+		return a.metrics.AdapterRequests.WithLabelValues(caller, service, instance, protocol, class, code, grpcCode)
+	}).Inc()
+	a.durations.Get(durationLabels{caller, protocol}, func() prometheus.Observer {
+		return a.metrics.AdapterDuration.WithLabelValues(caller, service, instance, protocol)
+	}).Observe(sc.headIn.Seconds())
 	if sc.answered {
 		a.latency.Observe(sc.headIn)
 	}

@@ -18,7 +18,16 @@ type labels struct {
 	caller    string
 	services  telemetry.Bounded // services that may be label values
 	instances telemetry.Bounded
+
+	requests  telemetry.Children[requestLabels, prometheus.Counter]
+	durations telemetry.Children[durationLabels, prometheus.Observer]
 }
+
+// requestLabels are the label values of a call's request counter.
+type requestLabels struct{ caller, service, instance, protocol, class, code, grpcCode string }
+
+// durationLabels are those of its duration histogram.
+type durationLabels struct{ caller, service, instance, protocol string }
 
 func newLabels(caller string) *labels {
 	if caller == "" {
@@ -69,8 +78,12 @@ func (a *Ambassador) record(c *Call) {
 	}
 	class := telemetry.Class(o.Status, o.GRPC, o.Code)
 	m := a.metrics
-	m.AmbassadorRequests.WithLabelValues(caller, service, instance, protocol, class, code, grpcCode).Inc()
-	m.AmbassadorDuration.WithLabelValues(caller, service, instance, protocol).Observe(o.Latency.Seconds())
+	a.labels.requests.Get(requestLabels{caller, service, instance, protocol, class, code, grpcCode}, func() prometheus.Counter {
+		return m.AmbassadorRequests.WithLabelValues(caller, service, instance, protocol, class, code, grpcCode)
+	}).Inc()
+	a.labels.durations.Get(durationLabels{caller, service, instance, protocol}, func() prometheus.Observer {
+		return m.AmbassadorDuration.WithLabelValues(caller, service, instance, protocol)
+	}).Observe(o.Latency.Seconds())
 	if o.Reason != reason.None {
 		m.AmbassadorErrors.WithLabelValues(caller, service, o.Reason.String()).Inc()
 	}
