@@ -44,6 +44,7 @@ func (a *Ambassador) requireHealthy(next Invoker) Invoker {
 			if err := healthyOrWhy(ctx, reg, c.Route.Service, c.Version); err != nil {
 				return err
 			}
+			a.relabel(c)
 		}
 		return next(ctx, c)
 	}

@@ -62,6 +62,17 @@ func (a *Ambassador) started(c *Call) {
 	c.edge.Start()
 }
 
+// relabel moves a call counted under the Unknown service to its
+// service's edge once the service is known: a service no route names is
+// learnt on its first call, after started had to label it.
+func (a *Ambassador) relabel(c *Call) {
+	if c.edge.Key().Service != telemetry.Unknown || a.serviceLabel(c.Route) == telemetry.Unknown {
+		return
+	}
+	c.edge.Leave()
+	a.started(c)
+}
+
 // record counts a call that ended, whatever its outcome: the one place the
 // ambassador's request metrics are written (and the window of its edge
 // fed).

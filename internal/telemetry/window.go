@@ -94,13 +94,19 @@ func (e *Edge) Start() {
 	}
 }
 
-// Done ends a call Start counted: it is no longer in flight, and it took
-// latency; failed says it failed (a 5xx class).
-func (e *Edge) Done(failed bool, latency time.Duration) {
+// Leave takes back a Start without counting a call: the call moved to
+// another edge.
+func (e *Edge) Leave() {
 	e.inflight.Add(-1)
 	if e.gauge != nil {
 		e.gauge.Dec()
 	}
+}
+
+// Done ends a call Start counted: it is no longer in flight, and it took
+// latency; failed says it failed (a 5xx class).
+func (e *Edge) Done(failed bool, latency time.Duration) {
+	e.Leave()
 	sec := e.w.now().Unix()
 	e.mu.Lock()
 	s := &e.slots[sec%int64(len(e.slots))]

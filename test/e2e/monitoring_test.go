@@ -64,6 +64,7 @@ type monMesh struct {
 	httpInstance, rpcInstance     string
 	http                          string
 	rpc                           testpb.EchoClient
+	appURL                        string // the HTTP service's application
 }
 
 func startMonMesh(t *testing.T, b brokerCase) *monMesh {
@@ -92,6 +93,7 @@ func startMonMesh(t *testing.T, b brokerCase) *monMesh {
 	m := &monMesh{broker: b, callerName: unique("mix-caller"), httpService: unique("mix-http"), rpcService: unique("mix-grpc"),
 		http: freePort(t)}
 	m.httpInstance, m.rpcInstance = m.httpService+"-1", m.rpcService+"-1"
+	m.appURL = "http://" + httpLn.Addr().String()
 	m.httpCallee = startSidecar(t, "mix-http-callee", monCalleeConfig, map[string]string{
 		"id": unique("mhcallee"), "broker": b.url, "service": m.httpService, "instance": m.httpInstance,
 		"target": "http://" + httpLn.Addr().String(),
@@ -164,6 +166,7 @@ func TestGoldenMetrics(t *testing.T) {
 			t.Run("Mix", m.testMix)
 			t.Run("Top", m.testTop)
 			t.Run("RandomHosts", m.testRandomHosts)
+			t.Run("LearntService", m.testLearntService)
 		})
 	}
 }
@@ -315,6 +318,43 @@ func mustRun(t *testing.T, args ...string) []byte {
 		t.Fatalf("busmesh %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 	return out
+}
+
+// testLearntService: the first call to a service no route names, routed
+// by its Host, is counted under that service, not under "unknown": the
+// ambassador learns the service on that call and moves it to the
+// service's edge.
+func (m *monMesh) testLearntService(t *testing.T) {
+	service := unique("mix-learnt")
+	startSidecar(t, "learnt-callee", monCalleeConfig, map[string]string{
+		"id": unique("mlcallee"), "broker": m.broker.url, "service": service, "instance": service + "-1", "target": m.appURL,
+	})
+	unknown := map[string]string{"service": "unknown"}
+	before := m.caller.sum("busmesh_ambassador_requests_total", unknown)
+	req, _ := http.NewRequest(http.MethodGet, "http://"+m.http+"/ok", nil)
+	req.Host = service
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("first call to %s: status %d, want 200", service, resp.StatusCode)
+	}
+	counted := func() bool {
+		return m.caller.sum("busmesh_ambassador_requests_total", map[string]string{"service": service}) == 1
+	}
+	if !waitFor(5*time.Second, counted) {
+		t.Errorf("requests_total{service=%q} = %v, want 1", service,
+			m.caller.sum("busmesh_ambassador_requests_total", map[string]string{"service": service}))
+	}
+	if got := m.caller.sum("busmesh_ambassador_requests_total", unknown) - before; got != 0 {
+		t.Errorf("the first call to %s was counted under service=\"unknown\" too (%v)", service, got)
+	}
+	if got := m.caller.sum("busmesh_ambassador_inflight_requests", unknown); got != 0 {
+		t.Errorf("inflight_requests{service=\"unknown\"} = %v after the call, want 0", got)
+	}
 }
 
 // testRandomHosts: calls whose Host names a service nobody announced and

@@ -419,8 +419,7 @@ func (m *streamMesh) testCapAbort(t *testing.T) {
 		{"callee cap, HTTP/1.1", adapterCapped, m.shared, adapterCapped, http.DefaultClient},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			// Any service label: the first call to a service routed by Host
-			// may be counted before discovery knows it (as "unknown").
+			// Counted by reason, under any service label.
 			series := `busmesh_ambassador_errors_total{reason="response-too-large"}`
 			before := m.caller.metric(series)
 			req := newRequest(t, "GET", fmt.Sprintf("http://%s/bytes?n=%d", tc.addr, 5<<20), nil)
