@@ -294,11 +294,7 @@ func TestLeaderChanges(t *testing.T) {
 			time.Sleep(time.Millisecond)
 		}
 	}
-	until := time.Now().Add(deliveryWait)
-	fan.check(t, until, "fan-out", n)
-	if !queue.check(t, until, "queue group", n) {
-		c.logGroup(t, "leaders.test", "workers")
-	}
+	c.checkFlow(t, "leaders.test", fan, queue, n)
 }
 
 // tally counts what a handler receives, by payload.

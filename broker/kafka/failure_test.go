@@ -55,11 +55,7 @@ func TestLeaderMove(t *testing.T) {
 			time.Sleep(time.Millisecond)
 		}
 	}
-	until := time.Now().Add(deliveryWait)
-	fan.check(t, until, "fan-out", n)
-	if !queue.check(t, until, "queue group", n) {
-		c.logGroup(t, subject, "workers")
-	}
+	c.checkFlow(t, subject, fan, queue, n)
 }
 
 // TestRetriableProduceErrors answers the first produce requests with
@@ -100,11 +96,7 @@ func TestRetriableProduceErrors(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	until := time.Now().Add(deliveryWait)
-	fan.check(t, until, "fan-out", n)
-	if !queue.check(t, until, "queue group", n) {
-		c.logGroup(t, subject, "workers")
-	}
+	c.checkFlow(t, subject, fan, queue, n)
 	if got := refused.Load(); got <= 5 {
 		t.Fatalf("%d produce requests reached the broker, want more than the 5 refused", got)
 	}
@@ -145,11 +137,7 @@ func TestBrokerRefusesRequests(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond) // publishing outlasts the refusal
 	}
-	until := time.Now().Add(deliveryWait)
-	fan.check(t, until, "fan-out", n)
-	if !queue.check(t, until, "queue group", n) {
-		c.logGroup(t, subject, "workers")
-	}
+	c.checkFlow(t, subject, fan, queue, n)
 	if refused.Load() == 0 {
 		t.Fatal("the broker refused no request")
 	}
@@ -173,6 +161,18 @@ func flow(t *testing.T, ctx context.Context, c *cluster, subject string) (fan, q
 		}
 	}
 	return fan, queue
+}
+
+// checkFlow waits up to deliveryWait for payloads 0..n-1 at the fan-out
+// subscriber and the queue group "workers", then fails t unless each got
+// them once, describing the group when it fell short.
+func (c *cluster) checkFlow(t *testing.T, subject string, fan, queue *tally, n int) {
+	t.Helper()
+	until := time.Now().Add(deliveryWait)
+	fan.check(t, until, "fan-out", n)
+	if !queue.check(t, until, "queue group", n) {
+		c.logGroup(t, subject, "workers")
+	}
 }
 
 // logGroup logs what the cluster says of a queue group: its state, each
