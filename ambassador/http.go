@@ -314,10 +314,11 @@ func (a *Ambassador) respondHTTP(ctx context.Context, w http.ResponseWriter, c *
 		h["Content-Type"] = nil
 	}
 	if limit < math.MaxInt64 && resp.Error == "" && c.Req.Method != http.MethodHead && contentLength(h) > limit {
+		size := h.Get("Content-Length")
 		clear(h)
 		a.cancelRemote(c, reason.ResponseTooLarge.String())
 		a.writeHTTPError(w, c, reason.Errorf(reason.ResponseTooLarge, "response body of %s bytes is over max_response_bytes (%d)",
-			h.Get("Content-Length"), limit))
+			size, limit))
 		return
 	}
 	declared := envelope.TrailerNames(resp.Headers)

@@ -64,7 +64,9 @@ func (a *Ambassador) started(c *Call) {
 
 // relabel moves a call counted under the Unknown service to its
 // service's edge once the service is known: a service no route names is
-// learnt on its first call, after started had to label it.
+// learnt on its first call, after started had to label it. requireHealthy
+// calls it once discovery found an instance, record once more for a call
+// that failed first.
 func (a *Ambassador) relabel(c *Call) {
 	if c.edge.Key().Service != telemetry.Unknown || a.serviceLabel(c.Route) == telemetry.Unknown {
 		return
@@ -77,6 +79,7 @@ func (a *Ambassador) relabel(c *Call) {
 // ambassador's request metrics are written (and the window of its edge
 // fed).
 func (a *Ambassador) record(c *Call) {
+	a.relabel(c)
 	o := &c.out
 	caller, service := c.edge.Key().Caller, c.edge.Key().Service
 	instance := ""

@@ -43,14 +43,18 @@ func (r *Registry) ensureLocked(name string, routed bool) *service {
 	if s := old[name]; s != nil {
 		return s
 	}
+	forget := ""
 	if !routed && asked(old) >= r.maxServices {
-		r.rejected.serviceLimit.Inc()
-		r.logger.Debug("service not watched: at the bound", telemetry.KeyService, name, "max", r.maxServices)
-		return nil
+		if forget = forgettable(old, r.since(r.now())); forget == "" {
+			r.rejected.serviceLimit.Inc()
+			r.logger.Debug("service not watched: at the bound", telemetry.KeyService, name, "max", r.maxServices)
+			return nil
+		}
 	}
 	s := &service{name: name, entries: map[string]*entry{}, answered: make(chan struct{}), heard: make(chan struct{})}
 	s.healthy.Store(&[]Instance{})
 	m := maps.Clone(old)
+	delete(m, forget)
 	m[name] = s
 	r.services.Store(&m)
 	r.signal()
@@ -218,6 +222,35 @@ func (r *Registry) answer(service string) {
 		r.mu.Unlock()
 		close(s.answered)
 	})
+}
+
+// forgetAfter is how long a service asked for that nobody serves keeps
+// its place at the bound of services watched.
+const forgetAfter = time.Minute
+
+// forgettable returns a service watched because a call asked for it that
+// nobody serves (no instance known, its ask settled at least forgetAfter
+// before at), or "" if there is none: at the bound, a new service takes
+// its place. Else names that no service has (made-up hosts, or external
+// ones through the ambassador as HTTP_PROXY) would fill the bound for
+// good, and a real service first asked for after them could never be
+// learnt. A flood of new names still finds the bound full of recent ones
+// and is refused at once, not asked for one by one. Called with r.mu
+// held.
+func forgettable(services map[string]*service, at time.Duration) string {
+	for name, s := range services {
+		if s.routed.Load() || len(s.entries) > 0 {
+			continue
+		}
+		select {
+		case <-s.answered: // settledAt is set
+			if at-s.settledAt >= forgetAfter {
+				return name
+			}
+		default: // its ask is still out: a call may be waiting on it
+		}
+	}
+	return ""
 }
 
 // asked counts the services watched because calls asked for them.

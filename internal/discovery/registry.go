@@ -44,8 +44,10 @@ const (
 	// DefaultMaxInstances bounds the instances of one service a registry
 	// keeps; announcements of more are dropped and counted.
 	DefaultMaxInstances = 10_000
-	// DefaultMaxServices bounds the services a registry watches; asks for
-	// more are refused and counted.
+	// DefaultMaxServices bounds the services a registry watches because
+	// calls asked for them; an ask for more takes the place of one nobody
+	// has served for a minute (forgetAfter), or else is refused and
+	// counted.
 	DefaultMaxServices = 1024
 	// DefaultInterval is the announcement interval assumed when Options
 	// name none (config discovery.interval).

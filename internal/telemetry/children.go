@@ -2,8 +2,9 @@ package telemetry
 
 import "sync"
 
-// maxChildren bounds a Children cache; past it a child is made each time,
-// as if there were no cache.
+// maxChildren bounds a Children cache: a new key past it empties the
+// cache, which then refills with the keys in use (the children themselves
+// live on in their vectors).
 const maxChildren = 4096
 
 // Children caches the children of a metric vector (the Counter or Observer
@@ -29,11 +30,12 @@ func (c *Children[K, M]) Get(k K, child func() M) M {
 	m = child()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if len(c.m) < maxChildren {
-		if c.m == nil {
-			c.m = map[K]M{}
-		}
-		c.m[k] = m
+	if c.m == nil {
+		c.m = map[K]M{}
 	}
+	if len(c.m) >= maxChildren {
+		clear(c.m)
+	}
+	c.m[k] = m
 	return m
 }

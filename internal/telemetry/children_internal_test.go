@@ -43,12 +43,12 @@ func TestChildrenCaches(t *testing.T) {
 	}
 }
 
-// TestChildrenBounded: past maxChildren keys a child is made on each Get
-// and not kept, so a flood of label values costs no more memory here than
-// in the vector.
+// TestChildrenBounded: a key past maxChildren empties the cache and is
+// kept, so a cache whose keys churn (instances replaced by a rollout) holds
+// the keys in use and at most maxChildren of them.
 func TestChildrenBounded(t *testing.T) {
 	var c Children[int, int]
-	for k := range maxChildren + 10 {
+	for k := range maxChildren {
 		c.Get(k, func() int { return k })
 	}
 	if len(c.m) != maxChildren {
@@ -60,10 +60,10 @@ func TestChildrenBounded(t *testing.T) {
 			t.Fatalf("Get past the bound = %d, want what child made", got)
 		}
 	}
-	if made != 3 {
-		t.Errorf("a key past the bound made %d times in 3 Gets, want 3", made)
+	if made != 1 || len(c.m) != 1 {
+		t.Errorf("a key past the bound: made %d times in 3 Gets, %d children kept; want 1 and 1", made, len(c.m))
 	}
-	if got := c.Get(7, func() int { return -1 }); got != 7 {
-		t.Errorf("a cached key = %d, want its child 7", got)
+	if got := c.Get(7, func() int { return 70 }); got != 70 || len(c.m) != 2 {
+		t.Errorf("a key from before = %d with %d kept, want a new child 70 and 2 kept", got, len(c.m))
 	}
 }

@@ -269,9 +269,21 @@ func (m *httpMesh) testRepeatedHeaders(t *testing.T) {
 // Content-Type reaches the caller without one, as from a transparent
 // proxy, whose caller may sniff it or not.
 func (m *httpMesh) testUntypedAnswer(t *testing.T) {
-	resp, body := do(t, newRequest(t, "GET", "http://"+m.port+"/untyped", nil))
-	if ct, named := resp.Header["Content-Type"]; resp.StatusCode != 200 || named || string(body) != "<html>no type named</html>" {
-		t.Errorf("status %d, Content-Type %q (present %v), body %q; want 200, none, the app's body", resp.StatusCode, ct, named, body)
+	var protocols http.Protocols
+	protocols.SetUnencryptedHTTP2(true)
+	h2c := &http.Client{Transport: &http.Transport{Protocols: &protocols}}
+	defer h2c.CloseIdleConnections()
+	for _, client := range []*http.Client{http.DefaultClient, h2c} {
+		resp, err := client.Do(newRequest(t, "GET", "http://"+m.port+"/untyped", nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if ct, named := resp.Header["Content-Type"]; err != nil || resp.StatusCode != 200 || named || string(body) != "<html>no type named</html>" {
+			t.Errorf("%s: status %d, Content-Type %q (present %v), body %q (%v); want 200, none, the app's body",
+				resp.Proto, resp.StatusCode, ct, named, body, err)
+		}
 	}
 }
 

@@ -407,6 +407,21 @@ func (m *streamMesh) testCapAbort(t *testing.T) {
 	startSidecar(t, "callee-"+adapterCapped, streamCalleeConfig+"  max_body_bytes: 1MiB\n", map[string]string{
 		"id": unique("callee"), "broker": m.broker.url, "service": adapterCapped, "target": srvURL,
 	})
+	// The caller learns a service routed by Host on its first call; under
+	// load the ask can settle before the new adapter answers it (503
+	// no-healthy-instances). That is not what this test is about: call it
+	// until the caller knows it.
+	eventually(t, 10*time.Second, "the caller learns "+adapterCapped, func() bool {
+		req := newRequest(t, "GET", "http://"+m.shared+"/bytes?n=1", nil)
+		req.Host = adapterCapped
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return false
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
 	var protocols http.Protocols
 	protocols.SetUnencryptedHTTP2(true)
 	h2c := &http.Client{Transport: &http.Transport{Protocols: &protocols}}
@@ -448,6 +463,9 @@ func (m *streamMesh) testCapAbort(t *testing.T) {
 	if resp.StatusCode != http.StatusBadGateway || resp.Header.Get("X-Busmesh-Error") != "response-too-large" {
 		t.Errorf("sized 3 MiB: status %d, X-Busmesh-Error %q, %d bytes; want 502 response-too-large", resp.StatusCode,
 			resp.Header.Get("X-Busmesh-Error"), len(body))
+	}
+	if want := fmt.Sprintf("response body of %d bytes", 3<<20); !strings.Contains(string(body), want) {
+		t.Errorf("sized 3 MiB: the error says %q, want it to name the size (%q)", body, want)
 	}
 }
 
