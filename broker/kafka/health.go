@@ -153,7 +153,32 @@ func (c *Conn) watch() {
 		if c.health.down.Swap(false) || wasDown {
 			c.logger.Info("Kafka cluster reachable again")
 		}
-		c.recoverTopics()
+		c.startRecover()
+	}
+}
+
+// startRecover asks recoverLoop for a check of the topics in use. The
+// watcher goes on at once: the check's requests wait for a cluster that
+// may be gone again, and the watcher must go on noticing that (a cluster
+// lost again during a check was reported 3.7 s late, after the check gave
+// up). Requests made during a check coalesce into one more check after it.
+func (c *Conn) startRecover() {
+	select {
+	case c.recheck <- struct{}{}:
+	default:
+	}
+}
+
+// recoverLoop runs the topic checks startRecover asks for, one at a time,
+// until Close.
+func (c *Conn) recoverLoop() {
+	for {
+		select {
+		case <-c.done:
+			return
+		case <-c.recheck:
+			c.recoverTopics()
+		}
 	}
 }
 

@@ -63,7 +63,8 @@ type Conn struct {
 	closed bool
 	done   chan struct{} // closed when Close starts
 
-	watching sync.WaitGroup // the watcher of the cluster's health
+	watching sync.WaitGroup // the watcher of the cluster's health, and its topic checks
+	recheck  chan struct{}  // a topic check is wanted (startRecover)
 }
 
 func open(ctx context.Context, u *url.URL, logger *slog.Logger) (broker.Broker, error) {
@@ -134,17 +135,19 @@ func dial(ctx context.Context, u *url.URL, logger *slog.Logger) (*Conn, error) {
 		return nil, fmt.Errorf("no broker of %s answered: %w", strings.Join(cfg.addrs, ","), err)
 	}
 	c := &Conn{
-		cfg:    cfg,
-		logger: logger,
-		cl:     cl,
-		topics: newTopics(cfg, cl),
-		health: h,
-		subs:   map[*subscription]struct{}{},
-		done:   make(chan struct{}),
+		cfg:     cfg,
+		logger:  logger,
+		cl:      cl,
+		topics:  newTopics(cfg, cl),
+		health:  h,
+		subs:    map[*subscription]struct{}{},
+		done:    make(chan struct{}),
+		recheck: make(chan struct{}, 1),
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.promise = c.produced
 	c.watching.Go(c.watch)
+	c.watching.Go(c.recoverLoop)
 	return c, nil
 }
 
