@@ -18,6 +18,7 @@ import (
 	"github.com/busmesh/busmesh/broker"
 	"github.com/busmesh/busmesh/broker/brokertest"
 	bkafka "github.com/busmesh/busmesh/broker/kafka"
+	"github.com/busmesh/busmesh/internal/testutil"
 )
 
 // TestConformance runs the suite against an in-process kfake cluster, or
@@ -46,11 +47,11 @@ func dial(t testing.TB, url string) broker.Broker {
 	// (in CI, under load) can be read afterwards.
 	var w io.Writer = os.Stderr
 	if os.Getenv("BUSMESH_TEST_KAFKA_DEBUG") == "" {
-		tail, n := &logTail{}, dials.Add(1)
-		w = tail
+		log, n := &testutil.Buffer{}, dials.Add(1)
+		w = log
 		t.Cleanup(func() {
 			if t.Failed() {
-				t.Logf("the last %d lines of the log of connection %d (%s):\n%s", tailLines, n, broker.Redact(url), tail)
+				t.Logf("the end of the log of connection %d (%s):\n%s", n, broker.Redact(url), log.Tail(logTail))
 			}
 		})
 	}
@@ -65,34 +66,8 @@ func dial(t testing.TB, url string) broker.Broker {
 // dials numbers the connections dial opens, to tell their logs apart.
 var dials atomic.Int32
 
-// tailLines is how many of a backend's last log lines a failed test shows.
-const tailLines = 300
-
-// logTail keeps the last tailLines lines written to it; slog's handlers
-// write a record per Write.
-type logTail struct {
-	mu    sync.Mutex
-	lines []string
-	next  int // where the next line goes once lines is full
-}
-
-func (l *logTail) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if len(l.lines) < tailLines {
-		l.lines = append(l.lines, string(p))
-	} else {
-		l.lines[l.next] = string(p)
-		l.next = (l.next + 1) % tailLines
-	}
-	return len(p), nil
-}
-
-func (l *logTail) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.Join(l.lines[l.next:], "") + strings.Join(l.lines[:l.next], "")
-}
+// logTail is how much of a backend's log, in bytes, a failed test shows.
+const logTail = 48 << 10
 
 // cluster is a kfake cluster whose brokers are reached through proxies:
 // kfake advertises the proxies' addresses, so every connection a client
