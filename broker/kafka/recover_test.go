@@ -61,6 +61,63 @@ func TestConnectivity(t *testing.T) {
 	}
 }
 
+// TestLostAgainDuringTopicCheck: when the cluster comes back, the Conn
+// checks the topics it uses; if the cluster is lost again while that check
+// waits for an answer, the loss is still reported as any other (here:
+// connections cut and new ones held unanswered, so after slowFor of probes
+// without an answer), not once the check gives up. The check ran on the
+// health watcher, which then noticed the loss only after the check's
+// request timeout (10 s; 3.7 s in CI, where the cluster refused dials). The
+// cluster holds the check's metadata request, and every other one naming
+// topics, until it is gone again.
+func TestLostAgainDuringTopicCheck(t *testing.T) {
+	c := startCluster(t)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	b := dial(t, c.url)
+	defer b.Close()
+	if _, err := b.Subscribe(ctx, "recheck.test", newTally().add); err != nil {
+		t.Fatal(err)
+	}
+	c.down()
+	waitUntil(t, 5*time.Second, "Connected() to turn false", func() bool { return !broker.Connected(b) })
+	held, release := make(chan struct{}), make(chan struct{})
+	var heldOnce, releaseOnce sync.Once
+	defer releaseOnce.Do(func() { close(release) })
+	c.kc.ControlKey(int16(kmsg.Metadata), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		c.kc.KeepControl()
+		select {
+		case <-release:
+			return nil, nil, false
+		default:
+		}
+		// The probes name no topic; the check names the topics in use.
+		if len(req.(*kmsg.MetadataRequest).Topics) > 0 {
+			heldOnce.Do(func() { close(held) })
+			c.kc.SleepControl(func() { <-release })
+		}
+		return nil, nil, false
+	})
+	c.up()
+	waitUntil(t, 5*time.Second, "Connected() to turn true", func() bool { return broker.Connected(b) })
+	select {
+	case <-held:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no metadata request naming topics after the cluster came back: the case proved nothing")
+	}
+	c.silence()
+	c.cut(t)
+	lost := time.Now()
+	releaseOnce.Do(func() { close(release) })
+	waitUntil(t, 20*time.Second, "Connected() to turn false", func() bool { return !broker.Connected(b) })
+	// slowFor (2 s) of probes, each up to probeTimeout: about 2.75 s.
+	if took := time.Since(lost); took > 6*time.Second {
+		t.Errorf("lost again during the topic check: disconnected reported after %v, want about 3s", took.Round(time.Millisecond))
+	} else {
+		t.Logf("lost again during the topic check: disconnected reported after %v", took.Round(time.Millisecond))
+	}
+}
+
 // TestSlowClusterStaysConnected makes the cluster answer every metadata
 // request a second late for 0.8 s, after dropping every connection: the
 // probes time out, but a cluster that answers slowly is not a lost one,
