@@ -2,6 +2,7 @@ package adapter
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net/url"
@@ -149,14 +150,20 @@ func newApp(cfg *config.Adapter) (app, error) {
 	if err != nil {
 		return nil, fmt.Errorf("adapter target %q: %w", cfg.Target, err)
 	}
-	if u.Scheme == "grpc" {
-		g, err := newGRPCApp(u.Host, grpcwire.MaxMessage(int64(cfg.MaxBodyBytes)), cfg.Health)
+	var tlsCfg *tls.Config // https:// and grpcs://
+	if u.Scheme == "https" || u.Scheme == "grpcs" {
+		if tlsCfg, err = cfg.TLS.ClientConfig(u.Host); err != nil {
+			return nil, fmt.Errorf("adapter target %q: %w", cfg.Target, err)
+		}
+	}
+	if config.IsGRPCTarget(cfg.Target) {
+		g, err := newGRPCApp(u.Host, tlsCfg, grpcwire.MaxMessage(int64(cfg.MaxBodyBytes)), cfg.Health)
 		if err != nil {
 			return nil, fmt.Errorf("adapter target %q: %w", cfg.Target, err)
 		}
 		return g, nil
 	}
-	return newHTTPApp(u.Scheme+"://"+u.Host+strings.TrimSuffix(u.Path, "/"), cfg), nil
+	return newHTTPApp(u.Scheme+"://"+u.Host+strings.TrimSuffix(u.Path, "/"), tlsCfg, cfg), nil
 }
 
 // readings are the load figures announced with the instance.

@@ -72,7 +72,7 @@ func TestDirectKeepsConnection(t *testing.T) {
 			io.WriteString(w, r.Method+" "+string(b))
 		}
 	})
-	c := newClient(4)
+	c := newClient(4, nil)
 	defer c.CloseIdleConnections()
 	ctx := context.Background()
 	for i := range 5 {
@@ -121,7 +121,7 @@ func TestDirectNoticesClosedConnection(t *testing.T) {
 			}()
 		}
 	}()
-	c := newClient(4)
+	c := newClient(4, nil)
 	defer c.CloseIdleConnections()
 	for i := range 3 {
 		if code, body, err := call(t, c, context.Background(), "POST", "http://"+ln.Addr().String()+"/", "x"); err != nil || body != "ok" {
@@ -150,7 +150,7 @@ func TestDirectCancelAndEarlyClose(t *testing.T) {
 		io.WriteString(w, "fast")
 	})
 	defer close(release)
-	c := newClient(4)
+	c := newClient(4, nil)
 	defer c.CloseIdleConnections()
 
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
@@ -184,7 +184,7 @@ func TestDirectFallsBackForStreamedBody(t *testing.T) {
 		b, _ := io.ReadAll(r.Body)
 		io.WriteString(w, string(b)+" "+r.Trailer.Get("X-Sum"))
 	})
-	c := newClient(4)
+	c := newClient(4, nil)
 	defer c.CloseIdleConnections()
 	pr, pw := io.Pipe()
 	req, _ := http.NewRequest("POST", srv.URL+"/", pr)
@@ -215,7 +215,7 @@ func TestDirectEarlyAnswer(t *testing.T) {
 		}
 		io.WriteString(nc, "HTTP/1.1 413 Request Entity Too Large\r\nContent-Length: 8\r\nConnection: close\r\n\r\ntoo big!")
 	})
-	c := newClient(4)
+	c := newClient(4, nil)
 	defer c.CloseIdleConnections()
 	code, body, err := call(t, c, context.Background(), "POST", "http://"+addr+"/", strings.Repeat("x", 16<<20))
 	if err != nil || code != http.StatusRequestEntityTooLarge || body != "too big!" {
@@ -245,7 +245,7 @@ func TestStreamedBodyEarlyAnswer(t *testing.T) {
 		}
 		_, _ = io.CopyN(io.Discard, req.Body, 64<<10)
 	})
-	c := newClient(4)
+	c := newClient(4, nil)
 	defer c.CloseIdleConnections()
 	post := func(addr string) (int, string, error) {
 		pr, pw := io.Pipe()
@@ -278,7 +278,7 @@ func TestDirectCancelDuringWrite(t *testing.T) {
 	addr := rawServer(t, func(net.Conn) {
 		<-t.Context().Done() // reads nothing, answers nothing
 	})
-	c := newClient(1)
+	c := newClient(1, nil)
 	defer c.CloseIdleConnections()
 	ctx, cancel := context.WithCancel(context.Background())
 	body := bytes.Repeat([]byte("x"), 64<<20) // more than the sockets' buffers take
@@ -342,7 +342,7 @@ func TestDirectBodyInHand(t *testing.T) {
 			_, _ = nc.Write(body[n/2:])
 		}
 	})
-	tr := newClient(1).Transport.(*directTransport)
+	tr := newClient(1, nil).Transport.(*directTransport)
 	defer tr.CloseIdleConnections()
 	for _, tt := range []struct {
 		path string

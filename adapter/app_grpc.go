@@ -3,6 +3,7 @@ package adapter
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/encoding"
 	encproto "google.golang.org/grpc/encoding/proto"
@@ -37,11 +39,15 @@ type grpcApp struct {
 	health *config.Health
 }
 
-// newGRPCApp returns the client of a gRPC application; it connects on
-// first use.
-func newGRPCApp(host string, maxMsg int, health *config.Health) (*grpcApp, error) {
+// newGRPCApp returns the client of a gRPC application, over TLS when
+// tlsCfg is set (grpcs://); it connects on first use.
+func newGRPCApp(host string, tlsCfg *tls.Config, maxMsg int, health *config.Health) (*grpcApp, error) {
+	creds := insecure.NewCredentials()
+	if tlsCfg != nil {
+		creds = credentials.NewTLS(tlsCfg)
+	}
 	conn, err := grpc.NewClient(host,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 		appBackoff,
 		grpc.WithDefaultCallOptions(
 			grpc.ForceCodecV2(grpcwire.Codec{}),

@@ -38,7 +38,7 @@ func TestGRPCAppReconnects(t *testing.T) {
 	}
 	addr := lis.Addr().String()
 	stop := serveHealth(t, lis)
-	g, err := newGRPCApp(addr, 1<<20, &config.Health{GRPC: true})
+	g, err := newGRPCApp(addr, nil, 1<<20, &config.Health{GRPC: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,7 +28,7 @@ import (
 type httpApp struct {
 	target  string           // scheme://host[/base], no trailing slash
 	host    string           // host:port, for upgrades
-	tls     bool             // the target is https
+	tls     *tls.Config      // for an https target: the Transport's, and upgrades' with HTTP/1.1 asked for
 	client  *http.Client     // for health checks
 	direct  *directTransport // client's transport, which calls take straight
 	limit   int64            // the response cap; math.MaxInt64 for none
@@ -36,20 +36,25 @@ type httpApp struct {
 	ownHost bool // adapter.host: target: the application gets the target's host
 }
 
-func newHTTPApp(target string, cfg *config.Adapter) *httpApp {
+// newHTTPApp returns the client of the HTTP application at target, over
+// TLS with tlsCfg when target is https.
+func newHTTPApp(target string, tlsCfg *tls.Config, cfg *config.Adapter) *httpApp {
 	limit := int64(cfg.MaxBodyBytes)
 	if limit <= 0 {
 		limit = math.MaxInt64
 	}
-	client := newClient(cfg.Concurrency)
+	client := newClient(cfg.Concurrency, tlsCfg)
 	h := &httpApp{target: target, client: client, direct: client.Transport.(*directTransport), limit: limit, health: cfg.Health,
 		ownHost: cfg.Host == config.HostTarget}
+	if tlsCfg != nil {
+		h.tls = tlsCfg.Clone()
+		h.tls.NextProtos = []string{"http/1.1"}
+	}
 	if u, err := url.Parse(target); err == nil {
-		h.tls = u.Scheme == "https"
 		h.host = u.Host
 		if u.Port() == "" {
 			port := "80"
-			if h.tls {
+			if u.Scheme == "https" {
 				port = "443"
 			}
 			h.host = net.JoinHostPort(u.Hostname(), port)
@@ -61,10 +66,12 @@ func newHTTPApp(target string, cfg *config.Adapter) *httpApp {
 // newClient is the HTTP client of the local application: no proxy from the
 // environment, no redirects followed and no transparent decompression,
 // because the adapter passes the application's answers through as they are.
-func newClient(concurrency int) *http.Client {
+// tlsCfg is for an https application (nil: the defaults).
+func newClient(concurrency int, tlsCfg *tls.Config) *http.Client {
 	dial := (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext
 	transport := &http.Transport{
 		DialContext:         answerFirst(dial),
+		TLSClientConfig:     tlsCfg,
 		MaxIdleConns:        concurrency,
 		MaxIdleConnsPerHost: concurrency,
 		IdleConnTimeout:     90 * time.Second,

@@ -47,7 +47,7 @@ func TestHost(t *testing.T) {
 		config.HostCaller: "orders.mesh orders.mesh",
 		config.HostTarget: target + " orders.mesh",
 	} {
-		h := newHTTPApp(srv.URL, &config.Adapter{Host: mode, Concurrency: 1})
+		h := newHTTPApp(srv.URL, nil, &config.Adapter{Host: mode, Concurrency: 1})
 		req, _ := http.NewRequest("GET", srv.URL+"/", nil)
 		h.setHost(req, "orders.mesh")
 		resp, err := h.direct.RoundTrip(req)

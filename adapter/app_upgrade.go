@@ -131,11 +131,10 @@ func relay(ctx context.Context, sc *serverCall, conn net.Conn, br *bufio.Reader)
 // dial opens a connection of its own to the application, for an upgrade.
 func (h *httpApp) dial(ctx context.Context) (net.Conn, error) {
 	d := &net.Dialer{Timeout: 5 * time.Second}
-	if !h.tls {
+	if h.tls == nil {
 		return d.DialContext(ctx, "tcp", h.host)
 	}
-	name, _, _ := net.SplitHostPort(h.host)
-	td := &tls.Dialer{NetDialer: d, Config: &tls.Config{ServerName: name, NextProtos: []string{"http/1.1"}}}
+	td := &tls.Dialer{NetDialer: d, Config: h.tls}
 	return td.DialContext(ctx, "tcp", h.host)
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
@@ -237,9 +239,25 @@ func brokerFix(raw string, err error) string {
 func checkApp(ctx context.Context, c *checker, a *config.Adapter) {
 	u, _ := url.Parse(a.Target) // valid: the config passed
 	fix := fmt.Sprintf("start the application on %s, or set adapter.target to where it listens", u.Host)
-	if u.Scheme == "grpc" {
-		d := net.Dialer{Timeout: checkTimeout}
-		conn, err := d.DialContext(ctx, "tcp", u.Host)
+	var tlsCfg *tls.Config // https:// and grpcs://, as the adapter speaks it
+	if u.Scheme == "https" || u.Scheme == "grpcs" {
+		var err error
+		if tlsCfg, err = a.TLS.ClientConfig(u.Host); err != nil {
+			c.fail("fix adapter.tls", "application %s: %v", a.Target, err)
+			return
+		}
+	}
+	if config.IsGRPCTarget(a.Target) {
+		d := &net.Dialer{Timeout: checkTimeout}
+		var conn net.Conn
+		var err error
+		if tlsCfg != nil {
+			// The handshake too: a certificate the adapter would refuse
+			// fails here.
+			conn, err = (&tls.Dialer{NetDialer: d, Config: tlsCfg}).DialContext(ctx, "tcp", u.Host)
+		} else {
+			conn, err = d.DialContext(ctx, "tcp", u.Host)
+		}
 		if err != nil {
 			c.fail(fix, "application %s: %s", a.Target, dialReason(err.Error()))
 			c.skip("health check: the application must answer first")
@@ -248,13 +266,15 @@ func checkApp(ctx context.Context, c *checker, a *config.Adapter) {
 		conn.Close()
 		c.ok("application %s accepts connections", a.Target)
 		if h := a.Health; h != nil && h.GRPC {
-			checkGRPCHealth(ctx, c, u.Host, h.GRPCService)
+			checkGRPCHealth(ctx, c, u.Host, tlsCfg, h.GRPCService)
 		} else {
 			c.skip("health check: adapter.health is not set")
 		}
 		return
 	}
-	client := &http.Client{Timeout: checkTimeout, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	transport := &http.Transport{TLSClientConfig: tlsCfg}
+	defer transport.CloseIdleConnections()
+	client := &http.Client{Transport: transport, Timeout: checkTimeout, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	resp, err := client.Get(strings.TrimSuffix(a.Target, "/") + "/")
 	if err != nil {
 		c.fail(fix, "application %s: %s", a.Target, dialReason(err.Error()))
@@ -268,7 +288,7 @@ func checkApp(ctx context.Context, c *checker, a *config.Adapter) {
 		c.skip("health check: adapter.health is not set")
 		return
 	}
-	hc := &http.Client{Timeout: h.Timeout.D(), CheckRedirect: client.CheckRedirect}
+	hc := &http.Client{Transport: transport, Timeout: h.Timeout.D(), CheckRedirect: client.CheckRedirect}
 	resp, err = hc.Get(strings.TrimSuffix(a.Target, "/") + h.HTTP)
 	if err != nil {
 		c.fail(fmt.Sprintf("the application must answer GET %s within adapter.health.timeout (%v)", h.HTTP, h.Timeout.D()),
@@ -284,8 +304,12 @@ func checkApp(ctx context.Context, c *checker, a *config.Adapter) {
 	c.ok("health check GET %s answers %d", h.HTTP, resp.StatusCode)
 }
 
-func checkGRPCHealth(ctx context.Context, c *checker, host, service string) {
-	conn, err := grpc.NewClient(host, grpc.WithTransportCredentials(insecure.NewCredentials()))
+func checkGRPCHealth(ctx context.Context, c *checker, host string, tlsCfg *tls.Config, service string) {
+	creds := insecure.NewCredentials()
+	if tlsCfg != nil {
+		creds = credentials.NewTLS(tlsCfg)
+	}
+	conn, err := grpc.NewClient(host, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		c.fail("check adapter.target", "health check grpc.health.v1 on %s: %v", host, err)
 		return

@@ -273,8 +273,13 @@ type Adapter struct {
 	// Labels are free-form key/value pairs announced with the instance.
 	Labels map[string]string `yaml:"labels"`
 	// Target is the local application: http://127.0.0.1:8080, or
-	// grpc://127.0.0.1:9090 for a gRPC server.
+	// grpc://127.0.0.1:9090 for a gRPC server; https:// and grpcs:// speak
+	// TLS to it (see TLS).
 	Target string `yaml:"target"`
+	// TLS is how the adapter checks an https:// or grpcs:// application and
+	// shows itself to one. No section: the system's roots and the target's
+	// host name, no client certificate.
+	TLS *AppTLS `yaml:"tls"`
 	// Host is the Host header the application gets: HostCaller (the
 	// default) passes the caller's, as a transparent proxy does; HostTarget
 	// sends the target's own host, for an application that answers only to

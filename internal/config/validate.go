@@ -176,6 +176,9 @@ func (c *Config) validate(errs *Error) {
 			}
 		}
 		checkTarget(errs, a.Target, errs.lines["adapter"])
+		if a.TLS != nil {
+			checkAppTLS(errs, a.TLS, a.Target)
+		}
 		if a.Host != "" && a.Host != HostCaller && a.Host != HostTarget {
 			errs.add("adapter.host", 0, "%q is not a choice (allowed: caller, the caller's Host; target, the target's own)", a.Host)
 		}
@@ -216,6 +219,12 @@ func checkAddr(errs *Error, seen map[string]string, key, addr string, optional b
 	}
 }
 
+// IsGRPCTarget tells whether an adapter target is a gRPC server
+// (grpc://, or grpcs:// over TLS).
+func IsGRPCTarget(target string) bool {
+	return strings.HasPrefix(target, "grpc://") || strings.HasPrefix(target, "grpcs://")
+}
+
 func checkTarget(errs *Error, target string, sectionLine int) {
 	const key = "adapter.target"
 	if target == "" {
@@ -227,8 +236,8 @@ func checkTarget(errs *Error, target string, sectionLine int) {
 		errs.add(key, 0, "%q is not an application URL (example: http://127.0.0.1:8080)", target)
 		return
 	}
-	if u.Scheme != "http" && u.Scheme != "https" && u.Scheme != "grpc" {
-		errs.add(key, 0, "%q has scheme %q (allowed: http, https, grpc)", target, u.Scheme)
+	if u.Scheme != "http" && u.Scheme != "https" && u.Scheme != "grpc" && u.Scheme != "grpcs" {
+		errs.add(key, 0, "%q has scheme %q (allowed: http, https, grpc, grpcs)", target, u.Scheme)
 		return
 	}
 	if p := u.Port(); p != "" {
@@ -257,7 +266,7 @@ func checkLB(errs *Error, key, lb string, optional bool) {
 }
 
 func checkHealth(errs *Error, h *Health, target string) {
-	grpcTarget := strings.HasPrefix(target, "grpc://")
+	grpcTarget := IsGRPCTarget(target)
 	switch {
 	case h.HTTP != "" && h.GRPC:
 		errs.add("adapter.health", 0, "set http or grpc, not both")
@@ -268,7 +277,7 @@ func checkHealth(errs *Error, h *Health, target string) {
 	case h.HTTP != "" && !strings.HasPrefix(h.HTTP, "/"):
 		errs.add("adapter.health.http", 0, "%q is not a path (example: /healthz)", h.HTTP)
 	case h.GRPC && !grpcTarget:
-		errs.add("adapter.health.grpc", 0, "the target %q is not a gRPC server (grpc://...)", target)
+		errs.add("adapter.health.grpc", 0, "the target %q is not a gRPC server (grpc:// or grpcs://)", target)
 	}
 	if h.Interval < Duration(10*time.Millisecond) {
 		errs.add("adapter.health.interval", 0, "%q is too short (at least 10ms)", h.Interval.D().String())

@@ -1,0 +1,144 @@
+package config_test
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"math/big"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/busmesh/busmesh/internal/config"
+)
+
+// TestAppTLS: adapter.tls is checked against the target and its files are
+// loaded when the config is, each problem named by its key; a good section
+// gives the TLS config the adapter uses.
+func TestAppTLS(t *testing.T) {
+	dir := t.TempDir()
+	ca, cert, key := writeTestCert(t, dir)
+	garbage := filepath.Join(dir, "garbage.pem")
+	if err := os.WriteFile(garbage, []byte("not pem"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	section := func(target, tls string) string {
+		return "broker: nats://127.0.0.1:4222\nadapter:\n  service: orders\n  target: " + target + "\n  tls:\n" + tls
+	}
+	for _, tc := range []struct {
+		name, yaml string
+		want       []string // key: message fragment; none when good
+	}{
+		{"https", section("https://127.0.0.1:8443", "    ca: "+ca+"\n    server_name: app.internal\n    cert: "+cert+"\n    key: "+key+"\n"), nil},
+		{"grpcs", section("grpcs://127.0.0.1:9443", "    ca: "+ca+"\n"), nil},
+		{"plain target", section("http://127.0.0.1:8080", "    ca: "+ca+"\n"),
+			[]string{`adapter.tls: set, but adapter.target "http://127.0.0.1:8080" does not speak TLS (allowed with https:// or grpcs://)`}},
+		{"cert without key", section("https://127.0.0.1:8443", "    cert: "+cert+"\n"),
+			[]string{`adapter.tls.cert: cert "` + cert + `" and key "": set both`}},
+		{"missing ca", section("https://127.0.0.1:8443", "    ca: "+filepath.Join(dir, "none.pem")+"\n"),
+			[]string{`adapter.tls.ca: "` + filepath.Join(dir, "none.pem") + `" does not load: open`}},
+		{"not a certificate", section("https://127.0.0.1:8443", "    ca: "+garbage+"\n"),
+			[]string{`adapter.tls.ca: "` + garbage + `" does not load: "` + garbage + `": no PEM certificate in it`}},
+		{"key that is not one", section("https://127.0.0.1:8443", "    cert: "+cert+"\n    key: "+garbage+"\n"),
+			[]string{`adapter.tls.cert: cert "` + cert + `", key "` + garbage + `": tls: failed to find any PEM data in key input`}},
+		{"insecure with ca", section("https://127.0.0.1:8443", "    ca: "+ca+"\n    insecure_skip_verify: true\n"),
+			[]string{`adapter.tls.insecure_skip_verify: true with ca or server_name, which it would ignore: choose one`}},
+		{"grpcs health", "broker: nats://127.0.0.1:4222\nadapter:\n  service: orders\n  target: grpcs://127.0.0.1:9443\n  health:\n    grpc: true\n", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := config.Parse(tc.name+".yaml", []byte(tc.yaml), noEnv)
+			if len(tc.want) == 0 {
+				if err != nil {
+					t.Fatalf("Parse = %v, want no error", err)
+				}
+				u := strings.TrimPrefix(strings.TrimPrefix(cfg.Adapter.Target, "https://"), "grpcs://")
+				tlsCfg, err := cfg.Adapter.TLS.ClientConfig(u)
+				if err != nil {
+					t.Fatalf("ClientConfig = %v", err)
+				}
+				if want := "127.0.0.1"; cfg.Adapter.TLS != nil && cfg.Adapter.TLS.ServerName != "" {
+					if tlsCfg.ServerName != cfg.Adapter.TLS.ServerName {
+						t.Errorf("ServerName = %q, want %q", tlsCfg.ServerName, cfg.Adapter.TLS.ServerName)
+					}
+				} else if tlsCfg.ServerName != want {
+					t.Errorf("ServerName = %q, want the target's host %q", tlsCfg.ServerName, want)
+				}
+				if cfg.Adapter.TLS != nil && cfg.Adapter.TLS.Cert != "" {
+					c, err := tlsCfg.GetClientCertificate(nil)
+					if err != nil || c.Leaf == nil || c.Leaf.Subject.CommonName != "adapter" {
+						t.Errorf("GetClientCertificate = %v, %v; want the certificate of %s", c, err, cert)
+					}
+				}
+				return
+			}
+			var ce *config.Error
+			if !errors.As(err, &ce) {
+				t.Fatalf("Parse = %v, want a config error", err)
+			}
+			var got []string
+			for _, p := range ce.Problems {
+				got = append(got, p.Key+": "+p.Msg)
+			}
+			for _, w := range tc.want {
+				found := false
+				for _, g := range got {
+					found = found || strings.HasPrefix(g, w)
+				}
+				if !found {
+					t.Errorf("problems %q\nwant one starting %q", got, w)
+				}
+			}
+			if len(got) != len(tc.want) {
+				t.Errorf("problems %q, want %d", got, len(tc.want))
+			}
+		})
+	}
+}
+
+// writeTestCert writes a CA and a client certificate for "adapter" it
+// signed, with its key, and returns their files.
+func writeTestCert(t *testing.T, dir string) (ca, cert, key string) {
+	t.Helper()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caCert, _ := x509.ParseCertificate(caDER)
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "adapter"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}, caCert, &k.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, cert, key = filepath.Join(dir, "ca.pem"), filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	for _, f := range []struct {
+		file, typ string
+		der       []byte
+	}{{ca, "CERTIFICATE", caDER}, {cert, "CERTIFICATE", der}, {key, "PRIVATE KEY", keyDER}} {
+		if err := os.WriteFile(f.file, pem.EncodeToMemory(&pem.Block{Type: f.typ, Bytes: f.der}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return ca, cert, key
+}

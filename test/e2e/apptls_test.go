@@ -1,0 +1,357 @@
+package e2e
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+
+	"github.com/busmesh/busmesh/test/testpb"
+)
+
+// appTLSCalleeConfig is an adapter in front of an application that serves
+// only TLS and only to clients with a certificate of its CA.
+const appTLSCalleeConfig = `id: {{id}}
+broker: {{broker}}
+admin: {{admin}}
+adapter:
+  service: {{service}}
+  target: {{target}}
+  tls:
+    ca: {{ca}}
+    server_name: app.internal
+    cert: {{cert}}
+    key: {{key}}
+  health:
+    {{health}}
+    interval: 200ms
+`
+
+// TestAppTLS: the adapter calls an https:// and a grpcs:// application
+// that take only clients with a certificate of their CA, verifying the
+// application's certificate against adapter.tls.ca and server_name: plain
+// calls, a WebSocket upgrade and health checks over TLS, a client
+// certificate rotated on disk shown on the next connection, and an
+// application whose certificate is not trusted answered 502. The broker
+// plays no part in it; NATS carries the calls.
+func TestAppTLS(t *testing.T) {
+	b := brokers(t)[0]
+	requireBroker(t, b)
+	pki := newTestPKI(t)
+	t.Run("HTTPS", func(t *testing.T) { testAppHTTPS(t, b, pki) })
+	t.Run("GRPCS", func(t *testing.T) { testAppGRPCS(t, b, pki) })
+	t.Run("Untrusted", func(t *testing.T) { testAppUntrusted(t, b, pki) })
+}
+
+func testAppHTTPS(t *testing.T, b brokerCase, pki *testPKI) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {})
+	mux.HandleFunc("/ws", func(w http.ResponseWriter, r *http.Request) {
+		c, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.CloseNow()
+		typ, msg, err := c.Read(r.Context())
+		if err == nil {
+			_ = c.Write(r.Context(), typ, append([]byte(clientCN(r.TLS)+":"), msg...))
+		}
+		c.Close(websocket.StatusNormalClosure, "")
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Has("close") {
+			w.Header().Set("Connection", "close") // the next call needs a new connection
+		}
+		body, _ := io.ReadAll(r.Body)
+		w.Header().Set("X-Client-CN", clientCN(r.TLS))
+		w.Write(body)
+	})
+	app := httptest.NewUnstartedServer(mux)
+	app.TLS = pki.serverConfig(t)
+	app.StartTLS()
+	t.Cleanup(app.Close)
+
+	cert, key := pki.clientFiles(t, "adapter-one")
+	service, port := unique("tls"), freePort(t)
+	startSidecar(t, "tls-callee", appTLSCalleeConfig, map[string]string{
+		"id": unique("tlscallee"), "broker": b.url, "service": service, "target": app.URL,
+		"ca": pki.caFile, "cert": cert, "key": key, "health": "http: /healthz",
+	})
+	startSidecar(t, "tls-caller", callerConfig, map[string]string{
+		"id": unique("tlscaller"), "broker": b.url, "service": service, "http": freePort(t), "port": port,
+	})
+
+	checkAppTLS(t, b, app.URL, pki.caFile, cert, key, "http: /healthz", "health check GET /healthz answers 200")
+
+	call := func(path string) string {
+		t.Helper()
+		resp, err := http.Post("http://"+port+path, "text/plain", strings.NewReader("over tls"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusOK || string(body) != "over tls" {
+			t.Fatalf("POST %s: %d %q (X-Busmesh-Error %q), want 200 with the body echoed", path, resp.StatusCode, body, resp.Header.Get("X-Busmesh-Error"))
+		}
+		return resp.Header.Get("X-Client-CN")
+	}
+	if cn := call("/echo"); cn != "adapter-one" {
+		t.Errorf("the application saw client certificate %q, want adapter-one", cn)
+	}
+
+	ctx := testCtx(t, 10*time.Second)
+	ws, _, err := websocket.Dial(ctx, "ws://"+port+"/ws", nil)
+	if err != nil {
+		t.Fatalf("WebSocket through the mesh to an https application: %v", err)
+	}
+	if err := ws.Write(ctx, websocket.MessageText, []byte("hi")); err != nil {
+		t.Fatal(err)
+	}
+	if _, msg, err := ws.Read(ctx); err != nil || string(msg) != "adapter-one:hi" {
+		t.Errorf("WebSocket echo = %q, %v; want adapter-one:hi", msg, err)
+	}
+	ws.CloseNow()
+
+	// A rotated certificate: written over the files, it is shown on the
+	// adapter's next connection (the files are looked at once a second).
+	newCert, newKey := pki.clientFiles(t, "adapter-two")
+	for _, f := range [][2]string{{newCert, cert}, {newKey, key}} {
+		if err := os.Rename(f[0], f[1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(1100 * time.Millisecond)
+	eventually(t, 10*time.Second, "the rotated client certificate on a new connection", func() bool {
+		return call("/echo?close") == "adapter-two"
+	})
+}
+
+func testAppGRPCS(t *testing.T, b brokerCase, pki *testPKI) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The client certificate's name comes back in a header.
+	tellCN := func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		if p, ok := peer.FromContext(ctx); ok {
+			if info, ok := p.AuthInfo.(credentials.TLSInfo); ok {
+				_ = grpc.SetHeader(ctx, metadata.Pairs("x-client-cn", clientCN(&info.State)))
+			}
+		}
+		return h(ctx, req)
+	}
+	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(pki.serverConfig(t))), grpc.UnaryInterceptor(tellCN))
+	testpb.RegisterEchoServer(srv, testpb.Server{})
+	healthpb.RegisterHealthServer(srv, health.NewServer())
+	go srv.Serve(lis)
+	t.Cleanup(srv.Stop)
+
+	cert, key := pki.clientFiles(t, "grpc-adapter")
+	service, grpcAddr := unique("grpcs"), freePort(t)
+	startSidecar(t, "grpcs-callee", appTLSCalleeConfig, map[string]string{
+		"id": unique("gscallee"), "broker": b.url, "service": service, "target": "grpcs://" + lis.Addr().String(),
+		"ca": pki.caFile, "cert": cert, "key": key, "health": "grpc: true",
+	})
+	startSidecar(t, "grpcs-caller", grpcCallerConfig, map[string]string{
+		"id": unique("gscaller"), "broker": b.url, "service": service, "grpc": grpcAddr,
+	})
+	checkAppTLS(t, b, "grpcs://"+lis.Addr().String(), pki.caFile, cert, key, "grpc: true", "health check grpc.health.v1 on "+lis.Addr().String()+": SERVING")
+	conn, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithAuthority(service+".mesh"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var header metadata.MD
+	resp, err := testpb.NewEchoClient(conn).Unary(testCtx(t, 10*time.Second), &testpb.EchoRequest{Message: "over tls"}, grpc.Header(&header))
+	if err != nil {
+		t.Fatalf("Unary through the mesh to a grpcs application: %v", err)
+	}
+	if resp.Message != "over tls" {
+		t.Errorf("Unary = %q, want the message echoed", resp.Message)
+	}
+	if cn := header.Get("x-client-cn"); len(cn) != 1 || cn[0] != "grpc-adapter" {
+		t.Errorf("the application saw client certificate %q, want grpc-adapter", cn)
+	}
+}
+
+// testAppUntrusted: an adapter that trusts another CA refuses the
+// application's certificate, and the caller gets 502 app-unreachable, not
+// an answer from an application it could not verify.
+func testAppUntrusted(t *testing.T, b brokerCase, pki *testPKI) {
+	app := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("unverified"))
+	}))
+	app.TLS = pki.serverConfig(t)
+	app.TLS.ClientAuth = tls.NoClientCert
+	app.StartTLS()
+	t.Cleanup(app.Close)
+
+	other := newTestPKI(t)
+	cert, key := other.clientFiles(t, "adapter")
+	service, port := unique("untrusted"), freePort(t)
+	startSidecar(t, "untrusted-callee", strings.Replace(appTLSCalleeConfig, "  health:\n    {{health}}\n    interval: 200ms\n", "", 1), map[string]string{
+		"id": unique("ucallee"), "broker": b.url, "service": service, "target": app.URL,
+		"ca": other.caFile, "cert": cert, "key": key,
+	})
+	startSidecar(t, "untrusted-caller", callerConfig, map[string]string{
+		"id": unique("ucaller"), "broker": b.url, "service": service, "http": freePort(t), "port": port,
+	})
+	resp, err := http.Get("http://" + port + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadGateway || resp.Header.Get("X-Busmesh-Error") != "app-unreachable" {
+		t.Errorf("an application with an untrusted certificate: %d %q (X-Busmesh-Error %q), want 502 app-unreachable",
+			resp.StatusCode, body, resp.Header.Get("X-Busmesh-Error"))
+	}
+}
+
+// checkAppTLS runs `busmesh check` on an adapter config with adapter.tls:
+// it reaches the application and passes its health check as the adapter
+// would, over TLS with a client certificate.
+func checkAppTLS(t *testing.T, b brokerCase, target, ca, cert, key, health, healthOK string) {
+	t.Helper()
+	file := writeFile(t, "check.yaml", "id: "+unique("check")+"\nbroker: "+b.url+"\nadmin: "+freePort(t)+
+		"\nadapter:\n  service: "+unique("svc")+"\n  target: "+target+"\n  tls:\n    ca: "+ca+
+		"\n    server_name: app.internal\n    cert: "+cert+"\n    key: "+key+"\n  health:\n    "+health+"\n")
+	code, stdout, stderr := runCLI(t, nil, "check", "--config", file)
+	if code != 0 || !strings.Contains(stdout, "[ok]   "+healthOK) {
+		t.Errorf("busmesh check on %s: exit %d, want 0 and %q\n%s%s", target, code, healthOK, stdout, stderr)
+	}
+}
+
+func clientCN(s *tls.ConnectionState) string {
+	if s == nil || len(s.PeerCertificates) == 0 {
+		return ""
+	}
+	return s.PeerCertificates[0].Subject.CommonName
+}
+
+// testPKI is a CA of the test's own: its certificate in caFile, and what
+// it signs.
+type testPKI struct {
+	dir    string
+	caFile string
+	ca     *x509.Certificate
+	caKey  *ecdsa.PrivateKey
+}
+
+func newTestPKI(t *testing.T) *testPKI {
+	t.Helper()
+	p := &testPKI{dir: t.TempDir()}
+	p.caKey = newKey(t)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &p.caKey.PublicKey, p.caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.ca, err = x509.ParseCertificate(der); err != nil {
+		t.Fatal(err)
+	}
+	p.caFile = filepath.Join(p.dir, "ca.pem")
+	writePEM(t, p.caFile, "CERTIFICATE", der)
+	return p
+}
+
+func newKey(t *testing.T) *ecdsa.PrivateKey {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func writePEM(t *testing.T, file, typ string, der []byte) {
+	t.Helper()
+	if err := os.WriteFile(file, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+var serial = big.NewInt(1)
+
+// issue signs a certificate for cn (and, for a server, the name
+// app.internal only: the adapter must verify server_name, not the IP it
+// dials).
+func (p *testPKI) issue(t *testing.T, cn string, server bool) (*x509.Certificate, []byte, *ecdsa.PrivateKey) {
+	t.Helper()
+	k := newKey(t)
+	serial = new(big.Int).Add(serial, big.NewInt(1))
+	tmpl := &x509.Certificate{
+		SerialNumber: serial, Subject: pkix.Name{CommonName: cn},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	if server {
+		tmpl.ExtKeyUsage, tmpl.DNSNames = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, []string{"app.internal"}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.ca, &k.PublicKey, p.caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, der, k
+}
+
+// serverConfig is an application's TLS: a certificate for app.internal,
+// and a client certificate of this CA required.
+func (p *testPKI) serverConfig(t *testing.T) *tls.Config {
+	t.Helper()
+	c, der, k := p.issue(t, "app", true)
+	pool := x509.NewCertPool()
+	pool.AddCert(p.ca)
+	return &tls.Config{
+		Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: k, Leaf: c}},
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		ClientCAs:    pool,
+	}
+}
+
+// clientFiles writes a client certificate for cn and its key, and returns
+// their files.
+func (p *testPKI) clientFiles(t *testing.T, cn string) (cert, key string) {
+	t.Helper()
+	_, der, k := p.issue(t, cn, false)
+	keyDER, err := x509.MarshalPKCS8PrivateKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, key = filepath.Join(p.dir, cn+".pem"), filepath.Join(p.dir, cn+"-key.pem")
+	writePEM(t, cert, "CERTIFICATE", der)
+	writePEM(t, key, "PRIVATE KEY", keyDER)
+	return cert, key
+}
