@@ -229,8 +229,9 @@ func (r *Registry) answer(service string) {
 const forgetAfter = time.Minute
 
 // forgettable returns a service watched because a call asked for it that
-// nobody serves (no instance known, its ask settled at least forgetAfter
-// before at), or "" if there is none: at the bound, a new service takes
+// nobody serves (no instance known, its ask settled and its last instance
+// gone at least forgetAfter before at), or "" if there is none: at the
+// bound, a new service takes
 // its place. Else names that no service has (made-up hosts, or external
 // ones through the ambassador as HTTP_PROXY) would fill the bound for
 // good, and a real service first asked for after them could never be
@@ -244,7 +245,7 @@ func forgettable(services map[string]*service, at time.Duration) string {
 		}
 		select {
 		case <-s.answered: // settledAt is set
-			if at-s.settledAt >= forgetAfter {
+			if at-max(s.settledAt, s.lastServed) >= forgetAfter {
 				return name
 			}
 		default: // its ask is still out: a call may be waiting on it

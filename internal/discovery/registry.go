@@ -155,7 +155,11 @@ type service struct {
 	// instance of ("" for any), and heard is closed (and replaced) when a
 	// snapshot holds a version first; both serve AwaitFirst.
 	settledAt time.Duration
-	seen      map[string]struct{}
+	// lastServed is when its last instance left (under mu; 0 if none
+	// ever did): a service between a restart's goodbye and hello is not
+	// one nobody serves (forgettable).
+	lastServed time.Duration
+	seen       map[string]struct{}
 	heard     chan struct{}
 }
 
@@ -501,6 +505,9 @@ func (r *Registry) leave(s *service, e *entry, at time.Duration) bool {
 	}
 	r.wheel.remove(e)
 	delete(s.entries, e.inst.Name)
+	if len(s.entries) == 0 {
+		s.lastServed = at
+	}
 	if i, ok := slices.BinarySearchFunc(s.sorted, e.inst.Name, byName); ok {
 		s.sorted = slices.Delete(s.sorted, i, i+1)
 	}
