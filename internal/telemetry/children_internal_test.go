@@ -43,17 +43,19 @@ func TestChildrenCaches(t *testing.T) {
 	}
 }
 
-// TestChildrenBounded: a key past maxChildren empties the cache and is
-// kept, so a cache whose keys churn (instances replaced by a rollout) holds
-// the keys in use and at most maxChildren of them.
+// TestChildrenBounded: at maxChildren, a new key empties the cache and is
+// kept, at most once every refillEvery, so a cache whose keys churn
+// (instances replaced by a rollout) comes to hold the keys in use; in
+// between, keys past the bound are not cached (a mesh with more keys than
+// the bound pays no write lock and refill per call).
 func TestChildrenBounded(t *testing.T) {
 	var c Children[int, int]
-	for k := range maxChildren {
-		c.Get(k, func() int { return k })
+	fill := func(from int) {
+		for k := from; len(c.m) < maxChildren; k++ {
+			c.Get(k, func() int { return k })
+		}
 	}
-	if len(c.m) != maxChildren {
-		t.Fatalf("%d children kept, want %d", len(c.m), maxChildren)
-	}
+	fill(0)
 	made := 0
 	for range 3 {
 		if got := c.Get(maxChildren+5, func() int { made++; return -1 }); got != -1 {
@@ -65,5 +67,54 @@ func TestChildrenBounded(t *testing.T) {
 	}
 	if got := c.Get(7, func() int { return 70 }); got != 70 || len(c.m) != 2 {
 		t.Errorf("a key from before = %d with %d kept, want a new child 70 and 2 kept", got, len(c.m))
+	}
+	// Full again within refillEvery: a new key is made each time, not kept.
+	fill(1 << 20)
+	made = 0
+	for range 3 {
+		if got := c.Get(-1, func() int { made++; return -2 }); got != -2 {
+			t.Fatalf("Get past the bound = %d, want what child made", got)
+		}
+	}
+	if made != 3 || len(c.m) != maxChildren {
+		t.Errorf("full again within refillEvery: made %d times in 3 Gets, %d kept; want 3 and %d", made, len(c.m), maxChildren)
+	}
+	// After refillEvery, the next new key empties it again.
+	c.emptied.Add(-int64(refillEvery))
+	if c.Get(-1, func() int { return -2 }); len(c.m) != 1 {
+		t.Errorf("full for refillEvery: %d kept after a new key, want 1", len(c.m))
+	}
+}
+
+// BenchmarkChildren: a counter's child through the cache, with keys within
+// the bound and with five times more (where the cache must cost little
+// more than the vector's own lookup), against the vector's lookup alone.
+func BenchmarkChildren(b *testing.B) {
+	labels := make([]string, 5*maxChildren)
+	for i := range labels {
+		labels[i] = strconv.Itoa(i)
+	}
+	for _, bc := range []struct {
+		name  string
+		keys  int
+		cache bool
+	}{
+		{"cached-1k", 1024, true}, {"plain-1k", 1024, false},
+		{"cached-20k", len(labels), true}, {"plain-20k", len(labels), false},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			vec := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "t_total"}, []string{"k"})
+			var c Children[int, prometheus.Counter]
+			b.RunParallel(func(pb *testing.PB) {
+				for i := 0; pb.Next(); i++ {
+					k := i * 7919 % bc.keys
+					if bc.cache {
+						c.Get(k, func() prometheus.Counter { return vec.WithLabelValues(labels[k]) }).Inc()
+					} else {
+						vec.WithLabelValues(labels[k]).Inc()
+					}
+				}
+			})
+		})
 	}
 }
