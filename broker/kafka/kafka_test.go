@@ -47,7 +47,7 @@ func dial(t testing.TB, url string) broker.Broker {
 	// (in CI, under load) can be read afterwards.
 	var w io.Writer = os.Stderr
 	if os.Getenv("BUSMESH_TEST_KAFKA_DEBUG") == "" {
-		log, n := &testutil.Buffer{}, dials.Add(1)
+		log, n := &testutil.Buffer{Keep: logTail}, dials.Add(1)
 		w = log
 		t.Cleanup(func() {
 			if t.Failed() {
@@ -55,7 +55,11 @@ func dial(t testing.TB, url string) broker.Broker {
 			}
 		})
 	}
-	lg := slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	level := slog.LevelDebug
+	if _, bench := t.(*testing.B); bench {
+		level = slog.LevelInfo // a benchmark measures the backend, not its debug log
+	}
+	lg := slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
 	b, err := broker.Open(ctx, url, lg)
 	if err != nil {
 		t.Fatalf("Open(%s) = %v", broker.Redact(url), err)

@@ -10,6 +10,10 @@ import (
 // Buffer is a bytes.Buffer that a process's output or a logger may write
 // while a test reads it.
 type Buffer struct {
+	// Keep, when set, bounds the buffer to its last Keep to 2 × Keep bytes
+	// (a long test's debug log, read only for its tail); 0 keeps all.
+	Keep int
+
 	mu sync.Mutex
 	b  bytes.Buffer
 }
@@ -18,7 +22,12 @@ type Buffer struct {
 func (b *Buffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.b.Write(p)
+	n, err := b.b.Write(p)
+	if b.Keep > 0 && b.b.Len() > 2*b.Keep {
+		tail := b.b.Bytes()[b.b.Len()-b.Keep:]
+		b.b.Truncate(copy(b.b.Bytes(), tail))
+	}
+	return n, err
 }
 
 // String returns everything written so far.

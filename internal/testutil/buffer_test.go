@@ -35,3 +35,18 @@ func TestBuffer(t *testing.T) {
 		t.Errorf("Tail(10) of 2 bytes = %q, want %q", got, "ab")
 	}
 }
+
+// TestBufferKeep: a bounded buffer holds between Keep and 2 × Keep bytes,
+// the last ones written.
+func TestBufferKeep(t *testing.T) {
+	b := testutil.Buffer{Keep: 10}
+	for i := range 1000 {
+		fmt.Fprintf(&b, "%d", i%10)
+		if n := len(b.String()); n > 20 {
+			t.Fatalf("after %d bytes the buffer holds %d, want at most 20", i+1, n)
+		}
+	}
+	if got, want := b.Tail(10), "0123456789"; got != want {
+		t.Errorf("Tail(10) = %q, want %q", got, want)
+	}
+}
