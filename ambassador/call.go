@@ -45,6 +45,9 @@ type Call struct {
 	idle   *idleWatch      // ends a call with no byte moving, or whose head is late, when set
 	headBy time.Time       // a call without a deadline: when its answer's head is due (awaitHead)
 	edge   *telemetry.Edge // the call's edge: metrics labels and window
+	// relabeled: relabel looked for the service of a call on the Unknown
+	// edge once already (its lookup takes the registry's lock).
+	relabeled bool
 	// bytesOut counts the answer's body streamed in frames, for the
 	// access log.
 	bytesOut int64
@@ -132,7 +135,7 @@ func (c *Call) reset() {
 	c.Req = envelope.Request{Headers: h[:0]}
 	c.pick, c.out = pickResult{}, Outcome{} // c.ends: emptied by settle
 	c.try, c.replay = attempt{}, replayBody{}
-	c.edge, c.bytesOut, c.lane, c.headBy = nil, 0, nil, time.Time{}
+	c.edge, c.relabeled, c.bytesOut, c.lane, c.headBy = nil, false, 0, nil, time.Time{}
 }
 
 // awaitHead bounds the wait for the answer's head of a call without a

@@ -65,10 +65,14 @@ func (a *Ambassador) started(c *Call) {
 // relabel moves a call counted under the Unknown service to its
 // service's edge once the service is known: a service no route names is
 // learnt on its first call, after started had to label it. requireHealthy
-// calls it once discovery found an instance, record once more for a call
-// that failed first.
+// calls it once discovery found an instance, record for a call that
+// failed first; the service is looked for once.
 func (a *Ambassador) relabel(c *Call) {
-	if c.edge.Key().Service != telemetry.Unknown || a.serviceLabel(c.Route) == telemetry.Unknown {
+	if c.relabeled || c.edge.Key().Service != telemetry.Unknown {
+		return
+	}
+	c.relabeled = true
+	if a.serviceLabel(c.Route) == telemetry.Unknown {
 		return
 	}
 	c.edge.Leave()
