@@ -34,7 +34,9 @@ to every workload whose pod template has these annotations:
   busmesh.io/broker-secret
                         a Secret holding the broker URL under "url"
   busmesh.io/mesh       the mesh to join (default: default)
-  busmesh.io/identity   a Secret mounted at /etc/busmesh/identity
+  busmesh.io/identity   a Secret with the sidecar's identity (tls.crt, tls.key,
+                        ca.crt from busmesh ca issue), mounted at
+                        /etc/busmesh/identity and named in its config
 
 The sidecar is a native sidecar (an init container with restartPolicy:
 Always: it starts before the application and stops after it). Everything else

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -15,6 +16,8 @@ import (
 	"helm.sh/helm/v3/pkg/chart/loader"
 	"helm.sh/helm/v3/pkg/chartutil"
 	"helm.sh/helm/v3/pkg/engine"
+
+	"github.com/busmesh/busmesh/internal/config"
 )
 
 const chartDir = "../helm/busmesh"
@@ -258,14 +261,25 @@ func TestChartWiring(t *testing.T) {
 	}
 }
 
-func TestChartPolicy(t *testing.T) {
-	policy := map[string]any{"allow": []any{map[string]any{"from": "web", "to": "orders"}}}
-	objs := render(t, "", map[string]any{"policy": policy, "admin": map[string]any{"metrics": map[string]any{"scrape": false}}})
-	cm := find[*corev1.ConfigMap](t, objs, "busmesh-busmesh")
-	if !strings.Contains(cm.Data["sidecar.yaml"], "policy:\n  allow:\n  - from: web\n    to: orders\n") {
-		t.Errorf("policy not in the sidecar config:\n%s", cm.Data["sidecar.yaml"])
+// TestChartAllow: allow rules go under adapter.allow with the identity
+// they need, and the sidecar takes the config (checkSidecar parses it with
+// identity files issued for it).
+func TestChartAllow(t *testing.T) {
+	allow := []any{map[string]any{"from": "web", "methods": []any{"GET"}, "paths": []any{"/orders/**"}}}
+	objs := render(t, "", map[string]any{
+		"app": map[string]any{"name": "orders"}, "mesh": map[string]any{"service": "orders"},
+		"identity": map[string]any{"secretName": "orders-identity"}, "allow": allow,
+		"admin": map[string]any{"metrics": map[string]any{"scrape": false}},
+	})
+	w := checkSidecar(t, objects(objs, "orders")[0], objs)
+	want := []config.AllowRule{{From: "web", Methods: []string{"GET"}, Paths: []string{"/orders/**"}}}
+	if a := w.config.Adapter; a == nil || !reflect.DeepEqual(a.Allow, want) {
+		t.Errorf("adapter = %+v, want allow %+v", a, want)
 	}
-	d := find[*appsv1.Deployment](t, objs, "busmesh")
+	if w.config.Identity == nil {
+		t.Errorf("no identity in the config of a pod with identity.secretName")
+	}
+	d := find[*appsv1.Deployment](t, objs, "orders")
 	if _, ok := d.Spec.Template.Annotations["prometheus.io/scrape"]; ok {
 		t.Errorf("admin.metrics.scrape=false still adds the scrape annotations")
 	}
@@ -289,6 +303,8 @@ func TestChartRefusesBadValues(t *testing.T) {
 		// the templates
 		{map[string]any{"mesh": map[string]any{"service": "", "upstreams": map[string]any{}}}, "mesh.service (to serve) or mesh.upstreams (to call) must be set"},
 		{map[string]any{"broker": map[string]any{"url": ""}}, "broker.url: the broker URL"},
+		{map[string]any{"allow": []any{map[string]any{"from": "web"}}}, "set identity.secretName"},
+		{map[string]any{"allow": []any{map[string]any{"from": "web"}}, "mesh": map[string]any{"service": "", "upstreams": map[string]any{"x": 9001}}}, "allow: rules for who may call mesh.service"},
 	}
 	for _, tt := range tests {
 		_, err := renderChart(ch, tt.set)

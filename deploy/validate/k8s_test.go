@@ -3,12 +3,16 @@ package validate
 import (
 	"bufio"
 	"bytes"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
@@ -19,6 +23,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/busmesh/busmesh/internal/config"
+	"github.com/busmesh/busmesh/internal/identity"
 )
 
 // object is one decoded manifest document.
@@ -278,6 +283,7 @@ func checkSidecar(t *testing.T, o object, objs []object) sidecarWiring {
 	if configText == "" {
 		t.Fatalf("%s: busmesh has no config at /etc/busmesh/config/sidecar.yaml", o)
 	}
+	configText = withIdentityFiles(t, o, configText, w.identity)
 	broker := "nats://broker-from-a-secret:4222"
 	if w.broker != nil && w.broker.Value != "" && !strings.Contains(w.broker.Value, "$(") {
 		broker = w.broker.Value
@@ -334,4 +340,74 @@ func show[T any](p *T) string {
 		return "nil"
 	}
 	return fmt.Sprint(*p)
+}
+
+// mountedIdentity is where a sidecar's config names the identity Secret's
+// files, as mounted.
+var mountedIdentity = map[string]any{
+	"cert": "/etc/busmesh/identity/tls.crt",
+	"key":  "/etc/busmesh/identity/tls.key",
+	"ca":   "/etc/busmesh/identity/ca.crt",
+}
+
+// withIdentityFiles checks that a config names the identity Secret's
+// files where the pod mounts them, if it mounts a Secret it requires (an
+// optional one may be there for later), and returns the config with those
+// paths pointing at real identity files for its mesh and service, issued
+// here, so that Parse loads and checks them as the sidecar would.
+func withIdentityFiles(t *testing.T, o object, configText string, mounted *corev1.Volume) string {
+	t.Helper()
+	var c map[string]any
+	if err := yaml.Unmarshal([]byte(configText), &c); err != nil {
+		t.Fatalf("%s: sidecar.yaml: %v", o, err)
+	}
+	id, named := c["identity"].(map[string]any)
+	required := mounted != nil && (mounted.Secret.Optional == nil || !*mounted.Secret.Optional)
+	switch {
+	case !named && required:
+		t.Errorf("%s: the identity Secret %s is mounted, but sidecar.yaml names no identity: the sidecar would run without it", o, mounted.Secret.SecretName)
+		return configText
+	case !named:
+		return configText
+	case mounted == nil:
+		t.Errorf("%s: sidecar.yaml names identity files, but no Secret is mounted at /etc/busmesh/identity", o)
+	}
+	for k, want := range mountedIdentity {
+		if id[k] != want {
+			t.Errorf("%s: identity.%s = %v, want %s (the mounted Secret's file)", o, k, id[k], want)
+		}
+	}
+	mesh, _ := c["mesh"].(string)
+	if mesh == "" {
+		mesh = "default"
+	}
+	var service string
+	for _, side := range []string{"adapter", "ambassador"} {
+		if m, ok := c[side].(map[string]any); ok && service == "" {
+			service, _ = m["service"].(string)
+		}
+	}
+	now := time.Now()
+	ca, err := identity.NewCA(mesh, 24*time.Hour, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM, keyPEM, err := ca.Issue(service, time.Hour, now)
+	if err != nil {
+		t.Fatalf("%s: issue an identity for service %q: %v", o, service, err)
+	}
+	dir := t.TempDir()
+	files := map[string]any{}
+	for k, data := range map[string][]byte{"cert": certPEM, "key": keyPEM, "ca": pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert().Raw})} {
+		files[k] = filepath.Join(dir, k+".pem")
+		if err := os.WriteFile(files[k].(string), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c["identity"] = files
+	out, err := yaml.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(out)
 }

@@ -160,7 +160,7 @@ type service struct {
 	// one nobody serves (forgettable).
 	lastServed time.Duration
 	seen       map[string]struct{}
-	heard     chan struct{}
+	heard      chan struct{}
 }
 
 // owner is who may speak for an entry: the sidecar and incarnation that

@@ -40,8 +40,9 @@ const (
 	// AnnotationMesh names the mesh the sidecar joins (config key mesh);
 	// meshes sharing a broker never see each other. Default: default.
 	AnnotationMesh = "busmesh.io/mesh"
-	// AnnotationIdentity names a Secret (tls.crt, tls.key, ca.crt) mounted
-	// read-only at IdentityDir.
+	// AnnotationIdentity names a Secret (tls.crt, tls.key, ca.crt: the
+	// files of busmesh ca issue and the mesh CA's certificate) mounted
+	// read-only at IdentityDir; the sidecar's config names its files.
 	AnnotationIdentity = "busmesh.io/identity"
 	// AnnotationConfig is written by inject, not read: the sidecar's config
 	// file, which the downward API projects into the container.

@@ -199,16 +199,39 @@ func TestInjectConfig(t *testing.T) {
 	}
 	docs := decodeAll(t, run(t, in))
 	configs := map[string]*config.Config{}
+	identities := map[string]any{}
 	for _, doc := range docs {
 		for _, tmpl := range templates(doc) {
 			ann := tmpl["metadata"].(map[string]any)["annotations"].(map[string]any)
 			name := doc["metadata"].(map[string]any)["name"].(string)
-			c, err := config.Parse(name, []byte(ann[inject.AnnotationConfig].(string)), func(string) (string, bool) { return "", false })
+			text := []byte(ann[inject.AnnotationConfig].(string))
+			// The identity's files exist only in the pod: parsed without it
+			// (deploy/validate loads real ones in its place).
+			var raw map[string]any
+			if err := yaml.Unmarshal(text, &raw); err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			if id, ok := raw["identity"]; ok {
+				identities[name] = id
+				delete(raw, "identity")
+				var err error
+				if text, err = yaml.Marshal(raw); err != nil {
+					t.Fatal(err)
+				}
+			}
+			c, err := config.Parse(name, text, func(string) (string, bool) { return "", false })
 			if err != nil {
 				t.Fatalf("%s: %v", name, err)
 			}
 			configs[name] = c
 		}
+	}
+	// Only the caller has busmesh.io/identity: its config names the
+	// mounted Secret's files.
+	want := map[string]any{"caller": map[string]any{
+		"cert": inject.IdentityDir + "/tls.crt", "key": inject.IdentityDir + "/tls.key", "ca": inject.IdentityDir + "/ca.crt"}}
+	if diff := cmp.Diff(identities, want); diff != "" {
+		t.Errorf("identity sections (-got +want):\n%s", diff)
 	}
 	if a := configs["hello"].Adapter; a == nil || a.Service != "hello" || a.Target != "http://127.0.0.1:8080" || a.Health == nil || a.Health.HTTP != "/healthz" {
 		t.Errorf("hello adapter = %+v, want service hello, target http://127.0.0.1:8080, health /healthz", a)

@@ -31,6 +31,22 @@ type sidecarConfig struct {
 	Admin      string            `yaml:"admin"`
 	Ambassador *ambassadorConfig `yaml:"ambassador,omitempty"`
 	Adapter    *adapterConfig    `yaml:"adapter,omitempty"`
+	Identity   *identityConfig   `yaml:"identity,omitempty"`
+}
+
+// identityConfig points the sidecar at the identity Secret's files, as
+// mounted at IdentityDir.
+type identityConfig struct {
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+	CA   string `yaml:"ca"`
+}
+
+// mountedIdentity is the identity of a pod with AnnotationIdentity.
+var mountedIdentity = &identityConfig{
+	Cert: IdentityDir + "/tls.crt",
+	Key:  IdentityDir + "/tls.key",
+	CA:   IdentityDir + "/ca.crt",
 }
 
 type ambassadorConfig struct {
@@ -77,21 +93,35 @@ func configFile(s *spec, name string) (string, error) {
 			}
 		}
 	}
-	var out bytes.Buffer
-	enc := yaml.NewEncoder(&out)
-	enc.SetIndent(2)
-	if err := enc.Encode(c); err != nil {
-		return "", fmt.Errorf("write sidecar config: %w", err)
+	encode := func(c sidecarConfig) ([]byte, error) {
+		var out bytes.Buffer
+		enc := yaml.NewEncoder(&out)
+		enc.SetIndent(2)
+		if err := enc.Encode(c); err != nil {
+			return nil, fmt.Errorf("write sidecar config: %w", err)
+		}
+		return out.Bytes(), nil
+	}
+	// Checked without the identity, whose files exist only in the pod
+	// (the sidecar loads and checks them when it starts).
+	checked, err := encode(c)
+	if err != nil {
+		return "", err
 	}
 	url := s.broker
 	if s.brokerSecret != "" {
 		url = "nats://from-a-secret:4222" // checked when the sidecar starts
 	}
 	env := func(k string) (string, bool) { return url, k == config.EnvName("broker") }
-	if _, err := config.Parse(AnnotationConfig, out.Bytes(), env); err != nil {
+	if _, err := config.Parse(AnnotationConfig, checked, env); err != nil {
 		return "", err
 	}
-	return out.String(), nil
+	if s.identity == "" {
+		return string(checked), nil
+	}
+	c.Identity = mountedIdentity
+	out, err := encode(c)
+	return string(out), err
 }
 
 func localhost(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }

@@ -43,11 +43,18 @@ from BUSMESH_BROKER. */}}
 {{- if not (has $v.mesh.protocol (list "http" "grpc")) -}}
 {{- fail (printf "mesh.protocol: %q is not a protocol (allowed: http, grpc)" $v.mesh.protocol) -}}
 {{- end -}}
+{{- if and $v.allow (not $v.mesh.service) -}}
+{{- fail "allow: rules for who may call mesh.service, which is not set" -}}
+{{- end -}}
+{{- if and $v.allow (not $v.identity.secretName) -}}
+{{- fail "allow: the rules check callers' identities, so the sidecar needs its own: set identity.secretName" -}}
+{{- end -}}
 {{- $c := dict "admin" (printf "0.0.0.0:%v" $v.admin.port) "log" $v.sidecar.log -}}
 {{- if $v.mesh.name -}}{{- $_ := set $c "mesh" $v.mesh.name -}}{{- end -}}
 {{- if $v.mesh.service -}}
 {{- $a := dict "service" $v.mesh.service "target" (printf "%s://127.0.0.1:%v" $v.mesh.protocol $v.app.port) -}}
 {{- if $v.mesh.version -}}{{- $_ := set $a "version" $v.mesh.version -}}{{- end -}}
+{{- if $v.allow -}}{{- $_ := set $a "allow" $v.allow -}}{{- end -}}
 {{- if $v.mesh.health -}}
 {{- $_ := set $a "health" (dict "http" $v.mesh.health) -}}
 {{- else if eq $v.mesh.protocol "grpc" -}}
@@ -62,7 +69,9 @@ from BUSMESH_BROKER. */}}
 {{- end -}}
 {{- $_ := set $c "ambassador" (dict "service" (default (include "busmesh.name" .) $v.mesh.service) "http" (printf "127.0.0.1:%v" $v.mesh.sharedPort) "upstreams" $u) -}}
 {{- end -}}
-{{- if $v.policy -}}{{- $_ := set $c "policy" $v.policy -}}{{- end -}}
+{{- if $v.identity.secretName -}}
+{{- $_ := set $c "identity" (dict "cert" "/etc/busmesh/identity/tls.crt" "key" "/etc/busmesh/identity/tls.key" "ca" "/etc/busmesh/identity/ca.crt") -}}
+{{- end -}}
 {{- toYaml (mergeOverwrite $c (deepCopy $v.sidecar.extraConfig)) -}}
 {{- end -}}
 
