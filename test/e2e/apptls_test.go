@@ -226,8 +226,9 @@ func testAppUntrusted(t *testing.T, b brokerCase, pki *testPKI) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusBadGateway || resp.Header.Get("X-Busmesh-Error") != "app-unreachable" {
-		t.Errorf("an application with an untrusted certificate: %d %q (X-Busmesh-Error %q), want 502 app-unreachable",
+	if resp.StatusCode != http.StatusBadGateway || resp.Header.Get("X-Busmesh-Error") != "app-unreachable" ||
+		!strings.Contains(string(body), "certificate") {
+		t.Errorf("an application with an untrusted certificate: %d %q (X-Busmesh-Error %q), want 502 app-unreachable saying why (the certificate)",
 			resp.StatusCode, body, resp.Header.Get("X-Busmesh-Error"))
 	}
 }
