@@ -72,6 +72,7 @@ func newClient(concurrency int, tlsCfg *tls.Config) *http.Client {
 	transport := &http.Transport{
 		DialContext:         answerFirst(dial),
 		TLSClientConfig:     tlsCfg,
+		TLSHandshakeTimeout: 5 * time.Second, // as the dial's: a stuck handshake must not hold a worker
 		MaxIdleConns:        concurrency,
 		MaxIdleConnsPerHost: concurrency,
 		IdleConnTimeout:     90 * time.Second,

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -247,26 +248,27 @@ func checkApp(ctx context.Context, c *checker, a *config.Adapter) {
 			return
 		}
 	}
-	if config.IsGRPCTarget(a.Target) {
-		d := &net.Dialer{Timeout: checkTimeout}
-		var conn net.Conn
-		var err error
-		if tlsCfg != nil {
-			// The handshake too: a certificate the adapter would refuse
-			// fails here.
-			conn, err = (&tls.Dialer{NetDialer: d, Config: tlsCfg}).DialContext(ctx, "tcp", u.Host)
+	failed := func(err error) {
+		if tlsFailure(err) {
+			c.fail("check adapter.tls: ca (the roots its certificate chains to), server_name (a name its certificate carries), cert and key (a client certificate it accepts)",
+				"application %s: TLS: %v", a.Target, err)
 		} else {
-			conn, err = d.DialContext(ctx, "tcp", u.Host)
-		}
-		if err != nil {
 			c.fail(fix, "application %s: %s", a.Target, dialReason(err.Error()))
-			c.skip("health check: the application must answer first")
+		}
+		c.skip("health check: the application must answer first")
+	}
+	if config.IsGRPCTarget(a.Target) {
+		host := u.Host
+		if u.Port() == "" {
+			host = net.JoinHostPort(u.Hostname(), "443") // grpc-go's default
+		}
+		if err := dialGRPCApp(ctx, host, tlsCfg); err != nil {
+			failed(err)
 			return
 		}
-		conn.Close()
 		c.ok("application %s accepts connections", a.Target)
 		if h := a.Health; h != nil && h.GRPC {
-			checkGRPCHealth(ctx, c, u.Host, tlsCfg, h.GRPCService)
+			checkGRPCHealth(ctx, c, host, tlsCfg, h.GRPCService)
 		} else {
 			c.skip("health check: adapter.health is not set")
 		}
@@ -277,8 +279,7 @@ func checkApp(ctx context.Context, c *checker, a *config.Adapter) {
 	client := &http.Client{Transport: transport, Timeout: checkTimeout, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	resp, err := client.Get(strings.TrimSuffix(a.Target, "/") + "/")
 	if err != nil {
-		c.fail(fix, "application %s: %s", a.Target, dialReason(err.Error()))
-		c.skip("health check: the application must answer first")
+		failed(err)
 		return
 	}
 	resp.Body.Close()
@@ -302,6 +303,59 @@ func checkApp(ctx context.Context, c *checker, a *config.Adapter) {
 		return
 	}
 	c.ok("health check GET %s answers %d", h.HTTP, resp.StatusCode)
+}
+
+// dialGRPCApp connects to a gRPC application as the adapter does: over
+// TLS when tlsCfg is set, with the handshake, h2 agreed by ALPN (grpc-go
+// refuses a server that agrees to none), and a moment's read, because in
+// TLS 1.3 a server refuses a client certificate only after the client's
+// side of the handshake is done.
+func dialGRPCApp(ctx context.Context, host string, tlsCfg *tls.Config) error {
+	d := &net.Dialer{Timeout: checkTimeout}
+	if tlsCfg == nil {
+		conn, err := d.DialContext(ctx, "tcp", host)
+		if err == nil {
+			conn.Close()
+		}
+		return err
+	}
+	cfg := tlsCfg.Clone()
+	cfg.NextProtos = []string{"h2"}
+	conn, err := (&tls.Dialer{NetDialer: d, Config: cfg}).DialContext(ctx, "tcp", host)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	tc := conn.(*tls.Conn)
+	if p := tc.ConnectionState().NegotiatedProtocol; p != "h2" {
+		return fmt.Errorf("tls: the application agreed to no ALPN protocol %q, and gRPC needs h2 (a TLS proxy in front of a gRPC server must offer it)", p)
+	}
+	// A server that took the handshake sends nothing until the client's
+	// HTTP/2 preface; one that refused the certificate sends an alert.
+	_ = tc.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	var b [1]byte
+	if _, err := tc.Read(b[:]); err != nil {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			return nil
+		}
+		return err
+	}
+	return nil
+}
+
+// tlsFailure tells whether err is the TLS handshake's or the certificate
+// check's, which adapter.tls mends, rather than the network's.
+func tlsFailure(err error) bool {
+	var (
+		unknown  x509.UnknownAuthorityError
+		hostname x509.HostnameError
+		invalid  x509.CertificateInvalidError
+		alert    tls.AlertError
+		verify   *tls.CertificateVerificationError
+	)
+	return errors.As(err, &unknown) || errors.As(err, &hostname) || errors.As(err, &invalid) ||
+		errors.As(err, &alert) || errors.As(err, &verify) || strings.Contains(err.Error(), "tls: ")
 }
 
 func checkGRPCHealth(ctx context.Context, c *checker, host string, tlsCfg *tls.Config, service string) {

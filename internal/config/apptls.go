@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"strings"
 	"sync"
 	"time"
 )
@@ -147,11 +146,11 @@ func (k *keyPair) get() (*tls.Certificate, error) {
 // checkAppTLS checks adapter.tls against the target, and that its files
 // load.
 func checkAppTLS(errs *Error, t *AppTLS, target string) {
-	if !strings.HasPrefix(target, "https://") && !strings.HasPrefix(target, "grpcs://") {
+	if s := targetScheme(target); s != "https" && s != "grpcs" {
 		errs.add("adapter.tls", 0, "set, but adapter.target %q does not speak TLS (allowed with https:// or grpcs://)", target)
 	}
-	if t.InsecureSkipVerify && (t.CA != "" || t.ServerName != "") {
-		errs.add("adapter.tls.insecure_skip_verify", 0, "true with ca or server_name, which it would ignore: choose one")
+	if t.InsecureSkipVerify && t.CA != "" {
+		errs.add("adapter.tls.insecure_skip_verify", 0, "true with ca %q, which it would ignore: choose one", t.CA)
 	}
 	if t.CA != "" {
 		if _, err := loadRoots(t.CA); err != nil {
@@ -160,11 +159,22 @@ func checkAppTLS(errs *Error, t *AppTLS, target string) {
 	}
 	switch {
 	case t.Cert == "" && t.Key == "":
-	case t.Cert == "" || t.Key == "":
-		errs.add("adapter.tls.cert", 0, "cert %q and key %q: set both (a client certificate and its private key) or neither", t.Cert, t.Key)
+	case t.Cert == "":
+		errs.add("adapter.tls.key", 0, "%q without cert: set both (a client certificate and its private key) or neither", t.Key)
+	case t.Key == "":
+		errs.add("adapter.tls.cert", 0, "%q without key: set both (a client certificate and its private key) or neither", t.Cert)
 	default:
-		if _, err := (&keyPair{cert: t.Cert, key: t.Key}).get(); err != nil {
-			errs.add("adapter.tls.cert", 0, "%v", err)
+		bad := false
+		for _, f := range []struct{ key, file string }{{"adapter.tls.cert", t.Cert}, {"adapter.tls.key", t.Key}} {
+			if _, err := os.Stat(f.file); err != nil {
+				errs.add(f.key, 0, "%q: %v", f.file, err)
+				bad = true
+			}
+		}
+		if !bad {
+			if _, err := (&keyPair{cert: t.Cert, key: t.Key}).get(); err != nil {
+				errs.add("adapter.tls.cert", 0, "%v", err)
+			}
 		}
 	}
 }

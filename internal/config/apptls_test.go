@@ -40,7 +40,13 @@ func TestAppTLS(t *testing.T) {
 		{"plain target", section("http://127.0.0.1:8080", "    ca: "+ca+"\n"),
 			[]string{`adapter.tls: set, but adapter.target "http://127.0.0.1:8080" does not speak TLS (allowed with https:// or grpcs://)`}},
 		{"cert without key", section("https://127.0.0.1:8443", "    cert: "+cert+"\n"),
-			[]string{`adapter.tls.cert: cert "` + cert + `" and key "": set both`}},
+			[]string{`adapter.tls.cert: "` + cert + `" without key: set both`}},
+		{"key without cert", section("https://127.0.0.1:8443", "    key: "+key+"\n"),
+			[]string{`adapter.tls.key: "` + key + `" without cert: set both`}},
+		{"missing key file", section("https://127.0.0.1:8443", "    cert: "+cert+"\n    key: "+filepath.Join(dir, "none-key.pem")+"\n"),
+			[]string{`adapter.tls.key: "` + filepath.Join(dir, "none-key.pem") + `": stat`}},
+		{"upper-case scheme", section("GRPCS://127.0.0.1:9443", "    ca: "+ca+"\n"), nil},
+		{"insecure with a name", section("https://127.0.0.1:8443", "    insecure_skip_verify: true\n    server_name: app.internal\n"), nil},
 		{"missing ca", section("https://127.0.0.1:8443", "    ca: "+filepath.Join(dir, "none.pem")+"\n"),
 			[]string{`adapter.tls.ca: "` + filepath.Join(dir, "none.pem") + `" does not load: open`}},
 		{"not a certificate", section("https://127.0.0.1:8443", "    ca: "+garbage+"\n"),
@@ -48,8 +54,9 @@ func TestAppTLS(t *testing.T) {
 		{"key that is not one", section("https://127.0.0.1:8443", "    cert: "+cert+"\n    key: "+garbage+"\n"),
 			[]string{`adapter.tls.cert: cert "` + cert + `", key "` + garbage + `": tls: failed to find any PEM data in key input`}},
 		{"insecure with ca", section("https://127.0.0.1:8443", "    ca: "+ca+"\n    insecure_skip_verify: true\n"),
-			[]string{`adapter.tls.insecure_skip_verify: true with ca or server_name, which it would ignore: choose one`}},
+			[]string{`adapter.tls.insecure_skip_verify: true with ca "` + ca + `", which it would ignore: choose one`}},
 		{"grpcs health", "broker: nats://127.0.0.1:4222\nadapter:\n  service: orders\n  target: grpcs://127.0.0.1:9443\n  health:\n    grpc: true\n", nil},
+		{"upper-case grpc health", "broker: nats://127.0.0.1:4222\nadapter:\n  service: orders\n  target: GRPC://127.0.0.1:9090\n  health:\n    grpc: true\n", nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg, err := config.Parse(tc.name+".yaml", []byte(tc.yaml), noEnv)
@@ -57,7 +64,7 @@ func TestAppTLS(t *testing.T) {
 				if err != nil {
 					t.Fatalf("Parse = %v, want no error", err)
 				}
-				u := strings.TrimPrefix(strings.TrimPrefix(cfg.Adapter.Target, "https://"), "grpcs://")
+				_, u, _ := strings.Cut(cfg.Adapter.Target, "://")
 				tlsCfg, err := cfg.Adapter.TLS.ClientConfig(u)
 				if err != nil {
 					t.Fatalf("ClientConfig = %v", err)

@@ -222,7 +222,18 @@ func checkAddr(errs *Error, seen map[string]string, key, addr string, optional b
 // IsGRPCTarget tells whether an adapter target is a gRPC server
 // (grpc://, or grpcs:// over TLS).
 func IsGRPCTarget(target string) bool {
-	return strings.HasPrefix(target, "grpc://") || strings.HasPrefix(target, "grpcs://")
+	s := targetScheme(target)
+	return s == "grpc" || s == "grpcs"
+}
+
+// targetScheme is target's scheme, lower-cased as url.Parse does ("" if
+// none).
+func targetScheme(target string) string {
+	scheme, _, ok := strings.Cut(target, "://")
+	if !ok {
+		return ""
+	}
+	return strings.ToLower(scheme)
 }
 
 func checkTarget(errs *Error, target string, sectionLine int) {

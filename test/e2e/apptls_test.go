@@ -180,6 +180,16 @@ func testAppGRPCS(t *testing.T, b brokerCase, pki *testPKI) {
 		"id": unique("gscaller"), "broker": b.url, "service": service, "grpc": grpcAddr,
 	})
 	checkAppTLS(t, b, "grpcs://"+lis.Addr().String(), pki.caFile, cert, key, "grpc: true", "health check grpc.health.v1 on "+lis.Addr().String()+": SERVING")
+	// A client certificate the application refuses: in TLS 1.3 the
+	// refusal comes after the client's side of the handshake, and the check
+	// still sees it.
+	strangerCert, strangerKey := newTestPKI(t).clientFiles(t, "stranger")
+	file := writeFile(t, "check.yaml", "id: "+unique("check")+"\nbroker: "+b.url+"\nadmin: "+freePort(t)+
+		"\nadapter:\n  service: "+unique("svc")+"\n  target: grpcs://"+lis.Addr().String()+"\n  tls:\n    ca: "+pki.caFile+
+		"\n    server_name: app.internal\n    cert: "+strangerCert+"\n    key: "+strangerKey+"\n")
+	if code, stdout, stderr := runCLI(t, nil, "check", "--config", file); code != 1 || !strings.Contains(stdout, ": TLS:") {
+		t.Errorf("busmesh check with a client certificate the application refuses: exit %d, want 1 with a TLS failure\n%s%s", code, stdout, stderr)
+	}
 	conn, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithAuthority(service+".mesh"))
 	if err != nil {
 		t.Fatal(err)
@@ -220,6 +230,13 @@ func testAppUntrusted(t *testing.T, b brokerCase, pki *testPKI) {
 	startSidecar(t, "untrusted-caller", callerConfig, map[string]string{
 		"id": unique("ucaller"), "broker": b.url, "service": service, "http": freePort(t), "port": port,
 	})
+	file := writeFile(t, "check.yaml", "id: "+unique("check")+"\nbroker: "+b.url+"\nadmin: "+freePort(t)+
+		"\nadapter:\n  service: "+unique("svc")+"\n  target: "+app.URL+"\n  tls:\n    ca: "+other.caFile+"\n")
+	code, stdout, stderr := runCLI(t, nil, "check", "--config", file)
+	if code != 1 || !strings.Contains(stdout, "[FAIL] application "+app.URL+": TLS:") || !strings.Contains(stdout, "check adapter.tls") {
+		t.Errorf("busmesh check on an application with an untrusted certificate: exit %d, want 1 with a TLS failure and adapter.tls to check\n%s%s", code, stdout, stderr)
+	}
+
 	resp, err := http.Get("http://" + port + "/")
 	if err != nil {
 		t.Fatal(err)

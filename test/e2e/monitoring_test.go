@@ -350,7 +350,9 @@ func (m *monMesh) testLearntService(t *testing.T) {
 			// 250 ms (a loaded machine): this call rightly counts as
 			// unknown. Again with a service of its own, once it is counted.
 			t.Logf("first call to %s: 503 no-healthy-instances, the adapter answered the ask too late; again with a new service", service)
-			waitFor(5*time.Second, func() bool { return m.caller.sum("busmesh_ambassador_requests_total", unknown) > before })
+			if !waitFor(5*time.Second, func() bool { return m.caller.sum("busmesh_ambassador_requests_total", unknown) > before }) {
+				t.Fatalf("the 503 to %s was not counted under service=\"unknown\" within 5s", service)
+			}
 			continue
 		}
 		if resp.StatusCode != http.StatusOK {
