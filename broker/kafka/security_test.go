@@ -2,17 +2,7 @@ package kafka_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
-	"net"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -20,6 +10,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/busmesh/busmesh/broker"
+	"github.com/busmesh/busmesh/internal/testutil"
 )
 
 func TestSASL(t *testing.T) {
@@ -68,8 +59,8 @@ func TestSASL(t *testing.T) {
 }
 
 func TestTLS(t *testing.T) {
-	serverTLS, caFile := selfSigned(t)
-	c := startCluster(t, kfake.TLS(serverTLS))
+	tlsConfig, caFile := serverTLS(t)
+	c := startCluster(t, kfake.TLS(tlsConfig))
 	url := strings.Replace(c.url, "kafka://", "kafkas://", 1) + "?tls_ca=" + caFile
 	b := dial(t, url)
 	defer b.Close()
@@ -103,32 +94,11 @@ func TestTLS(t *testing.T) {
 	}
 }
 
-// selfSigned returns a server TLS config for 127.0.0.1 and the path of its
-// certificate as a PEM file.
-func selfSigned(t *testing.T) (*tls.Config, string) {
+// serverTLS returns a server TLS config for 127.0.0.1, its certificate
+// from a CA of the test's own, and the path of the CA's certificate as a
+// PEM file (what a client's tls_ca names).
+func serverTLS(t *testing.T) (*tls.Config, string) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "kfake"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IPAddresses:           []net.IP{net.ParseIP("127.0.0.1")},
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	file := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(file, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}, file
+	ca := testutil.NewCA(t, "kafka-test")
+	return &tls.Config{Certificates: []tls.Certificate{ca.Server(t, "127.0.0.1")}, MinVersion: tls.VersionTLS12}, ca.File
 }

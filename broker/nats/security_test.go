@@ -2,16 +2,8 @@ package nats_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -22,36 +14,16 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/busmesh/busmesh/broker"
+	"github.com/busmesh/busmesh/internal/testutil"
 )
 
-// selfSigned returns a server TLS config for 127.0.0.1 and the path of its
-// certificate as a PEM file.
-func selfSigned(t *testing.T) (*tls.Config, string) {
+// serverTLS returns a server TLS config for 127.0.0.1, its certificate
+// from a CA of the test's own, and the path of the CA's certificate as a
+// PEM file (what a client's tls_ca names).
+func serverTLS(t *testing.T) (*tls.Config, string) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "nats-test"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IPAddresses:           []net.IP{net.ParseIP("127.0.0.1")},
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	file := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(file, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}, MinVersion: tls.VersionTLS12}, file
+	ca := testutil.NewCA(t, "nats-test")
+	return &tls.Config{Certificates: []tls.Certificate{ca.Server(t, "127.0.0.1")}, MinVersion: tls.VersionTLS12}, ca.File
 }
 
 // startSecureServer starts an in-process NATS server on a free loopback
@@ -101,7 +73,7 @@ func roundTrip(t *testing.T, b broker.Broker) {
 // or an NKey seed (nkey); without the CA, with a wrong password or with
 // no credentials the connection fails.
 func TestTLSAndCredentials(t *testing.T) {
-	serverTLS, caFile := selfSigned(t)
+	tlsConfig, caFile := serverTLS(t)
 	user, err := nkeys.CreateUser()
 	if err != nil {
 		t.Fatal(err)
@@ -112,7 +84,7 @@ func TestTLSAndCredentials(t *testing.T) {
 	if err := os.WriteFile(seedFile, seed, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	addr := startSecureServer(t, serverTLS, pub)
+	addr := startSecureServer(t, tlsConfig, pub)
 	open := func(url string) (broker.Broker, error) {
 		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 		defer cancel()

@@ -2,17 +2,11 @@ package rabbitmq_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -24,61 +18,12 @@ import (
 	"github.com/busmesh/busmesh/broker"
 	"github.com/busmesh/busmesh/broker/brokertest"
 	"github.com/busmesh/busmesh/broker/rabbitmq"
+	"github.com/busmesh/busmesh/internal/testutil"
 )
 
 // serverName is the only name the terminator's certificate carries: a
 // client dialing 127.0.0.1 must say tls_server_name=rabbitmq.test.
 const serverName = "rabbitmq.test"
-
-// testCA is a throw-away CA: its certificate in a PEM file, its key to
-// issue with.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	file string
-}
-
-func newTestCA(t *testing.T, name string) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	file := filepath.Join(t.TempDir(), name+".pem")
-	if err := os.WriteFile(file, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return &testCA{cert: cert, key: key, file: file}
-}
-
-// serverCert issues a server certificate for dnsName.
-func (ca *testCA) serverCert(t *testing.T, dnsName string) tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: dnsName}, DNSNames: []string{dnsName},
-		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-}
 
 // tlsTerminator is a TLS listener on loopback that forwards the bytes of
 // each connection to target in the clear: the TLS listener the shared
@@ -140,11 +85,11 @@ func tlsTerminator(t *testing.T, cert tls.Certificate, target string) string {
 // amqpsSetup starts a TLS terminator in front of a proxy to the test
 // RabbitMQ, and returns its address, the proxy, and the CA that issued its
 // certificate.
-func amqpsSetup(t *testing.T) (addr string, proxy *brokertest.Proxy, ca *testCA) {
+func amqpsSetup(t *testing.T) (addr string, proxy *brokertest.Proxy, ca *testutil.CA) {
 	t.Helper()
 	proxy = brokertest.NewProxy(t, testAddr(t))
-	ca = newTestCA(t, "busmesh-test-ca")
-	return tlsTerminator(t, ca.serverCert(t, serverName), proxy.Addr()), proxy, ca
+	ca = testutil.NewCA(t, "busmesh-test-ca")
+	return tlsTerminator(t, ca.Server(t, serverName), proxy.Addr()), proxy, ca
 }
 
 // TestAMQPS: amqps:// with tls_ca and tls_server_name carries a request
@@ -153,7 +98,7 @@ func amqpsSetup(t *testing.T) (addr string, proxy *brokertest.Proxy, ca *testCA)
 // error that says why.
 func TestAMQPS(t *testing.T) {
 	addr, _, ca := amqpsSetup(t)
-	url := fmt.Sprintf("amqps://guest:guest@%s/?tls_ca=%s&tls_server_name=%s", addr, ca.file, serverName)
+	url := fmt.Sprintf("amqps://guest:guest@%s/?tls_ca=%s&tls_server_name=%s", addr, ca.File, serverName)
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
 
@@ -189,12 +134,12 @@ func TestAMQPS(t *testing.T) {
 		name, url, want string
 		is              func(error) bool
 	}{
-		{"another CA", fmt.Sprintf("amqps://guest:guest@%s/?tls_ca=%s&tls_server_name=%s", addr, newTestCA(t, "other-ca").file, serverName),
+		{"another CA", fmt.Sprintf("amqps://guest:guest@%s/?tls_ca=%s&tls_server_name=%s", addr, testutil.NewCA(t, "other-ca").File, serverName),
 			"does not verify against tls_ca", func(err error) bool {
 				var e x509.UnknownAuthorityError
 				return errors.As(err, &e)
 			}},
-		{"no server name", fmt.Sprintf("amqps://guest:guest@%s/?tls_ca=%s", addr, ca.file),
+		{"no server name", fmt.Sprintf("amqps://guest:guest@%s/?tls_ca=%s", addr, ca.File),
 			"tls_server_name", func(err error) bool {
 				var e x509.HostnameError
 				return errors.As(err, &e)
@@ -224,7 +169,7 @@ func TestAMQPS(t *testing.T) {
 // the TLS terminator; Restart cuts the connections behind it.
 func TestConformanceAMQPS(t *testing.T) {
 	addr, proxy, ca := amqpsSetup(t)
-	url := fmt.Sprintf("amqps://guest:guest@%s/?tls_ca=%s&tls_server_name=%s", addr, ca.file, serverName)
+	url := fmt.Sprintf("amqps://guest:guest@%s/?tls_ca=%s&tls_server_name=%s", addr, ca.File, serverName)
 	t.Run("rabbitmq-amqps", func(t *testing.T) {
 		brokertest.Run(t, brokertest.Features{
 			Ordered: true,
@@ -237,7 +182,7 @@ func TestConformanceAMQPS(t *testing.T) {
 // TestTLSOptions: the TLS options are checked before dialing, by name.
 func TestTLSOptions(t *testing.T) {
 	t.Parallel()
-	ca := newTestCA(t, "ca")
+	ca := testutil.NewCA(t, "ca")
 	notPEM := filepath.Join(t.TempDir(), "empty.pem")
 	if err := os.WriteFile(notPEM, []byte("nothing"), 0o600); err != nil {
 		t.Fatal(err)
@@ -245,11 +190,11 @@ func TestTLSOptions(t *testing.T) {
 	tests := []struct {
 		name, url, want string
 	}{
-		{"plain amqp", "amqp://guest:s3cret-pw@127.0.0.1:1/?tls_ca=" + ca.file, `option tls_ca="` + ca.file + `": only with amqps://`},
+		{"plain amqp", "amqp://guest:s3cret-pw@127.0.0.1:1/?tls_ca=" + ca.File, `option tls_ca="` + ca.File + `": only with amqps://`},
 		{"missing CA file", "amqps://guest:s3cret-pw@127.0.0.1:1/?tls_ca=/nonexistent.pem", `option tls_ca="/nonexistent.pem": want a readable PEM file`},
 		{"CA file without certificates", "amqps://guest:s3cret-pw@127.0.0.1:1/?tls_ca=" + notPEM, "found none"},
-		{"cert without key", "amqps://guest:s3cret-pw@127.0.0.1:1/?tls_cert=" + ca.file, "tls_cert and tls_key go together"},
-		{"twice", "amqps://guest:s3cret-pw@127.0.0.1:1/?tls_ca=" + ca.file + "&cacertfile=" + ca.file, "options tls_ca and cacertfile"},
+		{"cert without key", "amqps://guest:s3cret-pw@127.0.0.1:1/?tls_cert=" + ca.File, "tls_cert and tls_key go together"},
+		{"twice", "amqps://guest:s3cret-pw@127.0.0.1:1/?tls_ca=" + ca.File + "&cacertfile=" + ca.File, "options tls_ca and cacertfile"},
 		{"empty server name", "amqps://guest:s3cret-pw@127.0.0.1:1/?tls_server_name=", `option tls_server_name=""`},
 	}
 	for _, tt := range tests {

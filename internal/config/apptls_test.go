@@ -1,21 +1,14 @@
 package config_test
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
-	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/busmesh/busmesh/internal/config"
+	"github.com/busmesh/busmesh/internal/testutil"
 )
 
 // TestAppTLS: adapter.tls is checked against the target and its files are
@@ -23,7 +16,7 @@ import (
 // gives the TLS config the adapter uses.
 func TestAppTLS(t *testing.T) {
 	dir := t.TempDir()
-	ca, cert, key := writeTestCert(t, dir)
+	ca, cert, key := writeTestCert(t)
 	garbage := filepath.Join(dir, "garbage.pem")
 	if err := os.WriteFile(garbage, []byte("not pem"), 0o600); err != nil {
 		t.Fatal(err)
@@ -110,42 +103,9 @@ func TestAppTLS(t *testing.T) {
 
 // writeTestCert writes a CA and a client certificate for "adapter" it
 // signed, with its key, and returns their files.
-func writeTestCert(t *testing.T, dir string) (ca, cert, key string) {
+func writeTestCert(t *testing.T) (ca, cert, key string) {
 	t.Helper()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caCert, _ := x509.ParseCertificate(caDER)
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "adapter"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}, caCert, &k.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, cert, key = filepath.Join(dir, "ca.pem"), filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	for _, f := range []struct {
-		file, typ string
-		der       []byte
-	}{{ca, "CERTIFICATE", caDER}, {cert, "CERTIFICATE", der}, {key, "PRIVATE KEY", keyDER}} {
-		if err := os.WriteFile(f.file, pem.EncodeToMemory(&pem.Block{Type: f.typ, Bytes: f.der}), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return ca, cert, key
+	c := testutil.NewCA(t, "test CA")
+	cert, key = c.WriteFiles(t, c.Client(t, "adapter"), "adapter")
+	return c.File, cert, key
 }

@@ -2,20 +2,12 @@ package e2e
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -29,6 +21,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 
+	"github.com/busmesh/busmesh/internal/testutil"
 	"github.com/busmesh/busmesh/test/testpb"
 )
 
@@ -60,13 +53,13 @@ adapter:
 func TestAppTLS(t *testing.T) {
 	b := brokers(t)[0]
 	requireBroker(t, b)
-	pki := newTestPKI(t)
-	t.Run("HTTPS", func(t *testing.T) { testAppHTTPS(t, b, pki) })
-	t.Run("GRPCS", func(t *testing.T) { testAppGRPCS(t, b, pki) })
-	t.Run("Untrusted", func(t *testing.T) { testAppUntrusted(t, b, pki) })
+	ca := testutil.NewCA(t, "app CA")
+	t.Run("HTTPS", func(t *testing.T) { testAppHTTPS(t, b, ca) })
+	t.Run("GRPCS", func(t *testing.T) { testAppGRPCS(t, b, ca) })
+	t.Run("Untrusted", func(t *testing.T) { testAppUntrusted(t, b, ca) })
 }
 
-func testAppHTTPS(t *testing.T, b brokerCase, pki *testPKI) {
+func testAppHTTPS(t *testing.T, b brokerCase, ca *testutil.CA) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {})
 	mux.HandleFunc("/ws", func(w http.ResponseWriter, r *http.Request) {
@@ -90,21 +83,21 @@ func testAppHTTPS(t *testing.T, b brokerCase, pki *testPKI) {
 		w.Write(body)
 	})
 	app := httptest.NewUnstartedServer(mux)
-	app.TLS = pki.serverConfig(t)
+	app.TLS = appServerTLS(t, ca)
 	app.StartTLS()
 	t.Cleanup(app.Close)
 
-	cert, key := pki.clientFiles(t, "adapter-one")
+	cert, key := clientFiles(t, ca, "adapter-one")
 	service, port := unique("tls"), freePort(t)
 	startSidecar(t, "tls-callee", appTLSCalleeConfig, map[string]string{
 		"id": unique("tlscallee"), "broker": b.url, "service": service, "target": app.URL,
-		"ca": pki.caFile, "cert": cert, "key": key, "health": "http: /healthz",
+		"ca": ca.File, "cert": cert, "key": key, "health": "http: /healthz",
 	})
 	startSidecar(t, "tls-caller", callerConfig, map[string]string{
 		"id": unique("tlscaller"), "broker": b.url, "service": service, "http": freePort(t), "port": port,
 	})
 
-	checkAppTLS(t, b, app.URL, pki.caFile, cert, key, "http: /healthz", "health check GET /healthz answers 200")
+	checkAppTLS(t, b, app.URL, ca.File, cert, key, "http: /healthz", "health check GET /healthz answers 200")
 
 	call := func(path string) string {
 		t.Helper()
@@ -138,7 +131,7 @@ func testAppHTTPS(t *testing.T, b brokerCase, pki *testPKI) {
 
 	// A rotated certificate: written over the files, it is shown on the
 	// adapter's next connection (the files are looked at once a second).
-	newCert, newKey := pki.clientFiles(t, "adapter-two")
+	newCert, newKey := clientFiles(t, ca, "adapter-two")
 	for _, f := range [][2]string{{newCert, cert}, {newKey, key}} {
 		if err := os.Rename(f[0], f[1]); err != nil {
 			t.Fatal(err)
@@ -150,7 +143,7 @@ func testAppHTTPS(t *testing.T, b brokerCase, pki *testPKI) {
 	})
 }
 
-func testAppGRPCS(t *testing.T, b brokerCase, pki *testPKI) {
+func testAppGRPCS(t *testing.T, b brokerCase, ca *testutil.CA) {
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -164,28 +157,28 @@ func testAppGRPCS(t *testing.T, b brokerCase, pki *testPKI) {
 		}
 		return h(ctx, req)
 	}
-	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(pki.serverConfig(t))), grpc.UnaryInterceptor(tellCN))
+	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(appServerTLS(t, ca))), grpc.UnaryInterceptor(tellCN))
 	testpb.RegisterEchoServer(srv, testpb.Server{})
 	healthpb.RegisterHealthServer(srv, health.NewServer())
 	go srv.Serve(lis)
 	t.Cleanup(srv.Stop)
 
-	cert, key := pki.clientFiles(t, "grpc-adapter")
+	cert, key := clientFiles(t, ca, "grpc-adapter")
 	service, grpcAddr := unique("grpcs"), freePort(t)
 	startSidecar(t, "grpcs-callee", appTLSCalleeConfig, map[string]string{
 		"id": unique("gscallee"), "broker": b.url, "service": service, "target": "grpcs://" + lis.Addr().String(),
-		"ca": pki.caFile, "cert": cert, "key": key, "health": "grpc: true",
+		"ca": ca.File, "cert": cert, "key": key, "health": "grpc: true",
 	})
 	startSidecar(t, "grpcs-caller", grpcCallerConfig, map[string]string{
 		"id": unique("gscaller"), "broker": b.url, "service": service, "grpc": grpcAddr,
 	})
-	checkAppTLS(t, b, "grpcs://"+lis.Addr().String(), pki.caFile, cert, key, "grpc: true", "health check grpc.health.v1 on "+lis.Addr().String()+": SERVING")
+	checkAppTLS(t, b, "grpcs://"+lis.Addr().String(), ca.File, cert, key, "grpc: true", "health check grpc.health.v1 on "+lis.Addr().String()+": SERVING")
 	// A client certificate the application refuses: in TLS 1.3 the
 	// refusal comes after the client's side of the handshake, and the check
 	// still sees it.
-	strangerCert, strangerKey := newTestPKI(t).clientFiles(t, "stranger")
+	strangerCert, strangerKey := clientFiles(t, testutil.NewCA(t, "stranger CA"), "stranger")
 	file := writeFile(t, "check.yaml", "id: "+unique("check")+"\nbroker: "+b.url+"\nadmin: "+freePort(t)+
-		"\nadapter:\n  service: "+unique("svc")+"\n  target: grpcs://"+lis.Addr().String()+"\n  tls:\n    ca: "+pki.caFile+
+		"\nadapter:\n  service: "+unique("svc")+"\n  target: grpcs://"+lis.Addr().String()+"\n  tls:\n    ca: "+ca.File+
 		"\n    server_name: app.internal\n    cert: "+strangerCert+"\n    key: "+strangerKey+"\n")
 	if code, stdout, stderr := runCLI(t, nil, "check", "--config", file); code != 1 || !strings.Contains(stdout, ": TLS:") {
 		t.Errorf("busmesh check with a client certificate the application refuses: exit %d, want 1 with a TLS failure\n%s%s", code, stdout, stderr)
@@ -211,27 +204,27 @@ func testAppGRPCS(t *testing.T, b brokerCase, pki *testPKI) {
 // testAppUntrusted: an adapter that trusts another CA refuses the
 // application's certificate, and the caller gets 502 app-unreachable, not
 // an answer from an application it could not verify.
-func testAppUntrusted(t *testing.T, b brokerCase, pki *testPKI) {
+func testAppUntrusted(t *testing.T, b brokerCase, ca *testutil.CA) {
 	app := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("unverified"))
 	}))
-	app.TLS = pki.serverConfig(t)
+	app.TLS = appServerTLS(t, ca)
 	app.TLS.ClientAuth = tls.NoClientCert
 	app.StartTLS()
 	t.Cleanup(app.Close)
 
-	other := newTestPKI(t)
-	cert, key := other.clientFiles(t, "adapter")
+	other := testutil.NewCA(t, "another CA")
+	cert, key := clientFiles(t, other, "adapter")
 	service, port := unique("untrusted"), freePort(t)
 	startSidecar(t, "untrusted-callee", strings.Replace(appTLSCalleeConfig, "  health:\n    {{health}}\n    interval: 200ms\n", "", 1), map[string]string{
 		"id": unique("ucallee"), "broker": b.url, "service": service, "target": app.URL,
-		"ca": other.caFile, "cert": cert, "key": key,
+		"ca": other.File, "cert": cert, "key": key,
 	})
 	startSidecar(t, "untrusted-caller", callerConfig, map[string]string{
 		"id": unique("ucaller"), "broker": b.url, "service": service, "http": freePort(t), "port": port,
 	})
 	file := writeFile(t, "check.yaml", "id: "+unique("check")+"\nbroker: "+b.url+"\nadmin: "+freePort(t)+
-		"\nadapter:\n  service: "+unique("svc")+"\n  target: "+app.URL+"\n  tls:\n    ca: "+other.caFile+"\n")
+		"\nadapter:\n  service: "+unique("svc")+"\n  target: "+app.URL+"\n  tls:\n    ca: "+other.File+"\n")
 	code, stdout, stderr := runCLI(t, nil, "check", "--config", file)
 	if code != 1 || !strings.Contains(stdout, "[FAIL] application "+app.URL+": TLS:") || !strings.Contains(stdout, "check adapter.tls") {
 		t.Errorf("busmesh check on an application with an untrusted certificate: exit %d, want 1 with a TLS failure and adapter.tls to check\n%s%s", code, stdout, stderr)
@@ -271,105 +264,19 @@ func clientCN(s *tls.ConnectionState) string {
 	return s.PeerCertificates[0].Subject.CommonName
 }
 
-// testPKI is a CA of the test's own: its certificate in caFile, and what
-// it signs.
-type testPKI struct {
-	dir    string
-	caFile string
-	ca     *x509.Certificate
-	caKey  *ecdsa.PrivateKey
-}
-
-func newTestPKI(t *testing.T) *testPKI {
-	t.Helper()
-	p := &testPKI{dir: t.TempDir()}
-	p.caKey = newKey(t)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &p.caKey.PublicKey, p.caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if p.ca, err = x509.ParseCertificate(der); err != nil {
-		t.Fatal(err)
-	}
-	p.caFile = filepath.Join(p.dir, "ca.pem")
-	writePEM(t, p.caFile, "CERTIFICATE", der)
-	return p
-}
-
-func newKey(t *testing.T) *ecdsa.PrivateKey {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
-func writePEM(t *testing.T, file, typ string, der []byte) {
-	t.Helper()
-	if err := os.WriteFile(file, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-}
-
-var serial = big.NewInt(1)
-
-// issue signs a certificate for cn (and, for a server, the name
-// app.internal only: the adapter must verify server_name, not the IP it
-// dials).
-func (p *testPKI) issue(t *testing.T, cn string, server bool) (*x509.Certificate, []byte, *ecdsa.PrivateKey) {
-	t.Helper()
-	k := newKey(t)
-	serial = new(big.Int).Add(serial, big.NewInt(1))
-	tmpl := &x509.Certificate{
-		SerialNumber: serial, Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
-	if server {
-		tmpl.ExtKeyUsage, tmpl.DNSNames = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, []string{"app.internal"}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.ca, &k.PublicKey, p.caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c, der, k
-}
-
-// serverConfig is an application's TLS: a certificate for app.internal,
-// and a client certificate of this CA required.
-func (p *testPKI) serverConfig(t *testing.T) *tls.Config {
-	t.Helper()
-	c, der, k := p.issue(t, "app", true)
-	pool := x509.NewCertPool()
-	pool.AddCert(p.ca)
+// appServerTLS is an application's TLS: a certificate of ca for
+// app.internal only (the adapter must verify server_name, not the IP it
+// dials), and a client certificate of ca required.
+func appServerTLS(t *testing.T, ca *testutil.CA) *tls.Config {
 	return &tls.Config{
-		Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: k, Leaf: c}},
+		Certificates: []tls.Certificate{ca.Server(t, "app.internal")},
 		ClientAuth:   tls.RequireAndVerifyClientCert,
-		ClientCAs:    pool,
+		ClientCAs:    ca.Pool(),
 	}
 }
 
-// clientFiles writes a client certificate for cn and its key, and returns
-// their files.
-func (p *testPKI) clientFiles(t *testing.T, cn string) (cert, key string) {
-	t.Helper()
-	_, der, k := p.issue(t, cn, false)
-	keyDER, err := x509.MarshalPKCS8PrivateKey(k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, key = filepath.Join(p.dir, cn+".pem"), filepath.Join(p.dir, cn+"-key.pem")
-	writePEM(t, cert, "CERTIFICATE", der)
-	writePEM(t, key, "PRIVATE KEY", keyDER)
-	return cert, key
+// clientFiles writes a client certificate of ca for cn and its key, and
+// returns their files.
+func clientFiles(t *testing.T, ca *testutil.CA, cn string) (cert, key string) {
+	return ca.WriteFiles(t, ca.Client(t, cn), cn)
 }
