@@ -25,7 +25,11 @@ to every workload whose pod template has these annotations:
 
   busmesh.io/service    the service the pod serves (runs an adapter)
   busmesh.io/port       the application's port, where the adapter calls it
-  busmesh.io/protocol   http (default) or grpc
+  busmesh.io/protocol   http (default), grpc, https or grpcs
+  busmesh.io/app-tls    with https or grpcs: a Secret with ca.crt, tls.crt and
+                        tls.key for the adapter's TLS to the application
+  busmesh.io/app-server-name
+                        the name the application's certificate must carry
   busmesh.io/health     a path the adapter checks, e.g. /healthz
   busmesh.io/upstreams  services the application calls, with local ports:
                         orders:9001,payments:9002 (runs an ambassador, also on

@@ -285,6 +285,25 @@ func TestChartAllow(t *testing.T) {
 	}
 }
 
+// TestChartAppTLS: a grpcs application with appTLS gets its Secret
+// mounted and named in adapter.tls, with the gRPC health check, and the
+// sidecar takes the config (checkSidecar loads real files in their place).
+func TestChartAppTLS(t *testing.T) {
+	objs := render(t, "", map[string]any{
+		"app":    map[string]any{"name": "billing"},
+		"mesh":   map[string]any{"service": "billing", "protocol": "grpcs"},
+		"appTLS": map[string]any{"secretName": "billing-client", "serverName": "billing.internal"},
+	})
+	w := checkSidecar(t, objects(objs, "billing")[0], objs)
+	if w.appTLS == nil || w.appTLS.Secret.SecretName != "billing-client" {
+		t.Errorf("app TLS volume = %+v, want the Secret billing-client", w.appTLS)
+	}
+	a := w.config.Adapter
+	if a == nil || a.Target != "grpcs://127.0.0.1:8080" || a.Health == nil || !a.Health.GRPC || a.TLS == nil || a.TLS.ServerName != "billing.internal" {
+		t.Errorf("adapter = %+v, want grpcs://127.0.0.1:8080, the gRPC health check and server_name billing.internal", a)
+	}
+}
+
 func TestChartRefusesBadValues(t *testing.T) {
 	ch, err := loader.Load(chartDir)
 	if err != nil {
@@ -297,6 +316,7 @@ func TestChartRefusesBadValues(t *testing.T) {
 		// values.schema.json
 		{map[string]any{"broker": map[string]any{"kind": "redis"}}, "/broker/kind"},
 		{map[string]any{"mesh": map[string]any{"protocol": "tcp"}}, "/mesh/protocol"},
+		{map[string]any{"appTLS": map[string]any{"secretName": "x"}}, "appTLS: TLS to the application needs mesh.protocol https or grpcs, not http"},
 		{map[string]any{"mesh": map[string]any{"servce": "orders"}}, "servce"},
 		{map[string]any{"mesh": map[string]any{"upstreams": map[string]any{"orders": "9001x"}}}, "/mesh/upstreams/orders"},
 		{map[string]any{"admin": map[string]any{"port": 70000}}, "/admin/port"},

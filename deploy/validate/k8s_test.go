@@ -24,6 +24,7 @@ import (
 
 	"github.com/busmesh/busmesh/internal/config"
 	"github.com/busmesh/busmesh/internal/identity"
+	"github.com/busmesh/busmesh/internal/testutil"
 )
 
 // object is one decoded manifest document.
@@ -138,6 +139,7 @@ type sidecarWiring struct {
 	config    *config.Config
 	broker    *corev1.EnvVar
 	identity  *corev1.Volume
+	appTLS    *corev1.Volume // the adapter's TLS to its application
 }
 
 // checkSidecar checks the busmesh native sidecar of a pod: restart policy,
@@ -276,6 +278,11 @@ func checkSidecar(t *testing.T, o object, objs []object) sidecarWiring {
 				t.Errorf("%s: /etc/busmesh/identity is no Secret", o)
 			}
 			w.identity = v
+		case "/etc/busmesh/app-tls":
+			if v.Secret == nil || v.Secret.SecretName == "" {
+				t.Errorf("%s: /etc/busmesh/app-tls is no Secret", o)
+			}
+			w.appTLS = v
 		default:
 			t.Errorf("%s: busmesh mounts %s at %s", o, m.Name, m.MountPath)
 		}
@@ -284,6 +291,7 @@ func checkSidecar(t *testing.T, o object, objs []object) sidecarWiring {
 		t.Fatalf("%s: busmesh has no config at /etc/busmesh/config/sidecar.yaml", o)
 	}
 	configText = withIdentityFiles(t, o, configText, w.identity)
+	configText = withAppTLSFiles(t, o, configText, w.appTLS)
 	broker := "nats://broker-from-a-secret:4222"
 	if w.broker != nil && w.broker.Value != "" && !strings.Contains(w.broker.Value, "$(") {
 		broker = w.broker.Value
@@ -405,6 +413,47 @@ func withIdentityFiles(t *testing.T, o object, configText string, mounted *corev
 		}
 	}
 	c["identity"] = files
+	out, err := yaml.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(out)
+}
+
+// withAppTLSFiles checks that an adapter config names the application TLS
+// Secret's files where the pod mounts them, if it mounts one, and returns
+// the config with those paths pointing at real files (a CA and a client
+// certificate issued here), so that Parse loads them as the sidecar would.
+func withAppTLSFiles(t *testing.T, o object, configText string, mounted *corev1.Volume) string {
+	t.Helper()
+	var c map[string]any
+	if err := yaml.Unmarshal([]byte(configText), &c); err != nil {
+		t.Fatalf("%s: sidecar.yaml: %v", o, err)
+	}
+	adapter, _ := c["adapter"].(map[string]any)
+	tlsCfg, _ := adapter["tls"].(map[string]any)
+	files := map[string]string{"ca": "/etc/busmesh/app-tls/ca.crt", "cert": "/etc/busmesh/app-tls/tls.crt", "key": "/etc/busmesh/app-tls/tls.key"}
+	switch {
+	case mounted == nil:
+		for k := range files {
+			if tlsCfg[k] != nil {
+				t.Errorf("%s: adapter.tls.%s is set, but no Secret is mounted at /etc/busmesh/app-tls", o, k)
+			}
+		}
+		return configText
+	case tlsCfg == nil:
+		t.Errorf("%s: the application TLS Secret %s is mounted, but the adapter's config names no adapter.tls", o, mounted.Secret.SecretName)
+		return configText
+	}
+	ca := testutil.NewCA(t, "app CA")
+	cert, key := ca.WriteFiles(t, ca.Client(t, "adapter"), "adapter")
+	real := map[string]string{"ca": ca.File, "cert": cert, "key": key}
+	for k, want := range files {
+		if tlsCfg[k] != want {
+			t.Errorf("%s: adapter.tls.%s = %v, want %s (the mounted Secret's file)", o, k, tlsCfg[k], want)
+		}
+		tlsCfg[k] = real[k]
+	}
 	out, err := yaml.Marshal(c)
 	if err != nil {
 		t.Fatal(err)

@@ -19,9 +19,18 @@ const (
 	// AnnotationPort is the application's port on localhost, where the
 	// adapter makes the calls.
 	AnnotationPort = "busmesh.io/port"
-	// AnnotationProtocol is http (default) or grpc: how the adapter calls
-	// the application.
+	// AnnotationProtocol is http (default), grpc, https or grpcs: how the
+	// adapter calls the application.
 	AnnotationProtocol = "busmesh.io/protocol"
+	// AnnotationAppTLS names a Secret (ca.crt, tls.crt, tls.key: what
+	// cert-manager's Certificate writes) mounted read-only at AppTLSDir:
+	// the roots the application's certificate must chain to and the
+	// client certificate the adapter shows it (adapter.tls). Needs https or
+	// grpcs.
+	AnnotationAppTLS = "busmesh.io/app-tls"
+	// AnnotationAppServerName is the name the application's certificate
+	// must carry (adapter.tls.server_name); default 127.0.0.1.
+	AnnotationAppServerName = "busmesh.io/app-server-name"
 	// AnnotationHealth is a path the adapter GETs to check an HTTP
 	// application; without it the application counts as healthy.
 	AnnotationHealth = "busmesh.io/health"
@@ -63,6 +72,8 @@ const (
 	ConfigFile = ConfigDir + "/sidecar.yaml"
 	// IdentityDir holds the identity Secret's files.
 	IdentityDir = "/etc/busmesh/identity"
+	// AppTLSDir holds the AnnotationAppTLS Secret's files.
+	AppTLSDir = "/etc/busmesh/app-tls"
 	// RunAsUser is the sidecar's user and group id (the image's nonroot).
 	RunAsUser = 65532
 )
@@ -80,6 +91,9 @@ type spec struct {
 	brokerSecret string
 	identity     string
 	mesh         string
+	// appTLS is the Secret of the adapter's TLS to the application, and
+	// appServerName the name to verify.
+	appTLS, appServerName string
 }
 
 // BrokerSecretKey is the key of the broker URL in AnnotationBrokerSecret's
@@ -122,10 +136,25 @@ func parseSpec(get func(string) (string, bool), defaultBroker string) (*spec, er
 		bad("%s (and %s) or %s is missing: nothing to serve or call", AnnotationService, AnnotationPort, AnnotationUpstreams)
 	}
 	if p, ok := get(AnnotationProtocol); ok {
-		if p != "http" && p != "grpc" {
-			bad("%s: %q is not a protocol (allowed: http, grpc)", AnnotationProtocol, p)
+		if p != "http" && p != "grpc" && p != "https" && p != "grpcs" {
+			bad("%s: %q is not a protocol (allowed: http, grpc, https, grpcs)", AnnotationProtocol, p)
 		}
 		s.protocol = p
+	}
+	if sec, ok := get(AnnotationAppTLS); ok {
+		switch {
+		case sec == "":
+			bad("%s: empty: the name of a Secret with ca.crt, tls.crt and tls.key", AnnotationAppTLS)
+		case s.protocol != "https" && s.protocol != "grpcs":
+			bad("%s: %q: TLS to the application needs %s https or grpcs, not %s", AnnotationAppTLS, sec, AnnotationProtocol, s.protocol)
+		}
+		s.appTLS = sec
+	}
+	if name, ok := get(AnnotationAppServerName); ok {
+		if s.protocol != "https" && s.protocol != "grpcs" {
+			bad("%s: %q: TLS to the application needs %s https or grpcs, not %s", AnnotationAppServerName, name, AnnotationProtocol, s.protocol)
+		}
+		s.appServerName = name
 	}
 	if h, ok := get(AnnotationHealth); ok {
 		if !strings.HasPrefix(h, "/") {

@@ -213,6 +213,7 @@ func addSidecar(template, podSpec *yaml.Node, s *spec, cfg, image string) {
 	upsertNamed(child(podSpec, "initContainers", yaml.SequenceNode), ContainerName, toNode(sidecar(s, image)), true)
 	vols := child(podSpec, "volumes", yaml.SequenceNode)
 	removeNamed(vols, identityVolume) // the identity may have been dropped
+	removeNamed(vols, appTLSVolume)   // so may the application's TLS
 	for _, v := range volumes(s) {
 		upsertNamed(vols, v.Name, toNode(v), false)
 	}

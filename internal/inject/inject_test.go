@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -51,6 +52,7 @@ func TestInjectGolden(t *testing.T) {
 		"pod/orders injected",
 		"cronjob/report injected",
 		"daemonset/agent injected",
+		"deployment/billing injected",
 	}
 	if diff := cmp.Diff(got, want); diff != "" {
 		t.Errorf("results (-got +want):\n%s", diff)
@@ -83,9 +85,13 @@ func TestInjectTwiceIsOnce(t *testing.T) {
 	// Changed annotations replace what the first run added, in place.
 	changed := regexp.MustCompile(`(?m)^ *busmesh.io/identity: caller-identity\n`).ReplaceAll(once, nil)
 	changed = bytes.ReplaceAll(changed, []byte("busmesh.io/port: \"8080\""), []byte("busmesh.io/port: \"8081\""))
+	changed = regexp.MustCompile(`(?m)^ *busmesh.io/app-tls: billing-client\n`).ReplaceAll(changed, nil)
 	again := run(t, changed)
-	if n := bytes.Count(again, []byte("- name: busmesh\n")); n != 5 {
-		t.Errorf("after a re-injection: %d busmesh containers, want 5 (one per workload)", n)
+	if n := bytes.Count(again, []byte("- name: busmesh\n")); n != 6 {
+		t.Errorf("after a re-injection: %d busmesh containers, want 6 (one per workload)", n)
+	}
+	if bytes.Contains(again, []byte("busmesh-app-tls")) || bytes.Contains(again, []byte(inject.AppTLSDir)) {
+		t.Errorf("the application TLS volume or its files stayed after busmesh.io/app-tls was removed")
 	}
 	if bytes.Contains(again, []byte("busmesh-identity")) {
 		t.Errorf("the identity volume stayed after busmesh.io/identity was removed")
@@ -122,7 +128,7 @@ func TestInjectKeepsTheRest(t *testing.T) {
 			}
 			spec := tmpl["spec"].(map[string]any)
 			spec["initContainers"] = dropNamed(spec["initContainers"], "busmesh")
-			spec["volumes"] = dropNamed(dropNamed(spec["volumes"], "busmesh-config"), "busmesh-identity")
+			spec["volumes"] = dropNamed(dropNamed(dropNamed(spec["volumes"], "busmesh-config"), "busmesh-identity"), "busmesh-app-tls")
 			for _, k := range []string{"initContainers", "volumes"} {
 				if spec[k] == nil {
 					delete(spec, k)
@@ -199,7 +205,7 @@ func TestInjectConfig(t *testing.T) {
 	}
 	docs := decodeAll(t, run(t, in))
 	configs := map[string]*config.Config{}
-	identities := map[string]any{}
+	identities, appTLSs := map[string]any{}, map[string]any{}
 	for _, doc := range docs {
 		for _, tmpl := range templates(doc) {
 			ann := tmpl["metadata"].(map[string]any)["annotations"].(map[string]any)
@@ -211,9 +217,20 @@ func TestInjectConfig(t *testing.T) {
 			if err := yaml.Unmarshal(text, &raw); err != nil {
 				t.Fatalf("%s: %v", name, err)
 			}
-			if id, ok := raw["identity"]; ok {
-				identities[name] = id
-				delete(raw, "identity")
+			_, hasID := raw["identity"]
+			adapter, _ := raw["adapter"].(map[string]any)
+			appTLS, hasTLS := adapter["tls"].(map[string]any)
+			if hasID || hasTLS {
+				if hasID {
+					identities[name] = raw["identity"]
+					delete(raw, "identity")
+				}
+				if hasTLS {
+					appTLSs[name] = maps.Clone(appTLS)
+					for _, k := range []string{"ca", "cert", "key"} {
+						delete(appTLS, k)
+					}
+				}
 				var err error
 				if text, err = yaml.Marshal(raw); err != nil {
 					t.Fatal(err)
@@ -232,6 +249,16 @@ func TestInjectConfig(t *testing.T) {
 		"cert": inject.IdentityDir + "/tls.crt", "key": inject.IdentityDir + "/tls.key", "ca": inject.IdentityDir + "/ca.crt"}}
 	if diff := cmp.Diff(identities, want); diff != "" {
 		t.Errorf("identity sections (-got +want):\n%s", diff)
+	}
+	// billing is https with busmesh.io/app-tls: its adapter names the
+	// mounted Secret's files and the server name.
+	wantTLS := map[string]any{"billing": map[string]any{"ca": inject.AppTLSDir + "/ca.crt", "cert": inject.AppTLSDir + "/tls.crt",
+		"key": inject.AppTLSDir + "/tls.key", "server_name": "billing.internal"}}
+	if diff := cmp.Diff(appTLSs, wantTLS); diff != "" {
+		t.Errorf("adapter.tls sections (-got +want):\n%s", diff)
+	}
+	if a := configs["billing"].Adapter; a == nil || a.Target != "https://127.0.0.1:8443" || a.Health == nil || a.Health.HTTP != "/status" {
+		t.Errorf("billing adapter = %+v, want https://127.0.0.1:8443 with health /status", a)
 	}
 	if a := configs["hello"].Adapter; a == nil || a.Service != "hello" || a.Target != "http://127.0.0.1:8080" || a.Health == nil || a.Health.HTTP != "/healthz" {
 		t.Errorf("hello adapter = %+v, want service hello, target http://127.0.0.1:8080, health /healthz", a)
@@ -290,7 +317,11 @@ func TestInjectErrors(t *testing.T) {
 		{"bad upstreams", deployment("        busmesh.io/upstreams: orders=9001\n"),
 			[]string{`busmesh.io/upstreams: "orders=9001" is not service:port (example: orders:9001)`}},
 		{"bad protocol", deployment("        busmesh.io/service: web\n        busmesh.io/port: \"8080\"\n        busmesh.io/protocol: tcp\n"),
-			[]string{`busmesh.io/protocol: "tcp" is not a protocol (allowed: http, grpc)`}},
+			[]string{`busmesh.io/protocol: "tcp" is not a protocol (allowed: http, grpc, https, grpcs)`}},
+		{"app TLS over plain HTTP", deployment("        busmesh.io/service: web\n        busmesh.io/port: \"8080\"\n        busmesh.io/app-tls: web-client\n"),
+			[]string{`busmesh.io/app-tls: "web-client": TLS to the application needs busmesh.io/protocol https or grpcs, not http`}},
+		{"empty app TLS", deployment("        busmesh.io/service: web\n        busmesh.io/port: \"8443\"\n        busmesh.io/protocol: https\n        busmesh.io/app-tls: \"\"\n"),
+			[]string{`busmesh.io/app-tls: empty: the name of a Secret with ca.crt, tls.crt and tls.key`}},
 		{"bad mesh", deployment("        busmesh.io/upstreams: a:9001\n        busmesh.io/mesh: a.b\n"),
 			[]string{"document 1 (Deployment/web): busmesh.io/mesh:"}},
 		{"bad service name", deployment("        busmesh.io/service: web.v1\n        busmesh.io/port: \"8080\"\n"),

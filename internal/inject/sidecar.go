@@ -58,7 +58,17 @@ type ambassadorConfig struct {
 type adapterConfig struct {
 	Service string        `yaml:"service"`
 	Target  string        `yaml:"target"`
+	TLS     *appTLSConfig `yaml:"tls,omitempty"`
 	Health  *healthConfig `yaml:"health,omitempty"`
+}
+
+// appTLSConfig is adapter.tls: the AnnotationAppTLS Secret's files, as
+// mounted at AppTLSDir, and the name to verify.
+type appTLSConfig struct {
+	CA         string `yaml:"ca,omitempty"`
+	ServerName string `yaml:"server_name,omitempty"`
+	Cert       string `yaml:"cert,omitempty"`
+	Key        string `yaml:"key,omitempty"`
 }
 
 type healthConfig struct {
@@ -76,8 +86,11 @@ func configFile(s *spec, name string) (string, error) {
 		switch {
 		case s.health != "":
 			c.Adapter.Health = &healthConfig{HTTP: s.health}
-		case s.protocol == "grpc":
+		case s.protocol == "grpc" || s.protocol == "grpcs":
 			c.Adapter.Health = &healthConfig{GRPC: true}
+		}
+		if s.appServerName != "" {
+			c.Adapter.TLS = &appTLSConfig{ServerName: s.appServerName}
 		}
 	}
 	if s.ambassador {
@@ -102,8 +115,9 @@ func configFile(s *spec, name string) (string, error) {
 		}
 		return out.Bytes(), nil
 	}
-	// Checked without the identity, whose files exist only in the pod
-	// (the sidecar loads and checks them when it starts).
+	// Checked without the identity's and the application TLS's files,
+	// which exist only in the pod (the sidecar loads and checks them when
+	// it starts).
 	checked, err := encode(c)
 	if err != nil {
 		return "", err
@@ -116,10 +130,19 @@ func configFile(s *spec, name string) (string, error) {
 	if _, err := config.Parse(AnnotationConfig, checked, env); err != nil {
 		return "", err
 	}
-	if s.identity == "" {
+	if s.identity == "" && s.appTLS == "" {
 		return string(checked), nil
 	}
-	c.Identity = mountedIdentity
+	if s.identity != "" {
+		c.Identity = mountedIdentity
+	}
+	if s.appTLS != "" {
+		tls := appTLSConfig{CA: AppTLSDir + "/ca.crt", Cert: AppTLSDir + "/tls.crt", Key: AppTLSDir + "/tls.key"}
+		if c.Adapter.TLS != nil {
+			tls.ServerName = c.Adapter.TLS.ServerName
+		}
+		c.Adapter.TLS = &tls
+	}
 	out, err := encode(c)
 	return string(out), err
 }
@@ -216,6 +239,7 @@ type volumeMount struct {
 const (
 	configVolume   = "busmesh-config"
 	identityVolume = "busmesh-identity"
+	appTLSVolume   = "busmesh-app-tls"
 	adminPortName  = "busmesh-admin"
 )
 
@@ -260,6 +284,9 @@ func sidecar(s *spec, image string) container {
 	if s.identity != "" {
 		c.VolumeMounts = append(c.VolumeMounts, volumeMount{Name: identityVolume, MountPath: IdentityDir, ReadOnly: true})
 	}
+	if s.appTLS != "" {
+		c.VolumeMounts = append(c.VolumeMounts, volumeMount{Name: appTLSVolume, MountPath: AppTLSDir, ReadOnly: true})
+	}
 	return c
 }
 
@@ -297,6 +324,9 @@ func volumes(s *spec) []volume {
 		// non-root user must read them, and no other process runs in its
 		// container.
 		vs = append(vs, volume{Name: identityVolume, Secret: &secretVolume{SecretName: s.identity, DefaultMode: 0o444}})
+	}
+	if s.appTLS != "" {
+		vs = append(vs, volume{Name: appTLSVolume, Secret: &secretVolume{SecretName: s.appTLS, DefaultMode: 0o444}})
 	}
 	return vs
 }

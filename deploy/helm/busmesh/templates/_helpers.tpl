@@ -40,8 +40,11 @@ from BUSMESH_BROKER. */}}
 {{- if and (not $v.mesh.service) (not $v.mesh.upstreams) -}}
 {{- fail "mesh.service (to serve) or mesh.upstreams (to call) must be set" -}}
 {{- end -}}
-{{- if not (has $v.mesh.protocol (list "http" "grpc")) -}}
-{{- fail (printf "mesh.protocol: %q is not a protocol (allowed: http, grpc)" $v.mesh.protocol) -}}
+{{- if not (has $v.mesh.protocol (list "http" "grpc" "https" "grpcs")) -}}
+{{- fail (printf "mesh.protocol: %q is not a protocol (allowed: http, grpc, https, grpcs)" $v.mesh.protocol) -}}
+{{- end -}}
+{{- if and (or $v.appTLS.secretName $v.appTLS.serverName) (not (has $v.mesh.protocol (list "https" "grpcs"))) -}}
+{{- fail (printf "appTLS: TLS to the application needs mesh.protocol https or grpcs, not %s" $v.mesh.protocol) -}}
 {{- end -}}
 {{- if and $v.allow (not $v.mesh.service) -}}
 {{- fail "allow: rules for who may call mesh.service, which is not set" -}}
@@ -57,9 +60,15 @@ from BUSMESH_BROKER. */}}
 {{- if $v.allow -}}{{- $_ := set $a "allow" $v.allow -}}{{- end -}}
 {{- if $v.mesh.health -}}
 {{- $_ := set $a "health" (dict "http" $v.mesh.health) -}}
-{{- else if eq $v.mesh.protocol "grpc" -}}
+{{- else if has $v.mesh.protocol (list "grpc" "grpcs") -}}
 {{- $_ := set $a "health" (dict "grpc" true) -}}
 {{- end -}}
+{{- $tls := dict -}}
+{{- with $v.appTLS.secretName -}}
+{{- $tls = dict "ca" "/etc/busmesh/app-tls/ca.crt" "cert" "/etc/busmesh/app-tls/tls.crt" "key" "/etc/busmesh/app-tls/tls.key" -}}
+{{- end -}}
+{{- with $v.appTLS.serverName -}}{{- $_ := set $tls "server_name" . -}}{{- end -}}
+{{- if $tls -}}{{- $_ := set $a "tls" $tls -}}{{- end -}}
 {{- $_ := set $c "adapter" $a -}}
 {{- end -}}
 {{- if $v.mesh.upstreams -}}
