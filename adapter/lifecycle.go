@@ -168,8 +168,8 @@ func (a *Adapter) setServing(ctx context.Context, healthy bool) {
 }
 
 // leaveGrace is how long an adapter that said goodbye keeps taking calls:
-// long enough for the goodbye to reach ambassadors over any broker, so a
-// call sent just before is still served.
+// long enough for the goodbye to reach ambassadors, so a call sent just
+// before is still served; longer on a broker that is broker.Latent.
 const leaveGrace = 250 * time.Millisecond
 
 // Shutdown drains: it says goodbye, keeps taking calls a moment for those
@@ -197,7 +197,7 @@ func (a *Adapter) Shutdown(ctx context.Context) error {
 	// stops taking calls.
 	errs = append(errs, a.announce.Stop(ctx))
 	a.stopServices()
-	t := time.NewTimer(leaveGrace)
+	t := time.NewTimer(max(leaveGrace, broker.DeliveryTime(a.broker)))
 	select {
 	case <-t.C:
 	case <-ctx.Done():

@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"errors"
+	"time"
 )
 
 // Handler receives one message from a subscription.
@@ -102,6 +103,26 @@ func Connected(b Broker) bool {
 		return c.Connected()
 	}
 	return true
+}
+
+// Latent is implemented by backends whose messages can take a noticeable
+// time to reach their subscribers when all is well (Kafka: a produce, then
+// each subscriber's next fetch). An adapter that said goodbye keeps taking
+// calls at least this long, so that ambassadors have heard the goodbye
+// before it stops; else calls they sent it meanwhile are lost.
+type Latent interface {
+	// DeliveryTime is how long a message may take to reach the
+	// subscribers on a loaded machine.
+	DeliveryTime() time.Duration
+}
+
+// DeliveryTime returns b's DeliveryTime, or 0 for a backend that is not
+// Latent.
+func DeliveryTime(b Broker) time.Duration {
+	if l, ok := b.(Latent); ok {
+		return l.DeliveryTime()
+	}
+	return 0
 }
 
 // SizeLimiter is implemented by backends that know the largest message the

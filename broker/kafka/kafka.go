@@ -200,6 +200,15 @@ func (c *config) clientOpts(logger *slog.Logger, k *clientHook) []kgo.Opt {
 // a record batch holding one message this large.
 func (c *Conn) MaxMessageBytes() int { return c.cfg.maxMessage }
 
+// deliveryTime is what DeliveryTime answers: a message goes out in a
+// produce request and reaches each subscriber in its next fetch. CI saw an
+// adapter's goodbye still unheard 350 ms after it was published, and calls
+// sent meanwhile lost in a rolling restart.
+const deliveryTime = time.Second
+
+// DeliveryTime implements broker.Latent.
+func (c *Conn) DeliveryTime() time.Duration { return deliveryTime }
+
 // usable returns the error for an operation on a closed Conn or with a
 // finished ctx.
 func (c *Conn) usable(ctx context.Context) error {

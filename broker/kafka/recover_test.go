@@ -119,6 +119,17 @@ func TestLostAgainDuringTopicCheck(t *testing.T) {
 	}
 }
 
+// TestDeliveryTime: a Kafka connection tells how long its messages may
+// take (broker.Latent), so that an adapter leaving keeps taking calls that
+// long.
+func TestDeliveryTime(t *testing.T) {
+	b := dial(t, startCluster(t).url)
+	defer b.Close()
+	if got := broker.DeliveryTime(b); got != time.Second {
+		t.Errorf("DeliveryTime = %v, want 1s", got)
+	}
+}
+
 // TestSlowClusterStaysConnected makes the cluster answer every metadata
 // request a second late for 0.8 s, after dropping every connection: the
 // probes time out, but a cluster that answers slowly is not a lost one,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/url"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -150,6 +151,9 @@ func (m *meteredBroker) Connected() bool { return m.connected() }
 // MaxMessageBytes implements broker.SizeLimiter with the wrapped broker's
 // limit.
 func (m *meteredBroker) MaxMessageBytes() int { return broker.MaxMessageBytes(m.b) }
+
+// DeliveryTime implements broker.Latent with the wrapped broker's.
+func (m *meteredBroker) DeliveryTime() time.Duration { return broker.DeliveryTime(m.b) }
 
 // meteredReturner is a meteredBroker around a broker.Returner.
 type meteredReturner struct {

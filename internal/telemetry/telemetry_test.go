@@ -48,6 +48,12 @@ func TestMeterBroker(t *testing.T) {
 	if got, want := broker.MaxMessageBytes(b), broker.MaxMessageBytes(raw); got != want {
 		t.Errorf("MaxMessageBytes = %d, want the backend's %d", got, want)
 	}
+	if got := broker.DeliveryTime(b); got != 0 {
+		t.Errorf("DeliveryTime of metered NATS = %v, want 0 (not broker.Latent)", got)
+	}
+	if got := broker.DeliveryTime(telemetry.MeterBroker(latent{raw}, telemetry.NewMetrics())); got != 3*time.Second {
+		t.Errorf("DeliveryTime of a metered broker.Latent = %v, want the backend's 3s", got)
+	}
 	got := make(chan struct{}, 3)
 	sub, err := b.Subscribe(ctx, "metered.test", func(context.Context, []byte) { got <- struct{}{} })
 	if err != nil {
@@ -226,3 +232,8 @@ func TestAccessLog(t *testing.T) {
 		t.Errorf("sample 0.5 logged %d of 1000 calls", n)
 	}
 }
+
+// latent is a broker.Latent whose messages take 3 s.
+type latent struct{ broker.Broker }
+
+func (latent) DeliveryTime() time.Duration { return 3 * time.Second }
