@@ -146,10 +146,16 @@ func TestInterop(t *testing.T) {
 			eventually(t, time.Second, "the adapter's in-flight calls back to 0 after the client exits", func() bool {
 				return inflight() == 0
 			})
+			// A leaving adapter keeps taking calls for its goodbye to
+			// arrive: 250 ms, 1 s on Kafka (broker.Latent).
+			limit := 2 * time.Second
+			if b.name == "kafka" {
+				limit += time.Second
+			}
 			start := time.Now()
 			callee.stop(syscall.SIGTERM)
-			if d := time.Since(start); d > 2*time.Second {
-				t.Errorf("the adapter drained in %v after the soaks, want under 2s", d)
+			if d := time.Since(start); d > limit {
+				t.Errorf("the adapter drained in %v after the soaks, want under %v", d, limit)
 			}
 		})
 	}
