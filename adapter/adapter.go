@@ -152,7 +152,7 @@ func newApp(cfg *config.Adapter) (app, error) {
 	}
 	var tlsCfg *tls.Config // https:// and grpcs://
 	if u.Scheme == "https" || u.Scheme == "grpcs" {
-		if tlsCfg, err = cfg.TLS.ClientConfig(u.Host); err != nil {
+		if tlsCfg, err = cfg.TLS.ClientConfig(u.Hostname()); err != nil {
 			return nil, fmt.Errorf("adapter target %q: %w", cfg.Target, err)
 		}
 	}

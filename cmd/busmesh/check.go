@@ -243,7 +243,7 @@ func checkApp(ctx context.Context, c *checker, a *config.Adapter) {
 	var tlsCfg *tls.Config // https:// and grpcs://, as the adapter speaks it
 	if u.Scheme == "https" || u.Scheme == "grpcs" {
 		var err error
-		if tlsCfg, err = a.TLS.ClientConfig(u.Host); err != nil {
+		if tlsCfg, err = a.TLS.ClientConfig(u.Hostname()); err != nil {
 			c.fail("fix adapter.tls", "application %s: %v", a.Target, err)
 			return
 		}
@@ -330,8 +330,8 @@ func dialGRPCApp(ctx context.Context, host string, tlsCfg *tls.Config) error {
 	if p := tc.ConnectionState().NegotiatedProtocol; p != "h2" {
 		return fmt.Errorf("tls: the application agreed to no ALPN protocol %q, and gRPC needs h2 (a TLS proxy in front of a gRPC server must offer it)", p)
 	}
-	// A server that took the handshake sends nothing until the client's
-	// HTTP/2 preface; one that refused the certificate sends an alert.
+	// A server that took the handshake sends its HTTP/2 settings or
+	// nothing yet; one that refused the certificate sends an alert.
 	_ = tc.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
 	var b [1]byte
 	if _, err := tc.Read(b[:]); err != nil {

@@ -290,8 +290,22 @@ func checkSidecar(t *testing.T, o object, objs []object) sidecarWiring {
 	if configText == "" {
 		t.Fatalf("%s: busmesh has no config at /etc/busmesh/config/sidecar.yaml", o)
 	}
-	configText = withIdentityFiles(t, o, configText, w.identity)
-	configText = withAppTLSFiles(t, o, configText, w.appTLS)
+	// The Secrets' files exist only in the pod: real ones issued here
+	// take their place, so that Parse loads and checks them as the sidecar
+	// would.
+	var raw map[string]any
+	if err := yaml.Unmarshal([]byte(configText), &raw); err != nil {
+		t.Fatalf("%s: sidecar.yaml: %v", o, err)
+	}
+	// Both run: each checks its Secret's wiring.
+	idChanged, tlsChanged := withIdentityFiles(t, o, raw, w.identity), withAppTLSFiles(t, o, raw, w.appTLS)
+	if idChanged || tlsChanged {
+		out, err := yaml.Marshal(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		configText = string(out)
+	}
 	broker := "nats://broker-from-a-secret:4222"
 	if w.broker != nil && w.broker.Value != "" && !strings.Contains(w.broker.Value, "$(") {
 		broker = w.broker.Value
@@ -358,25 +372,21 @@ var mountedIdentity = map[string]any{
 	"ca":   "/etc/busmesh/identity/ca.crt",
 }
 
-// withIdentityFiles checks that a config names the identity Secret's
+// withIdentityFiles checks that a config c names the identity Secret's
 // files where the pod mounts them, if it mounts a Secret it requires (an
-// optional one may be there for later), and returns the config with those
-// paths pointing at real identity files for its mesh and service, issued
-// here, so that Parse loads and checks them as the sidecar would.
-func withIdentityFiles(t *testing.T, o object, configText string, mounted *corev1.Volume) string {
+// optional one may be there for later), and points those paths at real
+// identity files for its mesh and service, issued here. It reports
+// whether it changed c.
+func withIdentityFiles(t *testing.T, o object, c map[string]any, mounted *corev1.Volume) bool {
 	t.Helper()
-	var c map[string]any
-	if err := yaml.Unmarshal([]byte(configText), &c); err != nil {
-		t.Fatalf("%s: sidecar.yaml: %v", o, err)
-	}
 	id, named := c["identity"].(map[string]any)
 	required := mounted != nil && (mounted.Secret.Optional == nil || !*mounted.Secret.Optional)
 	switch {
 	case !named && required:
 		t.Errorf("%s: the identity Secret %s is mounted, but sidecar.yaml names no identity: the sidecar would run without it", o, mounted.Secret.SecretName)
-		return configText
+		return false
 	case !named:
-		return configText
+		return false
 	case mounted == nil:
 		t.Errorf("%s: sidecar.yaml names identity files, but no Secret is mounted at /etc/busmesh/identity", o)
 	}
@@ -413,23 +423,15 @@ func withIdentityFiles(t *testing.T, o object, configText string, mounted *corev
 		}
 	}
 	c["identity"] = files
-	out, err := yaml.Marshal(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(out)
+	return true
 }
 
-// withAppTLSFiles checks that an adapter config names the application TLS
-// Secret's files where the pod mounts them, if it mounts one, and returns
-// the config with those paths pointing at real files (a CA and a client
-// certificate issued here), so that Parse loads them as the sidecar would.
-func withAppTLSFiles(t *testing.T, o object, configText string, mounted *corev1.Volume) string {
+// withAppTLSFiles checks that an adapter config c names the application
+// TLS Secret's files where the pod mounts them, if it mounts one, and
+// points those paths at real files (a CA and a client certificate issued
+// here). It reports whether it changed c.
+func withAppTLSFiles(t *testing.T, o object, c map[string]any, mounted *corev1.Volume) bool {
 	t.Helper()
-	var c map[string]any
-	if err := yaml.Unmarshal([]byte(configText), &c); err != nil {
-		t.Fatalf("%s: sidecar.yaml: %v", o, err)
-	}
 	adapter, _ := c["adapter"].(map[string]any)
 	tlsCfg, _ := adapter["tls"].(map[string]any)
 	files := map[string]string{"ca": "/etc/busmesh/app-tls/ca.crt", "cert": "/etc/busmesh/app-tls/tls.crt", "key": "/etc/busmesh/app-tls/tls.key"}
@@ -440,10 +442,10 @@ func withAppTLSFiles(t *testing.T, o object, configText string, mounted *corev1.
 				t.Errorf("%s: adapter.tls.%s is set, but no Secret is mounted at /etc/busmesh/app-tls", o, k)
 			}
 		}
-		return configText
+		return false
 	case tlsCfg == nil:
 		t.Errorf("%s: the application TLS Secret %s is mounted, but the adapter's config names no adapter.tls", o, mounted.Secret.SecretName)
-		return configText
+		return false
 	}
 	ca := testutil.NewCA(t, "app CA")
 	cert, key := ca.WriteFiles(t, ca.Client(t, "adapter"), "adapter")
@@ -454,9 +456,5 @@ func withAppTLSFiles(t *testing.T, o object, configText string, mounted *corev1.
 		}
 		tlsCfg[k] = real[k]
 	}
-	out, err := yaml.Marshal(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(out)
+	return true
 }

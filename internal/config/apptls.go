@@ -5,7 +5,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"sync"
 	"time"
@@ -33,15 +32,16 @@ type AppTLS struct {
 }
 
 // ClientConfig returns the TLS config of connections to the application
-// at host (host or host:port): t's roots, name and client certificate,
-// TLS 1.2 at least. A nil t is the defaults. Its errors name the key.
+// whose target's host name (url.URL.Hostname) is host: t's roots, name
+// (default host) and client certificate, TLS 1.2 at least. A nil t is the
+// defaults. Its errors name the key.
 func (t *AppTLS) ClientConfig(host string) (*tls.Config, error) {
 	if t == nil {
 		t = &AppTLS{}
 	}
 	name := t.ServerName
 	if name == "" {
-		name = hostOnly(host)
+		name = host
 	}
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: name, InsecureSkipVerify: t.InsecureSkipVerify}
 	if t.CA != "" {
@@ -59,14 +59,6 @@ func (t *AppTLS) ClientConfig(host string) (*tls.Config, error) {
 		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return kp.get() }
 	}
 	return cfg, nil
-}
-
-// hostOnly is host without its port.
-func hostOnly(host string) string {
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		return h
-	}
-	return host
 }
 
 // loadRoots reads a PEM file of CA certificates.

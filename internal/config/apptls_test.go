@@ -2,6 +2,7 @@ package config_test
 
 import (
 	"errors"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -57,8 +58,11 @@ func TestAppTLS(t *testing.T) {
 				if err != nil {
 					t.Fatalf("Parse = %v, want no error", err)
 				}
-				_, u, _ := strings.Cut(cfg.Adapter.Target, "://")
-				tlsCfg, err := cfg.Adapter.TLS.ClientConfig(u)
+				u, err := url.Parse(cfg.Adapter.Target)
+				if err != nil {
+					t.Fatal(err)
+				}
+				tlsCfg, err := cfg.Adapter.TLS.ClientConfig(u.Hostname())
 				if err != nil {
 					t.Fatalf("ClientConfig = %v", err)
 				}
