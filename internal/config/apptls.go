@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sync"
 	"time"
 )
@@ -15,7 +16,9 @@ import (
 // certificate.
 type AppTLS struct {
 	// CA is a PEM file of the certificates that may sign the
-	// application's. Default: the system's roots.
+	// application's. Default: the system's roots. It is read again when it
+	// changes, so a rotated CA is trusted on the next connection without a
+	// restart.
 	CA string `yaml:"ca"`
 	// ServerName is the name the application's certificate must carry.
 	// Default: the target's host.
@@ -44,15 +47,19 @@ func (t *AppTLS) ClientConfig(host string) (*tls.Config, error) {
 		name = host
 	}
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: name, InsecureSkipVerify: t.InsecureSkipVerify}
-	if t.CA != "" {
-		roots, err := loadRoots(t.CA)
-		if err != nil {
+	if t.CA != "" && !t.InsecureSkipVerify {
+		roots := newRoots(t.CA)
+		if _, err := roots.get(); err != nil {
 			return nil, fmt.Errorf("adapter.tls.ca: %w", err)
 		}
-		cfg.RootCAs = roots
+		// crypto/tls takes its roots once; to follow the CA file, the
+		// handshake's own check is replaced by the same check against the
+		// roots as they are now.
+		cfg.InsecureSkipVerify = true
+		cfg.VerifyConnection = func(cs tls.ConnectionState) error { return roots.verify(cs, name) }
 	}
 	if t.Cert != "" || t.Key != "" {
-		kp := &keyPair{cert: t.Cert, key: t.Key}
+		kp := newKeyPair(t.Cert, t.Key)
 		if _, err := kp.get(); err != nil {
 			return nil, fmt.Errorf("adapter.tls.cert: %w", err)
 		}
@@ -74,15 +81,61 @@ func loadRoots(file string) (*x509.CertPool, error) {
 	return pool, nil
 }
 
-// keyPair is a client certificate read from its files, and read again
-// when either file's modification time or size changes (a rotation), at
-// most once a second: a handshake costs two stats, not two reads.
-type keyPair struct {
-	cert, key string
+// roots are the CA certificates of a file, followed as it changes.
+type roots struct{ *followed[*x509.CertPool] }
+
+func newRoots(file string) roots {
+	return roots{&followed[*x509.CertPool]{files: []string{file}, load: func() (*x509.CertPool, error) { return loadRoots(file) }}}
+}
+
+// verify checks the application's certificate chain as crypto/tls would:
+// signed by the roots, for name, for serving.
+func (r roots) verify(cs tls.ConnectionState, name string) error {
+	if len(cs.PeerCertificates) == 0 {
+		return errors.New("tls: the application showed no certificate")
+	}
+	pool, err := r.get()
+	if err != nil {
+		return err
+	}
+	opts := x509.VerifyOptions{Roots: pool, DNSName: name, Intermediates: x509.NewCertPool()}
+	for _, c := range cs.PeerCertificates[1:] {
+		opts.Intermediates.AddCert(c)
+	}
+	if _, err := cs.PeerCertificates[0].Verify(opts); err != nil {
+		// As crypto/tls words its own: "tls: failed to verify certificate: …".
+		return &tls.CertificateVerificationError{UnverifiedCertificates: cs.PeerCertificates, Err: err}
+	}
+	return nil
+}
+
+// keyPair is a client certificate, followed as its files change.
+type keyPair struct{ *followed[*tls.Certificate] }
+
+func newKeyPair(cert, key string) keyPair {
+	return keyPair{&followed[*tls.Certificate]{files: []string{cert, key}, load: func() (*tls.Certificate, error) {
+		c, err := tls.LoadX509KeyPair(cert, key)
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				return nil, err
+			}
+			return nil, fmt.Errorf("cert %q, key %q: %w", cert, key, err)
+		}
+		return &c, nil
+	}}}
+}
+
+// followed is a value read from files, and read again when one of them
+// changes modification time or size (a rotation), looked at most once a
+// second: a handshake costs a stat per file, not a read.
+type followed[T any] struct {
+	files []string
+	load  func() (T, error)
 
 	mu      sync.Mutex
-	current *tls.Certificate
-	stamp   [2]fileStamp
+	current T
+	loaded  bool
+	stamp   []fileStamp
 	checked time.Time
 }
 
@@ -99,40 +152,39 @@ func stampOf(file string) (fileStamp, error) {
 	return fileStamp{fi.ModTime(), fi.Size()}, nil
 }
 
-// get returns the current certificate. A rotation caught halfway (a
-// certificate and a key that do not match yet) keeps the last good one.
-func (k *keyPair) get() (*tls.Certificate, error) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
+// get returns the current value. A rotation caught halfway (files missing
+// for a moment, or a certificate and a key that do not match yet) keeps
+// the last good one.
+func (f *followed[T]) get() (T, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	now := time.Now()
-	if k.current != nil && now.Sub(k.checked) < time.Second {
-		return k.current, nil
+	if f.loaded && now.Sub(f.checked) < time.Second {
+		return f.current, nil
 	}
-	k.checked = now
-	var stamp [2]fileStamp
+	f.checked = now
+	stamp := make([]fileStamp, len(f.files))
 	var err error
-	for i, f := range []string{k.cert, k.key} {
-		if stamp[i], err = stampOf(f); err != nil {
+	for i, file := range f.files {
+		if stamp[i], err = stampOf(file); err != nil {
 			break
 		}
 	}
-	if err == nil && k.current != nil && stamp == k.stamp {
-		return k.current, nil
+	if err == nil && f.loaded && slices.Equal(stamp, f.stamp) {
+		return f.current, nil
 	}
 	if err == nil {
-		var c tls.Certificate
-		if c, err = tls.LoadX509KeyPair(k.cert, k.key); err == nil {
-			k.current, k.stamp = &c, stamp
-			return k.current, nil
+		var v T
+		if v, err = f.load(); err == nil {
+			f.current, f.stamp, f.loaded = v, stamp, true
+			return v, nil
 		}
 	}
-	if k.current != nil {
-		return k.current, nil
+	if f.loaded {
+		return f.current, nil
 	}
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, err
-	}
-	return nil, fmt.Errorf("cert %q, key %q: %w", k.cert, k.key, err)
+	var zero T
+	return zero, err
 }
 
 // checkAppTLS checks adapter.tls against the target, and that its files
@@ -164,7 +216,7 @@ func checkAppTLS(errs *Error, t *AppTLS, target string) {
 			}
 		}
 		if !bad {
-			if _, err := (&keyPair{cert: t.Cert, key: t.Key}).get(); err != nil {
+			if _, err := newKeyPair(t.Cert, t.Key).get(); err != nil {
 				errs.add("adapter.tls.cert", 0, "%v", err)
 			}
 		}

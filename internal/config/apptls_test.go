@@ -1,12 +1,16 @@
 package config_test
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/busmesh/busmesh/internal/config"
 	"github.com/busmesh/busmesh/internal/testutil"
@@ -112,4 +116,88 @@ func writeTestCert(t *testing.T) (ca, cert, key string) {
 	c := testutil.NewCA(t, "test CA")
 	cert, key = c.WriteFiles(t, c.Client(t, "adapter"), "adapter")
 	return c.File, cert, key
+}
+
+// TestAppTLSFollowsCA: the adapter's TLS config checks the application's
+// certificate as crypto/tls would (its CA, its name), against the CA file
+// as it is now: after the file is replaced by a new CA's, the application's
+// certificate of the new CA is taken on the next handshake and the old
+// CA's is refused, without a new config.
+func TestAppTLSFollowsCA(t *testing.T) {
+	oldCA, newCA := testutil.NewCA(t, "old CA"), testutil.NewCA(t, "new CA")
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	copyFile(t, oldCA.File, caFile)
+	tlsCfg, err := (&config.AppTLS{CA: caFile, ServerName: "app.internal"}).ClientConfig("127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	handshake := func(server tls.Certificate) error {
+		go func() {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s := tls.Server(c, &tls.Config{Certificates: []tls.Certificate{server}})
+			_ = s.SetDeadline(time.Now().Add(5 * time.Second))
+			_ = s.Handshake()
+			_ = s.Close()
+		}()
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		return tls.Client(c, tlsCfg).Handshake()
+	}
+	if err := handshake(oldCA.Server(t, "app.internal")); err != nil {
+		t.Fatalf("the old CA's certificate for app.internal: %v", err)
+	}
+	var verr *tls.CertificateVerificationError
+	var hostErr x509.HostnameError
+	if err := handshake(oldCA.Server(t, "other.internal")); !errors.As(err, &verr) || !errors.As(err, &hostErr) {
+		t.Errorf("a certificate for another name: %v, want a hostname error", err)
+	}
+	var unknown x509.UnknownAuthorityError
+	if err := handshake(newCA.Server(t, "app.internal")); !errors.As(err, &verr) || !errors.As(err, &unknown) {
+		t.Errorf("the new CA's certificate before the rotation: %v, want an unknown authority", err)
+	}
+
+	copyFile(t, newCA.File, caFile)
+	later := time.Now().Add(2 * time.Second)
+	if err := os.Chtimes(caFile, later, later); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1100 * time.Millisecond) // the file is looked at once a second at most
+	if err := handshake(newCA.Server(t, "app.internal")); err != nil {
+		t.Errorf("the new CA's certificate after the rotation: %v", err)
+	}
+	if err := handshake(oldCA.Server(t, "app.internal")); !errors.As(err, &unknown) {
+		t.Errorf("the old CA's certificate after the rotation: %v, want an unknown authority", err)
+	}
+
+	// A CA file caught empty mid-rotation keeps the CA before it.
+	if err := os.WriteFile(caFile, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	if err := handshake(newCA.Server(t, "app.internal")); err != nil {
+		t.Errorf("with the CA file empty: %v, want the last good CA kept", err)
+	}
+}
+
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	b, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(to, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
 }
