@@ -21,7 +21,8 @@
 // machine falls on all rows alike. Every latency is recorded; the load
 // generator is closed-loop with a fixed number of workers. After the
 // rounds, the HTTP sidecars of one broker (-profile-broker, NATS by
-// default) are CPU-profiled under load (-profile). Each broker row also
+// default), or the gRPC ones (-profile-grpc), are CPU-profiled under load
+// (-profile). Each broker row also
 // reports the broker's server process where it runs on this machine.
 //
 // Usage:
@@ -29,7 +30,7 @@
 //	go run ./test/bench [-duration 1.2s] [-warmup 150ms] [-rounds 3]
 //	    [-concurrency 1,32] [-sizes 128,16384] [-brokers nats,rabbitmq,kafka]
 //	    [-out bench-results/latest.md] [-profile 5s] [-profile-broker nats]
-//	    [-busmesh BIN] [-v] [-quick]
+//	    [-profile-grpc] [-busmesh BIN] [-v] [-quick]
 //
 // NATS and RabbitMQ are expected on 127.0.0.1:4222 and :5672
 // (BUSMESH_TEST_NATS and BUSMESH_TEST_RABBITMQ override); a broker that is
@@ -67,6 +68,7 @@ type options struct {
 	quick       bool
 	profile     time.Duration
 	profileOn   string // the broker whose HTTP mesh row is profiled
+	profileGRPC bool   // profile the gRPC mesh row instead
 	binary      string
 	natsAddr    string
 	rabbitAddr  string
@@ -119,6 +121,7 @@ func parseOptions(args []string) (*options, error) {
 	fs.BoolVar(&o.quick, "quick", false, "a fast smoke run: one short round")
 	fs.DurationVar(&o.profile, "profile", 5*time.Second, "after the rounds, CPU-profile the sidecars this long under the c=max HTTP mesh load of -profile-broker (0: off)")
 	fs.StringVar(&o.profileOn, "profile-broker", "", "the broker whose HTTP mesh row -profile profiles (default: nats if among -brokers, else the first)")
+	fs.BoolVar(&o.profileGRPC, "profile-grpc", false, "profile the gRPC mesh row ("+rowMeshGRPC+") instead of an HTTP one")
 	fs.StringVar(&o.binary, "busmesh", "", "a prebuilt busmesh binary (default: go build ./cmd/busmesh); the report names its commit when it carries a VCS stamp (go build -buildvcs=true)")
 	fs.BoolVar(&o.verbose, "v", false, "print a progress line per measurement on stderr")
 	if err := fs.Parse(args); err != nil {
@@ -169,6 +172,9 @@ func parseOptions(args []string) (*options, error) {
 		o.profileOn = o.brokers[0]
 	case o.profileOn != "" && !slices.Contains(o.brokers, o.profileOn):
 		return nil, fmt.Errorf("-profile-broker: %q is not among -brokers (%s)", o.profileOn, strings.Join(o.brokers, ", "))
+	}
+	if o.profileGRPC && !slices.Contains(o.brokers, "nats") {
+		return nil, fmt.Errorf("-profile-grpc: %s needs nats among -brokers (%s)", rowMeshGRPC, strings.Join(o.brokers, ", "))
 	}
 	if o.duration <= 0 || o.rounds < 1 || o.warmup < 0 {
 		return nil, errors.New("-duration and -rounds must be positive, -warmup not negative")

@@ -42,12 +42,17 @@ func (p *profileReport) files() []string {
 	return out
 }
 
-// profile loads the HTTP mesh row of -profile-broker at the highest concurrency and the
+// profile loads the HTTP mesh row of -profile-broker (or with
+// -profile-grpc the gRPC one) at the highest concurrency and the
 // smallest body, and meanwhile takes a CPU profile of its ambassador and
 // adapter from their admin ports (/debug/pprof/profile). The profiles go
 // next to the report, with the top functions of each.
 func (e *env) profile(ctx context.Context, o *options) *profileReport {
-	p := &profileReport{row: meshRowName(o.profileOn), cfg: config{e.maxConc, o.sizes[0]}, seconds: o.profile}
+	row := meshRowName(o.profileOn)
+	if o.profileGRPC {
+		row = rowMeshGRPC
+	}
+	p := &profileReport{row: row, cfg: config{e.maxConc, o.sizes[0]}, seconds: o.profile}
 	r := e.row(p.row)
 	if r == nil {
 		p.err = p.row + " was not measured"
