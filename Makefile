@@ -16,7 +16,7 @@ FUZZMINIMIZE ?= 2000x
 FUZZFLAGS = -run '^$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE)
 GOLANGCI ?= github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0
 
-.PHONY: all build test fuzz fault interop-soak lint proto bench pgo discovery-bench hostile clean image image-prebuilt
+.PHONY: all build test fuzz fault interop-soak lint proto bench discovery-bench hostile clean image image-prebuilt
 
 # The container image (deploy/docker). CONTAINER is docker when its daemon
 # answers, else podman or buildah; all three take these arguments.
@@ -111,23 +111,6 @@ BENCHFLAGS ?=
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/... ./ambassador/... ./adapter/...
 	$(GO) run ./test/bench $(BENCHFLAGS)
-
-# Profile-guided optimization (go help buildflags, -pgo): every go build of
-# ./cmd/busmesh, the image's included, uses cmd/busmesh/default.pgo. It is
-# the sidecars' CPU profiles under the bench's load at c=32: HTTP over each
-# broker and gRPC over NATS, each at 128 B and 16 KiB. Regenerate it when
-# the request path has changed much (it needs the brokers make bench does).
-PGO_DIR ?= bench-results/pgo
-pgo:
-	rm -rf $(PGO_DIR)
-	for s in 128 16384; do \
-		for b in nats rabbitmq kafka; do \
-			$(GO) run ./test/bench -brokers $$b -sizes $$s -concurrency 32 -rounds 1 -profile 15s -profile-broker $$b -out $(PGO_DIR)/$$b-$$s/report.md || exit 1; \
-		done; \
-		$(GO) run ./test/bench -brokers nats -sizes $$s -concurrency 32 -rounds 1 -profile 15s -profile-grpc -out $(PGO_DIR)/grpc-$$s/report.md || exit 1; \
-	done
-	$(GO) tool pprof -proto $(PGO_DIR)/*/profile-*.pprof > cmd/busmesh/default.pgo.new
-	mv cmd/busmesh/default.pgo.new cmd/busmesh/default.pgo
 
 # Builds the image with deploy/docker/Dockerfile (a Go build stage, then
 # scratch).
