@@ -137,7 +137,6 @@ func testAppHTTPS(t *testing.T, b brokerCase, ca *testutil.CA) {
 			t.Fatal(err)
 		}
 	}
-	time.Sleep(1100 * time.Millisecond)
 	eventually(t, 10*time.Second, "the rotated client certificate on a new connection", func() bool {
 		return call("/echo?close") == "adapter-two"
 	})
