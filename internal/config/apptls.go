@@ -46,6 +46,10 @@ func (t *AppTLS) ClientConfig(host string) (*tls.Config, error) {
 	if name == "" {
 		name = host
 	}
+	if name == "" && !t.InsecureSkipVerify {
+		// Checked for no name, any certificate of a trusted CA would do.
+		return nil, errors.New("adapter.tls.server_name: the target names no host to check the application's certificate against")
+	}
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: name, InsecureSkipVerify: t.InsecureSkipVerify}
 	if t.CA != "" && !t.InsecureSkipVerify {
 		roots := newRoots(t.CA)

@@ -53,6 +53,8 @@ func TestAppTLS(t *testing.T) {
 			[]string{`adapter.tls.cert: cert "` + cert + `", key "` + garbage + `": tls: failed to find any PEM data in key input`}},
 		{"insecure with ca", section("https://127.0.0.1:8443", "    ca: "+ca+"\n    insecure_skip_verify: true\n"),
 			[]string{`adapter.tls.insecure_skip_verify: true with ca "` + ca + `", which it would ignore: choose one`}},
+		{"no host to check", section("https://:8443", "    ca: "+ca+"\n"),
+			[]string{`adapter.target: "https://:8443" names no host, which a TLS application's certificate is checked against`}},
 		{"grpcs health", "broker: nats://127.0.0.1:4222\nadapter:\n  service: orders\n  target: grpcs://127.0.0.1:9443\n  health:\n    grpc: true\n", nil},
 		{"upper-case grpc health", "broker: nats://127.0.0.1:4222\nadapter:\n  service: orders\n  target: GRPC://127.0.0.1:9090\n  health:\n    grpc: true\n", nil},
 	} {
@@ -136,7 +138,10 @@ func TestAppTLSFollowsCA(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	handshake := func(server tls.Certificate) error {
+	if _, err := (&config.AppTLS{CA: caFile}).ClientConfig(""); err == nil {
+		t.Error("ClientConfig with no name to check the certificate for: no error")
+	}
+	handshakeWith := func(tlsCfg *tls.Config, server tls.Certificate) error {
 		go func() {
 			c, err := ln.Accept()
 			if err != nil {
@@ -154,6 +159,19 @@ func TestAppTLSFollowsCA(t *testing.T) {
 		defer c.Close()
 		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
 		return tls.Client(c, tlsCfg).Handshake()
+	}
+	handshake := func(server tls.Certificate) error { return handshakeWith(tlsCfg, server) }
+
+	// An IP target without server_name: the certificate is checked for the IP.
+	byIP, err := (&config.AppTLS{CA: caFile}).ClientConfig("127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := handshakeWith(byIP, oldCA.Server(t, "127.0.0.1")); err != nil {
+		t.Errorf("a certificate for the target's IP: %v", err)
+	}
+	if err := handshakeWith(byIP, oldCA.Server(t, "app.internal")); err == nil {
+		t.Error("a certificate for another name than the target's IP: no error")
 	}
 	if err := handshake(oldCA.Server(t, "app.internal")); err != nil {
 		t.Fatalf("the old CA's certificate for app.internal: %v", err)

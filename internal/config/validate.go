@@ -256,6 +256,10 @@ func checkTarget(errs *Error, target string, sectionLine int) {
 			errs.add(key, 0, "%q has no valid port (1-65535)", target)
 		}
 	}
+	if (u.Scheme == "https" || u.Scheme == "grpcs") && u.Hostname() == "" {
+		// The host is the name the application's certificate is checked for.
+		errs.add(key, 0, "%q names no host, which a TLS application's certificate is checked against (example: https://127.0.0.1:8443)", target)
+	}
 }
 
 func sortedMapKeys(m map[string]string) []string {
