@@ -297,15 +297,13 @@ func checkSidecar(t *testing.T, o object, objs []object) sidecarWiring {
 	if err := yaml.Unmarshal([]byte(configText), &raw); err != nil {
 		t.Fatalf("%s: sidecar.yaml: %v", o, err)
 	}
-	// Both run: each checks its Secret's wiring.
-	idChanged, tlsChanged := withIdentityFiles(t, o, raw, w.identity), withAppTLSFiles(t, o, raw, w.appTLS)
-	if idChanged || tlsChanged {
-		out, err := yaml.Marshal(raw)
-		if err != nil {
-			t.Fatal(err)
-		}
-		configText = string(out)
+	withIdentityFiles(t, o, raw, w.identity)
+	withAppTLSFiles(t, o, raw, w.appTLS)
+	out, err := yaml.Marshal(raw)
+	if err != nil {
+		t.Fatal(err)
 	}
+	configText = string(out)
 	broker := "nats://broker-from-a-secret:4222"
 	if w.broker != nil && w.broker.Value != "" && !strings.Contains(w.broker.Value, "$(") {
 		broker = w.broker.Value
@@ -375,18 +373,17 @@ var mountedIdentity = map[string]any{
 // withIdentityFiles checks that a config c names the identity Secret's
 // files where the pod mounts them, if it mounts a Secret it requires (an
 // optional one may be there for later), and points those paths at real
-// identity files for its mesh and service, issued here. It reports
-// whether it changed c.
-func withIdentityFiles(t *testing.T, o object, c map[string]any, mounted *corev1.Volume) bool {
+// identity files for its mesh and service, issued here.
+func withIdentityFiles(t *testing.T, o object, c map[string]any, mounted *corev1.Volume) {
 	t.Helper()
 	id, named := c["identity"].(map[string]any)
 	required := mounted != nil && (mounted.Secret.Optional == nil || !*mounted.Secret.Optional)
 	switch {
 	case !named && required:
 		t.Errorf("%s: the identity Secret %s is mounted, but sidecar.yaml names no identity: the sidecar would run without it", o, mounted.Secret.SecretName)
-		return false
+		return
 	case !named:
-		return false
+		return
 	case mounted == nil:
 		t.Errorf("%s: sidecar.yaml names identity files, but no Secret is mounted at /etc/busmesh/identity", o)
 	}
@@ -423,14 +420,13 @@ func withIdentityFiles(t *testing.T, o object, c map[string]any, mounted *corev1
 		}
 	}
 	c["identity"] = files
-	return true
 }
 
 // withAppTLSFiles checks that an adapter config c names the application
 // TLS Secret's files where the pod mounts them, if it mounts one, and
 // points those paths at real files (a CA and a client certificate issued
-// here). It reports whether it changed c.
-func withAppTLSFiles(t *testing.T, o object, c map[string]any, mounted *corev1.Volume) bool {
+// here).
+func withAppTLSFiles(t *testing.T, o object, c map[string]any, mounted *corev1.Volume) {
 	t.Helper()
 	adapter, _ := c["adapter"].(map[string]any)
 	tlsCfg, _ := adapter["tls"].(map[string]any)
@@ -442,10 +438,10 @@ func withAppTLSFiles(t *testing.T, o object, c map[string]any, mounted *corev1.V
 				t.Errorf("%s: adapter.tls.%s is set, but no Secret is mounted at /etc/busmesh/app-tls", o, k)
 			}
 		}
-		return false
+		return
 	case tlsCfg == nil:
 		t.Errorf("%s: the application TLS Secret %s is mounted, but the adapter's config names no adapter.tls", o, mounted.Secret.SecretName)
-		return false
+		return
 	}
 	ca := testutil.NewCA(t, "app CA")
 	cert, key := ca.WriteFiles(t, ca.Client(t, "adapter"), "adapter")
@@ -456,5 +452,4 @@ func withAppTLSFiles(t *testing.T, o object, c map[string]any, mounted *corev1.V
 		}
 		tlsCfg[k] = real[k]
 	}
-	return true
 }
