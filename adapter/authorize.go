@@ -53,7 +53,7 @@ func (a *Adapter) authorize(req *envelope.Request, _ *envelope.Envelope, from se
 func (a *Adapter) deny(req *envelope.Request, r *rejection) {
 	sc := &serverCall{a: a, req: req, start: time.Now(), cancel: func() {}}
 	a.started(sc)
-	ctx, cancel := callContext(req)
+	ctx, cancel := a.callContext(req)
 	defer cancel()
 	sc.fail(ctx, r.answer, r.err.Error())
 	a.ended(sc)

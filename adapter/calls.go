@@ -147,7 +147,7 @@ type serverCall struct {
 // on, not the streams it keeps open, so long-lived streams cannot take
 // every worker. The streams are bounded by maxStreams instead.
 func (a *Adapter) serve(req *envelope.Request) {
-	ctx, cancel := callContext(req)
+	ctx, cancel := a.callContext(req)
 	a.inflight.Inc()
 	sc := &serverCall{a: a, req: req, start: time.Now(), cancel: cancel}
 	sc.heard()
@@ -223,18 +223,21 @@ func (s *streamSet) detach(f func()) bool {
 func (s *streamSet) wait() { s.running.Wait() }
 
 // callContext is the context of a call being served: it ends at the
-// caller's deadline, or when the call is cancelled.
-func callContext(req *envelope.Request) (context.Context, context.CancelFunc) {
+// caller's deadline, or when the call is cancelled. With security on,
+// what is published with it is sealed for the caller's service alone
+// (secure.ForCaller), which authenticated checked the request came from.
+func (a *Adapter) callContext(req *envelope.Request) (context.Context, context.CancelFunc) {
+	parent := a.forCaller(context.Background(), req)
 	if dl, ok := req.DeadlineTime(); ok {
-		return context.WithDeadline(context.Background(), dl)
+		return context.WithDeadline(parent, dl)
 	}
-	return context.WithCancel(context.Background())
+	return context.WithCancel(parent)
 }
 
 // handleFrame takes a frame for a call being served: more request body,
 // window updates, or a cancel (on the inbox or the service's cancel subject).
 func (a *Adapter) handleFrame(_ context.Context, data []byte) {
-	env, _, why, err := a.open(data)
+	env, from, why, err := a.open(data)
 	if err != nil {
 		a.reject(why, len(data), err)
 		return
@@ -251,6 +254,13 @@ func (a *Adapter) handleFrame(_ context.Context, data []byte) {
 	c := a.calls.frame(&f)
 	if c == nil {
 		return // finished already, or served by another instance (cancels fan out)
+	}
+	if a.guard != nil && from.Peer.Service() != c.req.SourceService {
+		// Calls are found by the caller's sidecar id and call id, which
+		// any sender can name: only the caller's service may cancel its
+		// call or add to its body.
+		a.reject("wrong-sender", len(data), fmt.Errorf("a frame for a call of %s sent by %s", c.req.SourceService, from.Peer.Service()))
+		return
 	}
 	c.frame(&f)
 }
@@ -488,7 +498,7 @@ func (a *Adapter) record(sc *serverCall) {
 func (a *Adapter) refuse(req *envelope.Request, detail string) {
 	sc := &serverCall{a: a, req: req, start: time.Now(), cancel: func() {}}
 	a.started(sc)
-	ctx, cancel := callContext(req)
+	ctx, cancel := a.callContext(req)
 	defer cancel()
 	sc.fail(ctx, reason.Overloaded, detail)
 	a.ended(sc)

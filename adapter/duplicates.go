@@ -40,6 +40,10 @@ type results struct {
 type recorded struct {
 	at  int64  // unix nanoseconds
 	msg []byte // the encoded response envelope
+	// caller is the service the call came from (verified, with security
+	// on): the key's sidecar id is only a name in the request, and the
+	// answer goes to no other service.
+	caller string
 }
 
 type queuedResult struct {
@@ -68,7 +72,7 @@ func (r *results) keep(req *envelope.Request, out *envelope.Response) {
 	if old, ok := r.m[k]; ok {
 		r.bytes -= len(old.msg)
 	}
-	r.m[k] = recorded{at: now, msg: msg}
+	r.m[k] = recorded{at: now, msg: msg, caller: req.SourceService}
 	r.queue = append(r.queue, queuedResult{k, now})
 	r.bytes += len(msg)
 	r.evict(now)
@@ -96,12 +100,13 @@ func (r *results) evict(now int64) {
 	}
 }
 
-// find returns the recorded answer to the call of key, if it is fresh.
-func (r *results) find(k callKey, now int64) ([]byte, bool) {
+// find returns the recorded answer to the call of key made by the
+// service caller, if it is fresh.
+func (r *results) find(k callKey, caller string, now int64) ([]byte, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	rec, ok := r.m[k]
-	if !ok || now-rec.at > int64(resultRetention) {
+	if !ok || rec.caller != caller || now-rec.at > int64(resultRetention) {
 		return nil, false
 	}
 	return rec.msg, true
@@ -117,7 +122,7 @@ func (a *Adapter) duplicate(req *envelope.Request, _ *envelope.Envelope, _ secur
 	if req.AttemptOf == 0 || req.AttemptOf == req.ID {
 		return nil
 	}
-	msg, ok := a.results.find(callKey{req.Source, req.AttemptOf}, time.Now().UnixNano())
+	msg, ok := a.results.find(callKey{req.Source, req.AttemptOf}, req.SourceService, time.Now().UnixNano())
 	if !ok {
 		return nil
 	}
@@ -130,7 +135,7 @@ func (a *Adapter) duplicate(req *envelope.Request, _ *envelope.Envelope, _ secur
 		return nil
 	}
 	out.ID = req.ID
-	ctx, cancel := callContext(req)
+	ctx, cancel := a.callContext(req)
 	defer cancel()
 	if err := a.pub.Publish(ctx, req.ReplyTo, &out); err != nil {
 		a.publishFailed("response", req.ReplyTo, err)

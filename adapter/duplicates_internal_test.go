@@ -125,10 +125,16 @@ func TestResultsBounded(t *testing.T) {
 	if n := len(r.m); n != maxResults {
 		t.Errorf("%d records, want %d", n, maxResults)
 	}
-	if _, ok := r.find(callKey{"c", 1}, time.Now().UnixNano()); ok {
+	if _, ok := r.find(callKey{"c", 1}, "", time.Now().UnixNano()); ok {
 		t.Error("the oldest record outlived the count bound")
 	}
-	if _, ok := r.find(callKey{"c", maxResults + 100}, time.Now().Add(resultRetention+time.Second).UnixNano()); ok {
+	if _, ok := r.find(callKey{"c", maxResults + 100}, "", time.Now().UnixNano()); !ok {
+		t.Error("the newest record was not found")
+	}
+	if _, ok := r.find(callKey{"c", maxResults + 100}, "another-service", time.Now().UnixNano()); ok {
+		t.Error("a record found for another service than the caller's")
+	}
+	if _, ok := r.find(callKey{"c", maxResults + 100}, "", time.Now().Add(resultRetention+time.Second).UnixNano()); ok {
 		t.Error("a record outlived resultRetention")
 	}
 	if len(r.queue)-r.head != len(r.m) {

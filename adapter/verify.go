@@ -1,6 +1,7 @@
 package adapter
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/busmesh/busmesh/internal/envelope"
@@ -26,8 +27,9 @@ func (a *Adapter) open(data []byte) (env envelope.Envelope, from secure.Sender, 
 
 // authenticated admits, with security on, a request whose caller's
 // certificate names the service the request says it comes from, and seals
-// what the adapter sends to the request's reply_to with the keys the
-// caller used.
+// what the adapter sends to the request's reply_to for that service with
+// the keys the caller used (the binding is the service's: another service
+// naming the same reply_to cannot take it over).
 func (a *Adapter) authenticated(req *envelope.Request, _ *envelope.Envelope, from secure.Sender) *rejection {
 	if a.guard == nil {
 		return nil
@@ -40,4 +42,13 @@ func (a *Adapter) authenticated(req *envelope.Request, _ *envelope.Envelope, fro
 	}
 	a.guard.Bind(req.ReplyTo, from)
 	return nil
+}
+
+// forCaller returns ctx sealing, with security on, for the service of
+// req's caller only (secure.ForCaller).
+func (a *Adapter) forCaller(ctx context.Context, req *envelope.Request) context.Context {
+	if a.guard == nil {
+		return ctx
+	}
+	return secure.ForCaller(ctx, req.SourceService)
 }

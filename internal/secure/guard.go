@@ -56,7 +56,7 @@ type Guard struct {
 
 	last atomic.Int64 // the last timestamp sealed: each is later than the one before
 
-	bound sync.Map // subject -> *binding: receivers heard from
+	bound sync.Map // subject -> *bindings: receivers heard from, by service
 	certs sync.Map // service -> *serviceCert: services' certificates (ambassador)
 
 	fetchID atomic.Uint64
@@ -68,16 +68,6 @@ type Guard struct {
 	// requests go over them too.
 	more []broker.Broker
 	wg   sync.WaitGroup
-}
-
-// binding is how envelopes to one subject are sealed: from which local
-// identity, for which peer, and whether with the local certificate (the
-// peer addressed a rotated-out identity, so it lacks the current one).
-type binding struct {
-	local *identity.Identity
-	peer  *identity.Peer
-	cert  bool
-	seal  bool // the peer sealed what it sent: seal what goes back
 }
 
 // Sender is who sent an envelope that Open verified, and which of this
@@ -178,19 +168,37 @@ func (g *Guard) Open(data []byte) (envelope.Envelope, Sender, error) {
 // Bind seals what this sidecar sends to subject for from: the subject
 // where a verified sender takes the rest of a call. It is sealed with the
 // current identity; if from addressed a rotated-out one, with the current
-// certificate too, so that the peer learns it (Learn).
+// certificate too, so that the peer learns it (Learn). The binding is
+// from's service's: another service naming the same subject gets one of
+// its own, which envelopes answering from's calls never use (ForCaller).
 func (g *Guard) Bind(subject string, from Sender) {
 	if subject == "" || from.Peer == nil {
 		return
 	}
 	local := g.src.Current()
-	sendCert := from.Local != local
-	if v, ok := g.bound.Load(subject); ok {
-		if b := v.(*binding); b.local == local && b.peer == from.Peer && b.cert == sendCert && b.seal == from.Sealed {
+	b := binding{local: local, peer: from.Peer, cert: from.Local != local, seal: from.Sealed}
+	service := from.Peer.Service()
+	for {
+		v, loaded := g.bound.Load(subject)
+		if !loaded {
+			if _, raced := g.bound.LoadOrStore(subject, &bindings{by: []serviceBinding{{service, b}}}); !raced {
+				return
+			}
+			continue
+		}
+		old := v.(*bindings)
+		if cur, ok := old.find(service); ok && cur == b {
+			return
+		}
+		next := old.with(service, b)
+		if next == nil {
+			g.logger.Warn("reply subject named by too many services: not bound", "subject", subject, telemetry.KeyService, service)
+			return
+		}
+		if g.bound.CompareAndSwap(subject, v, next) {
 			return
 		}
 	}
-	g.bound.Store(subject, &binding{local: local, peer: from.Peer, cert: sendCert, seal: from.Sealed})
 }
 
 // Learn takes a newer certificate of service that a verified answer
@@ -217,7 +225,10 @@ func (g *Guard) Seal(ctx context.Context, subject string, b []byte) ([]byte, err
 	var cert []byte
 	seal := false
 	if v, ok := g.bound.Load(subject); ok {
-		bd := v.(*binding)
+		bd, err := v.(*bindings).pick(ctx)
+		if err != nil {
+			return b, fmt.Errorf("seal for %s: %w", subject, err)
+		}
 		local, peer, seal = bd.local, bd.peer, bd.seal
 		if bd.cert {
 			cert = local.Cert().Raw
