@@ -131,6 +131,7 @@ type Registry struct {
 	flushArmed bool
 	flushTimer *time.Timer
 	reviews    []review
+	tombs      tombstones
 }
 
 // service is one watched service: its instances by name and in name
@@ -245,6 +246,7 @@ func NewRegistryWith(o Options) *Registry {
 		verify:   make(chan verification, 64),
 		changed:  make(chan struct{}, 1),
 	}
+	r.tombs = newTombstones(r.maxInstances)
 	r.wheel = newWheel(r.maxTTL())
 	r.wheel.swept = int64(r.since(r.epoch) / wheelSlot)
 	r.services.Store(&map[string]*service{})
@@ -327,6 +329,12 @@ func (r *Registry) applyLocked(a *busmeshv1.Announcement, answer bool) bool {
 	e := s.entries[a.Instance]
 	switch a.Kind {
 	case busmeshv1.Announcement_KIND_HELLO:
+		// A replay of an owner that left (its goodbye or expiry overtook
+		// it) finds no entry of its own to be older than: the tombstone
+		// is. The owner's heartbeats, the common case, skip the lookup.
+		if (e == nil || e.owner != from) && r.tombs.buried(tombKey{a.Service, a.Instance, from}, a.Seq, at) {
+			return false
+		}
 		if e == nil {
 			changed := r.add(s, a, from, now)
 			if e = s.entries[a.Instance]; e != nil {
@@ -359,6 +367,7 @@ func (r *Registry) applyLocked(a *busmeshv1.Announcement, answer bool) bool {
 			}
 			return false
 		}
+		e.seq = max(e.seq, a.Seq) // the owner's last word, for its tombstone
 		return r.leave(s, e, at)
 	}
 	return false
@@ -493,6 +502,7 @@ func (r *Registry) conflict(e *entry) {
 // set changed.
 func (r *Registry) leave(s *service, e *entry, at time.Duration) bool {
 	wasHealthy := e.inst.Healthy && e.suspectUntil <= at
+	r.tombs.bury(tombKey{e.inst.Service, e.inst.Name, e.owner}, e.seq, at)
 	if e.rival != (owner{}) && at-e.rivalSeen <= e.rivalTTL {
 		e.owner, e.seq = e.rival, e.rivalSeq
 		e.inst.Sidecar, e.inst.Healthy, e.inst.Conflict = e.rival.sidecar, e.rivalHealthy, ""
@@ -626,6 +636,7 @@ func (r *Registry) Expire() []Instance {
 		r.leave(s, e, at)
 	})
 	r.reviewLocked(at)
+	r.tombs.prune(at)
 	r.flushLocked()
 	return gone
 }

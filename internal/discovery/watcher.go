@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -42,6 +44,13 @@ type Watcher struct {
 
 	mu   sync.Mutex
 	subs map[string]broker.Subscription // by service
+	// retry holds the watched services whose subscription failed (the
+	// broker away, a Kafka topic slow to come): each sweep and the return
+	// of the connection subscribe them again. Else reconcile, which runs
+	// only when the set of services changes, would leave them deaf for
+	// good. Only the loop (and WatchWith before it starts) subscribes, so
+	// a retry never races a reconcile into a second subscription.
+	retry map[string]bool
 
 	// While this sidecar's own broker connection is down it hears nobody,
 	// so silence proves nothing: nothing expires, and after the
@@ -100,6 +109,7 @@ func WatchWith(ctx context.Context, b broker.Broker, reg *Registry, o WatchOptio
 		id:     id,
 		stop:   make(chan struct{}),
 		subs:   map[string]broker.Subscription{},
+		retry:  map[string]bool{},
 	}
 	w.checker = newChecker(o.Identity, reg.rejected, w.logger)
 	settle := o.Settle
@@ -165,14 +175,9 @@ func (w *Watcher) reconcile() int {
 			}
 			continue
 		}
-		sub, err := w.b.Subscribe(w.ctx, w.subjects.Discovery(name), w.handle)
-		if err != nil {
-			w.logger.Warn("discovery subscription failed", telemetry.KeyService, name, telemetry.KeyErr, err)
-			continue
+		if !w.subscribe(name) {
+			continue // retried at the next sweep
 		}
-		w.mu.Lock()
-		w.subs[name] = sub
-		w.mu.Unlock()
 		w.ask(name)
 		asked++
 	}
@@ -184,11 +189,75 @@ func (w *Watcher) reconcile() int {
 			delete(w.subs, name)
 		}
 	}
+	for name := range w.retry {
+		if !wanted[name] {
+			delete(w.retry, name)
+		}
+	}
 	w.mu.Unlock()
 	for _, sub := range drop {
 		_ = sub.Unsubscribe() // nothing to do about it
 	}
 	return asked
+}
+
+// subscribe subscribes to service's discovery subject, unless the Watcher
+// already has, and reports whether it subscribed now. A failure is logged
+// (once until it succeeds) and leaves the service to retry. Called only
+// from the loop, or from WatchWith before the loop starts.
+func (w *Watcher) subscribe(service string) bool {
+	w.mu.Lock()
+	_, have := w.subs[service]
+	retrying := w.retry[service]
+	w.mu.Unlock()
+	if have {
+		return false
+	}
+	sub, err := w.b.Subscribe(w.ctx, w.subjects.Discovery(service), w.handle)
+	if err != nil {
+		if retrying {
+			w.logger.Debug("discovery subscription failed again", telemetry.KeyService, service, telemetry.KeyErr, err)
+		} else {
+			w.logger.Warn("discovery subscription failed: retrying", telemetry.KeyService, service, telemetry.KeyErr, err)
+		}
+		w.mu.Lock()
+		w.retry[service] = true
+		w.mu.Unlock()
+		return false
+	}
+	w.mu.Lock()
+	w.subs[service] = sub
+	delete(w.retry, service)
+	w.mu.Unlock()
+	if retrying {
+		w.logger.Info("discovery subscription restored", telemetry.KeyService, service)
+	}
+	return true
+}
+
+// resubscribe retries the subscriptions that failed, for the services
+// still watched, and returns those it subscribed.
+func (w *Watcher) resubscribe() []string {
+	w.mu.Lock()
+	if len(w.retry) == 0 {
+		w.mu.Unlock()
+		return nil
+	}
+	names := slices.Sorted(maps.Keys(w.retry))
+	w.mu.Unlock()
+	var done []string
+	for _, name := range names {
+		if !w.reg.Watching(name) {
+			w.mu.Lock()
+			delete(w.retry, name) // dropped since; reconcile will clear it too
+			w.mu.Unlock()
+			continue
+		}
+		if w.subscribe(name) {
+			done = append(done, name)
+		}
+	}
+	return done
 }
 
 // ask pings service's adapters, whose answers come to the Watcher's inbox;
@@ -264,7 +333,7 @@ func (w *Watcher) handleAnswer(ctx context.Context, data []byte) {
 
 // expire forgets silent instances, logging them (a few by name) — unless
 // the silence is this sidecar's own, its broker connection down or just
-// back.
+// back — after retrying the subscriptions that failed, while connected.
 func (w *Watcher) expire() {
 	now := time.Now()
 	if !broker.Connected(w.b) {
@@ -276,8 +345,15 @@ func (w *Watcher) expire() {
 		// adapters lost the broker too, and may take longer than this
 		// sidecar to be back. One that died meanwhile goes a lifetime
 		// late; one that lives is not dropped while it reconnects.
+		// Subscriptions that failed meanwhile come first: the answers to
+		// the pings can be heard without them, the heartbeats not.
 		w.offline, w.graceTill = false, now.Add(max(reconnectGrace, ttlIntervals*w.reg.interval))
+		w.resubscribe()
 		for _, name := range w.reg.Watched() {
+			w.ask(name)
+		}
+	} else {
+		for _, name := range w.resubscribe() {
 			w.ask(name)
 		}
 	}
