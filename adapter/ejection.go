@@ -261,13 +261,27 @@ func (a *Adapter) stopEjection() {
 // servingGate is why the adapter takes calls or not: it serves while its
 // application is healthy and it has not stepped aside. Changes are made
 // one at a time, under mu, as leaving a queue group takes a while.
+//
+// serving is what the adapter does, not what it should: a join that fails
+// (the broker is down) leaves it false, and it is not announced healthy,
+// since no call would reach it. A rejoin then retries in the background
+// (see rejoin) until it joins, the adapter should no longer serve, or it
+// shuts down.
 type servingGate struct {
 	mu        sync.Mutex
 	unhealthy bool
 	ejected   bool
 	closed    bool // shut down: nothing rejoins
+	serving   bool // in the queue groups, announced healthy
 	ctx       context.Context
+	// stopRejoin ends the rejoin retrying in the background, and
+	// rejoinDone is closed once it has ended; both nil while none runs.
+	stopRejoin context.CancelFunc
+	rejoinDone chan struct{}
 }
+
+// wanted reports whether the adapter should serve. s.mu is held.
+func (s *servingGate) wanted() bool { return !s.unhealthy && !s.ejected }
 
 // setHealthy follows the application's health check.
 func (a *Adapter) setHealthy(healthy bool) {
@@ -280,7 +294,8 @@ func (a *Adapter) setEjected(ejected bool) bool {
 }
 
 // serveState applies change and joins or leaves the service when whether
-// it serves changed; false when the adapter is shut down.
+// it should serve differs from whether it does; false when the adapter is
+// shut down. A join that fails is retried in the background.
 func (a *Adapter) serveState(change func(*servingGate)) bool {
 	s := &a.gate
 	s.mu.Lock()
@@ -288,19 +303,51 @@ func (a *Adapter) serveState(change func(*servingGate)) bool {
 	if s.closed {
 		return false
 	}
-	was := !s.unhealthy && !s.ejected
 	change(s)
-	if now := !s.unhealthy && !s.ejected; now != was {
-		a.setServing(s.ctx, now)
+	switch want := s.wanted(); {
+	case want == s.serving:
+	case !want:
+		_ = a.setServing(s.ctx, false) // leaving logs its own errors
+		s.serving = false
+	default:
+		if err := a.setServing(s.ctx, true); err != nil {
+			a.logger.Error("joining the queue group failed: retrying", telemetry.KeyErr, err)
+			a.startRejoin()
+			return true
+		}
+		s.serving = true
 	}
 	return true
 }
 
-// closeServing stops every later join, at shutdown.
+// startRejoin starts retrying a failed join in the background, unless a
+// retry runs already. s.mu is held.
+func (a *Adapter) startRejoin() {
+	s := &a.gate
+	if s.stopRejoin != nil {
+		return
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	s.stopRejoin, s.rejoinDone = stop, done
+	go func() {
+		defer close(done)
+		a.rejoin(ctx)
+	}()
+}
+
+// closeServing stops every later join, at shutdown, and waits for a
+// rejoin retrying in the background to end.
 func (a *Adapter) closeServing() {
 	s := &a.gate
 	s.mu.Lock()
 	s.closed = true
+	stop, done := s.stopRejoin, s.rejoinDone
+	s.stopRejoin, s.rejoinDone = nil, nil
 	s.mu.Unlock()
+	if stop != nil {
+		stop()
+		<-done
+	}
 	a.stopEjection()
 }

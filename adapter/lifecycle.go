@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -53,12 +54,15 @@ func (a *Adapter) Start(ctx context.Context) error {
 	}
 	a.gate.mu.Lock()
 	a.gate.ctx, a.gate.unhealthy, a.gate.ejected, a.gate.closed = context.WithoutCancel(ctx), !healthy, false, false
-	a.gate.mu.Unlock()
+	var joinErr error
 	if healthy {
-		if err := a.joinQueue(ctx); err != nil {
-			_ = a.Shutdown(context.Background()) // the start's error is the one to report
-			return err
-		}
+		joinErr = a.joinQueue(ctx)
+	}
+	a.gate.serving = healthy && joinErr == nil
+	a.gate.mu.Unlock()
+	if joinErr != nil {
+		_ = a.Shutdown(context.Background()) // the start's error is the one to report
+		return joinErr
 	}
 	if err := a.startServices(); err != nil {
 		_ = a.Shutdown(context.Background()) // the start's error is the one to report
@@ -151,20 +155,100 @@ func (a *Adapter) leaveQueue() error {
 // setServing joins or leaves the service (see servingGate). Leaving, the adapter
 // says so, then leaves the queue groups; it keeps its instance subject, so
 // a caller that chose it just before hearing still gets an answer.
-// Healthy, it joins the queue groups, then says so.
-func (a *Adapter) setServing(ctx context.Context, healthy bool) {
+// Healthy, it joins the queue groups, then says so; when the join fails it
+// says nothing and returns the error, for its caller to retry. Leaving
+// returns nil: it logs its errors, as there is nothing to retry.
+func (a *Adapter) setServing(ctx context.Context, healthy bool) error {
 	if !healthy {
 		a.announce.SetHealthy(false)
 		if err := a.leaveQueue(); err != nil {
 			a.logger.Warn("leaving the queue group", telemetry.KeyErr, err)
 		}
-		return
+		return nil
 	}
 	if err := a.joinQueue(ctx); err != nil {
-		a.logger.Error("rejoining the queue group", telemetry.KeyErr, err)
-		return
+		return err
 	}
 	a.announce.SetHealthy(true)
+	return nil
+}
+
+// Backoff of rejoin: the first wait, doubled after each failed attempt up
+// to the last.
+const (
+	rejoinFirst = 100 * time.Millisecond
+	rejoinMax   = 5 * time.Second
+)
+
+// rejoin retries joining the queue groups after a join failed (the broker
+// was down), with backoff, until it joins, or the adapter should no longer
+// serve (its application failed again, or it stepped aside), or ctx ends
+// (shutdown). Each wait is jittered, so that instances cut off together do
+// not all come back at the same moment.
+func (a *Adapter) rejoin(ctx context.Context) {
+	wait := rejoinFirst
+	for attempt := 1; ; attempt++ {
+		t := time.NewTimer(wait/2 + rand.N(wait/2))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		if a.tryRejoin(attempt) {
+			return
+		}
+		wait = min(2*wait, rejoinMax)
+	}
+}
+
+// tryRejoin makes one attempt at joining while the adapter should serve,
+// and reports whether the retrying is over. It decides under the gate's
+// lock, so a change of health cannot slip between its check and its join.
+func (a *Adapter) tryRejoin(attempt int) bool {
+	s := &a.gate
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return true // closeServing has taken the retry's handles
+	}
+	if s.wanted() && !s.serving {
+		if err := a.setServing(s.ctx, true); err != nil {
+			a.logger.Warn("rejoining the queue group", "attempt", attempt, telemetry.KeyErr, err)
+			return false
+		}
+		s.serving = true
+		a.logger.Info("rejoined the queue group", "attempts", attempt)
+	}
+	// Cleared under the lock: a join that fails from now on starts
+	// another retry rather than counting on this one.
+	s.stopRejoin()
+	s.stopRejoin, s.rejoinDone = nil, nil
+	return true
+}
+
+// shedDetail is what a call still waiting for a worker when Shutdown's
+// time is up is answered (as overloaded, so its caller may try another
+// instance).
+const shedDetail = "the instance is shutting down"
+
+// recancelEvery is how often cancelUntil cancels the calls again.
+const recancelEvery = 10 * time.Millisecond
+
+// cancelUntil cancels every call being served, again and again until done
+// is closed: a worker that took a call just before the waiting line was
+// shed registers it after the first cancel, and it must not run to its end.
+func (a *Adapter) cancelUntil(done <-chan struct{}) {
+	t := time.NewTicker(recancelEvery)
+	defer t.Stop()
+	for {
+		a.calls.cancelAll()
+		select {
+		case <-done:
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // leaveGrace is how long an adapter that said goodbye keeps taking calls:
@@ -175,7 +259,8 @@ const leaveGrace = 250 * time.Millisecond
 // Shutdown drains: it says goodbye, keeps taking calls a moment for those
 // sent before the goodbye arrived, leaves the queue groups and its instance
 // subject, waits for the calls in flight to finish (until ctx ends, when it
-// cancels them), then unsubscribes the rest.
+// answers the calls still waiting for a worker at once and cancels those
+// being served), then unsubscribes the rest.
 func (a *Adapter) Shutdown(ctx context.Context) error {
 	l := &a.life
 	l.mu.Lock()
@@ -215,8 +300,10 @@ func (a *Adapter) Shutdown(ctx context.Context) error {
 	select {
 	case <-done:
 	case <-ctx.Done():
-		a.calls.cancelAll()
-		<-done
+		// Out of time: the waiting line is answered at once rather than
+		// served, and the calls being served are cancelled.
+		a.pool.shed(shedDetail)
+		a.cancelUntil(done)
 		errs = append(errs, fmt.Errorf("drain: %w", ctx.Err()))
 	}
 	for _, s := range subs {

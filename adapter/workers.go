@@ -294,6 +294,26 @@ func (w *workers) close() {
 
 func (w *workers) wait() { w.running.Wait() }
 
+// shed closes the workers and answers every call still waiting with
+// refuse(detail), at once: once a shutdown's time is up, serving the line
+// to its end would overrun it by the whole line. Workers take no call
+// after it. A call whose deadline has passed is dropped: its caller has
+// given up.
+func (w *workers) shed(detail string) {
+	w.mu.Lock()
+	w.closed = true
+	line := w.waiting
+	w.waiting, w.queued = nil, 0
+	w.wake.Broadcast()
+	w.mu.Unlock()
+	now := w.now().UnixNano()
+	for _, c := range line {
+		if c.req.Deadline == 0 || now < c.req.Deadline {
+			w.refuse(c.req, detail)
+		}
+	}
+}
+
 // busyNow is the number of calls being served.
 func (w *workers) busyNow() int { return int(w.busy.Load()) }
 
