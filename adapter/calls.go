@@ -225,9 +225,9 @@ func (s *streamSet) wait() { s.running.Wait() }
 // callContext is the context of a call being served: it ends at the
 // caller's deadline, or when the call is cancelled. With security on,
 // what is published with it is sealed for the caller's service alone
-// (secure.ForCaller), which authenticated checked the request came from.
+// (secure.ForPeer), which authenticated checked the request came from.
 func (a *Adapter) callContext(req *envelope.Request) (context.Context, context.CancelFunc) {
-	parent := a.forCaller(context.Background(), req)
+	parent := a.forPeer(context.Background(), req)
 	if dl, ok := req.DeadlineTime(); ok {
 		return context.WithDeadline(parent, dl)
 	}

@@ -49,7 +49,7 @@ func (a *Adapter) probeCallers(ctx context.Context) {
 				continue
 			}
 			ping := envelope.Frame{ID: c.req.ID, Ping: true, ReplyTo: a.inbox, Instance: a.cfg.Instance}
-			pctx, cancel := context.WithTimeout(a.forCaller(ctx, c.req), probeInterval/2)
+			pctx, cancel := context.WithTimeout(a.forPeer(ctx, c.req), probeInterval/2)
 			if err := a.pub.Publish(pctx, c.req.ReplyTo, &ping); err != nil {
 				a.logger.Debug("ping not sent", telemetry.KeySubject, c.req.ReplyTo, telemetry.KeyErr, err)
 			}

@@ -44,11 +44,11 @@ func (a *Adapter) authenticated(req *envelope.Request, _ *envelope.Envelope, fro
 	return nil
 }
 
-// forCaller returns ctx sealing, with security on, for the service of
-// req's caller only (secure.ForCaller).
-func (a *Adapter) forCaller(ctx context.Context, req *envelope.Request) context.Context {
+// forPeer returns ctx sealing, with security on, for the service of
+// req's caller only (secure.ForPeer).
+func (a *Adapter) forPeer(ctx context.Context, req *envelope.Request) context.Context {
 	if a.guard == nil {
 		return ctx
 	}
-	return secure.ForCaller(ctx, req.SourceService)
+	return secure.ForPeer(ctx, &req.SourceService)
 }

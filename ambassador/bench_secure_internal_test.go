@@ -54,7 +54,7 @@ func (l *secureLoop) Publish(ctx context.Context, subject string, data []byte) e
 		r := l.resp
 		r.ID, r.Body = req.ID, req.Body // echo
 		b := r.AppendEnvelope(make([]byte, 0, r.EncodedSize()+160))
-		if b, err = l.service.Seal(ctx, req.ReplyTo, b); err != nil {
+		if b, err = l.service.Seal(context.Background(), req.ReplyTo, b); err != nil { // the adapter's own context, not the caller's
 			return err
 		}
 		l.deliver(ctx, req.ReplyTo, b)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -116,17 +117,22 @@ func (a *Ambassador) serveHTTP(w http.ResponseWriter, r *http.Request, rt *Route
 	}
 	c, ctx := a.begin(r.Context(), rt, start, deadline, false)
 	defer a.end(c)
+	// readBy is when ctx ends if no byte moves before: the bound on
+	// reading a body that fits the call's first message (httpBody.First).
+	readBy := deadline
 	switch {
 	case events:
 		// A Server-Sent Events stream lasts as long as its page: as for an
 		// upgrade, the timeout bounds the wait for the answer's head, then
 		// only the idle timeout ends a stream on which nothing moves.
 		ctx = c.awaitHead(ctx, timeout)
+		readBy = c.headBy
 	case idle > 0 && (timeout == 0 || idle < timeout):
 		ctx, c.idle = watchIdle(ctx, idle)
+		readBy = start.Add(idle)
 	}
 	a.request(c, r)
-	c.http = httpBody{r: r, w: w, limit: limit, chunk: a.chunk, idle: c.idle}
+	c.http = httpBody{r: r, w: w, limit: limit, chunk: a.chunk, idle: c.idle, by: readBy}
 	c.Body = &c.http
 	defer c.releaseHTTP()
 	err := a.invoke(ctx, c)
@@ -197,6 +203,7 @@ type httpBody struct {
 	limit   int64
 	chunk   int
 	idle    *idleWatch
+	by      time.Time // when the call ends unless bytes move (zero: never)
 	buf     *[]byte
 	prompt  stream.Prompt
 	sent    int64
@@ -205,7 +212,28 @@ type httpBody struct {
 
 func (b *httpBody) First(room int) ([]byte, bool, error) {
 	b.buf = bus.GetBuffer()
+	// A body of a declared length that fits is read whole, with no time
+	// limit of its own: a caller that sends part of it and stalls would
+	// hold the call past its end. Only that read is bounded (a longer or
+	// chunked body is read as it comes, and Rest bounds the rest).
+	bounded := false
+	if n := b.r.ContentLength; n > 0 && n <= int64(room) && !b.by.IsZero() {
+		bounded = setReadDeadline(b.w, b.by)
+	}
 	data, more, err := b.prompt.First(b.r.Body, b.buf, room, b.r.ContentLength, stream.Settle)
+	timedOut := errors.Is(err, os.ErrDeadlineExceeded)
+	if bounded && !timedOut {
+		// Lifted at once: after the body's end net/http reads the
+		// connection in the background, and a deadline would fail that
+		// read (its HTTP/1 server clears it then too; this does not rely
+		// on it). One that fired stays: the rest of the body will not
+		// come, and net/http's discard of it must not wait for it either
+		// (the connection is closed after the answer).
+		setReadDeadline(b.w, time.Time{})
+	}
+	if timedOut {
+		return nil, false, reason.Errorf(reason.Timeout, "the request body of %d bytes did not come in time", b.r.ContentLength)
+	}
 	if err != nil {
 		return nil, false, reason.Errorf(reason.BadRequest, "read request body: %v", err)
 	}
@@ -222,6 +250,22 @@ func (b *httpBody) First(room int) ([]byte, bool, error) {
 	b.sent = int64(len(data))
 	b.idle.touch()
 	return data, more, nil
+}
+
+// setReadDeadline sets the read deadline of w's connection (HTTP/2: of
+// its stream), as ResponseController does but with no allocation on a
+// call's hot path; false when w has none.
+func setReadDeadline(w http.ResponseWriter, t time.Time) bool {
+	for {
+		switch x := w.(type) {
+		case interface{ SetReadDeadline(time.Time) error }:
+			return x.SetReadDeadline(t) == nil
+		case interface{ Unwrap() http.ResponseWriter }:
+			w = x.Unwrap()
+		default:
+			return false
+		}
+	}
 }
 
 func (b *httpBody) Rest(ctx context.Context, s *stream.Sender) error {
@@ -244,16 +288,25 @@ func (b *httpBody) Rest(ctx context.Context, s *stream.Sender) error {
 	}()
 	buf := make([]byte, b.chunk)
 	trailers := func() []string { return envelope.AppendHTTPHeader(nil, b.r.Trailer) }
-	_, err := s.Copy(ctx, restReader{b}, buf, false, b.sent, b.limit, trailers)
+	_, err := s.Copy(ctx, restReader{b, ctx}, buf, false, b.sent, b.limit, trailers)
 	return err
 }
 
 // restReader reads the rest of a request body, saying when a read is in
 // progress and recording activity.
-type restReader struct{ b *httpBody }
+type restReader struct {
+	b   *httpBody
+	ctx context.Context
+}
 
 func (r restReader) Read(p []byte) (int, error) {
 	r.b.reading.Store(true)
+	if err := r.ctx.Err(); err != nil {
+		// ctx ended between two reads, after Rest's AfterFunc found no
+		// read in progress: no deadline will end this one.
+		r.b.reading.Store(false)
+		return 0, err
+	}
 	n, err := r.b.prompt.Read(p)
 	r.b.reading.Store(false)
 	if n > 0 {
@@ -349,10 +402,19 @@ func (a *Ambassador) respondHTTP(ctx context.Context, w http.ResponseWriter, c *
 		c.out.Status = status
 	}
 	whole := !resp.More && len(declared) == 0 && len(resp.Trailers) == 0 && sizedNow(c.http.r, status, h, len(resp.Body))
+	var bound *writeBound // nil for a small whole answer: net/http buffers it
+	if resp.More || len(resp.Body) > bufferedWrite {
+		bound = boundWrites(ctx, w)
+		defer bound.lift()
+	}
+	var rc *http.ResponseController
+	if resp.More {
+		rc = http.NewResponseController(w) // the head goes before a slow body's first byte
+	}
 	w.WriteHeader(status)
-	if len(resp.Body) > 0 {
-		if _, err := w.Write(resp.Body); err != nil {
-			a.cancelRemote(c, "caller went away")
+	if len(resp.Body) > 0 || rc != nil {
+		if err := bound.write(w, resp.Body, rc); err != nil {
+			a.writeFailed(ctx, c, err)
 			return
 		}
 	}
@@ -361,6 +423,7 @@ func (a *Ambassador) respondHTTP(ctx context.Context, w http.ResponseWriter, c *
 		// access log, which net/http's own flush, when the handler
 		// returns, would wait for. The call settles first: its caller may
 		// send the next call the moment it has this answer.
+		bound.lift() // before settle ends ctx
 		a.settle(c)
 		_ = http.NewResponseController(w).Flush()
 		return
@@ -369,8 +432,6 @@ func (a *Ambassador) respondHTTP(ctx context.Context, w http.ResponseWriter, c *
 		setTrailers(h, resp.Trailers, declared)
 		return
 	}
-	rc := http.NewResponseController(w)
-	_ = rc.Flush() // the head, before a slow body's first byte
 	frames := a.answerFrames(c)
 	sent := int64(len(resp.Body))
 	for {
@@ -388,12 +449,114 @@ func (a *Ambassador) respondHTTP(ctx context.Context, w http.ResponseWriter, c *
 		}
 		c.idle.touch()
 		sent += int64(len(data))
-		if _, err := w.Write(data); err != nil {
-			a.cancelRemote(c, "caller went away")
+		if err := bound.write(w, data, rc); err != nil {
+			a.writeFailed(ctx, c, err)
 			return
 		}
-		_ = rc.Flush()
 	}
+}
+
+// bufferedWrite is the most a handler's Write takes into net/http's own
+// buffer (HTTP/1.x: the response's 2 KiB buffer; HTTP/2 buffers more):
+// a write that size does not wait for the caller to read.
+const bufferedWrite = 2 << 10
+
+// writeBound makes an answer's writes fail once the call's context ends
+// (its deadline, its idle timeout). net/http's server has no write timeout
+// (right for streams), so without it a caller that stops reading holds the
+// handler in Write for as long as it keeps its connection open, and with
+// it the call, its slot, its goroutine and its stream window.
+//
+// Only a write in progress is cut short: a deadline that passes between
+// writes fails the next one, and one that passes after the last byte
+// fails nothing. On HTTP/2 a write deadline in the past resets the stream
+// at once, so it is set only while a write waits.
+type writeBound struct {
+	rc    *http.ResponseController
+	state atomic.Int32
+	stop  func() bool
+	done  chan struct{} // closed when expire has run
+}
+
+// The states of a writeBound.
+const (
+	boundIdle    int32 = iota // between writes
+	boundWriting              // a write in progress
+	boundExpired              // ctx ended: writes fail
+	boundLifted               // the answer is complete, or given up
+)
+
+// boundWrites bounds the writes of an answer on w by ctx. The handler must
+// lift the bound before it returns (net/http then reuses w).
+func boundWrites(ctx context.Context, w http.ResponseWriter) *writeBound {
+	b := &writeBound{rc: http.NewResponseController(w), done: make(chan struct{})}
+	b.stop = context.AfterFunc(ctx, b.expire)
+	return b
+}
+
+// expire runs when ctx ends: it cuts a write in progress short.
+func (b *writeBound) expire() {
+	defer close(b.done)
+	for {
+		switch s := b.state.Load(); s {
+		case boundIdle:
+			if b.state.CompareAndSwap(s, boundExpired) {
+				return
+			}
+		case boundWriting:
+			if b.state.CompareAndSwap(s, boundExpired) {
+				_ = b.rc.SetWriteDeadline(time.Now())
+				return
+			}
+		default:
+			return
+		}
+	}
+}
+
+// write writes p and, with rc, flushes it. On a nil bound it writes
+// unbounded. It fails once ctx has ended, also when the deadline cut in
+// after the data was taken: it may not all reach the caller.
+func (b *writeBound) write(w http.ResponseWriter, p []byte, rc *http.ResponseController) error {
+	if b != nil && !b.state.CompareAndSwap(boundIdle, boundWriting) {
+		return os.ErrDeadlineExceeded // ended between writes
+	}
+	var err error
+	if len(p) > 0 {
+		_, err = w.Write(p)
+	}
+	if err == nil && rc != nil {
+		_ = rc.Flush() // a failure shows in the next write, or ends the answer
+	}
+	if b != nil && !b.state.CompareAndSwap(boundWriting, boundIdle) && err == nil {
+		err = os.ErrDeadlineExceeded
+	}
+	return err
+}
+
+// lift ends the bound: the answer is complete, or the handler gives it
+// up. Once it returns, nothing touches the ResponseWriter on the bound's
+// behalf. Only the handler calls it; again is a no-op.
+func (b *writeBound) lift() {
+	if b == nil || b.state.Load() == boundLifted {
+		return
+	}
+	if !b.stop() {
+		<-b.done
+	}
+	b.state.Store(boundLifted)
+}
+
+// writeFailed ends a call whose answer could not be written to its caller:
+// aborted and counted under its reason when the call had ended (its
+// deadline or idle timeout passed while the caller did not read); else the
+// caller went away. On HTTP/1.1 a write that failed ends the request's
+// context too: the call's, ended first, tells.
+func (a *Ambassador) writeFailed(ctx context.Context, c *Call, err error) {
+	if ctx.Err() != nil && streamReason(ctx, nil) != reason.Cancelled {
+		a.abortHTTP(ctx, c, err) // does not return
+	}
+	a.cancelRemote(c, "caller went away")
 }
 
 // abortHTTP ends a response whose status is sent but whose body broke off

@@ -267,8 +267,14 @@ func (in *Inbox) answerPing(pub *bus.Publisher, f *envelope.Frame) {
 		return
 	}
 	in.mu.Lock()
-	_, waiting := in.calls[f.ID]
+	p, waiting := in.calls[f.ID]
 	in.mu.Unlock()
+	service := ""
+	if waiting {
+		p.mu.Lock()
+		service = p.service
+		p.mu.Unlock()
+	}
 	answer := envelope.Frame{ID: f.ID, Source: in.source, Pong: waiting, Cancel: !waiting}
 	if !waiting {
 		answer.Error = "the caller no longer waits for this call"
@@ -277,7 +283,11 @@ func (in *Inbox) answerPing(pub *bus.Publisher, f *envelope.Frame) {
 	// Not on the delivery goroutine: a publish may block, and the inbox's
 	// handler must not.
 	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		ctx := context.Background()
+		if service != "" && in.guard != nil {
+			ctx = secure.ForPeer(ctx, &service) // sealed for the service called, the ping's sender
+		}
+		ctx, cancel := context.WithTimeout(ctx, time.Second)
 		defer cancel()
 		if err := pub.Publish(ctx, peer, &answer); err != nil {
 			in.logger.Debug("pong not sent", telemetry.KeySubject, peer, telemetry.KeyErr, err)

@@ -12,6 +12,7 @@ import (
 	"github.com/busmesh/busmesh/broker"
 	"github.com/busmesh/busmesh/internal/discovery"
 	"github.com/busmesh/busmesh/internal/reason"
+	"github.com/busmesh/busmesh/internal/secure"
 	"github.com/busmesh/busmesh/internal/stream"
 	"github.com/busmesh/busmesh/internal/telemetry"
 )
@@ -309,6 +310,15 @@ func (a *Ambassador) sendRest(ctx context.Context, c *Call) {
 	}
 }
 
+// forPeer returns ctx sealing, with security on, for service only
+// (secure.ForPeer).
+func (a *Ambassador) forPeer(ctx context.Context, service *string) context.Context {
+	if a.inbox.guard == nil {
+		return ctx
+	}
+	return secure.ForPeer(ctx, service)
+}
+
 // cancelRemote tells the serving adapter to stop a call: directly when it
 // is known, else through the service's cancel subject.
 func (a *Ambassador) cancelRemote(c *Call, why string) {
@@ -316,7 +326,7 @@ func (a *Ambassador) cancelRemote(c *Call, why string) {
 	if subject == "" {
 		subject = a.subjects.Cancel(c.Route.Service)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	ctx, cancel := context.WithTimeout(a.forPeer(context.Background(), &c.Route.Service), time.Second)
 	defer cancel()
 	if err := stream.Cancel(ctx, c.lane.pub, subject, c.Req.ID, a.sidecar, why); err != nil {
 		a.logger.Debug("cancel not sent", telemetry.KeySubject, subject, telemetry.KeyErr, err)
@@ -342,6 +352,11 @@ func (a *Ambassador) begin(parent context.Context, rt *Route, start, deadline ti
 	}
 	c.out.GRPC = grpc
 	a.started(c)
+	if rt != nil {
+		// The call's frames and cancels are sealed for the service called
+		// alone, whatever else has named its adapter's inbox.
+		parent = a.forPeer(parent, &rt.Service)
+	}
 	if deadline.IsZero() { // timeout: none, upgrades, event streams, gRPC calls without a deadline
 		ctx, cancel := context.WithCancel(parent)
 		c.cancel = cancel

@@ -66,10 +66,10 @@ func (bs *bindings) with(service string, b binding) *bindings {
 	return next
 }
 
-// pick returns the binding to seal with for the service ctx answers
-// (ForCaller); with none named, the subject's only binding.
+// pick returns the binding to seal with for the service ctx names
+// (ForPeer); with none named, the subject's only binding.
 func (bs *bindings) pick(ctx context.Context) (binding, error) {
-	if service := callerOf(ctx); service != "" {
+	if service := peerOf(ctx); service != "" {
 		if b, ok := bs.find(service); ok {
 			return b, nil
 		}
@@ -81,18 +81,24 @@ func (bs *bindings) pick(ctx context.Context) (binding, error) {
 	return binding{}, fmt.Errorf("named by %d services, and the envelope answers none of them: %w", len(bs.by), ErrNoReceiver)
 }
 
-type callerKey struct{}
+type peerKey struct{}
 
-// ForCaller returns ctx saying that what is published with it answers a
-// call of service: Seal then seals for the binding that service's
-// verified envelope made for the subject (Bind), and no other. An adapter
-// publishes its answers, frames and pings of a call with it.
-func ForCaller(ctx context.Context, service string) context.Context {
-	return context.WithValue(ctx, callerKey{}, service)
+// ForPeer returns ctx saying that what is published with it goes to
+// service, the other side of a call: Seal then seals for the binding that
+// service's verified envelope made for the subject (Bind), and no other.
+// An adapter publishes the answers, frames and pings of a call with its
+// caller's service; an ambassador the frames and cancels of a call with
+// the service called. service is taken by address (a string would be
+// copied to the heap on every call) and must not change while ctx is in
+// use.
+func ForPeer(ctx context.Context, service *string) context.Context {
+	return context.WithValue(ctx, peerKey{}, service)
 }
 
-// callerOf returns the service ForCaller put in ctx, or "".
-func callerOf(ctx context.Context) string {
-	s, _ := ctx.Value(callerKey{}).(string)
-	return s
+// peerOf returns the service ForPeer put in ctx, or "".
+func peerOf(ctx context.Context) string {
+	if s, _ := ctx.Value(peerKey{}).(*string); s != nil {
+		return *s
+	}
+	return ""
 }

@@ -170,7 +170,7 @@ func (g *Guard) Open(data []byte) (envelope.Envelope, Sender, error) {
 // current identity; if from addressed a rotated-out one, with the current
 // certificate too, so that the peer learns it (Learn). The binding is
 // from's service's: another service naming the same subject gets one of
-// its own, which envelopes answering from's calls never use (ForCaller).
+// its own, which envelopes answering from's calls never use (ForPeer).
 func (g *Guard) Bind(subject string, from Sender) {
 	if subject == "" || from.Peer == nil {
 		return

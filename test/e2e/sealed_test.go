@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"io"
 	"net/http/httptest"
 	"testing"
 	"time"
@@ -82,6 +83,26 @@ func testSealedBodies(t *testing.T, b brokerCase) {
 	}
 	if n < 2 {
 		t.Errorf("saw %d envelopes on the broker, want the request and its answer", n)
+	}
+
+	// A body streamed each way (an upload of unknown length, an answer
+	// over a message): frames and grants cross both inboxes, sealed for
+	// the service on the other side of the call.
+	big := bytes.Repeat([]byte("0123456789abcdef"), (3<<20)/16)
+	pr, pw := io.Pipe()
+	go func() {
+		for off := 0; off < len(big); off += 64 << 10 {
+			if _, err := pw.Write(big[off:min(off+64<<10, len(big))]); err != nil {
+				return
+			}
+		}
+		pw.Close()
+	}()
+	up := newRequest(t, "POST", "http://"+m.port+"/echo", nil)
+	up.Body, up.ContentLength = pr, -1
+	resp, body = do(t, up)
+	if resp.StatusCode != 200 || !bytes.Equal(body, big) {
+		t.Fatalf("sealed streamed call = %d, %d bytes (%s), want 200 and the %d bytes echoed", resp.StatusCode, len(body), resp.Header.Get("X-Busmesh-Error"), len(big))
 	}
 
 	// In the clear, though authenticated: rejected.
