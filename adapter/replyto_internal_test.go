@@ -4,7 +4,6 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -14,6 +13,7 @@ import (
 	"github.com/busmesh/busmesh/internal/envelope"
 	"github.com/busmesh/busmesh/internal/identity"
 	"github.com/busmesh/busmesh/internal/secure"
+	"github.com/busmesh/busmesh/internal/testutil"
 )
 
 // recordingBroker keeps what is published, by subject.
@@ -45,24 +45,6 @@ func (r *recordingBroker) QueueSubscribe(context.Context, string, string, broker
 
 func (r *recordingBroker) Close() error { return nil }
 
-// meshIdentity issues service a certificate of ca and loads it.
-func meshIdentity(t *testing.T, ca *identity.CA, dir, service string) *identity.Source {
-	t.Helper()
-	certPEM, keyPEM, err := ca.Issue(service, time.Hour, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, key, err := identity.WriteServiceFiles(filepath.Join(dir, service), service, certPEM, keyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	src, err := identity.NewSource(identity.SourceConfig{CertFile: cert, KeyFile: key, CAFile: filepath.Join(dir, identity.CACertFile)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return src
-}
-
 // TestReplyToIsTheCallersOwn: with identities and sealing, web calls
 // orders. evil, another service of the mesh with a valid certificate,
 // names web's inbox as its own reply_to (in a request for orders and in
@@ -71,15 +53,8 @@ func meshIdentity(t *testing.T, ca *identity.CA, dir, service string) *identity.
 // adapter's record. web's answer is still sealed for web alone, web's
 // call is not cancelled, and evil gets no answer of web's.
 func TestReplyToIsTheCallersOwn(t *testing.T) {
-	dir := t.TempDir()
-	ca, err := identity.NewCA(broker.DefaultMesh, 24*time.Hour, time.Now().Add(-time.Minute))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ca.WriteFiles(dir); err != nil {
-		t.Fatal(err)
-	}
-	web, evil, orders := meshIdentity(t, ca, dir, "web"), meshIdentity(t, ca, dir, "evil"), meshIdentity(t, ca, dir, "orders")
+	ca := testutil.NewMeshCA(t, broker.DefaultMesh)
+	web, evil, orders := ca.Source(t, "web"), ca.Source(t, "evil"), ca.Source(t, "orders")
 	webGuard, evilGuard := secure.New(secure.Options{Source: web}), secure.New(secure.Options{Source: evil})
 	subjects := broker.NewSubjects(broker.DefaultMesh)
 	service := subjects.Service("orders")

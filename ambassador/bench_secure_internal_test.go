@@ -2,17 +2,15 @@ package ambassador
 
 import (
 	"context"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/busmesh/busmesh/broker"
 	"github.com/busmesh/busmesh/internal/config"
 	"github.com/busmesh/busmesh/internal/envelope"
-	"github.com/busmesh/busmesh/internal/identity"
 	"github.com/busmesh/busmesh/internal/secure"
+	"github.com/busmesh/busmesh/internal/testutil"
 )
 
 // secureLoop is loopBroker with security on: it answers certificate
@@ -84,38 +82,14 @@ func (l *secureLoop) QueueSubscribe(ctx context.Context, subject, group string, 
 
 func (l *secureLoop) Close() error { return nil }
 
-// benchSource issues service a certificate of ca into dir and follows it.
-func benchSource(b *testing.B, ca *identity.CA, dir, service string) *identity.Source {
-	certPEM, keyPEM, err := ca.Issue(service, time.Hour, time.Now())
-	if err != nil {
-		b.Fatal(err)
-	}
-	cert, key, err := identity.WriteServiceFiles(filepath.Join(dir, service), service, certPEM, keyPEM)
-	if err != nil {
-		b.Fatal(err)
-	}
-	src, err := identity.NewSource(identity.SourceConfig{CertFile: cert, KeyFile: key, CAFile: filepath.Join(dir, identity.CACertFile)})
-	if err != nil {
-		b.Fatal(err)
-	}
-	return src
-}
-
 func newSecureBenchAmbassador(b *testing.B) *Ambassador {
-	dir := b.TempDir()
-	ca, err := identity.NewCA(broker.DefaultMesh, 24*time.Hour, time.Now().Add(-time.Minute))
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := ca.WriteFiles(dir); err != nil {
-		b.Fatal(err)
-	}
-	orders := benchSource(b, ca, dir, "orders")
+	ca := testutil.NewMeshCA(b, broker.DefaultMesh)
+	orders := ca.Source(b, "orders")
 	lb := &secureLoop{handlers: map[string]broker.Handler{}, cert: orders.Current().Cert().Raw,
 		resp: envelope.Response{Status: 200, Instance: "i-1",
 			Headers: []string{"Content-Type", "application/octet-stream", "Date", "Tue, 24 Nov 2026 10:00:00 GMT"}}}
 	lb.service = secure.New(secure.Options{Source: orders, Broker: lb, Sidecar: "orders-1"})
-	guard := secure.New(secure.Options{Source: benchSource(b, ca, dir, "bench"), Broker: lb, Sidecar: "bench"})
+	guard := secure.New(secure.Options{Source: ca.Source(b, "bench"), Broker: lb, Sidecar: "bench"})
 	if err := guard.StartAmbassador(context.Background()); err != nil {
 		b.Fatal(err)
 	}

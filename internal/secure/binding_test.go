@@ -4,12 +4,12 @@ import (
 	"context"
 	"errors"
 	"testing"
-	"time"
 
 	"github.com/busmesh/busmesh/broker"
 	"github.com/busmesh/busmesh/internal/envelope"
 	"github.com/busmesh/busmesh/internal/identity"
 	"github.com/busmesh/busmesh/internal/secure"
+	"github.com/busmesh/busmesh/internal/testutil"
 )
 
 // TestBindingsByService: two services name one subject to answer on. What
@@ -17,18 +17,11 @@ import (
 // named the subject is ambiguous and nothing is sealed; a service's later
 // binding replaces its own, not the other's.
 func TestBindingsByService(t *testing.T) {
-	dir := t.TempDir()
-	ca, err := identity.NewCA(broker.DefaultMesh, 24*time.Hour, time.Now().Add(-time.Minute))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ca.WriteFiles(dir); err != nil {
-		t.Fatal(err)
-	}
+	ca := testutil.NewMeshCA(t, broker.DefaultMesh)
 	srcs := map[string]*identity.Source{}
 	guards := map[string]*secure.Guard{}
 	for _, s := range []string{"orders", "web", "evil"} {
-		srcs[s] = source(t, ca, dir, s)
+		srcs[s] = ca.Source(t, s)
 		guards[s] = secure.New(secure.Options{Source: srcs[s]})
 	}
 	orders := srcs["orders"].Current()

@@ -4,14 +4,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/busmesh/busmesh/broker"
 	"github.com/busmesh/busmesh/internal/envelope"
 	"github.com/busmesh/busmesh/internal/identity"
 	"github.com/busmesh/busmesh/internal/secure"
+	"github.com/busmesh/busmesh/internal/testutil"
 )
 
 // pair is a caller's and a service's Guard of one mesh, the caller bound
@@ -22,34 +21,10 @@ type pair struct {
 	serviceID       *identity.Identity
 }
 
-func source(t testing.TB, ca *identity.CA, dir, service string) *identity.Source {
-	t.Helper()
-	certPEM, keyPEM, err := ca.Issue(service, time.Hour, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, key, err := identity.WriteServiceFiles(filepath.Join(dir, service), service, certPEM, keyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	src, err := identity.NewSource(identity.SourceConfig{CertFile: cert, KeyFile: key, CAFile: filepath.Join(dir, identity.CACertFile)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return src
-}
-
 func newPair(t testing.TB) *pair {
 	t.Helper()
-	dir := t.TempDir()
-	ca, err := identity.NewCA(broker.DefaultMesh, 24*time.Hour, time.Now().Add(-time.Minute))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ca.WriteFiles(dir); err != nil {
-		t.Fatal(err)
-	}
-	cs, ss := source(t, ca, dir, "web"), source(t, ca, dir, "orders")
+	ca := testutil.NewMeshCA(t, broker.DefaultMesh)
+	cs, ss := ca.Source(t, "web"), ca.Source(t, "orders")
 	p := &pair{caller: secure.New(secure.Options{Source: cs}), service: secure.New(secure.Options{Source: ss}),
 		callerID: cs.Current(), serviceID: ss.Current()}
 	servicePeer, err := p.callerID.VerifyPeer(p.serviceID.Cert().Raw)
