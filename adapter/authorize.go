@@ -34,11 +34,14 @@ func (a *Adapter) authorize(req *envelope.Request, _ *envelope.Envelope, from se
 	if c.GRPC && c.Path == "" {
 		c.Path = req.Method // a gRPC request's method is its full method name
 	}
+	// The caller label is bounded as the requests' is: without identities
+	// it is whatever a request says.
+	label := a.callers.Admit(caller)
 	if a.policy.Allow(c) {
-		a.metrics.AuthzDecisions.WithLabelValues(caller, a.cfg.Service, verdictAllow).Inc()
+		a.metrics.AuthzDecisions.WithLabelValues(label, a.cfg.Service, verdictAllow).Inc()
 		return nil
 	}
-	a.metrics.AuthzDecisions.WithLabelValues(caller, a.cfg.Service, verdictDeny).Inc()
+	a.metrics.AuthzDecisions.WithLabelValues(label, a.cfg.Service, verdictDeny).Inc()
 	if ok, suppressed := a.limiter.Allow(); ok {
 		a.logger.Warn("call denied", "caller", caller, "method", req.Method, "path", req.Path,
 			"grpc", c.GRPC, "suppressed", suppressed)
