@@ -112,7 +112,8 @@ func decodeValue(n *yaml.Node, v reflect.Value, key string, errs *Error) {
 		v.SetString(n.Value)
 	case reflect.Int, reflect.Int64:
 		var i int64
-		if n.Kind != yaml.ScalarNode || n.Decode(&i) != nil {
+		// yaml.v3 would truncate a float into an integer (2.9 → 2).
+		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" || n.Decode(&i) != nil {
 			errs.add(key, n.Line, "%s is not an integer", quoted(n))
 			return
 		}
@@ -142,6 +143,7 @@ func decodeStruct(n *yaml.Node, v reflect.Value, key string, errs *Error) {
 		return
 	}
 	fields := yamlFields(v.Type())
+	seen := map[string]int{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, val := n.Content[i], n.Content[i+1]
 		idx, ok := fields[k.Value]
@@ -149,9 +151,24 @@ func decodeStruct(n *yaml.Node, v reflect.Value, key string, errs *Error) {
 			errs.add(join(key, k.Value), k.Line, "unknown key%s (allowed: %s)", suggest(k.Value, fields), strings.Join(sortedKeys(fields), ", "))
 			continue
 		}
+		if repeated(seen, k, join(key, k.Value), errs) {
+			continue
+		}
 		errs.lines[join(key, k.Value)] = k.Line
 		decodeValue(val, v.Field(idx), join(key, k.Value), errs)
 	}
+}
+
+// repeated reports, and records in errs, a key given twice in one
+// mapping: YAML forbids it, and a decoder that kept the last would
+// silently drop the first (or merge two sections of the same name).
+func repeated(seen map[string]int, k *yaml.Node, key string, errs *Error) bool {
+	if first, ok := seen[k.Value]; ok {
+		errs.add(key, k.Line, "set twice (first at line %d)", first)
+		return true
+	}
+	seen[k.Value] = k.Line
+	return false
 }
 
 func decodeMap(n *yaml.Node, v reflect.Value, key string, errs *Error) {
@@ -162,8 +179,12 @@ func decodeMap(n *yaml.Node, v reflect.Value, key string, errs *Error) {
 	if v.IsNil() {
 		v.Set(reflect.MakeMap(v.Type()))
 	}
+	seen := map[string]int{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, val := n.Content[i], n.Content[i+1]
+		if repeated(seen, k, join(key, k.Value), errs) {
+			continue
+		}
 		elem := reflect.New(v.Type().Elem()).Elem()
 		errs.lines[join(key, k.Value)] = k.Line
 		decodeValue(val, elem, join(key, k.Value), errs)
