@@ -52,10 +52,10 @@ type queuedResult struct {
 }
 
 // keep records the answer to req, unless it is one a retry should not
-// get again: streamed, too large, the mesh's own error, a 503 or a gRPC
-// UNAVAILABLE.
+// get again: streamed, too large, the mesh's own error, any 5xx (a caller
+// may retry on all of them: retry.on: [5xx]) or a gRPC UNAVAILABLE.
 func (r *results) keep(req *envelope.Request, out *envelope.Response) {
-	if req.AttemptOf == 0 || out.More || out.Error != "" || out.Status == 503 || grpcUnavailable(out.Trailers) {
+	if req.AttemptOf == 0 || out.More || out.Error != "" || out.Status >= 500 || grpcUnavailable(out.Trailers) {
 		return
 	}
 	if out.EncodedSize() > maxResultSize {

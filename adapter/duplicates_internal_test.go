@@ -51,7 +51,7 @@ func (s *answerBroker) Close() error { return nil }
 
 // TestDuplicateSuppression: a retry of a call this adapter answered is
 // answered from the record, with the retry's id, and the application is
-// called once; a call without attempt_of, or whose answer was a 503, runs
+// called once; a call without attempt_of, or whose answer was a 5xx, runs
 // again.
 func TestDuplicateSuppression(t *testing.T) {
 	var calls atomic.Int64
@@ -59,6 +59,10 @@ func TestDuplicateSuppression(t *testing.T) {
 		n := calls.Add(1)
 		if r.URL.Path == "/busy" {
 			w.WriteHeader(503)
+			return
+		}
+		if r.URL.Path == "/broken" {
+			w.WriteHeader(500)
 			return
 		}
 		w.Write([]byte("answer " + strconv.FormatInt(n, 10)))
@@ -109,6 +113,11 @@ func TestDuplicateSuppression(t *testing.T) {
 	send(40, 40, "/busy")
 	if busy := send(41, 40, "/busy"); busy.Status != 503 || calls.Load() != 6 {
 		t.Errorf("retry of a 503: status %d, %d application calls; want it served again (6)", busy.Status, calls.Load())
+	}
+	// A caller may retry on any 5xx (retry.on: [5xx]): a 500 is not kept.
+	send(50, 50, "/broken")
+	if broken := send(51, 50, "/broken"); broken.Status != 500 || calls.Load() != 8 {
+		t.Errorf("retry of a 500: status %d, %d application calls; want it served again (8)", broken.Status, calls.Load())
 	}
 	a.pool.close()
 	a.pool.wait()
