@@ -18,9 +18,11 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"google.golang.org/grpc/codes"
 
 	"github.com/busmesh/busmesh/broker/brokertest"
 	"github.com/busmesh/busmesh/internal/admin"
+	"github.com/busmesh/busmesh/internal/telemetry"
 	"github.com/busmesh/busmesh/internal/testutil"
 )
 
@@ -358,4 +360,112 @@ func TestDashboardBrokers(t *testing.T) {
 	proxy.Up()
 	eventually(t, 20*time.Second, "/info to show the second broker back", state("connected"))
 	waitJS(t, ctx, 10*time.Second, "the second broker shown connected again", shows("ok"))
+}
+
+// TestDashboardGRPCSuccess: the dashboard tells successes from failures by
+// the class label, as busmesh top (telemetry.Success) and the PromQL in
+// docs/monitoring.md do, so gRPC calls (code "", grpc_code "Unavailable")
+// count by their code's class: Unavailable and DeadlineExceeded fail,
+// NotFound, Canceled, ResourceExhausted and Aborted do not. It holds on the
+// edges, the served services and the totals. The calls are counted on an
+// admin port's metrics with the labels the ambassador's and the adapter's
+// record functions give them.
+func TestDashboardGRPCSuccess(t *testing.T) {
+	chrome := requireChromium(t)
+	metrics := telemetry.NewMetrics()
+	s, err := admin.Start(admin.Options{Addr: "127.0.0.1:0", Sidecar: "web-1", Broker: "nats://127.0.0.1:4222",
+		Metrics: metrics, Caller: "web"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Shutdown(context.Background()) })
+
+	ctx := newBrowser(t, chrome, 60*time.Second)
+	if err := chromedp.Do(ctx, chromedp.Navigate("http://"+s.Addr()+"/")); err != nil {
+		t.Fatal(err)
+	}
+	// The window starts before the calls: the first scrape sees none.
+	waitJS(t, ctx, 10*time.Second, "the page's first scrape", `Number(document.body.dataset.samples || 0) >= 1`)
+
+	type call struct {
+		status int        // HTTP
+		code   codes.Code // gRPC, when grpc
+		grpc   bool
+		n      int
+	}
+	grpcCall := func(c codes.Code, n int) call { return call{code: c, grpc: true, n: n} }
+	every := []call{grpcCall(codes.Code(17), 1)} // a code past the known ones
+	for c := range codes.Code(17) {
+		every = append(every, grpcCall(c, 1))
+	}
+	edges := map[string][]call{
+		// The reviewer's mix: 10 % succeed.
+		"ledger":  {grpcCall(codes.OK, 10), grpcCall(codes.Unavailable, 80), grpcCall(codes.DeadlineExceeded, 10)},
+		"orders":  every,
+		"catalog": {{status: 200, n: 3}, {status: 404, n: 1}, {status: 503, n: 1}},
+	}
+	want := map[string]float64{}
+	var ok, total int
+	for service, calls := range edges {
+		var sok, stotal int
+		for _, c := range calls {
+			protocol, code, grpcCode := telemetry.ProtocolHTTP, telemetry.Code(c.status), ""
+			if c.grpc {
+				protocol, code, grpcCode = telemetry.ProtocolGRPC, "", telemetry.GRPCCode(c.code)
+			}
+			class := telemetry.Class(c.status, c.grpc, c.code)
+			metrics.AmbassadorRequests.WithLabelValues("web", service, "i1", protocol, class, code, grpcCode).Add(float64(c.n))
+			if service == "ledger" {
+				metrics.AdapterRequests.WithLabelValues("web", service, "i1", protocol, class, code, grpcCode).Add(float64(c.n))
+			}
+			stotal += c.n
+			if telemetry.Success(class) {
+				sok += c.n
+			}
+		}
+		want[service] = float64(sok) / float64(stotal)
+		ok, total = ok+sok, total+stotal
+	}
+	if want["ledger"] != 0.1 {
+		t.Fatalf("telemetry counts %v of the ledger calls as successes, want 10 %%", want["ledger"])
+	}
+
+	const shown = `({
+		edges: Object.fromEntries([...document.querySelectorAll('#edges tr[data-edge]')].map((r) => [r.dataset.service, Number(r.dataset.success)])),
+		served: Object.fromEntries([...document.querySelectorAll('#served tr[data-served]')].map((r) => [r.dataset.served, Number(r.dataset.success)])),
+		total: Number(document.getElementById('kpi-success').dataset.success),
+	})`
+	type figures struct {
+		Edges  map[string]float64 `json:"edges"`
+		Served map[string]float64 `json:"served"`
+		Total  float64            `json:"total"`
+	}
+	near := func(a, b float64) bool { return a-b < 1e-9 && b-a < 1e-9 }
+	matches := func(f figures) bool {
+		if len(f.Edges) != len(want) || len(f.Served) != 1 || !near(f.Served["ledger"], want["ledger"]) ||
+			!near(f.Total, float64(ok)/float64(total)) {
+			return false
+		}
+		for service, w := range want {
+			if !near(f.Edges[service], w) {
+				return false
+			}
+		}
+		return true
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		f, err := chromedp.Run(ctx, chromedp.Evaluate[figures](shown))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if matches(f) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the dashboard shows success %v on the edges, %v served and %v in total; want %v on the edges (as telemetry.Success counts), ledger %v served, %v in total",
+				f.Edges, f.Served, f.Total, want, want["ledger"], float64(ok)/float64(total))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }

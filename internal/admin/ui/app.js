@@ -140,6 +140,7 @@ function renderKPIs(w, services) {
   $('kpi-req').textContent = `${t.requests} calls in ${w.seconds.toFixed(0)} s`;
   const s = $('kpi-success');
   s.textContent = fmt.pct(t.success);
+  s.dataset.success = String(t.success);
   s.className = 'value ' + ({ good: 'ok', meh: 'warn', poor: 'bad' }[successClass(t.success)] || '');
   $('kpi-p99').textContent = fmt.dur(t.p99);
   $('kpi-p50').textContent = t.p50 === null ? '' : 'p50 ' + fmt.dur(t.p50);
@@ -155,7 +156,7 @@ function renderKPIs(w, services) {
 
 function renderEdges(w, info) {
   const body = $('edges').tBodies[0];
-  const rows = w.edges.map((e) => h('tr', { 'data-edge': e.key, 'data-service': e.service, 'data-rps': String(e.rps) },
+  const rows = w.edges.map((e) => h('tr', { 'data-edge': e.key, 'data-service': e.service, 'data-rps': String(e.rps), 'data-success': String(e.success) },
     h('td', {}, h('span', { class: 'edge-name' }, e.caller, h('span', { class: 'arrow' }, '→'), e.service)),
     h('td', { class: 'num', 'data-testid': 'edge-rps' }, fmt.rate(e.rps)),
     h('td', {}, sparkline(e.spark)),
@@ -176,7 +177,7 @@ function renderEdges(w, info) {
 
 function renderServed(w) {
   $('served-panel').hidden = w.served.length === 0;
-  $('served').tBodies[0].replaceChildren(...w.served.map((s) => h('tr', { 'data-served': s.service },
+  $('served').tBodies[0].replaceChildren(...w.served.map((s) => h('tr', { 'data-served': s.service, 'data-success': String(s.success) },
     h('td', { class: 'edge-name' }, s.service),
     h('td', { class: 'num' }, fmt.rate(s.rps)),
     h('td', { class: 'num ' + successClass(s.success) }, fmt.pct(s.success)),

@@ -1,25 +1,22 @@
 // metrics.js is the one place the dashboard reads the sidecar's numbers:
 // it scrapes /info, /v1/services and the Prometheus counters on /metrics,
 // and turns successive scrapes into windowed figures (rate = Δcount / Δt,
-// success rate from Δ per code, p99 from Δ per histogram bucket). When the
+// success rate from Δ per status class, p99 from Δ per histogram bucket). When the
 // admin API serves windowed stats itself, only this module changes: keep
 // the shapes sample() and window() return.
 
 const AMB = 'busmesh_ambassador_';
 const AD = 'busmesh_adapter_';
 
-// Codes a caller caused, not the mesh or the service: they count as
-// answered, not failed.
-const GRPC_OK = new Set(['grpc_OK', 'grpc_Canceled', 'grpc_InvalidArgument', 'grpc_NotFound',
-  'grpc_AlreadyExists', 'grpc_PermissionDenied', 'grpc_FailedPrecondition', 'grpc_OutOfRange',
-  'grpc_Unauthenticated']);
-
-/** succeeded tells whether a code label (HTTP status or grpc_Name) is a success. */
-export function succeeded(code) {
-  if (code === undefined || code === '') return true;
-  if (code.startsWith('grpc_')) return GRPC_OK.has(code);
-  const n = Number(code);
-  return !(n >= 500);
+/**
+ * succeeded tells whether a request series' class label ("2xx"…"5xx") is
+ * a success: anything but a server error, as telemetry.Success, `busmesh
+ * top` and the PromQL in docs/monitoring.md decide. HTTP statuses and gRPC
+ * codes share the class vocabulary (DeadlineExceeded and Unavailable are
+ * 5xx, NotFound and Canceled 4xx), so neither code label is read here.
+ */
+export function succeeded(cls) {
+  return cls !== '5xx';
 }
 
 /** parseProm parses the Prometheus text format into {name, labels, value} samples. */
@@ -71,12 +68,11 @@ export function snapshot(t, info, samples) {
     if (!name.startsWith('busmesh_')) continue;
     const svc = labels.service || '?';
     const edge = (labels.caller || caller) + ' → ' + svc;
-    const code = labels.code !== undefined ? labels.code : labels.grpc_code;
     switch (name) {
       case AMB + 'requests_total': {
         const s = get(snap.edges, edge);
         s.caller = labels.caller || caller; s.service = svc;
-        s.total += value; if (succeeded(code)) s.ok += value;
+        s.total += value; if (succeeded(labels.class)) s.ok += value;
         break;
       }
       case AMB + 'request_duration_seconds_bucket': {
@@ -96,7 +92,7 @@ export function snapshot(t, info, samples) {
         break;
       case AD + 'requests_total': {
         const s = get(snap.served, svc); s.service = svc;
-        s.total += value; if (succeeded(code)) s.ok += value;
+        s.total += value; if (succeeded(labels.class)) s.ok += value;
         break;
       }
       case AD + 'request_duration_seconds_bucket': {
