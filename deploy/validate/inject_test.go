@@ -14,9 +14,10 @@ func TestInjectOutput(t *testing.T) {
 	for _, tt := range []struct {
 		file     string
 		injected []string
+		oneMesh  bool // the workloads call each other: all with identities or none
 	}{
-		{"../kubernetes/inject/hello.yaml", []string{"hello", "caller"}},
-		{"../../internal/inject/testdata/workloads.yaml", []string{"hello", "caller", "orders", "report", "agent"}},
+		{"../kubernetes/inject/hello.yaml", []string{"hello", "caller"}, true},
+		{"../../internal/inject/testdata/workloads.yaml", []string{"hello", "caller", "orders", "report", "agent"}, false},
 	} {
 		t.Run(tt.file, func(t *testing.T) {
 			in, err := os.ReadFile(tt.file)
@@ -40,12 +41,14 @@ func TestInjectOutput(t *testing.T) {
 				t.Errorf("inject wrote %d objects of %d", len(objs), len(before))
 			}
 			seen := map[string]bool{}
+			withIdentity := map[bool][]string{}
 			for _, o := range objs {
 				if _, _, ok := podTemplate(o); !ok {
 					continue
 				}
 				seen[o.name] = true
 				w := checkSidecar(t, o, objs)
+				withIdentity[w.identity != nil] = append(withIdentity[w.identity != nil], o.name)
 				if w.container.Image != "busmesh:test" {
 					t.Errorf("%s: image %q", o, w.container.Image)
 				}
@@ -56,6 +59,11 @@ func TestInjectOutput(t *testing.T) {
 				} else if w.broker.Value == "" {
 					t.Errorf("%s: BUSMESH_BROKER has no value", o)
 				}
+			}
+			if tt.oneMesh && len(withIdentity[true]) > 0 && len(withIdentity[false]) > 0 {
+				// An adapter with an identity drops unsigned requests: a
+				// caller without one would wait out its timeout on every call.
+				t.Errorf("%v have identities and %v none: calls between them are dropped", withIdentity[true], withIdentity[false])
 			}
 			for _, name := range tt.injected {
 				if !seen[name] {
