@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -101,7 +102,15 @@ RabbitMQ need their own --id: a second one with the same id is refused.`,
 			fmt.Fprintf(out, "  curl http://%s/echo -d 'any body'\n\n", addrs[1])
 			// The URL as the user gave it, password included: it must work
 			// when pasted.
-			fmt.Fprintf(out, "Other sidecars join with: broker: %s\nPress Ctrl-C to stop.\n", brokerURL)
+			fmt.Fprintf(out, "Other sidecars join with: broker: %s\n", brokerURL)
+			// The mesh has identities: a sidecar without one would have its
+			// calls dropped (and drop the demo's), so say how to get one.
+			caDir := filepath.Dir(cfg.Identity.CA)
+			fmt.Fprintf(out, "  and an identity from this mesh's CA (removed when dev stops):\n")
+			fmt.Fprintf(out, "    busmesh ca issue NAME --dir %s --out %s\n", caDir, caDir)
+			fmt.Fprintf(out, "    identity: {cert: %s, key: %s, ca: %s}\n",
+				filepath.Join(caDir, "NAME.crt"), filepath.Join(caDir, "NAME.key"), cfg.Identity.CA)
+			fmt.Fprintf(out, "Press Ctrl-C to stop.\n")
 			<-ctx.Done()
 			return sc.shutdown()
 		},
