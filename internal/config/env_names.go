@@ -50,13 +50,23 @@ func checkEnvNames(environ []string, errs *Error) {
 	known := EnvNames()
 	for _, kv := range environ {
 		name, _, _ := strings.Cut(kv, "=")
-		if !strings.HasPrefix(name, EnvPrefix) || strings.HasPrefix(name, envTestPrefix) || slices.Contains(known, name) {
+		if !strings.HasPrefix(name, EnvPrefix) || strings.HasPrefix(name, envTestPrefix) || serviceLink(name) || slices.Contains(known, name) {
 			continue
 		}
 		if hint := suggestEnv(name, known); hint != "" {
 			errs.addEnv(name, "unknown variable%s (each key has one: %s<KEY> in capitals, '_' for '.')", hint, EnvPrefix)
 		}
 	}
+}
+
+// serviceLink reports whether name is one of the variables Kubernetes
+// gives every container for a Service named busmesh in its namespace
+// (enableServiceLinks, on by default): BUSMESH_PORT, BUSMESH_PORT_4222_TCP…,
+// BUSMESH_SERVICE_HOST, BUSMESH_SERVICE_PORT…. Refusing them (BUSMESH_PORT
+// is a near miss of BUSMESH_PROCS) would keep the sidecar from starting.
+func serviceLink(name string) bool {
+	rest := strings.TrimPrefix(name, EnvPrefix)
+	return rest == "PORT" || strings.HasPrefix(rest, "PORT_") || strings.HasPrefix(rest, "SERVICE_HOST") || strings.HasPrefix(rest, "SERVICE_PORT")
 }
 
 // suggestEnv returns `; did you mean X?` for the closest known variable,

@@ -30,6 +30,12 @@ func TestParseErrorsEnviron(t *testing.T) {
 			"BUSMESH_RABBITMQ_PASSWORD=secret",
 			"BUSMESH_ADMIN_TOKEN=t0ken",
 			"BUSMESH_AMBASSADOR_HTTP=127.0.0.1:15009",
+			// Kubernetes's service links of a Service named busmesh.
+			"BUSMESH_PORT=tcp://10.0.0.7:4222",
+			"BUSMESH_PORT_4222_TCP=tcp://10.0.0.7:4222",
+			"BUSMESH_PORT_4222_TCP_PORT=4222",
+			"BUSMESH_SERVICE_HOST=10.0.0.7",
+			"BUSMESH_SERVICE_PORT=4222",
 			"PATH=/usr/bin",
 		}},
 	}
