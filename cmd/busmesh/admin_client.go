@@ -22,7 +22,13 @@ type adminFlags struct {
 	addr    string
 	output  string
 	timeout time.Duration
+	// wait is the client's own deadline when longer than --timeout: call
+	// waits past the mesh's deadline for the mesh's timeout answer.
+	wait time.Duration
 }
+
+// deadline is how long the client waits for the sidecar.
+func (f *adminFlags) deadline() time.Duration { return max(f.timeout, f.wait) }
 
 func (f *adminFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.addr, "admin", "127.0.0.1:15000", "the sidecar's admin address")
@@ -31,7 +37,8 @@ func (f *adminFlags) register(cmd *cobra.Command) {
 }
 
 // client connects to the admin API and returns it with a context bounded
-// by --timeout.
+// by --timeout (call: see wait). Answers are at most the gRPC default of
+// 4 MiB; the sidecar keeps call's under it (admin.MaxCallAnswer).
 func (f *adminFlags) client(cmd *cobra.Command) (busmeshv1.AdminClient, context.Context, func(), error) {
 	if f.output != "table" && f.output != "json" {
 		return nil, nil, nil, usageError{fmt.Errorf("--output %q: want table or json", f.output)}
@@ -40,7 +47,7 @@ func (f *adminFlags) client(cmd *cobra.Command) (busmeshv1.AdminClient, context.
 	if err != nil {
 		return nil, nil, nil, usageError{fmt.Errorf("--admin %q: %w", f.addr, err)}
 	}
-	ctx, cancel := context.WithTimeout(cmd.Context(), f.timeout)
+	ctx, cancel := context.WithTimeout(cmd.Context(), f.deadline())
 	return busmeshv1.NewAdminClient(conn), ctx, func() { cancel(); conn.Close() }, nil
 }
 
@@ -66,7 +73,11 @@ func runAdmin[T proto.Message](cmd *cobra.Command, f *adminFlags, what string,
 	defer done()
 	resp, err := call(ctx, c)
 	if err != nil {
-		return exitError{exitFailed, humanize(what, f.addr, "--timeout "+f.timeout.String(), err)}
+		within := "--timeout " + f.timeout.String()
+		if f.wait > f.timeout {
+			within = fmt.Sprintf("%v (the call's deadline in the mesh and %v to spare)", f.wait, f.wait-f.timeout)
+		}
+		return exitError{exitFailed, humanize(what, f.addr, within, err)}
 	}
 	if f.output == "json" {
 		return writeJSON(cmd.OutOrStdout(), view(resp))

@@ -5,13 +5,16 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net/http"
 	"os"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/busmesh/busmesh/ambassador"
 	busmeshv1 "github.com/busmesh/busmesh/proto/busmesh/v1"
 )
 
@@ -29,6 +32,13 @@ func newCallCmd() *cobra.Command {
 application would, and print the status, headers and body. -d @FILE sends a
 file's contents.
 
+--timeout is the call's deadline in the mesh (sent as X-Busmesh-Timeout; a
+-H 'X-Busmesh-Timeout: 2s' of your own wins). busmesh waits 2s longer for
+the sidecar, so that a call past its deadline ends with the mesh's 504
+timeout (exit status 3). The sidecar returns answers of up to about 4 MiB;
+a larger one fails the call (exit status 1): fetch it from the ambassador's
+port with curl.
+
 Exit status: 0 when the service answered below 500; 3 when the mesh answered
 instead of the service (the X-Busmesh-Error reason is printed: no-route,
 no-healthy-instances, timeout, ...); 4 when the service answered 5xx; 1
@@ -44,8 +54,9 @@ when no sidecar answered at --admin; 2 for a mistake in the command line.`,
 				if !ok {
 					return usageError{fmt.Errorf("-H %q: want 'Name: value'", h)}
 				}
-				req.Headers[strings.TrimSpace(k)] = strings.TrimSpace(v)
+				req.Headers[http.CanonicalHeaderKey(strings.TrimSpace(k))] = strings.TrimSpace(v)
 			}
+			f.wait = callWait(f.timeout, req.Headers[ambassador.HeaderTimeout])
 			if name, ok := strings.CutPrefix(data, "@"); ok {
 				b, err := os.ReadFile(name)
 				if err != nil {
@@ -82,6 +93,22 @@ when no sidecar answered at --admin; 2 for a mistake in the command line.`,
 	cmd.Flags().StringVarP(&data, "data", "d", "", "request body, or @FILE")
 	cmd.Flags().StringArrayVarP(&headers, "header", "H", nil, "request header 'Name: value' (repeatable)")
 	return cmd
+}
+
+// callMargin is how much longer than the call's deadline in the mesh
+// busmesh call waits for the sidecar: the mesh's 504 timeout, which says
+// why, must arrive before the CLI's own deadline ends the call.
+const callMargin = 2 * time.Second
+
+// callWait is how long busmesh call waits for the sidecar: the call's
+// deadline in the mesh, --timeout or the header's (which the sidecar
+// keeps), and callMargin. A header that is no duration gets the mesh's
+// 400 at once.
+func callWait(timeout time.Duration, header string) time.Duration {
+	if d, err := time.ParseDuration(header); err == nil && d > timeout {
+		timeout = d
+	}
+	return timeout + callMargin
 }
 
 // callExit is the exit status of a call's answer (see the command's help):

@@ -42,7 +42,7 @@ admin port; Ctrl-C ends it.`,
 				resp, err := c.GetTraffic(ctx, &busmeshv1.GetTrafficRequest{})
 				cancel()
 				if err != nil {
-					return fmt.Errorf("traffic at %s: %w", f.addr, err)
+					return exitError{exitFailed, humanize("traffic", f.addr, "--timeout "+f.timeout.String(), err)}
 				}
 				if f.output == "json" {
 					if err := writeJSON(out, resp); err != nil {

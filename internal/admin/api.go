@@ -168,7 +168,7 @@ func serveCall(h http.Handler, w http.ResponseWriter, r *http.Request) (err erro
 			if v != http.ErrAbortHandler {
 				panic(v)
 			}
-			err = status.Error(codes.Aborted, "the answer broke off after its status (the call's deadline or idle timeout passed, or the service's stream failed)")
+			err = status.Error(codes.DataLoss, "the answer broke off after its status (the call's deadline or idle timeout passed, or the service's stream failed)")
 		}
 	}()
 	h.ServeHTTP(w, r)

@@ -78,6 +78,7 @@ func TestCLI(t *testing.T) {
 			{"mesh error", []string{"call", "nosuch", "/x"}, 3, []string{"the mesh answered 503 no-healthy-instances", "try: busmesh services nosuch"}},
 			{"server error", []string{"call", "demo", "/status/503"}, 4, []string{"the service answered 503"}},
 			{"no sidecar", []string{"call", "demo", "/x", "--admin", deadAddr(t)}, 1, []string{"no busmesh admin API answers at", "connection refused", "try: "}},
+			{"top, no sidecar", []string{"top", "--once", "--admin", deadAddr(t)}, 1, []string{"no busmesh admin API answers at", "connection refused", "try: "}},
 			{"usage", []string{"call", "demo"}, 2, nil},
 		}
 		for _, tt := range tests {
