@@ -13,6 +13,10 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
+
+	busmeshv1 "github.com/busmesh/busmesh/proto/busmesh/v1"
 )
 
 var overloadFor = flag.Duration("overload.duration", 6*time.Second, "how long TestOverload loads the service")
@@ -209,6 +213,12 @@ func TestOverloadAnnouncedCapacity(t *testing.T) {
 	}
 	shed := `busmesh_ambassador_shed_total{service="` + service + `"}`
 
+	// The ambassador sheds by what the instance announces: the cold burst
+	// starts once it has heard it (on a busy machine the announcement can
+	// come after the caller is ready; calls then go out unshed).
+	eventually(t, 10*time.Second, "the caller hears the instance's concurrency", func() bool {
+		return announcedConcurrency(t, caller, service) == 4
+	})
 	cold := burst(200)
 	coldShed := caller.metric(shed)
 	t.Logf("cold burst of 200: %v, %v shed by the ambassador", cold, coldShed)
@@ -232,4 +242,32 @@ func TestOverloadAnnouncedCapacity(t *testing.T) {
 	if n := caller.metric(shed) - coldShed; n != 0 {
 		t.Errorf("%v calls of a burst that fits shed by the ambassador, want 0", n)
 	}
+}
+
+// announcedConcurrency is the concurrency s's admin API says service's
+// healthy instances announce in all, 0 before it has heard one.
+func announcedConcurrency(t *testing.T, s *sidecar, service string) uint32 {
+	t.Helper()
+	resp, err := http.Get("http://" + s.admin + "/v1/services?service=" + service)
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		return 0
+	}
+	var list busmeshv1.ListServicesResponse
+	if err := protojson.Unmarshal(raw, &list); err != nil {
+		t.Fatalf("GET /v1/services: %v\n%s", err, raw)
+	}
+	var n uint32
+	for _, svc := range list.Services {
+		for _, in := range svc.Instances {
+			if in.Healthy {
+				n += in.Concurrency
+			}
+		}
+	}
+	return n
 }
