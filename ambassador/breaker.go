@@ -158,44 +158,134 @@ func (b *breaker) close() int32 {
 	return breakerClosed
 }
 
-// serviceState is what the ambassador keeps of a service across calls
-// and reloads: its retry budget, its breaker and its call limits.
+// serviceState is what the ambassador keeps of a service: its breaker and
+// capacity count, kept across reloads (serviceShared), and its retry
+// budget and call limits, made for the policy in force. A reload that
+// changes the limits or the budget puts a new state in the map; calls
+// holding slots of the old one release them there.
 type serviceState struct {
+	*serviceShared
+	made    stateLimits // what budget, slots and pending were made for
 	budget  *retryBudget
-	brk     breaker
 	slots   chan struct{} // max_concurrent; nil when unbounded
-	pending atomic.Int64  // calls waiting for a slot
+	pending *atomic.Int64 // calls waiting for a slot, shared with slots
+}
+
+// serviceShared is the part of a service's state that reloads keep.
+type serviceShared struct {
+	brk breaker
 	// inflight and room are withinCapacity's: this ambassador's calls in
 	// flight, and what the instances announce they can take.
 	inflight atomic.Int64
 	room     room
 }
 
-// serviceOf returns the state of c's service on c's broker, made on first
-// use with the route's policy. A service split over brokers has a state
-// on each: a new broker failing opens its own breaker and spends its own
-// retry budget, and the calls on the primary go on.
+// stateLimits are the parameters of a policy that a service's state is
+// made from.
+type stateLimits struct {
+	maxConcurrent, maxPending      int
+	budgetPercent, budgetPerSecond int
+}
+
+func limitsOf(p *config.ServicePolicy) stateLimits {
+	var l stateLimits
+	if b := p.Breaker; b != nil {
+		l.maxConcurrent, l.maxPending = b.MaxConcurrent, b.MaxPending
+	}
+	if r := p.Retry; r != nil {
+		l.budgetPercent, l.budgetPerSecond = r.Budget.Percent, r.Budget.MinPerSecond
+	}
+	return l
+}
+
+// serviceOf returns the state of c's service on c's broker. A service
+// split over brokers has a state on each: a new broker failing opens its
+// own breaker and spends its own retry budget, and the calls on the
+// primary go on. While the call's policy is the one the state was made
+// for, that is a map lookup.
 func (a *Ambassador) serviceOf(c *Call) *serviceState {
 	rt, key := c.Route, c.Route.Service
 	if c.lane != nil && c.lane != a.primary {
 		key += "@" + c.lane.name
 	}
-	if s, ok := a.services.Load(key); ok {
-		return s.(*serviceState)
+	v, ok := a.services.Load(key)
+	if ok {
+		if s := v.(*serviceState); s.made == limitsOf(&rt.Policy) {
+			return s
+		}
 	}
-	p := rt.Policy
-	s := &serviceState{budget: newRetryBudget(p.Retry.Budget.Percent, p.Retry.Budget.MinPerSecond)}
-	if n := p.Breaker.MaxConcurrent; n > 0 {
-		s.slots = make(chan struct{}, n)
+	return a.remakeService(key, rt, v)
+}
+
+// remakeService makes the state of rt's service (at key) for the limits
+// of the routing table in force, when the state in the map, old (nil:
+// none), has other limits. They are the table's, not rt's: a call whose
+// route is older than the last reload must not take the state back to
+// the limits of its own.
+func (a *Ambassador) remakeService(key string, rt *Route, old any) *serviceState {
+	for {
+		want := limitsOf(&rt.Policy)
+		if t := a.table.Load(); t != nil { // nil: an Ambassador a test made bare
+			p := t.cfg.Policy(rt.Service)
+			want = limitsOf(&p)
+		}
+		var s *serviceState
+		if old != nil {
+			if s = old.(*serviceState); s.made == want {
+				return s
+			}
+		}
+		n := newServiceState(s, want)
+		if old == nil {
+			if v, loaded := a.services.LoadOrStore(key, n); loaded {
+				old = v
+				continue
+			}
+			return n
+		}
+		if a.services.CompareAndSwap(key, old, n) {
+			return n
+		}
+		old, _ = a.services.Load(key)
 	}
-	actual, _ := a.services.LoadOrStore(key, s)
-	return actual.(*serviceState)
+}
+
+// newServiceState makes a state with limits l, keeping what it can of
+// prev (nil for none): its breaker and capacity count always, its budget
+// and slots when their limits are unchanged.
+func newServiceState(prev *serviceState, l stateLimits) *serviceState {
+	s := &serviceState{made: l}
+	if prev != nil {
+		s.serviceShared = prev.serviceShared
+		if prev.made.budgetPercent == l.budgetPercent && prev.made.budgetPerSecond == l.budgetPerSecond {
+			s.budget = prev.budget
+		}
+		if prev.made.maxConcurrent == l.maxConcurrent {
+			s.slots, s.pending = prev.slots, prev.pending
+		}
+	} else {
+		s.serviceShared = &serviceShared{}
+	}
+	if s.budget == nil {
+		s.budget = newRetryBudget(l.budgetPercent, l.budgetPerSecond)
+	}
+	if s.pending == nil {
+		s.pending = new(atomic.Int64)
+		if l.maxConcurrent > 0 {
+			s.slots = make(chan struct{}, l.maxConcurrent)
+		}
+	}
+	return s
 }
 
 // breaking is the service's circuit breaker and call limits: a call is
 // answered at once with circuit-open while the breaker is open, and with
 // overloaded when max_concurrent calls are in flight and max_pending wait
-// already.
+// already. A call whose answer streams is judged when its head comes,
+// with the head's status: a probe that turns into a watch or a long
+// download would otherwise hold the breaker half-open, refusing every
+// other call, for as long as it lasts, and a stream that worked would
+// count as failed when its caller's deadline ended it.
 func (a *Ambassador) breaking(next Invoker) Invoker {
 	return func(ctx context.Context, c *Call) error {
 		cfg := c.Route.Policy.Breaker
@@ -203,11 +293,11 @@ func (a *Ambassador) breaking(next Invoker) Invoker {
 			return next(ctx, c)
 		}
 		s := a.serviceOf(c)
-		if s.slots != nil {
-			if err := a.takeSlot(ctx, c, s, cfg); err != nil {
+		if slots := s.slots; slots != nil {
+			if err := a.takeSlot(ctx, c, s); err != nil {
 				return err
 			}
-			c.OnEnd(func(*Outcome) { <-s.slots })
+			c.OnEnd(func(*Outcome) { <-slots })
 		}
 		if cfg.ConsecutiveFailures == 0 && cfg.FailurePercent == 0 {
 			return next(ctx, c)
@@ -220,6 +310,11 @@ func (a *Ambassador) breaking(next Invoker) Invoker {
 			return e
 		}
 		service := c.Route.Service
+		err := next(ctx, c)
+		if resp := c.Answer(); err == nil && resp.More && resp.Error == "" {
+			a.judge(s, cfg, service, failedAnswer(resp), probe)
+			return nil
+		}
 		c.OnEnd(func(o *Outcome) {
 			if o.Reason == reason.Cancelled {
 				if probe {
@@ -227,27 +322,33 @@ func (a *Ambassador) breaking(next Invoker) Invoker {
 				}
 				return
 			}
-			if st := s.brk.record(cfg, time.Now().UnixNano(), failedOutcome(o), probe); st >= 0 {
-				breakerChanged(a.logger, a.metrics.Resilience, service, "", st)
-			}
+			a.judge(s, cfg, service, failedOutcome(o), probe)
 		})
-		return next(ctx, c)
+		return err
+	}
+}
+
+// judge records how an admitted call went in its service's breaker.
+func (a *Ambassador) judge(s *serviceState, cfg *config.Breaker, service string, failed, probe bool) {
+	if st := s.brk.record(cfg, time.Now().UnixNano(), failed, probe); st >= 0 {
+		breakerChanged(a.logger, a.metrics.Resilience, service, "", st)
 	}
 }
 
 // takeSlot waits for one of the service's max_concurrent slots while
 // fewer than max_pending calls wait; a call beyond is refused at once.
-func (a *Ambassador) takeSlot(ctx context.Context, c *Call, s *serviceState, cfg *config.Breaker) error {
+// The limits are the state's own, those its slots were made for.
+func (a *Ambassador) takeSlot(ctx context.Context, c *Call, s *serviceState) error {
 	select {
 	case s.slots <- struct{}{}:
 		return nil
 	default:
 	}
-	if s.pending.Add(1) > int64(cfg.MaxPending) {
+	if s.pending.Add(1) > int64(s.made.maxPending) {
 		s.pending.Add(-1)
 		a.metrics.Resilience.BreakerRefused.WithLabelValues(c.Route.Service, reason.Overloaded.String()).Inc()
 		e := reason.Errorf(reason.Overloaded, "service %q has %d calls in flight and %d waiting (max_concurrent, max_pending)",
-			c.Route.Service, cfg.MaxConcurrent, cfg.MaxPending)
+			c.Route.Service, s.made.maxConcurrent, s.made.maxPending)
 		e.RetryAfter = time.Second
 		return e
 	}
