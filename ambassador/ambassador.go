@@ -79,7 +79,8 @@ type Ambassador struct {
 	chunk   int // body frame size
 	lb      *balancer
 	// services holds each service's retry budget, breaker and limits
-	// (serviceOf), by service name: they outlive reloads.
+	// (serviceOf), by service name. The breaker's state outlives reloads;
+	// limits and budget are rebuilt when a reload changes them.
 	services sync.Map
 	// table is the routing in force; Reload swaps it.
 	table    atomic.Pointer[table]
@@ -164,7 +165,7 @@ func New(ctx context.Context, o Options) (*Ambassador, error) {
 	}
 	a.inbox = in
 	a.mirrorInbox = subjects.Inbox(o.Sidecar) + ".mirror"
-	mirrors, err := o.Broker.Subscribe(ctx, a.mirrorInbox, mirrorAnswers(o.Metrics, logger, primaryLane))
+	mirrors, err := o.Broker.Subscribe(ctx, a.mirrorInbox, a.mirrorAnswers(a.mirrors[""]))
 	if err != nil {
 		_ = in.close() // the subscribe error is the one to report
 		return nil, fmt.Errorf("ambassador mirror inbox: %w", err)

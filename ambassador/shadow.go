@@ -47,7 +47,7 @@ func newShadows(o Options) map[string]*shadow {
 // shadow broker.
 func (a *Ambassador) openShadows(ctx context.Context, o Options) error {
 	for name, s := range a.shadows {
-		sub, err := s.b.Subscribe(ctx, a.mirrorInbox, mirrorAnswers(o.Metrics, a.logger, name))
+		sub, err := s.b.Subscribe(ctx, a.mirrorInbox, a.mirrorAnswers(s.out))
 		if err != nil {
 			_ = a.closeShadows() // the subscribe error is the one to report
 			return fmt.Errorf("ambassador mirror inbox on broker %s: %w", name, err)

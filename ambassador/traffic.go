@@ -3,7 +3,6 @@ package ambassador
 import (
 	"context"
 	"hash/fnv"
-	"log/slog"
 	"maps"
 	"math/rand/v2"
 	"slices"
@@ -215,30 +214,80 @@ func versionFound(ctx context.Context, c *Call, reg *discovery.Registry) bool {
 // has an id of its own and its answer goes to the mirror inbox (the same
 // subject on every broker), where it is counted and dropped, so the caller
 // never sees it. The copy is encoded now, while c is at hand, and
-// published off the caller's path (mirrorSender).
+// published off the caller's path (mirrorSender). It is sent once the
+// primary has answered, so it gets the call's whole timeout from now: the
+// call's deadline would leave the shadow only what the primary did not
+// use.
 func (a *Ambassador) sendMirror(c *Call, m *mirror) {
 	copyReq := c.Req
 	copyReq.ID = a.inbox.nextID.Add(1)
 	copyReq.ReplyTo = a.mirrorInbox
 	copyReq.Version = m.version
 	copyReq.AttemptOf = 0 // a copy is never a retry: no adapter answers it from a record
+	copyReq.Window = mirrorWindow
+	var deadline time.Time
+	copyReq.Deadline = 0
+	if !c.Deadline.IsZero() {
+		deadline = time.Now().Add(c.Deadline.Sub(c.Start))
+		copyReq.Deadline = deadline.UnixNano()
+	}
 	data := copyReq.AppendEnvelope(make([]byte, 0, copyReq.EncodedSize()))
-	m.out.send(mirrorCopy{subject: m.subject, service: c.Route.Service, version: m.version, data: data})
+	m.out.send(mirrorCopy{subject: m.subject, service: c.Route.Service, version: m.version, data: data,
+		id: copyReq.ID, deadline: deadline})
 }
 
-// mirrorAnswers counts the answers to mirrored calls that come over one
-// broker (label: primary or the ambassador.brokers name) and drops them.
-func mirrorAnswers(m *telemetry.Metrics, logger *slog.Logger, label string) func(context.Context, []byte) {
+// mirrorAnswers handles what comes to the mirror inbox over out's broker
+// (label: primary or the ambassador.brokers name): answers' heads are
+// counted and dropped; and, as a caller that discards the answer, it
+// grants credit for the answer's frames as they are dropped and pongs the
+// shadow adapter's liveness pings until the answer ends, so a copy whose
+// answer is long or slow is served to its end, not stalled or reaped as a
+// vanished caller's. With security on, only the service a copy went to
+// answers for it, and what goes back is sealed for that service.
+func (a *Ambassador) mirrorAnswers(out *mirrorSender) func(context.Context, []byte) {
+	out.answering(a.sidecar, a.forPeer)
 	return func(_ context.Context, data []byte) {
-		e, err := envelope.Open(data)
-		if err != nil || e.Kind != envelope.KindResponse {
+		e, from, ok := a.inbox.open(data)
+		if !ok {
 			return
 		}
-		var r envelope.Response
-		if err := r.Unmarshal(e.Msg); err != nil {
-			logger.Debug("mirror answer undecodable", telemetry.KeyErr, err)
-			return
+		switch e.Kind {
+		case envelope.KindResponse:
+			var r envelope.Response
+			if err := r.Unmarshal(e.Msg); err != nil {
+				a.logger.Debug("mirror answer undecodable", telemetry.KeyErr, err)
+				return
+			}
+			service, tracked := out.heard(r.ID)
+			if tracked && !a.inbox.sentBy(service, &e, from, len(data)) {
+				return
+			}
+			a.metrics.MirrorAnswers.WithLabelValues(telemetry.Code(int(r.Status)), out.label).Inc()
+			if tracked {
+				out.headed(r.ID, &r)
+			}
+		case envelope.KindFrame:
+			var f envelope.Frame
+			if err := f.Unmarshal(e.Msg); err != nil {
+				a.logger.Debug("mirror frame undecodable", telemetry.KeyErr, err)
+				return
+			}
+			service, tracked := out.heard(f.ID)
+			if !tracked {
+				if f.Ping { // a copy forgotten: the shadow is told to stop
+					a.inbox.bind(&e, from)
+					out.pinged(f.ID, f.ReplyTo)
+				}
+				return
+			}
+			if !a.inbox.sentBy(service, &e, from, len(data)) {
+				return
+			}
+			if f.Ping {
+				out.pinged(f.ID, f.ReplyTo)
+			} else {
+				out.dropped(f.ID, &f)
+			}
 		}
-		m.MirrorAnswers.WithLabelValues(telemetry.Code(int(r.Status)), label).Inc()
 	}
 }

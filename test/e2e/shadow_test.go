@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"math"
@@ -12,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/busmesh/busmesh/broker"
 )
 
 const plainCalleeConfig = `id: {{id}}
@@ -283,4 +286,185 @@ func adminPut(t *testing.T, url, body string) (int, string) {
 	defer resp.Body.Close()
 	out, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(out)
+}
+
+// mirrorToTheEndCaller mirrors every call of the service to v2, on the
+// caller's own broker; v1 answers.
+const mirrorToTheEndCaller = `id: {{id}}
+broker: {{broker}}
+admin: {{admin}}
+ambassador:
+  service: web
+  upstreams:
+    {{service}}: {{port}}
+  timeout: 10s
+  services:
+    {{service}}:
+      split: {v1: 100}
+      mirror: {version: v2, percent: 100}
+`
+
+// mirrorToTheEndSecure is the same with identities, calls and answers
+// sealed: the mirror's grants and pongs must be sealed for the shadow.
+const mirrorToTheEndSecure = secureCallerConfig + `  services:
+    {{service}}:
+      split: {v1: 100}
+      mirror: {version: v2, percent: 100}
+      seal: true
+`
+
+// TestMirrorAnswersToTheEnd: the mirror is a caller that reads its copies'
+// answers to their end, as the caller does the primary's, and drops them.
+// A 3 MiB answer streamed by the shadow (three times the window a copy
+// offers) is served whole within seconds, not stalled; a copy whose shadow
+// takes 8.5 s, longer than an adapter waits for an unanswered caller
+// (pinged after 2 s quiet, reaped after two unanswered pings: 6–8 s), is
+// served to its end: its pings are answered. It gets the call's whole
+// 10 s timeout from when it is sent, after the primary's 3 s answer, not
+// the 7 s the call's own deadline leaves. The shadow's application sees
+// both calls complete, its adapter reaps nothing, and the caller gets the
+// primary's answers as fast as without a mirror. Plain, and with
+// identities and sealing.
+func TestMirrorAnswersToTheEnd(t *testing.T) {
+	b := brokers(t)[0] // nats
+	for _, secure := range []bool{false, true} {
+		name := map[bool]string{false: "plain", true: "sealed"}[secure]
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			requireBroker(t, b)
+			testMirrorAnswersToTheEnd(t, b, secure)
+		})
+	}
+}
+
+func testMirrorAnswersToTheEnd(t *testing.T, b brokerCase, secure bool) {
+	const (
+		streamed  = 3 << 20
+		chunk     = 64 << 10
+		primaryIn = 3 * time.Second
+		shadowIn  = 8500 * time.Millisecond
+	)
+	service := unique("mirrored")
+	var p *pki
+	var serviceCert cert // both versions' instances: a sealed copy is addressed to the service's identity
+	if secure {
+		p = newPKI(t, broker.DefaultMesh)
+		serviceCert = p.issue(service, time.Hour, time.Now())
+	}
+	// What the shadow's application saw of each call: "done", or how it
+	// was cut off.
+	var mu sync.Mutex
+	seen := map[string]string{}
+	saw := func(path, what string) {
+		mu.Lock()
+		seen[path] = what
+		mu.Unlock()
+	}
+	shadowSaw := func(path string) string {
+		mu.Lock()
+		defer mu.Unlock()
+		return seen[path]
+	}
+	var shadow *sidecar
+	for _, v := range []string{"v1", "v2"} {
+		app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			switch r.URL.Path {
+			case "/stream":
+				data := make([]byte, chunk)
+				for i := 0; i < streamed/chunk; i++ {
+					if _, err := w.Write(data); err != nil {
+						if v == "v2" {
+							saw(r.URL.Path, fmt.Sprintf("write failed after %d bytes: %v", i*chunk, err))
+						}
+						return
+					}
+					w.(http.Flusher).Flush()
+				}
+			case "/slow":
+				began := time.Now()
+				d := primaryIn
+				if v == "v2" {
+					d = shadowIn
+				}
+				select {
+				case <-time.After(d):
+					io.WriteString(w, v)
+				case <-r.Context().Done():
+					if v == "v2" {
+						saw(r.URL.Path, fmt.Sprintf("cancelled after %v: %v", time.Since(began).Round(time.Millisecond), context.Cause(r.Context())))
+					}
+					return
+				}
+			}
+			if v == "v2" && r.Context().Err() == nil {
+				saw(r.URL.Path, "done")
+			}
+		}))
+		t.Cleanup(app.Close)
+		vars := map[string]string{"id": unique("mirrored-" + v), "broker": b.url, "service": service, "version": v, "target": app.URL}
+		var s *sidecar
+		if secure {
+			vars["extra"] = "  version: " + v + "\n  seal: true\n"
+			s = startSidecar(t, "callee-"+v, secureCalleeConfig, serviceCert.vars(vars))
+		} else {
+			s = startSidecar(t, "callee-"+v, versionedCalleeConfig, vars)
+		}
+		if v == "v2" {
+			shadow = s
+		}
+	}
+	port := freePort(t)
+	vars := map[string]string{"id": unique("web"), "broker": b.url, "service": service, "port": port}
+	if secure {
+		vars["http"] = freePort(t)
+		startSidecar(t, "caller", mirrorToTheEndSecure, p.issue("web", time.Hour, time.Now()).vars(vars))
+	} else {
+		startSidecar(t, "caller", mirrorToTheEndCaller, vars)
+	}
+	get := func(path string) ([]byte, time.Duration, error) {
+		began := time.Now()
+		resp, err := http.Get("http://" + port + path)
+		if err != nil {
+			return nil, 0, err
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err == nil && resp.StatusCode != 200 {
+			err = fmt.Errorf("status %d %s", resp.StatusCode, resp.Header.Get("X-Busmesh-Error"))
+		}
+		return body, time.Since(began), err
+	}
+	inflight := func() float64 { return shadow.metric("busmesh_adapter_inflight_requests") }
+	eventually(t, 10*time.Second, "the service answers", func() bool {
+		body, _, err := get("/stream")
+		return err == nil && len(body) == streamed
+	})
+	eventually(t, 10*time.Second, "the shadow done with its first copies", func() bool { return inflight() == 0 })
+	reapedBefore := shadow.metric("busmesh_adapter_calls_reaped_total")
+
+	// The stream: the shadow's copy ends within seconds, as the primary's.
+	saw("/stream", "")
+	if body, d, err := get("/stream"); err != nil || len(body) != streamed || d > 2*time.Second {
+		t.Errorf("GET /stream: %d bytes in %v, %v; want %d within 2s", len(body), d, err, streamed)
+	}
+	eventually(t, 4*time.Second, "the shadow streams its 3 MiB answer to its end (a stalled one stays in flight)",
+		func() bool { return inflight() == 0 && shadowSaw("/stream") != "" })
+
+	// The slow call: the caller has v1's answer in 3 s; the shadow's copy
+	// runs 8.5 s to its end.
+	body, d, err := get("/slow")
+	if err != nil || string(body) != "v1" || d > primaryIn+time.Second {
+		t.Errorf("GET /slow: %q in %v, %v; want v1's answer in about %v", body, d, err, primaryIn)
+	}
+	eventually(t, shadowIn+2*time.Second, "the shadow's slow copy ended", func() bool {
+		return shadowSaw("/slow") != "" && inflight() == 0
+	})
+	for _, path := range []string{"/stream", "/slow"} {
+		if got := shadowSaw(path); got != "done" {
+			t.Errorf("the shadow's copy of %s: %s, want done", path, got)
+		}
+	}
+	if r := shadow.metric("busmesh_adapter_calls_reaped_total") - reapedBefore; r != 0 {
+		t.Errorf("the shadow's adapter reaped %v mirrored calls, want none:\n%s", r, shadow.log.Tail(20))
+	}
 }
