@@ -89,7 +89,7 @@ func evaluate(e *env, res *results, sizes []int) []verdict {
 	// broker's own round trip.
 	for _, b := range []string{"kafka", "rabbitmq"} {
 		mesh, raw := meshRowName(b), rawRowName(b)
-		t := fmt.Sprintf("busmesh %s HTTP p50 ≤ 1.3 × raw %s p50 (128 B, c=1)", b, b)
+		t := fmt.Sprintf("busmesh %s HTTP p50 ≤ 1.3 × raw %s p50 (128 B, c=1)", brokerTitle(b), brokerTitle(b))
 		m, r := res.get(mesh, targetLowConc, targetSize), res.get(raw, targetLowConc, targetSize)
 		if m == nil || r == nil {
 			vs = append(vs, notMeasured(t, mesh, raw))
