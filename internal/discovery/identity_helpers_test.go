@@ -1,12 +1,39 @@
 package discovery
 
 import (
+	"context"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/busmesh/busmesh/broker"
+	"github.com/busmesh/busmesh/broker/brokertest"
+	_ "github.com/busmesh/busmesh/broker/nats"
 	"github.com/busmesh/busmesh/internal/identity"
 )
+
+// sharedNATS requires the shared NATS server (BUSMESH_TEST_NATS, else
+// 127.0.0.1:4222) and returns the test's context, ended within 30 s, and a
+// function that opens a connection to it, closed when the test ends.
+func sharedNATS(t *testing.T) (context.Context, func() broker.Broker) {
+	t.Helper()
+	addr := "127.0.0.1:4222"
+	if v := os.Getenv("BUSMESH_TEST_NATS"); v != "" {
+		addr = v
+	}
+	brokertest.Require(t, "nats", addr, "nats-server -p 4222")
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx, func() broker.Broker {
+		b, err := broker.Open(ctx, "nats://"+addr, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { b.Close() })
+		return b
+	}
+}
 
 // testCA is a mesh CA in a temporary directory, issuing identities for
 // the tests of signed discovery.

@@ -3,7 +3,6 @@ package discovery
 import (
 	"context"
 	"fmt"
-	"os"
 	"slices"
 	"sync"
 	"testing"
@@ -12,7 +11,6 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/busmesh/busmesh/broker"
-	"github.com/busmesh/busmesh/broker/brokertest"
 	_ "github.com/busmesh/busmesh/broker/nats"
 	busmeshv1 "github.com/busmesh/busmesh/proto/busmesh/v1"
 )
@@ -25,21 +23,7 @@ import (
 // Before, the goodbye left nothing to compare the replay's seq with, and
 // the departed instance was called again for a lifetime per replay.
 func TestReplayAfterGoodbye(t *testing.T) {
-	addr := "127.0.0.1:4222"
-	if v := os.Getenv("BUSMESH_TEST_NATS"); v != "" {
-		addr = v
-	}
-	brokertest.Require(t, "nats", addr, "nats-server -p 4222")
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	open := func() broker.Broker {
-		b, err := broker.Open(ctx, "nats://"+addr, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { b.Close() })
-		return b
-	}
+	ctx, open := sharedNATS(t)
 	name := fmt.Sprintf("replay%d", time.Now().UnixNano())
 	mesh := newTestCA(t, name)
 	orders, _ := mesh.issue(t, "orders", "")
