@@ -49,6 +49,18 @@ func (s *answerBroker) QueueSubscribe(context.Context, string, string, broker.Ha
 
 func (s *answerBroker) Close() error { return nil }
 
+// answer returns the answer to call id, if one was published.
+func (s *answerBroker) answer(id uint64) (envelope.Response, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, r := range s.answers {
+		if r.ID == id {
+			return r, true
+		}
+	}
+	return envelope.Response{}, false
+}
+
 // TestDuplicateSuppression: a retry of a call this adapter answered is
 // answered from the record, with the retry's id, and the application is
 // called once; a call without attempt_of, or whose answer was a 5xx, runs

@@ -9,53 +9,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/busmesh/busmesh/broker"
 	"github.com/busmesh/busmesh/internal/config"
 	"github.com/busmesh/busmesh/internal/envelope"
 	"github.com/busmesh/busmesh/internal/reason"
 )
-
-// shutdownBroker keeps the answers published to the caller's inbox, by
-// call id.
-type shutdownBroker struct {
-	mu      sync.Mutex
-	answers map[uint64]envelope.Response
-}
-
-func (b *shutdownBroker) Publish(_ context.Context, subject string, data []byte) error {
-	if subject != "busmesh.default.inbox.caller" {
-		return nil
-	}
-	env, err := envelope.Open(data)
-	if err != nil || env.Kind != envelope.KindResponse {
-		return err
-	}
-	var r envelope.Response
-	if err := r.Unmarshal(append([]byte(nil), env.Msg...)); err != nil {
-		return err
-	}
-	b.mu.Lock()
-	b.answers[r.ID] = r
-	b.mu.Unlock()
-	return nil
-}
-
-func (b *shutdownBroker) Subscribe(context.Context, string, broker.Handler) (broker.Subscription, error) {
-	return downSub{}, nil
-}
-
-func (b *shutdownBroker) QueueSubscribe(context.Context, string, string, broker.Handler) (broker.Subscription, error) {
-	return downSub{}, nil
-}
-
-func (b *shutdownBroker) Close() error { return nil }
-
-func (b *shutdownBroker) answer(id uint64) (envelope.Response, bool) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	r, ok := b.answers[id]
-	return r, ok
-}
 
 // shutdownMargin is how long past its ctx Shutdown may take: answering
 // the waiting line, and the calls in flight, which the application may
@@ -83,7 +40,7 @@ func TestShutdownBoundedByContext(t *testing.T) {
 	defer app.Close()
 	cfg := config.NewAdapter()
 	cfg.Service, cfg.Instance, cfg.Target, cfg.Concurrency = "orders", "i-1", app.URL, 2
-	b := &shutdownBroker{answers: map[uint64]envelope.Response{}}
+	b := &answerBroker{}
 	a, err := New(Options{Config: cfg, Sidecar: "t", Broker: b})
 	if err != nil {
 		t.Fatal(err)
@@ -166,7 +123,7 @@ func TestShutdownBoundedByContext(t *testing.T) {
 func TestCancelUntilCatchesLateCalls(t *testing.T) {
 	cfg := config.NewAdapter()
 	cfg.Service, cfg.Instance, cfg.Target = "orders", "i-1", "http://127.0.0.1:1"
-	a, err := New(Options{Config: cfg, Sidecar: "t", Broker: &shutdownBroker{}})
+	a, err := New(Options{Config: cfg, Sidecar: "t", Broker: &answerBroker{}})
 	if err != nil {
 		t.Fatal(err)
 	}
