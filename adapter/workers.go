@@ -110,6 +110,12 @@ func (w *workers) dispatch(_ context.Context, req *envelope.Request) {
 	switch {
 	case w.closed:
 		w.mu.Unlock()
+		// A delivery still on its way when the instance left its
+		// subjects (a broker's prefetch): told at once, not left to time
+		// out, unless its caller has given up.
+		if req.Deadline == 0 || now.UnixNano() < req.Deadline {
+			w.refuse(req, shedDetail)
+		}
 		return
 	case w.idle > len(w.waiting):
 		w.enqueue(waitingCall{req, now, true})

@@ -262,3 +262,22 @@ func TestWorkersReportFirstMeasurement(t *testing.T) {
 		t.Fatalf("service time %v after calls, want above 0", w.cost.get())
 	}
 }
+
+// TestWorkersClosedRefuse: a call dispatched after the workers closed (a
+// delivery a broker had on its way when the instance left its subjects)
+// is answered at once as shutting down, unless its deadline has passed.
+func TestWorkersClosedRefuse(t *testing.T) {
+	u := newWorkersUnderTest(2, 10*time.Millisecond)
+	u.close()
+	u.call("late", time.Second)
+	u.call("expired", -time.Second)
+	if why, ok := u.refusal("late"); !ok || why != shedDetail {
+		t.Errorf("a call after close: refused %v (%q), want %q", ok, why, shedDetail)
+	}
+	if _, ok := u.refusal("expired"); ok {
+		t.Error("a call past its deadline was answered")
+	}
+	if n := u.servedCount(); n != 0 {
+		t.Errorf("%d calls served after close", n)
+	}
+}
