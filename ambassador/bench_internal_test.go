@@ -15,6 +15,20 @@ import (
 	"github.com/busmesh/busmesh/internal/envelope"
 )
 
+// serviceRequest decodes the request a test broker takes on a service
+// subject; ok is false for anything else published (discovery, frames),
+// and err says why a service subject's message did not decode.
+func serviceRequest(subject string, data []byte) (req envelope.Request, ok bool, err error) {
+	if !strings.HasPrefix(subject, "busmesh.default.svc.") {
+		return req, false, nil
+	}
+	_, msg, err := envelope.Unwrap(data)
+	if err == nil {
+		err = req.Unmarshal(msg)
+	}
+	return req, err == nil, err
+}
+
 // loopBroker answers every request it is given at once, as if an adapter
 // and its application took no time: what remains is the ambassador's own
 // cost.
@@ -25,15 +39,8 @@ type loopBroker struct {
 }
 
 func (l *loopBroker) Publish(ctx context.Context, subject string, data []byte) error {
-	if !strings.HasPrefix(subject, "busmesh.default.svc.") {
-		return nil
-	}
-	_, msg, err := envelope.Unwrap(data)
-	if err != nil {
-		return err
-	}
-	var req envelope.Request
-	if err := req.Unmarshal(msg); err != nil {
+	req, ok, err := serviceRequest(subject, data)
+	if !ok {
 		return err
 	}
 	l.mu.Lock()

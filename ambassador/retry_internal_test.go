@@ -38,15 +38,8 @@ type scripted struct {
 }
 
 func (s *scriptBroker) PublishReturnable(ctx context.Context, subject string, data []byte, token uint64, returned func(uint64)) error {
-	if !strings.HasPrefix(subject, "busmesh.default.svc.") {
-		return nil
-	}
-	_, msg, err := envelope.Unwrap(data)
-	if err != nil {
-		return err
-	}
-	var req envelope.Request
-	if err := req.Unmarshal(msg); err != nil {
+	req, ok, err := serviceRequest(subject, data)
+	if !ok {
 		return err
 	}
 	req.Body = bytes.Clone(req.Body)
